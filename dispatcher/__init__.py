@@ -1,0 +1,1 @@
+"""The collections contact dispatcher: strategy, compliance, planner and state."""

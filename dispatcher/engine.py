@@ -1,0 +1,247 @@
+"""The engine: the imperative shell around the pure planner and event rules.
+
+Every change to an account runs the same loop: load (record, version, history) → apply the change and
+whatever time has produced (lapsed promises and holds) → plan → commit atomically against the version
+read; a conflict means someone else wrote first, so the loop reads again. The same engine serves the
+CLI, the simulator, the API and the workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from dispatcher.clock import Clock
+from dispatcher.compliance import ContactLog, Ruling, evaluate
+from dispatcher.events import Event, EventRejected, Outcome, apply_event, lapsed_events
+from dispatcher.models import Account, AccountRecord, AccountState, Contact, Decision, HistoryEntry, Plan
+from dispatcher.planner import plan, stage_index_at
+from dispatcher.store import CONFLICT, DUPLICATE, Commit, Loaded, Store
+from dispatcher.strategy import Strategy
+
+MAX_CONFLICT_RETRIES = 16
+
+
+class UnknownAccount(LookupError):
+    def __init__(self, account_id: str):
+        super().__init__(f"account_id: no account {account_id!r}; upsert it first")
+        self.account_id = account_id
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one mutation wants written before the plan: the new record and the facts to append."""
+
+    record: AccountRecord
+    entries: list[HistoryEntry] = field(default_factory=list)
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    account_id: str
+    status: str  # "applied" | "unchanged" | "duplicate"
+    plan: Plan | None = None
+    queued: tuple[Contact, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    verdict: str  # "send" | "defer" | "deny" | "claimed_elsewhere"
+    rule: str | None = None
+    until: datetime | None = None
+    record: AccountRecord | None = None
+
+
+Mutator = Callable[[Loaded, datetime], Change | None]
+
+
+class Engine:
+    def __init__(self, store: Store, strategy: Strategy, clock: Clock):
+        self.store = store
+        self.strategy = strategy
+        self.clock = clock
+
+    # Changes.
+    def upsert_many(self, accounts: Sequence[Account]) -> list[Result]:
+        by_id = {account.id: account for account in accounts}
+        return self._run(list(by_id), lambda loaded, now: _upserted(loaded, by_id[loaded.account_id], now))
+
+    def upsert(self, account: Account) -> Result:
+        return self.upsert_many([account])[0]
+
+    def record_event(self, account_id: str, event: Event) -> Result:
+        return self._run([account_id], lambda loaded, now: self._evented(loaded, event, now))[0]
+
+    def replan_many(self, account_ids: Sequence[str]) -> list[Result]:
+        return self._run(list(account_ids), _replanned)
+
+    def pump(self, limit: int = 500, lease_seconds: int = 120) -> list[Contact]:
+        """Lease the accounts whose wake-up is due, re-plan them, and return the contacts newly queued."""
+        due = self.store.lease_due(self.clock.now(), lease_seconds, limit)
+        return [contact for result in self.replan_many(due) for contact in result.queued]
+
+    # The send path's two ends.
+    def claim(self, contact: Contact) -> ClaimResult:
+        """Last look on fresh state, then the atomic claim: 'send' means this caller, and only it, sends."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            now = self.clock.now()
+            loaded = self.store.load(contact.account_id)
+            if loaded.record is None:
+                return ClaimResult("deny", "unknown_account")
+            ruling = self.last_look(loaded.record, loaded.history, contact, now)
+            if ruling.verdict != "send":
+                self.store.settle(contact.account_id, contact.id, "queued", None)
+                self._audit_decision(contact, ruling, now)
+                if ruling.until is not None:
+                    self.store.wake_no_later(contact.account_id, ruling.until)
+                return ClaimResult(ruling.verdict, ruling.rule, ruling.until, loaded.record)
+            attempt = HistoryEntry(
+                kind="attempt", at=now, contact_id=contact.id, channel=contact.channel,
+                detail={"template": contact.template, "stage": contact.stage},
+            )  # fmt: skip
+            claimed = self.store.claim(contact.account_id, contact.id, loaded.version, attempt)
+            if claimed == 1:
+                return ClaimResult("send", record=loaded.record)
+            if claimed == 0:
+                return ClaimResult("claimed_elsewhere")
+        raise RuntimeError(f"contact {contact.id}: the account kept changing; claim abandoned")
+
+    def last_look(
+        self, record: AccountRecord, history: Sequence[HistoryEntry], contact: Contact, now: datetime
+    ) -> Ruling:
+        """The planner's own rules again, on the state as it is at the moment of sending."""
+        account, state = record.account, record.state
+        if state.status == "active" and not state.do_not_contact and not state.holds:
+            if state.promise is not None:
+                return Ruling("deny", "promise_to_pay")
+            index = stage_index_at(account, state, self.strategy, now)
+            current = None if index is None else self.strategy.stages[index].name
+            if contact.stage != current and contact.stage != "adhoc":
+                return Ruling("deny", f"stage_changed:{current}")
+        log = ContactLog.from_history(history)
+        return evaluate(contact.channel, account, state, log, now, self.strategy.compliance)
+
+    def settle(self, contact: Contact, status: str | None, detail: dict[str, str] | None = None) -> bool:
+        """Record how a claimed send ended: 'sent', 'unknown' (ambiguous) or None (definitely not sent)."""
+        now = self.clock.now()
+        moved = self.store.settle(contact.account_id, contact.id, "sending", status if status else "queued")
+        entry = {"at": now, "type": "contact", "account_id": contact.account_id, "contact_id": contact.id,
+                 "channel": contact.channel, "status": status or "not_sent", **(detail or {})}  # fmt: skip
+        self.store.append_audit(contact.account_id, [entry])
+        return moved
+
+    # The loop.
+    def _run(self, account_ids: list[str], mutate: Mutator) -> list[Result]:
+        results: dict[str, Result] = {}
+        pending = account_ids
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if not pending:
+                break
+            now = self.clock.now()
+            staged: list[tuple[Commit, Plan]] = []
+            for loaded in self.store.load_many(pending):
+                change = mutate(loaded, now)
+                if change is None:
+                    results[loaded.account_id] = Result(loaded.account_id, "unchanged")
+                else:
+                    staged.append(self._stage(loaded, change, now))
+            replies = self.store.commit_many([commit for commit, _ in staged])
+            pending = []
+            for (commit, account_plan), reply in zip(staged, replies, strict=True):
+                account_id = commit.loaded.account_id
+                if reply == CONFLICT:
+                    pending.append(account_id)
+                elif reply == DUPLICATE:
+                    results[account_id] = Result(account_id, "duplicate")
+                else:
+                    queued = tuple(c for c in account_plan.contacts if c.id in set(reply))  # type: ignore[arg-type]
+                    results[account_id] = Result(account_id, "applied", account_plan, queued)
+        if pending:
+            raise RuntimeError(f"accounts kept changing under the planner: {pending[:5]}")
+        return [results[account_id] for account_id in account_ids if account_id in results]
+
+    def _stage(self, loaded: Loaded, change: Change, now: datetime) -> tuple[Commit, Plan]:
+        record, entries = change.record, list(change.entries)
+        for event in lapsed_events(record, self.strategy, now):
+            record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
+            entries.append(HistoryEntry(kind="event", at=now, event=event.kind))
+        history = (*loaded.history, *entries)
+        account_plan = plan(record, history, self.strategy, now)
+        record = record.model_copy(update={"stage": account_plan.stage, "next_wakeup": account_plan.next_wakeup})
+        audit = [_entry_audit(record.account.id, entry) for entry in entries]
+        audit += [_decision_audit(record.account.id, d, now) for d in account_plan.decisions]
+        commit = Commit(
+            loaded, record, entries, [c.id for c in account_plan.contacts], account_plan.next_wakeup, audit,
+            change.event_id,
+        )  # fmt: skip
+        return commit, account_plan
+
+    def _evented(self, loaded: Loaded, event: Event, now: datetime) -> Change:
+        if loaded.record is None:
+            raise UnknownAccount(loaded.account_id)
+        if isinstance(event, Outcome):
+            event = _with_channel(event, loaded.history)
+            entry = HistoryEntry(
+                kind="outcome", at=now, contact_id=event.contact_id, channel=event.channel,
+                outcome=event.outcome, detail=event.detail,
+            )  # fmt: skip
+        else:
+            fields = event.model_dump(exclude={"kind", "event_id"}, exclude_none=True, mode="json")
+            entry = HistoryEntry(kind="event", at=now, event=event.kind, detail={k: str(v) for k, v in fields.items()})
+        state = apply_event(loaded.record, event, self.strategy, now)
+        return Change(loaded.record.model_copy(update={"state": state}), [entry], event.event_id)
+
+    def _audit_decision(self, contact: Contact, ruling: Ruling, now: datetime) -> None:
+        decision = Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until)  # type: ignore[arg-type]
+        self.store.append_audit(contact.account_id, [_decision_audit(contact.account_id, decision, now, "last_look")])
+
+
+def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
+    previous = loaded.record
+    if previous is not None and previous.account == account:
+        return None
+    state = previous.state if previous is not None else AccountState()
+    if previous is None or previous.account.balance != account.balance:
+        # The bank's balance is authoritative and already net of what was paid before it.
+        resolved = account.balance <= Decimal("0")
+        status = "resolved" if resolved else ("active" if state.status == "resolved" else state.status)
+        state = state.model_copy(update={"paid": Decimal("0"), "status": status})
+    kind = "account_created" if previous is None else "account_updated"
+    entry = HistoryEntry(kind="event", at=now, event=kind, detail={"balance": str(account.balance)})
+    record = AccountRecord(account=account, state=state)
+    return Change(record, [entry])
+
+
+def _replanned(loaded: Loaded, now: datetime) -> Change | None:
+    return None if loaded.record is None else Change(loaded.record)
+
+
+def _with_channel(event: Outcome, history: Sequence[HistoryEntry]) -> Outcome:
+    if event.channel is not None:
+        return event
+    for entry in reversed(history):
+        if entry.kind == "attempt" and entry.contact_id == event.contact_id:
+            return event.model_copy(update={"channel": entry.channel})
+    raise EventRejected("contact_id", f"no attempt {event.contact_id!r} on this account")
+
+
+def _entry_audit(account_id: str, entry: HistoryEntry) -> dict[str, object]:
+    audit: dict[str, object] = {"at": entry.at, "type": entry.kind, "account_id": account_id}
+    audit.update(entry.model_dump(exclude={"kind", "at"}, exclude_defaults=True, mode="json"))
+    return audit
+
+
+def _decision_audit(account_id: str, decision: Decision, now: datetime, kind: str = "decision") -> dict[str, object]:
+    return {
+        "at": now,
+        "type": kind,
+        "account_id": account_id,
+        "contact_id": decision.contact_id,
+        "channel": decision.channel,
+        "verdict": decision.verdict,
+        "rule": decision.rule,
+        "until": decision.until,
+    }

@@ -1,0 +1,223 @@
+"""Business events and outcomes, validated, and how each one changes an account's state (pure).
+
+Events come from the bank (payment, promise, dispute ...), from providers (an outcome of a contact) and
+from time itself (a promise or a hold that lapses, found by `lapsed_events`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from dispatcher.models import (
+    ADDRESS_OF_CHANNEL,
+    AccountRecord,
+    AccountState,
+    Channel,
+    Money,
+    OutcomeKind,
+    Promise,
+    zone,
+)
+from dispatcher.planner import ContactRef, hold_ends, promise_ends, stage_index_at
+from dispatcher.strategy import Strategy
+
+
+class EventRejected(ValueError):
+    """The event is well-formed but cannot apply to this account; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str | None = Field(
+        default=None, max_length=128, description="The sender's id for this event; a repeat is ignored."
+    )
+
+
+class Payment(_Event):
+    kind: Literal["payment"] = "payment"
+    amount: Money = Field(gt=0)
+    reference: str | None = Field(default=None, max_length=128)
+
+
+class PromiseToPay(_Event):
+    kind: Literal["promise_to_pay"] = "promise_to_pay"
+    amount: Money = Field(gt=0)
+    due: date
+
+
+class Dispute(_Event):
+    kind: Literal["dispute"] = "dispute"
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class DisputeResolved(_Event):
+    kind: Literal["dispute_resolved"] = "dispute_resolved"
+
+
+class Hardship(_Event):
+    kind: Literal["hardship"] = "hardship"
+    days: int | None = Field(default=None, ge=1, le=365, description="Default: the strategy's hold days.")
+
+
+class OptOut(_Event):
+    kind: Literal["opt_out"] = "opt_out"
+    channel: Channel
+
+
+class OptIn(_Event):
+    kind: Literal["opt_in"] = "opt_in"
+    channel: Channel
+
+
+class DoNotContact(_Event):
+    kind: Literal["do_not_contact"] = "do_not_contact"
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class Outcome(_Event):
+    kind: Literal["outcome"] = "outcome"
+    contact_id: str = Field(min_length=1, max_length=256)
+    outcome: OutcomeKind
+    channel: Channel | None = Field(default=None, description="Filled in from the attempt when omitted.")
+    detail: dict[str, str] = Field(default_factory=dict)
+
+
+class PromiseKept(_Event):
+    kind: Literal["promise_kept"] = "promise_kept"
+
+
+class PromiseBroken(_Event):
+    kind: Literal["promise_broken"] = "promise_broken"
+
+
+class HoldLapsed(_Event):
+    kind: Literal["hold_lapsed"] = "hold_lapsed"
+
+
+Event = Annotated[
+    Payment
+    | PromiseToPay
+    | Dispute
+    | DisputeResolved
+    | Hardship
+    | OptOut
+    | OptIn
+    | DoNotContact
+    | Outcome
+    | PromiseKept
+    | PromiseBroken
+    | HoldLapsed,
+    Field(discriminator="kind"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+# Outcomes that prove an address bad whatever the step says: hard bounces and returned mail suppress it.
+_ALWAYS_INVALIDATES = {OutcomeKind.INVALID_ADDRESS, OutcomeKind.BOUNCED, OutcomeKind.RETURNED}
+
+
+def apply_event(record: AccountRecord, event: Event, strategy: Strategy, now: datetime) -> AccountState:
+    """The account's state after `event`; raises EventRejected when it cannot apply."""
+    state, account = record.state, record.account
+    today = now.astimezone(zone(account.timezone)).date()
+    match event:
+        case Payment(amount=amount):
+            paid = state.paid + amount
+            status = "resolved" if paid >= account.balance else state.status
+            return state.model_copy(update={"paid": paid, "status": status})
+        case PromiseToPay():
+            return state.model_copy(update={"promise": _promise(event, state, strategy, today, now)})
+        case Dispute():
+            return _with_hold(state, "dispute", None)
+        case DisputeResolved():
+            return _without_holds(state, {"dispute"})
+        case Hardship(days=days):
+            until = today + timedelta(days=days or strategy.events.hardship_hold_days)
+            return _with_hold(state, "hardship", until)
+        case OptOut(channel=channel):
+            return state.model_copy(update={"opted_out": state.opted_out | {channel}})
+        case OptIn(channel=channel):
+            return state.model_copy(update={"opted_out": state.opted_out - {channel}})
+        case DoNotContact():
+            return state.model_copy(update={"do_not_contact": True})
+        case Outcome():
+            return _after_outcome(record, event, strategy, now, today)
+        case PromiseKept():
+            return state.model_copy(update={"promise": None})
+        case PromiseBroken():
+            state = state.model_copy(update={"promise": None})
+            if strategy.events.promise_to_pay.on_broken == "escalate":
+                return _escalated(record.model_copy(update={"state": state}), strategy, now, today)
+            return state
+        case HoldLapsed():
+            return _without_holds(state, {r for r, until in state.holds.items() if until and until <= today})
+    raise EventRejected("kind", f"no rule for event kind {event.kind!r}")
+
+
+def lapsed_events(record: AccountRecord, strategy: Strategy, now: datetime) -> list[Event]:
+    """The events that time alone has produced by `now`: promises kept or broken, holds that ended."""
+    account, state = record.account, record.state
+    found: list[Event] = []
+    ends = promise_ends(account, state, strategy)
+    if ends is not None and now >= ends and state.promise is not None:
+        kept = state.paid - state.promise.paid_at_promise >= state.promise.amount
+        found.append(PromiseKept() if kept or state.status == "resolved" else PromiseBroken())
+    lapse = hold_ends(account, state)
+    if lapse is not None and now >= lapse:
+        found.append(HoldLapsed())
+    return found
+
+
+def _promise(event: PromiseToPay, state: AccountState, strategy: Strategy, today: date, now: datetime) -> Promise:
+    if event.due < today:
+        raise EventRejected("due", f"the promised date {event.due} is in the past (today is {today})")
+    horizon = strategy.events.promise_to_pay.max_days_ahead
+    if event.due > today + timedelta(days=horizon):
+        raise EventRejected("due", f"a promise may reach at most {horizon} days ahead ({today + timedelta(horizon)})")
+    return Promise(amount=event.amount, due=event.due, made_at=now, paid_at_promise=state.paid)
+
+
+def _after_outcome(
+    record: AccountRecord, event: Outcome, strategy: Strategy, now: datetime, today: date
+) -> AccountState:
+    state = record.state
+    channel = event.channel
+    if channel is None:
+        raise EventRejected("channel", "the outcome's channel is unknown; give it or refer to a sent contact")
+    if event.outcome is OutcomeKind.OPTED_OUT:
+        state = state.model_copy(update={"opted_out": state.opted_out | {channel}})
+    if event.outcome is OutcomeKind.HANDED_OFF:
+        state = state.model_copy(update={"status": "handed_off"})
+    ref = ContactRef.parse(event.contact_id)
+    step = strategy.step(ref.stage, ref.step) if ref is not None and not ref.fallback else None
+    action = step.outcomes.get(event.outcome) if step is not None else None
+    if event.outcome in _ALWAYS_INVALIDATES or (action is not None and action.invalidate):
+        kind = ADDRESS_OF_CHANNEL[channel]
+        if kind is not None:
+            state = state.model_copy(update={"invalid_addresses": state.invalid_addresses | {kind}})
+    if action is not None and action.escalate:
+        state = _escalated(record.model_copy(update={"state": state}), strategy, now, today)
+    return state
+
+
+def _escalated(record: AccountRecord, strategy: Strategy, now: datetime, today: date) -> AccountState:
+    current = stage_index_at(record.account, record.state, strategy, now) or 0
+    floor = min(current + 1, len(strategy.stages) - 1)
+    if floor <= record.state.stage_floor:
+        return record.state
+    return record.state.model_copy(update={"stage_floor": floor, "floor_since": today})
+
+
+def _with_hold(state: AccountState, reason: str, until: date | None) -> AccountState:
+    return state.model_copy(update={"holds": {**state.holds, reason: until}})
+
+
+def _without_holds(state: AccountState, reasons: set[str]) -> AccountState:
+    return state.model_copy(update={"holds": {r: u for r, u in state.holds.items() if r not in reasons}})

@@ -1,0 +1,246 @@
+"""The domain's values: accounts, their state, history entries, contacts and plans.
+
+Time is timezone-aware UTC everywhere; money is Decimal. Accounts and state are pydantic models because
+they cross the boundary (API, imports, Redis); plan results are plain frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    VOICE = "voice"
+    EMAIL = "email"
+    LETTER = "letter"
+    AGENCY = "agency"
+
+
+class OutcomeKind(StrEnum):
+    """What a provider or a person reports about one contact."""
+
+    SENT = "sent"  # accepted by the provider; nothing known yet about delivery
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    ANSWERED = "answered"  # a conversation with the debtor (starts the quiet period for calls)
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    VOICEMAIL = "voicemail"
+    BOUNCED = "bounced"
+    RETURNED = "returned"  # letter returned to sender
+    OPTED_OUT = "opted_out"  # provider refuses: the recipient opted out (Twilio 21610)
+    INVALID_ADDRESS = "invalid_address"  # invalid or unroutable number, bad mailbox
+    WRONG_PARTY = "wrong_party"
+    REFUSED = "refused"
+    HANDED_OFF = "handed_off"  # agency accepted the case file
+
+
+class AddressKind(StrEnum):
+    PHONE = "phone"
+    EMAIL = "email"
+    POSTAL = "postal"
+
+
+ADDRESS_OF_CHANNEL: dict[Channel, AddressKind | None] = {
+    Channel.SMS: AddressKind.PHONE,
+    Channel.VOICE: AddressKind.PHONE,
+    Channel.EMAIL: AddressKind.EMAIL,
+    Channel.LETTER: AddressKind.POSTAL,
+    Channel.AGENCY: None,
+}
+
+ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    """A cached ZoneInfo; constructing one per call is measurably slow in the planner."""
+    return ZoneInfo(name)
+
+
+def _valid_zone(name: str) -> str:
+    try:
+        zone(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {name!r}, e.g. 'Asia/Shanghai'") from None
+    return name
+
+
+def _valid_phone(number: str) -> str:
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("phone must be in E.164 form, e.g. +8613800138000") from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError("phone is not a possible number for its country code")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _valid_email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("email must look like name@domain.tld")
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_valid_zone)]
+PhoneNumber = Annotated[str, AfterValidator(_valid_phone)]
+EmailAddress = Annotated[str, AfterValidator(_valid_email)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+
+
+class PostalAddress(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line1: str = Field(min_length=1, max_length=200)
+    line2: str | None = Field(default=None, max_length=200)
+    city: str = Field(min_length=1, max_length=100)
+    region: str | None = Field(default=None, max_length=100)
+    postal_code: str = Field(min_length=1, max_length=20)
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+
+
+class Account(BaseModel):
+    """A delinquent account as the bank describes it; upserts replace it whole."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=ACCOUNT_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+    locale: Literal["zh-CN", "en"] = "en"
+    timezone: TimeZoneName = "UTC"
+    extra_timezones: tuple[TimeZoneName, ...] = Field(
+        default=(), description="Other plausible zones (area code vs address); windows hold in all of them."
+    )
+    country: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
+    phone: PhoneNumber | None = None
+    email: EmailAddress | None = None
+    address: PostalAddress | None = None
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    balance: Money
+    minimum_payment: Money = Decimal("0")
+    due_date: date = Field(description="The missed due date; days past due count from it.")
+    consent: frozenset[Channel] = Field(
+        default=frozenset(Channel), description="Channels with the debtor's prior consent to automated contact."
+    )
+
+    def address_for(self, channel: Channel) -> str | PostalAddress | None:
+        kind = ADDRESS_OF_CHANNEL[channel]
+        if kind is AddressKind.PHONE:
+            return self.phone
+        if kind is AddressKind.EMAIL:
+            return self.email
+        if kind is AddressKind.POSTAL:
+            return self.address
+        return "agency"
+
+
+class Promise(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    amount: Money
+    due: date
+    made_at: datetime
+    paid_at_promise: Money = Decimal("0")
+
+
+AccountStatus = Literal["active", "resolved", "handed_off"]
+
+
+class AccountState(BaseModel):
+    """What events have made of the account; only `dispatcher.events.apply_event` changes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: AccountStatus = "active"
+    paid: Money = Decimal("0")
+    do_not_contact: bool = False
+    holds: dict[str, date | None] = Field(default_factory=dict, description="hold reason → until (None: open)")
+    opted_out: frozenset[Channel] = frozenset()
+    invalid_addresses: frozenset[AddressKind] = frozenset()
+    promise: Promise | None = None
+    stage_floor: int = 0
+    floor_since: date | None = None
+
+    @field_validator("holds")
+    @classmethod
+    def _hold_reasons(cls, value: dict[str, date | None]) -> dict[str, date | None]:
+        return dict(sorted(value.items()))
+
+
+class AccountRecord(BaseModel):
+    """One account as stored: the bank's description, its state and the last plan's summary."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: Account
+    state: AccountState = AccountState()
+    stage: str | None = None
+    next_wakeup: datetime | None = None
+
+
+HistoryKind = Literal["attempt", "outcome", "event"]
+
+
+class HistoryEntry(BaseModel):
+    """One fact in an account's history: an attempt claimed, an outcome, or a business event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: HistoryKind
+    at: datetime
+    contact_id: str | None = None
+    channel: Channel | None = None
+    outcome: OutcomeKind | None = None
+    event: str | None = None
+    detail: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A contact the planner wants made now; `id` is the same however often the account is re-planned."""
+
+    id: str
+    account_id: str
+    channel: Channel
+    template: str
+    stage: str
+    step: str
+    due_at: datetime
+
+
+Verdict = Literal["send", "defer", "deny"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The compliance verdict on one candidate contact, written to the audit trail."""
+
+    contact_id: str
+    channel: Channel
+    verdict: Verdict
+    rule: str | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    account_id: str
+    stage: str | None
+    contacts: tuple[Contact, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+    next_wakeup: datetime | None = None
+    note: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,230 @@
+"""The planner, pure: plan(account, history, strategy, now) -> the contacts due now and the next wake-up.
+
+A contact's id is a function of (account, stage, step, occurrence), so re-planning the same account any
+number of times names the same contacts; the store's claim then makes each id happen at most once.
+Every candidate passes the compliance policy before it is returned; deferrals and denials come back as
+decisions for the audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from dispatcher.compliance import ContactLog, evaluate
+from dispatcher.models import (
+    Account,
+    AccountRecord,
+    AccountState,
+    Contact,
+    Decision,
+    HistoryEntry,
+    OutcomeKind,
+    Plan,
+    zone,
+)
+from dispatcher.strategy import Stage, Step, Strategy
+
+FALLBACK_SUFFIX = "fb"
+_MAX_OCCURRENCES = 400  # an open-ended `every` step without max_attempts still ends somewhere
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRef:
+    """The parts of a contact id: account/stage/step/occurrence, plus /fb for an outcome's fallback."""
+
+    account_id: str
+    stage: str
+    step: str
+    occurrence: int
+    fallback: bool = False
+
+    def __str__(self) -> str:
+        base = f"{self.account_id}/{self.stage}/{self.step}/{self.occurrence}"
+        return f"{base}/{FALLBACK_SUFFIX}" if self.fallback else base
+
+    @classmethod
+    def parse(cls, contact_id: str) -> ContactRef | None:
+        parts = contact_id.split("/")
+        if len(parts) not in (4, 5) or not parts[3].isdigit():
+            return None
+        if len(parts) == 5 and parts[4] != FALLBACK_SUFFIX:
+            return None
+        return cls(parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5)
+
+
+def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, now: datetime) -> Plan:
+    """The contacts due now for one account, the compliance decisions taken, and when to look again."""
+    account, state = record.account, record.state
+    paused = _paused(account, state, strategy, now)
+    if paused is not None:
+        return paused
+    tz = zone(account.timezone)
+    index = stage_index_at(account, state, strategy, now)
+    if index is None:
+        first = _stage_start(account, strategy, 0, tz)
+        return Plan(account.id, None, next_wakeup=first, note="not yet past due")
+    stage = strategy.stages[index]
+    entry = _entry_date(account, state, strategy, index)
+    attempted = {e.contact_id for e in history if e.kind == "attempt" and e.contact_id}
+    candidates, wakes = _ladder_candidates(account.id, stage, entry, tz, attempted, now)
+    candidates += _fallback_candidates(account.id, stage, history, attempted)
+    if index + 1 < len(strategy.stages):
+        wakes.append(_stage_start(account, strategy, index + 1, tz))
+    return _judge(record, history, strategy, now, stage, candidates, wakes)
+
+
+def promise_ends(account: Account, state: AccountState, strategy: Strategy) -> datetime | None:
+    """The end of the promised day plus grace, in the debtor's zone: when a promise is kept or broken."""
+    if state.promise is None:
+        return None
+    grace = strategy.events.promise_to_pay.grace_days
+    return _local_start(state.promise.due + timedelta(days=grace + 1), zone(account.timezone))
+
+
+def hold_ends(account: Account, state: AccountState) -> datetime | None:
+    """When the earliest timed hold lapses; None when every hold is open-ended."""
+    untils = [until for until in state.holds.values() if until is not None]
+    return _local_start(min(untils), zone(account.timezone)) if untils else None
+
+
+def _paused(account: Account, state: AccountState, strategy: Strategy, now: datetime) -> Plan | None:
+    if state.status != "active":
+        return Plan(account.id, None, note=state.status)
+    if state.do_not_contact:
+        return Plan(account.id, None, note="do_not_contact")
+    if state.holds:
+        return Plan(account.id, None, next_wakeup=hold_ends(account, state), note="hold")
+    ends = promise_ends(account, state, strategy)
+    if ends is not None:
+        return Plan(account.id, None, next_wakeup=max(ends, now), note="promise_to_pay")
+    return None
+
+
+def _ladder_candidates(
+    account_id: str, stage: Stage, entry: date, tz: ZoneInfo, attempted: set[str], now: datetime
+) -> tuple[list[Contact], list[datetime]]:
+    candidates: list[Contact] = []
+    wakes: list[datetime] = []
+    for step in stage.steps:
+        prefix = f"{account_id}/{stage.name}/{step.name}/"
+        tried = sum(1 for cid in attempted if cid.startswith(prefix) and not cid.endswith("/fb"))
+        limit = step.attempt_limit
+        if limit is not None and tried >= limit:
+            continue
+        latest_due: tuple[int, datetime] | None = None
+        for occurrence, at in _occurrences(stage, step, entry, tz):
+            if at > now:
+                wakes.append(at)
+                break
+            latest_due = (occurrence, at)
+        if latest_due is not None:
+            ref = ContactRef(account_id, stage.name, step.name, latest_due[0])
+            if str(ref) not in attempted:
+                candidates.append(_contact(ref, step.channel, step.template, latest_due[1]))
+    return candidates, wakes
+
+
+def _fallback_candidates(
+    account_id: str, stage: Stage, history: Sequence[HistoryEntry], attempted: set[str]
+) -> list[Contact]:
+    steps = {step.name: step for step in stage.steps}
+    found: dict[str, Contact] = {}
+    for entry in history:
+        if entry.kind != "outcome" or entry.contact_id is None or entry.outcome is None:
+            continue
+        ref = ContactRef.parse(entry.contact_id)
+        if ref is None or ref.fallback or ref.stage != stage.name or ref.step not in steps:
+            continue
+        action = steps[ref.step].outcomes.get(entry.outcome)
+        if action is None or action.fallback is None:
+            continue
+        fallback = ContactRef(account_id, ref.stage, ref.step, ref.occurrence, fallback=True)
+        if str(fallback) not in attempted and str(fallback) not in found:
+            found[str(fallback)] = _contact(fallback, action.fallback.channel, action.fallback.template, entry.at)
+    return list(found.values())
+
+
+def _judge(
+    record: AccountRecord,
+    history: Sequence[HistoryEntry],
+    strategy: Strategy,
+    now: datetime,
+    stage: Stage,
+    candidates: list[Contact],
+    wakes: list[datetime],
+) -> Plan:
+    """Pass every candidate through compliance, counting the ones already allowed in this plan."""
+    log = ContactLog.from_history(history)
+    contacts: list[Contact] = []
+    decisions: list[Decision] = []
+    for contact in sorted(candidates, key=lambda c: (c.due_at, c.id)):
+        ruling = evaluate(contact.channel, record.account, record.state, log, now, strategy.compliance)
+        decisions.append(Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until))  # type: ignore[arg-type]
+        if ruling.verdict == "send":
+            contacts.append(contact)
+            log.add(contact.channel, now)
+        elif ruling.until is not None:
+            wakes.append(ruling.until)
+    future = [w for w in wakes if w > now]
+    return Plan(record.account.id, stage.name, tuple(contacts), tuple(decisions), min(future) if future else None)
+
+
+def _occurrences(stage: Stage, step: Step, entry: date, tz: ZoneInfo) -> Iterator[tuple[int, datetime]]:
+    cadence = step.cadence
+    offsets = cadence.days if cadence.days is not None else _every(cadence.start, cadence.every or 1)
+    span = None if stage.last_day is None else stage.last_day - stage.first_day
+    for occurrence, offset in enumerate(offsets):
+        if occurrence >= _MAX_OCCURRENCES or (span is not None and offset > span):
+            return
+        yield occurrence, _at_hour(entry + timedelta(days=offset), step.hour, tz)
+
+
+def _every(start: int, every: int) -> Iterator[int]:
+    for k in range(_MAX_OCCURRENCES):
+        yield start + k * every
+
+
+def stage_index_at(account: Account, state: AccountState, strategy: Strategy, now: datetime) -> int | None:
+    """The index of the stage the account is in at `now`: by days past due, raised by escalations."""
+    days_past_due = (now.astimezone(zone(account.timezone)).date() - account.due_date).days
+    by_days = strategy.stage_index(days_past_due)
+    if by_days is None and state.stage_floor == 0:
+        return None
+    return max(by_days or 0, state.stage_floor)
+
+
+def _entry_date(account: Account, state: AccountState, strategy: Strategy, index: int) -> date:
+    by_days = account.due_date + timedelta(days=strategy.stages[index].first_day)
+    if state.stage_floor >= index and state.floor_since is not None:
+        return min(by_days, state.floor_since)
+    return by_days
+
+
+def _stage_start(account: Account, strategy: Strategy, index: int, tz: ZoneInfo) -> datetime:
+    stage = strategy.stages[index]
+    entry = account.due_date + timedelta(days=stage.first_day)
+    firsts = [at for step in stage.steps for _, at in _first(_occurrences(stage, step, entry, tz))]
+    return min(firsts) if firsts else _local_start(entry, tz)
+
+
+def _first(occurrences: Iterator[tuple[int, datetime]]) -> list[tuple[int, datetime]]:
+    first = next(occurrences, None)
+    return [first] if first is not None else []
+
+
+def _contact(ref: ContactRef, channel: object, template: str, due_at: datetime) -> Contact:
+    return Contact(str(ref), ref.account_id, channel, template, ref.stage, ref.step, due_at)  # type: ignore[arg-type]
+
+
+def _at_hour(day: date, hour: int, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(hour, 0), tz).astimezone(UTC)
+
+
+def _local_start(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0, 0), tz).astimezone(UTC)
+
+
+__all__ = ["ContactRef", "OutcomeKind", "hold_ends", "plan", "promise_ends", "stage_index_at"]

@@ -1,0 +1,258 @@
+"""The Redis store: accounts, their history and claims, the sharded wake-up schedule and the audit trail.
+
+Key layout (each account's keys share the hash tag `{a:ID}`, each shard's `{s:N}`, so the layout holds
+on a Redis Cluster):
+
+    {a:ID}:acct      hash  v = version, d = AccountRecord JSON
+    {a:ID}:hist      list  HistoryEntry JSON, append-only
+    {a:ID}:claims    hash  contact id -> queued | sending | sent | unknown
+    {a:ID}:events    set   event ids already applied (a repeat is ignored)
+    {s:N}:wake       zset  account id -> next wake-up (epoch seconds)
+    {s:N}:audit      stream  one entry per event and per decision, field e = JSON
+
+Writes that must agree go through Lua scripts with an optimistic version check, so a planner holding a
+stale view retries instead of overwriting. On a single Redis a commit is atomic across the account's and
+the shard's keys; on a Cluster the two slots would be written in turn, and the wake-up lease covers a
+crash in between.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+from dispatcher.models import AccountRecord, HistoryEntry
+
+CLAIM_QUEUED, CLAIM_SENDING, CLAIM_SENT, CLAIM_UNKNOWN = "queued", "sending", "sent", "unknown"
+
+_COMMIT = """
+local version = redis.call('HGET', KEYS[1], 'v') or '0'
+if version ~= ARGV[1] then return {-1} end
+if ARGV[5] ~= '' and redis.call('SADD', KEYS[6], ARGV[5]) == 0 then return {-2} end
+local next_version = tonumber(version) + 1
+redis.call('HSET', KEYS[1], 'v', next_version, 'd', ARGV[2])
+local i = 7
+local count = tonumber(ARGV[6])
+for _ = 1, count do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
+local result = {next_version}
+count = tonumber(ARGV[i]); i = i + 1
+for _ = 1, count do
+  if redis.call('HSETNX', KEYS[3], ARGV[i], 'queued') == 1 then table.insert(result, ARGV[i]) end
+  i = i + 1
+end
+count = tonumber(ARGV[i]); i = i + 1
+for _ = 1, count do redis.call('XADD', KEYS[5], '*', 'e', ARGV[i]); i = i + 1 end
+if ARGV[4] == '' then redis.call('ZREM', KEYS[4], ARGV[3]) else redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3]) end
+return result
+"""
+
+_LEASE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
+return due
+"""
+
+# queued (or never queued) -> sending, only while the account is at the version the last look saw;
+# the attempt is written in the same step so the caps count it from this moment on.
+_CLAIM = """
+if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[2] then return -1 end
+local status = redis.call('HGET', KEYS[2], ARGV[1])
+if status and status ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], 'sending')
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('RPUSH', KEYS[3], ARGV[3])
+return 1
+"""
+
+_SETTLE = """
+local status = redis.call('HGET', KEYS[1], ARGV[1])
+if status ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1
+"""
+
+
+def account_key(account_id: str, part: str) -> str:
+    return f"{{a:{account_id}}}:{part}"
+
+
+def epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """An account as read: its record (None if unknown), the version to commit against, its history."""
+
+    account_id: str
+    record: AccountRecord | None
+    version: str
+    history: tuple[HistoryEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Everything one re-plan writes for one account, atomically."""
+
+    loaded: Loaded
+    record: AccountRecord
+    new_history: Sequence[HistoryEntry] = ()
+    queue: Sequence[str] = ()
+    wake: datetime | None = None
+    audit: Sequence[dict[str, object]] = ()
+    event_id: str | None = None
+
+
+CONFLICT, DUPLICATE = -1, -2
+
+
+class Store:
+    def __init__(self, client: redis.Redis, shards: int = 16):
+        self.redis = client
+        self.shards = shards
+        self._commit = client.register_script(_COMMIT)
+        self._lease = client.register_script(_LEASE)
+        self._claim = client.register_script(_CLAIM)
+        self._settle = client.register_script(_SETTLE)
+
+    @classmethod
+    def from_url(cls, url: str, shards: int = 16) -> Store:
+        return cls(redis.Redis.from_url(url, decode_responses=True), shards)
+
+    def shard_of(self, account_id: str) -> int:
+        return zlib.crc32(account_id.encode()) % self.shards
+
+    def wake_key(self, shard: int) -> str:
+        return f"{{s:{shard}}}:wake"
+
+    def audit_key(self, shard: int) -> str:
+        return f"{{s:{shard}}}:audit"
+
+    # Reading.
+    def load_many(self, account_ids: Sequence[str]) -> list[Loaded]:
+        pipe = self.redis.pipeline(transaction=False)
+        for account_id in account_ids:
+            pipe.hmget(account_key(account_id, "acct"), "v", "d")
+            pipe.lrange(account_key(account_id, "hist"), 0, -1)
+        replies = pipe.execute()
+        loaded = []
+        for index, account_id in enumerate(account_ids):
+            (version, data), raw_history = replies[2 * index], replies[2 * index + 1]
+            record = AccountRecord.model_validate_json(data) if data else None
+            history = tuple(HistoryEntry.model_validate_json(item) for item in raw_history)
+            loaded.append(Loaded(account_id, record, version or "0", history))
+        return loaded
+
+    def load(self, account_id: str) -> Loaded:
+        return self.load_many([account_id])[0]
+
+    def claims(self, account_id: str) -> dict[str, str]:
+        return dict(self.redis.hgetall(account_key(account_id, "claims")))
+
+    def claim_status(self, account_id: str, contact_id: str) -> str | None:
+        return self.redis.hget(account_key(account_id, "claims"), contact_id)
+
+    def next_wakeup(self, account_id: str) -> datetime | None:
+        score = self.redis.zscore(self.wake_key(self.shard_of(account_id)), account_id)
+        return None if score is None else datetime.fromtimestamp(score, UTC)
+
+    def audit(self, account_id: str | None = None) -> list[dict[str, object]]:
+        """The audit trail, oldest first within a shard; one account's entries when given."""
+        shards = [self.shard_of(account_id)] if account_id else range(self.shards)
+        entries = []
+        for shard in shards:
+            for _, fields in self.redis.xrange(self.audit_key(shard)):
+                entry = json.loads(fields["e"])
+                if account_id is None or entry.get("account_id") == account_id:
+                    entries.append(entry)
+        return entries
+
+    # Writing.
+    def commit_many(self, commits: Sequence[Commit]) -> list[list[str] | int]:
+        """Apply each commit; per commit the newly queued contact ids, or CONFLICT / DUPLICATE."""
+        pipe = self.redis.pipeline(transaction=False)
+        for commit in commits:
+            self._commit(keys=self._commit_keys(commit), args=self._commit_args(commit), client=pipe)
+        results: list[list[str] | int] = []
+        for reply in pipe.execute():
+            status = reply[0]
+            results.append(int(status) if int(status) < 0 else [str(cid) for cid in reply[1:]])
+        return results
+
+    def _commit_keys(self, commit: Commit) -> list[str]:
+        account_id = commit.loaded.account_id
+        shard = self.shard_of(account_id)
+        return [
+            account_key(account_id, "acct"),
+            account_key(account_id, "hist"),
+            account_key(account_id, "claims"),
+            self.wake_key(shard),
+            self.audit_key(shard),
+            account_key(account_id, "events"),
+        ]
+
+    @staticmethod
+    def _commit_args(commit: Commit) -> list[object]:
+        args: list[object] = [
+            commit.loaded.version,
+            commit.record.model_dump_json(exclude_defaults=True),
+            commit.loaded.account_id,
+            "" if commit.wake is None else repr(epoch(commit.wake)),
+            commit.event_id or "",
+            len(commit.new_history),
+        ]
+        args += [entry.model_dump_json(exclude_defaults=True) for entry in commit.new_history]
+        args += [len(commit.queue), *commit.queue, len(commit.audit)]
+        args += [json.dumps(entry, default=str, ensure_ascii=False) for entry in commit.audit]
+        return args
+
+    def lease_due(self, now: datetime, lease_seconds: int, limit: int) -> list[str]:
+        """Take up to `limit` due accounts per shard, hiding each for the lease; a crash loses none."""
+        pipe = self.redis.pipeline(transaction=False)
+        until = repr(epoch(now) + lease_seconds)
+        for shard in range(self.shards):
+            self._lease(keys=[self.wake_key(shard)], args=[repr(epoch(now)), until, limit], client=pipe)
+        return [member for due in pipe.execute() for member in due]
+
+    def earliest_wakeup(self) -> datetime | None:
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.zrange(self.wake_key(shard), 0, 0, withscores=True)
+        scores = [items[0][1] for items in pipe.execute() if items]
+        return datetime.fromtimestamp(min(scores), UTC) if scores else None
+
+    def claim(self, account_id: str, contact_id: str, version: str, attempt: HistoryEntry) -> int:
+        """1: this caller may send; 0: already claimed by someone; CONFLICT: state moved, look again."""
+        keys = [account_key(account_id, "acct"), account_key(account_id, "claims"), account_key(account_id, "hist")]
+        args = [contact_id, version, attempt.model_dump_json(exclude_defaults=True)]
+        return int(self._claim(keys=keys, args=args))
+
+    def settle(self, account_id: str, contact_id: str, expected: str, status: str | None) -> bool:
+        """Move a claim from `expected` to `status` (None forgets it so a later plan may queue it again)."""
+        keys = [account_key(account_id, "claims")]
+        return bool(self._settle(keys=keys, args=[contact_id, expected, status or ""]))
+
+    def append_audit(self, account_id: str, entries: Iterable[dict[str, object]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in entries:
+            payload = json.dumps(entry, default=str, ensure_ascii=False)
+            pipe.xadd(self.audit_key(self.shard_of(account_id)), {"e": payload})
+        pipe.execute()
+
+    def account_ids(self) -> Iterable[str]:
+        for key in self.redis.scan_iter(match="{a:*}:acct", count=1000):
+            yield key[3 : -len("}:acct")]
+
+    def wake_no_later(self, account_id: str, moment: datetime) -> None:
+        """Bring the account's wake-up forward to `moment` if it is later (or absent)."""
+        key = self.wake_key(self.shard_of(account_id))
+        self.redis.zadd(key, {account_id: epoch(moment)}, lt=True)
+        self.redis.zadd(key, {account_id: epoch(moment)}, nx=True)
+
+    def forget_wakeup(self, account_id: str) -> None:
+        self.redis.zrem(self.wake_key(self.shard_of(account_id)), account_id)

@@ -1,0 +1,237 @@
+"""The strategy: the escalation ladder, the compliance policy and the event rules, loaded from YAML.
+
+Everything here is validated by pydantic at load; a bad file yields one line per error in the form
+`path.to.field: what is wrong`.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dispatcher.models import Channel, OutcomeKind
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Fallback(_Strict):
+    channel: Channel
+    template: str = Field(min_length=1)
+
+
+class OutcomeAction(_Strict):
+    """What the ladder does when a contact of a step ends with a given outcome."""
+
+    fallback: Fallback | None = None
+    invalidate: bool = Field(default=False, description="Mark the address the contact used as invalid.")
+    escalate: bool = Field(default=False, description="Move the account to the next stage now.")
+
+
+class Cadence(_Strict):
+    """When a step's occurrences fall, in days after the account entered the stage."""
+
+    days: tuple[int, ...] | None = Field(default=None, description="Explicit day offsets, e.g. [0, 3].")
+    every: int | None = Field(default=None, ge=1, description="Every N days, starting at `start`.")
+    start: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Cadence:
+        if (self.days is None) == (self.every is None):
+            raise ValueError("give exactly one of `days` (a list of offsets) or `every` (N days)")
+        days = self.days
+        if days is not None and (not days or min(days) < 0 or list(days) != sorted(set(days))):
+            raise ValueError("`days` must be distinct non-negative offsets in increasing order")
+        return self
+
+
+class Step(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    channel: Channel
+    template: str = Field(min_length=1)
+    cadence: Cadence
+    max_attempts: int | None = Field(default=None, ge=1, description="Default: the number of `days`.")
+    hour: int = Field(default=10, ge=0, le=23, description="Preferred local hour in the debtor's zone.")
+    outcomes: dict[OutcomeKind, OutcomeAction] = Field(
+        default_factory=dict, description="What to do when a contact of this step ends with an outcome."
+    )
+
+    @property
+    def attempt_limit(self) -> int | None:
+        if self.max_attempts is not None:
+            return self.max_attempts
+        return len(self.cadence.days) if self.cadence.days is not None else None
+
+
+class Stage(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    title: str = ""
+    days_past_due: tuple[int, int | None] = Field(description="[first, last] days past due; last null = open.")
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def first_day(self) -> int:
+        return self.days_past_due[0]
+
+    @property
+    def last_day(self) -> int | None:
+        return self.days_past_due[1]
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Stage:
+        first, last = self.days_past_due
+        if first < 1:
+            raise ValueError("days_past_due starts at 1 or later")
+        if last is not None and last < first:
+            raise ValueError("days_past_due: the last day comes before the first")
+        names = [s.name for s in self.steps]
+        if len(names) != len(set(names)):
+            raise ValueError("step names must be unique within a stage")
+        return self
+
+
+class Window(_Strict):
+    start: time = time(8, 0)
+    end: time = time(21, 0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end <= self.start:
+            raise ValueError("a window's end must come after its start on the same day")
+        return self
+
+
+class Cap(_Strict):
+    max: int = Field(ge=0, description="At most this many contacts ...")
+    days: int = Field(ge=1, le=365, description="... in any rolling window of this many days.")
+
+
+class QuietPeriod(_Strict):
+    channel: Channel = Channel.VOICE
+    days: int = Field(default=7, ge=1, description="Calendar days, the conversation's day counting as day 1.")
+
+
+class HolidayRule(_Strict):
+    enabled: bool = False
+    channels: tuple[Channel, ...] = (Channel.VOICE, Channel.SMS)
+
+
+def _default_windows() -> dict[Channel, Window | None]:
+    return {Channel.SMS: Window(), Channel.VOICE: Window(), Channel.EMAIL: Window(), Channel.LETTER: None}
+
+
+def _default_caps() -> dict[Channel, tuple[Cap, ...]]:
+    return {Channel.VOICE: (Cap(max=7, days=7),), Channel.SMS: (Cap(max=2, days=1),)}
+
+
+class CompliancePolicy(_Strict):
+    windows: dict[Channel, Window | None] = Field(default_factory=_default_windows)
+    holidays: HolidayRule = HolidayRule()
+    caps: dict[Channel, tuple[Cap, ...]] = Field(default_factory=_default_caps)
+    quiet_after_conversation: QuietPeriod | None = QuietPeriod()
+    require_consent: tuple[Channel, ...] = (Channel.SMS, Channel.VOICE)
+
+
+class PromiseRule(_Strict):
+    grace_days: int = Field(default=2, ge=0, le=30)
+    max_days_ahead: int = Field(default=30, ge=1, le=365)
+    on_broken: Literal["escalate", "resume"] = "escalate"
+
+
+class EventRules(_Strict):
+    """How business events move an account; the defaults are the ones DESIGN.md describes."""
+
+    promise_to_pay: PromiseRule = PromiseRule()
+    hardship_hold_days: int = Field(default=30, ge=1, le=365)
+    dispute: Literal["hold"] = "hold"
+    payment_in_full: Literal["resolve"] = "resolve"
+
+
+class Strategy(_Strict):
+    version: Literal[1] = 1
+    name: str = "default"
+    costs: dict[Channel, Decimal] = Field(default_factory=dict, description="Estimated cost per contact.")
+    compliance: CompliancePolicy = CompliancePolicy()
+    events: EventRules = EventRules()
+    stages: tuple[Stage, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ladder(self) -> Strategy:
+        names = [s.name for s in self.stages]
+        if len(names) != len(set(names)):
+            raise ValueError("stage names must be unique")
+        for before, after in zip(self.stages, self.stages[1:], strict=False):
+            if before.last_day is None:
+                raise ValueError(f"stage {before.name!r} is open-ended but is not the last stage")
+            if after.first_day != before.last_day + 1:
+                raise ValueError(
+                    f"stage {after.name!r} must start the day after {before.name!r} ends "
+                    f"(day {before.last_day + 1}), not day {after.first_day}"
+                )
+        for stage in self.stages:
+            for step in stage.steps:
+                window = self.compliance.windows.get(step.channel)
+                if window is not None and not window.start.hour <= step.hour < window.end.hour:
+                    raise ValueError(
+                        f"stage {stage.name!r} step {step.name!r}: hour {step.hour} lies outside the "
+                        f"{step.channel} window {window.start:%H:%M}-{window.end:%H:%M}"
+                    )
+        return self
+
+    def stage_index(self, days_past_due: int) -> int | None:
+        """The stage a number of days past due falls in, or None before the first."""
+        for index in range(len(self.stages) - 1, -1, -1):
+            if days_past_due >= self.stages[index].first_day:
+                return index
+        return None
+
+    def step(self, stage: str, step: str) -> Step | None:
+        for candidate in self.stages:
+            if candidate.name == stage:
+                return next((s for s in candidate.steps if s.name == step), None)
+        return None
+
+
+class StrategyError(ValueError):
+    """The strategy file is unreadable or invalid; `errors` holds one `path: message` line each."""
+
+    def __init__(self, source: str, errors: list[str]):
+        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(errors))
+        self.source = source
+        self.errors = errors
+
+
+def _error_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {message}")
+    return lines
+
+
+def parse_strategy(text: str, source: str = "<strategy>") -> Strategy:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise StrategyError(source, [f"(yaml): {exc}"]) from None
+    if not isinstance(data, dict):
+        raise StrategyError(source, ["(top level): expected a mapping with `stages`"])
+    try:
+        return Strategy.model_validate(data)
+    except ValidationError as exc:
+        raise StrategyError(source, _error_lines(exc)) from None
+
+
+def load_strategy(path: Path) -> Strategy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StrategyError(str(path), [f"(file): {exc.strerror}"]) from None
+    return parse_strategy(text, str(path))

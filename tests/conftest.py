@@ -1,0 +1,78 @@
+"""Shared fixtures: the real embedded Redis server (one per session, flushed per test), the default
+strategy, a manual clock, and an engine wired to them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+
+from config.settings import DEFAULT_STRATEGY
+from dispatcher.clock import ManualClock
+from dispatcher.engine import Engine
+from dispatcher.models import Account, PostalAddress
+from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.store import Store
+from dispatcher.strategy import Strategy, load_strategy
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def strategy() -> Strategy:
+    return load_strategy(Path(DEFAULT_STRATEGY))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # 02:00 UTC is 10:00 in Shanghai: inside every default window.
+    return ManualClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    store = Store.from_url(redis_url, shards=16)
+    yield store
+    store.redis.close()
+
+
+@pytest.fixture
+def engine(store: Store, strategy: Strategy, clock: ManualClock) -> Engine:
+    return Engine(store, strategy, clock)
+
+
+def make_account(account_id: str = "A1", **overrides: object) -> Account:
+    """A Shanghai debtor with every address, one day past due on the default test clock."""
+    fields: dict[str, object] = {
+        "id": account_id,
+        "name": "王小明",
+        "locale": "zh-CN",
+        "timezone": "Asia/Shanghai",
+        "country": "CN",
+        "phone": "+8613800138000",
+        "email": "xiaoming@example.com",
+        "address": PostalAddress(line1="1 Nanjing Rd", city="Shanghai", postal_code="200000", country="CN"),
+        "currency": "CNY",
+        "balance": Decimal("5000.00"),
+        "minimum_payment": Decimal("500.00"),
+        "due_date": date(2026, 3, 1),
+    }
+    fields.update(overrides)
+    return Account.model_validate(fields)
