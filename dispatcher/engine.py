@@ -45,6 +45,8 @@ class Result:
     status: str  # "applied" | "unchanged" | "duplicate"
     plan: Plan | None = None
     queued: tuple[Contact, ...] = ()
+    created: bool = False
+    record: AccountRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,7 @@ class Engine:
             for loaded in self.store.load_many(pending):
                 change = mutate(loaded, now)
                 if change is None:
-                    results[loaded.account_id] = Result(loaded.account_id, "unchanged")
+                    results[loaded.account_id] = Result(loaded.account_id, "unchanged", record=loaded.record)
                 else:
                     staged.append(self._stage(loaded, change, now))
             replies = self.store.commit_many([commit for commit, _ in staged])
@@ -158,7 +160,8 @@ class Engine:
                     results[account_id] = Result(account_id, "duplicate")
                 else:
                     queued = tuple(c for c in account_plan.contacts if c.id in set(reply))  # type: ignore[arg-type]
-                    results[account_id] = Result(account_id, "applied", account_plan, queued)
+                    created = commit.loaded.record is None
+                    results[account_id] = Result(account_id, "applied", account_plan, queued, created, commit.record)
         if pending:
             raise RuntimeError(f"accounts kept changing under the planner: {pending[:5]}")
         return [results[account_id] for account_id in account_ids if account_id in results]

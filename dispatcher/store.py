@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
+from pydantic import TypeAdapter
 
 from dispatcher.models import AccountRecord, HistoryEntry
 
@@ -111,18 +113,27 @@ class Commit:
 CONFLICT, DUPLICATE = -1, -2
 
 
+_HISTORY = TypeAdapter(list[HistoryEntry])
+
+
 class Store:
-    def __init__(self, client: redis.Redis, shards: int = 16):
+    """Reads and writes the layout above. `history_cache` > 0 keeps that many accounts' parsed history in
+    memory and reads only what was appended since: safe because history is append-only, and meant for a
+    process that owns its Redis (the simulator), since a flushed-and-refilled Redis would not be noticed."""
+
+    def __init__(self, client: redis.Redis, shards: int = 16, history_cache: int = 0):
         self.redis = client
         self.shards = shards
+        self._history_cache: OrderedDict[str, tuple[HistoryEntry, ...]] = OrderedDict()
+        self._history_cache_size = history_cache
         self._commit = client.register_script(_COMMIT)
         self._lease = client.register_script(_LEASE)
         self._claim = client.register_script(_CLAIM)
         self._settle = client.register_script(_SETTLE)
 
     @classmethod
-    def from_url(cls, url: str, shards: int = 16) -> Store:
-        return cls(redis.Redis.from_url(url, decode_responses=True), shards)
+    def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
+        return cls(redis.Redis.from_url(url, decode_responses=True), shards, history_cache)
 
     def shard_of(self, account_id: str) -> int:
         return zlib.crc32(account_id.encode()) % self.shards
@@ -136,17 +147,27 @@ class Store:
     # Reading.
     def load_many(self, account_ids: Sequence[str]) -> list[Loaded]:
         pipe = self.redis.pipeline(transaction=False)
-        for account_id in account_ids:
+        known = [self._history_cache.get(account_id, ()) for account_id in account_ids]
+        for account_id, cached in zip(account_ids, known, strict=True):
             pipe.hmget(account_key(account_id, "acct"), "v", "d")
-            pipe.lrange(account_key(account_id, "hist"), 0, -1)
+            pipe.lrange(account_key(account_id, "hist"), len(cached), -1)
         replies = pipe.execute()
         loaded = []
         for index, account_id in enumerate(account_ids):
-            (version, data), raw_history = replies[2 * index], replies[2 * index + 1]
+            (version, data), appended = replies[2 * index], replies[2 * index + 1]
             record = AccountRecord.model_validate_json(data) if data else None
-            history = tuple(HistoryEntry.model_validate_json(item) for item in raw_history)
+            history = known[index] + tuple(_HISTORY.validate_json("[" + ",".join(appended) + "]"))
+            self._remember(account_id, history)
             loaded.append(Loaded(account_id, record, version or "0", history))
         return loaded
+
+    def _remember(self, account_id: str, history: tuple[HistoryEntry, ...]) -> None:
+        if self._history_cache_size <= 0:
+            return
+        self._history_cache[account_id] = history
+        self._history_cache.move_to_end(account_id)
+        while len(self._history_cache) > self._history_cache_size:
+            self._history_cache.popitem(last=False)
 
     def load(self, account_id: str) -> Loaded:
         return self.load_many([account_id])[0]
@@ -211,20 +232,25 @@ class Store:
         args += [json.dumps(entry, default=str, ensure_ascii=False) for entry in commit.audit]
         return args
 
-    def lease_due(self, now: datetime, lease_seconds: int, limit: int) -> list[str]:
+    def lease_due(
+        self, now: datetime, lease_seconds: int, limit: int, shards: Iterable[int] | None = None
+    ) -> list[str]:
         """Take up to `limit` due accounts per shard, hiding each for the lease; a crash loses none."""
         pipe = self.redis.pipeline(transaction=False)
         until = repr(epoch(now) + lease_seconds)
-        for shard in range(self.shards):
+        for shard in range(self.shards) if shards is None else shards:
             self._lease(keys=[self.wake_key(shard)], args=[repr(epoch(now)), until, limit], client=pipe)
         return [member for due in pipe.execute() for member in due]
 
-    def earliest_wakeup(self) -> datetime | None:
+    def earliest_wakeups(self) -> dict[int, datetime]:
+        """Per non-empty shard, its earliest wake-up."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.shards):
             pipe.zrange(self.wake_key(shard), 0, 0, withscores=True)
-        scores = [items[0][1] for items in pipe.execute() if items]
-        return datetime.fromtimestamp(min(scores), UTC) if scores else None
+        return {shard: datetime.fromtimestamp(items[0][1], UTC) for shard, items in enumerate(pipe.execute()) if items}
+
+    def earliest_wakeup(self) -> datetime | None:
+        return min(self.earliest_wakeups().values(), default=None)
 
     def claim(self, account_id: str, contact_id: str, version: str, attempt: HistoryEntry) -> int:
         """1: this caller may send; 0: already claimed by someone; CONFLICT: state moved, look again."""

@@ -1,0 +1,137 @@
+"""The small contract every channel keeps, its values, and the errors that tell the caller what to do.
+
+Errors (each adapter translates its provider's errors into these in exactly one place)::
+
+    DeliveryError                      the provider did not accept the contact
+    ├── TransientDeliveryError         try again later: timeout, 429, 5xx, back-pressure
+    │       .retry_after: float|None   seconds the provider (or a limiter) asked us to wait
+    │       .ambiguous: bool           the request may have reached the provider (read timeout):
+    │                                  reconcile from callbacks before sending again
+    └── PermanentDeliveryError         do not retry: record the outcome and re-plan
+            .outcome_kind: str         one of OUTCOME_KINDS, e.g. 'invalid_address', 'opted_out'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+# Mirrors dispatcher.models.OutcomeKind; channels may not import dispatcher, so the strings live here too.
+OUTCOME_KINDS: frozenset[str] = frozenset(
+    {
+        "sent",
+        "delivered",
+        "undelivered",
+        "failed",
+        "answered",
+        "no_answer",
+        "busy",
+        "voicemail",
+        "bounced",
+        "returned",
+        "opted_out",
+        "invalid_address",
+        "wrong_party",
+        "refused",
+        "handed_off",
+    }
+)
+
+PostalAddress = dict[str, str]
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One contact, rendered and addressed, ready for a provider."""
+
+    contact_id: str
+    account_id: str
+    to: str | PostalAddress  # E.164 phone, email address, or a postal address dict
+    locale: str
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the provider said when it accepted the contact."""
+
+    provider_id: str
+    status: str
+    segments: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProviderOutcome:
+    """An outcome a provider reported later, by callback or webhook."""
+
+    contact_id: str
+    kind: str
+    provider_id: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTCOME_KINDS:
+            raise ValueError(f"unknown outcome kind {self.kind!r}")
+
+
+class DeliveryError(Exception):
+    """The provider did not accept the contact; see the subclasses for what to do next."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Try again later; `retry_after` says when, if the provider said."""
+
+    def __init__(self, message: str, retry_after: float | None = None, ambiguous: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.ambiguous = ambiguous
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Do not retry; record `outcome_kind` and let the strategy answer it."""
+
+    def __init__(self, message: str, outcome_kind: str) -> None:
+        if outcome_kind not in OUTCOME_KINDS:
+            raise ValueError(f"unknown outcome kind {outcome_kind!r}")
+        super().__init__(message)
+        self.outcome_kind = outcome_kind
+
+
+class WebhookRejected(Exception):
+    """A callback failed its signature or freshness check; answer 403 and record nothing."""
+
+
+@runtime_checkable
+class ChannelAdapter(Protocol):
+    """Sends one contact through one provider; callbacks are parsed by the adapter's own functions."""
+
+    name: str
+
+    def send(self, message: OutboundMessage) -> Receipt:
+        """Hand the message to the provider; raise a DeliveryError if it was not accepted."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and loops held by the adapter."""
+        ...
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header holding delta-seconds; an HTTP-date or junk gives None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+AdapterFactory = Callable[..., ChannelAdapter]
+
+# name -> factory(settings) ; filled by channels/__init__.py so importing base stays cheap.
+REGISTRY: dict[str, AdapterFactory] = {}

@@ -1,0 +1,107 @@
+"""Messages rendered from config/templates/{locale}/{template_name}.{ext} with Jinja2 and Babel.
+
+A template that uses a variable the context lacks raises TemplateContextError naming both, so a
+half-filled message is never sent. Amounts are Decimal formatted in the account's currency and the
+debtor's locale; dates are formatted for the locale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from babel import Locale
+from babel.dates import format_date
+from babel.numbers import format_currency
+
+from config.settings import CONFIG_DIR
+
+TEMPLATES_DIR = CONFIG_DIR / "templates"
+TEXT_EXTENSIONS = ("sms.txt", "voice.txt", "email.txt", "letter.txt")
+ALL_EXTENSIONS = (*TEXT_EXTENSIONS, "email.subject.txt", "email.html", "letter.html")
+
+
+class TemplateContextError(ValueError):
+    """A template needs a variable the context does not give, or the template does not exist."""
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    text: str
+    subject: str | None = None
+    html: str | None = None
+
+
+class Renderer:
+    """Renders one template name into the parts its files provide (text, subject, html)."""
+
+    def __init__(self, templates_dir: Path = TEMPLATES_DIR) -> None:
+        self._dir = templates_dir
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates_dir)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+            keep_trailing_newline=False,
+        )
+        self._env.filters["money"] = _money
+        self._env.filters["localdate"] = _localdate
+
+    def render(self, template_name: str, locale: str, context: Mapping[str, Any]) -> RenderedMessage:
+        """Render every file of `template_name` for the locale; the text part is required."""
+        folder = self.locale_folder(locale)
+        extensions = self._extensions(folder, template_name)
+        parts = {ext: self.render_file(f"{folder}/{template_name}.{ext}", folder, context) for ext in extensions}
+        text = next((parts[ext] for ext in TEXT_EXTENSIONS if ext in parts), None)
+        if text is None:
+            raise TemplateContextError(f"no text template for {template_name!r} in {folder}/")
+        subject = parts.get("email.subject.txt")
+        html = parts.get("email.html") or parts.get("letter.html")
+        return RenderedMessage(text=text, subject=subject.strip() if subject else None, html=html)
+
+    def render_file(self, path: str, locale: str, context: Mapping[str, Any]) -> str:
+        try:
+            template = self._env.get_template(path)
+            return template.render({**context, "locale": locale}).strip() + "\n"
+        except jinja2.TemplateNotFound:
+            raise TemplateContextError(f"template {path} does not exist") from None
+        except (jinja2.UndefinedError, TemplateContextError) as exc:
+            raise TemplateContextError(f"template {path}: {exc}") from None
+
+    def locale_folder(self, locale: str) -> str:
+        """The template folder for a locale: exact (zh-CN), else its language (en-US -> en)."""
+        for candidate in (locale, locale.split("-")[0]):
+            if (self._dir / candidate).is_dir():
+                return candidate
+        raise TemplateContextError(f"no templates for locale {locale!r} under {self._dir}")
+
+    def _extensions(self, folder: str, template_name: str) -> list[str]:
+        return [ext for ext in ALL_EXTENSIONS if (self._dir / folder / f"{template_name}.{ext}").is_file()]
+
+
+def babel_locale(locale: str) -> Locale:
+    return Locale.parse(locale.replace("-", "_"))
+
+
+@jinja2.pass_context
+def _money(context: jinja2.runtime.Context, amount: Decimal, currency: str | None = None) -> str:
+    """Decimal amount in the account's currency (context `currency`) for the template's locale."""
+    if isinstance(amount, jinja2.Undefined):
+        amount._fail_with_undefined_error()  # raises UndefinedError naming the variable
+    if not isinstance(amount, Decimal):
+        raise TemplateContextError(f"money needs a Decimal, got {type(amount).__name__}")
+    code = currency or context.get("currency")
+    if not code:
+        raise jinja2.UndefinedError("'currency' is undefined (needed to format an amount)")
+    return format_currency(amount, code, locale=babel_locale(context["locale"]))
+
+
+@jinja2.pass_context
+def _localdate(context: jinja2.runtime.Context, value: date, format: str = "long") -> str:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return format_date(value, format=format, locale=babel_locale(context["locale"]))

@@ -1,0 +1,63 @@
+"""Short in-task retries of transient send failures, with tenacity.
+
+Only TransientDeliveryError that is not ambiguous is retried here: an ambiguous failure (the request may
+have reached the provider) must be reconciled from callbacks first, or the debtor could get two texts.
+Longer waits (a Retry-After above `max_wait`) are not slept here; the error goes back to the caller,
+which re-queues through the schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from channels.base import ChannelAdapter, OutboundMessage, Receipt, TransientDeliveryError
+
+T = TypeVar("T")
+
+
+def _retryable(max_wait: float) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        if not isinstance(exc, TransientDeliveryError) or exc.ambiguous:
+            return False
+        return exc.retry_after is None or exc.retry_after <= max_wait
+
+    return check
+
+
+def _wait(initial: float, max_wait: float) -> Callable[[RetryCallState], float]:
+    backoff = wait_exponential(multiplier=initial, max=max_wait)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        return float(retry_after) if retry_after is not None else float(backoff(state))
+
+    return wait
+
+
+def retry_transient(call: Callable[[], T], *, attempts: int = 3, initial_wait: float = 0.5, max_wait: float = 5.0) -> T:
+    """Run `call`, retrying non-ambiguous transient failures up to `attempts` times in all."""
+    retrying = Retrying(
+        retry=retry_if_exception(_retryable(max_wait)),
+        wait=_wait(initial_wait, max_wait),
+        stop=stop_after_attempt(attempts),
+        reraise=True,
+    )
+    return retrying(call)
+
+
+def send_with_retries(
+    adapter: ChannelAdapter,
+    message: OutboundMessage,
+    *,
+    attempts: int = 3,
+    initial_wait: float = 0.5,
+    max_wait: float = 5.0,
+) -> Receipt:
+    """adapter.send with short retries; the last error is raised unchanged when they run out."""
+    return retry_transient(
+        lambda: adapter.send(message), attempts=attempts, initial_wait=initial_wait, max_wait=max_wait
+    )

@@ -1,0 +1,146 @@
+"""Honest local stand-ins for every provider, on loopback ports, for tests, demos and `dispatcher sandbox`.
+
+    sandboxes = start_sandboxes(state_dir, callback_base_url="http://127.0.0.1:8700")
+    settings = load_settings(**sandboxes.settings_overrides())
+    ...
+    sandboxes.stop()
+
+`start_sandboxes(state_dir, *, host="127.0.0.1", twilio_port=0, smtp_port=0, print_port=0,
+agency_port=0, callback_base_url=None, credentials=None) -> Sandboxes` starts four servers (port 0
+picks a free port) and returns their handles, each with `.url` and `.stop()`:
+
+- `twilio`  Messages.json / Calls.json; status callbacks go to each request's StatusCallback URL.
+- `smtp`    SMTP; accepted mail is stored as .eml under {state_dir}/smtp/mail.
+- `print_vendor`  Lob-shaped /v1/letters; tracking webhooks go to {callback_base_url}/v1/webhooks/print-vendor.
+- `agency`  POST /cases; case files stored as JSON under {state_dir}/agency/cases.
+
+The HTTP sandboxes take faults through `handle.faults.set(fail_429=2, fail_503=1, retry_after=1,
+latency=0.2, hang=30)` or `POST {url}/_sandbox/faults` with the same JSON; `GET {url}/_sandbox/stats`.
+Each keeps an NDJSON log of everything it saw under its folder of the state dir. Behaviour by address
+is documented in each module (twilio_api, smtp, print_vendor, agency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from channels.sandbox import agency, print_vendor, twilio_api
+from channels.sandbox.server import EventLog, FaultInjector, ServerHandle
+from channels.sandbox.smtp import SmtpHandle
+
+
+class SandboxState(Protocol):
+    """What every HTTP sandbox's state offers its handle."""
+
+    faults: FaultInjector
+    log: EventLog
+
+
+S = TypeVar("S", bound=SandboxState)
+
+
+@dataclass(frozen=True)
+class SandboxCredentials:
+    """What the sandboxes accept; the defaults match config.settings' defaults."""
+
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_auth_token: str = "sandbox-auth-token"
+    print_vendor_api_key: str = "test_print_key"
+    print_vendor_webhook_secret: str = "print-webhook-secret"
+    agency_api_key: str = "agency-key"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SandboxCredentials:
+        """Take the credentials the channels will present (a config.settings.Settings)."""
+        return cls(
+            twilio_account_sid=settings.twilio_account_sid,
+            twilio_auth_token=settings.twilio_auth_token.get_secret_value(),
+            print_vendor_api_key=settings.print_vendor_api_key.get_secret_value(),
+            print_vendor_webhook_secret=settings.print_vendor_webhook_secret.get_secret_value(),
+            agency_api_key=settings.agency_api_key.get_secret_value(),
+        )
+
+
+class HttpSandbox(Generic[S]):
+    """A running HTTP sandbox: `url`, `stop()`, its `state`, `faults` and `request_count`."""
+
+    def __init__(self, state: S, server: ServerHandle) -> None:
+        self.state = state
+        self.server = server
+        self.url = server.url
+
+    @property
+    def faults(self) -> FaultInjector:
+        return self.state.faults
+
+    @property
+    def request_count(self) -> int:
+        return self.state.faults.request_count
+
+    @property
+    def log(self) -> EventLog:
+        return self.state.log
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@dataclass
+class Sandboxes:
+    twilio: HttpSandbox[twilio_api.TwilioSandbox]
+    smtp: SmtpHandle
+    print_vendor: HttpSandbox[print_vendor.PrintVendorSandbox]
+    agency: HttpSandbox[agency.AgencySandbox]
+
+    def settings_overrides(self) -> dict[str, Any]:
+        """Settings fields that point the channels at these sandboxes (for load_settings(**...))."""
+        return {
+            "twilio_api_base_url": self.twilio.url,
+            "smtp_host": self.smtp.host,
+            "smtp_port": self.smtp.port,
+            "print_vendor_url": self.print_vendor.url,
+            "agency_url": self.agency.url + agency.CASES_PATH,
+        }
+
+    def stop(self) -> None:
+        for handle in (self.twilio, self.smtp, self.print_vendor, self.agency):
+            handle.stop()
+
+
+def start_sandboxes(
+    state_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    twilio_port: int = 0,
+    smtp_port: int = 0,
+    print_port: int = 0,
+    agency_port: int = 0,
+    callback_base_url: str | None = None,
+    credentials: SandboxCredentials | None = None,
+) -> Sandboxes:
+    """Start the four provider sandboxes on loopback; see the module docstring."""
+    creds = credentials or SandboxCredentials()
+    state_dir = Path(state_dir)
+    twilio_state = twilio_api.TwilioSandbox(
+        EventLog(state_dir / "twilio" / "twilio.ndjson"), creds.twilio_account_sid, creds.twilio_auth_token
+    )
+    print_state = print_vendor.PrintVendorSandbox(
+        state_dir / "print_vendor", creds.print_vendor_api_key, creds.print_vendor_webhook_secret, callback_base_url
+    )
+    agency_state = agency.AgencySandbox(state_dir / "agency", creds.agency_api_key)
+    started: list[Any] = []
+    try:
+        started.append(HttpSandbox(twilio_state, ServerHandle(twilio_api.create_app(twilio_state), host, twilio_port)))
+        started.append(SmtpHandle(state_dir / "smtp", host, smtp_port))
+        started.append(HttpSandbox(print_state, ServerHandle(print_vendor.create_app(print_state), host, print_port)))
+        started.append(HttpSandbox(agency_state, ServerHandle(agency.create_app(agency_state), host, agency_port)))
+    except BaseException:
+        for handle in started:  # a port in use must not leave the others running
+            handle.stop()
+        raise
+    return Sandboxes(*started)
+
+
+__all__ = ["HttpSandbox", "SandboxCredentials", "Sandboxes", "SmtpHandle", "start_sandboxes"]

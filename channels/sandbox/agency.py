@@ -1,0 +1,63 @@
+"""A collection-agency stand-in: stores case files as JSON, idempotent by Idempotency-Key.
+
+A new key answers 201; the same key with the same body answers 200 (a replay); the same key with a
+different body answers 409. Bearer auth with the agency API key.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from channels.sandbox.server import EventLog, FaultInjector
+
+CASES_PATH = "/cases"
+
+
+class AgencySandbox:
+    def __init__(self, state_dir: Path, api_key: str) -> None:
+        self.cases_dir = state_dir / "cases"
+        self.cases_dir.mkdir(parents=True, exist_ok=True)
+        self.log = EventLog(state_dir / "agency.ndjson")
+        self.api_key = api_key
+        self.faults = FaultInjector()
+        self.by_key: dict[str, tuple[str, Any]] = {}  # idempotency key -> (case id, body)
+
+    def receive(self, key: str, case_file: Any) -> JSONResponse:
+        if key in self.by_key:
+            case_id, first = self.by_key[key]
+            status = 200 if first == case_file else 409
+            return JSONResponse({"id": case_id, "duplicate": True}, status)
+        case_id = "case_" + secrets.token_hex(8)
+        (self.cases_dir / f"{case_id}.json").write_text(json.dumps(case_file, ensure_ascii=False, indent=2), "utf-8")
+        self.by_key[key] = (case_id, case_file)
+        self.log.append({"event": "case.received", "case_id": case_id, "idempotency_key": key})
+        return JSONResponse({"id": case_id, "status": "accepted"}, 201)
+
+
+def create_app(sandbox: AgencySandbox) -> FastAPI:
+    app = FastAPI(title="Agency sandbox")
+    sandbox.faults.mount(app)
+
+    @app.post(CASES_PATH)
+    async def receive_case(request: Request) -> Response:
+        fault = await sandbox.faults.intercept(lambda status: {"error": "injected fault", "status": status})
+        if fault is not None:
+            return fault
+        if request.headers.get("authorization") != f"Bearer {sandbox.api_key}":
+            return JSONResponse({"error": "unauthorized"}, 401)
+        key = request.headers.get("idempotency-key")
+        if not key:
+            return JSONResponse({"error": "Idempotency-Key header is required"}, 400)
+        try:
+            case_file = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": "body is not JSON"}, 400)
+        return sandbox.receive(key, case_file)
+
+    return app

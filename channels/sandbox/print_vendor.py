@@ -1,0 +1,155 @@
+"""A print-vendor stand-in shaped like Lob's letters API.
+
+POST /v1/letters (Basic auth, API key as username; multipart with `file` and fields) stores the PDF,
+honours Idempotency-Key (the same key answers the first letter again), and, when a callback base URL is
+given, posts signed tracking webhooks: letter.mailed, letter.in_transit, then letter.delivered — or
+letter.returned_to_sender when the `to` address_line1 contains 'RETURN'. A `to` without address_line1
+gets 422. Webhooks are signed with hex HMAC-SHA256 over "{timestamp}.{raw body}".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from channels.sandbox.server import EventLog, FaultInjector
+
+WEBHOOK_PATH = "/v1/webhooks/print-vendor"
+JSON_FIELDS = ("to", "from", "metadata", "color", "double_sided")
+
+
+def lob_error(status: int, message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "status_code": status}}
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    """Form fields (str) and files (bytes) of a multipart/form-data body, with the stdlib parser."""
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    message = BytesParser(EmailMessage, policy=HTTP).parsebytes(head + body)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts() if message.is_multipart() else []:
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        fields[str(name)] = data if part.get_filename() else data.decode("utf-8")
+    return fields
+
+
+class PrintVendorSandbox:
+    def __init__(self, state_dir: Path, api_key: str, webhook_secret: str, callback_base_url: str | None) -> None:
+        self.letters_dir = state_dir / "letters"
+        self.letters_dir.mkdir(parents=True, exist_ok=True)
+        self.log = EventLog(state_dir / "print_vendor.ndjson")
+        self.api_key = api_key
+        self.webhook_secret = webhook_secret
+        self.webhook_url = f"{callback_base_url.rstrip('/')}{WEBHOOK_PATH}" if callback_base_url else None
+        self.faults = FaultInjector()
+        self.letters: dict[str, dict[str, Any]] = {}
+        self.by_idempotency_key: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def authorized(self, request: Request) -> bool:
+        expected = base64.b64encode(f"{self.api_key}:".encode()).decode()
+        return request.headers.get("authorization") == f"Basic {expected}"
+
+    def create(self, fields: dict[str, Any]) -> JSONResponse:
+        pdf = fields.get("file")
+        decoded = {name: json.loads(fields[name]) for name in JSON_FIELDS if name in fields}
+        to = decoded.get("to") or {}
+        if not isinstance(pdf, bytes) or not pdf.startswith(b"%PDF") or not to.get("address_line1"):
+            return JSONResponse(lob_error(422, "a PDF file and a to.address_line1 are required"), 422)
+        letter_id = "ltr_" + secrets.token_hex(8)
+        (self.letters_dir / f"{letter_id}.pdf").write_bytes(pdf)
+        letter = {
+            "id": letter_id,
+            "object": "letter",
+            "pages": len(re.findall(rb"/Type\s*/Page\b", pdf)),
+            "mail_type": fields.get("mail_type"),
+            "use_type": fields.get("use_type"),
+            **decoded,
+        }
+        self.letters[letter_id] = letter
+        self.log.append({"event": "letter.created", "letter": letter})
+        self._schedule_tracking(letter)
+        return JSONResponse(letter, 200)
+
+    def _schedule_tracking(self, letter: dict[str, Any]) -> None:
+        if self.webhook_url:
+            task = asyncio.get_running_loop().create_task(self._post_tracking(letter))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _post_tracking(self, letter: dict[str, Any]) -> None:
+        returned = "RETURN" in str(letter.get("to", {}).get("address_line1", "")).upper()
+        events = ["mailed", "in_transit", "returned_to_sender" if returned else "delivered"]
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for name in events:
+                await asyncio.sleep(0.02)
+                await self._post_event(client, f"letter.{name}", letter)
+
+    async def _post_event(self, client: httpx.AsyncClient, event_type: str, letter: dict[str, Any]) -> None:
+        event = {
+            "id": "evt_" + secrets.token_hex(8),
+            "object": "event",
+            "event_type": {"id": event_type},
+            "body": letter,
+        }
+        body = json.dumps(event, ensure_ascii=False).encode("utf-8")
+        timestamp = str(int(time.time() * 1000))
+        signature = hmac.new(self.webhook_secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        headers = {"Content-Type": "application/json", "Lob-Signature": signature, "Lob-Signature-Timestamp": timestamp}
+        record = {"event": "webhook.posted", "event_type": event_type, "letter_id": letter["id"]}
+        try:
+            response = await client.post(str(self.webhook_url), content=body, headers=headers)
+            self.log.append({**record, "status": response.status_code})
+        except httpx.HTTPError as exc:
+            self.log.append({**record, "error": repr(exc)})
+
+
+def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
+    app = FastAPI(title="Print vendor sandbox")
+    sandbox.faults.mount(app)
+
+    @app.post("/v1/letters")
+    async def create_letter(request: Request) -> Response:
+        fault = await sandbox.faults.intercept(lambda status: lob_error(status, "Injected fault"))
+        if fault is not None:
+            return fault
+        if not sandbox.authorized(request):
+            return JSONResponse(lob_error(401, "Your API key is not valid."), 401)
+        key = request.headers.get("idempotency-key")
+        if key and key in sandbox.by_idempotency_key:
+            return JSONResponse(sandbox.letters[sandbox.by_idempotency_key[key]], 200)
+        response = sandbox.create(parse_multipart(request.headers.get("content-type", ""), await request.body()))
+        if key and response.status_code == 200:
+            sandbox.by_idempotency_key[key] = json.loads(bytes(response.body))["id"]
+        return response
+
+    @app.get("/v1/letters/{letter_id}")
+    async def fetch_letter(letter_id: str) -> Response:
+        letter = sandbox.letters.get(letter_id)
+        return JSONResponse(letter) if letter else JSONResponse(lob_error(404, "letter not found"), 404)
+
+    @app.delete("/v1/letters/{letter_id}")
+    async def cancel_letter(letter_id: str) -> Response:
+        if sandbox.letters.pop(letter_id, None) is None:
+            return JSONResponse(lob_error(404, "letter not found"), 404)
+        sandbox.log.append({"event": "letter.canceled", "letter_id": letter_id})
+        return JSONResponse({"id": letter_id, "deleted": True})
+
+    return app

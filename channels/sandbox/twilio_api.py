@@ -1,0 +1,224 @@
+"""A Twilio-compatible stand-in for Messages.json and Calls.json (API 2010-04-01).
+
+Checks HTTP Basic auth, answers Twilio-shaped JSON, and posts status callbacks to the StatusCallback URL
+signed with X-Twilio-Signature exactly as Twilio signs them. What happens depends on the To number:
+
+| To ends in | SMS                                   | voice                                       |
+|------------|---------------------------------------|---------------------------------------------|
+| 0001       | undelivered, ErrorCode 30003          | failed                                      |
+| 0002       | delivered                             | no-answer                                   |
+| 0003       | delivered                             | busy                                        |
+| 0004       | delivered                             | completed, AnsweredBy machine_end_beep      |
+| 0005       | 400, code 21211 (invalid To)          | 400, code 21211                             |
+| 0006       | 400, code 21610 (recipient opted out) | completed, AnsweredBy machine_start         |
+| anything   | delivered                             | completed, AnsweredBy human (if AMD asked)  |
+
+Every request and every callback is appended to twilio.ndjson in the state dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from twilio.request_validator import RequestValidator
+
+from channels.sandbox.server import EventLog, FaultInjector
+
+API_PREFIX = "/2010-04-01/Accounts/{account_sid}"
+SMS_REJECTIONS = {
+    "0005": (21211, "The 'To' number is not a valid phone number."),
+    "0006": (21610, "Attempt to send to unsubscribed recipient"),
+}
+SMS_FINAL = {"0001": ("undelivered", "30003")}
+CALL_FINAL = {
+    "0001": ("failed", None),
+    "0002": ("no-answer", None),
+    "0003": ("busy", None),
+    "0004": ("completed", "machine_end_beep"),
+    "0006": ("completed", "machine_start"),
+}
+_GSM7 = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€\f"
+)
+
+
+def twilio_error(status: int, code: int, message: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+def num_segments(body: str) -> int:
+    """Twilio's billing segments; kept apart from channels.sms on purpose, as the provider's own count."""
+    if all(char in _GSM7 for char in body):
+        length, single, multi = len(body) + sum(char in "^{}\\[~]|€\f" for char in body), 160, 153
+    else:
+        length, single, multi = len(body.encode("utf-16-le")) // 2, 70, 67
+    return 1 if length <= single else -(-length // multi)
+
+
+class TwilioSandbox:
+    """State of one Twilio stand-in: credentials, resources created, the log and the fault injector."""
+
+    def __init__(self, log: EventLog, account_sid: str, auth_token: str, callback_delay: float = 0.02) -> None:
+        self.log = log
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.validator = RequestValidator(auth_token)
+        self.faults = FaultInjector()
+        self.resources: dict[str, dict[str, Any]] = {}
+        self.callback_delay = callback_delay
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def authorized(self, request: Request, account_sid: str) -> bool:
+        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        return account_sid == self.account_sid and request.headers.get("authorization") == f"Basic {expected}"
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [record for record in self.log.read() if record["event"] == "message.created"]
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [record for record in self.log.read() if record["event"] == "call.created"]
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        return [record for record in self.log.read() if record["event"] == "callback.posted"]
+
+    def schedule_callbacks(self, url: str | None, updates: list[dict[str, str]]) -> None:
+        if url:
+            task = asyncio.get_running_loop().create_task(self._post_callbacks(url, updates))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _post_callbacks(self, url: str, updates: list[dict[str, str]]) -> None:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for params in updates:
+                await asyncio.sleep(self.callback_delay)
+                signature = self.validator.compute_signature(url, params)
+                resource = self.resources.get(params.get("MessageSid") or params.get("CallSid") or "")
+                if resource is not None:
+                    resource["status"] = params.get("MessageStatus") or params.get("CallStatus")
+                record = {"event": "callback.posted", "url": url, "params": params, "signature": signature}
+                try:
+                    response = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+                    self.log.append({**record, "status": response.status_code})
+                except httpx.HTTPError as exc:
+                    self.log.append({**record, "error": repr(exc)})
+
+
+def _now() -> str:
+    return format_datetime(datetime.now(UTC))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    return dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
+
+
+def _resource(sandbox: TwilioSandbox, prefix: str, kind: str, form: Mapping[str, str]) -> dict[str, Any]:
+    sid = prefix + secrets.token_hex(16)
+    return {
+        "sid": sid,
+        "account_sid": sandbox.account_sid,
+        "to": form.get("To"),
+        "from": form.get("From"),
+        "status": "queued",
+        "date_created": _now(),
+        "uri": f"/2010-04-01/Accounts/{sandbox.account_sid}/{kind}/{sid}.json",
+    }
+
+
+def _message(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
+    to, body = form.get("To", ""), form.get("Body", "")
+    if not to or not body or not (form.get("From") or form.get("MessagingServiceSid")):
+        return JSONResponse(
+            twilio_error(400, 21604, "A 'To', 'Body' and 'From' or 'MessagingServiceSid' are required"), 400
+        )
+    if to[-4:] in SMS_REJECTIONS:
+        code, text = SMS_REJECTIONS[to[-4:]]
+        return JSONResponse(twilio_error(400, code, text), 400)
+    message = _resource(sandbox, "SM", "Messages", form) | {
+        "body": body,
+        "num_segments": str(num_segments(body)),
+        "messaging_service_sid": form.get("MessagingServiceSid"),
+        "direction": "outbound-api",
+    }
+    sandbox.resources[message["sid"]] = message
+    sandbox.log.append({"event": "message.created", "message": message, "form": dict(form)})
+    final, error = SMS_FINAL.get(to[-4:], ("delivered", None))
+    base = {"MessageSid": message["sid"], "AccountSid": sandbox.account_sid, "To": to, "From": form.get("From", "")}
+    updates = [
+        base | {"MessageStatus": "sent"},
+        base | {"MessageStatus": final} | ({"ErrorCode": error} if error else {}),
+    ]
+    sandbox.schedule_callbacks(form.get("StatusCallback"), updates)
+    return JSONResponse(message, 201)
+
+
+def _call(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
+    to = form.get("To", "")
+    if not to or not form.get("From") or not (form.get("Twiml") or form.get("Url")):
+        return JSONResponse(twilio_error(400, 21205, "A 'To', 'From' and 'Twiml' or 'Url' are required"), 400)
+    if to.endswith("0005"):
+        return JSONResponse(twilio_error(400, 21211, "The 'To' number is not a valid phone number."), 400)
+    call = _resource(sandbox, "CA", "Calls", form) | {"direction": "outbound-api"}
+    sandbox.resources[call["sid"]] = call
+    sandbox.log.append({"event": "call.created", "call": call, "form": dict(form)})
+    final, answered_by = CALL_FINAL.get(to[-4:], ("completed", "human"))
+    params = {
+        "CallSid": call["sid"],
+        "AccountSid": sandbox.account_sid,
+        "To": to,
+        "From": form["From"],
+        "CallStatus": final,
+    }
+    if final == "completed":
+        params["CallDuration"] = "27"
+        if form.get("MachineDetection"):
+            params["AnsweredBy"] = answered_by or "human"
+    sandbox.schedule_callbacks(form.get("StatusCallback"), [params])
+    return JSONResponse(call, 201)
+
+
+def create_app(sandbox: TwilioSandbox) -> FastAPI:
+    app = FastAPI(title="Twilio sandbox")
+    sandbox.faults.mount(app)
+
+    async def guarded(request: Request, account_sid: str) -> Response | dict[str, str]:
+        fault = await sandbox.faults.intercept(lambda status: twilio_error(status, 20000 + status, "Injected fault"))
+        if fault is not None:
+            return fault
+        if not sandbox.authorized(request, account_sid):
+            return JSONResponse(twilio_error(401, 20003, "Authenticate"), 401)
+        return await _form(request)
+
+    @app.post(API_PREFIX + "/Messages.json")
+    async def create_message(request: Request, account_sid: str) -> Response:
+        form = await guarded(request, account_sid)
+        return form if isinstance(form, Response) else _message(sandbox, form)
+
+    @app.post(API_PREFIX + "/Calls.json")
+    async def create_call(request: Request, account_sid: str) -> Response:
+        form = await guarded(request, account_sid)
+        return form if isinstance(form, Response) else _call(sandbox, form)
+
+    @app.get(API_PREFIX + "/{kind}/{sid}.json")
+    async def fetch(request: Request, account_sid: str, kind: str, sid: str) -> Response:
+        if not sandbox.authorized(request, account_sid):
+            return JSONResponse(twilio_error(401, 20003, "Authenticate"), 401)
+        found = sandbox.resources.get(sid)
+        return JSONResponse(found) if found else JSONResponse(twilio_error(404, 20404, "Not found"), 404)
+
+    return app

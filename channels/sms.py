@@ -1,0 +1,179 @@
+"""SMS through Twilio Messages: send, count segments, parse status callbacks and inbound replies."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from channels.base import OutboundMessage, ProviderOutcome, Receipt
+from channels.twilio_common import (
+    PERMANENT_CODES,
+    build_client,
+    call_twilio,
+    contact_id_of,
+    error_code_of,
+    verified_params,
+)
+from config.settings import Settings
+
+STATUS_CALLBACK_PATH = "/v1/webhooks/twilio/message-status"
+
+_GSM7_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = "^{}\\[~]|€\f"  # each costs two septets (escape + char)
+_GSM7 = frozenset(_GSM7_BASIC + _GSM7_EXTENSION)
+
+# Callbacks arrive out of order: a status only counts if it ranks above the last one recorded.
+MESSAGE_STATUS_RANK: dict[str, int] = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "canceled": 4,
+    "read": 5,
+}
+
+OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "TD", "退订", "取消", "停止"})
+OPT_IN_WORDS = frozenset({"START", "UNSTOP", "YES", "订阅"})
+HELP_WORDS = frozenset({"HELP", "INFO", "帮助"})
+_EDGE_PUNCTUATION = re.compile(r"^[\s\W_]+|[\s\W_]+$")
+
+
+def count_segments(text: str) -> int:
+    """Segments Twilio bills for: GSM-7 160 (153 when split), otherwise UCS-2 70 (67 when split)."""
+    if all(char in _GSM7 for char in text):
+        septets = len(text) + sum(char in _GSM7_EXTENSION for char in text)
+        return 1 if septets <= 160 else math.ceil(septets / 153)
+    units = len(text.encode("utf-16-le")) // 2  # characters outside the BMP take two units
+    return 1 if units <= 70 else math.ceil(units / 67)
+
+
+def message_status_rank(status: str) -> int:
+    """Rank of a message status; unknown statuses rank lowest so they never overwrite a known one."""
+    return MESSAGE_STATUS_RANK.get(status, -1)
+
+
+def is_newer_status(previous: str | None, current: str) -> bool:
+    """Whether a callback with `current` moves the message forward from `previous`."""
+    return previous is None or message_status_rank(current) > message_status_rank(previous)
+
+
+def status_callback_url(public_base_url: str, contact_id: str) -> str:
+    return f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?contact_id={quote(contact_id, safe='')}"
+
+
+class SmsAdapter:
+    """Sends SMS through Twilio (or its sandbox, by settings.twilio_api_base_url)."""
+
+    name = "sms"
+
+    def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
+        self._settings = settings
+        self._client, self._http = build_client(settings, timeout)
+
+    def send(self, message: OutboundMessage) -> Receipt:
+        params = self._create_params(message)
+        created = call_twilio(lambda: self._client.messages.create(**params), self._http)
+        return Receipt(
+            provider_id=str(created.sid),
+            status=str(created.status),
+            segments=count_segments(message.text),
+            detail={"num_segments": created.num_segments},
+        )
+
+    def parse_callback(self, url: str, headers: Mapping[str, str], body: bytes) -> list[ProviderOutcome]:
+        """Verify a message-status callback and turn it into outcomes (none for in-flight statuses)."""
+        params = verified_params(self._auth_token(), url, headers, body)
+        return message_status_outcomes(contact_id_of(url), params)
+
+    def parse_inbound(self, url: str, headers: Mapping[str, str], body: bytes) -> InboundSms:
+        """Verify an inbound-message webhook and read what the person asked for."""
+        params = verified_params(self._auth_token(), url, headers, body)
+        return inbound_sms(params)
+
+    def close(self) -> None:
+        session = self._http.session
+        if session is not None:
+            session.close()
+
+    def _create_params(self, message: OutboundMessage) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "to": str(message.to),
+            "body": message.text,
+            "status_callback": status_callback_url(self._settings.public_base_url, message.contact_id),
+        }
+        if self._settings.twilio_messaging_service_sid:
+            params["messaging_service_sid"] = self._settings.twilio_messaging_service_sid
+        else:
+            params["from_"] = self._settings.twilio_from_number
+        validity = message.extra.get("validity_period")
+        if validity is not None:
+            # Twilio accepts 1..36000 s; past it, a queued collection text could land outside the window.
+            params["validity_period"] = max(1, min(36000, int(validity)))
+        return params
+
+    def _auth_token(self) -> str:
+        return self._settings.twilio_auth_token.get_secret_value()
+
+
+def message_status_outcomes(contact_id: str, params: Mapping[str, str]) -> list[ProviderOutcome]:
+    """Outcomes for one MessageStatus callback; queued/sending and unknown statuses give none."""
+    status = params.get("MessageStatus") or params.get("SmsStatus") or ""
+    code = error_code_of(params)
+    kind = _message_outcome_kind(status, code)
+    if kind is None:
+        return []
+    detail = {"status": status, "rank": message_status_rank(status), "error_code": code}
+    return [ProviderOutcome(contact_id, kind, params.get("MessageSid", ""), detail)]
+
+
+def _message_outcome_kind(status: str, code: int | None) -> str | None:
+    if status in ("sent", "delivered"):
+        return status
+    if status in ("undelivered", "failed"):
+        return PERMANENT_CODES.get(code, "undelivered") if code is not None else "undelivered"
+    return None
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    """A text the debtor sent us; `intent` is opt_out, opt_in, help or None (free text)."""
+
+    provider_id: str
+    from_number: str
+    to_number: str
+    body: str
+    intent: str | None
+
+
+def inbound_sms(params: Mapping[str, str]) -> InboundSms:
+    body = params.get("Body", "")
+    return InboundSms(
+        provider_id=params.get("MessageSid", ""),
+        from_number=params.get("From", ""),
+        to_number=params.get("To", ""),
+        body=body,
+        intent=inbound_intent(body),
+    )
+
+
+def inbound_intent(body: str) -> str | None:
+    """Twilio's keyword rule: the whole message, trimmed and case-folded, is the keyword."""
+    word = _EDGE_PUNCTUATION.sub("", body).upper()
+    if word in OPT_OUT_WORDS:
+        return "opt_out"
+    if word in OPT_IN_WORDS:
+        return "opt_in"
+    if word in HELP_WORDS:
+        return "help"
+    return None

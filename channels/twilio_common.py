@@ -1,0 +1,136 @@
+"""What SMS and voice share about Twilio: the client, error translation, signatures and callback parsing.
+
+Twilio's errors are translated into DeliveryErrors here and nowhere else (`call_twilio`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
+
+from channels.base import (
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    WebhookRejected,
+    parse_retry_after,
+)
+from config.settings import Settings
+
+T = TypeVar("T")
+
+# Error code -> outcome kind for errors that no retry will fix.
+PERMANENT_CODES: dict[int, str] = {
+    21211: "invalid_address",  # invalid To
+    21612: "invalid_address",  # unroutable
+    21614: "invalid_address",  # not a mobile number
+    21635: "invalid_address",  # landline
+    30005: "invalid_address",  # unknown handset
+    30006: "invalid_address",  # landline or unreachable carrier
+    21610: "opted_out",  # recipient sent STOP; permanent until START
+    30007: "failed",  # carrier filtered: retrying blindly worsens it, an operator must look
+}
+TRANSIENT_CODES: frozenset[int] = frozenset({20429, 30003, 30008})
+BACK_PRESSURE_CODES: frozenset[int] = frozenset({21611, 30001})  # sender queue full: slow down
+BACK_PRESSURE_WAIT = 5.0  # seconds, when Twilio asks us to slow down without a Retry-After
+
+
+class RecordingHttpClient(TwilioHttpClient):
+    """Keeps each thread's last response: TwilioRestException drops the headers, Retry-After among them."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._local = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        self._local.last = None
+        response = super().request(*args, **kwargs)
+        self._local.last = response
+        return response
+
+    def last_retry_after(self) -> float | None:
+        response: Response | None = getattr(self._local, "last", None)
+        if response is None or not response.headers:
+            return None
+        return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def build_client(settings: Settings, timeout: float) -> tuple[Client, RecordingHttpClient]:
+    """A Twilio client pointed at the configured API host (the real one, or a sandbox)."""
+    http = RecordingHttpClient(timeout=timeout)
+    client = Client(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(), http_client=http)
+    if settings.twilio_api_base_url:
+        # Every domain resolves URLs against its own base_url; only the Api domain is used here.
+        client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+    return client, http
+
+
+def call_twilio(request: Callable[[], T], http: RecordingHttpClient) -> T:
+    """Run one Twilio API request, translating every failure into a DeliveryError."""
+    try:
+        return request()
+    except (TwilioRestException, TwilioServiceException) as exc:
+        raise translate_rest_error(exc.status, exc.code, str(exc), http.last_retry_after()) from exc
+    except requests.RequestException as exc:
+        raise translate_transport_error(exc) from exc
+
+
+def translate_rest_error(status: int, code: int | None, message: str, retry_after: float | None) -> DeliveryError:
+    """Map Twilio's HTTP status and error code to what the caller should do next."""
+    label = f"twilio {status} code {code}: {message}"
+    if code in PERMANENT_CODES:
+        return PermanentDeliveryError(label, PERMANENT_CODES[code])
+    if code in BACK_PRESSURE_CODES:
+        return TransientDeliveryError(label, retry_after=retry_after or BACK_PRESSURE_WAIT)
+    if code in TRANSIENT_CODES or status == 429 or status >= 500:
+        return TransientDeliveryError(label, retry_after=retry_after)
+    # Any other 4xx means our request is wrong; sending it again will not fix it.
+    return PermanentDeliveryError(label, "failed")
+
+
+def translate_transport_error(exc: requests.RequestException) -> TransientDeliveryError:
+    """A refused connection never reached Twilio; a read timeout may have, so it is ambiguous."""
+    never_sent = isinstance(exc, requests.ConnectTimeout) or _refused(exc)
+    return TransientDeliveryError(f"twilio transport: {exc.__class__.__name__}", ambiguous=not never_sent)
+
+
+def _refused(exc: requests.RequestException) -> bool:
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
+
+
+def verified_params(auth_token: str, url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
+    """The form parameters of a Twilio webhook, after checking X-Twilio-Signature against the public URL."""
+    params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    signature = _header(headers, "X-Twilio-Signature")
+    if not signature or not RequestValidator(auth_token).validate(url, params, signature):
+        raise WebhookRejected("X-Twilio-Signature does not match the URL and parameters")
+    return params
+
+
+def contact_id_of(url: str) -> str:
+    """The contact id we put in the StatusCallback URL's query string."""
+    for name, value in parse_qsl(urlsplit(url).query):
+        if name == "contact_id" and value:
+            return value
+    raise WebhookRejected("callback URL carries no contact_id")
+
+
+def error_code_of(params: Mapping[str, str]) -> int | None:
+    raw = params.get("ErrorCode") or ""
+    return int(raw) if raw.isdigit() else None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == lowered), None)

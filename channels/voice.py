@@ -1,0 +1,131 @@
+"""Voice calls through Twilio Calls: inline TwiML in the debtor's language, answering-machine detection.
+
+The voicemail variant (message.extra["voicemail"] true) speaks a limited-content message twice, with a
+pause, so a recorder that starts late still captures it; the planner chooses it, since inline TwiML
+cannot branch on AnsweredBy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from channels.base import OutboundMessage, ProviderOutcome, Receipt
+from channels.twilio_common import (
+    PERMANENT_CODES,
+    build_client,
+    call_twilio,
+    contact_id_of,
+    error_code_of,
+    verified_params,
+)
+from config.settings import Settings
+
+STATUS_CALLBACK_PATH = "/v1/webhooks/twilio/call-status"
+SAY_LANGUAGE = {"zh": "zh-CN", "en": "en-US"}
+
+CALL_STATUS_KIND = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "failed"}
+CALL_STATUS_RANK = {
+    "queued": 0,
+    "initiated": 1,
+    "ringing": 2,
+    "in-progress": 3,
+    "completed": 4,
+    "busy": 4,
+    "no-answer": 4,
+    "failed": 4,
+    "canceled": 4,
+}
+
+
+def say_language(locale: str) -> str:
+    """Twilio <Say> language for a debtor's locale; Chinese variants speak Mandarin."""
+    return SAY_LANGUAGE.get(locale.split("-")[0].lower(), "en-US")
+
+
+def build_twiml(text: str, locale: str, voicemail: bool = False) -> str:
+    response = VoiceResponse()
+    response.say(text, language=say_language(locale))
+    if voicemail:
+        response.pause(length=1)
+        response.say(text, language=say_language(locale))
+    return str(response)
+
+
+def call_status_callback_url(public_base_url: str, contact_id: str) -> str:
+    return f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?contact_id={quote(contact_id, safe='')}"
+
+
+def call_status_rank(status: str) -> int:
+    return CALL_STATUS_RANK.get(status, -1)
+
+
+class VoiceAdapter:
+    """Places calls through Twilio (or its sandbox, by settings.twilio_api_base_url)."""
+
+    name = "voice"
+
+    def __init__(self, settings: Settings, *, timeout: float = 10.0, machine_detection_timeout: int = 30) -> None:
+        self._settings = settings
+        self._amd_timeout = machine_detection_timeout
+        self._client, self._http = build_client(settings, timeout)
+
+    def send(self, message: OutboundMessage) -> Receipt:
+        twiml = build_twiml(message.text, message.locale, voicemail=bool(message.extra.get("voicemail")))
+        call = call_twilio(
+            lambda: self._client.calls.create(
+                to=str(message.to),
+                from_=self._settings.twilio_from_number,
+                twiml=twiml,
+                machine_detection="DetectMessageEnd",
+                machine_detection_timeout=self._amd_timeout,
+                status_callback=call_status_callback_url(self._settings.public_base_url, message.contact_id),
+                status_callback_method="POST",
+            ),
+            self._http,
+        )
+        return Receipt(provider_id=str(call.sid), status=str(call.status))
+
+    def parse_callback(self, url: str, headers: Mapping[str, str], body: bytes) -> list[ProviderOutcome]:
+        """Verify a call-status callback and turn a final status into one outcome."""
+        params = verified_params(self._settings.twilio_auth_token.get_secret_value(), url, headers, body)
+        return call_status_outcomes(contact_id_of(url), params)
+
+    def close(self) -> None:
+        session = self._http.session
+        if session is not None:
+            session.close()
+
+
+def call_status_outcomes(contact_id: str, params: Mapping[str, str]) -> list[ProviderOutcome]:
+    """Outcomes for one call-status callback; calls still in progress give none."""
+    status = params.get("CallStatus", "")
+    kind = call_outcome_kind(status, params.get("AnsweredBy"), error_code_of(params))
+    if kind is None:
+        return []
+    detail = {
+        "status": status,
+        "rank": call_status_rank(status),
+        "answered_by": params.get("AnsweredBy"),
+        "duration": params.get("CallDuration"),
+    }
+    return [ProviderOutcome(contact_id, kind, params.get("CallSid", ""), detail)]
+
+
+def call_outcome_kind(status: str, answered_by: str | None, code: int | None) -> str | None:
+    if status == "completed":
+        return answered_kind(answered_by)
+    if status == "failed" and code in PERMANENT_CODES:
+        return PERMANENT_CODES[code]
+    return CALL_STATUS_KIND.get(status)
+
+
+def answered_kind(answered_by: str | None) -> str:
+    """Only a human is a conversation; only machine_end_beep reliably took a voicemail."""
+    if answered_by in (None, "", "human"):
+        return "answered"
+    if answered_by == "machine_end_beep":
+        return "voicemail"
+    return "no_answer"

@@ -1,0 +1,155 @@
+"""The `dispatcher` command. Commands are thin: parse, call the library, render.
+
+This module is the one hub that knows every subcommand, which is why it is longer than the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from config.settings import Settings, load_settings
+from dispatcher import reports
+from dispatcher.clock import ManualClock
+from dispatcher.importer import import_accounts
+from dispatcher.runtime import open_runtime
+from dispatcher.simulate import Simulation, load_model
+from dispatcher.strategy import StrategyError, load_strategy
+from dispatcher.synthetic import synthetic_accounts
+
+app = typer.Typer(
+    help="Plan, send and re-plan collection contacts under the contact rules of debt collection.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+strategy_app = typer.Typer(help="Check and show collection strategies.", no_args_is_help=True)
+account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
+app.add_typer(strategy_app, name="strategy")
+app.add_typer(account_app, name="account")
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+@strategy_app.command("check")
+def strategy_check(
+    file: Annotated[Path, typer.Argument(help="The strategy YAML, e.g. config/strategy.yaml.")],
+) -> None:
+    """Validate a strategy file and print its ladder; exit 2 listing every error as `path: problem`."""
+    try:
+        strategy = load_strategy(file)
+    except StrategyError as exc:
+        errors.print(f"[bold red]{file}[/]: {len(exc.errors)} error(s)")
+        for line in exc.errors:
+            errors.print(f"  {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    console.print(reports.ladder_table(strategy))
+    console.print(reports.compliance_table(strategy))
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="Accounts as CSV (header row) or NDJSON (.ndjson/.jsonl).")],
+) -> None:
+    """Import delinquent accounts; bad rows are reported by line, good rows land, a re-import changes nothing."""
+    if not file.is_file():
+        errors.print(f"[red]{file}: no such file[/]")
+        raise typer.Exit(2)
+    settings = _settings()
+    with open_runtime(settings) as runtime, _progress() as progress:
+        task = progress.add_task("importing", total=None)
+        report = import_accounts(runtime.engine, file, lambda n: progress.advance(task, n))
+    console.print(
+        f"accepted {report.accepted} (created {report.created}, updated {report.updated}, "
+        f"unchanged {report.unchanged}); rejected {len(report.errors)}"
+    )
+    for line, reason in report.errors[:200]:
+        errors.print(f"  line {line}: {reason}", markup=False, highlight=False)
+    if len(report.errors) > 200:
+        errors.print(f"  ... and {len(report.errors) - 200} more")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@account_app.command("show")
+def account_show(
+    account_id: Annotated[str, typer.Argument(help="The account id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """State, stage, next wake-up and the timeline of one account."""
+    with open_runtime(_settings()) as runtime:
+        loaded = runtime.store.load(account_id)
+        if loaded.record is None:
+            errors.print(f"[red]no account {account_id!r}[/]; import or upsert it first")
+            raise typer.Exit(1)
+        claims = runtime.store.claims(account_id)
+        wake = runtime.store.next_wakeup(account_id)
+    if as_json:
+        console.print_json(json.dumps(reports.account_json(loaded.record, loaded.history, claims, wake), default=str))
+        return
+    for renderable in reports.account_tables(loaded.record, loaded.history, claims, wake):
+        console.print(renderable)
+
+
+@app.command()
+def simulate(
+    accounts: Annotated[int, typer.Option(min=1, help="Synthetic accounts to generate.")] = 1000,
+    days: Annotated[int, typer.Option(min=1, max=730, help="Simulated days.")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed for accounts and outcomes; same seed, same run.")] = 1,
+    csv: Annotated[Path | None, typer.Option(help="Accounts from a CSV/NDJSON file instead.")] = None,
+    model: Annotated[Path | None, typer.Option(help="YAML overriding the outcome model's rates.")] = None,
+    start: Annotated[str, typer.Option(help="Simulated start, ISO 8601 UTC.")] = "2026-03-02T00:00:00+00:00",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every account's timeline here.")] = None,
+) -> None:
+    """Run the real planner and store over an accelerated clock and report funnel, channels and compliance.
+
+    It always runs on a fresh embedded Redis under the state directory, never on a configured one.
+    """
+    settings = _settings()
+    state_dir = settings.state_dir / "simulate"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    sim_settings = settings.model_copy(update={"redis_url": None, "state_dir": state_dir})
+    clock = ManualClock(datetime.fromisoformat(start).astimezone(UTC))
+    if csv is not None:
+        from dispatcher.importer import load_accounts
+
+        population, bad = load_accounts(csv)
+        for line, reason in bad:
+            errors.print(f"  line {line}: {reason}", markup=False, highlight=False)
+    else:
+        population = synthetic_accounts(accounts, seed, clock.now().date())
+    with open_runtime(sim_settings, clock=clock, history_cache=len(population) + 1) as runtime, _progress() as progress:
+        task = progress.add_task(f"simulating {len(population)} accounts over {days} days", total=1000)
+        simulation = Simulation(runtime.engine, clock, load_model(model), seed)
+        report = simulation.run(population, days, lambda done: progress.update(task, completed=int(done * 1000)))
+        progress.update(task, completed=1000)
+        progress.update(task, description="checking every send against windows and caps")
+        audit = reports.compliance_audit(runtime.store, runtime.strategy, [a.id for a in population], json_out)
+    for renderable in reports.simulation_tables(report, runtime.strategy, audit):
+        console.print(renderable)
+    if json_out is not None:
+        console.print(f"timelines written to {json_out}")
+    if audit.outside_window or audit.over_cap:
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+        console=errors, transient=False,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,222 @@
+"""What the CLI shows: strategy tables, account views, simulation reports and the send audit."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from dispatcher.models import AccountRecord, HistoryEntry
+from dispatcher.simulate import Report
+from dispatcher.store import Store
+from dispatcher.strategy import Strategy
+from dispatcher.timeline import audit_sends, timeline
+
+STAGE_ORDER_TAIL = ("resolved", "handed_off")
+
+
+def ladder_table(strategy: Strategy) -> Table:
+    table = Table(title=f"strategy {strategy.name}: {len(strategy.stages)} stages")
+    for column in ("stage", "days past due", "step", "channel", "template", "cadence", "max", "hour", "outcomes"):
+        table.add_column(column)
+    for stage in strategy.stages:
+        last = "∞" if stage.last_day is None else str(stage.last_day)
+        for index, step in enumerate(stage.steps or ()):
+            cadence = step.cadence
+            when = (
+                f"days {list(cadence.days)}"
+                if cadence.days is not None
+                else f"every {cadence.every}d from {cadence.start}"
+            )
+            rules = ", ".join(_action_text(kind, action) for kind, action in step.outcomes.items())
+            table.add_row(
+                f"{stage.name}\n{stage.title}" if index == 0 else "",
+                f"{stage.first_day}–{last}" if index == 0 else "",
+                step.name, step.channel, step.template, when, str(step.attempt_limit or "—"), f"{step.hour:02d}:00",
+                rules or "—",
+            )  # fmt: skip
+    return table
+
+
+def _action_text(kind: str, action: Any) -> str:
+    parts = []
+    if action.fallback:
+        parts.append(f"→{action.fallback.channel}")
+    if action.invalidate:
+        parts.append("invalidate")
+    if action.escalate:
+        parts.append("escalate")
+    return f"{kind}: {' '.join(parts)}"
+
+
+def compliance_table(strategy: Strategy) -> Table:
+    policy = strategy.compliance
+    table = Table(title="compliance")
+    for column in ("channel", "window (local)", "caps", "consent required"):
+        table.add_column(column)
+    for channel in ("sms", "voice", "email", "letter", "agency"):
+        window = policy.windows.get(channel)  # type: ignore[call-overload]
+        caps = ", ".join(f"≤{c.max} in {c.days}d" for c in policy.caps.get(channel, ()))  # type: ignore[call-overload]
+        table.add_row(
+            channel, f"{window.start:%H:%M}–{window.end:%H:%M}" if window else "any time", caps or "—",
+            "yes" if channel in policy.require_consent else "no",
+        )  # fmt: skip
+    quiet = policy.quiet_after_conversation
+    if quiet:
+        table.caption = (
+            f"no {quiet.channel} for {quiet.days} days after a conversation; holidays: {policy.holidays.enabled}"
+        )
+    return table
+
+
+def account_json(
+    record: AccountRecord, history: Sequence[HistoryEntry], claims: dict[str, str], wake: datetime | None
+) -> dict[str, Any]:
+    return {
+        "account": record.account.model_dump(mode="json"),
+        "state": record.state.model_dump(mode="json"),
+        "stage": record.stage,
+        "next_wakeup": wake,
+        "claims": claims,
+        "timeline": timeline(record, history),
+    }
+
+
+def account_tables(
+    record: AccountRecord, history: Sequence[HistoryEntry], claims: dict[str, str], wake: datetime | None
+) -> Iterator[Table]:
+    account, state = record.account, record.state
+    summary = Table(title=f"account {account.id}", show_header=False)
+    summary.add_row("name", account.name)
+    summary.add_row("balance", f"{account.balance} {account.currency} (paid {state.paid})")
+    summary.add_row("due date", str(account.due_date))
+    summary.add_row("zone", " + ".join((account.timezone, *account.extra_timezones)))
+    summary.add_row("status", state.status + (" (do not contact)" if state.do_not_contact else ""))
+    summary.add_row("stage", record.stage or "—")
+    summary.add_row("holds", ", ".join(f"{k} until {v or 'resolved'}" for k, v in state.holds.items()) or "—")
+    summary.add_row("promise", f"{state.promise.amount} by {state.promise.due}" if state.promise else "—")
+    summary.add_row("opted out", ", ".join(sorted(state.opted_out)) or "—")
+    summary.add_row("invalid addresses", ", ".join(sorted(state.invalid_addresses)) or "—")
+    summary.add_row("next wake-up", wake.isoformat() if wake else "—")
+    yield summary
+    table = Table(title="timeline")
+    for column in ("UTC", "local", "what", "channel", "contact / detail", "outcome"):
+        table.add_column(column)
+    for row in timeline(record, history):
+        what = row["kind"] if row["kind"] == "attempt" else row.get("event", "")
+        subject = row.get("contact_id") or ", ".join(f"{k}={v}" for k, v in row.items() if k not in _ROW_KEYS)
+        outcome = ", ".join(row.get("outcome") or [])
+        if row.get("contact_id") in claims:
+            outcome += f" [{claims[row['contact_id']]}]"
+        table.add_row(row["at_utc"][:16], row["at_local"][:16], what, row.get("channel") or "", subject, outcome)
+    yield table
+
+
+_ROW_KEYS = {"kind", "at_utc", "at_local", "event", "channel", "contact_id", "outcome"}
+
+
+@dataclass
+class SendAudit:
+    sends: int = 0
+    outside_window: int = 0
+    over_cap: int = 0
+    in_quiet_period: int = 0
+    examples: list[tuple[str, list[str]]] = field(default_factory=list)
+
+
+def compliance_audit(store: Store, strategy: Strategy, account_ids: Sequence[str], json_out: Path | None) -> SendAudit:
+    """Re-check every send of every account; stream each timeline to `json_out` when asked."""
+    audit = SendAudit()
+    out = json_out.open("w", encoding="utf-8") if json_out else None
+    try:
+        if out:
+            out.write('{"accounts": [\n')
+        for start in range(0, len(account_ids), 500):
+            for index, loaded in enumerate(store.load_many(account_ids[start : start + 500])):
+                if loaded.record is None:
+                    continue
+                _audit_one(loaded.record, loaded.history, strategy, audit)
+                if out:
+                    out.write(
+                        ("" if start + index == 0 else ",\n")
+                        + json.dumps(_account_doc(loaded), default=str, ensure_ascii=False)
+                    )
+        if out:
+            out.write("\n]}\n")
+    finally:
+        if out:
+            out.close()
+    return audit
+
+
+def _audit_one(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, audit: SendAudit) -> None:
+    audit.sends += sum(1 for entry in history if entry.kind == "attempt")
+    for contact_id, broken in audit_sends(record, history, strategy.compliance):
+        kinds = {rule.split(":")[0] for rule in broken}
+        audit.outside_window += bool(kinds & {"window", "holiday"})
+        audit.over_cap += "cap" in kinds
+        audit.in_quiet_period += "quiet" in kinds
+        if len(audit.examples) < 10:
+            audit.examples.append((contact_id, broken))
+
+
+def _account_doc(loaded: Any) -> dict[str, Any]:
+    record = loaded.record
+    return {
+        "id": record.account.id,
+        "name": record.account.name,
+        "timezone": record.account.timezone,
+        "stage": record.stage,
+        "status": record.state.status,
+        "timeline": timeline(record, loaded.history),
+    }
+
+
+def simulation_tables(report: Report, strategy: Strategy, audit: SendAudit) -> Iterator[Table]:
+    stages = [s.name for s in strategy.stages] + list(STAGE_ORDER_TAIL)
+    funnel = Table(title=f"stage funnel by week ({report.accounts} accounts, {report.days} days)")
+    funnel.add_column("week")
+    for stage in stages:
+        funnel.add_column(stage, justify="right")
+    for week, counts in report.funnel:
+        funnel.add_row(str(week), *(str(counts.get(stage, 0)) for stage in stages))
+    yield funnel
+    channels = Table(title="contacts by channel and outcome")
+    for column in ("channel", "outcome", "contacts"):
+        channels.add_column(column)
+    for (channel, outcome), count in sorted(report.sends.items()):
+        channels.add_row(channel, outcome, str(count))
+    yield channels
+    yield _counter_table("deferrals by rule", report.deferrals)
+    yield _counter_table("denials by rule", report.denials)
+    summary = Table(title="outcome", show_header=False)
+    summary.add_row(
+        "accounts that reached each stage", ", ".join(f"{s} {report.stage_seen.get(s, 0)}" for s in stages[:-2])
+    )
+    summary.add_row("resolved (paid in full)", f"{report.resolved} ({report.resolved / max(report.accounts, 1):.1%})")
+    summary.add_row("debtor events", ", ".join(f"{k} {v}" for k, v in sorted(report.events.items())) or "—")
+    costs = report.cost(strategy.costs)
+    summary.add_row(
+        "estimated channel cost",
+        ", ".join(f"{c} {v:.2f}" for c, v in costs.items()) + f"; total {sum(costs.values()):.2f}",
+    )
+    summary.add_row("sends re-checked", str(audit.sends))
+    summary.add_row("outside a window / holiday", str(audit.outside_window))
+    summary.add_row("over a cap", str(audit.over_cap))
+    summary.add_row("inside a post-conversation quiet period", str(audit.in_quiet_period))
+    yield summary
+
+
+def _counter_table(title: str, counts: Counter[str]) -> Table:
+    table = Table(title=title)
+    table.add_column("rule")
+    table.add_column("count", justify="right")
+    for rule, count in counts.most_common():
+        table.add_row(rule, str(count))
+    return table

@@ -1,0 +1,37 @@
+"""Wiring from settings to a running engine: Redis (configured or embedded), store, strategy, clock."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from config.settings import Settings
+from dispatcher.clock import Clock, SystemClock
+from dispatcher.engine import Engine
+from dispatcher.redis_server import redis_url
+from dispatcher.store import Store
+from dispatcher.strategy import Strategy, load_strategy
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    url: str
+    store: Store
+    strategy: Strategy
+    engine: Engine
+
+
+@contextlib.contextmanager
+def open_runtime(
+    settings: Settings, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
+) -> Iterator[Runtime]:
+    """Everything a command needs, torn down (embedded Redis included) when the block ends."""
+    strategy = strategy or load_strategy(settings.strategy_path)
+    with redis_url(settings.redis_url, settings.state_dir) as url:
+        store = Store.from_url(url, settings.schedule_shards, history_cache)
+        try:
+            yield Runtime(settings, url, store, strategy, Engine(store, strategy, clock or SystemClock()))
+        finally:
+            store.redis.close()

@@ -1,0 +1,54 @@
+"""An account's timeline as people read it (UTC and the debtor's local time), and the compliance audit of
+what was actually sent: every send re-checked against the windows and caps it had to respect."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dispatcher.compliance import ContactLog, violations
+from dispatcher.models import AccountRecord, HistoryEntry, zone
+from dispatcher.strategy import CompliancePolicy
+
+
+def timeline(record: AccountRecord, history: Sequence[HistoryEntry]) -> list[dict[str, Any]]:
+    """Every attempt with its outcome, and every event, oldest first."""
+    tz = zone(record.account.timezone)
+    outcomes: dict[str, list[str]] = {}
+    for entry in history:
+        if entry.kind == "outcome" and entry.contact_id and entry.outcome:
+            outcomes.setdefault(entry.contact_id, []).append(entry.outcome.value)
+    rows: list[dict[str, Any]] = []
+    for entry in history:
+        if entry.kind == "outcome":
+            continue
+        row: dict[str, Any] = {
+            "kind": entry.kind,
+            "at_utc": entry.at.isoformat(),
+            "at_local": entry.at.astimezone(tz).isoformat(),
+        }
+        if entry.kind == "attempt":
+            row.update(contact_id=entry.contact_id, channel=entry.channel, outcome=outcomes.get(entry.contact_id or ""))
+            row.update(entry.detail)
+        else:
+            row.update(event=entry.event, **entry.detail)
+        rows.append(row)
+    return rows
+
+
+def audit_sends(
+    record: AccountRecord, history: Sequence[HistoryEntry], policy: CompliancePolicy
+) -> list[tuple[str, list[str]]]:
+    """(contact id, broken rules) for every attempt that a window, holiday, quiet period or cap forbade."""
+    log = ContactLog()
+    found = []
+    for entry in history:
+        if entry.kind == "outcome" and entry.outcome is not None and entry.outcome.value == "answered":
+            log.conversations.append(entry.at)
+        if entry.kind != "attempt" or entry.channel is None:
+            continue
+        broken = violations(entry.channel, record.account, log, entry.at, policy)
+        if broken:
+            found.append((entry.contact_id or "?", broken))
+        log.add(entry.channel, entry.at)
+    return found

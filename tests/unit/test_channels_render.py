@@ -1,0 +1,68 @@
+"""Templates render completely in both locales, or refuse with the missing variable and template named."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from channels.render import TEMPLATES_DIR, Renderer, TemplateContextError
+
+CONTEXT = {
+    "name": "张三",
+    "amount": Decimal("12345.67"),
+    "currency": "CNY",
+    "minimum_payment": Decimal("1234.50"),
+    "due_date": date(2024, 5, 1),
+    "days_past_due": 12,
+    "account_ref": "1234",
+    "pay_url": "https://bank.test/pay/abc",
+    "unsubscribe_url": "https://bank.test/u/abc",
+    "bank_name": "示例银行",
+    "phone": "400-000-0000",
+}
+TEMPLATE_NAMES = sorted({path.name.split(".")[0] for path in (TEMPLATES_DIR / "en").iterdir()})
+
+
+def test_both_locales_have_the_same_templates() -> None:
+    def names(locale: str) -> set[str]:
+        return {path.name for path in (TEMPLATES_DIR / locale).iterdir()}
+
+    assert names("en") == names("zh-CN") and len(TEMPLATE_NAMES) >= 15
+
+
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+@pytest.mark.parametrize("template_name", TEMPLATE_NAMES)
+def test_every_template_renders_fully(template_name: str, locale: str) -> None:
+    rendered = Renderer().render(template_name, locale, CONTEXT)
+    assert rendered.text.strip() and "{{" not in rendered.text
+    if template_name.endswith("_email"):
+        assert rendered.subject and rendered.html and CONTEXT["unsubscribe_url"] in rendered.text
+    if template_name.endswith("_sms"):
+        assert "STOP" in rendered.text or "退订" in rendered.text
+
+
+def test_amounts_and_dates_follow_the_locale() -> None:
+    zh = Renderer().render("reminder_sms", "zh-CN", CONTEXT).text
+    en = Renderer().render("reminder_sms", "en-US", {**CONTEXT, "currency": "USD"}).text
+    assert "¥12,345.67" in zh and "2024年5月1日" in zh
+    assert "$12,345.67" in en and "May 1, 2024" in en
+
+
+def test_a_missing_variable_names_itself_and_the_template() -> None:
+    context = {key: value for key, value in CONTEXT.items() if key != "minimum_payment"}
+    with pytest.raises(TemplateContextError) as caught:
+        Renderer().render("reminder_sms", "zh-CN", context)
+    assert "minimum_payment" in str(caught.value) and "zh-CN/reminder_sms.sms.txt" in str(caught.value)
+
+
+def test_html_escapes_what_the_text_keeps(tmp_path: Path) -> None:
+    rendered = Renderer().render("reminder_email", "en", {**CONTEXT, "name": "<b>Li</b>"})
+    assert "&lt;b&gt;Li&lt;/b&gt;" in (rendered.html or "") and "<b>Li</b>" in rendered.text
+
+
+def test_an_unknown_locale_is_refused() -> None:
+    with pytest.raises(TemplateContextError, match="fr"):
+        Renderer().render("reminder_sms", "fr-FR", CONTEXT)

@@ -1,0 +1,95 @@
+"""SMS rules that need no provider: segments, keywords, status order, callback mapping."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from channels.base import WebhookRejected
+from channels.sms import SmsAdapter, count_segments, inbound_intent, is_newer_status, message_status_outcomes
+from config.settings import load_settings
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("您" * 70, 1),
+        ("您" * 71, 2),
+        ("您" * 134, 2),
+        ("您" * 135, 3),
+        ("a" * 160, 1),
+        ("a" * 161, 2),
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("€" * 80, 1),
+        ("€" * 81, 2),
+        ("a" * 69 + "😀", 2),
+    ],
+)
+def test_segments_follow_gsm7_and_ucs2_limits(text: str, segments: int) -> None:
+    assert count_segments(text) == segments
+
+
+@pytest.mark.parametrize(
+    ("body", "intent"),
+    [
+        ("STOP", "opt_out"),
+        (" stop ", "opt_out"),
+        ("Unsubscribe.", "opt_out"),
+        ("退订", "opt_out"),
+        ("取消", "opt_out"),
+        ("停止。", "opt_out"),
+        ("TD", "opt_out"),
+        ("START", "opt_in"),
+        ("unstop", "opt_in"),
+        ("订阅", "opt_in"),
+        ("HELP", "help"),
+        ("帮助", "help"),
+        ("stop calling me at work", None),
+        ("我下周还款", None),
+    ],
+)
+def test_inbound_keywords_are_read_as_twilio_reads_them(body: str, intent: str | None) -> None:
+    assert inbound_intent(body) == intent
+
+
+def test_a_late_sent_callback_does_not_undo_delivered() -> None:
+    assert is_newer_status("sent", "delivered")
+    assert not is_newer_status("delivered", "sent")
+    assert not is_newer_status("undelivered", "delivered")  # both terminal: the first one stands
+    assert is_newer_status(None, "queued")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind"),
+    [
+        ("delivered", "", "delivered"),
+        ("sent", "", "sent"),
+        ("undelivered", "30003", "undelivered"),
+        ("undelivered", "30006", "invalid_address"),
+        ("failed", "21610", "opted_out"),
+        ("failed", "30007", "failed"),
+        ("failed", "", "undelivered"),
+    ],
+)
+def test_message_status_maps_to_an_outcome(status: str, code: str, kind: str) -> None:
+    [outcome] = message_status_outcomes("c-1", {"MessageSid": "SM1", "MessageStatus": status, "ErrorCode": code})
+    assert outcome.kind == kind
+
+
+def test_in_flight_statuses_give_no_outcome() -> None:
+    assert message_status_outcomes("c-1", {"MessageSid": "SM1", "MessageStatus": "sending"}) == []
+
+
+def test_inbound_stop_is_verified_then_read() -> None:
+    settings = load_settings()
+    url = "https://api.bank.test/v1/webhooks/twilio/inbound"
+    params = {"MessageSid": "SM9", "From": "+8613800000000", "To": "+15005550006", "Body": "退订"}
+    signature = RequestValidator(settings.twilio_auth_token.get_secret_value()).compute_signature(url, params)
+    adapter = SmsAdapter(settings)
+    inbound = adapter.parse_inbound(url, {"X-Twilio-Signature": signature}, urlencode(params).encode())
+    assert (inbound.intent, inbound.from_number) == ("opt_out", "+8613800000000")
+    with pytest.raises(WebhookRejected):
+        adapter.parse_inbound(url, {"X-Twilio-Signature": "forged"}, urlencode(params).encode())
