@@ -17,7 +17,7 @@ from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
 from dispatcher.events import Event, EventRejected, Outcome, apply_event, lapsed_events
 from dispatcher.models import Account, AccountRecord, AccountState, Contact, Decision, HistoryEntry, Plan
-from dispatcher.planner import plan, stage_index_at
+from dispatcher.planner import ADHOC_STAGE, plan, stage_index_at
 from dispatcher.store import CONFLICT, DUPLICATE, Commit, Loaded, Store
 from dispatcher.strategy import Strategy
 
@@ -121,7 +121,7 @@ class Engine:
                 return Ruling("deny", "promise_to_pay")
             index = stage_index_at(account, state, self.strategy, now)
             current = None if index is None else self.strategy.stages[index].name
-            if contact.stage != current and contact.stage != "adhoc":
+            if contact.stage != current and contact.stage != ADHOC_STAGE:
                 return Ruling("deny", f"stage_changed:{current}")
         log = ContactLog.from_history(history)
         return evaluate(contact.channel, account, state, log, now, self.strategy.compliance)

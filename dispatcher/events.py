@@ -90,6 +90,15 @@ class Outcome(_Event):
     detail: dict[str, str] = Field(default_factory=dict)
 
 
+class AdhocContact(_Event):
+    """A contact outside the ladder (an agent's request); the planner makes it under the same policy."""
+
+    kind: Literal["adhoc_contact"] = "adhoc_contact"
+    channel: Channel
+    template: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    key: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Unique per account.")
+
+
 class PromiseKept(_Event):
     kind: Literal["promise_kept"] = "promise_kept"
 
@@ -112,6 +121,7 @@ Event = Annotated[
     | OptIn
     | DoNotContact
     | Outcome
+    | AdhocContact
     | PromiseKept
     | PromiseBroken
     | HoldLapsed,
@@ -149,6 +159,8 @@ def apply_event(record: AccountRecord, event: Event, strategy: Strategy, now: da
             return state.model_copy(update={"do_not_contact": True})
         case Outcome():
             return _after_outcome(record, event, strategy, now, today)
+        case AdhocContact():
+            return state  # the request itself, kept in the history, is what the planner reads
         case PromiseKept():
             return state.model_copy(update={"promise": None})
         case PromiseBroken():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from dispatcher.compliance import ContactLog, evaluate
@@ -18,6 +19,7 @@ from dispatcher.models import (
     Account,
     AccountRecord,
     AccountState,
+    Channel,
     Contact,
     Decision,
     HistoryEntry,
@@ -28,6 +30,7 @@ from dispatcher.models import (
 from dispatcher.strategy import Stage, Step, Strategy
 
 FALLBACK_SUFFIX = "fb"
+ADHOC_STAGE = "adhoc"
 _MAX_OCCURRENCES = 400  # an open-ended `every` step without max_attempts still ends somewhere
 
 
@@ -71,6 +74,7 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     attempted = {e.contact_id for e in history if e.kind == "attempt" and e.contact_id}
     candidates, wakes = _ladder_candidates(account.id, stage, entry, tz, attempted, now)
     candidates += _fallback_candidates(account.id, stage, history, attempted)
+    candidates += _adhoc_candidates(account.id, history, attempted)
     if index + 1 < len(strategy.stages):
         wakes.append(_stage_start(account, strategy, index + 1, tz))
     return _judge(record, history, strategy, now, stage, candidates, wakes)
@@ -147,6 +151,16 @@ def _fallback_candidates(
     return list(found.values())
 
 
+def _adhoc_candidates(account_id: str, history: Sequence[HistoryEntry], attempted: set[str]) -> list[Contact]:
+    found = []
+    for entry in history:
+        if entry.kind == "event" and entry.event == "adhoc_contact":
+            ref = ContactRef(account_id, ADHOC_STAGE, entry.detail["key"], 0)
+            if str(ref) not in attempted:
+                found.append(_contact(ref, Channel(entry.detail["channel"]), entry.detail["template"], entry.at))
+    return found
+
+
 def _judge(
     record: AccountRecord,
     history: Sequence[HistoryEntry],
@@ -219,7 +233,9 @@ def _contact(ref: ContactRef, channel: object, template: str, due_at: datetime) 
     return Contact(str(ref), ref.account_id, channel, template, ref.stage, ref.step, due_at)  # type: ignore[arg-type]
 
 
+@lru_cache(maxsize=65536)
 def _at_hour(day: date, hour: int, tz: ZoneInfo) -> datetime:
+    """Cached: a handful of (day, hour, zone) triples recur across millions of accounts."""
     return datetime.combine(day, time(hour, 0), tz).astimezone(UTC)
 
 

@@ -63,7 +63,8 @@ class EmbeddedRedis:
             if self._process is not None and self._process.poll() is not None:
                 raise RuntimeError(f"redis-server exited at start; see {self.data_dir / 'redis.log'}")
             with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
+                # Another server already on the port would answer too: only our own child counts.
+                if self._process is not None and client.info("server")["process_id"] == self._process.pid:
                     client.close()
                     return
             time.sleep(0.02)

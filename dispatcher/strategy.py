@@ -163,26 +163,37 @@ class Strategy(_Strict):
 
     @model_validator(mode="after")
     def _ladder(self) -> Strategy:
-        names = [s.name for s in self.stages]
-        if len(names) != len(set(names)):
-            raise ValueError("stage names must be unique")
-        for before, after in zip(self.stages, self.stages[1:], strict=False):
-            if before.last_day is None:
-                raise ValueError(f"stage {before.name!r} is open-ended but is not the last stage")
-            if after.first_day != before.last_day + 1:
-                raise ValueError(
-                    f"stage {after.name!r} must start the day after {before.name!r} ends "
-                    f"(day {before.last_day + 1}), not day {after.first_day}"
-                )
-        for stage in self.stages:
-            for step in stage.steps:
-                window = self.compliance.windows.get(step.channel)
-                if window is not None and not window.start.hour <= step.hour < window.end.hour:
-                    raise ValueError(
-                        f"stage {stage.name!r} step {step.name!r}: hour {step.hour} lies outside the "
-                        f"{step.channel} window {window.start:%H:%M}-{window.end:%H:%M}"
-                    )
+        problems = self._ladder_problems()
+        if problems:
+            # One line per problem, each already `path: message`; parse_strategy splits them again.
+            raise ValueError("\n".join(problems))
         return self
+
+    def _ladder_problems(self) -> list[str]:
+        problems = []
+        names = [s.name for s in self.stages]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                problems.append(f"stages.{index}.name: stage names must be unique; {name!r} is used twice")
+        for index, (before, after) in enumerate(zip(self.stages, self.stages[1:], strict=False), start=1):
+            if before.last_day is None:
+                problems.append(
+                    f"stages.{index - 1}.days_past_due: stage {before.name!r} is open-ended but is not the last stage"
+                )
+            elif after.first_day != before.last_day + 1:
+                problems.append(
+                    f"stages.{index}.days_past_due: stage {after.name!r} must start the day after {before.name!r} "
+                    f"ends (day {before.last_day + 1}), not day {after.first_day}"
+                )
+        for s_index, stage in enumerate(self.stages):
+            for t_index, step in enumerate(stage.steps):
+                window = self.compliance.windows.get(step.channel)
+                if window is not None and not window.start <= time(step.hour) < window.end:
+                    problems.append(
+                        f"stages.{s_index}.steps.{t_index}.hour: stage {stage.name!r} step {step.name!r}: hour "
+                        f"{step.hour} lies outside the {step.channel} window {window.start:%H:%M}-{window.end:%H:%M}"
+                    )
+        return problems
 
     def stage_index(self, days_past_due: int) -> int | None:
         """The stage a number of days past due falls in, or None before the first."""
@@ -212,7 +223,10 @@ def _error_lines(exc: ValidationError) -> list[str]:
     for error in exc.errors():
         path = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{path}: {message}")
+        if not error["loc"] and error["type"] == "value_error":
+            lines.extend(message.split("\n"))  # ladder problems carry their own paths
+        else:
+            lines.append(f"{path}: {message}")
     return lines
 
 

@@ -1,0 +1,303 @@
+"""The engine on a real Redis with a manual clock: upserts, events, the pump, the claim and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dispatcher.clock import ManualClock
+from dispatcher.engine import Engine, UnknownAccount
+from dispatcher.events import DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
+from dispatcher.models import Channel, Contact, OutcomeKind
+from dispatcher.planner import plan
+from dispatcher.store import Store
+from tests.conftest import make_account
+
+pytestmark = pytest.mark.integration
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def local(day: date, hour: int, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), SHANGHAI).astimezone(UTC)
+
+
+def queued_ids(contacts: tuple[Contact, ...] | list[Contact]) -> list[str]:
+    return [contact.id for contact in contacts]
+
+
+def send(engine: Engine, contact: Contact) -> None:
+    """Claim and settle as a worker would after the provider accepted the contact."""
+    assert engine.claim(contact).verdict == "send"
+    assert engine.settle(contact, "sent") is True
+
+
+def test_an_upserted_account_is_planned_at_once(engine: Engine, store: Store) -> None:
+    result = engine.upsert(make_account())
+    assert (result.status, result.plan is not None and result.plan.stage) == ("applied", "reminder")
+    assert queued_ids(result.queued) == ["A1/reminder/sms/0"]
+    assert store.claims("A1") == {"A1/reminder/sms/0": "queued"}
+    assert store.next_wakeup("A1") == local(date(2026, 3, 3), 11)
+
+
+def test_upserting_the_same_account_twice_changes_nothing_the_second_time(engine: Engine, store: Store) -> None:
+    engine.upsert(make_account())
+    version = store.load("A1").version
+    second = engine.upsert(make_account())
+    assert (second.status, second.queued) == ("unchanged", ())
+    assert store.load("A1").version == version
+    assert len(store.load("A1").history) == 1
+
+
+def test_upserting_a_changed_account_records_an_update(engine: Engine, store: Store) -> None:
+    engine.upsert(make_account())
+    assert engine.upsert(make_account(name="王大明")).status == "applied"
+    assert [entry.event for entry in store.load("A1").history] == ["account_created", "account_updated"]
+
+
+def test_a_new_balance_from_the_bank_replaces_what_was_paid(engine: Engine, store: Store) -> None:
+    engine.upsert(make_account())
+    engine.record_event("A1", Payment(amount=Decimal("1000")))
+    engine.upsert(make_account(balance=Decimal("4000.00")))
+    record = store.load("A1").record
+    assert record is not None and (record.state.paid, record.state.status) == (Decimal("0"), "active")
+
+
+def test_an_account_upserted_with_nothing_owed_is_resolved_and_not_scheduled(engine: Engine, store: Store) -> None:
+    result = engine.upsert(make_account(balance=Decimal("0")))
+    assert result.queued == ()
+    record = store.load("A1").record
+    assert record is not None and record.state.status == "resolved"
+    assert store.next_wakeup("A1") is None
+
+
+def test_all_keys_carry_account_or_shard_hash_tags(engine: Engine, store: Store) -> None:
+    for n in range(5):
+        engine.upsert(make_account(f"K{n}"))
+    engine.record_event("K0", Payment(amount=Decimal("1"), event_id="p-1"))
+    for key in store.redis.keys("*"):
+        tag = key[: key.index("}") + 1]
+        assert tag.startswith(("{a:K", "{s:")) and key[len(tag)] == ":", key
+
+
+def test_a_repeated_event_id_is_a_duplicate_and_applied_once(engine: Engine, store: Store) -> None:
+    engine.upsert(make_account())
+    first = engine.record_event("A1", Payment(amount=Decimal("100"), event_id="bank-7"))
+    again = engine.record_event("A1", Payment(amount=Decimal("100"), event_id="bank-7"))
+    assert (first.status, again.status) == ("applied", "duplicate")
+    record = store.load("A1").record
+    assert record is not None and record.state.paid == Decimal("100")
+    assert [entry.event for entry in store.load("A1").history].count("payment") == 1
+
+
+def test_an_event_for_an_unknown_account_is_refused(engine: Engine) -> None:
+    with pytest.raises(UnknownAccount) as caught:
+        engine.record_event("ghost", Payment(amount=Decimal("1")))
+    assert caught.value.account_id == "ghost"
+
+
+def test_payment_in_full_mid_run_denies_the_queued_contact_at_its_claim(engine: Engine, store: Store) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    paid = engine.record_event("A1", Payment(amount=Decimal("5000.00")))
+    assert paid.plan is not None and paid.plan.note == "resolved"
+    claim = engine.claim(contact)
+    assert (claim.verdict, claim.rule) == ("deny", "account_resolved")
+    assert store.claims("A1") == {}
+    assert [entry.kind for entry in store.load("A1").history] == ["event", "event"]  # no attempt
+    assert store.next_wakeup("A1") is None
+    assert engine.claim(contact).verdict == "deny"  # redelivered: still never claimed
+    last_looks = [e for e in store.audit("A1") if e["type"] == "last_look"]
+    assert [(e["contact_id"], e["verdict"], e["rule"]) for e in last_looks] == [
+        (contact.id, "deny", "account_resolved")
+    ] * 2
+
+
+def test_nothing_is_queued_after_do_not_contact(engine: Engine, store: Store, clock: ManualClock) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    engine.record_event("A1", DoNotContact(reason="lawyer letter"))
+    assert engine.claim(contact).rule == "do_not_contact"
+    clock.advance(timedelta(days=40))
+    assert engine.pump() == []
+    assert store.next_wakeup("A1") is None
+
+
+def test_the_same_contact_claimed_twice_is_sent_once(engine: Engine, store: Store) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    first, second = engine.claim(contact), engine.claim(contact)
+    assert (first.verdict, second.verdict) == ("send", "claimed_elsewhere")
+    attempts = [entry for entry in store.load("A1").history if entry.kind == "attempt"]
+    assert [(a.contact_id, a.channel) for a in attempts] == [(contact.id, Channel.SMS)]
+
+
+def test_a_sent_contact_redelivered_later_is_not_claimed_again(engine: Engine, store: Store) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    send(engine, contact)
+    assert store.claim_status("A1", contact.id) == "sent"
+    assert engine.claim(contact).verdict == "claimed_elsewhere"
+
+
+def test_a_definite_non_send_returns_the_claim_to_queued(engine: Engine, store: Store) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    engine.claim(contact)
+    assert engine.settle(contact, None) is True
+    assert store.claim_status("A1", contact.id) == "queued"
+    assert engine.settle(contact, "sent") is False  # it is no longer sending
+    statuses = [e["status"] for e in store.audit("A1") if e["type"] == "contact"]
+    assert statuses == ["not_sent", "sent"]
+
+
+def test_a_contact_whose_stage_has_passed_is_denied_at_its_claim(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    clock.advance(timedelta(days=7))  # eight days past due: second notice
+    claim = engine.claim(contact)
+    assert (claim.verdict, claim.rule) == ("deny", "stage_changed:second_notice")
+
+
+def test_a_promise_made_after_queueing_denies_the_contact_at_its_claim(engine: Engine) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    engine.record_event("A1", PromiseToPay(amount=Decimal("500"), due=date(2026, 3, 6)))
+    assert engine.claim(contact).rule == "promise_to_pay"
+
+
+def test_a_claim_outside_the_window_defers_and_brings_the_wake_up_forward(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    clock.set(local(date(2026, 3, 2), 21, 30))  # the worker picked it up late at night
+    claim = engine.claim(contact)
+    morning = local(date(2026, 3, 3), 8)
+    assert (claim.verdict, claim.rule, claim.until) == ("defer", "window:sms", morning)
+    assert store.claims("A1") == {}
+    assert store.next_wakeup("A1") == morning
+    clock.set(morning)
+    assert queued_ids(engine.pump()) == [contact.id]
+
+
+def test_the_audit_trail_holds_events_and_decisions_with_their_rules(engine: Engine, store: Store) -> None:
+    account = make_account(extra_timezones=("Europe/London",))  # 10:00 Shanghai is 02:00 London
+    engine.upsert(account)
+    engine.record_event("A1", Payment(amount=Decimal("10"), event_id="p-1"))
+    trail = store.audit("A1")
+    events = [(e["type"], e.get("event")) for e in trail if e["type"] == "event"]
+    assert events == [("event", "account_created"), ("event", "payment")]
+    decisions = [(e["contact_id"], e["verdict"], e["rule"], e["until"]) for e in trail if e["type"] == "decision"]
+    assert decisions[0] == ("A1/reminder/sms/0", "defer", "window:sms", str(datetime(2026, 3, 2, 8, 0, tzinfo=UTC)))
+    assert all(e["account_id"] == "A1" for e in trail)
+
+
+def test_an_outcome_without_a_channel_takes_the_attempts_and_falls_back(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    [sms] = engine.upsert(make_account()).queued
+    send(engine, sms)
+    clock.set(local(date(2026, 3, 3), 11))
+    [call] = engine.pump()
+    assert call.id == "A1/reminder/call/0"
+    send(engine, call)
+    result = engine.record_event("A1", Outcome(contact_id=call.id, outcome=OutcomeKind.NO_ANSWER))
+    [fallback] = result.queued
+    assert (fallback.id, fallback.channel, fallback.template) == (
+        "A1/reminder/call/0/fb", Channel.SMS, "missed_call_sms"
+    )  # fmt: skip
+    outcome = [entry for entry in store.load("A1").history if entry.kind == "outcome"]
+    assert [(o.contact_id, o.channel, o.outcome) for o in outcome] == [(call.id, Channel.VOICE, OutcomeKind.NO_ANSWER)]
+
+
+def test_an_outcome_for_a_contact_never_attempted_is_refused(engine: Engine) -> None:
+    engine.upsert(make_account())
+    with pytest.raises(EventRejected) as caught:
+        engine.record_event("A1", Outcome(contact_id="A1/reminder/call/0", outcome=OutcomeKind.ANSWERED))
+    assert caught.value.field == "contact_id"
+
+
+def test_a_crashed_pump_loses_no_wake_up_and_the_retry_queues_the_same_contacts(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    engine.upsert(make_account(due_date=date(2026, 3, 2)))  # due today: the first reminder is tomorrow
+    wake = store.next_wakeup("A1")
+    assert wake == local(date(2026, 3, 3), 10)
+    clock.set(wake)
+    loaded = store.load("A1")
+    assert loaded.record is not None
+    expected = queued_ids(list(plan(loaded.record, loaded.history, engine.strategy, clock.now()).contacts))
+    assert expected == ["A1/reminder/sms/0"]
+
+    assert store.lease_due(clock.now(), 120, 100) == ["A1"]  # ... and the planner dies here
+    assert engine.pump(lease_seconds=120) == []  # hidden while leased
+    assert store.next_wakeup("A1") == wake + timedelta(seconds=120)
+    assert store.claims("A1") == {}
+
+    clock.advance(timedelta(seconds=120))
+    assert queued_ids(engine.pump(lease_seconds=120)) == expected
+    assert store.next_wakeup("A1") == local(date(2026, 3, 4), 11)
+
+
+def test_pumping_twice_at_the_same_moment_queues_nothing_new(engine: Engine, clock: ManualClock) -> None:
+    engine.upsert(make_account(due_date=date(2026, 3, 2)))
+    clock.set(local(date(2026, 3, 3), 10))
+    assert queued_ids(engine.pump()) == ["A1/reminder/sms/0"]
+    assert engine.pump() == []
+    assert engine.replan_many(["A1"])[0].queued == ()
+
+
+def test_a_broken_promise_escalates_the_account_when_it_lapses(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    send(engine, contact)
+    engine.record_event("A1", PromiseToPay(amount=Decimal("500"), due=date(2026, 3, 3)))
+    end_of_grace = local(date(2026, 3, 6), 0)
+    assert store.next_wakeup("A1") == end_of_grace
+    clock.set(end_of_grace)
+    assert engine.pump() == []  # midnight: the escalated stage's first text waits for 10:00
+    record = store.load("A1").record
+    assert record is not None and (record.stage, record.state.stage_floor) == ("second_notice", 1)
+    assert "promise_broken" in [entry.event for entry in store.load("A1").history]
+    clock.set(store.next_wakeup("A1") or end_of_grace)
+    assert queued_ids(engine.pump()) == ["A1/second_notice/sms/0"]
+
+
+def test_a_kept_promise_resumes_the_ladder_without_escalation(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    engine.upsert(make_account())
+    engine.record_event("A1", PromiseToPay(amount=Decimal("500"), due=date(2026, 3, 3)))
+    engine.record_event("A1", Payment(amount=Decimal("500")))
+    clock.set(local(date(2026, 3, 6), 0))
+    engine.pump()
+    record = store.load("A1").record
+    assert record is not None and (record.stage, record.state.stage_floor, record.state.promise) == (
+        "reminder", 0, None
+    )  # fmt: skip
+    assert "promise_kept" in [entry.event for entry in store.load("A1").history]
+
+
+def test_the_ladder_runs_from_reminder_to_the_hand_off_and_then_stops(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    engine.upsert(make_account(due_date=date(2026, 3, 2)))
+    sent: list[Contact] = []
+    for _ in range(500):
+        wake = store.earliest_wakeup()
+        if wake is None:
+            break
+        clock.set(max(wake, clock.now()))
+        for contact in engine.pump():
+            send(engine, contact)
+            sent.append(contact)
+            if contact.channel is Channel.AGENCY:
+                engine.record_event("A1", Outcome(contact_id=contact.id, outcome=OutcomeKind.HANDED_OFF))
+    stages = list(dict.fromkeys(contact.stage for contact in sent))
+    assert stages == ["reminder", "second_notice", "early", "continuous", "letter", "legal"]
+    assert sent[-1].id == "A1/legal/handoff/0"
+    assert len({contact.id for contact in sent}) == len(sent)
+    assert store.earliest_wakeup() is None
+    record = store.load("A1").record
+    assert record is not None and record.state.status == "handed_off"
+    clock.advance(timedelta(days=30))
+    assert engine.pump() == []

@@ -1,0 +1,172 @@
+"""The Redis store against a real redis-server: key layout, versioned commits, claims, leases and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis.crc import key_slot
+
+from dispatcher.models import AccountRecord, Channel, HistoryEntry
+from dispatcher.store import CONFLICT, DUPLICATE, Commit, Store, account_key
+from tests.conftest import make_account
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+
+def created(store: Store, account_id: str = "A1", wake: datetime | None = NOW, **commit: object) -> list[str] | int:
+    loaded = store.load(account_id)
+    record = AccountRecord(account=make_account(account_id))
+    return store.commit_many([Commit(loaded, record, wake=wake, **commit)])[0]  # type: ignore[arg-type]
+
+
+def attempt(contact_id: str, at: datetime = NOW) -> HistoryEntry:
+    return HistoryEntry(kind="attempt", at=at, contact_id=contact_id, channel=Channel.SMS)
+
+
+def test_an_unknown_account_loads_as_nothing_at_version_zero(store: Store) -> None:
+    loaded = store.load("nobody")
+    assert (loaded.record, loaded.version, loaded.history) == (None, "0", ())
+
+
+def test_a_commit_stores_record_history_and_wake_up_under_the_accounts_hash_tag(store: Store) -> None:
+    entry = HistoryEntry(kind="event", at=NOW, event="account_created")
+    assert created(store, new_history=[entry]) == []
+    keys = set(store.redis.keys("*"))
+    shard = store.shard_of("A1")
+    assert {"{a:A1}:acct", "{a:A1}:hist", f"{{s:{shard}}}:wake"} <= keys
+    assert all(key.startswith(("{a:A1}:", "{s:")) for key in keys)
+    loaded = store.load("A1")
+    assert loaded.record == AccountRecord(account=make_account("A1"))
+    assert (loaded.version, loaded.history) == ("1", (entry,))
+    assert store.next_wakeup("A1") == NOW
+
+
+def test_every_key_of_one_account_hashes_to_one_cluster_slot(store: Store) -> None:
+    entry = HistoryEntry(kind="event", at=NOW, event="account_created")
+    created(store, new_history=[entry], queue=["A1/reminder/sms/0"], event_id="e1", audit=[{"account_id": "A1"}])
+    account_keys = sorted(key for key in store.redis.keys("*") if key.startswith("{a:A1}"))
+    assert account_keys == [account_key("A1", part) for part in ("acct", "claims", "events", "hist")]
+    assert len({key_slot(key.encode()) for key in account_keys}) == 1
+    shard = store.shard_of("A1")
+    assert key_slot(store.wake_key(shard).encode()) == key_slot(store.audit_key(shard).encode())
+
+
+def test_a_commit_against_a_stale_version_conflicts_and_writes_nothing(store: Store) -> None:
+    created(store)
+    stale = store.load("A1")
+    created(store, wake=NOW + timedelta(hours=1))  # someone else writes first
+    record = AccountRecord(account=make_account("A1", name="Stale Writer"))
+    assert store.commit_many([Commit(stale, record, new_history=[attempt("x")])]) == [CONFLICT]
+    loaded = store.load("A1")
+    assert loaded.record is not None and loaded.record.account.name != "Stale Writer"
+    assert (loaded.version, loaded.history) == ("2", ())
+
+
+def test_an_event_id_already_applied_is_a_duplicate_and_writes_nothing(store: Store) -> None:
+    assert created(store, event_id="bank-42") == []
+    assert created(store, event_id="bank-42", wake=NOW + timedelta(days=1)) == DUPLICATE
+    assert store.load("A1").version == "1"
+    assert store.next_wakeup("A1") == NOW
+
+
+def test_queueing_returns_only_contacts_not_queued_before(store: Store) -> None:
+    assert created(store, queue=["c/0", "c/1"]) == ["c/0", "c/1"]
+    assert created(store, queue=["c/1", "c/2"]) == ["c/2"]
+    assert store.claims("A1") == {"c/0": "queued", "c/1": "queued", "c/2": "queued"}
+
+
+def test_a_commit_without_a_wake_up_removes_the_account_from_the_schedule(store: Store) -> None:
+    created(store)
+    created(store, wake=None)
+    assert store.next_wakeup("A1") is None
+    assert store.earliest_wakeup() is None
+
+
+def test_a_claim_moves_queued_to_sending_once_and_records_the_attempt(store: Store) -> None:
+    created(store, queue=["A1/reminder/sms/0"])
+    version = store.load("A1").version
+    assert store.claim("A1", "A1/reminder/sms/0", version, attempt("A1/reminder/sms/0")) == 1
+    loaded = store.load("A1")
+    assert store.claim_status("A1", "A1/reminder/sms/0") == "sending"
+    assert loaded.history == (attempt("A1/reminder/sms/0"),)
+    assert loaded.version == str(int(version) + 1)
+    assert store.claim("A1", "A1/reminder/sms/0", loaded.version, attempt("A1/reminder/sms/0")) == 0
+    assert len(store.load("A1").history) == 1
+
+
+def test_a_claim_on_a_stale_version_conflicts(store: Store) -> None:
+    created(store, queue=["c/0"])
+    assert store.claim("A1", "c/0", "0", attempt("c/0")) == CONFLICT
+    assert store.claim_status("A1", "c/0") == "queued"
+    assert store.load("A1").history == ()
+
+
+def test_settle_moves_a_claim_only_from_the_expected_status(store: Store) -> None:
+    created(store, queue=["c/0"])
+    store.claim("A1", "c/0", store.load("A1").version, attempt("c/0"))
+    assert store.settle("A1", "c/0", "queued", "sent") is False
+    assert store.settle("A1", "c/0", "sending", "sent") is True
+    assert store.claim_status("A1", "c/0") == "sent"
+    assert store.claim("A1", "c/0", store.load("A1").version, attempt("c/0")) == 0
+
+
+def test_settling_to_nothing_forgets_the_claim(store: Store) -> None:
+    created(store, queue=["c/0"])
+    assert store.settle("A1", "c/0", "queued", None) is True
+    assert store.claims("A1") == {}
+
+
+def test_a_lease_hides_due_accounts_until_it_expires(store: Store) -> None:
+    created(store, "A1", wake=NOW - timedelta(minutes=1))
+    created(store, "A2", wake=NOW + timedelta(hours=1))
+    assert store.lease_due(NOW, 120, 100) == ["A1"]
+    assert store.lease_due(NOW, 120, 100) == []
+    assert store.next_wakeup("A1") == NOW + timedelta(seconds=120)
+    assert store.lease_due(NOW + timedelta(seconds=120), 120, 100) == ["A1"]
+
+
+def test_a_lease_takes_at_most_limit_accounts_per_shard(store: Store) -> None:
+    one_shard = Store(store.redis, shards=1)
+    for n in range(5):
+        created(one_shard, f"A{n}", wake=NOW - timedelta(minutes=n))
+    first = one_shard.lease_due(NOW, 60, 3)
+    assert first == ["A4", "A3", "A2"]  # the longest overdue first
+    assert one_shard.lease_due(NOW, 60, 3) == ["A1", "A0"]
+
+
+def test_accounts_spread_over_the_shards(store: Store) -> None:
+    for n in range(64):
+        created(store, f"ACC{n}")
+    used = [shard for shard in range(store.shards) if store.redis.zcard(store.wake_key(shard))]
+    assert len(used) > store.shards // 2
+    assert sorted(store.account_ids()) == sorted(f"ACC{n}" for n in range(64))
+
+
+def test_the_earliest_wake_up_is_found_across_shards(store: Store) -> None:
+    for n in range(10):
+        created(store, f"W{n}", wake=NOW + timedelta(hours=10 - n))
+    assert store.earliest_wakeup() == NOW + timedelta(hours=1)
+
+
+def test_wake_no_later_only_brings_a_wake_up_forward(store: Store) -> None:
+    created(store, wake=NOW + timedelta(hours=5))
+    store.wake_no_later("A1", NOW + timedelta(hours=8))
+    assert store.next_wakeup("A1") == NOW + timedelta(hours=5)
+    store.wake_no_later("A1", NOW + timedelta(hours=2))
+    assert store.next_wakeup("A1") == NOW + timedelta(hours=2)
+    store.forget_wakeup("A1")
+    store.wake_no_later("A1", NOW + timedelta(hours=9))
+    assert store.next_wakeup("A1") == NOW + timedelta(hours=9)
+
+
+def test_the_audit_trail_keeps_entries_in_order_and_filters_by_account(store: Store) -> None:
+    created(store, "A1", audit=[{"account_id": "A1", "n": 1}, {"account_id": "A1", "n": 2}])
+    store.append_audit("A1", [{"account_id": "A1", "n": 3, "at": NOW}])
+    created(store, "B1", audit=[{"account_id": "B1", "n": 9}])
+    assert [entry["n"] for entry in store.audit("A1")] == [1, 2, 3]
+    assert store.audit("A1")[-1]["at"] == str(NOW)
+    assert sorted(entry["n"] for entry in store.audit()) == [1, 2, 3, 9]  # type: ignore[type-var]
+    assert store.redis.type(store.audit_key(store.shard_of("A1"))) == "stream"

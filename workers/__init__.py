@@ -1,0 +1,1 @@
+"""The Celery runtime (app, queues, beat schedule, send tasks, rate limiter): the next capability."""
