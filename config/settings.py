@@ -6,6 +6,7 @@ A bad value stops the process with the variable's name and what is expected.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +67,25 @@ class Settings(BaseSettings):
     print_vendor_webhook_secret: SecretStr = Field(default=SecretStr("print-webhook-secret"))
     agency_url: str = Field(default="http://127.0.0.1:8703/cases")
     agency_api_key: SecretStr = Field(default=SecretStr("agency-key"))
+
+    # Workers (the Celery runtime).
+    rate_limits: dict[str, float] = Field(
+        default_factory=lambda: {"sms": 100.0, "voice": 10.0, "email": 50.0, "letter": 20.0, "agency": 5.0},
+        description='Sends per second per provider and sender, JSON, e.g. {"sms": 100}. Shared by all workers.',
+    )
+    rate_limit_burst: int = Field(default=0, ge=0, description="Extra sends allowed within any one second.")
+    send_batch: int = Field(default=50, ge=1, le=500, description="Contacts per send task.")
+    send_retries: int = Field(default=3, ge=1, le=10, description="Short in-task tries on a transient error.")
+    retry_backoff_seconds: float = Field(default=300.0, gt=0, description="Wait before a send is re-planned.")
+    task_time_limit: int = Field(default=120, ge=5, description="Hard time limit of a task, seconds.")
+    broker_visibility_timeout: int = Field(default=600, ge=10, description="Redis broker redelivery, seconds.")
+    bank_name: str = Field(default="Example Bank")
+    callback_phone: str = Field(default="+8640000000000", description="The number debtors are asked to call.")
+    pay_url: str = Field(default="https://pay.example-bank.test/a/{account_id}")
+    unsubscribe_url: str = Field(default="https://pay.example-bank.test/unsubscribe/{contact_id}")
+    clock_start: datetime | None = Field(default=None, description="Demo only: an accelerated clock's start.")
+    clock_factor: float = Field(default=1.0, gt=0, description="Demo only: simulated seconds per real second.")
+    clock_origin: float | None = Field(default=None, description="Demo only: the real epoch second of clock_start.")
 
     @field_validator("twilio_account_sid")
     @classmethod

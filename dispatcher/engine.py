@@ -55,6 +55,8 @@ class ClaimResult:
     rule: str | None = None
     until: datetime | None = None
     record: AccountRecord | None = None
+    attempt: HistoryEntry | None = None
+    history: tuple[HistoryEntry, ...] = ()
 
 
 Mutator = Callable[[Loaded, datetime], Change | None]
@@ -106,7 +108,7 @@ class Engine:
             )  # fmt: skip
             claimed = self.store.claim(contact.account_id, contact.id, loaded.version, attempt)
             if claimed == 1:
-                return ClaimResult("send", record=loaded.record)
+                return ClaimResult("send", record=loaded.record, attempt=attempt, history=(*loaded.history, attempt))
             if claimed == 0:
                 return ClaimResult("claimed_elsewhere")
         raise RuntimeError(f"contact {contact.id}: the account kept changing; claim abandoned")
@@ -126,14 +128,39 @@ class Engine:
         log = ContactLog.from_history(history)
         return evaluate(contact.channel, account, state, log, now, self.strategy.compliance)
 
-    def settle(self, contact: Contact, status: str | None, detail: dict[str, str] | None = None) -> bool:
-        """Record how a claimed send ended: 'sent', 'unknown' (ambiguous) or None (definitely not sent)."""
+    def release(self, contact: Contact, attempt: HistoryEntry, reason: str, forget: bool = False) -> bool:
+        """A claimed contact definitely did not leave: give the claim back and take its attempt off the caps.
+
+        forget=False leaves it queued for the caller to retry soon; forget=True lets the planner redo it.
+        """
+        released = self.store.release(contact.account_id, contact.id, attempt, forget)
+        self.store.append_audit(
+            contact.account_id, [_contact_audit(contact, self.clock.now(), "not_sent", reason=reason)]
+        )
+        return released
+
+    def settle(self, contact: Contact, status: str, detail: dict[str, str] | None = None) -> bool:
+        """Record how a claimed send ended: 'sent', 'failed' (refused for good) or 'unknown' (ambiguous)."""
         now = self.clock.now()
-        moved = self.store.settle(contact.account_id, contact.id, "sending", status if status else "queued")
-        entry = {"at": now, "type": "contact", "account_id": contact.account_id, "contact_id": contact.id,
-                 "channel": contact.channel, "status": status or "not_sent", **(detail or {})}  # fmt: skip
+        moved = self.store.settle(contact.account_id, contact.id, "sending", status)
+        if status == "unknown":
+            self.store.mark_unknown(contact.account_id, contact.id, now)
+        entry = _contact_audit(contact, now, status, **(detail or {}))
         self.store.append_audit(contact.account_id, [entry])
         return moved
+
+    def reconcile_unknown(self, before: datetime) -> int:
+        """Claims left unknown since `before` are taken as sent: never resent, already counted by the caps."""
+        settled = 0
+        for contact_id in self.store.unknown_before(before):
+            account_id = contact_id.split("/", 1)[0]
+            if self.store.settle(account_id, contact_id, "unknown", "sent"):
+                entry = {"at": self.clock.now(), "type": "contact", "account_id": account_id,
+                         "contact_id": contact_id, "status": "sent", "reason": "reconciled_unknown"}  # fmt: skip
+                self.store.append_audit(account_id, [entry])
+                settled += 1
+            self.store.forget_unknown(account_id, contact_id)
+        return settled
 
     # The loop.
     def _run(self, account_ids: list[str], mutate: Mutator) -> list[Result]:
@@ -235,6 +262,11 @@ def _entry_audit(account_id: str, entry: HistoryEntry) -> dict[str, object]:
     audit: dict[str, object] = {"at": entry.at, "type": entry.kind, "account_id": account_id}
     audit.update(entry.model_dump(exclude={"kind", "at"}, exclude_defaults=True, mode="json"))
     return audit
+
+
+def _contact_audit(contact: Contact, now: datetime, status: str, **detail: str) -> dict[str, object]:
+    return {"at": now, "type": "contact", "account_id": contact.account_id, "contact_id": contact.id,
+            "channel": contact.channel, "status": status, **detail}  # fmt: skip
 
 
 def _decision_audit(account_id: str, decision: Decision, now: datetime, kind: str = "decision") -> dict[str, object]:

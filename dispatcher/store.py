@@ -79,6 +79,17 @@ return 1
 """
 
 
+# A definite non-send (a rate limit, a refused connection) gives the claim back and takes its attempt out
+# of the history, so neither the claim nor the caps remember a contact that never left.
+_RELEASE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'sending' then return 0 end
+if ARGV[3] == '1' then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HSET', KEYS[2], ARGV[1], 'queued') end
+redis.call('LREM', KEYS[3], -1, ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+return 1
+"""
+
+
 def account_key(account_id: str, part: str) -> str:
     return f"{{a:{account_id}}}:{part}"
 
@@ -130,6 +141,7 @@ class Store:
         self._lease = client.register_script(_LEASE)
         self._claim = client.register_script(_CLAIM)
         self._settle = client.register_script(_SETTLE)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
@@ -262,6 +274,27 @@ class Store:
         """Move a claim from `expected` to `status` (None forgets it so a later plan may queue it again)."""
         keys = [account_key(account_id, "claims")]
         return bool(self._settle(keys=keys, args=[contact_id, expected, status or ""]))
+
+    def release(self, account_id: str, contact_id: str, attempt: HistoryEntry, forget: bool) -> bool:
+        """Undo a claim that did not send: back to queued (forget=False) or gone, for the planner to redo."""
+        keys = [account_key(account_id, "acct"), account_key(account_id, "claims"), account_key(account_id, "hist")]
+        args = [contact_id, attempt.model_dump_json(exclude_defaults=True), "1" if forget else "0"]
+        return bool(self._release(keys=keys, args=args))
+
+    def unknown_key(self, shard: int) -> str:
+        return f"{{s:{shard}}}:unknown"
+
+    def mark_unknown(self, account_id: str, contact_id: str, at: datetime) -> None:
+        self.redis.zadd(self.unknown_key(self.shard_of(account_id)), {contact_id: epoch(at)})
+
+    def unknown_before(self, moment: datetime, limit: int = 1000) -> list[str]:
+        found: list[str] = []
+        for shard in range(self.shards):
+            found += self.redis.zrangebyscore(self.unknown_key(shard), "-inf", epoch(moment), start=0, num=limit)
+        return found
+
+    def forget_unknown(self, account_id: str, contact_id: str) -> None:
+        self.redis.zrem(self.unknown_key(self.shard_of(account_id)), contact_id)
 
     def append_audit(self, account_id: str, entries: Iterable[dict[str, object]]) -> None:
         pipe = self.redis.pipeline(transaction=False)

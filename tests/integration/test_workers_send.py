@@ -1,0 +1,101 @@
+"""The send path through a real Celery worker, the real Redis and the sandboxes over real HTTP and SMTP."""
+
+from __future__ import annotations
+
+import email
+from datetime import timedelta
+from email.policy import default as default_policy
+
+import pytest
+
+from channels.sandbox import Sandboxes
+from dispatcher.clock import ManualClock
+from dispatcher.events import Payment
+from dispatcher.models import Contact
+from tests.conftest import make_account
+from tests.worker_fixtures import celery_worker, eventually, runtime, sandboxes, worker_settings  # noqa: F401
+from workers.runtime import WorkerRuntime
+from workers.tasks import dispatch
+
+pytestmark = pytest.mark.integration
+
+
+def _due(
+    runtime: WorkerRuntime, days_past_due: int, account_id: str, clock: ManualClock, **fields: object
+) -> list[Contact]:
+    due = clock.now().date() - timedelta(days=days_past_due)
+    result = runtime.engine.upsert(make_account(account_id, due_date=due, **fields))
+    return list(result.queued)
+
+
+def _texts_to(sandboxes: Sandboxes, number: str) -> list[dict[str, str]]:
+    return [r["form"] for r in sandboxes.twilio.state.messages() if r["form"].get("To") == number]
+
+
+def _status(runtime: WorkerRuntime, contact: Contact) -> str | None:
+    return runtime.engine.store.claim_status(contact.account_id, contact.id)
+
+
+def test_a_reminder_sms_goes_through_the_twilio_sdk_to_the_sandbox_once(
+    runtime: WorkerRuntime, celery_worker: object, sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    contacts = _due(runtime, 1, "SMS1", clock)
+    assert [c.id for c in contacts] == ["SMS1/reminder/sms/0"]
+    dispatch(contacts, batch=10)
+    eventually(lambda: _status(runtime, contacts[0]) == "sent")
+    messages = _texts_to(sandboxes, "+8613800138000")
+    assert len(messages) == 1
+    assert "王小明" in messages[0]["Body"]
+    outcomes = [e for e in runtime.engine.store.load("SMS1").history if e.kind == "outcome"]
+    assert [(o.contact_id, o.outcome) for o in outcomes] == [("SMS1/reminder/sms/0", "sent")]
+
+
+def test_the_same_send_delivered_three_times_sends_once(
+    runtime: WorkerRuntime, celery_worker: object, sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    contacts = _due(runtime, 1, "DUP1", clock, phone="+8613911112222")
+    for _ in range(3):
+        dispatch(contacts, batch=10)
+    eventually(lambda: _status(runtime, contacts[0]) == "sent")
+    eventually(lambda: len([a for a in runtime.engine.store.audit("DUP1") if a["type"] == "contact"]) >= 1)
+    assert len(_texts_to(sandboxes, "+8613911112222")) == 1
+    attempts = [e for e in runtime.engine.store.load("DUP1").history if e.kind == "attempt"]
+    assert len(attempts) == 1
+
+
+def test_a_payment_before_the_send_means_the_queued_contact_is_never_sent(
+    runtime: WorkerRuntime, celery_worker: object, sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    contacts = _due(runtime, 1, "PAID1", clock, phone="+8613922223333")
+    runtime.engine.record_event("PAID1", Payment(amount=make_account().balance))
+    dispatch(contacts, batch=10)
+    eventually(lambda: any(a.get("verdict") == "deny" for a in runtime.engine.store.audit("PAID1")))
+    assert _status(runtime, contacts[0]) is None
+    assert not _texts_to(sandboxes, "+8613922223333")
+
+
+def test_an_email_with_a_chinese_subject_reaches_the_smtp_sandbox(
+    runtime: WorkerRuntime, celery_worker: object, sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    contacts = [c for c in _due(runtime, 16, "MAIL1", clock, email="mail1@example.com") if c.channel == "email"]
+    assert [c.id for c in contacts] == ["MAIL1/early/email/0"]
+    dispatch(contacts, batch=10)
+    eventually(lambda: _status(runtime, contacts[0]) == "sent")
+    stored = [p for p in sandboxes.smtp.stored() if "mail1@example.com" in p.read_text(errors="ignore")]
+    assert len(stored) == 1
+    parsed = email.message_from_bytes(stored[0].read_bytes(), policy=default_policy)
+    assert "王小明" in parsed.get_body(("plain",)).get_content()
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in str(parsed["Subject"]))
+    assert parsed["List-Unsubscribe"]
+
+
+def test_a_letter_and_an_agency_hand_off_reach_their_sandboxes(
+    runtime: WorkerRuntime, celery_worker: object, sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    letters = [c for c in _due(runtime, 60, "LTR1", clock) if c.channel == "letter"]
+    handoffs = [c for c in _due(runtime, 90, "LEG1", clock) if c.channel == "agency"]
+    dispatch(letters + handoffs, batch=10)
+    eventually(lambda: _status(runtime, letters[0]) == "sent" and _status(runtime, handoffs[0]) == "sent")
+    assert runtime.engine.store.load("LEG1").record.state.status == "handed_off"
+    letters_created = [r for r in sandboxes.print_vendor.state.log.read() if r["event"] == "letter.created"]
+    assert len(letters_created) == 1

@@ -1,0 +1,58 @@
+"""The Celery app: queues, routes, reliability settings and the beat schedule (docs/operations.md says why).
+
+The app object exists at import so `celery -A workers.app` and the task decorators can see it; it is
+configured from settings by `configure()` before a worker or beat starts.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from config.settings import Settings, SettingsError
+
+QUEUES = ("plan", "sms", "voice", "email", "letter", "agency")
+
+app = Celery("dispatcher", include=["workers.tasks"])
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the app at the shared Redis and set the options every deployment relies on."""
+    if not settings.redis_url:
+        raise SettingsError(
+            "configuration error:\n  DISPATCHER_REDIS_URL: workers and beat need the shared Redis URL "
+            "(`dispatcher demo` starts an embedded one and passes it on)"
+        )
+    app.conf.update(
+        broker_url=settings.redis_url,
+        broker_connection_retry_on_startup=True,
+        # Redis redelivers an unacked message after this; it must exceed the longest task.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        # Ack after the task ran, and give the message back if the worker process dies under it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(1, settings.task_time_limit - 10),
+        # Nobody reads send results: the store and the audit trail are the record.
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue="plan",
+        task_queues=[Queue(name) for name in QUEUES],
+        task_routes={
+            "dispatcher.pump": {"queue": "plan"},
+            "dispatcher.housekeeping": {"queue": "plan"},
+            "dispatcher.ingest_event": {"queue": "plan"},
+            "dispatcher.upsert_account": {"queue": "plan"},
+        },
+        beat_schedule={
+            # Expiring: if no worker takes a pump within a few seconds, a newer one will.
+            "pump": {"task": "dispatcher.pump", "schedule": 1.0, "options": {"expires": 5}},
+            "housekeeping": {"task": "dispatcher.housekeeping", "schedule": 60.0, "options": {"expires": 50}},
+        },
+        worker_hijack_root_logger=False,
+    )
+    return app

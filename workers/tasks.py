@@ -1,0 +1,97 @@
+"""Celery tasks: thin, they take ids (never personal data), load fresh state and call the library.
+
+Task names are part of the external contract (docs/operations.md): `dispatcher.pump`,
+`dispatcher.send`, `dispatcher.housekeeping`, `dispatcher.ingest_event`, `dispatcher.upsert_account`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from dispatcher.events import EVENT_ADAPTER
+from dispatcher.models import Account, Channel, Contact
+from workers.app import app
+from workers.runtime import worker_runtime
+
+UNKNOWN_GRACE = timedelta(minutes=15)
+
+
+def contact_payload(contact: Contact) -> dict[str, str]:
+    return {
+        "id": contact.id, "account_id": contact.account_id, "channel": contact.channel.value,
+        "template": contact.template, "stage": contact.stage, "step": contact.step,
+        "due_at": contact.due_at.isoformat(),
+    }  # fmt: skip
+
+
+def contact_from(payload: dict[str, str]) -> Contact:
+    return Contact(
+        payload["id"], payload["account_id"], Channel(payload["channel"]), payload["template"],
+        payload["stage"], payload["step"], datetime.fromisoformat(payload["due_at"]),
+    )  # fmt: skip
+
+
+def dispatch(contacts: Iterable[Contact], batch: int) -> int:
+    """Queue send tasks, one per channel and batch; returns how many contacts went out."""
+    by_channel: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for contact in contacts:
+        by_channel[contact.channel.value].append(contact_payload(contact))
+    count = 0
+    for channel, payloads in by_channel.items():
+        for start in range(0, len(payloads), batch):
+            send.apply_async(args=[payloads[start : start + batch]], queue=channel)
+            count += len(payloads[start : start + batch])
+    return count
+
+
+@app.task(name="dispatcher.pump")
+def pump() -> int:
+    """Lease the due wake-ups, re-plan those accounts and queue what is due now."""
+    runtime = worker_runtime()
+    contacts = runtime.engine.pump(runtime.settings.pump_batch, runtime.settings.lease_seconds)
+    return dispatch(contacts, runtime.settings.send_batch)
+
+
+@app.task(name="dispatcher.send")
+def send(payloads: list[dict[str, str]]) -> dict[str, int]:
+    """Deliver a batch of contacts of one channel; throttled or briefly failing ones come back later."""
+    runtime = worker_runtime()
+    results: dict[str, int] = defaultdict(int)
+    for index, payload in enumerate(payloads):
+        delivery = runtime.deliverer.deliver(contact_from(payload))
+        results[delivery.result] += 1
+        if delivery.result == "throttled":
+            # The rest of the batch waits with it: one re-queued task, not one per contact.
+            send.apply_async(args=[payloads[index:]], queue=payload["channel"], countdown=delivery.retry_in)
+            break
+        if delivery.result == "retry":
+            send.apply_async(args=[[payload]], queue=payload["channel"], countdown=delivery.retry_in)
+    return dict(results)
+
+
+@app.task(name="dispatcher.housekeeping")
+def housekeeping() -> int:
+    """Settle claims left unknown (a worker killed mid-call, a timeout after the request left)."""
+    runtime = worker_runtime()
+    return runtime.engine.reconcile_unknown(runtime.engine.clock.now() - UNKNOWN_GRACE)
+
+
+@app.task(name="dispatcher.ingest_event")
+def ingest_event(account_id: str, event: dict[str, Any]) -> str:
+    """The Celery entry for services on the same broker; the same validation as the HTTP path."""
+    runtime = worker_runtime()
+    parsed = EVENT_ADAPTER.validate_python(event)
+    result = runtime.engine.record_event(account_id, parsed)
+    dispatch(result.queued, runtime.settings.send_batch)
+    return result.status
+
+
+@app.task(name="dispatcher.upsert_account")
+def upsert_account(account: dict[str, Any]) -> str:
+    runtime = worker_runtime()
+    result = runtime.engine.upsert(Account.model_validate(account))
+    dispatch(result.queued, runtime.settings.send_batch)
+    return result.status
