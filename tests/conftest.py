@@ -19,6 +19,8 @@ from dispatcher.redis_server import EmbeddedRedis
 from dispatcher.store import Store
 from dispatcher.strategy import Strategy, load_strategy
 
+pytest_plugins = ["tests.worker_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:

@@ -18,15 +18,15 @@ from workers.runtime import WorkerRuntime, build_runtime, install_runtime
 
 
 @pytest.fixture(scope="module")
-def sandboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandboxes]:
+def worker_sandboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandboxes]:
     running = start_sandboxes(tmp_path_factory.mktemp("sandboxes"), callback_base_url="http://127.0.0.1:9")
     yield running
     running.stop()
 
 
 @pytest.fixture
-def worker_settings(redis_url: str, sandboxes: Sandboxes) -> Settings:
-    return load_settings(redis_url=redis_url, send_retries=3, **sandboxes.settings_overrides())
+def worker_settings(redis_url: str, worker_sandboxes: Sandboxes) -> Settings:
+    return load_settings(redis_url=redis_url, send_retries=3, **worker_sandboxes.settings_overrides())
 
 
 @pytest.fixture
