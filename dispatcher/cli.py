@@ -146,22 +146,79 @@ def simulate(
 
 @app.command()
 def demo(
-    accounts: Annotated[int, typer.Option(min=1, help="Synthetic accounts.")] = 500,
-    days: Annotated[int, typer.Option(min=1, max=730, help="Simulated days.")] = 120,
+    accounts: Annotated[int, typer.Option(min=1, max=5000, help="Synthetic accounts to load.")] = 200,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Simulated days.")] = 120,
+    seconds: Annotated[float, typer.Option(min=10, help="Real seconds the simulated days take.")] = 120.0,
+    workers: Annotated[int, typer.Option(min=1, max=8, help="Celery worker processes to start.")] = 2,
 ) -> None:
-    """What `make demo` runs: the ladder over synthetic accounts on an embedded Redis, then where to look.
+    """What `make demo` runs: embedded Redis, provider sandboxes, real Celery workers and the pump, on an
+    accelerated clock, with a live table; then where to find the emails, letters, SMS and call logs and audit."""
+    from workers.demo import DemoPlan, run_demo, where_to_look
 
-    Until the Celery channel workers land, the demo drives the ladder through the simulator.
-    """
+    root = run_demo(_settings(), DemoPlan(accounts, days, seconds, workers), console)
+    console.print("\n[bold]where to look[/]")
+    for line in where_to_look(root):
+        console.print("  " + line, highlight=False)
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option("--queues", "-Q", help="Comma-separated: plan,sms,voice,email,letter,agency.")
+    ] = "plan,sms,voice,email,letter,agency",
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Processes or threads.")] = 4,
+    pool: Annotated[str, typer.Option(help="prefork (CPU-bound planning) or threads (I/O-bound sends).")] = "prefork",
+    name: Annotated[str, typer.Option(help="Worker node name.")] = "dispatcher@%h",
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Start a Celery worker on the shared Redis (DISPATCHER_REDIS_URL) for the given queues."""
+    from workers.app import configure
+
+    celery_app = configure(_settings())
+    celery_app.worker_main(
+        ["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", name, "--loglevel", loglevel]
+    )
+
+
+@app.command()
+def beat(
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Start the one beat process: the pump every second, housekeeping every minute. Run exactly one."""
+    from workers.app import configure
+
     settings = _settings()
-    out = settings.state_dir / "demo-timelines.json"
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    celery_app = configure(settings)
+    celery_app.start(["beat", "--schedule", str(settings.state_dir / "celerybeat-schedule"), "--loglevel", loglevel])
+
+
+@app.command()
+def sandbox(
+    twilio_port: Annotated[int, typer.Option(help="Twilio-compatible API port.")] = 8701,
+    smtp_port: Annotated[int, typer.Option(help="SMTP port.")] = 8725,
+    print_port: Annotated[int, typer.Option(help="Print-vendor API port.")] = 8702,
+    agency_port: Annotated[int, typer.Option(help="Agency endpoint port.")] = 8703,
+) -> None:
+    """Run the local provider sandboxes until Ctrl-C; callbacks go to DISPATCHER_PUBLIC_BASE_URL."""
+    import time
+
+    from channels.sandbox import start_sandboxes
+
+    settings = _settings()
+    running = start_sandboxes(
+        settings.state_dir / "sandboxes", twilio_port=twilio_port, smtp_port=smtp_port, print_port=print_port,
+        agency_port=agency_port, callback_base_url=settings.public_base_url,
+    )  # fmt: skip
+    for field, value in running.settings_overrides().items():
+        console.print(f"DISPATCHER_{field.upper()}={value}", highlight=False)
     try:
-        simulate(accounts=accounts, days=days, seed=1, csv=None, model=None,
-                 start="2026-03-02T00:00:00+00:00", json_out=out)  # fmt: skip
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
     finally:
-        console.print(f"\nevery account's timeline (UTC and local time, outcomes, events): {out}")
-        console.print("the strategy it ran: config/strategy.yaml (dispatcher strategy check config/strategy.yaml)")
+        running.stop()
 
 
 def _progress() -> Progress:
