@@ -45,7 +45,7 @@ class ContactLog:
         for entry in history:
             if entry.kind == "attempt" and entry.channel is not None:
                 log.attempts.setdefault(entry.channel, []).append(entry.at)
-            elif entry.kind == "outcome" and entry.outcome is OutcomeKind.ANSWERED:
+            elif is_conversation(entry):
                 log.conversations.append(entry.at)
         for times in log.attempts.values():
             times.sort()
@@ -55,6 +55,20 @@ class ContactLog:
     def add(self, channel: Channel, at: datetime) -> None:
         times = self.attempts.setdefault(channel, [])
         times.insert(bisect_right(times, at), at)
+
+
+CONVERSATION_DISPOSITIONS = frozenset({"right_party", "promise", "refused"})
+
+
+def is_conversation(entry: HistoryEntry) -> bool:
+    """An answered call, or an agent's disposition saying the debtor was spoken to."""
+    if entry.kind == "outcome":
+        return entry.outcome is OutcomeKind.ANSWERED
+    return (
+        entry.kind == "event"
+        and entry.event == "agent_disposition"
+        and entry.detail.get("disposition") in CONVERSATION_DISPOSITIONS
+    )
 
 
 def evaluate(

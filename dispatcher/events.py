@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
 from dispatcher.models import (
     ADDRESS_OF_CHANNEL,
     AccountRecord,
     AccountState,
+    AddressKind,
     Channel,
     Money,
     OutcomeKind,
@@ -99,6 +100,30 @@ class AdhocContact(_Event):
     key: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Unique per account.")
 
 
+class AgentDisposition(_Event):
+    """What a call-centre agent recorded after speaking (or trying to speak) with the debtor.
+
+    right_party, promise and refused are conversations (they start the quiet period for calls); a promise
+    also pauses the account like a promise_to_pay; wrong_number marks the phone invalid.
+    """
+
+    kind: Literal["agent_disposition"] = "agent_disposition"
+    disposition: Literal["right_party", "promise", "refused", "wrong_number"]
+    amount: Money | None = Field(default=None, gt=0, validate_default=True, description="Promise only.")
+    due: date | None = Field(default=None, validate_default=True, description="Promise only.")
+    contact_id: str | None = Field(default=None, max_length=256, description="The call this disposition closes.")
+
+    @field_validator("amount", "due")
+    @classmethod
+    def _promise_terms(cls, value: object, info: ValidationInfo) -> object:
+        promise = info.data.get("disposition") == "promise"
+        if promise and value is None:
+            raise ValueError("required when the disposition is 'promise'")
+        if not promise and value is not None and "disposition" in info.data:
+            raise ValueError("only a 'promise' disposition carries an amount and a due date")
+        return value
+
+
 class PromiseKept(_Event):
     kind: Literal["promise_kept"] = "promise_kept"
 
@@ -122,6 +147,7 @@ Event = Annotated[
     | DoNotContact
     | Outcome
     | AdhocContact
+    | AgentDisposition
     | PromiseKept
     | PromiseBroken
     | HoldLapsed,
@@ -161,6 +187,8 @@ def apply_event(record: AccountRecord, event: Event, strategy: Strategy, now: da
             return _after_outcome(record, event, strategy, now, today)
         case AdhocContact():
             return state  # the request itself, kept in the history, is what the planner reads
+        case AgentDisposition():
+            return _after_disposition(event, state, strategy, today, now)
         case PromiseKept():
             return state.model_copy(update={"promise": None})
         case PromiseBroken():
@@ -217,6 +245,17 @@ def _after_outcome(
     if action is not None and action.escalate:
         state = _escalated(record.model_copy(update={"state": state}), strategy, now, today)
     return state
+
+
+def _after_disposition(
+    event: AgentDisposition, state: AccountState, strategy: Strategy, today: date, now: datetime
+) -> AccountState:
+    if event.disposition == "wrong_number":
+        return state.model_copy(update={"invalid_addresses": state.invalid_addresses | {AddressKind.PHONE}})
+    if event.disposition == "promise" and event.amount is not None and event.due is not None:
+        promise = PromiseToPay(amount=event.amount, due=event.due)
+        return state.model_copy(update={"promise": _promise(promise, state, strategy, today, now)})
+    return state  # right_party and refused: the history entry itself is the conversation
 
 
 def _escalated(record: AccountRecord, strategy: Strategy, now: datetime, today: date) -> AccountState:

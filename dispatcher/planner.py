@@ -8,7 +8,8 @@ decisions for the audit trail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -118,12 +119,9 @@ def _ladder_candidates(
         limit = step.attempt_limit
         if limit is not None and tried >= limit:
             continue
-        latest_due: tuple[int, datetime] | None = None
-        for occurrence, at in _occurrences(stage, step, entry, tz):
-            if at > now:
-                wakes.append(at)
-                break
-            latest_due = (occurrence, at)
+        latest_due, upcoming = _around(stage, step, entry, tz, now)
+        if upcoming is not None:
+            wakes.append(upcoming)
         if latest_due is not None:
             ref = ContactRef(account_id, stage.name, step.name, latest_due[0])
             if str(ref) not in attempted:
@@ -186,19 +184,46 @@ def _judge(
     return Plan(record.account.id, stage.name, tuple(contacts), tuple(decisions), min(future) if future else None)
 
 
-def _occurrences(stage: Stage, step: Step, entry: date, tz: ZoneInfo) -> Iterator[tuple[int, datetime]]:
+def _offset(stage: Stage, step: Step, occurrence: int) -> int | None:
+    """The day offset of a step's occurrence after stage entry, or None when there is no such occurrence."""
     cadence = step.cadence
-    offsets = cadence.days if cadence.days is not None else _every(cadence.start, cadence.every or 1)
+    if occurrence < 0 or occurrence >= _MAX_OCCURRENCES:
+        return None
+    if cadence.days is not None:
+        offset = cadence.days[occurrence] if occurrence < len(cadence.days) else None
+    else:
+        offset = cadence.start + occurrence * (cadence.every or 1)
     span = None if stage.last_day is None else stage.last_day - stage.first_day
-    for occurrence, offset in enumerate(offsets):
-        if occurrence >= _MAX_OCCURRENCES or (span is not None and offset > span):
-            return
-        yield occurrence, _at_hour(entry + timedelta(days=offset), step.hour, tz)
+    return None if offset is None or (span is not None and offset > span) else offset
 
 
-def _every(start: int, every: int) -> Iterator[int]:
-    for k in range(_MAX_OCCURRENCES):
-        yield start + k * every
+def _around(
+    stage: Stage, step: Step, entry: date, tz: ZoneInfo, now: datetime
+) -> tuple[tuple[int, datetime] | None, datetime | None]:
+    """The step's latest occurrence due by `now` (index and time) and the time of the one after it.
+
+    Computed, not iterated: the occurrence on or before today is found by arithmetic (or bisection for an
+    explicit list), then checked against the hour.
+    """
+    cadence = step.cadence
+    today = (now.astimezone(tz).date() - entry).days
+    if cadence.days is not None:
+        index = bisect_right(cadence.days, today) - 1
+    else:
+        index = -1 if today < cadence.start else (today - cadence.start) // (cadence.every or 1)
+    index = min(index, _MAX_OCCURRENCES - 1)
+    while index >= 0 and _offset(stage, step, index) is None:
+        index -= 1  # past the stage's end or the list: step back to the last occurrence that exists
+    at = _occurrence_at(stage, step, entry, tz, index)
+    if at is not None and at > now:
+        index, at = index - 1, _occurrence_at(stage, step, entry, tz, index - 1)
+    upcoming = _occurrence_at(stage, step, entry, tz, index + 1)
+    return ((index, at) if at is not None else None), upcoming
+
+
+def _occurrence_at(stage: Stage, step: Step, entry: date, tz: ZoneInfo, occurrence: int) -> datetime | None:
+    offset = _offset(stage, step, occurrence)
+    return None if offset is None else _at_hour(entry + timedelta(days=offset), step.hour, tz)
 
 
 def stage_index_at(account: Account, state: AccountState, strategy: Strategy, now: datetime) -> int | None:
@@ -220,13 +245,8 @@ def _entry_date(account: Account, state: AccountState, strategy: Strategy, index
 def _stage_start(account: Account, strategy: Strategy, index: int, tz: ZoneInfo) -> datetime:
     stage = strategy.stages[index]
     entry = account.due_date + timedelta(days=stage.first_day)
-    firsts = [at for step in stage.steps for _, at in _first(_occurrences(stage, step, entry, tz))]
+    firsts = [at for step in stage.steps if (at := _occurrence_at(stage, step, entry, tz, 0)) is not None]
     return min(firsts) if firsts else _local_start(entry, tz)
-
-
-def _first(occurrences: Iterator[tuple[int, datetime]]) -> list[tuple[int, datetime]]:
-    first = next(occurrences, None)
-    return [first] if first is not None else []
 
 
 def _contact(ref: ContactRef, channel: object, template: str, due_at: datetime) -> Contact:

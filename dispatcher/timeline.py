@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dispatcher.compliance import ContactLog, violations
+from dispatcher.compliance import ContactLog, is_conversation, violations
 from dispatcher.models import AccountRecord, HistoryEntry, zone
 from dispatcher.strategy import CompliancePolicy
 
@@ -43,7 +43,7 @@ def audit_sends(
     log = ContactLog()
     found = []
     for entry in history:
-        if entry.kind == "outcome" and entry.outcome is not None and entry.outcome.value == "answered":
+        if is_conversation(entry):
             log.conversations.append(entry.at)
         if entry.kind != "attempt" or entry.channel is None:
             continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -10,7 +12,7 @@ import pytest
 
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, UnknownAccount
-from dispatcher.events import DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
+from dispatcher.events import AdhocContact, DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
 from dispatcher.models import Channel, Contact, OutcomeKind
 from dispatcher.planner import plan
 from dispatcher.store import Store
@@ -139,14 +141,69 @@ def test_a_sent_contact_redelivered_later_is_not_claimed_again(engine: Engine, s
     assert engine.claim(contact).verdict == "claimed_elsewhere"
 
 
-def test_a_definite_non_send_returns_the_claim_to_queued(engine: Engine, store: Store) -> None:
+def test_a_released_claim_is_queued_again_and_its_attempt_leaves_the_caps(engine: Engine, store: Store) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    claim = engine.claim(contact)
+    assert claim.verdict == "send" and claim.attempt is not None
+    assert engine.release(contact, claim.attempt, "rate_limited") is True
+    assert store.claim_status("A1", contact.id) == "queued"
+    assert [entry.kind for entry in store.load("A1").history] == ["event"]  # the attempt is gone
+    assert engine.release(contact, claim.attempt, "rate_limited") is False  # no longer sending
+    assert engine.claim(contact).verdict == "send"
+    audit = [(e["status"], e.get("reason")) for e in store.audit("A1") if e["type"] == "contact"]
+    assert audit == [("not_sent", "rate_limited")] * 2
+
+
+def test_a_released_and_forgotten_contact_is_queued_again_by_the_next_plan(engine: Engine, store: Store) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    claim = engine.claim(contact)
+    assert claim.attempt is not None
+    engine.release(contact, claim.attempt, "connection_refused", forget=True)
+    assert store.claims("A1") == {}
+    assert queued_ids(engine.replan_many(["A1"])[0].queued) == [contact.id]
+
+
+def test_a_contact_refused_for_good_is_settled_failed_and_never_queued_again(engine: Engine, store: Store) -> None:
     [contact] = engine.upsert(make_account()).queued
     engine.claim(contact)
-    assert engine.settle(contact, None) is True
-    assert store.claim_status("A1", contact.id) == "queued"
-    assert engine.settle(contact, "sent") is False  # it is no longer sending
-    statuses = [e["status"] for e in store.audit("A1") if e["type"] == "contact"]
-    assert statuses == ["not_sent", "sent"]
+    assert engine.settle(contact, "failed") is True
+    assert store.claim_status("A1", contact.id) == "failed"
+    assert engine.replan_many(["A1"])[0].queued == ()
+    assert engine.claim(contact).verdict == "claimed_elsewhere"
+
+
+def test_an_unknown_send_is_reconciled_as_sent_and_never_resent(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    engine.claim(contact)
+    engine.settle(contact, "unknown")
+    assert engine.reconcile_unknown(before=clock.now() - timedelta(minutes=1)) == 0
+    assert store.claim_status("A1", contact.id) == "unknown"
+    clock.advance(timedelta(minutes=30))
+    assert engine.reconcile_unknown(before=clock.now() - timedelta(minutes=10)) == 1
+    assert store.claim_status("A1", contact.id) == "sent"
+    assert store.unknown_before(clock.now()) == []
+    assert engine.claim(contact).verdict == "claimed_elsewhere"
+    reasons = [e.get("reason") for e in store.audit("A1") if e["type"] == "contact" and e["status"] == "sent"]
+    assert reasons == ["reconciled_unknown"]
+
+
+def test_an_ad_hoc_contact_is_planned_once_under_the_same_policy(engine: Engine, store: Store) -> None:
+    [ladder] = engine.upsert(make_account()).queued
+    send(engine, ladder)
+    request = AdhocContact(channel=Channel.SMS, template="reminder_sms", key="agent-7")
+    [adhoc] = engine.record_event("A1", request).queued
+    assert (adhoc.id, adhoc.stage, adhoc.channel) == ("A1/adhoc/agent-7/0", "adhoc", Channel.SMS)
+    send(engine, adhoc)
+    # A third text the same day is over the cap: the request waits for the next day, not refused.
+    [again, second] = [engine.record_event("A1", AdhocContact(channel=Channel.SMS, template="reminder_sms", key=k))
+                   for k in ("agent-7", "agent-8")]  # fmt: skip
+    assert (again.queued, second.queued) == ((), ())
+    deferred = [d for d in (second.plan.decisions if second.plan else ()) if d.contact_id == "A1/adhoc/agent-8/0"]
+    assert [(d.verdict, d.rule) for d in deferred] == [("defer", "cap:sms:2/1d")]
+    attempts = [e.contact_id for e in store.load("A1").history if e.kind == "attempt"]
+    assert attempts == [ladder.id, adhoc.id]
 
 
 def test_a_contact_whose_stage_has_passed_is_denied_at_its_claim(
@@ -186,7 +243,7 @@ def test_the_audit_trail_holds_events_and_decisions_with_their_rules(engine: Eng
     events = [(e["type"], e.get("event")) for e in trail if e["type"] == "event"]
     assert events == [("event", "account_created"), ("event", "payment")]
     decisions = [(e["contact_id"], e["verdict"], e["rule"], e["until"]) for e in trail if e["type"] == "decision"]
-    assert decisions[0] == ("A1/reminder/sms/0", "defer", "window:sms", str(datetime(2026, 3, 2, 8, 0, tzinfo=UTC)))
+    assert decisions[0] == ("A1/reminder/sms/0", "defer", "window:sms", "2026-03-02T08:00:00Z")
     assert all(e["account_id"] == "A1" for e in trail)
 
 
@@ -262,9 +319,7 @@ def test_a_broken_promise_escalates_the_account_when_it_lapses(
     assert queued_ids(engine.pump()) == ["A1/second_notice/sms/0"]
 
 
-def test_a_kept_promise_resumes_the_ladder_without_escalation(
-    engine: Engine, store: Store, clock: ManualClock
-) -> None:
+def test_a_kept_promise_resumes_the_ladder_without_escalation(engine: Engine, store: Store, clock: ManualClock) -> None:
     engine.upsert(make_account())
     engine.record_event("A1", PromiseToPay(amount=Decimal("500"), due=date(2026, 3, 3)))
     engine.record_event("A1", Payment(amount=Decimal("500")))
@@ -301,3 +356,55 @@ def test_the_ladder_runs_from_reminder_to_the_hand_off_and_then_stops(
     assert record is not None and record.state.status == "handed_off"
     clock.advance(timedelta(days=30))
     assert engine.pump() == []
+
+
+def test_concurrent_events_on_one_account_are_all_applied(engine: Engine, store: Store) -> None:
+    engine.upsert(make_account())
+    barrier = threading.Barrier(8)
+
+    def pay(n: int) -> str:
+        barrier.wait()
+        return engine.record_event("A1", Payment(amount=Decimal("10"), event_id=f"pay-{n}")).status
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(pay, range(8)))
+    assert statuses == ["applied"] * 8
+    record = store.load("A1").record
+    assert record is not None and record.state.paid == Decimal("80")
+    assert [entry.event for entry in store.load("A1").history].count("payment") == 8
+
+
+def test_concurrent_claims_of_one_contact_let_exactly_one_worker_send(engine: Engine, store: Store) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    barrier = threading.Barrier(8)
+
+    def claim(_: int) -> str:
+        barrier.wait()
+        return engine.claim(contact).verdict
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        verdicts = sorted(pool.map(claim, range(8)))
+    assert verdicts == ["claimed_elsewhere"] * 7 + ["send"]
+    assert [entry.contact_id for entry in store.load("A1").history if entry.kind == "attempt"] == [contact.id]
+
+
+def test_concurrent_claims_of_different_texts_never_break_the_daily_cap(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    engine.upsert(make_account())
+    texts = [
+        Contact(f"A1/adhoc/sms/{n}", "A1", Channel.SMS, "reminder_sms", "adhoc", "sms", clock.now()) for n in range(6)
+    ]
+    barrier = threading.Barrier(len(texts))
+
+    def claim(contact: Contact) -> str:
+        barrier.wait()
+        return engine.claim(contact).verdict
+
+    with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+        verdicts = list(pool.map(claim, texts))
+    # The upsert queued (but did not claim) the reminder text, so two ad-hoc texts fit in the day.
+    assert verdicts.count("send") == 2
+    assert set(verdicts) == {"send", "defer"}
+    attempts = [entry for entry in store.load("A1").history if entry.kind == "attempt"]
+    assert len(attempts) == 2

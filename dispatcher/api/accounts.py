@@ -1,0 +1,132 @@
+"""Accounts: upsert one (PUT), read one with its timeline (GET). The NDJSON batch is in batch.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, Field
+
+from dispatcher import phone_index
+from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, require
+from dispatcher.api.errors import ApiError, FieldError, responses
+from dispatcher.engine import Engine, Result, UnknownAccount
+from dispatcher.models import ACCOUNT_ID_PATTERN, Account, AccountState
+from dispatcher.reports import account_json
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+log = structlog.get_logger("dispatcher.api")
+
+AUDIT_SCAN = 5000  # audit entries of the account's shard read for its recent decisions
+AccountId = Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN, description="The bank's account id.")]
+
+
+class AccountIn(Account):
+    """An account as PUT: the body's `id` may be left out; when given it must match the path."""
+
+    id: str | None = Field(default=None, pattern=ACCOUNT_ID_PATTERN)  # type: ignore[assignment]
+
+
+class UpsertResult(BaseModel):
+    account_id: str
+    status: Literal["created", "updated", "unchanged"]
+    stage: str | None = None
+    next_wakeup: datetime | None = None
+    queued: list[str] = Field(default=[], description="Contact ids this change queued for sending.")
+
+
+class AccountView(BaseModel):
+    account: Account
+    state: AccountState
+    stage: str | None
+    next_wakeup: datetime | None
+    claims: dict[str, str] = Field(description="Contact id → queued | sending | sent | unknown.")
+    timeline: list[dict[str, Any]] = Field(description="Every attempt (with its outcomes) and event, oldest first.")
+    decisions: list[dict[str, Any]] = Field(description="Compliance decisions (send / defer / deny with rule).")
+    decisions_complete: bool = Field(description="False when older decisions lie beyond the audit scan.")
+
+
+def engine_of(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def upsert_status(result: Result) -> Literal["created", "updated", "unchanged"]:
+    if result.status == "unchanged":
+        return "unchanged"
+    return "created" if result.created else "updated"
+
+
+def to_account(account_id: str, body: AccountIn) -> Account:
+    if body.id is not None and body.id != account_id:
+        message = f"the body's id {body.id!r} differs from the path's account_id {account_id!r}"
+        raise ApiError(422, "validation", message, [FieldError(field="id", message=message)])
+    return Account.model_validate({**body.model_dump(), "id": account_id})
+
+
+@router.put(
+    "/{account_id}",
+    response_model=UpsertResult,
+    status_code=200,
+    responses={201: {"model": UpsertResult, "description": "Created"}, **responses(401, 403, 422)},
+    summary="Upsert a delinquent account",
+)
+def put_account(
+    account_id: AccountId,
+    body: AccountIn,
+    response: Response,
+    engine: Engine = Depends(engine_of),
+    _: Principal = Depends(require(ACCOUNTS_WRITE)),
+) -> UpsertResult:
+    """Create or replace the account; it is planned at once and its due contacts queued."""
+    account = to_account(account_id, body)
+    result = engine.upsert(account)
+    phone_index.remember(engine.store, [account])
+    status = upsert_status(result)
+    if status == "created":
+        response.status_code = 201
+    record = result.record
+    log.info("account.upserted", account_id=account_id, status=status, queued=len(result.queued))
+    return UpsertResult(
+        account_id=account_id, status=status, stage=record.stage if record else None,
+        next_wakeup=record.next_wakeup if record else None, queued=[c.id for c in result.queued],
+    )  # fmt: skip
+
+
+@router.get(
+    "/{account_id}",
+    response_model=AccountView,
+    responses=responses(401, 403, 404, 422),
+    summary="An account: state, stage, next wake-up, timeline and decisions",
+)
+def get_account(
+    account_id: AccountId,
+    engine: Engine = Depends(engine_of),
+    _: Principal = Depends(require(ACCOUNTS_READ)),
+) -> AccountView:
+    store = engine.store
+    loaded = store.load(account_id)
+    if loaded.record is None:
+        raise UnknownAccount(account_id)
+    view = account_json(loaded.record, loaded.history, store.claims(account_id), store.next_wakeup(account_id))
+    decisions, complete = recent_decisions(engine, account_id)
+    return AccountView(**view, decisions=decisions, decisions_complete=complete)
+
+
+def recent_decisions(engine: Engine, account_id: str) -> tuple[list[dict[str, Any]], bool]:
+    """The account's decisions among its shard's latest AUDIT_SCAN audit entries, oldest first.
+
+    The audit stream is per shard, not per account, so a full read would grow with the whole book.
+    """
+    store = engine.store
+    entries = store.redis.xrevrange(store.audit_key(store.shard_of(account_id)), count=AUDIT_SCAN)
+    found = []
+    for _, fields in entries:
+        entry = json.loads(fields["e"])
+        if entry.get("account_id") == account_id and entry.get("type") in ("decision", "last_look", "contact"):
+            found.append(entry)
+    found.reverse()
+    return found, len(entries) < AUDIT_SCAN

@@ -1,0 +1,82 @@
+"""The HTTP API: the app factory, and `serve` for the `dispatcher api` command.
+
+Provider webhooks live in workers/webhooks.py (they parse with channels/, which dispatcher may not
+import); they join the app as extra routers, given as objects or, for `serve`, by "module:attribute"
+name, the way uvicorn and Celery name an app.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+
+import structlog
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from config.settings import Settings
+from dispatcher.api import accounts, batch, errors, events, health
+from dispatcher.api.auth import KeyRing
+from dispatcher.api.idempotency import IdempotencyMiddleware
+from dispatcher.engine import Engine
+from dispatcher.logging import RequestIdMiddleware, configure_logging
+from dispatcher.runtime import open_runtime
+
+RouterFactory = Callable[[Engine, Settings], APIRouter]
+WEBHOOKS = "workers.webhooks:webhook_router"
+WEBHOOK_PREFIX = "/v1/webhooks/"
+log = structlog.get_logger("dispatcher.api")
+
+_DESCRIPTION = """Upsert delinquent accounts, post their events, ask for ad-hoc contacts and read their
+timelines. Every route under /v1 except the provider webhooks takes `Authorization: Bearer <API key>`;
+every POST takes an `Idempotency-Key`. Errors share one shape:
+`{"error": "...", "message": "...", "fields": [{"field": "...", "message": "..."}]}`. See docs/api.md."""
+
+
+def create_app(
+    engine: Engine, settings: Settings, *, extra_routers: Iterable[APIRouter | RouterFactory] = ()
+) -> FastAPI:
+    """The API over `engine` (its store, strategy and clock); `extra_routers` are mounted as they are,
+    or built with (engine, settings) when given as factories."""
+    app = FastAPI(
+        title="collections contact dispatcher", version="1", description=_DESCRIPTION,
+        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+    )  # fmt: skip
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.keys = KeyRing(settings.api_keys)
+    errors.install(app)
+    app.add_exception_handler(Exception, _unexpected)
+    for router in (accounts.router, batch.router, events.router, health.router):
+        app.include_router(router)
+    for extra in extra_routers:
+        app.include_router(extra if isinstance(extra, APIRouter) else extra(engine, settings))
+    app.add_middleware(
+        IdempotencyMiddleware, client=engine.store.redis, keys=app.state.keys,
+        ttl=settings.idempotency_ttl_seconds, exempt=(WEBHOOK_PREFIX,),
+    )  # fmt: skip
+    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every line has the request id
+    return app
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("http.unexpected_error", path=request.url.path, exc_info=exc)
+    return errors.error_response(500, "internal", "unexpected error; it is logged with this request's id")
+
+
+def load_router_factory(name: str) -> RouterFactory:
+    """`package.module:attribute` → the router factory it names."""
+    module_name, _, attribute = name.partition(":")
+    factory: RouterFactory = getattr(importlib.import_module(module_name), attribute)
+    return factory
+
+
+def serve(settings: Settings, extra_routers: Iterable[str | RouterFactory] = (WEBHOOKS,)) -> None:
+    """Run the API with uvicorn on settings.api_host:api_port until interrupted (what `dispatcher api` does)."""
+    configure_logging(settings)
+    factories = [load_router_factory(item) if isinstance(item, str) else item for item in extra_routers]
+    with open_runtime(settings) as runtime:
+        app = create_app(runtime.engine, settings, extra_routers=factories)
+        log.info("api.starting", host=settings.api_host, port=settings.api_port)
+        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False)

@@ -1,0 +1,129 @@
+"""The one error shape of the API, and the handlers that turn every failure into it.
+
+    {"error": "validation", "message": "...", "fields": [{"field": "balance", "message": "..."}]}
+
+`error` says what to do next: validation (fix the named fields), unauthorized (send a key), forbidden
+(use a key with the scope), not_found, conflict (wait and retry), unavailable (retry later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, get_args
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dispatcher.engine import UnknownAccount
+from dispatcher.events import Event, EventRejected
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    fields: list[FieldError] = []
+
+
+class ApiError(Exception):
+    """Raised anywhere under a route; rendered as ErrorBody with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        fields: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+        self.fields = list(fields)
+        self.headers = headers
+
+
+def error_response(
+    status: int, error: str, message: str, fields: Iterable[FieldError] = (), headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorBody(error=error, message=message, fields=list(fields))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """`('body', 'address', 'city')` → `address.city`; a discriminated union's tag is left out."""
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    if len(parts) > 1 and parts[0] in _UNION_TAGS:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+# Pydantic puts a discriminated union's tag in the error's path; the caller's field is `amount`, not
+# `payment.amount`.
+_UNION_TAGS = frozenset(model.model_fields["kind"].default for model in get_args(get_args(Event)[0]))
+
+
+def validation_fields(errors: Iterable[Any]) -> list[FieldError]:
+    return [
+        FieldError(
+            field=field_path(error.get("loc", ())), message=str(error.get("msg", "")).removeprefix("Value error, ")
+        )
+        for error in errors
+    ]
+
+
+def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError | ValidationError)
+    fields = validation_fields(exc.errors())
+    names = ", ".join(dict.fromkeys(field.field for field in fields))
+    return error_response(422, "validation", f"invalid request: {names}", fields)
+
+
+def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.error, exc.message, exc.fields, exc.headers)
+
+
+def _unknown_account(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnknownAccount)
+    message = f"no account {exc.account_id!r}; upsert it first with PUT /v1/accounts/{{account_id}}"
+    return error_response(404, "not_found", message, [FieldError(field="account_id", message=message)])
+
+
+def _rejected(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EventRejected)
+    message = str(exc).removeprefix(f"{exc.field}: ")
+    return error_response(422, "validation", str(exc), [FieldError(field=exc.field, message=message)])
+
+
+_NAMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media"}
+
+
+def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, _NAMES.get(exc.status_code, "error"), str(exc.detail), (), exc.headers)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ValidationError, _validation)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(UnknownAccount, _unknown_account)
+    app.add_exception_handler(EventRejected, _rejected)
+    app.add_exception_handler(StarletteHTTPException, _http)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` declaring ErrorBody for each status (422 replaces FastAPI's own shape)."""
+    text = {400: "Bad request", 401: "No or unknown API key", 403: "The key lacks the scope", 404: "Not found",
+            409: "A request with this Idempotency-Key is in progress", 413: "Too large",
+            422: "Validation failed; `fields` names each field", 503: "Not ready"}  # fmt: skip
+    return {status: {"model": ErrorBody, "description": text.get(status, "Error")} for status in statuses}

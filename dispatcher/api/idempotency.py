@@ -1,0 +1,223 @@
+"""Idempotency-Key on every POST: a retried request gets the first answer and has no second effect.
+
+ASGI middleware. The first request with a key claims it (`SET NX` with a short lease), runs, and stores
+its status, headers and body in Redis for `ttl` seconds, together with a fingerprint of the request
+(method, path, query, content type and a SHA-256 of the body, hashed as it streams past). A retry with
+the same key and the same request is answered from Redis without reaching the route; the same key with a
+different request is a 422 naming the header; a retry while the first is still running gets 409.
+
+Keys are per API key (the caller's key hash is part of the Redis key) and hash-tagged, so one
+idempotency record lives in one Cluster slot:
+
+    {i:<caller>:<sha256(Idempotency-Key)>}:meta   string  {"state": "processing"} or the stored answer
+    {i:<caller>:<sha256(Idempotency-Key)>}:body   list    the response body, zlib-compressed chunks
+
+Large answers (a million-line batch) are stored in chunks as they stream, never held whole. Answers that
+say nothing about the request itself are not stored, so a retry runs again: 401/403 (a key was missing
+or lacked a scope), 429 and every 5xx; a failure or a dropped connection also releases the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zlib
+from typing import Annotated, Any
+
+import anyio
+import redis
+from fastapi import Header
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dispatcher.api.auth import KeyRing, token_of
+from dispatcher.api.errors import ErrorBody, FieldError
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+LEASE_SECONDS = 300  # a request still running after this is presumed dead and its key released
+CHUNK_BYTES = 256 * 1024
+_NOT_STORED = {401, 403, 429}
+
+# Declared on each POST route so the OpenAPI schema shows it; the middleware enforces it first.
+IdempotencyKey = Annotated[
+    str,
+    Header(alias=HEADER, min_length=1, max_length=MAX_KEY_LENGTH, pattern=r"^[ -~]+$",
+           description="Unique per operation (e.g. a UUID); a retry with the same key gets the first answer."),
+]  # fmt: skip
+
+
+def _redis_key(caller: str, key: str, part: str) -> str:
+    return f"{{i:{caller}:{hashlib.sha256(key.encode()).hexdigest()[:32]}}}:{part}"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _error(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> tuple[int, list, bytes]:
+    body = ErrorBody(error=error, message=message, fields=[FieldError(field=HEADER, message=message)])
+    raw = body.model_dump_json().encode()
+    extra = [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    return status, [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *extra], raw
+
+
+def key_problem(key: str | None) -> str | None:
+    """Why an Idempotency-Key value is unusable, or None."""
+    if key is None:
+        return f"required on every POST: send a value unique to this operation (e.g. a UUID) in {HEADER}"
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(" " <= char <= "~" for char in key):
+        return f"{HEADER} must be 1-{MAX_KEY_LENGTH} printable ASCII characters"
+    return None
+
+
+class _Fingerprint:
+    """SHA-256 of the request, fed by the body chunks as the route reads them."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.hash = hashlib.sha256()
+        for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                     _header(scope, b"content-type") or ""):  # fmt: skip
+            self.hash.update(part.encode("utf-8", "surrogateescape") + b"\0")
+        self.complete = False
+        self.disconnected = False
+
+    def feed(self, message: Message) -> None:
+        if message["type"] == "http.request":
+            self.hash.update(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+        elif message["type"] == "http.disconnect":
+            self.disconnected = True
+
+    async def drain(self, receive: Receive) -> None:
+        while not self.complete and not self.disconnected:
+            self.feed(await receive())
+
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp, client: redis.Redis, keys: KeyRing, ttl: int, exempt: tuple[str, ...]) -> None:
+        self.app, self.redis, self.keys, self.ttl, self.exempt = app, client, keys, ttl, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        principal = self.keys.principal(token_of(_header(scope, b"authorization")))
+        if principal is None:  # the route answers 401; nothing to remember
+            await self.app(scope, receive, send)
+            return
+        key = _header(scope, HEADER.lower().encode())
+        problem = key_problem(key)
+        if problem is not None or key is None:
+            await _send_raw(send, *_error(422, "validation", problem or ""))
+            return
+        meta = _redis_key(principal.ident, key, "meta")
+        body = _redis_key(principal.ident, key, "body")
+        fingerprint = _Fingerprint(scope)
+        claimed = await _run(self.redis.set, meta, json.dumps({"state": "processing"}), nx=True, ex=LEASE_SECONDS)
+        if not claimed:
+            await self._answer_again(meta, body, fingerprint, receive, send)
+            return
+        recorder = _Recorder(self.redis, meta, body, self.ttl, fingerprint, receive, send)
+        try:
+            await self.app(scope, recorder.receive, recorder.send)
+        finally:
+            if not recorder.stored:
+                await _run(self.redis.delete, meta, body)
+
+    async def _answer_again(
+        self, meta: str, body: str, fingerprint: _Fingerprint, receive: Receive, send: Send
+    ) -> None:
+        await fingerprint.drain(receive)
+        raw = await _run(self.redis.get, meta)
+        stored = json.loads(raw) if raw else {"state": "processing"}
+        if stored.get("state") != "done":
+            message = f"a request with this {HEADER} is still being processed; retry in a moment"
+            await _send_raw(send, *_error(409, "conflict", message, {"Retry-After": "1"}))
+            return
+        if stored["fingerprint"] != fingerprint.hexdigest():
+            message = f"this {HEADER} was already used for a different request (method, path or body); use a new key"
+            await _send_raw(send, *_error(422, "validation", message))
+            return
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in stored["headers"]]
+        await send({"type": "http.response.start", "status": stored["status"],
+                    "headers": [*headers, (b"idempotent-replayed", b"true")]})  # fmt: skip
+        for start in range(0, stored["chunks"], 16):
+            chunks = await _run(self.redis.lrange, body, start, start + 15)
+            for chunk in chunks:
+                await send({"type": "http.response.body", "body": zlib.decompress(chunk), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Recorder:
+    """Passes the first request through, hashing its body and storing its response chunk by chunk."""
+
+    def __init__(
+        self, client: redis.Redis, meta: str, body: str, ttl: int, fingerprint: _Fingerprint, receive: Receive,
+        send: Send,
+    ) -> None:  # fmt: skip
+        self.redis, self.meta, self.body, self.ttl, self.fingerprint = client, meta, body, ttl, fingerprint
+        self._receive, self._send = receive, send
+        self.status: int | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.buffer = bytearray()
+        self.chunks = 0
+        self.keep = False
+        self.stored = False
+        self.leased_at = time.monotonic()
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.fingerprint.feed(message)
+        now = time.monotonic()
+        if now - self.leased_at > LEASE_SECONDS / 3:  # a long upload keeps its claim while it is read
+            self.leased_at = now
+            await _run(self.redis.expire, self.meta, LEASE_SECONDS)
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.keep = self.status < 500 and self.status not in _NOT_STORED
+            self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
+        elif message["type"] == "http.response.body" and self.keep:
+            self.buffer += message.get("body", b"")
+            final = not message.get("more_body", False)
+            if len(self.buffer) >= CHUNK_BYTES or (final and self.buffer):
+                await self._flush()
+            if final:
+                await self._finish()
+        await self._send(message)
+
+    async def _flush(self) -> None:
+        chunk, self.buffer = zlib.compress(bytes(self.buffer), 3), bytearray()
+        await _run(self.redis.rpush, self.body, chunk)
+        self.chunks += 1
+
+    async def _finish(self) -> None:
+        await self.fingerprint.drain(self._receive)
+        if self.fingerprint.disconnected:
+            return
+        record = {"state": "done", "fingerprint": self.fingerprint.hexdigest(), "status": self.status,
+                  "headers": self.headers, "chunks": self.chunks}  # fmt: skip
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.expire(self.body, self.ttl)
+        pipe.set(self.meta, json.dumps(record), ex=self.ttl)
+        await _run(pipe.execute)
+        self.stored = True
+
+
+async def _run(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Redis calls go to a worker thread: the store's client is synchronous and the loop must not block."""
+    return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))
+
+
+async def _send_raw(send: Send, status: int, headers: list, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
