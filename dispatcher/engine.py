@@ -143,23 +143,23 @@ class Engine:
         """Record how a claimed send ended: 'sent', 'failed' (refused for good) or 'unknown' (ambiguous)."""
         now = self.clock.now()
         moved = self.store.settle(contact.account_id, contact.id, "sending", status)
-        if status == "unknown":
-            self.store.mark_unknown(contact.account_id, contact.id, now)
         entry = _contact_audit(contact, now, status, **(detail or {}))
         self.store.append_audit(contact.account_id, [entry])
         return moved
 
-    def reconcile_unknown(self, before: datetime) -> int:
-        """Claims left unknown since `before` are taken as sent: never resent, already counted by the caps."""
+    def reconcile_in_doubt(self, before: datetime) -> int:
+        """Claims still sending or unknown since `before` (a worker killed mid-call, a timeout after the
+        request left) are taken as sent: never resent, and already counted by the caps."""
         settled = 0
-        for contact_id in self.store.unknown_before(before):
+        for contact_id in self.store.in_doubt_before(before):
             account_id = contact_id.split("/", 1)[0]
-            if self.store.settle(account_id, contact_id, "unknown", "sent"):
+            status = self.store.claim_status(account_id, contact_id)
+            if status in ("sending", "unknown") and self.store.settle(account_id, contact_id, status, "sent"):
                 entry = {"at": self.clock.now(), "type": "contact", "account_id": account_id,
-                         "contact_id": contact_id, "status": "sent", "reason": "reconciled_unknown"}  # fmt: skip
+                         "contact_id": contact_id, "status": "sent", "reason": f"reconciled_{status}"}  # fmt: skip
                 self.store.append_audit(account_id, [entry])
                 settled += 1
-            self.store.forget_unknown(account_id, contact_id)
+            self.store.forget_in_doubt(account_id, contact_id)
         return settled
 
     # The loop.

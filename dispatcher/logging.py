@@ -31,7 +31,7 @@ _MAX_DEPTH = 6
 # E.164 (possibly spaced or dashed), Chinese mobiles, North American and leading-zero national forms.
 _PHONE = re.compile(
     r"(?<![\w.+])(?:"
-    r"\+[1-9](?:[\s\-().]?\d){6,14}"
+    r"\+[1-9](?:[\s\-().]{0,2}\d){6,14}"
     r"|1[3-9]\d(?:[\s\-]?\d{4}){2}"
     r"|(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}"
     r"|0\d{1,3}[\s\-]?\d{3,4}[\s\-]?\d{4}"

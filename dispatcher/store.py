@@ -3,7 +3,7 @@
 Key layout (each account's keys share the hash tag `{a:ID}`, each shard's `{s:N}`, so the layout holds
 on a Redis Cluster):
 
-    {a:ID}:acct      hash  v = version, d = AccountRecord JSON
+    {a:ID}:acct      hash  v = version, d = AccountRecord JSON, r = releases (history entries removed)
     {a:ID}:hist      list  HistoryEntry JSON, append-only
     {a:ID}:claims    hash  contact id -> queued | sending | sent | unknown
     {a:ID}:events    set   event ids already applied (a repeat is ignored)
@@ -68,6 +68,7 @@ if status and status ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], 'sending')
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
 return 1
 """
 
@@ -75,6 +76,7 @@ _SETTLE = """
 local status = redis.call('HGET', KEYS[1], ARGV[1])
 if status ~= ARGV[2] then return 0 end
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+if ARGV[3] ~= 'sending' and ARGV[3] ~= 'unknown' then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return 1
 """
 
@@ -86,6 +88,8 @@ if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'sending' then return 0 end
 if ARGV[3] == '1' then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HSET', KEYS[2], ARGV[1], 'queued') end
 redis.call('LREM', KEYS[3], -1, ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HINCRBY', KEYS[1], 'r', 1)
+redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
 
@@ -134,13 +138,14 @@ _HISTORY = TypeAdapter(list[HistoryEntry])
 
 class Store:
     """Reads and writes the layout above. `history_cache` > 0 keeps that many accounts' parsed history in
-    memory and reads only what was appended since: safe because history is append-only, and meant for a
-    process that owns its Redis (the simulator), since a flushed-and-refilled Redis would not be noticed."""
+    memory and reads only what was appended since: history only grows, except when a release removes an
+    attempt, which bumps `r` and makes the cache read the whole list again. Meant for a process that owns
+    its Redis (the simulator), since a flushed-and-refilled Redis would not be noticed."""
 
     def __init__(self, client: redis.Redis, shards: int = 16, history_cache: int = 0):
         self.redis = client
         self.shards = shards
-        self._history_cache: OrderedDict[str, tuple[HistoryEntry, ...]] = OrderedDict()
+        self._history_cache: OrderedDict[str, tuple[str, tuple[HistoryEntry, ...]]] = OrderedDict()
         self._history_cache_size = history_cache
         self._commit = client.register_script(_COMMIT)
         self._lease = client.register_script(_LEASE)
@@ -164,24 +169,28 @@ class Store:
     # Reading.
     def load_many(self, account_ids: Sequence[str]) -> list[Loaded]:
         pipe = self.redis.pipeline(transaction=False)
-        known = [self._history_cache.get(account_id, ()) for account_id in account_ids]
-        for account_id, cached in zip(account_ids, known, strict=True):
-            pipe.hmget(account_key(account_id, "acct"), "v", "d")
+        known = [self._history_cache.get(account_id, ("", ())) for account_id in account_ids]
+        for account_id, (_, cached) in zip(account_ids, known, strict=True):
+            pipe.hmget(account_key(account_id, "acct"), "v", "d", "r")
             pipe.lrange(account_key(account_id, "hist"), len(cached), -1)
         replies = pipe.execute()
         loaded = []
         for index, account_id in enumerate(account_ids):
-            (version, data), appended = replies[2 * index], replies[2 * index + 1]
+            (version, data, releases), appended = replies[2 * index], replies[2 * index + 1]
             record = AccountRecord.model_validate_json(data) if data else None
-            history = known[index] + tuple(_HISTORY.validate_json("[" + ",".join(appended) + "]"))
-            self._remember(account_id, history)
+            cached_releases, cached = known[index]
+            if cached and cached_releases != (releases or ""):
+                # A release removed an entry since the cache was filled: the cached prefix is stale.
+                cached, appended = (), self.redis.lrange(account_key(account_id, "hist"), 0, -1)
+            history = cached + tuple(_HISTORY.validate_json("[" + ",".join(appended) + "]"))
+            self._remember(account_id, releases or "", history)
             loaded.append(Loaded(account_id, record, version or "0", history))
         return loaded
 
-    def _remember(self, account_id: str, history: tuple[HistoryEntry, ...]) -> None:
+    def _remember(self, account_id: str, releases: str, history: tuple[HistoryEntry, ...]) -> None:
         if self._history_cache_size <= 0:
             return
-        self._history_cache[account_id] = history
+        self._history_cache[account_id] = (releases, history)
         self._history_cache.move_to_end(account_id)
         while len(self._history_cache) > self._history_cache_size:
             self._history_cache.popitem(last=False)
@@ -270,35 +279,37 @@ class Store:
 
     def claim(self, account_id: str, contact_id: str, version: str, attempt: HistoryEntry) -> int:
         """1: this caller may send; 0: already claimed by someone; CONFLICT: state moved, look again."""
-        keys = [account_key(account_id, "acct"), account_key(account_id, "claims"), account_key(account_id, "hist")]
-        args = [contact_id, version, attempt.model_dump_json(exclude_defaults=True)]
+        keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
+        args = [contact_id, version, attempt.model_dump_json(exclude_defaults=True), repr(epoch(attempt.at))]
         return int(self._claim(keys=keys, args=args))
 
     def settle(self, account_id: str, contact_id: str, expected: str, status: str | None) -> bool:
         """Move a claim from `expected` to `status` (None forgets it so a later plan may queue it again)."""
-        keys = [account_key(account_id, "claims")]
+        keys = [account_key(account_id, "claims"), self.inflight_key(self.shard_of(account_id))]
         return bool(self._settle(keys=keys, args=[contact_id, expected, status or ""]))
 
     def release(self, account_id: str, contact_id: str, attempt: HistoryEntry, forget: bool) -> bool:
         """Undo a claim that did not send: back to queued (forget=False) or gone, for the planner to redo."""
-        keys = [account_key(account_id, "acct"), account_key(account_id, "claims"), account_key(account_id, "hist")]
+        keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
         args = [contact_id, attempt.model_dump_json(exclude_defaults=True), "1" if forget else "0"]
         return bool(self._release(keys=keys, args=args))
 
-    def unknown_key(self, shard: int) -> str:
-        return f"{{s:{shard}}}:unknown"
+    @staticmethod
+    def _claim_keys(account_id: str) -> list[str]:
+        return [account_key(account_id, "acct"), account_key(account_id, "claims"), account_key(account_id, "hist")]
 
-    def mark_unknown(self, account_id: str, contact_id: str, at: datetime) -> None:
-        self.redis.zadd(self.unknown_key(self.shard_of(account_id)), {contact_id: epoch(at)})
+    def inflight_key(self, shard: int) -> str:
+        """Claims in doubt (sending or unknown) by the time they were claimed: what housekeeping settles."""
+        return f"{{s:{shard}}}:inflight"
 
-    def unknown_before(self, moment: datetime, limit: int = 1000) -> list[str]:
+    def in_doubt_before(self, moment: datetime, limit: int = 1000) -> list[str]:
         found: list[str] = []
         for shard in range(self.shards):
-            found += self.redis.zrangebyscore(self.unknown_key(shard), "-inf", epoch(moment), start=0, num=limit)
+            found += self.redis.zrangebyscore(self.inflight_key(shard), "-inf", epoch(moment), start=0, num=limit)
         return found
 
-    def forget_unknown(self, account_id: str, contact_id: str) -> None:
-        self.redis.zrem(self.unknown_key(self.shard_of(account_id)), contact_id)
+    def forget_in_doubt(self, account_id: str, contact_id: str) -> None:
+        self.redis.zrem(self.inflight_key(self.shard_of(account_id)), contact_id)
 
     def append_audit(self, account_id: str, entries: Iterable[dict[str, object]]) -> None:
         batch = list(entries)

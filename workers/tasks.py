@@ -16,7 +16,8 @@ from dispatcher.models import Account, Channel, Contact
 from workers.app import app
 from workers.runtime import worker_runtime
 
-UNKNOWN_GRACE = timedelta(minutes=15)
+# Well above the hard task time limit, so a live worker's send is never mistaken for a dead one's.
+IN_DOUBT_GRACE = timedelta(minutes=15)
 
 
 def contact_payload(contact: Contact) -> dict[str, str]:
@@ -74,9 +75,9 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
 
 @app.task(name="dispatcher.housekeeping")
 def housekeeping() -> int:
-    """Settle claims left unknown (a worker killed mid-call, a timeout after the request left)."""
+    """Settle claims left in doubt (a worker killed mid-call, a timeout after the request left)."""
     runtime = worker_runtime()
-    return runtime.engine.reconcile_unknown(runtime.engine.clock.now() - UNKNOWN_GRACE)
+    return runtime.engine.reconcile_in_doubt(runtime.engine.clock.now() - IN_DOUBT_GRACE)
 
 
 @app.task(name="dispatcher.ingest_event")

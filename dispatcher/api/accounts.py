@@ -20,7 +20,8 @@ from dispatcher.reports import account_json
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 log = structlog.get_logger("dispatcher.api")
 
-AUDIT_SCAN = 5000  # audit entries of the account's shard read for its recent decisions
+AUDIT_SCAN = 5000  # audit stream entries of the account's shard read for its recent decisions
+DECISION_TYPES = ("decision", "last_look", "contact")
 AccountId = Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN, description="The bank's account id.")]
 
 
@@ -124,9 +125,9 @@ def recent_decisions(engine: Engine, account_id: str) -> tuple[list[dict[str, An
     store = engine.store
     entries = store.redis.xrevrange(store.audit_key(store.shard_of(account_id)), count=AUDIT_SCAN)
     found = []
-    for _, fields in entries:
-        entry = json.loads(fields["e"])
-        if entry.get("account_id") == account_id and entry.get("type") in ("decision", "last_look", "contact"):
-            found.append(entry)
-    found.reverse()
+    for _, fields in reversed(entries):
+        payload = json.loads(fields["e"])
+        for entry in payload if isinstance(payload, list) else [payload]:  # one stream entry holds a commit's
+            if entry.get("account_id") == account_id and entry.get("type") in DECISION_TYPES:
+                found.append(entry)
     return found, len(entries) < AUDIT_SCAN

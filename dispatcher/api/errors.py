@@ -72,12 +72,14 @@ _UNION_TAGS = frozenset(model.model_fields["kind"].default for model in get_args
 
 
 def validation_fields(errors: Iterable[Any]) -> list[FieldError]:
-    return [
-        FieldError(
-            field=field_path(error.get("loc", ())), message=str(error.get("msg", "")).removeprefix("Value error, ")
-        )
-        for error in errors
-    ]
+    fields = []
+    for error in errors:
+        loc = list(error.get("loc", ()))
+        if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append(str((error.get("ctx") or {}).get("discriminator", "kind")).strip("'"))
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        fields.append(FieldError(field=field_path(loc), message=message))
+    return fields
 
 
 def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -109,6 +111,8 @@ _NAMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: 
 
 def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI's "error parsing the body": the body is the bad field
+        return error_response(422, "validation", str(exc.detail), [FieldError(field="body", message=str(exc.detail))])
     return error_response(exc.status_code, _NAMES.get(exc.status_code, "error"), str(exc.detail), (), exc.headers)
 
 

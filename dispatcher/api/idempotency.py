@@ -10,7 +10,7 @@ Keys are per API key (the caller's key hash is part of the Redis key) and hash-t
 idempotency record lives in one Cluster slot:
 
     {i:<caller>:<sha256(Idempotency-Key)>}:meta   string  {"state": "processing"} or the stored answer
-    {i:<caller>:<sha256(Idempotency-Key)>}:body   list    the response body, zlib-compressed chunks
+    {i:<caller>:<sha256(Idempotency-Key)>}:body   list    the response body, zlib-compressed base64 chunks
 
 Large answers (a million-line batch) are stored in chunks as they stream, never held whole. Answers that
 say nothing about the request itself are not stored, so a retry runs again: 401/403 (a key was missing
@@ -19,6 +19,7 @@ or lacked a scope), 429 and every 5xx; a failure or a dropped connection also re
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -151,7 +152,9 @@ class IdempotencyMiddleware:
         for start in range(0, stored["chunks"], 16):
             chunks = await _run(self.redis.lrange, body, start, start + 15)
             for chunk in chunks:
-                await send({"type": "http.response.body", "body": zlib.decompress(chunk), "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": zlib.decompress(base64.b64decode(chunk)), "more_body": True}
+                )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -196,7 +199,8 @@ class _Recorder:
         await self._send(message)
 
     async def _flush(self) -> None:
-        chunk, self.buffer = zlib.compress(bytes(self.buffer), 3), bytearray()
+        # base64: the store's client decodes replies as text
+        chunk, self.buffer = base64.b64encode(zlib.compress(bytes(self.buffer), 3)), bytearray()
         await _run(self.redis.rpush, self.body, chunk)
         self.chunks += 1
 

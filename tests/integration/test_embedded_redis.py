@@ -84,24 +84,12 @@ def test_without_a_configured_url_an_embedded_server_runs_for_the_block(tmp_path
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EmbeddedRedis._wait_until_ready accepts a PONG from whatever server holds the port, "
-    "so start() succeeds while its own redis-server is exiting with 'Address already in use'",
-)
-def test_a_server_whose_port_is_taken_does_not_pass_for_started(tmp_path: Path) -> None:
+def test_a_server_whose_port_is_taken_fails_to_start_and_leaves_the_other_server_alone(tmp_path: Path) -> None:
     with EmbeddedRedis(tmp_path / "first", appendonly=False) as first:
         taken = EmbeddedRedis(tmp_path / "second", port=first.port, appendonly=False)
-        try:
+        with pytest.raises(RuntimeError, match="redis.log"):
             taken.start()
-        except RuntimeError:
-            return  # the right answer: it did not start
-        process = taken._process
-        assert process is not None
-        try:
-            answering = redis.Redis.from_url(taken.url).info("server")["process_id"]
-            assert answering == process.pid, "start() returned while another server answers on its port"
-        finally:
-            process.wait(timeout=5)  # it exits on its own: the port is still first's
-            taken.stop()
+        taken.stop()
         assert first._process is not None and first._process.poll() is None
+        assert redis.Redis.from_url(first.url).info("server")["process_id"] == first._process.pid
+    assert "Address already in use" in (tmp_path / "second" / "redis.log").read_text()

@@ -178,15 +178,28 @@ def test_an_unknown_send_is_reconciled_as_sent_and_never_resent(
     [contact] = engine.upsert(make_account()).queued
     engine.claim(contact)
     engine.settle(contact, "unknown")
-    assert engine.reconcile_unknown(before=clock.now() - timedelta(minutes=1)) == 0
+    assert engine.reconcile_in_doubt(before=clock.now() - timedelta(minutes=1)) == 0
     assert store.claim_status("A1", contact.id) == "unknown"
     clock.advance(timedelta(minutes=30))
-    assert engine.reconcile_unknown(before=clock.now() - timedelta(minutes=10)) == 1
+    assert engine.reconcile_in_doubt(before=clock.now() - timedelta(minutes=10)) == 1
     assert store.claim_status("A1", contact.id) == "sent"
-    assert store.unknown_before(clock.now()) == []
+    assert store.in_doubt_before(clock.now()) == []
     assert engine.claim(contact).verdict == "claimed_elsewhere"
     reasons = [e.get("reason") for e in store.audit("A1") if e["type"] == "contact" and e["status"] == "sent"]
     assert reasons == ["reconciled_unknown"]
+
+
+def test_a_send_whose_worker_died_mid_call_is_never_resent_and_is_settled_by_housekeeping(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
+    [contact] = engine.upsert(make_account()).queued
+    assert engine.claim(contact).verdict == "send"  # ... and the worker process is killed here
+    assert engine.claim(contact).verdict == "claimed_elsewhere"  # the redelivered task does nothing
+    clock.advance(timedelta(minutes=30))
+    assert engine.reconcile_in_doubt(before=clock.now() - timedelta(minutes=15)) == 1
+    assert store.claim_status("A1", contact.id) == "sent"
+    attempts = [e for e in store.load("A1").history if e.kind == "attempt"]
+    assert [a.contact_id for a in attempts] == [contact.id]  # counted once against the caps
 
 
 def test_an_ad_hoc_contact_is_planned_once_under_the_same_policy(engine: Engine, store: Store) -> None:
@@ -243,7 +256,9 @@ def test_the_audit_trail_holds_events_and_decisions_with_their_rules(engine: Eng
     events = [(e["type"], e.get("event")) for e in trail if e["type"] == "event"]
     assert events == [("event", "account_created"), ("event", "payment")]
     decisions = [(e["contact_id"], e["verdict"], e["rule"], e["until"]) for e in trail if e["type"] == "decision"]
-    assert decisions[0] == ("A1/reminder/sms/0", "defer", "window:sms", "2026-03-02T08:00:00Z")
+    contact_id, verdict, rule, until = decisions[0]
+    assert (contact_id, verdict, rule) == ("A1/reminder/sms/0", "defer", "window:sms")
+    assert datetime.fromisoformat(str(until)) == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     assert all(e["account_id"] == "A1" for e in trail)
 
 

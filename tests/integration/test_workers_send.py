@@ -42,7 +42,8 @@ def test_a_reminder_sms_goes_through_the_twilio_sdk_to_the_sandbox_once(
     contacts = _due(runtime, 1, "SMS1", clock)
     assert [c.id for c in contacts] == ["SMS1/reminder/sms/0"]
     dispatch(contacts, batch=10)
-    eventually(lambda: _status(runtime, contacts[0]) == "sent")
+    eventually(lambda: [e for e in runtime.engine.store.load("SMS1").history if e.kind == "outcome"])
+    assert _status(runtime, contacts[0]) == "sent"
     messages = _texts_to(worker_sandboxes, "+8613800138000")
     assert len(messages) == 1
     assert "王小明" in messages[0]["Body"]

@@ -101,9 +101,7 @@ def test_the_window_follows_daylight_saving_time(policy: CompliancePolicy) -> No
     account = make_account(timezone="America/New_York")
     # 2026-03-08 is the US spring-forward day: 08:00 EDT is 12:00 UTC, not 13:00.
     before_opening = local(date(2026, 3, 8), 7, tz=NEW_YORK)
-    assert judge(Channel.VOICE, before_opening, policy, account=account)[2] == datetime(
-        2026, 3, 8, 12, 0, tzinfo=UTC
-    )
+    assert judge(Channel.VOICE, before_opening, policy, account=account)[2] == datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
 
 
 def test_a_letter_may_be_posted_at_any_hour(policy: CompliancePolicy) -> None:
@@ -181,14 +179,18 @@ def test_caps_count_each_channel_separately(policy: CompliancePolicy) -> None:
     assert judge(Channel.VOICE, local(MONDAY, 11), policy, log=log)[0] == "send"
 
 
-def test_a_cap_that_lands_outside_the_window_waits_for_the_window_too(policy: CompliancePolicy) -> None:
-    log = log_of(Channel.SMS, local(MONDAY, 20, 30), local(MONDAY, 20, 45))
-    verdict, _, until = judge(Channel.SMS, local(MONDAY, 20, 50), policy, log=log)
-    # Free of the cap at 20:30 the next day, which is inside the window.
-    assert verdict == "defer" and until == local(MONDAY + timedelta(days=1), 20, 30)
+def test_a_cap_that_frees_inside_the_window_defers_to_that_exact_moment(policy: CompliancePolicy) -> None:
     log = log_of(Channel.SMS, local(MONDAY, 8, 5), local(MONDAY, 20, 55))
-    verdict, _, until = judge(Channel.SMS, local(MONDAY, 20, 56), policy, log=log)
-    assert until == local(MONDAY + timedelta(days=1), 8, 5)
+    verdict = judge(Channel.SMS, local(MONDAY, 20, 56), policy, log=log)
+    assert verdict == ("defer", "cap:sms:2/1d", local(MONDAY + timedelta(days=1), 8, 5))
+
+
+def test_a_cap_that_frees_before_the_window_opens_waits_for_the_window_too(policy: CompliancePolicy) -> None:
+    # Two texts logged at 05:00 and 05:30 (say, by an earlier system): free of the cap at 05:00, but the
+    # window opens at 08:00. The deferral names the first rule hit.
+    log = log_of(Channel.SMS, local(MONDAY, 5), local(MONDAY, 5, 30))
+    verdict = judge(Channel.SMS, local(MONDAY, 20, 50), policy, log=log)
+    assert verdict == ("defer", "cap:sms:2/1d", local(MONDAY + timedelta(days=1), 8))
 
 
 def test_a_zero_cap_denies_the_channel_outright(policy: CompliancePolicy) -> None:

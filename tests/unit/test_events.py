@@ -60,7 +60,9 @@ def test_a_payment_must_be_positive() -> None:
 
 
 def test_a_promise_is_recorded_with_what_was_paid_when_it_was_made(strategy: Strategy) -> None:
-    state = applied(PromiseToPay(amount=Decimal("300"), due=date(2026, 3, 10)), strategy, AccountState(paid=Decimal(50)))
+    state = applied(
+        PromiseToPay(amount=Decimal("300"), due=date(2026, 3, 10)), strategy, AccountState(paid=Decimal(50))
+    )
     assert state.promise is not None
     assert (state.promise.amount, state.promise.due, state.promise.made_at) == (Decimal("300"), date(2026, 3, 10), NOW)
     assert state.promise.paid_at_promise == Decimal("50")
@@ -83,7 +85,9 @@ def test_a_promise_beyond_the_strategys_horizon_is_rejected(strategy: Strategy) 
 def test_today_is_read_in_the_debtors_zone(strategy: Strategy) -> None:
     # 17:00 UTC on 1 March is already 2 March in Shanghai: a promise for 1 March is in the past there.
     with pytest.raises(EventRejected):
-        applied(PromiseToPay(amount=Decimal("1"), due=date(2026, 3, 1)), strategy, now=datetime(2026, 3, 1, 17, tzinfo=UTC))
+        applied(
+            PromiseToPay(amount=Decimal("1"), due=date(2026, 3, 1)), strategy, now=datetime(2026, 3, 1, 17, tzinfo=UTC)
+        )
 
 
 def test_a_dispute_holds_the_account_until_it_is_resolved(strategy: Strategy) -> None:

@@ -64,7 +64,11 @@ def ids(result: Plan) -> list[str]:
 
 
 def drive(
-    record: AccountRecord, strategy: Strategy, start: datetime, until: datetime, history: list[HistoryEntry] | None = None
+    record: AccountRecord,
+    strategy: Strategy,
+    start: datetime,
+    until: datetime,
+    history: list[HistoryEntry] | None = None,
 ) -> list[tuple[str, datetime]]:
     """Plan at every wake-up from `start` to `until`, treating each planned contact as sent at once."""
     history = history if history is not None else []
@@ -393,3 +397,35 @@ def test_a_hardship_hold_wakes_the_account_when_it_lapses(strategy: Strategy) ->
     result = plan(record, [], strategy, NOW)
     assert (result.contacts, result.note) == ((), "hold")
     assert result.next_wakeup == local(date(2026, 4, 1), 0)
+
+
+# Ad-hoc contacts.
+def adhoc_request(key: str, at: datetime, channel: Channel = Channel.EMAIL) -> HistoryEntry:
+    detail = {"channel": channel.value, "template": "reminder_email", "key": key}
+    return HistoryEntry(kind="event", at=at, event="adhoc_contact", detail=detail)
+
+
+def test_an_ad_hoc_request_is_planned_beside_the_ladder_under_its_key(strategy: Strategy) -> None:
+    history = [attempt("A1/reminder/sms/0", Channel.SMS, NOW), adhoc_request("agent-1", NOW)]
+    result = plan(AccountRecord(account=late(1)), history, strategy, NOW + timedelta(minutes=1))
+    [contact] = result.contacts
+    assert (contact.id, contact.stage, contact.step, contact.channel) == (
+        "A1/adhoc/agent-1/0", "adhoc", "agent-1", Channel.EMAIL
+    )  # fmt: skip
+    history.append(attempt(contact.id, Channel.EMAIL, NOW + timedelta(minutes=1)))
+    assert plan(AccountRecord(account=late(1)), history, strategy, NOW + timedelta(minutes=2)).contacts == ()
+
+
+def test_an_ad_hoc_request_waits_for_the_window_like_any_contact(strategy: Strategy) -> None:
+    late_evening = local(TODAY, 22)
+    history = [attempt("A1/reminder/sms/0", Channel.SMS, NOW), adhoc_request("agent-2", late_evening)]
+    result = plan(AccountRecord(account=late(1)), history, strategy, late_evening)
+    assert result.contacts == ()
+    assert [(d.contact_id, d.verdict, d.until) for d in result.decisions] == [
+        ("A1/adhoc/agent-2/0", "defer", local(TODAY + timedelta(days=1), 8))
+    ]
+
+
+def test_an_ad_hoc_request_on_a_resolved_account_is_not_planned(strategy: Strategy) -> None:
+    record = AccountRecord(account=late(1), state=AccountState(status="resolved"))
+    assert plan(record, [adhoc_request("agent-3", NOW)], strategy, NOW).contacts == ()
