@@ -35,7 +35,7 @@ account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
 app.add_typer(strategy_app, name="strategy")
 app.add_typer(account_app, name="account")
 console = Console(width=None if sys.stdout.isatty() else 160)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
 
 
 def _settings() -> Settings:

@@ -1,0 +1,122 @@
+"""The `dispatcher` command through typer's runner, on the real embedded Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from config.settings import DEFAULT_STRATEGY
+from dispatcher.cli import app
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+CSV_HEADER = (
+    "id,name,balance,due_date,timezone,phone,email,consent,"
+    "address_line1,address_city,address_postal_code,address_country\n"
+)
+GOOD_ROW = (
+    "C{n},张伟,1200.50,2026-02-20,Asia/Shanghai,+86138000{n:05d},c{n}@example.cn,sms;voice;email,"
+    "1 Main St,Shanghai,200000,CN\n"
+)
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("DISPATCHER_REDIS_URL", redis_url)
+    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
+    return {"DISPATCHER_REDIS_URL": redis_url}
+
+
+def test_strategy_check_prints_the_ladder_and_exits_zero() -> None:
+    result = runner.invoke(app, ["strategy", "check", str(DEFAULT_STRATEGY)])
+    assert result.exit_code == 0, result.output
+    for stage in ("reminder", "second_notice", "early", "continuous", "letter", "legal"):
+        assert stage in result.output
+
+
+def test_strategy_check_lists_every_error_with_its_path_and_exits_two(tmp_path: Path) -> None:
+    data = yaml.safe_load(Path(DEFAULT_STRATEGY).read_text(encoding="utf-8"))
+    data["stages"][0]["steps"][1]["hour"] = 25
+    data["stages"][0]["steps"][0]["channel"] = "pigeon"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(app, ["strategy", "check", str(bad)])
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert any(line.strip().startswith("stages.0.steps.0.channel: Input should be 'sms'") for line in lines)
+    assert any(line.strip().startswith("stages.0.steps.1.hour: ") for line in lines)
+
+
+def test_strategy_check_names_a_gap_in_the_ladder_at_the_later_stage(tmp_path: Path) -> None:
+    data = yaml.safe_load(Path(DEFAULT_STRATEGY).read_text(encoding="utf-8"))
+    data["stages"][1]["days_past_due"] = [9, 15]
+    bad = tmp_path / "gap.yaml"
+    bad.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(app, ["strategy", "check", str(bad)])
+    assert result.exit_code == 2
+    assert (
+        "stages.1.days_past_due: stage 'second_notice' must start the day after 'reminder' ends (day 8)"
+        in result.output
+    )
+
+
+def test_import_takes_the_good_rows_reports_the_bad_ones_by_line_and_a_reimport_changes_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    rows = [GOOD_ROW.format(n=1), "C2,李娜,not-money,2026-02-20,Asia/Shanghai,,,,,,,\n", GOOD_ROW.format(n=3),
+            "C4,王芳,10.00,2026-02-20,Mars/Olympus,,,,,,,\n"]  # fmt: skip
+    source = tmp_path / "accounts.csv"
+    source.write_text(CSV_HEADER + "".join(rows), encoding="utf-8")
+    first = runner.invoke(app, ["import", str(source)])
+    assert first.exit_code == 1
+    assert "accepted 2 (created 2, updated 0, unchanged 0); rejected 2" in first.output
+    assert "line 3: balance:" in first.output
+    assert "line 5: timezone:" in first.output
+    second = runner.invoke(app, ["import", str(source)])
+    assert "accepted 2 (created 0, updated 0, unchanged 2); rejected 2" in second.output
+
+
+def test_import_reads_ndjson_and_names_a_line_that_is_not_json(env: dict[str, str], tmp_path: Path) -> None:
+    account = {
+        "id": "N1",
+        "name": "Mary Smith",
+        "balance": "99.00",
+        "due_date": "2026-02-25",
+        "timezone": "Europe/London",
+    }
+    source = tmp_path / "accounts.ndjson"
+    source.write_text(json.dumps(account) + "\n{oops\n", encoding="utf-8")
+    result = runner.invoke(app, ["import", str(source)])
+    assert "accepted 1 (created 1" in result.output
+    assert "line 2: not valid JSON" in result.output
+    shown = runner.invoke(app, ["account", "show", "N1", "--json"])
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.output)
+    assert body["account"]["name"] == "Mary Smith"
+    assert body["timeline"][0]["event"] == "account_created"
+
+
+def test_account_show_of_an_unknown_id_says_so(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["account", "show", "NOPE"])
+    assert result.exit_code == 1
+    assert "no account 'NOPE'" in result.output
+
+
+def test_simulate_moves_accounts_through_the_ladder_without_a_window_or_cap_breach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
+    out = tmp_path / "timelines.json"
+    result = runner.invoke(app, ["simulate", "--accounts", "60", "--days", "100", "--seed", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "outside a window / holiday" in result.output
+    document = json.loads(out.read_text(encoding="utf-8"))
+    assert len(document["accounts"]) == 60
+    attempts = [row for account in document["accounts"] for row in account["timeline"] if row["kind"] == "attempt"]
+    assert {row["channel"] for row in attempts} >= {"sms", "voice", "email", "letter", "agency"}
+    assert all(row["at_utc"] and row["at_local"] for row in attempts)
