@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 
@@ -79,7 +80,50 @@ def _valid_zone(name: str) -> str:
     return name
 
 
+_E164 = re.compile(r"^\+([1-9]\d{6,14})$")
+
+
+@lru_cache(maxsize=4096)
+def _possible_length(country_code: int, national_length: int) -> bool:
+    """phonenumbers' "possible" test depends only on the country code and the national number's length."""
+    example = phonenumbers.PhoneNumber(country_code=country_code, national_number=int("1" * national_length))
+    return bool(phonenumbers.is_possible_number(example))
+
+
+@lru_cache(maxsize=512)
+def _prefix_pattern(country_code: int) -> re.Pattern[str] | None:
+    region = COUNTRY_CODE_TO_REGION_CODE[country_code][0]
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    pattern = metadata.national_prefix_for_parsing if metadata is not None else None
+    return re.compile(pattern) if pattern else None
+
+
+def _may_carry_prefix(country_code: int, national: str) -> bool:
+    """Numbers phonenumbers would strip a national or carrier prefix from go the slow, exact way."""
+    pattern = _prefix_pattern(country_code)
+    return national.startswith("0") or (pattern is not None and pattern.match(national) is not None)
+
+
+def _canonical_e164(number: str) -> str | None:
+    """The number itself when it is already canonical E.164 and possible; None to take the slow path."""
+    match = _E164.match(number)
+    if match is None:
+        return None
+    digits = match.group(1)
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[size:]
+            if _may_carry_prefix(code, national) or not _possible_length(code, len(national)):
+                return None
+            return number
+    return None
+
+
 def _valid_phone(number: str) -> str:
+    fast = _canonical_e164(number)
+    if fast is not None:
+        return fast  # parsing costs ~50 µs a number, a third of ingesting an account
     try:
         parsed = phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:
