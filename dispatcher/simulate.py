@@ -33,7 +33,7 @@ class OutcomeModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     outcomes: dict[Channel, dict[OutcomeKind, float]] = Field(
-        default_factory=lambda: {
+        default_factory=lambda: {  # type: ignore[arg-type]  # validated into enums at load
             "sms": {"delivered": 0.93, "undelivered": 0.05, "invalid_address": 0.02},
             "voice": {
                 "answered": 0.25,

@@ -28,9 +28,10 @@ from channels.sandbox import Sandboxes, start_sandboxes
 from config.settings import Settings
 from dispatcher.clock import AcceleratedClock
 from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.store import Store
 from dispatcher.synthetic import synthetic_accounts
 from workers.app import configure
-from workers.runtime import build_runtime
+from workers.runtime import WorkerRuntime, build_runtime
 from workers.tasks import dispatch
 
 DEMO_START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -64,7 +65,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console) -> Path:
     return root
 
 
-def _pump_until(runtime, clock: AcceleratedClock, plan: DemoPlan, console: Console) -> None:  # type: ignore[no-untyped-def]
+def _pump_until(runtime: WorkerRuntime, clock: AcceleratedClock, plan: DemoPlan, console: Console) -> None:
     ends = DEMO_START.timestamp() + plan.days * 86400
     with Live(console=console, refresh_per_second=2) as live:
         last_draw = 0.0
@@ -78,7 +79,7 @@ def _pump_until(runtime, clock: AcceleratedClock, plan: DemoPlan, console: Conso
         live.update(_live_table(runtime, clock, plan))
 
 
-def _live_table(runtime, clock: AcceleratedClock, plan: DemoPlan) -> Table:  # type: ignore[no-untyped-def]
+def _live_table(runtime: WorkerRuntime, clock: AcceleratedClock, plan: DemoPlan) -> Table:
     store = runtime.engine.store
     ids = [f"ACC{i:07d}" for i in range(plan.accounts)]
     stages: Counter[str] = Counter()
@@ -170,7 +171,7 @@ def _workers(env: dict[str, str], count: int, root: Path) -> Iterator[None]:
                 process.kill()
 
 
-def _export_audit(store, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _export_audit(store: Store, path: Path) -> None:
     with path.open("w", encoding="utf-8") as out:
         for entry in store.audit():
             out.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
