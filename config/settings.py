@@ -87,6 +87,27 @@ class Settings(BaseSettings):
     clock_factor: float = Field(default=1.0, gt=0, description="Demo only: simulated seconds per real second.")
     clock_origin: float | None = Field(default=None, description="Demo only: the real epoch second of clock_start.")
 
+    # API
+    api_host: str = Field(default="127.0.0.1", description="Address `dispatcher api` listens on.")
+    api_port: int = Field(default=8700, ge=1, le=65535, description="Port `dispatcher api` listens on.")
+    api_keys: str = Field(
+        default="",
+        description="API keys, stored hashed: comma-separated (or a JSON list of) `sha256hex:scope+scope` entries; "
+        "scopes accounts:write, events:write, accounts:read, admin. `dispatcher api-key` makes one.",
+    )
+    idempotency_ttl_seconds: int = Field(
+        default=86_400, ge=60, le=30 * 86_400, description="How long a POST's first answer is kept for retries."
+    )
+    email_webhook_secret: SecretStr = Field(
+        default=SecretStr("email-webhook-secret"), description="HMAC-SHA256 secret of the email-bounce webhook."
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_shape(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
     @field_validator("twilio_account_sid")
     @classmethod
     def _sid_shape(cls, value: str) -> str:
@@ -110,3 +131,25 @@ def load_settings(**overrides: object) -> Settings:
             variable = ENV_PREFIX + field.upper()
             lines.append(f"  {variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("\n".join(lines)) from None
+
+
+API_SCOPES = ("accounts:write", "events:write", "accounts:read", "admin")
+
+
+def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:
+    """`sha256hex:scope+scope` entries (comma-separated or a JSON list) as {hash: scopes}; ValueError if bad."""
+    import json
+
+    text = raw.strip()
+    entries = json.loads(text) if text.startswith("[") else [part for part in text.split(",") if part.strip()]
+    keys: dict[str, frozenset[str]] = {}
+    for entry in entries:
+        digest, _, scopes = str(entry).strip().partition(":")
+        if len(digest) != 64 or any(char not in "0123456789abcdef" for char in digest):
+            raise ValueError(f"{digest[:8]}...: expected the key's SHA-256 as 64 lowercase hex characters")
+        names = frozenset(scope for scope in scopes.split("+") if scope)
+        unknown = names - set(API_SCOPES)
+        if not names or unknown:
+            raise ValueError(f"{digest[:8]}...: scopes must be among {'+'.join(API_SCOPES)}, got {scopes!r}")
+        keys[digest] = names
+    return keys

@@ -77,7 +77,19 @@ class Engine:
         return self.upsert_many([account])[0]
 
     def record_event(self, account_id: str, event: Event) -> Result:
-        return self._run([account_id], lambda loaded, now: self._evented(loaded, event, now))[0]
+        return self._run([account_id], lambda loaded, now: self._evented(loaded, [event], now))[0]
+
+    def record_events(self, events: Sequence[tuple[str, Event]]) -> list[Result]:
+        """Several accounts' events in one read and one write; each account's events apply in order.
+        Events carrying an event_id go one by one, so a duplicate never hides its neighbours."""
+        grouped: dict[str, list[Event]] = {}
+        for account_id, event in events:
+            grouped.setdefault(account_id, []).append(event)
+        batch = [account_id for account_id, group in grouped.items() if all(e.event_id is None for e in group)]
+        results = self._run(batch, lambda loaded, now: self._evented(loaded, grouped[loaded.account_id], now))
+        for account_id in grouped.keys() - set(batch):
+            results += [self.record_event(account_id, event) for event in grouped[account_id]]
+        return results
 
     def replan_many(self, account_ids: Sequence[str]) -> list[Result]:
         return self._run(list(account_ids), _replanned)
@@ -90,28 +102,53 @@ class Engine:
     # The send path's two ends.
     def claim(self, contact: Contact) -> ClaimResult:
         """Last look on fresh state, then the atomic claim: 'send' means this caller, and only it, sends."""
+        return self.claim_many([contact])[0]
+
+    def claim_many(self, contacts: Sequence[Contact]) -> list[ClaimResult]:
+        """claim() for a batch: one read and one round of claims per pass; an account's second contact
+        waits for the next pass, since the first claim moves the account's version."""
+        results: dict[str, ClaimResult] = {}
+        pending = list(contacts)
         for _ in range(MAX_CONFLICT_RETRIES):
+            if not pending:
+                return [results[contact.id] for contact in contacts]
             now = self.clock.now()
-            loaded = self.store.load(contact.account_id)
-            if loaded.record is None:
-                return ClaimResult("deny", "unknown_account")
-            ruling = self.last_look(loaded.record, loaded.history, contact, now)
-            if ruling.verdict != "send":
-                self.store.settle(contact.account_id, contact.id, "queued", None)
-                self._audit_decision(contact, ruling, now)
-                if ruling.until is not None:
-                    self.store.wake_no_later(contact.account_id, ruling.until)
-                return ClaimResult(ruling.verdict, ruling.rule, ruling.until, loaded.record)
-            attempt = HistoryEntry(
-                kind="attempt", at=now, contact_id=contact.id, channel=contact.channel,
-                detail={"template": contact.template, "stage": contact.stage},
-            )  # fmt: skip
-            claimed = self.store.claim(contact.account_id, contact.id, loaded.version, attempt)
-            if claimed == 1:
-                return ClaimResult("send", record=loaded.record, attempt=attempt, history=(*loaded.history, attempt))
-            if claimed == 0:
-                return ClaimResult("claimed_elsewhere")
-        raise RuntimeError(f"contact {contact.id}: the account kept changing; claim abandoned")
+            loaded = {one.account_id: one for one in self.store.load_many(sorted({c.account_id for c in pending}))}
+            claims: list[tuple[Contact, Loaded, HistoryEntry]] = []
+            later: list[Contact] = []
+            for contact in pending:
+                account = loaded[contact.account_id]
+                if any(claimed.account_id == contact.account_id for claimed, _, _ in claims):
+                    later.append(contact)
+                elif account.record is None:
+                    results[contact.id] = ClaimResult("deny", "unknown_account")
+                else:
+                    ruling = self.last_look(account.record, account.history, contact, now)
+                    if ruling.verdict == "send":
+                        claims.append((contact, account, _attempt(contact, now)))
+                    else:
+                        results[contact.id] = self._not_now(contact, ruling, account.record, now)
+            replies = self.store.claim_many([(c.account_id, c.id, one.version, a) for c, one, a in claims])
+            for (contact, account, attempt), reply in zip(claims, replies, strict=True):
+                if reply == 1:
+                    history = (*account.history, attempt)
+                    results[contact.id] = ClaimResult("send", record=account.record, attempt=attempt, history=history)
+                elif reply == 0:
+                    results[contact.id] = ClaimResult("claimed_elsewhere")
+                else:
+                    later.append(contact)
+            pending = later
+        if pending:
+            raise RuntimeError(f"contacts {[c.id for c in pending[:5]]}: the accounts kept changing; claim abandoned")
+        return [results[contact.id] for contact in contacts]
+
+    def _not_now(self, contact: Contact, ruling: Ruling, record: AccountRecord, now: datetime) -> ClaimResult:
+        """The last look said no: give the queued claim back so the planner decides again, and say why."""
+        self.store.settle(contact.account_id, contact.id, "queued", None)
+        self._audit_decision(contact, ruling, now)
+        if ruling.until is not None:
+            self.store.wake_no_later(contact.account_id, ruling.until)
+        return ClaimResult(ruling.verdict, ruling.rule, ruling.until, record)
 
     def last_look(
         self, record: AccountRecord, history: Sequence[HistoryEntry], contact: Contact, now: datetime
@@ -209,24 +246,36 @@ class Engine:
         )  # fmt: skip
         return commit, account_plan
 
-    def _evented(self, loaded: Loaded, event: Event, now: datetime) -> Change:
+    def _evented(self, loaded: Loaded, events: Sequence[Event], now: datetime) -> Change:
         if loaded.record is None:
             raise UnknownAccount(loaded.account_id)
-        if isinstance(event, Outcome):
-            event = _with_channel(event, loaded.history)
-            entry = HistoryEntry(
-                kind="outcome", at=now, contact_id=event.contact_id, channel=event.channel,
-                outcome=event.outcome, detail=event.detail,
-            )  # fmt: skip
-        else:
-            fields = event.model_dump(exclude={"kind", "event_id"}, exclude_none=True, mode="json")
-            entry = HistoryEntry(kind="event", at=now, event=event.kind, detail={k: str(v) for k, v in fields.items()})
-        state = apply_event(loaded.record, event, self.strategy, now)
-        return Change(loaded.record.model_copy(update={"state": state}), [entry], event.event_id)
+        record, history, entries = loaded.record, list(loaded.history), []
+        for event in events:
+            if isinstance(event, Outcome):
+                event = _with_channel(event, history)
+                entry = HistoryEntry(
+                    kind="outcome", at=now, contact_id=event.contact_id, channel=event.channel,
+                    outcome=event.outcome, detail=event.detail,
+                )  # fmt: skip
+            else:
+                fields = event.model_dump(exclude={"kind", "event_id"}, exclude_none=True, mode="json")
+                detail = {k: str(v) for k, v in fields.items()}
+                entry = HistoryEntry(kind="event", at=now, event=event.kind, detail=detail)
+            record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
+            history.append(entry)
+            entries.append(entry)
+        return Change(record, entries, events[0].event_id if len(events) == 1 else None)
 
     def _audit_decision(self, contact: Contact, ruling: Ruling, now: datetime) -> None:
         decision = Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until)  # type: ignore[arg-type]
         self.store.append_audit(contact.account_id, [_decision_audit(contact.account_id, decision, now, "last_look")])
+
+
+def _attempt(contact: Contact, now: datetime) -> HistoryEntry:
+    return HistoryEntry(
+        kind="attempt", at=now, contact_id=contact.id, channel=contact.channel,
+        detail={"template": contact.template, "stage": contact.stage},
+    )  # fmt: skip
 
 
 def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:

@@ -136,24 +136,29 @@ class Simulation:
                 return
             results = self.engine.replan_many(due)
             self._observe(results, report)
-            for result in results:
-                for contact in result.queued:
-                    self._send(contact, report)
+            self._send_all([contact for result in results for contact in result.queued], report)
 
-    def _send(self, contact: Contact, report: Report) -> None:
-        claim = self.engine.claim(contact)
-        if claim.verdict == "defer":
-            report.deferrals[(claim.rule or "?").split(":")[0]] += 1
-        if claim.verdict != "send":
-            return
-        kind = self._draw(contact.channel)
-        self.engine.settle(contact, "sent")
-        report.sends[(contact.channel.value, kind.value)] += 1
-        outcome = Outcome(contact_id=contact.id, outcome=kind, channel=contact.channel)
-        result = self.engine.record_event(contact.account_id, outcome)
-        self._observe([result], report)
-        if result.record is not None:
-            self._debtor_reacts(contact, kind, result.record)
+    def _send_all(self, contacts: list[Contact], report: Report) -> None:
+        """Claim, 'send' and record outcomes a batch at a time; fallbacks the outcomes queue go next."""
+        while contacts:
+            sent: list[tuple[Contact, OutcomeKind]] = []
+            for contact, claim in zip(contacts, self.engine.claim_many(contacts), strict=True):
+                if claim.verdict == "defer":
+                    report.deferrals[(claim.rule or "?").split(":")[0]] += 1
+                if claim.verdict == "send":
+                    kind = self._draw(contact.channel)
+                    self.engine.settle(contact, "sent")
+                    report.sends[(contact.channel.value, kind.value)] += 1
+                    sent.append((contact, kind))
+            events = [(c.account_id, Outcome(contact_id=c.id, outcome=k, channel=c.channel)) for c, k in sent]
+            results = self.engine.record_events(events)
+            self._observe(results, report)
+            records = {result.account_id: result.record for result in results}
+            for contact, kind in sent:
+                record = records.get(contact.account_id)
+                if record is not None:
+                    self._debtor_reacts(contact, kind, record)
+            contacts = [contact for result in results for contact in result.queued]
 
     def _draw(self, channel: Channel) -> OutcomeKind:
         table = self.model.outcomes[channel]
@@ -187,7 +192,9 @@ class Simulation:
         while self.responses and self.responses[0][0] <= now:
             _, _, account_id, event = heapq.heappop(self.responses)
             report.events[event.kind] += 1
-            self._observe([self.engine.record_event(account_id, event)], report)
+            result = self.engine.record_event(account_id, event)
+            self._observe([result], report)
+            self._send_all(list(result.queued), report)
 
     def _observe(self, results: Sequence[Result], report: Report) -> None:
         for result in results:

@@ -5,7 +5,7 @@ on a Redis Cluster):
 
     {a:ID}:acct      hash  v = version, d = AccountRecord JSON, r = releases (history entries removed)
     {a:ID}:hist      list  HistoryEntry JSON, append-only
-    {a:ID}:claims    hash  contact id -> queued | sending | sent | unknown
+    {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown
     {a:ID}:events    set   event ids already applied (a repeat is ignored)
     {s:N}:wake       zset  account id -> next wake-up (epoch seconds)
     {s:N}:audit      stream  one entry per write, field e = JSON array of its events and decisions
@@ -45,7 +45,10 @@ for _ = 1, count do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
 local result = {next_version}
 count = tonumber(ARGV[i]); i = i + 1
 for _ = 1, count do
-  if redis.call('HSETNX', KEYS[3], ARGV[i], 'queued') == 1 then table.insert(result, ARGV[i]) end
+  -- new ids, and ids still queued (planned before but not yet claimed: their dispatch may have been lost)
+  if redis.call('HSETNX', KEYS[3], ARGV[i], 'queued') == 1 or redis.call('HGET', KEYS[3], ARGV[i]) == 'queued' then
+    table.insert(result, ARGV[i])
+  end
   i = i + 1
 end
 if ARGV[i] ~= '' then redis.call('XADD', KEYS[5], '*', 'e', ARGV[i]) end
@@ -221,7 +224,7 @@ class Store:
 
     # Writing.
     def commit_many(self, commits: Sequence[Commit]) -> list[list[str] | int]:
-        """Apply each commit; per commit the newly queued contact ids, or CONFLICT / DUPLICATE."""
+        """Apply each commit; per commit the ids to dispatch (new or still queued), or CONFLICT / DUPLICATE."""
         pipe = self.redis.pipeline(transaction=False)
         for commit in commits:
             self._commit(keys=self._commit_keys(commit), args=self._commit_args(commit), client=pipe)
@@ -279,9 +282,18 @@ class Store:
 
     def claim(self, account_id: str, contact_id: str, version: str, attempt: HistoryEntry) -> int:
         """1: this caller may send; 0: already claimed by someone; CONFLICT: state moved, look again."""
-        keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
-        args = [contact_id, version, attempt.model_dump_json(exclude_defaults=True), repr(epoch(attempt.at))]
-        return int(self._claim(keys=keys, args=args))
+        return self.claim_many([(account_id, contact_id, version, attempt)])[0]
+
+    def claim_many(self, claims: Sequence[tuple[str, str, str, HistoryEntry]]) -> list[int]:
+        """claim() for each (account id, contact id, version read, attempt), in one round trip."""
+        if not claims:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for account_id, contact_id, version, attempt in claims:
+            keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
+            args = [contact_id, version, attempt.model_dump_json(exclude_defaults=True), repr(epoch(attempt.at))]
+            self._claim(keys=keys, args=args, client=pipe)
+        return [int(reply) for reply in pipe.execute()]
 
     def settle(self, account_id: str, contact_id: str, expected: str, status: str | None) -> bool:
         """Move a claim from `expected` to `status` (None forgets it so a later plan may queue it again)."""

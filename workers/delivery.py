@@ -32,6 +32,7 @@ class Delivery:
     result: str  # sent | failed | unknown | deferred | denied | claimed_elsewhere | throttled | retry
     retry_in: float | None = None
     detail: str | None = None
+    follow_ups: tuple[Contact, ...] = ()  # contacts the outcome queued (a fallback): the caller dispatches them
 
 
 class Deliverer:
@@ -86,8 +87,8 @@ class Deliverer:
             )  # fmt: skip
         except PermanentDeliveryError as exc:
             self.engine.settle(contact, "failed", {"error": str(exc)})
-            self._outcome(contact, OutcomeKind(exc.outcome_kind), {"error": str(exc)})
-            return Delivery(contact.id, "failed", detail=exc.outcome_kind)
+            follow_ups = self._outcome(contact, OutcomeKind(exc.outcome_kind), {"error": str(exc)})
+            return Delivery(contact.id, "failed", detail=exc.outcome_kind, follow_ups=follow_ups)
         except TransientDeliveryError as exc:
             return self._transient(contact, attempt, exc)
         detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status}
@@ -95,8 +96,8 @@ class Deliverer:
             detail["segments"] = str(receipt.segments)
         self.engine.settle(contact, "sent", detail)
         kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
-        self._outcome(contact, kind, detail)
-        return Delivery(contact.id, "sent", detail=receipt.provider_id)
+        follow_ups = self._outcome(contact, kind, detail)
+        return Delivery(contact.id, "sent", detail=receipt.provider_id, follow_ups=follow_ups)
 
     def _transient(self, contact: Contact, attempt: Any, exc: TransientDeliveryError) -> Delivery:
         if exc.ambiguous:
@@ -111,9 +112,9 @@ class Deliverer:
         self.engine.store.wake_no_later(contact.account_id, self.engine.clock.now() + timedelta(seconds=wait))
         return Delivery(contact.id, "retry_later", detail=str(exc))
 
-    def _outcome(self, contact: Contact, kind: OutcomeKind, detail: dict[str, str]) -> None:
+    def _outcome(self, contact: Contact, kind: OutcomeKind, detail: dict[str, str]) -> tuple[Contact, ...]:
         event = Outcome(contact_id=contact.id, outcome=kind, channel=contact.channel, detail=detail)
-        self.engine.record_event(contact.account_id, event)
+        return self.engine.record_event(contact.account_id, event).queued
 
     def _sender(self, contact: Contact) -> str:
         settings = self.settings

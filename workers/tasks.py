@@ -64,6 +64,7 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
     for index, payload in enumerate(payloads):
         delivery = runtime.deliverer.deliver(contact_from(payload))
         results[delivery.result] += 1
+        dispatch(delivery.follow_ups, runtime.settings.send_batch)
         if delivery.result == "throttled":
             # The rest of the batch waits with it: one re-queued task, not one per contact.
             send.apply_async(args=[payloads[index:]], queue=payload["channel"], countdown=delivery.retry_in)

@@ -125,7 +125,10 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
     async def print_vendor(request: Request) -> WebhookResult:
         body = await request.body()
         _verified(lambda: verify_signature(letter_secret, request.headers, body, now=time.time()), "Lob-Signature")
-        outcomes = tracking_outcomes(_json_object(body))
+        try:
+            outcomes = tracking_outcomes(_json_object(body))
+        except (AttributeError, TypeError, ValueError) as exc:  # signed, but not shaped like a tracking event
+            raise ApiError(422, "validation", str(exc), [FieldError(field="body", message=str(exc))]) from None
         rank = max((LETTER_RANK.get(o.kind, 0) for o in outcomes), default=0)
         return await recorder.outcomes(outcomes, Channel.LETTER, rank, "lob")
 

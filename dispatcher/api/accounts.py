@@ -50,7 +50,7 @@ class AccountView(BaseModel):
     decisions_complete: bool = Field(description="False when older decisions lie beyond the audit scan.")
 
 
-def engine_of(request: Request) -> Engine:
+async def engine_of(request: Request) -> Engine:  # async: no thread hop for a lookup
     engine: Engine = request.app.state.engine
     return engine
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, get_args
 
 from fastapi import FastAPI, Request
@@ -50,10 +50,10 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, error: str, message: str, fields: Iterable[FieldError] = (), headers: dict[str, str] | None = None
+    status: int, error: str, message: str, fields: Iterable[FieldError] = (), headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = ErrorBody(error=error, message=message, fields=list(fields))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers) if headers else None)
 
 
 def field_path(loc: Sequence[Any]) -> str:

@@ -137,7 +137,7 @@ class IdempotencyMiddleware:
     ) -> None:
         await fingerprint.drain(receive)
         raw = await _run(self.redis.get, meta)
-        stored = json.loads(raw) if raw else {"state": "processing"}
+        stored: dict[str, Any] = json.loads(raw) if raw else {"state": "processing"}
         if stored.get("state") != "done":
             message = f"a request with this {HEADER} is still being processed; retry in a moment"
             await _send_raw(send, *_error(409, "conflict", message, {"Retry-After": "1"}))

@@ -314,6 +314,18 @@ def test_pumping_twice_at_the_same_moment_queues_nothing_new(engine: Engine, clo
     clock.set(local(date(2026, 3, 3), 10))
     assert queued_ids(engine.pump()) == ["A1/reminder/sms/0"]
     assert engine.pump() == []
+
+
+def test_a_replan_offers_a_still_queued_contact_again_and_the_claim_keeps_it_to_one_send(
+    engine: Engine, clock: ManualClock
+) -> None:
+    engine.upsert(make_account(due_date=date(2026, 3, 2)))
+    clock.set(local(date(2026, 3, 3), 10))
+    [first] = engine.pump()
+    [again] = engine.replan_many(["A1"])[0].queued  # its dispatch may have been lost: offer it again
+    assert again.id == first.id
+    assert engine.claim(first).verdict == "send"
+    assert engine.claim(again).verdict == "claimed_elsewhere"
     assert engine.replan_many(["A1"])[0].queued == ()
 
 

@@ -73,8 +73,10 @@ def test_an_invalid_number_becomes_an_outcome_the_strategy_answers(
     assert "phone" in loaded.record.state.invalid_addresses
     outcomes = [(e.contact_id, e.outcome) for e in loaded.history if e.kind == "outcome"]
     assert outcomes == [(contact.id, "invalid_address")]
-    fallbacks = runtime.engine.replan_many(["FBAD"])[0].plan
-    assert any(c.id == f"{contact.id}/fb" and c.channel == "email" for c in fallbacks.contacts)
+    fallback = f"{contact.id}/fb"  # the strategy's answer: an email instead, dispatched by the worker at once
+    eventually(lambda: runtime.engine.store.claim_status("FBAD", fallback) == "sent")
+    attempts = [(e.contact_id, e.channel) for e in runtime.engine.store.load("FBAD").history if e.kind == "attempt"]
+    assert attempts == [(contact.id, "sms"), (fallback, "email")]
 
 
 def test_a_throttled_batch_waits_for_the_limiter_and_still_sends_each_contact_once(
