@@ -63,21 +63,32 @@ Mutator = Callable[[Loaded, datetime], Change | None]
 
 
 class Engine:
-    def __init__(self, store: Store, strategy: Strategy, clock: Clock):
+    """`on_queued` receives the contacts an upsert or event queued (the workers send them to Celery); without
+    it those accounts wake now, so the pump offers the contacts again within a second."""
+
+    def __init__(
+        self,
+        store: Store,
+        strategy: Strategy,
+        clock: Clock,
+        on_queued: Callable[[Sequence[Contact]], None] | None = None,
+    ):
         self.store = store
         self.strategy = strategy
         self.clock = clock
+        self.on_queued = on_queued
 
     # Changes.
     def upsert_many(self, accounts: Sequence[Account]) -> list[Result]:
         by_id = {account.id: account for account in accounts}
-        return self._run(list(by_id), lambda loaded, now: _upserted(loaded, by_id[loaded.account_id], now))
+        results = self._run(list(by_id), lambda loaded, now: _upserted(loaded, by_id[loaded.account_id], now))
+        return self._hand_over(results)
 
     def upsert(self, account: Account) -> Result:
         return self.upsert_many([account])[0]
 
     def record_event(self, account_id: str, event: Event) -> Result:
-        return self._run([account_id], lambda loaded, now: self._evented(loaded, [event], now))[0]
+        return self._hand_over(self._run([account_id], lambda loaded, now: self._evented(loaded, [event], now)))[0]
 
     def record_events(self, events: Sequence[tuple[str, Event]]) -> list[Result]:
         """Several accounts' events in one read and one write; each account's events apply in order.
@@ -87,8 +98,19 @@ class Engine:
             grouped.setdefault(account_id, []).append(event)
         batch = [account_id for account_id, group in grouped.items() if all(e.event_id is None for e in group)]
         results = self._run(batch, lambda loaded, now: self._evented(loaded, grouped[loaded.account_id], now))
+        self._hand_over(results)
         for account_id in grouped.keys() - set(batch):
             results += [self.record_event(account_id, event) for event in grouped[account_id]]
+        return results
+
+    def _hand_over(self, results: list[Result]) -> list[Result]:
+        contacts = [contact for result in results for contact in result.queued]
+        if contacts and self.on_queued is not None:
+            self.on_queued(contacts)
+        elif contacts:
+            now = self.clock.now()
+            for account_id in {contact.account_id for contact in contacts}:
+                self.store.wake_no_later(account_id, now)
         return results
 
     def replan_many(self, account_ids: Sequence[str]) -> list[Result]:

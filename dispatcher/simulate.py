@@ -139,7 +139,7 @@ class Simulation:
             self._send_all([contact for result in results for contact in result.queued], report)
 
     def _send_all(self, contacts: list[Contact], report: Report) -> None:
-        """Claim, 'send' and record outcomes a batch at a time; fallbacks the outcomes queue go next."""
+        """Claim, 'send' and record outcomes a batch at a time."""
         while contacts:
             sent: list[tuple[Contact, OutcomeKind]] = []
             for contact, claim in zip(contacts, self.engine.claim_many(contacts), strict=True):
@@ -158,7 +158,7 @@ class Simulation:
                 record = records.get(contact.account_id)
                 if record is not None:
                     self._debtor_reacts(contact, kind, record)
-            contacts = [contact for result in results for contact in result.queued]
+            contacts = []  # what the outcomes queued (fallbacks) woke its account: the pump offers it next
 
     def _draw(self, channel: Channel) -> OutcomeKind:
         table = self.model.outcomes[channel]
@@ -192,9 +192,7 @@ class Simulation:
         while self.responses and self.responses[0][0] <= now:
             _, _, account_id, event = heapq.heappop(self.responses)
             report.events[event.kind] += 1
-            result = self.engine.record_event(account_id, event)
-            self._observe([result], report)
-            self._send_all(list(result.queued), report)
+            self._observe([self.engine.record_event(account_id, event)], report)
 
     def _observe(self, results: Sequence[Result], report: Report) -> None:
         for result in results:

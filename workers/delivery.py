@@ -32,7 +32,6 @@ class Delivery:
     result: str  # sent | failed | unknown | deferred | denied | claimed_elsewhere | throttled | retry
     retry_in: float | None = None
     detail: str | None = None
-    follow_ups: tuple[Contact, ...] = ()  # contacts the outcome queued (a fallback): the caller dispatches them
 
 
 class Deliverer:
@@ -87,8 +86,8 @@ class Deliverer:
             )  # fmt: skip
         except PermanentDeliveryError as exc:
             self.engine.settle(contact, "failed", {"error": str(exc)})
-            follow_ups = self._outcome(contact, OutcomeKind(exc.outcome_kind), {"error": str(exc)})
-            return Delivery(contact.id, "failed", detail=exc.outcome_kind, follow_ups=follow_ups)
+            self._outcome(contact, OutcomeKind(exc.outcome_kind), {"error": str(exc)})
+            return Delivery(contact.id, "failed", detail=exc.outcome_kind)
         except TransientDeliveryError as exc:
             return self._transient(contact, attempt, exc)
         detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status}
@@ -96,8 +95,8 @@ class Deliverer:
             detail["segments"] = str(receipt.segments)
         self.engine.settle(contact, "sent", detail)
         kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
-        follow_ups = self._outcome(contact, kind, detail)
-        return Delivery(contact.id, "sent", detail=receipt.provider_id, follow_ups=follow_ups)
+        self._outcome(contact, kind, detail)
+        return Delivery(contact.id, "sent", detail=receipt.provider_id)
 
     def _transient(self, contact: Contact, attempt: Any, exc: TransientDeliveryError) -> Delivery:
         if exc.ambiguous:
@@ -112,9 +111,10 @@ class Deliverer:
         self.engine.store.wake_no_later(contact.account_id, self.engine.clock.now() + timedelta(seconds=wait))
         return Delivery(contact.id, "retry_later", detail=str(exc))
 
-    def _outcome(self, contact: Contact, kind: OutcomeKind, detail: dict[str, str]) -> tuple[Contact, ...]:
+    def _outcome(self, contact: Contact, kind: OutcomeKind, detail: dict[str, str]) -> None:
+        """Record it; a fallback it queues goes out through the engine's on_queued (the worker's dispatch)."""
         event = Outcome(contact_id=contact.id, outcome=kind, channel=contact.channel, detail=detail)
-        return self.engine.record_event(contact.account_id, event).queued
+        self.engine.record_event(contact.account_id, event)
 
     def _sender(self, contact: Contact) -> str:
         settings = self.settings

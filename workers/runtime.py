@@ -5,6 +5,7 @@ Built lazily on first use, after the fork, so no connection or event loop is sha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from channels import REGISTRY, build_adapter
@@ -12,6 +13,7 @@ from channels.render import Renderer
 from config.settings import Settings, load_settings
 from dispatcher.clock import AcceleratedClock, Clock, SystemClock
 from dispatcher.engine import Engine
+from dispatcher.models import Contact
 from dispatcher.store import Store
 from dispatcher.strategy import load_strategy
 from workers.delivery import Deliverer
@@ -39,7 +41,14 @@ def build_runtime(settings: Settings, clock: Clock | None = None, retry_wait: fl
     limits = {key: Limit(rate, settings.rate_limit_burst) for key, rate in settings.rate_limits.items()}
     limiter = RateLimiter(settings.redis_url, limits)
     deliverer = Deliverer(engine, adapters, Renderer(), limiter, settings, retry_wait)
+    engine.on_queued = lambda contacts: _dispatch(contacts, settings.send_batch)
     return WorkerRuntime(settings, engine, deliverer)
+
+
+def _dispatch(contacts: Sequence[Contact], batch: int) -> None:
+    from workers.tasks import dispatch  # the tasks module imports this one
+
+    dispatch(contacts, batch)
 
 
 _installed: WorkerRuntime | None = None

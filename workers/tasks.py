@@ -64,7 +64,6 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
     for index, payload in enumerate(payloads):
         delivery = runtime.deliverer.deliver(contact_from(payload))
         results[delivery.result] += 1
-        dispatch(delivery.follow_ups, runtime.settings.send_batch)
         if delivery.result == "throttled":
             # The rest of the batch waits with it: one re-queued task, not one per contact.
             send.apply_async(args=[payloads[index:]], queue=payload["channel"], countdown=delivery.retry_in)
@@ -86,14 +85,10 @@ def ingest_event(account_id: str, event: dict[str, Any]) -> str:
     """The Celery entry for services on the same broker; the same validation as the HTTP path."""
     runtime = worker_runtime()
     parsed = EVENT_ADAPTER.validate_python(event)
-    result = runtime.engine.record_event(account_id, parsed)
-    dispatch(result.queued, runtime.settings.send_batch)
-    return result.status
+    return runtime.engine.record_event(account_id, parsed).status  # what it queued goes out via on_queued
 
 
 @app.task(name="dispatcher.upsert_account")
 def upsert_account(account: dict[str, Any]) -> str:
     runtime = worker_runtime()
-    result = runtime.engine.upsert(Account.model_validate(account))
-    dispatch(result.queued, runtime.settings.send_batch)
-    return result.status
+    return runtime.engine.upsert(Account.model_validate(account)).status

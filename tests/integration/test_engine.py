@@ -16,6 +16,7 @@ from dispatcher.events import AdhocContact, DoNotContact, EventRejected, Outcome
 from dispatcher.models import Channel, Contact, OutcomeKind
 from dispatcher.planner import plan
 from dispatcher.store import Store
+from dispatcher.strategy import Strategy
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration
@@ -42,6 +43,16 @@ def test_an_upserted_account_is_planned_at_once(engine: Engine, store: Store) ->
     assert (result.status, result.plan is not None and result.plan.stage) == ("applied", "reminder")
     assert queued_ids(result.queued) == ["A1/reminder/sms/0"]
     assert store.claims("A1") == {"A1/reminder/sms/0": "queued"}
+    assert store.next_wakeup("A1") == local(date(2026, 3, 3), 11)
+
+
+def test_without_a_dispatcher_an_account_with_queued_contacts_wakes_now_for_the_pump(
+    store: Store, strategy: Strategy, clock: ManualClock
+) -> None:
+    bare = Engine(store, strategy, clock)  # the API without Celery: the pump must pick the contact up
+    [contact] = bare.upsert(make_account()).queued
+    assert store.next_wakeup("A1") == clock.now()
+    assert [c.id for c in bare.pump()] == [contact.id]
     assert store.next_wakeup("A1") == local(date(2026, 3, 3), 11)
 
 
