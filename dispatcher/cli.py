@@ -194,6 +194,33 @@ def beat(
 
 
 @app.command()
+def api() -> None:
+    """Serve the HTTP API (accounts, events, contacts, provider webhooks) on DISPATCHER_API_HOST:PORT.
+
+    OpenAPI docs at /docs. Contacts an API call queues are sent by the pump of the worker cluster.
+    """
+    from dispatcher.api import serve
+
+    serve(_settings())
+
+
+@app.command("api-key")
+def api_key(
+    scopes: Annotated[list[str], typer.Argument(help="accounts:write, events:write, accounts:read and/or admin.")],
+) -> None:
+    """Make a new API key: give the key to the client, put the hashed entry in DISPATCHER_API_KEYS."""
+    from dispatcher.api import new_api_key
+
+    try:
+        key, entry = new_api_key(scopes)
+    except ValueError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"key (give to the client, shown once): {key}", highlight=False)
+    console.print(f"entry for DISPATCHER_API_KEYS:        {entry}", highlight=False)
+
+
+@app.command()
 def sandbox(
     twilio_port: Annotated[int, typer.Option(help="Twilio-compatible API port.")] = 8701,
     smtp_port: Annotated[int, typer.Option(help="SMTP port.")] = 8725,

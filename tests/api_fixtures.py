@@ -4,9 +4,6 @@ these names so pytest sees them."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -14,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from twilio.request_validator import RequestValidator
 
 from config.settings import Settings, load_settings
 from dispatcher.api import create_app, new_api_key
+from dispatcher.api.app import ServerThread
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
 from dispatcher.store import Store
@@ -48,33 +45,6 @@ def api_settings(redis_url: str, api_keys: dict[str, tuple[str, str]]) -> Settin
         public_base_url=PUBLIC_BASE_URL,
         _env_file=None,
     )
-
-
-class ServerThread:
-    """uvicorn in a background thread on a socket it was handed, so the port is ours from the start."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.005)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
-        self.sock.close()
 
 
 @dataclass

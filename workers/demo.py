@@ -1,6 +1,6 @@
 """`dispatcher demo`: the whole deployment on one machine, on an accelerated clock.
 
-It starts the embedded Redis, the provider sandboxes, the API (for provider webhooks, when available),
+It starts the embedded Redis, the provider sandboxes, the API (provider webhooks come back through it),
 real Celery worker processes and the pump; loads synthetic accounts; shows a live table while about
 120 simulated days pass in about two minutes; and ends by saying where everything landed.
 """
@@ -26,13 +26,17 @@ from rich.table import Table
 
 from channels.sandbox import Sandboxes, start_sandboxes
 from config.settings import Settings
+from dispatcher.api import create_app
+from dispatcher.api.app import ServerThread, bind_loopback
 from dispatcher.clock import AcceleratedClock
+from dispatcher.logging import configure_logging
 from dispatcher.redis_server import EmbeddedRedis
 from dispatcher.store import Store
 from dispatcher.synthetic import synthetic_accounts
 from workers.app import configure
 from workers.runtime import WorkerRuntime, build_runtime
 from workers.tasks import dispatch
+from workers.webhooks import webhook_router
 
 DEMO_START = datetime(2026, 3, 2, tzinfo=UTC)
 PUMP_EVERY = 0.05  # real seconds; an accelerated hour is 0.04 s, so windows are never stepped over
@@ -51,6 +55,9 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console) -> Path:
     root = (settings.state_dir / "demo").resolve()
     _fresh(root)
     factor = plan.days * 86400 / plan.seconds
+    api_socket = bind_loopback()  # the webhooks' address must be known before the sandboxes start
+    public_url = f"http://127.0.0.1:{api_socket.getsockname()[1]}"
+    settings = settings.model_copy(update={"public_base_url": public_url})
     with EmbeddedRedis(root / "redis") as redis_server, _sandboxes(root, settings) as sandboxes:
         origin = time.time()
         clock = AcceleratedClock(DEMO_START, factor, origin)
@@ -58,9 +65,12 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console) -> Path:
         demo_settings = settings.model_copy(update=_settings_update(redis_server.url, sandboxes, factor, origin))
         configure(demo_settings)
         runtime = build_runtime(demo_settings, clock=clock)
-        with _workers(env, plan.workers, root):
-            runtime.engine.upsert_many(synthetic_accounts(plan.accounts, 7, DEMO_START.date()))
-            _pump_until(runtime, clock, plan, console)
+        api = create_app(runtime.engine, demo_settings, extra_routers=[webhook_router])
+        with (root / "api.log").open("w", encoding="utf-8") as api_log, ServerThread(api, api_socket):
+            configure_logging(demo_settings, stream=api_log)  # the live table owns the terminal
+            with _workers(env, plan.workers, root):
+                runtime.engine.upsert_many(synthetic_accounts(plan.accounts, 7, DEMO_START.date()))
+                _pump_until(runtime, clock, plan, console)
         _export_audit(runtime.engine.store, root / "audit.ndjson")
     return root
 
@@ -137,7 +147,7 @@ def _settings_update(redis_url: str, sandboxes: Sandboxes, factor: float, origin
 def _worker_env(
     settings: Settings, redis_url: str, sandboxes: Sandboxes, factor: float, origin: float
 ) -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(os.environ, DISPATCHER_PUBLIC_BASE_URL=settings.public_base_url)
     for field, value in _settings_update(redis_url, sandboxes, factor, origin).items():
         text = (
             value.isoformat()
@@ -190,5 +200,5 @@ def where_to_look(root: Path) -> list[str]:
         f"SMS and call log (NDJSON): {sandboxes / 'twilio' / 'twilio.ndjson'}",
         f"agency case files:        {sandboxes / 'agency' / 'cases'}",
         f"audit trail (NDJSON):     {root / 'audit.ndjson'}",
-        f"worker logs:              {root}/worker-*.log",
+        f"worker and API logs:      {root}/worker-*.log, {root / 'api.log'}",
     ]

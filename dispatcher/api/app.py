@@ -8,7 +8,11 @@ name, the way uvicorn and Celery name an app.
 from __future__ import annotations
 
 import importlib
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 import uvicorn
@@ -80,3 +84,36 @@ def serve(settings: Settings, extra_routers: Iterable[str | RouterFactory] = (WE
         app = create_app(runtime.engine, settings, extra_routers=factories)
         log.info("api.starting", host=settings.api_host, port=settings.api_port)
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False)
+
+
+def bind_loopback() -> socket.socket:
+    """A listening-ready socket on a free 127.0.0.1 port, bound now so the port is ours from the start."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class ServerThread:
+    """uvicorn serving `app` in a background thread (the demo's API, the tests' server)."""
+
+    def __init__(self, app: Any, sock: socket.socket | None = None) -> None:
+        self.sock = sock or bind_loopback()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.005)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+        self.sock.close()
