@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from dispatcher import phone_index
 from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
 from dispatcher.events import Event, EventRejected, Outcome, apply_event, lapsed_events
@@ -82,6 +83,8 @@ class Engine:
     def upsert_many(self, accounts: Sequence[Account]) -> list[Result]:
         by_id = {account.id: account for account in accounts}
         results = self._run(list(by_id), lambda loaded, now: _upserted(loaded, by_id[loaded.account_id], now))
+        # Every upsert path (API, batch, import, Celery) passes here, so an inbound STOP finds the account.
+        phone_index.remember(self.store, [by_id[r.account_id] for r in results if r.status == "applied"])
         return self._hand_over(results)
 
     def upsert(self, account: Account) -> Result:

@@ -1,6 +1,7 @@
 """Which accounts a phone number belongs to, so an inbound STOP reaches every account of that debtor.
 
-One Redis set per number, `{idx:phone}:<E.164>`, holding account ids (a debtor with two cards has two
+One Redis set per number, `{p:<E.164>}:accounts` (a hash tag per number, so they spread over a Cluster),
+holding account ids (a debtor with two cards has two
 accounts and one phone). The index is only a hint: a lookup re-reads each account and drops ids whose
 phone has since changed, so a stale entry costs a read, never a wrong opt-out.
 """
@@ -12,11 +13,9 @@ from collections.abc import Iterable
 from dispatcher.models import Account
 from dispatcher.store import Store
 
-KEY_PREFIX = "{idx:phone}:"
-
 
 def phone_key(phone: str) -> str:
-    return KEY_PREFIX + phone
+    return f"{{p:{phone}}}:accounts"
 
 
 def remember(store: Store, accounts: Iterable[Account]) -> None:

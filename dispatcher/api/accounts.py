@@ -10,7 +10,6 @@ import structlog
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from dispatcher import phone_index
 from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.engine import Engine, Result, UnknownAccount
@@ -85,7 +84,6 @@ def put_account(
     """Create or replace the account; it is planned at once and its due contacts queued."""
     account = to_account(account_id, body)
     result = engine.upsert(account)
-    phone_index.remember(engine.store, [account])
     status = upsert_status(result)
     if status == "created":
         response.status_code = 201

@@ -18,7 +18,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from dispatcher import phone_index
 from dispatcher.api.accounts import engine_of, upsert_status
 from dispatcher.api.auth import ACCOUNTS_WRITE, Principal, require
 from dispatcher.api.errors import responses, validation_fields
@@ -87,7 +86,6 @@ class _Batch:
             return {}
         accounts = list(group.values())
         by_id = {result.account_id: upsert_status(result) for result in self.engine.upsert_many(accounts)}
-        phone_index.remember(self.engine.store, accounts)
         return {
             index: by_id[item.id]
             for index, (_, item) in enumerate(parsed[:before])

@@ -93,7 +93,7 @@ def test_all_keys_carry_account_or_shard_hash_tags(engine: Engine, store: Store)
     engine.record_event("K0", Payment(amount=Decimal("1"), event_id="p-1"))
     for key in store.redis.keys("*"):
         tag = key[: key.index("}") + 1]
-        assert tag.startswith(("{a:K", "{s:")) and key[len(tag)] == ":", key
+        assert tag.startswith(("{a:K", "{s:", "{p:+")) and key[len(tag)] == ":", key
 
 
 def test_a_repeated_event_id_is_a_duplicate_and_applied_once(engine: Engine, store: Store) -> None:
