@@ -195,7 +195,8 @@ def main() -> None:
         sink = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
         sink.daemon_threads = True
         threading.Thread(target=sink.serve_forever, daemon=True).start()
-        stack.callback(lambda: (sink.shutdown(), sink.server_close()))
+        stack.callback(sink.server_close)
+        stack.callback(sink.shutdown)
         sink_url = f"http://127.0.0.1:{sink.server_port}"
         sandboxes = start_sandboxes(state / "sandboxes", callback_base_url=sink_url)
         stack.callback(sandboxes.stop)
@@ -244,7 +245,7 @@ def main() -> None:
         report(args, noop_runs, real_run, statuses, received, {contact.id for contact in contacts})
 
 
-def report(args, noop_runs, real_run, statuses, received, wanted) -> None:  # type: ignore[no-untyped-def]
+def report(args, noop_runs, real_run, statuses, received, wanted) -> None:  # type: ignore[no-untyped-def,unused-ignore]
     (noop_seconds, noop_done, noop_cpu) = sorted(noop_runs)[len(noop_runs) // 2]
     real_seconds, real_done, real_cpu = real_run
     real_rate, noop_rate = real_done / real_seconds, noop_done / noop_seconds

@@ -105,7 +105,7 @@ def main() -> None:
         jobs = [(server.url, args.rate, args.burst, start, args.seconds)] * args.processes
         with multiprocessing.get_context("fork").Pool(args.processes) as pool:
             results = pool.starmap(contender, jobs)
-    own, before, after = (sorted(stamp for result in results for stamp in result[k]) for k in range(3))
+    own, before, after = (sorted(stamp for result in results for stamp in result[k]) for k in range(3))  # type: ignore[union-attr]
     refusals = sum(result[3] for result in results)
     per_process = [len(result[0]) for result in results]
     call_ms = [(b - a) * 1000 for result in results for a, b in zip(result[1], result[2], strict=True)]
