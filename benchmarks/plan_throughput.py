@@ -122,9 +122,8 @@ def main() -> None:
     print(f"raw pipelined write of the same keys: {raw_seconds:.1f} s, {raw_rate:,.0f} accounts/s")
     print(f"ratio engine/raw: {engine_rate / raw_rate:.2f} (goal >= 0.25)")
     print(f"projected time for 1,000,000 accounts: {1_000_000 / engine_rate:.0f} s (goal <= 120)")
-    print(
-        f"Redis memory per account: engine {engine_memory / args.accounts:.0f} B, raw {raw_memory / args.accounts:.0f} B"
-    )
+    per_engine, per_raw = engine_memory / args.accounts, raw_memory / args.accounts
+    print(f"Redis memory per account: engine {per_engine:.0f} B, raw {per_raw:.0f} B")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,9 @@ class Renderer:
         return [ext for ext in ALL_EXTENSIONS if (self._dir / folder / f"{template_name}.{ext}").is_file()]
 
 
+@lru_cache(maxsize=64)
 def babel_locale(locale: str) -> Locale:
+    """Cached: parsing a locale is measurable on the send path, and there are only a few."""
     return Locale.parse(locale.replace("-", "_"))
 
 

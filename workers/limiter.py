@@ -24,7 +24,7 @@ class Limit:
     burst: int = 0
 
     def items(self) -> tuple[RateLimitItem, ...]:
-        """The windows to pass, the long-run one first so a refusal there wastes no per-second token."""
+        """The windows to pass: the per-second cap, and with a burst the ten-second average as well."""
         per_second = RateLimitItemPerSecond(max(1, int(self.rate) + self.burst), 1)
         if self.burst == 0:
             return (per_second,)
@@ -43,8 +43,13 @@ class RateLimiter:
         limit = self._limits.get(key)
         if limit is None:
             return 0.0
-        for item in limit.items():
-            if not self._limiter.hit(item, key, *identifiers):
+        items = limit.items()
+        # Look before taking: a token taken from one window while another refuses would be lost.
+        for item in items:
+            if not self._limiter.test(item, key, *identifiers):
+                return self._wait(item, key, *identifiers)
+        for item in items:
+            if not self._limiter.hit(item, key, *identifiers):  # another process took the last one meanwhile
                 return self._wait(item, key, *identifiers)
         return 0.0
 

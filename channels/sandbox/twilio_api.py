@@ -83,6 +83,7 @@ class TwilioSandbox:
         self.resources: dict[str, dict[str, Any]] = {}
         self.callback_delay = callback_delay
         self._tasks: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
 
     def authorized(self, request: Request, account_sid: str) -> bool:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
@@ -97,6 +98,11 @@ class TwilioSandbox:
     def callbacks(self) -> list[dict[str, Any]]:
         return [record for record in self.log.read() if record["event"] == "callback.posted"]
 
+    def _callback_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=5.0)
+        return self._client
+
     def schedule_callbacks(self, url: str | None, updates: list[dict[str, str]]) -> None:
         if url:
             task = asyncio.get_running_loop().create_task(self._post_callbacks(url, updates))
@@ -104,19 +110,19 @@ class TwilioSandbox:
             task.add_done_callback(self._tasks.discard)
 
     async def _post_callbacks(self, url: str, updates: list[dict[str, str]]) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for params in updates:
-                await asyncio.sleep(self.callback_delay)
-                signature = self.validator.compute_signature(url, params)
-                resource = self.resources.get(params.get("MessageSid") or params.get("CallSid") or "")
-                if resource is not None:
-                    resource["status"] = params.get("MessageStatus") or params.get("CallStatus")
-                record = {"event": "callback.posted", "url": url, "params": params, "signature": signature}
-                try:
-                    response = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
-                    self.log.append({**record, "status": response.status_code})
-                except httpx.HTTPError as exc:
-                    self.log.append({**record, "error": repr(exc)})
+        client = self._callback_client()  # one per sandbox: a new one per message re-reads the CA bundle
+        for params in updates:
+            await asyncio.sleep(self.callback_delay)
+            signature = self.validator.compute_signature(url, params)
+            resource = self.resources.get(params.get("MessageSid") or params.get("CallSid") or "")
+            if resource is not None:
+                resource["status"] = params.get("MessageStatus") or params.get("CallStatus")
+            record = {"event": "callback.posted", "url": url, "params": params, "signature": signature}
+            try:
+                response = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+                self.log.append({**record, "status": response.status_code})
+            except httpx.HTTPError as exc:
+                self.log.append({**record, "error": repr(exc)})
 
 
 def _now() -> str:
