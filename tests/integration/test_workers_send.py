@@ -111,3 +111,18 @@ def test_nothing_more_is_planned_after_the_agency_accepted_the_case(
     clock.advance(timedelta(days=3))
     assert runtime.engine.replan_many(["LEG2"])[0].plan.contacts == ()
     assert runtime.engine.store.next_wakeup("LEG2") is None
+
+
+def test_services_on_the_broker_push_events_through_the_celery_entry_with_the_same_validation(
+    runtime: WorkerRuntime, celery_worker: object, clock: ManualClock
+) -> None:
+    from workers.app import app
+
+    runtime.engine.upsert(make_account("CEL1", due_date=clock.now().date()))
+    app.send_task("dispatcher.ingest_event", args=["CEL1", {"kind": "payment", "amount": "-5"}], queue="plan")
+    app.send_task("dispatcher.ingest_event", args=["CEL1", {"kind": "payment", "amount": "5000.00"}], queue="plan")
+    eventually(lambda: runtime.engine.store.load("CEL1").record.state.status == "resolved")
+    events = [e.event for e in runtime.engine.store.load("CEL1").history if e.kind == "event"]
+    assert events == ["account_created", "payment"]  # the negative amount was refused, nothing written
+    app.send_task("dispatcher.upsert_account", args=[{**make_account("CEL2").model_dump(mode="json")}], queue="plan")
+    eventually(lambda: runtime.engine.store.load("CEL2").record is not None)
