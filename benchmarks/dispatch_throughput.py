@@ -10,30 +10,23 @@ render, HTTP to the Twilio sandbox, settle, outcome); done = every claim reads `
 `celery -A benchmarks._noop_app worker` runs bench.noop on the same payloads (it only INCRBYs a counter).
 The sandbox's status callbacks go to a small HTTP server here that answers 200. All on 127.0.0.1.
 
-Two defects of the Twilio sandbox would otherwise set the figure: its accepted sockets lack TCP_NODELAY
-(each kept-alive response body waits ~40 ms for the client's delayed ACK), and each message's callbacks
-get a new httpx.AsyncClient that loads the CA bundle into a new TLS context (~60 ms CPU). By default the
-listening socket gets TCP_NODELAY (accepted ones inherit it) and those clients share one TLS context;
-`--stock-sandbox` leaves both. `--no-callbacks` stops the sandbox posting callbacks at all.
+`--no-callbacks` stops the sandbox posting status callbacks at all (the provider's cost off this machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import types
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
@@ -44,11 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 import redis  # noqa: E402
 
 from benchmarks._noop_tasks import DONE_KEY, noop  # noqa: E402
-from channels.sandbox import Sandboxes, start_sandboxes, twilio_api  # noqa: E402
+from channels.sandbox import Sandboxes, start_sandboxes  # noqa: E402
 from channels.twilio_common import contact_id_of  # noqa: E402
 from config.settings import DEFAULT_STRATEGY, load_settings  # noqa: E402
 from dispatcher.clock import ManualClock  # noqa: E402
@@ -81,13 +73,6 @@ class _Ok(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-def tune_sandbox(sandboxes: Sandboxes) -> None:
-    """The two work-arounds of the module docstring; the sandbox's own code is left as it is."""
-    sandboxes.twilio.server._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    shared = functools.partial(httpx.AsyncClient, verify=ssl.create_default_context())
-    twilio_api.httpx = types.SimpleNamespace(AsyncClient=shared, HTTPError=httpx.HTTPError)  # type: ignore[assignment]
 
 
 def queue_contacts(url: str, prefix: str, count: int) -> list[Contact]:
@@ -182,7 +167,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="contacts per task (default 50)")
     parser.add_argument("--timeout", type=float, default=90.0, help="give up on a phase after this (default 90 s)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (worker logs, sandbox log)")
-    parser.add_argument("--stock-sandbox", action="store_true", help="leave the sandbox's two defects in place")
     parser.add_argument("--no-callbacks", action="store_true", help="the sandbox posts no status callbacks")
     args = parser.parse_args()
     if min(args.contacts, args.workers, args.concurrency, args.batch) < 1:
@@ -200,8 +184,6 @@ def main() -> None:
         sink_url = f"http://127.0.0.1:{sink.server_port}"
         sandboxes = start_sandboxes(state / "sandboxes", callback_base_url=sink_url)
         stack.callback(sandboxes.stop)
-        if not args.stock_sandbox:
-            tune_sandbox(sandboxes)
         if args.no_callbacks:
             sandboxes.twilio.state.schedule_callbacks = lambda url, updates: None  # type: ignore[method-assign]
         overrides = {
@@ -251,8 +233,7 @@ def report(args, noop_runs, real_run, statuses, received, wanted) -> None:  # ty
     real_rate, noop_rate = real_done / real_seconds, noop_done / noop_seconds
     timed_sent = sum(count for contact_id, count in received.items() if contact_id in wanted)
     twice = sum(1 for count in received.values() if count > 1)
-    sandbox = "stock" if args.stock_sandbox else "TCP_NODELAY, one TLS context for callbacks (see --help)"
-    sandbox += ", no callbacks" if args.no_callbacks else ""
+    sandbox = "no callbacks" if args.no_callbacks else "status callbacks to a local server"
     print(f"{args.contacts} contacts in {-(-args.contacts // args.batch)} tasks of {args.batch}, "
           f"{args.workers} workers x {args.concurrency} threads; Twilio sandbox: {sandbox}")  # fmt: skip
     print(f"real (dispatcher.send to the SMS sandbox): {real_done} sent in {real_seconds:.2f} s, "
