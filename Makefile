@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck clean
+.PHONY: demo test bench lint typecheck compose-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/plan_throughput.py
+	$(BIN)/python benchmarks/dispatch_throughput.py
+	$(BIN)/python benchmarks/rate_limit_accuracy.py
+	$(BIN)/python benchmarks/api_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,6 +30,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Needs Debian's docker-compose (or Docker Compose v2); no engine is needed to validate the file.
+compose-check:
+	[ -f .env ] || cp .env.example .env  # every line of it is a comment: nothing changes
+	FLOWER_PASSWORD=check docker-compose -f docker-compose.yml config -q
 
 clean:
 	rm -rf $(VENV) .dispatcher-state .pytest_cache .hypothesis
