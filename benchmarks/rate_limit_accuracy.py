@@ -1,5 +1,5 @@
-"""Rate-limit accuracy: how closely the shared Redis limiter (workers.limiter.RateLimiter, the `limits`
-library's moving window) holds a cluster-wide rate when several worker processes contend for it.
+"""Rate-limit accuracy: how closely the shared Redis limiter (workers.limiter.RateLimiter, a moving window
+log in one Lua script on Redis's clock) holds a cluster-wide rate when several worker processes contend.
 
     python benchmarks/rate_limit_accuracy.py --rate 50 --seconds 30 --processes 4
 
@@ -23,26 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import limits.storage.redis as limits_redis  # noqa: E402
-
 from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
 from workers.limiter import Limit, RateLimiter  # noqa: E402
 
 KEY, SENDER = "sms", "+15005550006"
 START_DELAY = 1.0  # seconds for every process to fork and connect before the common start
-
-
-class _StampingTime:
-    """Stands in for `time` inside limits.storage.redis: remembers the timestamp the limiter decided on."""
-
-    last = 0.0
-
-    def time(self) -> float:
-        self.last = time.time()
-        return self.last
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
 
 
 Stamps = tuple[list[float], list[float], list[float], int]
@@ -51,8 +36,6 @@ Stamps = tuple[list[float], list[float], list[float], int]
 def contender(url: str, rate: float, burst: int, start: float, seconds: float) -> Stamps:
     """Acquire until the window ends; returns the limiter's own stamp of each grant, the time.time() just
     before the call and just after it returned, and the number of refusals slept on."""
-    stamper = _StampingTime()
-    limits_redis.time = stamper  # type: ignore[assignment]  # this child process only
     limiter = RateLimiter(url, {KEY: Limit(rate, burst)})
     own: list[float] = []
     before: list[float] = []
@@ -64,9 +47,9 @@ def contender(url: str, rate: float, burst: int, start: float, seconds: float) -
         asked = time.time()
         if asked >= end:
             break
-        wait = limiter.acquire(KEY, SENDER)
+        wait, decided_at = limiter.acquire_at(KEY, SENDER)
         if wait == 0.0:
-            own.append(stamper.last)
+            own.append(decided_at)
             before.append(asked)
             after.append(time.time())
         else:
