@@ -21,9 +21,7 @@ ENV_PREFIX = "DISPATCHER_"
 class Settings(BaseSettings):
     """The dispatcher's configuration; field `x` is read from DISPATCHER_X."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # Where state lives.
     redis_url: str | None = Field(

@@ -65,7 +65,9 @@ class WebhookResult(BaseModel):
 _FORM = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
     "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}}}  # fmt: skip
 _JSON = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
-_TWIML = {200: {"description": "Empty TwiML", "content": {"text/xml": {"schema": {"type": "string"}}}}}
+_TWIML: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Empty TwiML", "content": {"text/xml": {"schema": {"type": "string"}}}}
+}
 
 
 def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
@@ -82,7 +84,11 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
         body = await request.body()
         return url, _verified(lambda: verified_params(twilio_token, url, request.headers, body), "X-Twilio-Signature")
 
-    status_route = {"response_model": WebhookResult, "responses": responses(403, 422), "openapi_extra": _FORM}
+    status_route: dict[str, Any] = {
+        "response_model": WebhookResult,
+        "responses": responses(403, 422),
+        "openapi_extra": _FORM,
+    }
 
     @router.post("/twilio/message-status", summary="Twilio message status callback", **status_route)
     async def message_status(request: Request) -> WebhookResult:

@@ -22,7 +22,7 @@ def test_every_setting_is_named_in_the_readme() -> None:
         variable = f"{ENV_PREFIX}{name.upper()}"
         # The table groups related variables as `DISPATCHER_SMTP_HOST` / `_PORT`.
         if variable not in readme and not any(
-            f"`_{variable[len(stem):]}`" in readme for stem in _stems(variable) if variable.startswith(stem)
+            f"`_{variable[len(stem) :]}`" in readme for stem in _stems(variable) if variable.startswith(stem)
         ):
             missing.append(variable)
     assert missing == []
