@@ -18,7 +18,7 @@ from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
 from dispatcher.events import Event, EventRejected, Outcome, apply_event, lapsed_events
 from dispatcher.models import Account, AccountRecord, AccountState, Contact, Decision, HistoryEntry, Plan
-from dispatcher.planner import ADHOC_STAGE, plan, stage_index_at
+from dispatcher.planner import ADHOC_STAGE, fresh_shape, plan, rebased, stage_index_at
 from dispatcher.store import CONFLICT, DUPLICATE, Commit, Loaded, Store
 from dispatcher.strategy import Strategy
 
@@ -82,7 +82,9 @@ class Engine:
     # Changes.
     def upsert_many(self, accounts: Sequence[Account]) -> list[Result]:
         by_id = {account.id: account for account in accounts}
-        results = self._run(list(by_id), lambda loaded, now: _upserted(loaded, by_id[loaded.account_id], now))
+        results = self._run(
+            list(by_id), lambda loaded, now: _upserted(loaded, by_id[loaded.account_id], now), hand_over=True
+        )
         # Every upsert path (API, batch, import, Celery) passes here, so an inbound STOP finds the account.
         phone_index.remember(self.store, [by_id[r.account_id] for r in results if r.status == "applied"])
         return self._hand_over(results)
@@ -91,7 +93,8 @@ class Engine:
         return self.upsert_many([account])[0]
 
     def record_event(self, account_id: str, event: Event) -> Result:
-        return self._hand_over(self._run([account_id], lambda loaded, now: self._evented(loaded, [event], now)))[0]
+        results = self._run([account_id], lambda loaded, now: self._evented(loaded, [event], now), hand_over=True)
+        return self._hand_over(results)[0]
 
     def record_events(self, events: Sequence[tuple[str, Event]]) -> list[Result]:
         """Several accounts' events in one read and one write; each account's events apply in order.
@@ -100,20 +103,19 @@ class Engine:
         for account_id, event in events:
             grouped.setdefault(account_id, []).append(event)
         batch = [account_id for account_id, group in grouped.items() if all(e.event_id is None for e in group)]
-        results = self._run(batch, lambda loaded, now: self._evented(loaded, grouped[loaded.account_id], now))
+        results = self._run(
+            batch, lambda loaded, now: self._evented(loaded, grouped[loaded.account_id], now), hand_over=True
+        )
         self._hand_over(results)
         for account_id in grouped.keys() - set(batch):
             results += [self.record_event(account_id, event) for event in grouped[account_id]]
         return results
 
     def _hand_over(self, results: list[Result]) -> list[Result]:
+        """Give what a change queued to on_queued; without one, the commit already woke those accounts now."""
         contacts = [contact for result in results for contact in result.queued]
         if contacts and self.on_queued is not None:
             self.on_queued(contacts)
-        elif contacts:
-            now = self.clock.now()
-            for account_id in {contact.account_id for contact in contacts}:
-                self.store.wake_no_later(account_id, now)
         return results
 
     def replan_many(self, account_ids: Sequence[str]) -> list[Result]:
@@ -225,7 +227,12 @@ class Engine:
         return settled
 
     # The loop.
-    def _run(self, account_ids: list[str], mutate: Mutator) -> list[Result]:
+    def _run(self, account_ids: list[str], mutate: Mutator, hand_over: bool = False) -> list[Result]:
+        """Load, change, plan and commit each account, again for those another writer got to first.
+
+        hand_over: the change comes from outside the pump (an upsert, an event); with no on_queued to take
+        its contacts, the commit wakes the account now so the pump offers them within a second."""
+        wake_for_pump = hand_over and self.on_queued is None
         results: dict[str, Result] = {}
         pending = account_ids
         for _ in range(MAX_CONFLICT_RETRIES):
@@ -233,12 +240,13 @@ class Engine:
                 break
             now = self.clock.now()
             staged: list[tuple[Commit, Plan]] = []
+            shapes: dict[tuple[object, ...], Plan] = {}  # fresh accounts of one shape share a plan (at one `now`)
             for loaded in self.store.load_many(pending):
                 change = mutate(loaded, now)
                 if change is None:
                     results[loaded.account_id] = Result(loaded.account_id, "unchanged", record=loaded.record)
                 else:
-                    staged.append(self._stage(loaded, change, now))
+                    staged.append(self._stage(loaded, change, now, shapes, wake_for_pump))
             replies = self.store.commit_many([commit for commit, _ in staged])
             pending = []
             for (commit, account_plan), reply in zip(staged, replies, strict=True):
@@ -255,19 +263,27 @@ class Engine:
             raise RuntimeError(f"accounts kept changing under the planner: {pending[:5]}")
         return [results[account_id] for account_id in account_ids if account_id in results]
 
-    def _stage(self, loaded: Loaded, change: Change, now: datetime) -> tuple[Commit, Plan]:
+    def _stage(
+        self, loaded: Loaded, change: Change, now: datetime, shapes: dict[tuple[object, ...], Plan], wake_now: bool
+    ) -> tuple[Commit, Plan]:
         record, entries = change.record, list(change.entries)
         for event in lapsed_events(record, self.strategy, now):
             record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
             entries.append(HistoryEntry(kind="event", at=now, event=event.kind))
         history = (*loaded.history, *entries)
-        account_plan = plan(record, history, self.strategy, now)
+        shape = fresh_shape(record, history)
+        if shape is not None and shape in shapes:
+            account_plan = rebased(shapes[shape], record.account.id)
+        else:
+            account_plan = plan(record, history, self.strategy, now)
+            if shape is not None:
+                shapes[shape] = account_plan
         record = record.model_copy(update={"stage": account_plan.stage, "next_wakeup": account_plan.next_wakeup})
         audit = [_entry_audit(record.account.id, entry) for entry in entries]
         audit += [_decision_audit(record.account.id, d, now) for d in account_plan.decisions]
+        wake = now if wake_now and account_plan.contacts else account_plan.next_wakeup
         commit = Commit(
-            loaded, record, entries, [c.id for c in account_plan.contacts], account_plan.next_wakeup, audit,
-            change.event_id,
+            loaded, record, entries, [c.id for c in account_plan.contacts], wake, audit, change.event_id,
         )  # fmt: skip
         return commit, account_plan
 

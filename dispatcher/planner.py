@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -79,6 +79,33 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     if index + 1 < len(strategy.stages):
         wakes.append(_stage_start(account, strategy, index + 1, tz))
     return _judge(record, history, strategy, now, stage, candidates, wakes)
+
+
+_FRESH_EVENTS = frozenset({"account_created", "account_updated"})
+_DEFAULT_STATE = AccountState()
+
+
+def fresh_shape(record: AccountRecord, history: Sequence[HistoryEntry]) -> tuple[object, ...] | None:
+    """Everything plan() reads of an account that has no contacts, events or state of its own yet; None
+    otherwise. Accounts of one shape planned at one moment get the same plan but for their ids, which is
+    what lets a bulk import plan each shape once (`rebased`)."""
+    if record.state != _DEFAULT_STATE or any(e.kind != "event" or e.event not in _FRESH_EVENTS for e in history):
+        return None
+    a = record.account
+    return (a.due_date, a.timezone, a.extra_timezones, a.country, a.consent, a.phone is None, a.email is None,
+            a.address is None)  # fmt: skip
+
+
+def rebased(shared: Plan, account_id: str) -> Plan:
+    """The plan of another account of the same fresh shape, with this account's contact ids."""
+    old = shared.account_id + "/"
+
+    def own(contact_id: str) -> str:
+        return account_id + "/" + contact_id.removeprefix(old)
+
+    contacts = tuple(replace(c, id=own(c.id), account_id=account_id) for c in shared.contacts)
+    decisions = tuple(replace(d, contact_id=own(d.contact_id)) for d in shared.decisions)
+    return replace(shared, account_id=account_id, contacts=contacts, decisions=decisions)
 
 
 def promise_ends(account: Account, state: AccountState, strategy: Strategy) -> datetime | None:
