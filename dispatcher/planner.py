@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -103,9 +103,12 @@ def rebased(shared: Plan, account_id: str) -> Plan:
     def own(contact_id: str) -> str:
         return account_id + "/" + contact_id.removeprefix(old)
 
-    contacts = tuple(replace(c, id=own(c.id), account_id=account_id) for c in shared.contacts)
-    decisions = tuple(replace(d, contact_id=own(d.contact_id)) for d in shared.decisions)
-    return replace(shared, account_id=account_id, contacts=contacts, decisions=decisions)
+    # Built directly: dataclasses.replace costs several microseconds a call, and this runs per account.
+    contacts = tuple(
+        Contact(own(c.id), account_id, c.channel, c.template, c.stage, c.step, c.due_at) for c in shared.contacts
+    )
+    decisions = tuple(Decision(own(d.contact_id), d.channel, d.verdict, d.rule, d.until) for d in shared.decisions)
+    return Plan(account_id, shared.stage, contacts, decisions, shared.next_wakeup, shared.note, shared.extra)
 
 
 def promise_ends(account: Account, state: AccountState, strategy: Strategy) -> datetime | None:
