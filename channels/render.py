@@ -48,7 +48,10 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
             keep_trailing_newline=False,
+            auto_reload=False,  # templates are read once per process: a changed template needs a restart
         )
+        self._folders: dict[str, str] = {}
+        self._parts: dict[tuple[str, str], list[str]] = {}
         self._env.filters["money"] = _money
         self._env.filters["localdate"] = _localdate
 
@@ -75,13 +78,23 @@ class Renderer:
 
     def locale_folder(self, locale: str) -> str:
         """The template folder for a locale: exact (zh-CN), else its language (en-US -> en)."""
+        if locale not in self._folders:
+            self._folders[locale] = self._find_folder(locale)
+        return self._folders[locale]
+
+    def _find_folder(self, locale: str) -> str:
         for candidate in (locale, locale.split("-")[0]):
             if (self._dir / candidate).is_dir():
                 return candidate
         raise TemplateContextError(f"no templates for locale {locale!r} under {self._dir}")
 
     def _extensions(self, folder: str, template_name: str) -> list[str]:
-        return [ext for ext in ALL_EXTENSIONS if (self._dir / folder / f"{template_name}.{ext}").is_file()]
+        key = (folder, template_name)
+        if key not in self._parts:
+            self._parts[key] = [
+                ext for ext in ALL_EXTENSIONS if (self._dir / folder / f"{template_name}.{ext}").is_file()
+            ]
+        return self._parts[key]
 
 
 @lru_cache(maxsize=64)

@@ -102,9 +102,7 @@ class SmsAdapter:
         return inbound_sms(params)
 
     def close(self) -> None:
-        session = self._http.session
-        if session is not None:
-            session.close()
+        self._http.close()
 
     def _create_params(self, message: OutboundMessage) -> dict[str, Any]:
         params: dict[str, Any] = {

@@ -1,30 +1,26 @@
 """What SMS and voice share about Twilio: the client, error translation, signatures and callback parsing.
 
-Twilio's errors are translated into DeliveryErrors here and nowhere else (`call_twilio`).
+Twilio's errors are translated into DeliveryErrors in `call_twilio` and nowhere else.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-import requests
+import urllib3
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from urllib3.exceptions import NewConnectionError
 
 from channels.base import (
     DeliveryError,
     PermanentDeliveryError,
     TransientDeliveryError,
     WebhookRejected,
-    parse_retry_after,
 )
+from channels.twilio_http import PooledHttpClient, transport_error
 from config.settings import Settings
 
 T = TypeVar("T")
@@ -45,29 +41,9 @@ BACK_PRESSURE_CODES: frozenset[int] = frozenset({21611, 30001})  # sender queue 
 BACK_PRESSURE_WAIT = 5.0  # seconds, when Twilio asks us to slow down without a Retry-After
 
 
-class RecordingHttpClient(TwilioHttpClient):
-    """Keeps each thread's last response: TwilioRestException drops the headers, Retry-After among them."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._local = threading.local()
-
-    def request(self, *args: Any, **kwargs: Any) -> Response:
-        self._local.last = None
-        response = super().request(*args, **kwargs)
-        self._local.last = response
-        return response
-
-    def last_retry_after(self) -> float | None:
-        response: Response | None = getattr(self._local, "last", None)
-        if response is None or not response.headers:
-            return None
-        return parse_retry_after(response.headers.get("Retry-After"))
-
-
-def build_client(settings: Settings, timeout: float) -> tuple[Client, RecordingHttpClient]:
+def build_client(settings: Settings, timeout: float) -> tuple[Client, PooledHttpClient]:
     """A Twilio client pointed at the configured API host (the real one, or a sandbox)."""
-    http = RecordingHttpClient(timeout=timeout)
+    http = PooledHttpClient(timeout, settings.twilio_api_base_url or "https://api.twilio.com")
     client = Client(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(), http_client=http)
     if settings.twilio_api_base_url:
         # Every domain resolves URLs against its own base_url; only the Api domain is used here.
@@ -75,14 +51,14 @@ def build_client(settings: Settings, timeout: float) -> tuple[Client, RecordingH
     return client, http
 
 
-def call_twilio(request: Callable[[], T], http: RecordingHttpClient) -> T:
+def call_twilio(request: Callable[[], T], http: PooledHttpClient) -> T:
     """Run one Twilio API request, translating every failure into a DeliveryError."""
     try:
         return request()
     except (TwilioRestException, TwilioServiceException) as exc:
         raise translate_rest_error(exc.status, exc.code, str(exc), http.last_retry_after()) from exc
-    except requests.RequestException as exc:
-        raise translate_transport_error(exc) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise transport_error(exc) from exc
 
 
 def translate_rest_error(status: int, code: int | None, message: str, retry_after: float | None) -> DeliveryError:
@@ -96,17 +72,6 @@ def translate_rest_error(status: int, code: int | None, message: str, retry_afte
         return TransientDeliveryError(label, retry_after=retry_after)
     # Any other 4xx means our request is wrong; sending it again will not fix it.
     return PermanentDeliveryError(label, "failed")
-
-
-def translate_transport_error(exc: requests.RequestException) -> TransientDeliveryError:
-    """A refused connection never reached Twilio; a read timeout may have, so it is ambiguous."""
-    never_sent = isinstance(exc, requests.ConnectTimeout) or _refused(exc)
-    return TransientDeliveryError(f"twilio transport: {exc.__class__.__name__}", ambiguous=not never_sent)
-
-
-def _refused(exc: requests.RequestException) -> bool:
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError)
 
 
 def verified_params(auth_token: str, url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:

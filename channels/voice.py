@@ -94,9 +94,7 @@ class VoiceAdapter:
         return call_status_outcomes(contact_id_of(url), params)
 
     def close(self) -> None:
-        session = self._http.session
-        if session is not None:
-            session.close()
+        self._http.close()
 
 
 def call_status_outcomes(contact_id: str, params: Mapping[str, str]) -> list[ProviderOutcome]:

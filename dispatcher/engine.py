@@ -8,7 +8,7 @@ CLI, the simulator, the API and the workers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -169,6 +169,28 @@ class Engine:
             raise RuntimeError(f"contacts {[c.id for c in pending[:5]]}: the accounts kept changing; claim abandoned")
         return [results[contact.id] for contact in contacts]
 
+    def claim_each(self, contacts: Sequence[Contact]) -> Iterator[tuple[Contact, ClaimResult]]:
+        """claim() for each contact in turn, lazily, so the caller sends one before claiming the next. The
+        accounts are read once for the batch; one that moved since (or was just claimed) is read again."""
+        loaded = {one.account_id: one for one in self.store.load_many(sorted({c.account_id for c in contacts}))}
+        for contact in contacts:
+            account = loaded.pop(contact.account_id, None)
+            result = None if account is None else self._claim_on(account, contact, self.clock.now())
+            yield contact, self.claim(contact) if result is None else result
+
+    def _claim_on(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | None:
+        """Last look and claim against the state as read; None when the account moved since."""
+        if account.record is None:
+            return ClaimResult("deny", "unknown_account")
+        ruling = self.last_look(account.record, account.history, contact, now)
+        if ruling.verdict != "send":
+            return self._not_now(contact, ruling, account.record, now)
+        attempt = _attempt(contact, now)
+        reply = self.store.claim(contact.account_id, contact.id, account.version, attempt)
+        if reply == 1:
+            return ClaimResult("send", record=account.record, attempt=attempt, history=(*account.history, attempt))
+        return ClaimResult("claimed_elsewhere") if reply == 0 else None
+
     def _not_now(self, contact: Contact, ruling: Ruling, record: AccountRecord, now: datetime) -> ClaimResult:
         """The last look said no: give the queued claim back so the planner decides again, and say why."""
         self.store.settle(contact.account_id, contact.id, "queued", None)
@@ -197,19 +219,36 @@ class Engine:
 
         forget=False leaves it queued for the caller to retry soon; forget=True lets the planner redo it.
         """
-        released = self.store.release(contact.account_id, contact.id, attempt, forget)
-        self.store.append_audit(
-            contact.account_id, [_contact_audit(contact, self.clock.now(), "not_sent", reason=reason)]
-        )
-        return released
+        return self.release_many([(contact, attempt)], reason, forget)[0]
+
+    def release_many(
+        self, claimed: Sequence[tuple[Contact, HistoryEntry]], reason: str, forget: bool = False
+    ) -> list[bool]:
+        """release() for several contacts, in one round trip."""
+        if not claimed:
+            return []
+        now = self.clock.now()
+        audit = [_contact_audit(contact, now, "not_sent", reason=reason) for contact, _ in claimed]
+        releases = [(contact.account_id, contact.id, attempt) for contact, attempt in claimed]
+        return self.store.release_many(releases, forget, audit)
+
+    def not_sent(self, contacts: Sequence[Contact], reason: str) -> None:
+        """Audit contacts that were never claimed and wait to be tried again (a rate limit)."""
+        now = self.clock.now()
+        self.store.append_audit_many([_contact_audit(contact, now, "not_sent", reason=reason) for contact in contacts])
 
     def settle(self, contact: Contact, status: str, detail: dict[str, str] | None = None) -> bool:
         """Record how a claimed send ended: 'sent', 'failed' (refused for good) or 'unknown' (ambiguous)."""
+        return self.settle_many([(contact, status, detail or {})])[0]
+
+    def settle_many(self, endings: Sequence[tuple[Contact, str, dict[str, str]]]) -> list[bool]:
+        """settle() for several contacts, in one round trip."""
+        if not endings:
+            return []
         now = self.clock.now()
-        moved = self.store.settle(contact.account_id, contact.id, "sending", status)
-        entry = _contact_audit(contact, now, status, **(detail or {}))
-        self.store.append_audit(contact.account_id, [entry])
-        return moved
+        moves = [(contact.account_id, contact.id, "sending", status) for contact, status, _ in endings]
+        audit = [_contact_audit(contact, now, status, **detail) for contact, status, detail in endings]
+        return self.store.settle_many(moves, audit)
 
     def reconcile_in_doubt(self, before: datetime) -> int:
         """Claims still sending or unknown since `before` (a worker killed mid-call, a timeout after the

@@ -230,7 +230,7 @@ class AccountRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     account: Account
-    state: AccountState = AccountState()
+    state: AccountState = Field(default_factory=AccountState)
     stage: str | None = None
     next_wakeup: datetime | None = None
 

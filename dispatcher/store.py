@@ -281,30 +281,62 @@ class Store:
         return min(self.earliest_wakeups().values(), default=None)
 
     def claim(self, account_id: str, contact_id: str, version: str, attempt: HistoryEntry) -> int:
-        """1: this caller may send; 0: already claimed by someone; CONFLICT: state moved, look again."""
-        return self.claim_many([(account_id, contact_id, version, attempt)])[0]
+        """1: this caller may send; 0: already claimed by someone; CONFLICT: state moved, look again.
+
+        Called directly rather than through a pipeline: redis-py asks SCRIPT EXISTS before every pipeline
+        that holds a script, a second round trip on the send path's hottest call."""
+        return int(self._claim(*self._claim_call(account_id, contact_id, version, attempt)))
 
     def claim_many(self, claims: Sequence[tuple[str, str, str, HistoryEntry]]) -> list[int]:
         """claim() for each (account id, contact id, version read, attempt), in one round trip."""
         if not claims:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for account_id, contact_id, version, attempt in claims:
-            keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
-            args = [contact_id, version, attempt.model_dump_json(exclude_defaults=True), repr(epoch(attempt.at))]
+        for claim in claims:
+            keys, args = self._claim_call(*claim)
             self._claim(keys=keys, args=args, client=pipe)
         return [int(reply) for reply in pipe.execute()]
 
+    def _claim_call(
+        self, account_id: str, contact_id: str, version: str, attempt: HistoryEntry
+    ) -> tuple[list[str], list[object]]:
+        keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
+        args: list[object] = [
+            contact_id, version, attempt.model_dump_json(exclude_defaults=True), repr(epoch(attempt.at)),
+        ]  # fmt: skip
+        return keys, args
+
     def settle(self, account_id: str, contact_id: str, expected: str, status: str | None) -> bool:
         """Move a claim from `expected` to `status` (None forgets it so a later plan may queue it again)."""
-        keys = [account_key(account_id, "claims"), self.inflight_key(self.shard_of(account_id))]
-        return bool(self._settle(keys=keys, args=[contact_id, expected, status or ""]))
+        return self.settle_many([(account_id, contact_id, expected, status)])[0]
+
+    def settle_many(
+        self, moves: Sequence[tuple[str, str, str, str | None]], audit: Sequence[dict[str, object]] = ()
+    ) -> list[bool]:
+        """settle() for each (account id, contact id, expected, status), with their audit entries, in one
+        round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for account_id, contact_id, expected, status in moves:
+            keys = [account_key(account_id, "claims"), self.inflight_key(self.shard_of(account_id))]
+            self._settle(keys=keys, args=[contact_id, expected, status or ""], client=pipe)
+        self._queue_audit(pipe, audit)
+        return [bool(reply) for reply in pipe.execute()[: len(moves)]]
 
     def release(self, account_id: str, contact_id: str, attempt: HistoryEntry, forget: bool) -> bool:
         """Undo a claim that did not send: back to queued (forget=False) or gone, for the planner to redo."""
-        keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
-        args = [contact_id, attempt.model_dump_json(exclude_defaults=True), "1" if forget else "0"]
-        return bool(self._release(keys=keys, args=args))
+        return self.release_many([(account_id, contact_id, attempt)], forget)[0]
+
+    def release_many(
+        self, releases: Sequence[tuple[str, str, HistoryEntry]], forget: bool, audit: Sequence[dict[str, object]] = ()
+    ) -> list[bool]:
+        """release() for each (account id, contact id, attempt), with their audit entries, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for account_id, contact_id, attempt in releases:
+            keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
+            args = [contact_id, attempt.model_dump_json(exclude_defaults=True), "1" if forget else "0"]
+            self._release(keys=keys, args=args, client=pipe)
+        self._queue_audit(pipe, audit)
+        return [bool(reply) for reply in pipe.execute()[: len(releases)]]
 
     @staticmethod
     def _claim_keys(account_id: str) -> list[str]:
@@ -327,6 +359,20 @@ class Store:
         batch = list(entries)
         if batch:
             self.redis.xadd(self.audit_key(self.shard_of(account_id)), {"e": _audit_payload(batch)})
+
+    def append_audit_many(self, entries: Sequence[dict[str, object]]) -> None:
+        """Entries of several accounts, each filed under its `account_id`'s shard, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._queue_audit(pipe, entries)
+        pipe.execute()
+
+    def _queue_audit(self, pipe: redis.client.Pipeline, entries: Sequence[dict[str, object]]) -> None:
+        """One stream entry per shard touched, each entry filed under its `account_id`'s shard."""
+        by_shard: dict[int, list[dict[str, object]]] = {}
+        for entry in entries:
+            by_shard.setdefault(self.shard_of(str(entry["account_id"])), []).append(entry)
+        for shard, batch in by_shard.items():
+            pipe.xadd(self.audit_key(shard), {"e": _audit_payload(batch)})
 
     def account_ids(self) -> Iterable[str]:
         for key in self.redis.scan_iter(match="{a:*}:acct", count=1000):

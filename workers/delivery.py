@@ -8,17 +8,17 @@ A contact id is never sent twice: the claim is the gate, and every path out of i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from channels.base import ChannelAdapter, PermanentDeliveryError, TransientDeliveryError
+from channels.base import ChannelAdapter, OutboundMessage, PermanentDeliveryError, TransientDeliveryError
 from channels.render import Renderer, TemplateContextError
 from channels.retry import send_with_retries
 from config.settings import Settings
-from dispatcher.engine import Engine
-from dispatcher.events import Outcome
-from dispatcher.models import Contact, OutcomeKind
+from dispatcher.engine import ClaimResult, Engine
+from dispatcher.events import Event, Outcome
+from dispatcher.models import Contact, HistoryEntry, OutcomeKind
 from workers.limiter import RateLimiter
 from workers.messages import build_message
 
@@ -32,6 +32,28 @@ class Delivery:
     result: str  # sent | failed | unknown | deferred | denied | claimed_elsewhere | throttled | retry
     retry_in: float | None = None
     detail: str | None = None
+
+
+@dataclass
+class _Endings:
+    """What a batch's sends ended in, written together once the sends are done."""
+
+    settled: list[tuple[Contact, str, dict[str, str]]] = field(default_factory=list)
+    outcomes: list[tuple[str, Event]] = field(default_factory=list)
+    released: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
+    forgotten: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
+    wake_later: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def settle(self, contact: Contact, status: str, detail: dict[str, str], outcome: OutcomeKind | None) -> None:
+        self.settled.append((contact, status, detail))
+        if outcome is not None:
+            event = Outcome(contact_id=contact.id, outcome=outcome, channel=contact.channel, detail=detail)
+            self.outcomes.append((contact.account_id, event))
+
+
+def _attempt_of(claim: ClaimResult) -> HistoryEntry:
+    assert claim.attempt is not None, "a claim that says send carries its attempt"
+    return claim.attempt
 
 
 class Deliverer:
@@ -52,32 +74,60 @@ class Deliverer:
         self.retry_wait = retry_wait
 
     def deliver(self, contact: Contact) -> Delivery:
-        claim = self.engine.claim(contact)
-        if claim.verdict != "send":
-            result = {"defer": "deferred", "deny": "denied"}.get(claim.verdict, claim.verdict)
-            return Delivery(contact.id, result, detail=claim.rule)
-        assert claim.attempt is not None and claim.record is not None
-        wait = self.limiter.acquire(contact.channel.value, self._sender(contact))
-        if wait > 0:
-            self.engine.release(contact, claim.attempt, "rate_limited")
-            return Delivery(contact.id, "throttled", retry_in=wait)
-        history = self.engine.store.load(contact.account_id).history
-        try:
-            message = build_message(
-                contact,
-                claim.record,
-                history,
-                self.renderer,
-                self.settings,
-                self.engine.strategy,
-                self.engine.clock.now(),
-            )
-        except TemplateContextError:
-            self.engine.release(contact, claim.attempt, "template_error", forget=True)
-            raise  # loudly: a strategy names a template that cannot render; nothing half-filled goes out
-        return self._send(contact, claim.attempt, message)
+        return self.deliver_many([contact])[0]
 
-    def _send(self, contact: Contact, attempt: Any, message: Any) -> Delivery:
+    def deliver_many(self, contacts: Sequence[Contact]) -> list[Delivery]:
+        """The pipeline for a batch, in the order given. One round trip each for the tokens, the read of the
+        accounts, the settlements and the outcomes; each contact's claim goes just before its send, so a
+        worker killed mid-batch leaves at most one claim in doubt (housekeeping takes it as sent)."""
+        done: dict[str, Delivery] = {}
+        allowed = self._within_rate(contacts, done)
+        batch = _Endings()
+        broken: list[TemplateContextError] = []
+        for contact, claim in self.engine.claim_each(allowed):
+            if claim.verdict != "send":
+                result = {"defer": "deferred", "deny": "denied"}.get(claim.verdict, claim.verdict)
+                done[contact.id] = Delivery(contact.id, result, detail=claim.rule)
+                continue
+            try:
+                message = self._message(contact, claim)
+            except TemplateContextError as exc:
+                self.engine.release(contact, _attempt_of(claim), "template_error", forget=True)
+                done[contact.id] = Delivery(contact.id, "template_error", detail=str(exc))
+                broken.append(exc)
+                continue
+            done[contact.id] = self._send(contact, claim, message, batch)
+        self._finish(batch)
+        if broken:
+            # Loudly, once the rest of the batch is settled: a strategy names a template that cannot render;
+            # its claim was given back, so nothing half-filled went out.
+            raise broken[0]
+        return [done[contact.id] for contact in contacts]
+
+    def _within_rate(self, contacts: Sequence[Contact], done: dict[str, Delivery]) -> list[Contact]:
+        """Tokens per (channel, sender), taken for the batch at once; the contacts past what was granted wait,
+        unclaimed. A token whose contact the last look then refuses is not given back: the limit errs low."""
+        groups: dict[tuple[str, str], list[Contact]] = {}
+        for contact in contacts:
+            groups.setdefault((contact.channel.value, self._sender(contact)), []).append(contact)
+        allowed: set[str] = set()
+        for (channel, sender), members in groups.items():
+            granted, wait = self.limiter.acquire_many(len(members), channel, sender)
+            allowed.update(contact.id for contact in members[:granted])
+            waiting = members[granted:]
+            if waiting:
+                self.engine.not_sent(waiting, "rate_limited")
+                done.update((contact.id, Delivery(contact.id, "throttled", retry_in=wait)) for contact in waiting)
+        return [contact for contact in contacts if contact.id in allowed]
+
+    def _message(self, contact: Contact, claim: ClaimResult) -> OutboundMessage:
+        assert claim.record is not None, "a claim that says send carries the record it looked at"
+        return build_message(
+            contact, claim.record, claim.history, self.renderer, self.settings, self.engine.strategy,
+            self.engine.clock.now(),
+        )  # fmt: skip
+
+    def _send(self, contact: Contact, claim: ClaimResult, message: OutboundMessage, batch: _Endings) -> Delivery:
         adapter = self.adapters[contact.channel.value]
         try:
             receipt = send_with_retries(
@@ -85,36 +135,43 @@ class Deliverer:
                 max_wait=MAX_REQUEUE_SECONDS,
             )  # fmt: skip
         except PermanentDeliveryError as exc:
-            self.engine.settle(contact, "failed", {"error": str(exc)})
-            self._outcome(contact, OutcomeKind(exc.outcome_kind), {"error": str(exc)})
+            detail = {"error": str(exc)}
+            batch.settle(contact, "failed", detail, OutcomeKind(exc.outcome_kind))
             return Delivery(contact.id, "failed", detail=exc.outcome_kind)
         except TransientDeliveryError as exc:
-            return self._transient(contact, attempt, exc)
+            return self._transient(contact, _attempt_of(claim), exc, batch)
         detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status}
         if receipt.segments is not None:
             detail["segments"] = str(receipt.segments)
-        self.engine.settle(contact, "sent", detail)
         kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
-        self._outcome(contact, kind, detail)
+        batch.settle(contact, "sent", detail, kind)
         return Delivery(contact.id, "sent", detail=receipt.provider_id)
 
-    def _transient(self, contact: Contact, attempt: Any, exc: TransientDeliveryError) -> Delivery:
+    def _transient(
+        self, contact: Contact, attempt: HistoryEntry, exc: TransientDeliveryError, batch: _Endings
+    ) -> Delivery:
         if exc.ambiguous:
             # The request may have reached the provider: never resend blind; callbacks or housekeeping decide.
-            self.engine.settle(contact, "unknown", {"error": str(exc)})
+            batch.settle(contact, "unknown", {"error": str(exc)}, None)
             return Delivery(contact.id, "unknown", detail=str(exc))
         wait = exc.retry_after or self.settings.retry_backoff_seconds
         if wait <= MAX_REQUEUE_SECONDS:
-            self.engine.release(contact, attempt, "transient_error")
+            batch.released.append((contact, attempt))
             return Delivery(contact.id, "retry", retry_in=wait, detail=str(exc))
-        self.engine.release(contact, attempt, "transient_error", forget=True)
-        self.engine.store.wake_no_later(contact.account_id, self.engine.clock.now() + timedelta(seconds=wait))
+        batch.forgotten.append((contact, attempt))
+        batch.wake_later.append((contact.account_id, self.engine.clock.now() + timedelta(seconds=wait)))
         return Delivery(contact.id, "retry_later", detail=str(exc))
 
-    def _outcome(self, contact: Contact, kind: OutcomeKind, detail: dict[str, str]) -> None:
-        """Record it; a fallback it queues goes out through the engine's on_queued (the worker's dispatch)."""
-        event = Outcome(contact_id=contact.id, outcome=kind, channel=contact.channel, detail=detail)
-        self.engine.record_event(contact.account_id, event)
+    def _finish(self, batch: _Endings) -> None:
+        """Settle what the batch sent or refused, give back what briefly failed, then record the outcomes
+        (a fallback an outcome queues goes out through the engine's on_queued, the worker's dispatch)."""
+        self.engine.settle_many(batch.settled)
+        self.engine.release_many(batch.released, "transient_error")
+        self.engine.release_many(batch.forgotten, "transient_error", forget=True)
+        for account_id, moment in batch.wake_later:
+            self.engine.store.wake_no_later(account_id, moment)
+        if batch.outcomes:
+            self.engine.record_events(batch.outcomes)
 
     def _sender(self, contact: Contact) -> str:
         settings = self.settings

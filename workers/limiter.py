@@ -20,23 +20,43 @@ import redis
 
 _AVERAGING_SECONDS = 10
 
+# ARGV: wanted, then (limit, span) per window in KEYS. Grants as many of `wanted` as every window allows
+# now: c more fit in a window when its entry at index limit - c (newest first) is absent or outside it.
 _ACQUIRE = """
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+-- Microseconds kept as written: Lua's tostring keeps only 14 digits, which would move a grant into the future.
+local stamp = string.format('%d.%06d', tonumber(clock[1]), tonumber(clock[2]))
+local now = tonumber(stamp)
+local grant = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local limit, span = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local function fits(c)
+    if c == 0 then return true end
+    if c > limit then return false end
+    local entry = redis.call('LINDEX', key, limit - c)
+    return (not entry) or tonumber(entry) <= now - span
+  end
+  if not fits(grant) then
+    local low, high = 0, math.min(grant - 1, limit)
+    while low < high do
+      local middle = math.floor((low + high + 1) / 2)
+      if fits(middle) then low = middle else high = middle - 1 end
+    end
+    grant = low
+  end
+end
 local wait = 0
 for i, key in ipairs(KEYS) do
-  local limit, span = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local limit, span = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  if grant > 0 then
+    for _ = 1, grant do redis.call('LPUSH', key, stamp) end
+    redis.call('LTRIM', key, 0, limit - 1)
+    redis.call('EXPIRE', key, math.ceil(span) + 1)
+  end
   local nth = redis.call('LINDEX', key, limit - 1)
   if nth and tonumber(nth) > now - span then wait = math.max(wait, tonumber(nth) + span - now) end
 end
-if wait > 0 then return {0, tostring(wait), tostring(now)} end
-for i, key in ipairs(KEYS) do
-  local limit, span = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  redis.call('LPUSH', key, tostring(now))
-  redis.call('LTRIM', key, 0, limit - 1)
-  redis.call('EXPIRE', key, math.ceil(span) + 1)
-end
-return {1, '0', tostring(now)}
+return {grant, string.format('%.6f', wait), stamp}
 """
 
 
@@ -67,12 +87,22 @@ class RateLimiter:
 
     def acquire_at(self, key: str, *identifiers: str) -> tuple[float, float]:
         """(wait, Redis time of the decision): the benchmark checks windows against the limiter's own clock."""
+        granted, wait, now = self._take(1, key, identifiers)
+        return (0.0 if granted else wait), now
+
+    def acquire_many(self, count: int, key: str, *identifiers: str) -> tuple[int, float]:
+        """Take up to `count` tokens at once: (how many were granted, seconds until the next one frees up,
+        0.0 when all were granted)."""
+        granted, wait, _ = self._take(count, key, identifiers)
+        return granted, (0.0 if granted == count else wait)
+
+    def _take(self, count: int, key: str, identifiers: tuple[str, ...]) -> tuple[int, float, float]:
         limit = self._limits.get(key)
-        if limit is None:
-            return 0.0, 0.0
+        if limit is None or count <= 0:
+            return max(0, count), 0.0, 0.0
         name = ":".join((key, *identifiers))
         windows = limit.windows()
         keys = [f"{{rl:{name}}}:{int(seconds)}s" for _, seconds in windows]
-        args = [value for window in windows for value in window]
+        args = [count, *(value for window in windows for value in window)]
         granted, wait, now = self._script(keys=keys, args=args)
-        return (0.0 if int(granted) else max(0.001, float(wait))), float(now)
+        return int(granted), max(0.001, float(wait)), float(now)

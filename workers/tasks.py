@@ -58,18 +58,18 @@ def pump() -> int:
 
 @app.task(name="dispatcher.send")
 def send(payloads: list[dict[str, str]]) -> dict[str, int]:
-    """Deliver a batch of contacts of one channel; throttled or briefly failing ones come back later."""
+    """Deliver a batch of contacts of one channel; throttled or briefly failing ones come back later, in one
+    re-queued task per wait rather than one per contact."""
     runtime = worker_runtime()
+    deliveries = runtime.deliverer.deliver_many([contact_from(payload) for payload in payloads])
     results: dict[str, int] = defaultdict(int)
-    for index, payload in enumerate(payloads):
-        delivery = runtime.deliverer.deliver(contact_from(payload))
+    again: dict[float, list[dict[str, str]]] = defaultdict(list)
+    for payload, delivery in zip(payloads, deliveries, strict=True):
         results[delivery.result] += 1
-        if delivery.result == "throttled":
-            # The rest of the batch waits with it: one re-queued task, not one per contact.
-            send.apply_async(args=[payloads[index:]], queue=payload["channel"], countdown=delivery.retry_in)
-            break
-        if delivery.result == "retry":
-            send.apply_async(args=[[payload]], queue=payload["channel"], countdown=delivery.retry_in)
+        if delivery.result in ("throttled", "retry") and delivery.retry_in is not None:
+            again[round(delivery.retry_in, 3)].append(payload)
+    for wait, batch in again.items():
+        send.apply_async(args=[batch], queue=batch[0]["channel"], countdown=wait)
     return dict(results)
 
 

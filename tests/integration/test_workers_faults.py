@@ -32,10 +32,11 @@ def _texts_to(sandboxes: Sandboxes, number: str) -> list[dict[str, str]]:
 def test_a_provider_answering_503_twice_then_201_sends_once(
     runtime: WorkerRuntime, celery_worker: object, worker_sandboxes: Sandboxes, clock: ManualClock
 ) -> None:
-    contact = _queued_sms(runtime, "F503", "+8613955556666", clock)
+    # Faults first: the upsert already hands the contact to the worker (the runtime's on_queued).
     before = worker_sandboxes.twilio.request_count
     worker_sandboxes.twilio.faults.set(fail_503=2)
-    dispatch([contact], batch=1)
+    contact = _queued_sms(runtime, "F503", "+8613955556666", clock)
+    dispatch([contact], batch=1)  # delivered twice: the second finds it claimed
     eventually(lambda: runtime.engine.store.claim_status("F503", contact.id) == "sent")
     assert worker_sandboxes.twilio.request_count - before == 3
     assert len(_texts_to(worker_sandboxes, "+8613955556666")) == 1
@@ -46,9 +47,9 @@ def test_a_provider_answering_503_twice_then_201_sends_once(
 def test_a_long_retry_after_hands_the_contact_back_to_the_schedule(
     runtime: WorkerRuntime, celery_worker: object, worker_sandboxes: Sandboxes, clock: ManualClock
 ) -> None:
-    contact = _queued_sms(runtime, "F429", "+8613966667777", clock)
     worker_sandboxes.twilio.faults.set(fail_429=10, retry_after=600)
     try:
+        contact = _queued_sms(runtime, "F429", "+8613966667777", clock)
         dispatch([contact], batch=1)
         eventually(lambda: any(a.get("reason") == "transient_error" for a in runtime.engine.store.audit("F429")))
     finally:

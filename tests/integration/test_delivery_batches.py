@@ -1,0 +1,123 @@
+"""A send batch through the Deliverer on the real Redis and the Twilio sandbox over HTTP: tokens taken for
+the batch at once, one claim just before each send, and what a worker dying mid-batch leaves behind."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+import redis
+
+from channels.base import OutboundMessage, Receipt
+from channels.render import TemplateContextError
+from channels.sandbox import Sandboxes
+from dispatcher.clock import ManualClock
+from dispatcher.models import Contact
+from tests.conftest import make_account
+from workers.limiter import Limit, RateLimiter
+from workers.runtime import WorkerRuntime
+
+pytestmark = pytest.mark.integration
+
+
+class _WorkerDies(BaseException):
+    """Stands in for SIGKILL: nothing after it in the task runs."""
+
+
+class _DiesOnSend:
+    """The real SMS adapter, except that the worker dies as the `fatal`-th message is about to go."""
+
+    def __init__(self, real: object, fatal: int):
+        self.real, self.fatal, self.calls, self.name = real, fatal, 0, "sms"
+
+    def send(self, message: OutboundMessage) -> Receipt:
+        self.calls += 1
+        if self.calls == self.fatal:
+            raise _WorkerDies
+        return self.real.send(message)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        pass
+
+
+def _queued(runtime: WorkerRuntime, clock: ManualClock, prefix: str, count: int) -> list[Contact]:
+    runtime.engine.on_queued = lambda contacts: None  # the test sends them itself
+    accounts = [
+        make_account(f"{prefix}{i}", phone=f"+86139{abs(hash(prefix)) % 1000:03d}{i:04d}7",
+                     due_date=clock.now().date() - timedelta(days=1))
+        for i in range(count)
+    ]  # fmt: skip
+    return [contact for result in runtime.engine.upsert_many(accounts) for contact in result.queued]
+
+
+def _texts(sandboxes: Sandboxes, contact: Contact) -> int:
+    return sum(1 for m in sandboxes.twilio.state.messages() if f"/{contact.id}" in m["form"].get("StatusCallback", ""))
+
+
+def _sent_to(sandboxes: Sandboxes, runtime: WorkerRuntime, contact: Contact) -> int:
+    account = runtime.engine.store.load(contact.account_id).record
+    assert account is not None
+    return sum(1 for m in sandboxes.twilio.state.messages() if m["form"].get("To") == account.account.phone)
+
+
+def test_many_tokens_are_granted_up_to_each_window_and_the_rest_told_when(redis_url: str) -> None:
+    limiter = RateLimiter(redis_url, {"sms": Limit(rate=10, burst=2)})  # <= 12 in a second, <= 100 in ten
+    assert limiter.acquire_many(5, "sms", "s") == (5, 0.0)
+    granted, wait = limiter.acquire_many(50, "sms", "s")
+    assert granted == 7 and 0.0 < wait <= 1.0
+    assert limiter.acquire_many(3, "sms", "s")[0] == 0
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen("{rl:sms:s}:1s") == 12 and client.llen("{rl:sms:s}:10s") == 12
+    assert limiter.acquire_many(4, "letter", "x") == (4, 0.0)  # no limit configured for letters
+
+
+def test_a_batch_past_its_tokens_sends_what_was_granted_and_leaves_the_rest_unclaimed(
+    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    contacts = _queued(runtime, clock, "TK", 5)
+    limits = {"sms": Limit(rate=3)}
+    runtime.deliverer.limiter = RateLimiter(runtime.settings.redis_url or "", limits)
+    deliveries = runtime.deliverer.deliver_many(contacts)
+    assert [d.result for d in deliveries] == ["sent"] * 3 + ["throttled"] * 2
+    assert all(d.retry_in and 0.0 < d.retry_in <= 1.0 for d in deliveries[3:]), deliveries
+    store = runtime.engine.store
+    assert [store.claim_status(c.account_id, c.id) for c in contacts] == ["sent"] * 3 + ["queued"] * 2
+    assert [a.get("reason") for a in store.audit(contacts[4].account_id) if a["type"] == "contact"] == ["rate_limited"]
+
+
+def test_a_template_that_cannot_render_fails_loudly_after_the_rest_of_the_batch_is_sent(
+    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    good_before, bad, good_after = _queued(runtime, clock, "TP", 3)
+    broken = dataclasses.replace(bad, template="no_such_template")
+    with pytest.raises(TemplateContextError, match="no_such_template"):
+        runtime.deliverer.deliver_many([good_before, broken, good_after])
+    store = runtime.engine.store
+    assert store.claim_status(good_before.account_id, good_before.id) == "sent"
+    assert store.claim_status(good_after.account_id, good_after.id) == "sent"
+    assert store.claim_status(bad.account_id, bad.id) is None  # given back: the planner may queue it again
+    assert not [e for e in store.load(bad.account_id).history if e.kind == "attempt"]
+    assert _sent_to(worker_sandboxes, runtime, bad) == 0
+
+
+def test_a_worker_dying_mid_batch_leaves_one_claim_in_doubt_and_the_redelivered_batch_sends_the_rest_once(
+    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    contacts = _queued(runtime, clock, "KL", 6)
+    real = runtime.deliverer.adapters["sms"]
+    runtime.deliverer.adapters["sms"] = _DiesOnSend(real, fatal=3)  # type: ignore[assignment]
+    with pytest.raises(_WorkerDies):
+        runtime.deliverer.deliver_many(contacts)
+    store = runtime.engine.store
+    # Two went out unsettled, the third was claimed and not sent; the last three were never claimed.
+    assert [store.claim_status(c.account_id, c.id) for c in contacts] == ["sending"] * 3 + ["queued"] * 3
+
+    runtime.deliverer.adapters["sms"] = real  # the broker hands the unacknowledged task to another worker
+    redelivered = runtime.deliverer.deliver_many(contacts)
+    assert [d.result for d in redelivered] == ["claimed_elsewhere"] * 3 + ["sent"] * 3
+    assert [_sent_to(worker_sandboxes, runtime, c) for c in contacts] == [1, 1, 0, 1, 1, 1]
+
+    settled = runtime.engine.reconcile_in_doubt(clock.now() + timedelta(hours=1))
+    assert settled == 3  # taken as sent: never twice, at the price of the one that did not leave
+    assert {store.claim_status(c.account_id, c.id) for c in contacts} == {"sent"}
