@@ -78,13 +78,19 @@ class Engine:
         self.strategy = strategy
         self.clock = clock
         self.on_queued = on_queued
+        self._created_share = 1.0  # of the last upsert batch: whether the next one may assume new accounts
 
     # Changes.
     def upsert_many(self, accounts: Sequence[Account]) -> list[Result]:
         by_id = {account.id: account for account in accounts}
+        # While most upserts create accounts (an import), skip the read: a commit that assumes the account is
+        # new fails as a conflict when it is not, and that account is read and retried like any other.
+        assume_new = self._created_share >= 0.5
         results = self._run(
-            list(by_id), lambda loaded, now: _upserted(loaded, by_id[loaded.account_id], now), hand_over=True
+            list(by_id), lambda loaded, now: _upserted(loaded, by_id[loaded.account_id], now), True, assume_new
         )
+        if results:
+            self._created_share = sum(result.created for result in results) / len(results)
         # Every upsert path (API, batch, import, Celery) passes here, so an inbound STOP finds the account.
         phone_index.remember(self.store, [by_id[r.account_id] for r in results if r.status == "applied"])
         return self._hand_over(results)
@@ -266,7 +272,9 @@ class Engine:
         return settled
 
     # The loop.
-    def _run(self, account_ids: list[str], mutate: Mutator, hand_over: bool = False) -> list[Result]:
+    def _run(
+        self, account_ids: list[str], mutate: Mutator, hand_over: bool = False, assume_new: bool = False
+    ) -> list[Result]:
         """Load, change, plan and commit each account, again for those another writer got to first.
 
         hand_over: the change comes from outside the pump (an upsert, an event); with no on_queued to take
@@ -280,7 +288,11 @@ class Engine:
             now = self.clock.now()
             staged: list[tuple[Commit, Plan]] = []
             shapes: dict[tuple[object, ...], Plan] = {}  # fresh accounts of one shape share a plan (at one `now`)
-            for loaded in self.store.load_many(pending):
+            if assume_new:
+                read, assume_new = [Loaded.assumed_new(account_id) for account_id in pending], False
+            else:
+                read = self.store.load_many(pending)
+            for loaded in read:
                 change = mutate(loaded, now)
                 if change is None:
                     results[loaded.account_id] = Result(loaded.account_id, "unchanged", record=loaded.record)
@@ -317,7 +329,9 @@ class Engine:
             account_plan = plan(record, history, self.strategy, now)
             if shape is not None:
                 shapes[shape] = account_plan
-        record = record.model_copy(update={"stage": account_plan.stage, "next_wakeup": account_plan.next_wakeup})
+        record = AccountRecord(
+            account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup
+        )
         audit = [_entry_audit(record.account.id, entry) for entry in entries]
         audit += [_decision_audit(record.account.id, d, now) for d in account_plan.decisions]
         wake = now if wake_now and account_plan.contacts else account_plan.next_wakeup
@@ -358,16 +372,23 @@ def _attempt(contact: Contact, now: datetime) -> HistoryEntry:
     )  # fmt: skip
 
 
+_NEW_STATE, _RESOLVED_STATE = AccountState(), AccountState(status="resolved")  # frozen: safe to share
+
+
 def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
     previous = loaded.record
     if previous is not None and previous.account == account:
         return None
-    state = previous.state if previous is not None else AccountState()
-    if previous is None or previous.account.balance != account.balance:
+    if previous is None:
+        state = _RESOLVED_STATE if account.balance <= Decimal("0") else _NEW_STATE
+    elif previous.account.balance == account.balance:
+        state = previous.state
+    else:
         # The bank's balance is authoritative and already net of what was paid before it.
+        before = previous.state
         resolved = account.balance <= Decimal("0")
-        status = "resolved" if resolved else ("active" if state.status == "resolved" else state.status)
-        state = state.model_copy(update={"paid": Decimal("0"), "status": status})
+        status = "resolved" if resolved else ("active" if before.status == "resolved" else before.status)
+        state = before.model_copy(update={"paid": Decimal("0"), "status": status})
     kind = "account_created" if previous is None else "account_updated"
     entry = HistoryEntry(kind="event", at=now, event=kind, detail={"balance": str(account.balance)})
     record = AccountRecord(account=account, state=state)

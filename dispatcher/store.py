@@ -33,9 +33,16 @@ from dispatcher.models import AccountRecord, HistoryEntry
 
 CLAIM_QUEUED, CLAIM_SENDING, CLAIM_SENT, CLAIM_UNKNOWN = "queued", "sending", "sent", "unknown"
 
+# ARGV[1] is the version read, or 'new': the writer did not read and assumes the account has no record and
+# no history yet (a bulk import's first try); anything else there is a conflict, and it reads after all.
 _COMMIT = """
 local version = redis.call('HGET', KEYS[1], 'v') or '0'
-if version ~= ARGV[1] then return {-1} end
+local expected = ARGV[1]
+if expected == 'new' then
+  if version ~= '0' or redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
+  expected = '0'
+end
+if version ~= expected then return {-1} end
 if ARGV[5] ~= '' and redis.call('SADD', KEYS[6], ARGV[5]) == 0 then return {-2} end
 local next_version = tonumber(version) + 1
 redis.call('HSET', KEYS[1], 'v', next_version, 'd', ARGV[2])
@@ -119,6 +126,11 @@ class Loaded:
     version: str
     history: tuple[HistoryEntry, ...]
 
+    @classmethod
+    def assumed_new(cls, account_id: str) -> Loaded:
+        """An account taken to be unknown without reading it; its commit fails as a conflict if it exists."""
+        return cls(account_id, None, NEW, ())
+
 
 @dataclass(frozen=True, slots=True)
 class Commit:
@@ -134,6 +146,7 @@ class Commit:
 
 
 CONFLICT, DUPLICATE = -1, -2
+NEW = "new"  # the version of an account assumed unknown (see _COMMIT)
 
 
 _HISTORY = TypeAdapter(list[HistoryEntry])

@@ -446,3 +446,24 @@ def test_concurrent_claims_of_different_texts_never_break_the_daily_cap(
     assert set(verdicts) == {"send", "defer"}
     attempts = [entry for entry in store.load("A1").history if entry.kind == "attempt"]
     assert len(attempts) == 2
+
+
+def test_an_import_that_assumes_new_accounts_still_reads_the_ones_that_exist(engine: Engine, store: Store) -> None:
+    first = engine.upsert_many([make_account("N1"), make_account("N2")])  # all new: the next batch skips the read
+    send(engine, first[0].queued[0])
+    history_before = store.load("N1").history
+    # A history with no record (written by hand): the assumption fails there too, and the history is read.
+    store.redis.rpush("{a:N9}:hist", '{"kind":"event","at":"2026-03-01T00:00:00Z","event":"account_created"}')
+
+    results = engine.upsert_many(
+        [make_account("N1", balance=Decimal("3000")), make_account("N2"), make_account("N3"), make_account("N9")]
+    )
+
+    assert [(r.account_id, r.status, r.created) for r in results] == [
+        ("N1", "applied", False), ("N2", "unchanged", False), ("N3", "applied", True), ("N9", "applied", True),
+    ]  # fmt: skip
+    after = store.load("N1").history
+    assert after[: len(history_before)] == history_before  # nothing lost, nothing written twice
+    assert [e.event for e in after[len(history_before) :]] == ["account_updated"]
+    assert store.claims("N1")[first[0].queued[0].id] == "sent"
+    assert [e.event for e in store.load("N9").history] == ["account_created", "account_created"]
