@@ -18,7 +18,7 @@ from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
 from dispatcher.events import Event, EventRejected, Outcome, apply_event, lapsed_events
 from dispatcher.models import Account, AccountRecord, AccountState, Contact, Decision, HistoryEntry, Plan
-from dispatcher.planner import ADHOC_STAGE, fresh_shape, plan, rebased, stage_index_at
+from dispatcher.planner import ADHOC_STAGE, FRESH_STATE, fresh_shape, plan, rebased, stage_index_at
 from dispatcher.store import CONFLICT, DUPLICATE, Commit, Loaded, Store
 from dispatcher.strategy import Strategy
 
@@ -372,7 +372,7 @@ def _attempt(contact: Contact, now: datetime) -> HistoryEntry:
     )  # fmt: skip
 
 
-_NEW_STATE, _RESOLVED_STATE = AccountState(), AccountState(status="resolved")  # frozen: safe to share
+_NEW_STATE, _RESOLVED_STATE = FRESH_STATE, AccountState(status="resolved")  # frozen: safe to share
 
 
 def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:

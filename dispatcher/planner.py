@@ -82,14 +82,16 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
 
 
 _FRESH_EVENTS = frozenset({"account_created", "account_updated"})
-_DEFAULT_STATE = AccountState()
+FRESH_STATE = AccountState()
 
 
 def fresh_shape(record: AccountRecord, history: Sequence[HistoryEntry]) -> tuple[object, ...] | None:
     """Everything plan() reads of an account that has no contacts, events or state of its own yet; None
     otherwise. Accounts of one shape planned at one moment get the same plan but for their ids, which is
     what lets a bulk import plan each shape once (`rebased`)."""
-    if record.state != _DEFAULT_STATE or any(e.kind != "event" or e.event not in _FRESH_EVENTS for e in history):
+    if record.state is not FRESH_STATE and record.state != FRESH_STATE:
+        return None
+    if any(e.kind != "event" or e.event not in _FRESH_EVENTS for e in history):
         return None
     a = record.account
     return (a.due_date, a.timezone, a.extra_timezones, a.country, a.consent, a.phone is None, a.email is None,
