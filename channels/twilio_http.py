@@ -61,13 +61,13 @@ class PooledHttpClient(HttpClient):
         if auth is not None:
             fields["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         if params:
-            uri += ("&" if "?" in uri else "?") + urlencode(_present(params), doseq=True)
+            uri += ("&" if "?" in uri else "?") + urlencode_form(params)
         body = None
         if data is not None:
             if fields.get("Content-Type") in _JSON_TYPES:
                 body = json.dumps(data).encode()
             else:
-                body = urlencode(_present(data), doseq=True).encode()
+                body = urlencode_form(data).encode()
                 fields.setdefault("Content-Type", "application/x-www-form-urlencoded")
         reply = self._pool.request(
             method.upper(), uri, body=body, headers=fields, redirect=allow_redirects,
@@ -93,8 +93,9 @@ def transport_error(exc: urllib3.exceptions.HTTPError) -> TransientDeliveryError
     return TransientDeliveryError(f"twilio transport: {exc.__class__.__name__}", ambiguous=not never_sent)
 
 
-def _present(values: Mapping[str, object]) -> dict[str, object]:
-    return {key: value for key, value in values.items() if value is not None}
+def urlencode_form(values: Mapping[str, object]) -> str:
+    """Form or query encoding as the SDK's own client does it: lists repeat their key, None is left out."""
+    return urlencode({key: value for key, value in values.items() if value is not None}, doseq=True)
 
 
 def _proxy_for(base_url: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from urllib.parse import parse_qsl
 
 import pytest
@@ -11,6 +12,7 @@ from channels.base import OutboundMessage, PermanentDeliveryError, TransientDeli
 from channels.retry import send_with_retries
 from channels.sandbox import Sandboxes
 from channels.sms import SmsAdapter
+from channels.twilio_http import PooledHttpClient, urlencode_form
 from channels.voice import VoiceAdapter
 from config.settings import Settings
 from tests import channel_fixtures
@@ -120,6 +122,24 @@ def test_a_hung_provider_times_out_as_an_ambiguous_transient_error(settings: Set
     finally:
         sandboxes.twilio.faults.set(hang=0.0)
     assert caught.value.ambiguous  # the request left: reconcile before resending
+
+
+def test_a_provider_nobody_listens_on_is_a_definite_non_send(settings: Settings) -> None:
+    with socket.socket() as probe:  # a loopback port that was free a moment ago and has no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = settings.model_copy(update={"twilio_api_base_url": f"http://127.0.0.1:{port}"})
+    with pytest.raises(TransientDeliveryError) as caught:
+        SmsAdapter(closed, timeout=1.0).send(text("c-sms-refused", "+15551110000"))
+    assert not caught.value.ambiguous  # the request never left: safe to give the claim back and retry
+
+
+def test_the_sdk_client_sends_query_strings_and_repeated_form_fields_as_requests_did(sandboxes: Sandboxes) -> None:
+    client = PooledHttpClient(timeout=2.0, base_url=sandboxes.twilio.url)
+    response = client.request("GET", sandboxes.twilio.url + "/_sandbox/stats", params={"a": "1", "b": None})
+    assert response.status_code == 200 and '"requests"' in response.text
+    form = {"To": "+1555", "MediaUrl": ["https://a.test/1", "https://a.test/2"], "Skip": None}
+    assert urlencode_form(form) == "To=%2B1555&MediaUrl=https%3A%2F%2Fa.test%2F1&MediaUrl=https%3A%2F%2Fa.test%2F2"
 
 
 def test_chinese_sms_reports_ucs2_segments(settings: Settings) -> None:
