@@ -76,6 +76,10 @@ class Renderer:
         except (jinja2.UndefinedError, TemplateContextError) as exc:
             raise TemplateContextError(f"template {path}: {exc}") from None
 
+    def has(self, template_name: str, locale: str) -> bool:
+        """Whether the locale (or its language) has any file of this template."""
+        return bool(self._extensions(self.locale_folder(locale), template_name))
+
     def locale_folder(self, locale: str) -> str:
         """The template folder for a locale: exact (zh-CN), else its language (en-US -> en)."""
         if locale not in self._folders:

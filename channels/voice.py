@@ -1,8 +1,12 @@
-"""Voice calls through Twilio Calls: inline TwiML in the debtor's language, answering-machine detection.
+"""Voice calls through Twilio Calls: TwiML in the debtor's language, answering-machine detection, and a
+voicemail variant for machines.
 
-The voicemail variant (message.extra["voicemail"] true) speaks a limited-content message twice, with a
-pause, so a recorder that starts late still captures it; the planner chooses it, since inline TwiML
-cannot branch on AnsweredBy.
+Twilio's synchronous detection (`MachineDetection=DetectMessageEnd`) waits for a greeting's beep, then
+fetches the call's TwiML from `Url` with `AnsweredBy` in the request. The worker stores both scripts for
+the contact before placing the call (`scripts`), and the API's `/v1/webhooks/twilio/voice-twiml` answers
+with the one `script_for` picks: a person hears the step's message, a machine the limited-content
+voicemail twice, with a pause, so a recorder that starts late still captures it. Without a `twiml_url`
+in the message the call carries inline TwiML (the adapter used alone, as in the contract tests).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from channels.twilio_common import (
 from config.settings import Settings
 
 STATUS_CALLBACK_PATH = "/v1/webhooks/twilio/call-status"
+TWIML_PATH = "/v1/webhooks/twilio/voice-twiml"
+HANGUP_TWIML = str(VoiceResponse().hangup())  # nothing stored for the call: say nothing rather than guess
 SAY_LANGUAGE = {"zh": "zh-CN", "en": "en-US"}
 
 CALL_STATUS_KIND = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "failed"}
@@ -54,6 +60,25 @@ def build_twiml(text: str, locale: str, voicemail: bool = False) -> str:
     return str(response)
 
 
+def scripts(message: OutboundMessage) -> dict[str, str]:
+    """Both TwiML scripts of a call: `human` (the step's text) and `machine` (the voicemail variant)."""
+    voicemail = str(message.extra.get("voicemail_text") or message.text)
+    return {
+        "human": build_twiml(message.text, message.locale),
+        "machine": build_twiml(voicemail, message.locale, voicemail=True),
+    }
+
+
+def script_for(answered_by: str | None) -> str:
+    """Which stored script a call gets once detection has decided: only a finished greeting gets the
+    voicemail; a person, or detection that could not tell, gets the message meant for the debtor."""
+    return "machine" if (answered_by or "").startswith("machine_end") else "human"
+
+
+def twiml_url(public_base_url: str, contact_id: str) -> str:
+    return f"{public_base_url.rstrip('/')}{TWIML_PATH}?contact_id={quote(contact_id, safe='')}"
+
+
 def call_status_callback_url(public_base_url: str, contact_id: str) -> str:
     return f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?contact_id={quote(contact_id, safe='')}"
 
@@ -73,12 +98,17 @@ class VoiceAdapter:
         self._client, self._http = build_client(settings, timeout)
 
     def send(self, message: OutboundMessage) -> Receipt:
-        twiml = build_twiml(message.text, message.locale, voicemail=bool(message.extra.get("voicemail")))
+        url = message.extra.get("twiml_url")
+        if url:
+            source: dict[str, str] = {"url": str(url), "method": "POST"}
+        else:
+            voicemail = bool(message.extra.get("voicemail"))
+            source = {"twiml": build_twiml(message.text, message.locale, voicemail=voicemail)}
         call = call_twilio(
             lambda: self._client.calls.create(
                 to=str(message.to),
                 from_=self._settings.twilio_from_number,
-                twiml=twiml,
+                **source,
                 machine_detection="DetectMessageEnd",
                 machine_detection_timeout=self._amd_timeout,
                 status_callback=call_status_callback_url(self._settings.public_base_url, message.contact_id),

@@ -7,6 +7,7 @@ on a Redis Cluster):
     {a:ID}:hist      list  HistoryEntry JSON, append-only
     {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown
     {a:ID}:events    set   event ids already applied (a repeat is ignored)
+    {a:ID}:voice     hash  contact id -> its call's TwiML scripts (human, machine); expires after a day
     {s:N}:wake       zset  account id -> next wake-up (epoch seconds)
     {s:N}:audit      stream  one entry per write, field e = JSON array of its events and decisions
 
@@ -391,6 +392,18 @@ class Store:
             by_shard.setdefault(self.shard_of(str(entry["account_id"])), []).append(entry)
         for shard, batch in by_shard.items():
             pipe.xadd(self.audit_key(shard), {"e": _audit_payload(batch)})
+
+    def stash_voice_scripts(self, account_id: str, contact_id: str, scripts: dict[str, str], ttl: int) -> None:
+        """A call's TwiML scripts, for the API to hand to Twilio when the call connects (workers write them)."""
+        key = account_key(account_id, "voice")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, contact_id, json.dumps(scripts, ensure_ascii=False))
+        pipe.expire(key, ttl)
+        pipe.execute()
+
+    def voice_scripts(self, account_id: str, contact_id: str) -> dict[str, str] | None:
+        stored = self.redis.hget(account_key(account_id, "voice"), contact_id)
+        return None if stored is None else dict(json.loads(stored))
 
     def account_ids(self) -> Iterable[str]:
         for key in self.redis.scan_iter(match="{a:*}:acct", count=1000):

@@ -8,22 +8,25 @@ A contact id is never sent twice: the claim is the gate, and every path out of i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from channels import voice
 from channels.base import ChannelAdapter, OutboundMessage, PermanentDeliveryError, TransientDeliveryError
 from channels.render import Renderer, TemplateContextError
 from channels.retry import send_with_retries
 from config.settings import Settings
 from dispatcher.engine import ClaimResult, Engine
 from dispatcher.events import Event, Outcome
-from dispatcher.models import Contact, HistoryEntry, OutcomeKind
+from dispatcher.models import Channel, Contact, HistoryEntry, OutcomeKind
 from workers.limiter import RateLimiter
 from workers.messages import build_message
 
 # A wait longer than this goes back to the schedule instead of the broker: no long ETAs on Redis.
 MAX_REQUEUE_SECONDS = 60.0
+VOICE_SCRIPT_TTL = 86_400  # a call connects within minutes; a day leaves room for a retried task
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,17 @@ class Deliverer:
 
     def _message(self, contact: Contact, claim: ClaimResult) -> OutboundMessage:
         assert claim.record is not None, "a claim that says send carries the record it looked at"
-        return build_message(
+        message = build_message(
             contact, claim.record, claim.history, self.renderer, self.settings, self.engine.strategy,
             self.engine.clock.now(),
         )  # fmt: skip
+        if contact.channel is Channel.VOICE:
+            # Twilio fetches the script once detection knows who answered: both are stored before the call.
+            scripts = voice.scripts(message)
+            self.engine.store.stash_voice_scripts(contact.account_id, contact.id, scripts, VOICE_SCRIPT_TTL)
+            url = voice.twiml_url(self.settings.public_base_url, contact.id)
+            message = dataclasses.replace(message, extra={**message.extra, "twiml_url": url})
+        return message
 
     def _send(self, contact: Contact, claim: ClaimResult, message: OutboundMessage, batch: _Endings) -> Delivery:
         adapter = self.adapters[contact.channel.value]

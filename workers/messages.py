@@ -16,6 +16,8 @@ from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry, Pos
 from dispatcher.strategy import Strategy
 from dispatcher.timeline import timeline
 
+GENERIC_VOICEMAIL = "voicemail"
+
 
 def build_message(
     contact: Contact,
@@ -35,6 +37,9 @@ def build_message(
         extra["validity_period"] = _seconds_left_in_window(record, strategy, contact.channel, now)
     if contact.channel is Channel.AGENCY:
         extra["case_file"] = _case_file(record, history)
+    if contact.channel is Channel.VOICE:
+        variant = voicemail_template(contact.template, account.locale, renderer)
+        extra["voicemail_text"] = renderer.render(variant, account.locale, context).text
     return OutboundMessage(
         contact_id=contact.id,
         account_id=account.id,
@@ -45,6 +50,13 @@ def build_message(
         html=rendered.html,
         extra=extra,
     )
+
+
+def voicemail_template(template: str, locale: str, renderer: Renderer) -> str:
+    """`{step}_voicemail` for `{step}_call` when the locale has one, else the generic limited-content
+    `voicemail`: a machine never gets the debt message, since anyone may play the recording back."""
+    own = template.removesuffix("_call") + "_voicemail"
+    return own if renderer.has(own, locale) else GENERIC_VOICEMAIL
 
 
 def _context(contact: Contact, record: AccountRecord, settings: Settings, now: datetime) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from channels.base import ProviderOutcome, WebhookRejected
 from channels.letter import sign, tracking_outcomes, verify_signature
 from channels.sms import inbound_intent, message_status_outcomes
 from channels.twilio_common import contact_id_of, verified_params
-from channels.voice import answered_kind, call_status_outcomes
+from channels.voice import HANGUP_TWIML, answered_kind, call_status_outcomes, script_for
 from config.settings import Settings
 from dispatcher import phone_index
 from dispatcher.api.errors import ApiError, FieldError, responses
@@ -66,7 +66,7 @@ _FORM = {"requestBody": {"required": True, "content": {"application/x-www-form-u
     "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}}}  # fmt: skip
 _JSON = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 _TWIML: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Empty TwiML", "content": {"text/xml": {"schema": {"type": "string"}}}}
+    200: {"description": "TwiML", "content": {"text/xml": {"schema": {"type": "string"}}}}
 }
 
 
@@ -110,6 +110,21 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
         detail = {"answered_by": params.get("AnsweredBy")}
         outcome = ProviderOutcome(_contact_id(url), kind, params.get("CallSid", ""), detail)
         return await recorder.outcomes([outcome], Channel.VOICE, FINAL_RANK, "twilio:amd")
+
+    @router.post(
+        "/twilio/voice-twiml", summary="The TwiML of a connected call: the message, or for a machine the voicemail",
+        response_class=Response, responses={**_TWIML, **responses(403, 422)}, openapi_extra=_FORM,
+    )  # fmt: skip
+    async def voice_twiml(request: Request) -> Response:
+        url, params = await twilio(request)
+        contact_id = _contact_id(url)
+        stored = await anyio.to_thread.run_sync(engine.store.voice_scripts, _account_of(contact_id), contact_id)
+        which = script_for(params.get("AnsweredBy"))
+        if stored is None or which not in stored:
+            log.warning("voice.no_script", contact_id=contact_id, answered_by=params.get("AnsweredBy"))
+            return Response(HANGUP_TWIML, media_type="text/xml")
+        log.info("voice.script", contact_id=contact_id, answered_by=params.get("AnsweredBy"), script=which)
+        return Response(stored[which], media_type="text/xml")
 
     @router.post(
         "/twilio/inbound-sms", summary="Inbound SMS: STOP / START / HELP (退订, 订阅, 帮助 too)",

@@ -116,6 +116,31 @@ class TwilioSandbox:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def twiml_fetched(self) -> list[dict[str, Any]]:
+        return [record for record in self.log.read() if record["event"] == "call.twiml"]
+
+    def schedule_twiml_fetch(
+        self, url: str, params: dict[str, str], status_url: str | None, status: dict[str, str]
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(self._fetch_twiml(url, params, status_url, status))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch_twiml(
+        self, url: str, params: dict[str, str], status_url: str | None, status: dict[str, str]
+    ) -> None:
+        client = self._callback_client()
+        await asyncio.sleep(self.callback_delay)
+        signature = self.validator.compute_signature(url, params)
+        record: dict[str, Any] = {"event": "call.twiml", "url": url, "params": params, "call_sid": params["CallSid"]}
+        try:
+            response = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+            self.log.append({**record, "status": response.status_code, "twiml": response.text})
+        except httpx.HTTPError as exc:
+            self.log.append({**record, "error": repr(exc)})  # Twilio would speak "an application error"
+        if status_url:
+            await self._post_callbacks(status_url, [status])
+
     async def _post_callbacks(self, url: str, updates: list[dict[str, str]]) -> None:
         client = self._callback_client()  # one per sandbox: a new one per message re-reads the CA bundle
         for params in updates:
@@ -203,6 +228,11 @@ def _call(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
         params["CallDuration"] = "27"
         if form.get("MachineDetection"):
             params["AnsweredBy"] = answered_by or "human"
+        if form.get("Url"):
+            # Connected: fetch the call's TwiML as Twilio does, with the detection result, before the status.
+            answered = {k: v for k, v in params.items() if k != "CallDuration"} | {"CallStatus": "in-progress"}
+            sandbox.schedule_twiml_fetch(form["Url"], answered, form.get("StatusCallback"), params)
+            return JSONResponse(call, 201)
     sandbox.schedule_callbacks(form.get("StatusCallback"), [params])
     return JSONResponse(call, 201)
 

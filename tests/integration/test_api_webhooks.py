@@ -198,3 +198,22 @@ def test_a_callback_for_an_unknown_account_is_acknowledged_and_ignored(api: Api)
     response = api.twilio(status_path("message-status", "GHOST/reminder/sms/0"),
                           {"MessageSid": "SM9", "MessageStatus": "delivered"})  # fmt: skip
     assert (response.status_code, response.json()["status"]) == (200, "ignored")
+
+
+def test_a_connected_call_gets_the_script_for_who_answered_and_nothing_without_one(api: Api) -> None:
+    contact_id = "V1/reminder/call/0"
+    scripts = {
+        kind: f"<Response><Say>{said}</Say></Response>"
+        for kind, said in [("human", "message"), ("machine", "voicemail")]
+    }
+    api.store.stash_voice_scripts("V1", contact_id, scripts, ttl=60)
+    path = f"/v1/webhooks/twilio/voice-twiml?contact_id={quote(contact_id, safe='')}"
+    answered = {"CallSid": "CA1", "CallStatus": "in-progress"}
+    for answered_by, expected in [("human", "message"), ("machine_end_beep", "voicemail"), ("unknown", "message"),
+                                  ("machine_end_silence", "voicemail")]:  # fmt: skip
+        response = api.twilio(path, {**answered, "AnsweredBy": answered_by})
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/xml")
+        assert f"<Say>{expected}</Say>" in response.text, answered_by
+    other = "/v1/webhooks/twilio/voice-twiml?contact_id=V2%2Freminder%2Fcall%2F0"
+    assert "<Hangup" in api.twilio(other, {**answered, "AnsweredBy": "human"}).text  # nothing stored: say nothing
+    assert api.twilio(path, answered, token="not-the-auth-token").status_code == 403

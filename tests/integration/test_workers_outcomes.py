@@ -131,3 +131,33 @@ def test_a_payment_mid_run_means_the_pending_contacts_are_never_sent(deployment:
     assert deployment.texts_to(phone) == []
     calls = [r for r in deployment.sandboxes.twilio.state.calls() if r["form"].get("To") == phone]
     assert calls == []
+
+
+def _twiml_for(deployment: Deployment, call_sid: str) -> str:
+    fetched = [r for r in deployment.sandboxes.twilio.state.twiml_fetched() if r["call_sid"] == call_sid]
+    assert len(fetched) == 1 and fetched[0]["status"] == 200, fetched
+    return str(fetched[0]["twiml"])
+
+
+def _call_sid(deployment: Deployment, account_id: str, contact_id: str) -> str:
+    [sid] = [e.detail["provider_id"] for e in deployment.store.load(account_id).history
+             if e.kind == "outcome" and e.contact_id == contact_id and e.outcome == "sent"]  # fmt: skip
+    return sid
+
+
+def test_a_machine_that_answers_hears_only_the_limited_content_voicemail(deployment: Deployment) -> None:
+    phone = "+8613812340004"  # the sandbox answers numbers ending 0004 with a machine, after the beep
+    [call] = [c for c in deployment.account("VM1", 2, phone=phone) if c.channel == "voice"]
+    dispatch([call], batch=1)
+    eventually(lambda: any(e.outcome == "voicemail" for e in deployment.store.load("VM1").history), timeout=15)
+    twiml = _twiml_for(deployment, _call_sid(deployment, "VM1", call.id))
+    assert twiml.count("请回电") == 2 and "<Pause" in twiml  # said twice, with a pause
+    assert "5,000" not in twiml and "¥" not in twiml and "信用卡" not in twiml  # no debt for whoever plays it
+
+
+def test_a_person_who_answers_hears_the_steps_message_in_their_language(deployment: Deployment) -> None:
+    [call] = [c for c in deployment.account("HU1", 2, phone="+8613812347777") if c.channel == "voice"]
+    dispatch([call], batch=1)
+    eventually(lambda: any(e.outcome == "answered" for e in deployment.store.load("HU1").history), timeout=15)
+    twiml = _twiml_for(deployment, _call_sid(deployment, "HU1", call.id))
+    assert 'language="zh-CN"' in twiml and "5,000.00" in twiml and "<Pause" not in twiml

@@ -66,3 +66,14 @@ def test_html_escapes_what_the_text_keeps(tmp_path: Path) -> None:
 def test_an_unknown_locale_is_refused() -> None:
     with pytest.raises(TemplateContextError, match="fr"):
         Renderer().render("reminder_sms", "fr-FR", CONTEXT)
+
+
+def test_a_call_without_its_own_voicemail_variant_falls_back_to_the_generic_limited_one() -> None:
+    from workers.messages import voicemail_template
+
+    renderer = Renderer()
+    assert voicemail_template("reminder_call", "zh-CN", renderer) == "reminder_voicemail"
+    assert voicemail_template("early_call", "en-US", renderer) == "voicemail"
+    for locale in ("en", "zh-CN"):
+        text = renderer.render("voicemail", locale, {"name": "N", "bank_name": "B", "phone": "1"}).text
+        assert "amount" not in text and "¥" not in text and "$" not in text
