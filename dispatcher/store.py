@@ -239,6 +239,9 @@ class Store:
     # Writing.
     def commit_many(self, commits: Sequence[Commit]) -> list[list[str] | int]:
         """Apply each commit; per commit the ids to dispatch (new or still queued), or CONFLICT / DUPLICATE."""
+        if len(commits) == 1:  # an API event: no pipeline, so no SCRIPT EXISTS round trip before it
+            commit = commits[0]
+            return [self._reply(self._commit(keys=self._commit_keys(commit), args=self._commit_args(commit)))]
         pipe = self.redis.pipeline(transaction=False)
         # EVALSHA straight onto the pipeline (Script.__call__ costs a few microseconds a call, and a bulk
         # import makes a million); registering the script keeps redis-py's reload after a Redis restart.
@@ -247,11 +250,12 @@ class Store:
         for commit in commits:
             keys = self._commit_keys(commit)
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *self._commit_args(commit))
-        results: list[list[str] | int] = []
-        for reply in pipe.execute():
-            status = reply[0]
-            results.append(int(status) if int(status) < 0 else [str(cid) for cid in reply[1:]])
-        return results
+        return [self._reply(reply) for reply in pipe.execute()]
+
+    @staticmethod
+    def _reply(reply: list[object]) -> list[str] | int:
+        status = int(str(reply[0]))
+        return status if status < 0 else [str(contact_id) for contact_id in reply[1:]]
 
     def _commit_keys(self, commit: Commit) -> list[str]:
         account_id = commit.loaded.account_id
