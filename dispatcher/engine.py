@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from dispatcher import phone_index
 from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
 from dispatcher.events import Event, EventRejected, Outcome, apply_event, lapsed_events
@@ -38,6 +37,7 @@ class Change:
     record: AccountRecord
     entries: list[HistoryEntry] = field(default_factory=list)
     event_id: str | None = None
+    phone: str | None = None  # an upsert's number, for the phone index (an inbound STOP finds the account)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +91,6 @@ class Engine:
         )
         if results:
             self._created_share = sum(result.created for result in results) / len(results)
-        # Every upsert path (API, batch, import, Celery) passes here, so an inbound STOP finds the account.
-        phone_index.remember(self.store, [by_id[r.account_id] for r in results if r.status == "applied"])
         return self._hand_over(results)
 
     def upsert(self, account: Account) -> Result:
@@ -337,6 +335,7 @@ class Engine:
         wake = now if wake_now and account_plan.contacts else account_plan.next_wakeup
         commit = Commit(
             loaded, record, entries, [c.id for c in account_plan.contacts], wake, audit, change.event_id,
+            change.phone,
         )  # fmt: skip
         return commit, account_plan
 
@@ -392,7 +391,7 @@ def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
     kind = "account_created" if previous is None else "account_updated"
     entry = HistoryEntry(kind="event", at=now, event=kind, detail={"balance": str(account.balance)})
     record = AccountRecord(account=account, state=state)
-    return Change(record, [entry])
+    return Change(record, [entry], phone=account.phone)
 
 
 def _replanned(loaded: Loaded, now: datetime) -> Change | None:

@@ -3,28 +3,13 @@
 One Redis set per number, `{p:<E.164>}:accounts` (a hash tag per number, so they spread over a Cluster),
 holding account ids (a debtor with two cards has two
 accounts and one phone). The index is only a hint: a lookup re-reads each account and drops ids whose
-phone has since changed, so a stale entry costs a read, never a wrong opt-out.
+phone has since changed, so a stale entry costs a read, never a wrong opt-out. Every upsert adds its
+account to its number's set inside the account's commit (`Commit.phone`), so no upsert path can miss it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from dispatcher.models import Account
-from dispatcher.store import Store
-
-
-def phone_key(phone: str) -> str:
-    return f"{{p:{phone}}}:accounts"
-
-
-def remember(store: Store, accounts: Iterable[Account]) -> None:
-    """Index the phone of each account (pipelined; accounts without a phone are skipped)."""
-    pipe = store.redis.pipeline(transaction=False)
-    for account in accounts:
-        if account.phone:
-            pipe.sadd(phone_key(account.phone), account.id)
-    pipe.execute()
+from dispatcher.store import Store, phone_key
 
 
 def accounts_for(store: Store, phone: str) -> list[str]:

@@ -7,14 +7,15 @@ on a Redis Cluster):
     {a:ID}:hist      list  HistoryEntry JSON, append-only
     {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown
     {a:ID}:events    set   event ids already applied (a repeat is ignored)
+    {p:PHONE}:accounts set  account ids with that phone number (the inbound STOP index; written by upserts)
     {a:ID}:voice     hash  contact id -> its call's TwiML scripts (human, machine); expires after a day
     {s:N}:wake       zset  account id -> next wake-up (epoch seconds)
     {s:N}:audit      stream  one entry per write, field e = JSON array of its events and decisions
 
 Writes that must agree go through Lua scripts with an optimistic version check, so a planner holding a
-stale view retries instead of overwriting. On a single Redis a commit is atomic across the account's and
-the shard's keys; on a Cluster the two slots would be written in turn, and the wake-up lease covers a
-crash in between.
+stale view retries instead of overwriting. On a single Redis a commit is atomic across the account's, the
+shard's and (for an upsert) the phone index's keys; on a Cluster those slots would be written in turn,
+and the wake-up lease covers a crash in between (the phone index is a hint that lookups re-check).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ for _ = 1, count do
 end
 if ARGV[i] ~= '' then redis.call('XADD', KEYS[5], '*', 'e', ARGV[i]) end
 if ARGV[4] == '' then redis.call('ZREM', KEYS[4], ARGV[3]) else redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3]) end
+if KEYS[7] then redis.call('SADD', KEYS[7], ARGV[3]) end
 return result
 """
 
@@ -114,6 +116,11 @@ def account_key(account_id: str, part: str) -> str:
     return f"{{a:{account_id}}}:{part}"
 
 
+def phone_key(phone: str) -> str:
+    """The accounts of one phone number (see dispatcher.phone_index)."""
+    return f"{{p:{phone}}}:accounts"
+
+
 def epoch(moment: datetime) -> float:
     return moment.timestamp()
 
@@ -144,6 +151,7 @@ class Commit:
     wake: datetime | None = None
     audit: Sequence[dict[str, object]] = ()
     event_id: str | None = None
+    phone: str | None = None  # an upsert's phone number, added to the phone index in the same step
 
 
 CONFLICT, DUPLICATE = -1, -2
@@ -267,6 +275,7 @@ class Store:
             self.wake_key(shard),
             self.audit_key(shard),
             account_key(account_id, "events"),
+            *([phone_key(commit.phone)] if commit.phone else []),
         ]
 
     @staticmethod

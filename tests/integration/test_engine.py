@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from dispatcher import phone_index
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import AdhocContact, DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
@@ -467,3 +468,5 @@ def test_an_import_that_assumes_new_accounts_still_reads_the_ones_that_exist(eng
     assert [e.event for e in after[len(history_before) :]] == ["account_updated"]
     assert store.claims("N1")[first[0].queued[0].id] == "sent"
     assert [e.event for e in store.load("N9").history] == ["account_created", "account_created"]
+    # Read or assumed new, every upserted account is in its number's index, for an inbound STOP.
+    assert phone_index.accounts_for(store, "+8613800138000") == ["N1", "N2", "N3", "N9"]
