@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from dispatcher import importer
 from dispatcher.api.accounts import engine_of, upsert_status
 from dispatcher.api.auth import ACCOUNTS_WRITE, Principal, require
 from dispatcher.api.errors import responses, validation_fields
@@ -27,7 +28,7 @@ from dispatcher.models import Account
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
-BATCH = 500
+BATCH = importer.BATCH  # the same batches as `dispatcher import`
 MAX_LINE_BYTES = 64 * 1024
 SPOOL_MEMORY = 4 * 1024 * 1024
 READ_CHUNK = 64 * 1024
