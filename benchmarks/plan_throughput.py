@@ -30,6 +30,7 @@ from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.importer import BATCH  # noqa: E402  (the batches `dispatcher import` and the API use)
 from dispatcher.models import Account  # noqa: E402
 from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
+from dispatcher.runtime import tune_gc  # noqa: E402
 from dispatcher.store import Store  # noqa: E402
 from dispatcher.strategy import load_strategy  # noqa: E402
 
@@ -57,6 +58,7 @@ def account_line(index: int) -> bytes:
 
 
 def engine_worker(url: str, start: int, stop: int, shards: int) -> float:
+    tune_gc()  # as every `dispatcher` command does
     store = Store.from_url(url, shards)
     engine = Engine(store, load_strategy(Path(DEFAULT_STRATEGY)), ManualClock(NOW))
     lines = [account_line(i) for i in range(start, stop)]
@@ -68,6 +70,7 @@ def engine_worker(url: str, start: int, stop: int, shards: int) -> float:
 
 
 def raw_worker(url: str, start: int, stop: int, shards: int) -> float:
+    tune_gc()  # the same process settings for the baseline
     client = redis.Redis.from_url(url)
     lines = [account_line(i) for i in range(start, stop)]
     entry = json.dumps({"kind": "event", "at": NOW.isoformat(), "event": "account_created"})

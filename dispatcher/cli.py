@@ -20,7 +20,7 @@ from config.settings import Settings, load_settings
 from dispatcher import reports
 from dispatcher.clock import ManualClock
 from dispatcher.importer import import_accounts
-from dispatcher.runtime import open_runtime
+from dispatcher.runtime import open_runtime, tune_gc
 from dispatcher.simulate import Simulation, load_model
 from dispatcher.strategy import StrategyError, load_strategy
 from dispatcher.synthetic import synthetic_accounts
@@ -36,6 +36,11 @@ app.add_typer(strategy_app, name="strategy")
 app.add_typer(account_app, name="account")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
+
+
+@app.callback()
+def _every_command() -> None:
+    tune_gc()
 
 
 def _settings() -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,6 +13,16 @@ from dispatcher.engine import Engine
 from dispatcher.redis_server import redis_url
 from dispatcher.store import Store
 from dispatcher.strategy import Strategy, load_strategy
+
+# CPython collects its youngest generation every 700 allocations. Ingesting and planning allocate tens of
+# thousands of short-lived objects per batch, and those collections took a quarter of the ingest CPU
+# (plan benchmark, one process: 161 -> 119 us per account). Fewer, larger young collections free the same
+# garbage; the older generations are visited less often too. Every `dispatcher` command sets this.
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_gc() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass(frozen=True)
