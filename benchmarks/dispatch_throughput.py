@@ -27,13 +27,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
+from benchmarks._machine import speed_reference  # noqa: E402
 from benchmarks._noop_tasks import DONE_KEY, noop  # noqa: E402
 from channels.sandbox import Sandboxes, start_sandboxes  # noqa: E402
 from channels.twilio_common import contact_id_of  # noqa: E402
 from config.settings import DEFAULT_STRATEGY, load_settings  # noqa: E402
+from dispatcher.api.app import ServerThread  # noqa: E402
 from dispatcher.clock import ManualClock  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.models import Account, Contact  # noqa: E402
@@ -61,28 +61,19 @@ SINGLE_RUNS = 3  # one no-op task per contact: the baseline the goal is judged a
 Run = tuple[float, int, list[float]]  # seconds, contacts done, CPU seconds per watched process
 
 
-class _Ok(BaseHTTPRequestHandler):
-    """Answers every status callback 200, as the API would, and counts them."""
+class _Ok:
+    """Answers every status callback 200 and counts them: an ASGI app on uvicorn, as the API's webhooks are."""
 
-    protocol_version = "HTTP/1.1"
-    received: list[int] = []  # list.append is atomic across the server's threads
+    received = 0
 
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.received.append(1)
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _Sink(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a callback cut off when the run ends is not news
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        _Ok.received += 1
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
 
 
 def queue_contacts(url: str, prefix: str, count: int) -> list[Contact]:
@@ -186,11 +177,8 @@ def main() -> None:
         state = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
         stack.callback(lambda: print(f"run directory kept: {state}") if args.keep else shutil.rmtree(state, True))
         server = stack.enter_context(EmbeddedRedis(state / "redis", appendonly=False))
-        sink = _Sink(("127.0.0.1", 0), _Ok)
-        threading.Thread(target=sink.serve_forever, daemon=True).start()
-        stack.callback(sink.server_close)
-        stack.callback(sink.shutdown)
-        sink_url = f"http://127.0.0.1:{sink.server_port}"
+        sink = stack.enter_context(ServerThread(_Ok()))
+        sink_url = sink.url
         sandboxes = start_sandboxes(state / "sandboxes", callback_base_url=sink_url)
         stack.callback(sandboxes.stop)
         if args.no_callbacks:
@@ -237,7 +225,8 @@ def main() -> None:
             time.sleep(0.5)  # let the last status callbacks land before counting them
         statuses = Counter((status or b"missing").decode() for status in claims(client, contacts))
         received = Counter(contact_id_of(m["form"]["StatusCallback"]) for m in sandboxes.twilio.state.messages())
-        report(args, single_runs, noop_runs, real_run, statuses, received, {contact.id for contact in contacts})
+        print(speed_reference())
+    report(args, single_runs, noop_runs, real_run, statuses, received, {contact.id for contact in contacts})
 
 
 def report(args, single_runs, noop_runs, real_run, statuses, received, wanted) -> None:  # type: ignore[no-untyped-def,unused-ignore]
@@ -272,7 +261,7 @@ def report(args, single_runs, noop_runs, real_run, statuses, received, wanted) -
     print(f"claim statuses of the timed contacts: {dict(statuses)}")
     print(
         f"SMS the sandbox received for the timed contacts: {timed_sent} of {len(wanted)}; contact ids it "
-        f"received more than once (warm-up included): {twice}; status callbacks answered 200: {len(_Ok.received)}"
+        f"received more than once (warm-up included): {twice}; status callbacks answered 200: {_Ok.received}"
     )
     if min(real_done, noop_done, single_done) < args.contacts:
         print(f"INCOMPLETE: a phase hit --timeout {args.timeout:g} s; the rates above cover what finished")

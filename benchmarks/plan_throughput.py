@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
+from benchmarks._machine import speed_reference  # noqa: E402
 from config.settings import DEFAULT_STRATEGY  # noqa: E402
 from dispatcher.clock import ManualClock  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
@@ -119,6 +120,7 @@ def main() -> None:
         engine_seconds = run_parallel(engine_worker, server.url, args.accounts, args.workers, args.shards)
         engine_memory = used_memory(server.url) - base_memory
         planned = sum(client.zcard(f"{{s:{shard}}}:wake") for shard in range(args.shards))
+    print(speed_reference())
     engine_rate, raw_rate = args.accounts / engine_seconds, args.accounts / raw_seconds
     print(f"accounts ingested and planned: {args.accounts} ({planned} with a wake-up) by {args.workers} workers")
     print(f"engine: {engine_seconds:.1f} s, {engine_rate:,.0f} accounts/s")
