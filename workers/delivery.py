@@ -1,9 +1,11 @@
-"""The send pipeline for one contact, in small steps, each testable alone:
+"""The send pipeline for a batch of contacts of one channel, in small steps, each testable alone:
 
-    last look + claim (Engine.claim) → rate limit → render → send with short retries → settle → outcome
+    rate-limit tokens for the batch → one read of the accounts → per contact: last look + claim → render →
+    send with short retries → then, for the batch: settle the claims → record the outcomes
 
-What the caller (a Celery task) must do next comes back as a `Delivery`: nothing, or retry in N seconds.
-A contact id is never sent twice: the claim is the gate, and every path out of it settles the claim.
+What the caller (a Celery task) must do next comes back per contact as a `Delivery`: nothing, or retry in
+N seconds. A contact id is never sent twice: the claim is the gate, and every path out of it settles or
+releases the claim.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ VOICE_SCRIPT_TTL = 86_400  # a call connects within minutes; a day leaves room f
 @dataclass(frozen=True)
 class Delivery:
     contact_id: str
-    result: str  # sent | failed | unknown | deferred | denied | claimed_elsewhere | throttled | retry
+    result: str  # sent | failed | unknown | deferred | denied | claimed_elsewhere | throttled | retry |
+    # retry_later | template_error
     retry_in: float | None = None
     detail: str | None = None
 
