@@ -99,8 +99,8 @@ def urlencode_form(values: Mapping[str, object]) -> str:
 
 
 def _proxy_for(base_url: str) -> str | None:
-    host = urlsplit(base_url).hostname or ""
-    if not host or proxy_bypass(host):
+    parts = urlsplit(base_url)
+    if not parts.hostname or proxy_bypass(parts.hostname):
         return None
     proxies = getproxies()
-    return proxies.get(urlsplit(base_url).scheme) or proxies.get("all")
+    return proxies.get(parts.scheme) or proxies.get("all")

@@ -151,23 +151,19 @@ class Engine:
                 account = loaded[contact.account_id]
                 if any(claimed.account_id == contact.account_id for claimed, _, _ in claims):
                     later.append(contact)
-                elif account.record is None:
-                    results[contact.id] = ClaimResult("deny", "unknown_account")
+                    continue
+                looked = self._look(account, contact, now)
+                if isinstance(looked, ClaimResult):
+                    results[contact.id] = looked
                 else:
-                    ruling = self.last_look(account.record, account.history, contact, now)
-                    if ruling.verdict == "send":
-                        claims.append((contact, account, _attempt(contact, now)))
-                    else:
-                        results[contact.id] = self._not_now(contact, ruling, account.record, now)
+                    claims.append((contact, account, looked))
             replies = self.store.claim_many([(c.account_id, c.id, one.version, a) for c, one, a in claims])
             for (contact, account, attempt), reply in zip(claims, replies, strict=True):
-                if reply == 1:
-                    history = (*account.history, attempt)
-                    results[contact.id] = ClaimResult("send", record=account.record, attempt=attempt, history=history)
-                elif reply == 0:
-                    results[contact.id] = ClaimResult("claimed_elsewhere")
-                else:
+                claimed = _claimed(reply, account, attempt)
+                if claimed is None:
                     later.append(contact)
+                else:
+                    results[contact.id] = claimed
             pending = later
         if pending:
             raise RuntimeError(f"contacts {[c.id for c in pending[:5]]}: the accounts kept changing; claim abandoned")
@@ -184,16 +180,19 @@ class Engine:
 
     def _claim_on(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | None:
         """Last look and claim against the state as read; None when the account moved since."""
+        looked = self._look(account, contact, now)
+        if isinstance(looked, ClaimResult):
+            return looked
+        return _claimed(self.store.claim(contact.account_id, contact.id, account.version, looked), account, looked)
+
+    def _look(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | HistoryEntry:
+        """The last look on the state as read: the attempt to claim with, or why not (its claim given back)."""
         if account.record is None:
             return ClaimResult("deny", "unknown_account")
         ruling = self.last_look(account.record, account.history, contact, now)
         if ruling.verdict != "send":
             return self._not_now(contact, ruling, account.record, now)
-        attempt = _attempt(contact, now)
-        reply = self.store.claim(contact.account_id, contact.id, account.version, attempt)
-        if reply == 1:
-            return ClaimResult("send", record=account.record, attempt=attempt, history=(*account.history, attempt))
-        return ClaimResult("claimed_elsewhere") if reply == 0 else None
+        return _attempt(contact, now)
 
     def _not_now(self, contact: Contact, ruling: Ruling, record: AccountRecord, now: datetime) -> ClaimResult:
         """The last look said no: give the queued claim back so the planner decides again, and say why."""
@@ -364,6 +363,13 @@ class Engine:
         self.store.append_audit(contact.account_id, [_decision_audit(contact.account_id, decision, now, "last_look")])
 
 
+def _claimed(reply: int, account: Loaded, attempt: HistoryEntry) -> ClaimResult | None:
+    """What the claim script said: this caller sends (1), another already did (0), or None: look again."""
+    if reply == 1:
+        return ClaimResult("send", record=account.record, attempt=attempt, history=(*account.history, attempt))
+    return ClaimResult("claimed_elsewhere") if reply == 0 else None
+
+
 def _attempt(contact: Contact, now: datetime) -> HistoryEntry:
     return HistoryEntry(
         kind="attempt", at=now, contact_id=contact.id, channel=contact.channel,
@@ -371,7 +377,7 @@ def _attempt(contact: Contact, now: datetime) -> HistoryEntry:
     )  # fmt: skip
 
 
-_NEW_STATE, _RESOLVED_STATE = FRESH_STATE, AccountState(status="resolved")  # frozen: safe to share
+_RESOLVED_STATE = AccountState(status="resolved")  # frozen: safe to share
 
 
 def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
@@ -379,7 +385,7 @@ def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
     if previous is not None and previous.account == account:
         return None
     if previous is None:
-        state = _RESOLVED_STATE if account.balance <= Decimal("0") else _NEW_STATE
+        state = _RESOLVED_STATE if account.balance <= Decimal("0") else FRESH_STATE
     elif previous.account.balance == account.balance:
         state = previous.state
     else:

@@ -340,7 +340,7 @@ class Store:
 
     def settle(self, account_id: str, contact_id: str, expected: str, status: str | None) -> bool:
         """Move a claim from `expected` to `status` (None forgets it so a later plan may queue it again)."""
-        return self.settle_many([(account_id, contact_id, expected, status)])[0]
+        return bool(self._settle(*self._settle_call(account_id, contact_id, expected, status)))
 
     def settle_many(
         self, moves: Sequence[tuple[str, str, str, str | None]], audit: Sequence[dict[str, object]] = ()
@@ -348,15 +348,15 @@ class Store:
         """settle() for each (account id, contact id, expected, status), with their audit entries, in one
         round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        for account_id, contact_id, expected, status in moves:
-            keys = [account_key(account_id, "claims"), self.inflight_key(self.shard_of(account_id))]
-            self._settle(keys=keys, args=[contact_id, expected, status or ""], client=pipe)
+        for move in moves:
+            keys, args = self._settle_call(*move)
+            self._settle(keys=keys, args=args, client=pipe)
         self._queue_audit(pipe, audit)
         return [bool(reply) for reply in pipe.execute()[: len(moves)]]
 
     def release(self, account_id: str, contact_id: str, attempt: HistoryEntry, forget: bool) -> bool:
         """Undo a claim that did not send: back to queued (forget=False) or gone, for the planner to redo."""
-        return self.release_many([(account_id, contact_id, attempt)], forget)[0]
+        return bool(self._release(*self._release_call(account_id, contact_id, attempt, forget)))
 
     def release_many(
         self, releases: Sequence[tuple[str, str, HistoryEntry]], forget: bool, audit: Sequence[dict[str, object]] = ()
@@ -364,11 +364,23 @@ class Store:
         """release() for each (account id, contact id, attempt), with their audit entries, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for account_id, contact_id, attempt in releases:
-            keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
-            args = [contact_id, attempt.model_dump_json(exclude_defaults=True), "1" if forget else "0"]
+            keys, args = self._release_call(account_id, contact_id, attempt, forget)
             self._release(keys=keys, args=args, client=pipe)
         self._queue_audit(pipe, audit)
         return [bool(reply) for reply in pipe.execute()[: len(releases)]]
+
+    # Single calls go straight to the script, as claim() does: a pipeline would add SCRIPT EXISTS first.
+    def _settle_call(
+        self, account_id: str, contact_id: str, expected: str, status: str | None
+    ) -> tuple[list[str], list[object]]:
+        keys = [account_key(account_id, "claims"), self.inflight_key(self.shard_of(account_id))]
+        return keys, [contact_id, expected, status or ""]
+
+    def _release_call(
+        self, account_id: str, contact_id: str, attempt: HistoryEntry, forget: bool
+    ) -> tuple[list[str], list[object]]:
+        keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
+        return keys, [contact_id, attempt.model_dump_json(exclude_defaults=True), "1" if forget else "0"]
 
     @staticmethod
     def _claim_keys(account_id: str) -> list[str]:

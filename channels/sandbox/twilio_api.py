@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -87,7 +87,9 @@ class TwilioSandbox:
         self.callback_delay = callback_delay
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
-        self._posting: asyncio.Semaphore | None = None
+        # Thousands of callbacks waiting inside httpx's own pool cost time quadratic in their number
+        # (measured: a whole core for minutes); waiting here in line is cheap.
+        self._posting = asyncio.Semaphore(CALLBACK_CONCURRENCY)
 
     def authorized(self, request: Request, account_sid: str) -> bool:
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
@@ -105,16 +107,11 @@ class TwilioSandbox:
     def _callback_client(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=5.0)
-            # Thousands of callbacks waiting inside httpx's own pool cost time quadratic in their number
-            # (measured: a whole core for minutes); waiting here in line is cheap.
-            self._posting = asyncio.Semaphore(CALLBACK_CONCURRENCY)
         return self._client
 
     def schedule_callbacks(self, url: str | None, updates: list[dict[str, str]]) -> None:
         if url:
-            task = asyncio.get_running_loop().create_task(self._post_callbacks(url, updates))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._post_callbacks(url, updates))
 
     def twiml_fetched(self) -> list[dict[str, Any]]:
         return [record for record in self.log.read() if record["event"] == "call.twiml"]
@@ -122,7 +119,11 @@ class TwilioSandbox:
     def schedule_twiml_fetch(
         self, url: str, params: dict[str, str], status_url: str | None, status: dict[str, str]
     ) -> None:
-        task = asyncio.get_running_loop().create_task(self._fetch_twiml(url, params, status_url, status))
+        self._spawn(self._fetch_twiml(url, params, status_url, status))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run after the answer, as the provider does; the set keeps the task alive until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -134,7 +135,8 @@ class TwilioSandbox:
         signature = self.validator.compute_signature(url, params)
         record: dict[str, Any] = {"event": "call.twiml", "url": url, "params": params, "call_sid": params["CallSid"]}
         try:
-            response = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+            async with self._posting:
+                response = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
             self.log.append({**record, "status": response.status_code, "twiml": response.text})
         except httpx.HTTPError as exc:
             self.log.append({**record, "error": repr(exc)})  # Twilio would speak "an application error"
@@ -150,7 +152,6 @@ class TwilioSandbox:
             if resource is not None:
                 resource["status"] = params.get("MessageStatus") or params.get("CallStatus")
             record = {"event": "callback.posted", "url": url, "params": params, "signature": signature}
-            assert self._posting is not None
             try:
                 async with self._posting:
                     response = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
