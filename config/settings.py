@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(default=300.0, gt=0, description="Wait before a send is re-planned.")
     task_time_limit: int = Field(default=120, ge=5, description="Hard time limit of a task, seconds.")
     broker_visibility_timeout: int = Field(default=600, ge=10, description="Redis broker redelivery, seconds.")
+    stranded_after_seconds: int = Field(
+        default=300, ge=5, description="A queued contact whose message is gone this long is offered again."
+    )
     bank_name: str = Field(default="Example Bank")
     callback_phone: str = Field(default="+8640000000000", description="The number debtors are asked to call.")
     pay_url: str = Field(default="https://pay.example-bank.test/a/{account_id}")

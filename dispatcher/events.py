@@ -153,7 +153,7 @@ Event = Annotated[
     | HoldLapsed,
     Field(discriminator="kind"),
 ]
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter[Event](Event)  # type: ignore[arg-type]  # pydantic 2.14 stubs vs Annotated unions
 
 # Outcomes that prove an address bad whatever the step says: hard bounces and returned mail suppress it.
 _ALWAYS_INVALIDATES = {OutcomeKind.INVALID_ADDRESS, OutcomeKind.BOUNCED, OutcomeKind.RETURNED}

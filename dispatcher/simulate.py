@@ -142,12 +142,12 @@ class Simulation:
         """Claim, 'send' and record outcomes a batch at a time."""
         while contacts:
             sent: list[tuple[Contact, OutcomeKind]] = []
-            for contact, claim in zip(contacts, self.engine.claim_many(contacts), strict=True):
+            for contact, claim in zip(contacts, self.engine.gate.claim_many(contacts), strict=True):
                 if claim.verdict == "defer":
                     report.deferrals[(claim.rule or "?").split(":")[0]] += 1
                 if claim.verdict == "send":
                     kind = self._draw(contact.channel)
-                    self.engine.settle(contact, "sent")
+                    self.engine.gate.settle(contact, "sent")
                     report.sends[(contact.channel.value, kind.value)] += 1
                     sent.append((contact, kind))
             events = [(c.account_id, Outcome(contact_id=c.id, outcome=k, channel=c.channel)) for c, k in sent]

@@ -5,7 +5,9 @@ on a Redis Cluster):
 
     {a:ID}:acct      hash  v = version, d = AccountRecord JSON, r = releases (history entries removed)
     {a:ID}:hist      list  HistoryEntry JSON, append-only
-    {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown
+    {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown (dispatcher.claims, with
+                           its indexes {s:N}:queued, {s:N}:inflight and {s:N}:unverified)
+    {a:ID}:ranks     hash  contact id -> rank of the last provider status recorded (webhooks drop older ones)
     {a:ID}:events    set   event ids already applied (a repeat is ignored)
     {p:PHONE}:accounts set  account ids with that phone number (the inbound STOP index; written by upserts)
     {a:ID}:voice     hash  contact id -> its call's TwiML scripts (human, machine); expires after a day
@@ -21,9 +23,10 @@ and the wake-up lease covers a crash in between (the phone index is a hint that 
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,9 +34,8 @@ import redis
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
-from dispatcher.models import AccountRecord, HistoryEntry
-
-CLAIM_QUEUED, CLAIM_SENDING, CLAIM_SENT, CLAIM_UNKNOWN = "queued", "sending", "sent", "unknown"
+from dispatcher.claims import ClaimStore, queued_member
+from dispatcher.models import AccountRecord, Contact, HistoryEntry
 
 # ARGV[1] is the version read, or 'new': the writer did not read and assumes the account has no record and
 # no history yet (a bulk import's first try); anything else there is a conflict, and it reads after all.
@@ -48,21 +50,23 @@ if version ~= expected then return {-1} end
 if ARGV[5] ~= '' and redis.call('SADD', KEYS[6], ARGV[5]) == 0 then return {-2} end
 local next_version = tonumber(version) + 1
 redis.call('HSET', KEYS[1], 'v', next_version, 'd', ARGV[2])
-local i = 7
+local i = 8
 local count = tonumber(ARGV[6])
 for _ = 1, count do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
 local result = {next_version}
 count = tonumber(ARGV[i]); i = i + 1
 for _ = 1, count do
-  -- new ids, and ids still queued (planned before but not yet claimed: their dispatch may have been lost)
+  -- new ids, and ids still queued (planned before but not yet claimed: their dispatch may have been lost);
+  -- ARGV[i + 1] is its queued-index member, dispatched now (wall clock in ARGV[7])
   if redis.call('HSETNX', KEYS[3], ARGV[i], 'queued') == 1 or redis.call('HGET', KEYS[3], ARGV[i]) == 'queued' then
     table.insert(result, ARGV[i])
+    redis.call('ZADD', KEYS[7], ARGV[7], ARGV[i + 1])
   end
-  i = i + 1
+  i = i + 2
 end
 if ARGV[i] ~= '' then redis.call('XADD', KEYS[5], '*', 'e', ARGV[i]) end
 if ARGV[4] == '' then redis.call('ZREM', KEYS[4], ARGV[3]) else redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3]) end
-if KEYS[7] then redis.call('SADD', KEYS[7], ARGV[3]) end
+if KEYS[8] then redis.call('SADD', KEYS[8], ARGV[3]) end
 return result
 """
 
@@ -70,40 +74,6 @@ _LEASE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
 return due
-"""
-
-# queued (or never queued) -> sending, only while the account is at the version the last look saw;
-# the attempt is written in the same step so the caps count it from this moment on.
-_CLAIM = """
-if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[2] then return -1 end
-local status = redis.call('HGET', KEYS[2], ARGV[1])
-if status and status ~= 'queued' then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], 'sending')
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
-return 1
-"""
-
-_SETTLE = """
-local status = redis.call('HGET', KEYS[1], ARGV[1])
-if status ~= ARGV[2] then return 0 end
-if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-if ARGV[3] ~= 'sending' and ARGV[3] ~= 'unknown' then redis.call('ZREM', KEYS[2], ARGV[1]) end
-return 1
-"""
-
-
-# A definite non-send (a rate limit, a refused connection) gives the claim back and takes its attempt out
-# of the history, so neither the claim nor the caps remember a contact that never left.
-_RELEASE = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'sending' then return 0 end
-if ARGV[3] == '1' then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HSET', KEYS[2], ARGV[1], 'queued') end
-redis.call('LREM', KEYS[3], -1, ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HINCRBY', KEYS[1], 'r', 1)
-redis.call('ZREM', KEYS[4], ARGV[1])
-return 1
 """
 
 
@@ -147,7 +117,7 @@ class Commit:
     loaded: Loaded
     record: AccountRecord
     new_history: Sequence[HistoryEntry] = ()
-    queue: Sequence[str] = ()
+    queue: Sequence[Contact] = ()
     wake: datetime | None = None
     audit: Sequence[dict[str, object]] = ()
     event_id: str | None = None
@@ -167,16 +137,17 @@ class Store:
     attempt, which bumps `r` and makes the cache read the whole list again. Meant for a process that owns
     its Redis (the simulator), since a flushed-and-refilled Redis would not be noticed."""
 
-    def __init__(self, client: redis.Redis, shards: int = 16, history_cache: int = 0):
+    def __init__(
+        self, client: redis.Redis, shards: int = 16, history_cache: int = 0, wallclock: Callable[[], float] = time.time
+    ):
         self.redis = client
         self.shards = shards
+        self.wallclock = wallclock
+        self.ledger = ClaimStore(client, shards, wallclock)
         self._history_cache: OrderedDict[str, tuple[str, tuple[HistoryEntry, ...]]] = OrderedDict()
         self._history_cache_size = history_cache
         self._commit = client.register_script(_COMMIT)
         self._lease = client.register_script(_LEASE)
-        self._claim = client.register_script(_CLAIM)
-        self._settle = client.register_script(_SETTLE)
-        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
@@ -224,10 +195,10 @@ class Store:
         return self.load_many([account_id])[0]
 
     def claims(self, account_id: str) -> dict[str, str]:
-        return dict(self.redis.hgetall(account_key(account_id, "claims")))
+        return self.ledger.of(account_id)
 
     def claim_status(self, account_id: str, contact_id: str) -> str | None:
-        return self.redis.hget(account_key(account_id, "claims"), contact_id)
+        return self.ledger.status(account_id, contact_id)
 
     def next_wakeup(self, account_id: str) -> datetime | None:
         score = self.redis.zscore(self.wake_key(self.shard_of(account_id)), account_id)
@@ -275,11 +246,11 @@ class Store:
             self.wake_key(shard),
             self.audit_key(shard),
             account_key(account_id, "events"),
+            self.ledger.queued_key(shard),
             *([phone_key(commit.phone)] if commit.phone else []),
         ]
 
-    @staticmethod
-    def _commit_args(commit: Commit) -> list[object]:
+    def _commit_args(self, commit: Commit) -> list[object]:
         args: list[object] = [
             commit.loaded.version,
             commit.record.model_dump_json(exclude_defaults=True),
@@ -287,9 +258,13 @@ class Store:
             "" if commit.wake is None else repr(epoch(commit.wake)),
             commit.event_id or "",
             len(commit.new_history),
+            repr(self.wallclock()) if commit.queue else "",
         ]
         args += [entry.model_dump_json(exclude_defaults=True) for entry in commit.new_history]
-        args += [len(commit.queue), *commit.queue, _audit_payload(commit.audit) if commit.audit else ""]
+        args.append(len(commit.queue))
+        for contact in commit.queue:
+            args += [contact.id, queued_member(contact.channel.value, contact.id)]
+        args.append(_audit_payload(commit.audit) if commit.audit else "")
         return args
 
     def lease_due(
@@ -312,92 +287,27 @@ class Store:
     def earliest_wakeup(self) -> datetime | None:
         return min(self.earliest_wakeups().values(), default=None)
 
-    def claim(self, account_id: str, contact_id: str, version: str, attempt: HistoryEntry) -> int:
-        """1: this caller may send; 0: already claimed by someone; CONFLICT: state moved, look again.
-
-        Called directly rather than through a pipeline: redis-py asks SCRIPT EXISTS before every pipeline
-        that holds a script, a second round trip on the send path's hottest call."""
-        return int(self._claim(*self._claim_call(account_id, contact_id, version, attempt)))
-
-    def claim_many(self, claims: Sequence[tuple[str, str, str, HistoryEntry]]) -> list[int]:
-        """claim() for each (account id, contact id, version read, attempt), in one round trip."""
-        if not claims:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for claim in claims:
-            keys, args = self._claim_call(*claim)
-            self._claim(keys=keys, args=args, client=pipe)
-        return [int(reply) for reply in pipe.execute()]
-
-    def _claim_call(
-        self, account_id: str, contact_id: str, version: str, attempt: HistoryEntry
-    ) -> tuple[list[str], list[object]]:
-        keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
-        args: list[object] = [
-            contact_id, version, attempt.model_dump_json(exclude_defaults=True), repr(epoch(attempt.at)),
-        ]  # fmt: skip
-        return keys, args
-
-    def settle(self, account_id: str, contact_id: str, expected: str, status: str | None) -> bool:
-        """Move a claim from `expected` to `status` (None forgets it so a later plan may queue it again)."""
-        return bool(self._settle(*self._settle_call(account_id, contact_id, expected, status)))
-
     def settle_many(
-        self, moves: Sequence[tuple[str, str, str, str | None]], audit: Sequence[dict[str, object]] = ()
+        self, moves: Sequence[tuple[str, str, str, str, str | None]], audit: Sequence[dict[str, object]] = ()
     ) -> list[bool]:
-        """settle() for each (account id, contact id, expected, status), with their audit entries, in one
-        round trip."""
+        """Move each claim (account id, contact id, channel, expected, status), with the moves' audit entries,
+        in one round trip (see dispatcher.claims)."""
         pipe = self.redis.pipeline(transaction=False)
-        for move in moves:
-            keys, args = self._settle_call(*move)
-            self._settle(keys=keys, args=args, client=pipe)
+        self.ledger.move_many(moves, pipe)
         self._queue_audit(pipe, audit)
         return [bool(reply) for reply in pipe.execute()[: len(moves)]]
 
-    def release(self, account_id: str, contact_id: str, attempt: HistoryEntry, forget: bool) -> bool:
-        """Undo a claim that did not send: back to queued (forget=False) or gone, for the planner to redo."""
-        return bool(self._release(*self._release_call(account_id, contact_id, attempt, forget)))
-
     def release_many(
-        self, releases: Sequence[tuple[str, str, HistoryEntry]], forget: bool, audit: Sequence[dict[str, object]] = ()
+        self,
+        releases: Sequence[tuple[str, str, str, HistoryEntry]],
+        forget: bool,
+        audit: Sequence[dict[str, object]] = (),
     ) -> list[bool]:
-        """release() for each (account id, contact id, attempt), with their audit entries, in one round trip."""
+        """Give back each (account id, contact id, channel, attempt) that did not send, with audit entries."""
         pipe = self.redis.pipeline(transaction=False)
-        for account_id, contact_id, attempt in releases:
-            keys, args = self._release_call(account_id, contact_id, attempt, forget)
-            self._release(keys=keys, args=args, client=pipe)
+        self.ledger.release_many(releases, forget, pipe)
         self._queue_audit(pipe, audit)
         return [bool(reply) for reply in pipe.execute()[: len(releases)]]
-
-    # Single calls go straight to the script, as claim() does: a pipeline would add SCRIPT EXISTS first.
-    def _settle_call(
-        self, account_id: str, contact_id: str, expected: str, status: str | None
-    ) -> tuple[list[str], list[object]]:
-        keys = [account_key(account_id, "claims"), self.inflight_key(self.shard_of(account_id))]
-        return keys, [contact_id, expected, status or ""]
-
-    def _release_call(
-        self, account_id: str, contact_id: str, attempt: HistoryEntry, forget: bool
-    ) -> tuple[list[str], list[object]]:
-        keys = [*self._claim_keys(account_id), self.inflight_key(self.shard_of(account_id))]
-        return keys, [contact_id, attempt.model_dump_json(exclude_defaults=True), "1" if forget else "0"]
-
-    @staticmethod
-    def _claim_keys(account_id: str) -> list[str]:
-        return [account_key(account_id, "acct"), account_key(account_id, "claims"), account_key(account_id, "hist")]
-
-    def inflight_key(self, shard: int) -> str:
-        """Claims in doubt (sending or unknown) by the time they were claimed: what housekeeping settles."""
-        return f"{{s:{shard}}}:inflight"
-
-    def in_doubt_before(self, moment: datetime, limit: int = 1000) -> list[str]:
-        found: list[str] = []
-        for shard in range(self.shards):
-            found += self.redis.zrangebyscore(self.inflight_key(shard), "-inf", epoch(moment), start=0, num=limit)
-        return found
-
-    def forget_in_doubt(self, account_id: str, contact_id: str) -> None:
-        self.redis.zrem(self.inflight_key(self.shard_of(account_id)), contact_id)
 
     def append_audit(self, account_id: str, entries: Iterable[dict[str, object]]) -> None:
         batch = list(entries)

@@ -1,7 +1,7 @@
 """The send pipeline for a batch of contacts of one channel, in small steps, each testable alone:
 
-    rate-limit tokens for the batch → one read of the accounts → per contact: last look + claim → render →
-    send with short retries → then, for the batch: settle the claims → record the outcomes
+    one read of the accounts → per contact: a rate-limit token → last look + claim → render → send with short
+    retries (each retry takes its own token) → then, for the batch: settle the claims → record the outcomes
 
 What the caller (a Celery task) must do next comes back per contact as a `Delivery`: nothing, or retry in
 N seconds. A contact id is never sent twice: the claim is the gate, and every path out of it settles or
@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from channels import voice
-from channels.base import ChannelAdapter, OutboundMessage, PermanentDeliveryError, TransientDeliveryError
+from channels.base import ChannelAdapter, OutboundMessage, PermanentDeliveryError, Receipt, TransientDeliveryError
 from channels.render import Renderer, TemplateContextError
-from channels.retry import send_with_retries
+from channels.retry import retry_transient
 from config.settings import Settings
-from dispatcher.engine import ClaimResult, Engine
+from dispatcher.engine import Engine
 from dispatcher.events import Event, Outcome
+from dispatcher.gate import ClaimResult
 from dispatcher.models import Channel, Contact, HistoryEntry, OutcomeKind
 from workers.limiter import RateLimiter
 from workers.messages import build_message
@@ -82,15 +83,26 @@ class Deliverer:
     def deliver(self, contact: Contact) -> Delivery:
         return self.deliver_many([contact])[0]
 
-    def deliver_many(self, contacts: Sequence[Contact]) -> list[Delivery]:
-        """The pipeline for a batch, in the order given. One round trip each for the tokens, the read of the
-        accounts, the settlements and the outcomes; each contact's claim goes just before its send, so a
-        worker killed mid-batch leaves at most one claim in doubt (housekeeping takes it as sent)."""
+    def deliver_many(
+        self, contacts: Sequence[Contact], already_waiting: frozenset[str] = frozenset()
+    ) -> list[Delivery]:
+        """The pipeline for a batch, in the order given. One round trip each for the read of the accounts, the
+        settlements and the outcomes; each contact's token and claim go just before its send, so the provider
+        sees no more than the limit in any second, and a worker killed mid-batch leaves at most one claim in
+        doubt (the reconciler asks the provider about it). `already_waiting`: contacts whose rate-limit wait
+        is already audited (a re-queued batch), so a wait is recorded once, not at every re-check."""
+        gate = self.engine.gate
         done: dict[str, Delivery] = {}
-        allowed = self._within_rate(contacts, done)
         batch = _Endings()
         broken: list[TemplateContextError] = []
-        for contact, claim in self.engine.claim_each(allowed):
+        claims = gate.claim_each(contacts)
+        for index, contact in enumerate(contacts):
+            wait = self.limiter.acquire(contact.channel.value, self.sender(contact.channel.value))
+            if wait > 0:
+                self._throttled(contacts[index:], wait, already_waiting, done)
+                claims.close()
+                break
+            _, claim = next(claims)
             if claim.verdict != "send":
                 result = {"defer": "deferred", "deny": "denied"}.get(claim.verdict, claim.verdict)
                 done[contact.id] = Delivery(contact.id, result, detail=claim.rule)
@@ -98,7 +110,7 @@ class Deliverer:
             try:
                 message = self._message(contact, claim)
             except TemplateContextError as exc:
-                self.engine.release(contact, _attempt_of(claim), "template_error", forget=True)
+                gate.release(contact, _attempt_of(claim), "template_error", forget=True)
                 done[contact.id] = Delivery(contact.id, "template_error", detail=str(exc))
                 broken.append(exc)
                 continue
@@ -110,21 +122,15 @@ class Deliverer:
             raise broken[0]
         return [done[contact.id] for contact in contacts]
 
-    def _within_rate(self, contacts: Sequence[Contact], done: dict[str, Delivery]) -> list[Contact]:
-        """Tokens per (channel, sender), taken for the batch at once; the contacts past what was granted wait,
-        unclaimed. A token whose contact the last look then refuses is not given back: the limit errs low."""
-        groups: dict[tuple[str, str], list[Contact]] = {}
-        for contact in contacts:
-            groups.setdefault((contact.channel.value, self._sender(contact)), []).append(contact)
-        allowed: set[str] = set()
-        for (channel, sender), members in groups.items():
-            granted, wait = self.limiter.acquire_many(len(members), channel, sender)
-            allowed.update(contact.id for contact in members[:granted])
-            waiting = members[granted:]
-            if waiting:
-                self.engine.not_sent(waiting, "rate_limited")
-                done.update((contact.id, Delivery(contact.id, "throttled", retry_in=wait)) for contact in waiting)
-        return [contact for contact in contacts if contact.id in allowed]
+    def _throttled(
+        self, waiting: Sequence[Contact], wait: float, already_waiting: frozenset[str], done: dict[str, Delivery]
+    ) -> None:
+        """The limit is reached: the rest of the batch waits, unclaimed; a token whose contact the last look
+        then refuses is not given back, so the limit errs low."""
+        started = [contact for contact in waiting if contact.id not in already_waiting]
+        if started:
+            self.engine.gate.waiting(started, "rate_limited")
+        done.update((contact.id, Delivery(contact.id, "throttled", retry_in=wait)) for contact in waiting)
 
     def _message(self, contact: Contact, claim: ClaimResult) -> OutboundMessage:
         assert claim.record is not None, "a claim that says send carries the record it looked at"
@@ -141,12 +147,8 @@ class Deliverer:
         return message
 
     def _send(self, contact: Contact, claim: ClaimResult, message: OutboundMessage, batch: _Endings) -> Delivery:
-        adapter = self.adapters[contact.channel.value]
         try:
-            receipt = send_with_retries(
-                adapter, message, attempts=self.settings.send_retries, initial_wait=self.retry_wait,
-                max_wait=MAX_REQUEUE_SECONDS,
-            )  # fmt: skip
+            receipt = self._with_retries(contact, message)
         except PermanentDeliveryError as exc:
             detail = {"error": str(exc)}
             batch.settle(contact, "failed", detail, OutcomeKind(exc.outcome_kind))
@@ -159,6 +161,24 @@ class Deliverer:
         kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
         batch.settle(contact, "sent", detail, kind)
         return Delivery(contact.id, "sent", detail=receipt.provider_id)
+
+    def _with_retries(self, contact: Contact, message: OutboundMessage) -> Receipt:
+        """The adapter's send with short retries; every try after the first takes its own token, so a
+        provider coming back from an outage sees the limit, not the backlog of retries."""
+        adapter, tries = self.adapters[contact.channel.value], 0
+
+        def one_try() -> Receipt:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                wait = self.limiter.acquire(contact.channel.value, self.sender(contact.channel.value))
+                if wait > 0:
+                    raise TransientDeliveryError("rate limit reached before a retry", retry_after=wait)
+            return adapter.send(message)
+
+        return retry_transient(
+            one_try, attempts=self.settings.send_retries, initial_wait=self.retry_wait, max_wait=MAX_REQUEUE_SECONDS
+        )
 
     def _transient(
         self, contact: Contact, attempt: HistoryEntry, exc: TransientDeliveryError, batch: _Endings
@@ -178,19 +198,21 @@ class Deliverer:
     def _finish(self, batch: _Endings) -> None:
         """Settle what the batch sent or refused, give back what briefly failed, then record the outcomes
         (a fallback an outcome queues goes out through the engine's on_queued, the worker's dispatch)."""
-        self.engine.settle_many(batch.settled)
-        self.engine.release_many(batch.released, "transient_error")
-        self.engine.release_many(batch.forgotten, "transient_error", forget=True)
+        gate = self.engine.gate
+        gate.settle_many(batch.settled)
+        gate.release_many(batch.released, "transient_error")
+        gate.release_many(batch.forgotten, "transient_error", forget=True)
         for account_id, moment in batch.wake_later:
             self.engine.store.wake_no_later(account_id, moment)
         if batch.outcomes:
             self.engine.record_events(batch.outcomes)
 
-    def _sender(self, contact: Contact) -> str:
+    def sender(self, channel: str) -> str:
+        """Who a channel sends as: the rate limit is per provider and sender."""
         settings = self.settings
         senders = {
             "sms": settings.twilio_messaging_service_sid or settings.twilio_from_number,
             "voice": settings.twilio_from_number,
             "email": settings.email_from,
         }
-        return senders.get(contact.channel.value, "default")
+        return senders.get(channel, "default")

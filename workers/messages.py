@@ -43,7 +43,7 @@ def build_message(
     return OutboundMessage(
         contact_id=contact.id,
         account_id=account.id,
-        to=_address(contact.channel, record),
+        to=address_of(contact.channel, record),
         locale=account.locale,
         text=rendered.text,
         subject=rendered.subject,
@@ -77,7 +77,7 @@ def _context(contact: Contact, record: AccountRecord, settings: Settings, now: d
     }
 
 
-def _address(channel: Channel, record: AccountRecord) -> str | dict[str, str]:
+def address_of(channel: Channel, record: AccountRecord) -> str | dict[str, str]:
     account = record.account
     if channel is Channel.LETTER and account.address is not None:
         return _postal(account.name, account.address)

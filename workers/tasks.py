@@ -6,18 +6,21 @@ Task names are part of the external contract (docs/operations.md): `dispatcher.p
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from dispatcher.events import EVENT_ADAPTER
 from dispatcher.models import Account, Channel, Contact
 from workers.app import app
+from workers.housekeeping import DISPATCHED_AT, sweep
 from workers.runtime import worker_runtime
 
-# Well above the hard task time limit, so a live worker's send is never mistaken for a dead one's.
-IN_DOUBT_GRACE = timedelta(minutes=15)
+# The most contacts one send task carries; a bigger batch from outside is split before anything is sent.
+MAX_SEND_BATCH = 500
+WAITING = "waiting"  # payload key: this contact's rate-limit wait is already audited
 
 
 def contact_payload(contact: Contact) -> dict[str, str]:
@@ -43,9 +46,15 @@ def dispatch(contacts: Iterable[Contact], batch: int) -> int:
     count = 0
     for channel, payloads in by_channel.items():
         for start in range(0, len(payloads), batch):
-            send.apply_async(args=[payloads[start : start + batch]], queue=channel)
+            _enqueue(payloads[start : start + batch], channel)
             count += len(payloads[start : start + batch])
     return count
+
+
+def _enqueue(payloads: Sequence[dict[str, str]], channel: str, countdown: float | None = None) -> None:
+    """One send task; its dispatch time rides in a header so the stranded sweep can tell what still waits."""
+    headers = {DISPATCHED_AT: time.time()}
+    send.apply_async(args=[list(payloads)], queue=channel, countdown=countdown, headers=headers)
 
 
 @app.task(name="dispatcher.pump")
@@ -61,23 +70,30 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
     """Deliver a batch of contacts of one channel; throttled or briefly failing ones come back later, in one
     re-queued task per wait rather than one per contact."""
     runtime = worker_runtime()
-    deliveries = runtime.deliverer.deliver_many([contact_from(payload) for payload in payloads])
+    if len(payloads) > MAX_SEND_BATCH:
+        for start in range(0, len(payloads), MAX_SEND_BATCH):
+            _enqueue(payloads[start : start + MAX_SEND_BATCH], payloads[0]["channel"])
+        return {"split": len(payloads)}
+    contacts = [contact_from(payload) for payload in payloads]
+    waiting = frozenset(payload["id"] for payload in payloads if payload.get(WAITING))
+    deliveries = runtime.deliverer.deliver_many(contacts, already_waiting=waiting)
     results: dict[str, int] = defaultdict(int)
-    again: dict[float, list[dict[str, str]]] = defaultdict(list)
-    for payload, delivery in zip(payloads, deliveries, strict=True):
+    again: dict[float, list[tuple[dict[str, str], Contact]]] = defaultdict(list)
+    for payload, contact, delivery in zip(payloads, contacts, deliveries, strict=True):
         results[delivery.result] += 1
         if delivery.result in ("throttled", "retry") and delivery.retry_in is not None:
-            again[round(delivery.retry_in, 3)].append(payload)
+            marked = {**payload, WAITING: "1"} if delivery.result == "throttled" else payload
+            again[round(delivery.retry_in, 3)].append((marked, contact))
     for wait, batch in again.items():
-        send.apply_async(args=[batch], queue=batch[0]["channel"], countdown=wait)
+        _enqueue([payload for payload, _ in batch], batch[0][1].channel.value, countdown=wait)
+        runtime.engine.gate.requeued([contact for _, contact in batch])
     return dict(results)
 
 
 @app.task(name="dispatcher.housekeeping")
-def housekeeping() -> int:
-    """Settle claims left in doubt (a worker killed mid-call, a timeout after the request left)."""
-    runtime = worker_runtime()
-    return runtime.engine.reconcile_in_doubt(runtime.engine.clock.now() - IN_DOUBT_GRACE)
+def housekeeping() -> dict[str, int]:
+    """Offer stranded queued contacts again, and settle claims in doubt from what their provider says."""
+    return sweep(worker_runtime())
 
 
 @app.task(name="dispatcher.ingest_event")

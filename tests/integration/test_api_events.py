@@ -123,6 +123,6 @@ def test_an_adhoc_key_already_sent_is_a_conflict_naming_key(api: Api, account: s
     body = {"account_id": "A1", "channel": "email", "template": "reminder_email", "key": "once"}
     assert api.post("/v1/contacts", body).json()["queued"] is True
     contact = next(c for c in api.engine.replan_many(["A1"])[0].plan.contacts if c.id == "A1/adhoc/once/0")
-    assert api.engine.claim(contact).verdict == "send"
+    assert api.engine.gate.claim(contact).verdict == "send"
     again = api.post("/v1/contacts", body)
     assert (again.status_code, again.json()["fields"][0]["field"]) == (409, "key")

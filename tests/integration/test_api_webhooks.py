@@ -25,7 +25,7 @@ SMS = "A1/reminder/sms/0"
 def sent_sms(api: Api) -> str:
     """A1 created and its first SMS claimed, as a worker does before calling Twilio."""
     result = api.engine.upsert_many([_account("A1")])[0]
-    assert api.engine.claim(result.queued[0]).verdict == "send"
+    assert api.engine.gate.claim(result.queued[0]).verdict == "send"
     return result.queued[0].id
 
 

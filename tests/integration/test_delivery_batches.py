@@ -4,6 +4,7 @@ the batch at once, one claim just before each send, and what a worker dying mid-
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from dispatcher.clock import ManualClock
 from dispatcher.models import Contact
 from tests.conftest import make_account
 from workers.limiter import Limit, RateLimiter
+from workers.reconcile import reconcile
 from workers.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
@@ -118,6 +120,13 @@ def test_a_worker_dying_mid_batch_leaves_one_claim_in_doubt_and_the_redelivered_
     assert [d.result for d in redelivered] == ["claimed_elsewhere"] * 3 + ["sent"] * 3
     assert [_sent_to(worker_sandboxes, runtime, c) for c in contacts] == [1, 1, 0, 1, 1, 1]
 
-    settled = runtime.engine.reconcile_in_doubt(clock.now() + timedelta(hours=1))
-    assert settled == 3  # taken as sent: never twice, at the price of the one that did not leave
-    assert {store.claim_status(c.account_id, c.id) for c in contacts} == {"sent"}
+    # Once no task can still be sending them, the provider's own records decide: the two it has are sent,
+    # the one it never saw is released for the planner, which sends it once.
+    counts = reconcile(runtime, now=time.time() + 3600)
+    assert counts == {"sent": 2, "released": 1}
+    assert [store.claim_status(c.account_id, c.id) for c in contacts[:3]] == ["sent", "sent", None]
+    [again] = [c for result in runtime.engine.replan_many([contacts[2].account_id]) for c in result.queued]
+    assert runtime.deliverer.deliver(again).result == "sent"
+    assert [_sent_to(worker_sandboxes, runtime, c) for c in contacts] == [1] * 6
+    reasons = [e.get("reason") for e in store.audit(contacts[2].account_id) if e["type"] == "contact"]
+    assert "provider_has_none" in reasons

@@ -35,8 +35,8 @@ def queued_ids(contacts: tuple[Contact, ...] | list[Contact]) -> list[str]:
 
 def send(engine: Engine, contact: Contact) -> None:
     """Claim and settle as a worker would after the provider accepted the contact."""
-    assert engine.claim(contact).verdict == "send"
-    assert engine.settle(contact, "sent") is True
+    assert engine.gate.claim(contact).verdict == "send"
+    assert engine.gate.settle(contact, "sent") is True
 
 
 def test_an_upserted_account_is_planned_at_once(engine: Engine, store: Store) -> None:
@@ -117,12 +117,12 @@ def test_payment_in_full_mid_run_denies_the_queued_contact_at_its_claim(engine: 
     [contact] = engine.upsert(make_account()).queued
     paid = engine.record_event("A1", Payment(amount=Decimal("5000.00")))
     assert paid.plan is not None and paid.plan.note == "resolved"
-    claim = engine.claim(contact)
+    claim = engine.gate.claim(contact)
     assert (claim.verdict, claim.rule) == ("deny", "account_resolved")
     assert store.claims("A1") == {}
     assert [entry.kind for entry in store.load("A1").history] == ["event", "event"]  # no attempt
     assert store.next_wakeup("A1") is None
-    assert engine.claim(contact).verdict == "deny"  # redelivered: still never claimed
+    assert engine.gate.claim(contact).verdict == "deny"  # redelivered: still never claimed
     last_looks = [e for e in store.audit("A1") if e["type"] == "last_look"]
     assert [(e["contact_id"], e["verdict"], e["rule"]) for e in last_looks] == [
         (contact.id, "deny", "account_resolved")
@@ -132,7 +132,7 @@ def test_payment_in_full_mid_run_denies_the_queued_contact_at_its_claim(engine: 
 def test_nothing_is_queued_after_do_not_contact(engine: Engine, store: Store, clock: ManualClock) -> None:
     [contact] = engine.upsert(make_account()).queued
     engine.record_event("A1", DoNotContact(reason="lawyer letter"))
-    assert engine.claim(contact).rule == "do_not_contact"
+    assert engine.gate.claim(contact).rule == "do_not_contact"
     clock.advance(timedelta(days=40))
     assert engine.pump() == []
     assert store.next_wakeup("A1") is None
@@ -140,7 +140,7 @@ def test_nothing_is_queued_after_do_not_contact(engine: Engine, store: Store, cl
 
 def test_the_same_contact_claimed_twice_is_sent_once(engine: Engine, store: Store) -> None:
     [contact] = engine.upsert(make_account()).queued
-    first, second = engine.claim(contact), engine.claim(contact)
+    first, second = engine.gate.claim(contact), engine.gate.claim(contact)
     assert (first.verdict, second.verdict) == ("send", "claimed_elsewhere")
     attempts = [entry for entry in store.load("A1").history if entry.kind == "attempt"]
     assert [(a.contact_id, a.channel) for a in attempts] == [(contact.id, Channel.SMS)]
@@ -150,66 +150,59 @@ def test_a_sent_contact_redelivered_later_is_not_claimed_again(engine: Engine, s
     [contact] = engine.upsert(make_account()).queued
     send(engine, contact)
     assert store.claim_status("A1", contact.id) == "sent"
-    assert engine.claim(contact).verdict == "claimed_elsewhere"
+    assert engine.gate.claim(contact).verdict == "claimed_elsewhere"
 
 
 def test_a_released_claim_is_queued_again_and_its_attempt_leaves_the_caps(engine: Engine, store: Store) -> None:
     [contact] = engine.upsert(make_account()).queued
-    claim = engine.claim(contact)
+    claim = engine.gate.claim(contact)
     assert claim.verdict == "send" and claim.attempt is not None
-    assert engine.release(contact, claim.attempt, "rate_limited") is True
+    assert engine.gate.release(contact, claim.attempt, "rate_limited") is True
     assert store.claim_status("A1", contact.id) == "queued"
     assert [entry.kind for entry in store.load("A1").history] == ["event"]  # the attempt is gone
-    assert engine.release(contact, claim.attempt, "rate_limited") is False  # no longer sending
-    assert engine.claim(contact).verdict == "send"
+    assert engine.gate.release(contact, claim.attempt, "rate_limited") is False  # no longer sending
+    assert engine.gate.claim(contact).verdict == "send"
     audit = [(e["status"], e.get("reason")) for e in store.audit("A1") if e["type"] == "contact"]
     assert audit == [("not_sent", "rate_limited")] * 2
 
 
 def test_a_released_and_forgotten_contact_is_queued_again_by_the_next_plan(engine: Engine, store: Store) -> None:
     [contact] = engine.upsert(make_account()).queued
-    claim = engine.claim(contact)
+    claim = engine.gate.claim(contact)
     assert claim.attempt is not None
-    engine.release(contact, claim.attempt, "connection_refused", forget=True)
+    engine.gate.release(contact, claim.attempt, "connection_refused", forget=True)
     assert store.claims("A1") == {}
     assert queued_ids(engine.replan_many(["A1"])[0].queued) == [contact.id]
 
 
 def test_a_contact_refused_for_good_is_settled_failed_and_never_queued_again(engine: Engine, store: Store) -> None:
     [contact] = engine.upsert(make_account()).queued
-    engine.claim(contact)
-    assert engine.settle(contact, "failed") is True
+    engine.gate.claim(contact)
+    assert engine.gate.settle(contact, "failed") is True
     assert store.claim_status("A1", contact.id) == "failed"
     assert engine.replan_many(["A1"])[0].queued == ()
-    assert engine.claim(contact).verdict == "claimed_elsewhere"
+    assert engine.gate.claim(contact).verdict == "claimed_elsewhere"
 
 
-def test_an_unknown_send_is_reconciled_as_sent_and_never_resent(
-    engine: Engine, store: Store, clock: ManualClock
-) -> None:
+def test_an_unknown_send_stays_in_doubt_and_is_never_resent(engine: Engine, store: Store, clock: ManualClock) -> None:
     [contact] = engine.upsert(make_account()).queued
-    engine.claim(contact)
-    engine.settle(contact, "unknown")
-    assert engine.reconcile_in_doubt(before=clock.now() - timedelta(minutes=1)) == 0
+    engine.gate.claim(contact)
+    engine.gate.settle(contact, "unknown")
+    clock.advance(timedelta(days=1))
     assert store.claim_status("A1", contact.id) == "unknown"
-    clock.advance(timedelta(minutes=30))
-    assert engine.reconcile_in_doubt(before=clock.now() - timedelta(minutes=10)) == 1
-    assert store.claim_status("A1", contact.id) == "sent"
-    assert store.in_doubt_before(clock.now()) == []
-    assert engine.claim(contact).verdict == "claimed_elsewhere"
-    reasons = [e.get("reason") for e in store.audit("A1") if e["type"] == "contact" and e["status"] == "sent"]
-    assert reasons == ["reconciled_unknown"]
+    assert [d.contact_id for d in store.ledger.in_doubt_before(store.wallclock() + 1)] == [contact.id]
+    assert engine.gate.claim(contact).verdict == "claimed_elsewhere"
+    engine.replan_many(["A1"])
+    assert store.claim_status("A1", contact.id) == "unknown"  # only the reconciler's evidence moves it
 
 
-def test_a_send_whose_worker_died_mid_call_is_never_resent_and_is_settled_by_housekeeping(
+def test_a_send_whose_worker_died_mid_call_is_never_resent_and_counts_against_the_caps(
     engine: Engine, store: Store, clock: ManualClock
 ) -> None:
     [contact] = engine.upsert(make_account()).queued
-    assert engine.claim(contact).verdict == "send"  # ... and the worker process is killed here
-    assert engine.claim(contact).verdict == "claimed_elsewhere"  # the redelivered task does nothing
-    clock.advance(timedelta(minutes=30))
-    assert engine.reconcile_in_doubt(before=clock.now() - timedelta(minutes=15)) == 1
-    assert store.claim_status("A1", contact.id) == "sent"
+    assert engine.gate.claim(contact).verdict == "send"  # ... and the worker process is killed here
+    assert engine.gate.claim(contact).verdict == "claimed_elsewhere"  # the redelivered task does nothing
+    assert store.claim_status("A1", contact.id) == "sending"
     attempts = [e for e in store.load("A1").history if e.kind == "attempt"]
     assert [a.contact_id for a in attempts] == [contact.id]  # counted once against the caps
 
@@ -236,14 +229,14 @@ def test_a_contact_whose_stage_has_passed_is_denied_at_its_claim(
 ) -> None:
     [contact] = engine.upsert(make_account()).queued
     clock.advance(timedelta(days=7))  # eight days past due: second notice
-    claim = engine.claim(contact)
+    claim = engine.gate.claim(contact)
     assert (claim.verdict, claim.rule) == ("deny", "stage_changed:second_notice")
 
 
 def test_a_promise_made_after_queueing_denies_the_contact_at_its_claim(engine: Engine) -> None:
     [contact] = engine.upsert(make_account()).queued
     engine.record_event("A1", PromiseToPay(amount=Decimal("500"), due=date(2026, 3, 6)))
-    assert engine.claim(contact).rule == "promise_to_pay"
+    assert engine.gate.claim(contact).rule == "promise_to_pay"
 
 
 def test_a_claim_outside_the_window_defers_and_brings_the_wake_up_forward(
@@ -251,7 +244,7 @@ def test_a_claim_outside_the_window_defers_and_brings_the_wake_up_forward(
 ) -> None:
     [contact] = engine.upsert(make_account()).queued
     clock.set(local(date(2026, 3, 2), 21, 30))  # the worker picked it up late at night
-    claim = engine.claim(contact)
+    claim = engine.gate.claim(contact)
     morning = local(date(2026, 3, 3), 8)
     assert (claim.verdict, claim.rule, claim.until) == ("defer", "window:sms", morning)
     assert store.claims("A1") == {}
@@ -336,8 +329,8 @@ def test_a_replan_offers_a_still_queued_contact_again_and_the_claim_keeps_it_to_
     [first] = engine.pump()
     [again] = engine.replan_many(["A1"])[0].queued  # its dispatch may have been lost: offer it again
     assert again.id == first.id
-    assert engine.claim(first).verdict == "send"
-    assert engine.claim(again).verdict == "claimed_elsewhere"
+    assert engine.gate.claim(first).verdict == "send"
+    assert engine.gate.claim(again).verdict == "claimed_elsewhere"
     assert engine.replan_many(["A1"])[0].queued == ()
 
 
@@ -419,7 +412,7 @@ def test_concurrent_claims_of_one_contact_let_exactly_one_worker_send(engine: En
 
     def claim(_: int) -> str:
         barrier.wait()
-        return engine.claim(contact).verdict
+        return engine.gate.claim(contact).verdict
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         verdicts = sorted(pool.map(claim, range(8)))
@@ -438,7 +431,7 @@ def test_concurrent_claims_of_different_texts_never_break_the_daily_cap(
 
     def claim(contact: Contact) -> str:
         barrier.wait()
-        return engine.claim(contact).verdict
+        return engine.gate.claim(contact).verdict
 
     with ThreadPoolExecutor(max_workers=len(texts)) as pool:
         verdicts = list(pool.map(claim, texts))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.crc import key_slot
 
-from dispatcher.models import AccountRecord, Channel, HistoryEntry
+from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry
 from dispatcher.store import CONFLICT, DUPLICATE, Commit, Store, account_key
 from tests.conftest import make_account
 
@@ -16,8 +16,11 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 
 
-def created(store: Store, account_id: str = "A1", wake: datetime | None = NOW, **commit: object) -> list[str] | int:
+def created(
+    store: Store, account_id: str = "A1", wake: datetime | None = NOW, queue: tuple[str, ...] = (), **commit: object
+) -> list[str] | int:
     loaded = store.load(account_id)
+    commit["queue"] = [Contact(c, account_id, Channel.SMS, "t", "reminder", "sms", NOW) for c in queue]
     record = AccountRecord(account=make_account(account_id))
     return store.commit_many([Commit(loaded, record, wake=wake, **commit)])[0]  # type: ignore[arg-type]
 
@@ -46,7 +49,7 @@ def test_a_commit_stores_record_history_and_wake_up_under_the_accounts_hash_tag(
 
 def test_every_key_of_one_account_hashes_to_one_cluster_slot(store: Store) -> None:
     entry = HistoryEntry(kind="event", at=NOW, event="account_created")
-    created(store, new_history=[entry], queue=["A1/reminder/sms/0"], event_id="e1", audit=[{"account_id": "A1"}])
+    created(store, new_history=[entry], queue=("A1/reminder/sms/0",), event_id="e1", audit=[{"account_id": "A1"}])
     account_keys = sorted(key for key in store.redis.keys("*") if key.startswith("{a:A1}"))
     assert account_keys == [account_key("A1", part) for part in ("acct", "claims", "events", "hist")]
     assert len({key_slot(key.encode()) for key in account_keys}) == 1
@@ -73,9 +76,22 @@ def test_an_event_id_already_applied_is_a_duplicate_and_writes_nothing(store: St
 
 
 def test_queueing_returns_new_and_still_queued_contacts_but_not_claimed_ones(store: Store) -> None:
-    assert created(store, queue=["c/0", "c/1"]) == ["c/0", "c/1"]
+    assert created(
+        store,
+        queue=(
+            "c/0",
+            "c/1",
+        ),
+    ) == ["c/0", "c/1"]
     store.redis.hset("{a:A1}:claims", "c/0", "sending")
-    assert created(store, queue=["c/0", "c/1", "c/2"]) == ["c/1", "c/2"]
+    assert created(
+        store,
+        queue=(
+            "c/0",
+            "c/1",
+            "c/2",
+        ),
+    ) == ["c/1", "c/2"]
     assert store.claims("A1") == {"c/0": "sending", "c/1": "queued", "c/2": "queued"}
 
 
@@ -87,36 +103,36 @@ def test_a_commit_without_a_wake_up_removes_the_account_from_the_schedule(store:
 
 
 def test_a_claim_moves_queued_to_sending_once_and_records_the_attempt(store: Store) -> None:
-    created(store, queue=["A1/reminder/sms/0"])
+    created(store, queue=("A1/reminder/sms/0",))
     version = store.load("A1").version
-    assert store.claim("A1", "A1/reminder/sms/0", version, attempt("A1/reminder/sms/0")) == 1
+    assert store.ledger.claim("A1", "A1/reminder/sms/0", "sms", version, attempt("A1/reminder/sms/0")) == 1
     loaded = store.load("A1")
     assert store.claim_status("A1", "A1/reminder/sms/0") == "sending"
     assert loaded.history == (attempt("A1/reminder/sms/0"),)
     assert loaded.version == str(int(version) + 1)
-    assert store.claim("A1", "A1/reminder/sms/0", loaded.version, attempt("A1/reminder/sms/0")) == 0
+    assert store.ledger.claim("A1", "A1/reminder/sms/0", "sms", loaded.version, attempt("A1/reminder/sms/0")) == 0
     assert len(store.load("A1").history) == 1
 
 
 def test_a_claim_on_a_stale_version_conflicts(store: Store) -> None:
-    created(store, queue=["c/0"])
-    assert store.claim("A1", "c/0", "0", attempt("c/0")) == CONFLICT
+    created(store, queue=("c/0",))
+    assert store.ledger.claim("A1", "c/0", "sms", "0", attempt("c/0")) == CONFLICT
     assert store.claim_status("A1", "c/0") == "queued"
     assert store.load("A1").history == ()
 
 
 def test_settle_moves_a_claim_only_from_the_expected_status(store: Store) -> None:
-    created(store, queue=["c/0"])
-    store.claim("A1", "c/0", store.load("A1").version, attempt("c/0"))
-    assert store.settle("A1", "c/0", "queued", "sent") is False
-    assert store.settle("A1", "c/0", "sending", "sent") is True
+    created(store, queue=("c/0",))
+    store.ledger.claim("A1", "c/0", "sms", store.load("A1").version, attempt("c/0"))
+    assert store.ledger.move("A1", "c/0", "sms", "queued", "sent") is False
+    assert store.ledger.move("A1", "c/0", "sms", "sending", "sent") is True
     assert store.claim_status("A1", "c/0") == "sent"
-    assert store.claim("A1", "c/0", store.load("A1").version, attempt("c/0")) == 0
+    assert store.ledger.claim("A1", "c/0", "sms", store.load("A1").version, attempt("c/0")) == 0
 
 
 def test_settling_to_nothing_forgets_the_claim(store: Store) -> None:
-    created(store, queue=["c/0"])
-    assert store.settle("A1", "c/0", "queued", None) is True
+    created(store, queue=("c/0",))
+    assert store.ledger.move("A1", "c/0", "sms", "queued", None) is True
     assert store.claims("A1") == {}
 
 
@@ -178,7 +194,7 @@ def test_a_history_cache_reads_only_what_was_appended_and_still_returns_everythi
     first = HistoryEntry(kind="event", at=NOW, event="account_created")
     created(cached, new_history=[first])
     assert cached.load("A1").history == (first,)
-    cached.claim("A1", "c/0", cached.load("A1").version, attempt("c/0"))
+    cached.ledger.claim("A1", "c/0", "sms", cached.load("A1").version, attempt("c/0"))
     assert cached.load("A1").history == (first, attempt("c/0"))
     assert cached.load("A1").history == store.load("A1").history
 
@@ -186,9 +202,9 @@ def test_a_history_cache_reads_only_what_was_appended_and_still_returns_everythi
 def test_a_history_cache_forgets_an_attempt_that_was_released(store: Store) -> None:
     cached = Store(store.redis, shards=store.shards, history_cache=10)
     created(cached, new_history=[HistoryEntry(kind="event", at=NOW, event="account_created")])
-    cached.claim("A1", "c/0", cached.load("A1").version, attempt("c/0"))
+    cached.ledger.claim("A1", "c/0", "sms", cached.load("A1").version, attempt("c/0"))
     assert len(cached.load("A1").history) == 2  # cached with the attempt
-    assert cached.release("A1", "c/0", attempt("c/0"), forget=False)
+    assert cached.release_many([("A1", "c/0", "sms", attempt("c/0"))], forget=False) == [True]
     later = HistoryEntry(kind="event", at=NOW + timedelta(minutes=1), event="payment")
     loaded = cached.load("A1")
     cached.commit_many([Commit(loaded, loaded.record, new_history=[later])])  # type: ignore[arg-type]

@@ -210,20 +210,20 @@ class Driver:
     def claim_pending(self) -> None:
         pending, self.pending = self.pending, []
         for contact in pending:
-            claim = self.engine.claim(contact)
+            claim = self.engine.gate.claim(contact)
             if claim.verdict != "send":
                 continue
             assert claim.attempt is not None
             result = self.send_results[self.claimed % len(self.send_results)]
             self.claimed += 1
             if result == "release":  # a definite non-send: the worker tries again on its next round
-                assert self.engine.release(contact, claim.attempt, "rate_limited")
+                assert self.engine.gate.release(contact, claim.attempt, "rate_limited")
                 self.pending.append(contact)
             elif result == "forget":  # a definite non-send left to the planner to redo
-                assert self.engine.release(contact, claim.attempt, "connection_refused", forget=True)
+                assert self.engine.gate.release(contact, claim.attempt, "connection_refused", forget=True)
             else:
                 self.ledger.sends.append(Sent(contact, self.now(), self.ledger.tick()))
-                assert self.engine.settle(contact, result)
+                assert self.engine.gate.settle(contact, result)
 
     def check_plan_is_deterministic(self) -> None:
         loaded = self.store.load(self.account_id)
@@ -311,7 +311,7 @@ class Driver:
             self.crash()
         elif kind == "redeliver" and ledger.sends:
             contact = ledger.sends[args[0] % len(ledger.sends)].contact
-            assert self.engine.claim(contact).verdict != "send", f"{contact.id} claimed twice"
+            assert self.engine.gate.claim(contact).verdict != "send", f"{contact.id} claimed twice"
 
     def outcome(self, contact: Contact, kind: OutcomeKind) -> None:
         ledger = self.ledger

@@ -1,0 +1,37 @@
+"""The shapes of audit entries: one dict per fact, filed under its account (see Store.append_audit)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dispatcher.models import Contact, Decision, HistoryEntry
+
+
+def entry_audit(account_id: str, entry: HistoryEntry) -> dict[str, object]:
+    audit: dict[str, object] = {"at": entry.at, "type": entry.kind, "account_id": account_id}
+    audit.update(entry.model_dump(exclude={"kind", "at"}, exclude_defaults=True, mode="json"))
+    return audit
+
+
+def contact_audit(contact: Contact, now: datetime, status: str, **detail: str) -> dict[str, object]:
+    return {"at": now, "type": "contact", "account_id": contact.account_id, "contact_id": contact.id,
+            "channel": contact.channel, "status": status, **detail}  # fmt: skip
+
+
+def claim_audit(account_id: str, contact_id: str, now: datetime, status: str, **detail: str) -> dict[str, object]:
+    """A claim moved by housekeeping (the sweep, the reconciler), where only its ids are at hand."""
+    return {"at": now, "type": "contact", "account_id": account_id, "contact_id": contact_id, "status": status,
+            **detail}  # fmt: skip
+
+
+def decision_audit(account_id: str, decision: Decision, now: datetime, kind: str = "decision") -> dict[str, object]:
+    return {
+        "at": now,
+        "type": kind,
+        "account_id": account_id,
+        "contact_id": decision.contact_id,
+        "channel": decision.channel,
+        "verdict": decision.verdict,
+        "rule": decision.rule,
+        "until": decision.until,
+    }

@@ -1,0 +1,183 @@
+"""The send gate: the last look at compliance on fresh state, the atomic claim, and every way out of a claim.
+
+    last look ─▶ claim ─▶ (the caller sends) ─▶ settle: sent | failed | unknown
+         │                                   └▶ release: back to queued, or forgotten for the planner
+         └▶ not now: the queued claim is given back, the decision audited, the account woken at `until`
+
+A contact id passes the gate once: the claim script refuses a second caller, and every path out of a
+claim settles or releases it (dispatcher.claims draws the states).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from dispatcher.audit import contact_audit, decision_audit
+from dispatcher.clock import Clock
+from dispatcher.compliance import ContactLog, Ruling, evaluate
+from dispatcher.models import AccountRecord, Contact, Decision, HistoryEntry
+from dispatcher.planner import ADHOC_STAGE, stage_index_at
+from dispatcher.store import Loaded, Store
+from dispatcher.strategy import Strategy
+
+MAX_CLAIM_PASSES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    verdict: str  # "send" | "defer" | "deny" | "claimed_elsewhere"
+    rule: str | None = None
+    until: datetime | None = None
+    record: AccountRecord | None = None
+    attempt: HistoryEntry | None = None
+    history: tuple[HistoryEntry, ...] = ()
+
+
+class SendGate:
+    def __init__(self, store: Store, strategy: Strategy, clock: Clock):
+        self.store = store
+        self.strategy = strategy
+        self.clock = clock
+
+    def claim(self, contact: Contact) -> ClaimResult:
+        """Last look on fresh state, then the atomic claim: 'send' means this caller, and only it, sends."""
+        return self.claim_many([contact])[0]
+
+    def claim_many(self, contacts: Sequence[Contact]) -> list[ClaimResult]:
+        """claim() for a batch: one read and one round of claims per pass; an account's second contact
+        waits for the next pass, since the first claim moves the account's version."""
+        results: dict[str, ClaimResult] = {}
+        pending = list(contacts)
+        for _ in range(MAX_CLAIM_PASSES):
+            if not pending:
+                return [results[contact.id] for contact in contacts]
+            now = self.clock.now()
+            loaded = {one.account_id: one for one in self.store.load_many(sorted({c.account_id for c in pending}))}
+            claims: list[tuple[Contact, Loaded, HistoryEntry]] = []
+            later: list[Contact] = []
+            for contact in pending:
+                if any(claimed.account_id == contact.account_id for claimed, _, _ in claims):
+                    later.append(contact)
+                    continue
+                looked = self._look(loaded[contact.account_id], contact, now)
+                if isinstance(looked, ClaimResult):
+                    results[contact.id] = looked
+                else:
+                    claims.append((contact, loaded[contact.account_id], looked))
+            calls = [(c.account_id, c.id, c.channel.value, one.version, a) for c, one, a in claims]
+            for (contact, account, attempt), reply in zip(claims, self.store.ledger.claim_many(calls), strict=True):
+                claimed = _claimed(reply, account, attempt)
+                if claimed is None:
+                    later.append(contact)
+                else:
+                    results[contact.id] = claimed
+            pending = later
+        if pending:
+            raise RuntimeError(f"contacts {[c.id for c in pending[:5]]}: the accounts kept changing; claim abandoned")
+        return [results[contact.id] for contact in contacts]
+
+    def claim_each(self, contacts: Sequence[Contact]) -> Generator[tuple[Contact, ClaimResult], None, None]:
+        """claim() for each contact in turn, lazily, so the caller sends one before claiming the next. The
+        accounts are read once for the batch; one that moved since (or was just claimed) is read again."""
+        loaded = {one.account_id: one for one in self.store.load_many(sorted({c.account_id for c in contacts}))}
+        for contact in contacts:
+            account = loaded.pop(contact.account_id, None)
+            result = None if account is None else self._claim_on(account, contact, self.clock.now())
+            yield contact, self.claim(contact) if result is None else result
+
+    def _claim_on(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | None:
+        """Last look and claim against the state as read; None when the account moved since."""
+        looked = self._look(account, contact, now)
+        if isinstance(looked, ClaimResult):
+            return looked
+        reply = self.store.ledger.claim(contact.account_id, contact.id, contact.channel.value, account.version, looked)
+        return _claimed(reply, account, looked)
+
+    def _look(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | HistoryEntry:
+        """The last look on the state as read: the attempt to claim with, or why not (its claim given back)."""
+        if account.record is None:
+            return ClaimResult("deny", "unknown_account")
+        ruling = self.last_look(account.record, account.history, contact, now)
+        if ruling.verdict != "send":
+            return self._not_now(contact, ruling, account.record, now)
+        return _attempt(contact, now)
+
+    def _not_now(self, contact: Contact, ruling: Ruling, record: AccountRecord, now: datetime) -> ClaimResult:
+        """The last look said no: give the queued claim back so the planner decides again, and say why."""
+        self.store.ledger.move(contact.account_id, contact.id, contact.channel.value, "queued", None)
+        decision = Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until)  # type: ignore[arg-type]
+        self.store.append_audit(contact.account_id, [decision_audit(contact.account_id, decision, now, "last_look")])
+        if ruling.until is not None:
+            self.store.wake_no_later(contact.account_id, ruling.until)
+        return ClaimResult(ruling.verdict, ruling.rule, ruling.until, record)
+
+    def last_look(
+        self, record: AccountRecord, history: Sequence[HistoryEntry], contact: Contact, now: datetime
+    ) -> Ruling:
+        """The planner's own rules again, on the state as it is at the moment of sending."""
+        account, state = record.account, record.state
+        if state.status == "active" and not state.do_not_contact and not state.holds:
+            if state.promise is not None:
+                return Ruling("deny", "promise_to_pay")
+            index = stage_index_at(account, state, self.strategy, now)
+            current = None if index is None else self.strategy.stages[index].name
+            if contact.stage != current and contact.stage != ADHOC_STAGE:
+                return Ruling("deny", f"stage_changed:{current}")
+        log = ContactLog.from_history(history)
+        return evaluate(contact.channel, account, state, log, now, self.strategy.compliance)
+
+    # The ways out of a claim.
+    def settle(self, contact: Contact, status: str, detail: dict[str, str] | None = None) -> bool:
+        """Record how a claimed send ended: 'sent', 'failed' (refused for good) or 'unknown' (ambiguous)."""
+        return self.settle_many([(contact, status, detail or {})])[0]
+
+    def settle_many(self, endings: Sequence[tuple[Contact, str, dict[str, str]]]) -> list[bool]:
+        """settle() for several contacts, in one round trip."""
+        if not endings:
+            return []
+        now = self.clock.now()
+        moves = [(c.account_id, c.id, c.channel.value, "sending", status) for c, status, _ in endings]
+        audit = [contact_audit(contact, now, status, **detail) for contact, status, detail in endings]
+        return self.store.settle_many(moves, audit)
+
+    def release(self, contact: Contact, attempt: HistoryEntry, reason: str, forget: bool = False) -> bool:
+        """A claimed contact definitely did not leave: give the claim back and take its attempt off the caps.
+
+        forget=False leaves it queued for the caller to re-queue; forget=True lets the planner redo it."""
+        return self.release_many([(contact, attempt)], reason, forget)[0]
+
+    def release_many(
+        self, claimed: Sequence[tuple[Contact, HistoryEntry]], reason: str, forget: bool = False
+    ) -> list[bool]:
+        """release() for several contacts, in one round trip."""
+        if not claimed:
+            return []
+        now = self.clock.now()
+        audit = [contact_audit(contact, now, "not_sent", reason=reason) for contact, _ in claimed]
+        releases = [(contact.account_id, contact.id, contact.channel.value, attempt) for contact, attempt in claimed]
+        return self.store.release_many(releases, forget, audit)
+
+    def waiting(self, contacts: Sequence[Contact], reason: str) -> None:
+        """Audit contacts that start waiting unclaimed (a rate limit): once per wait, not per re-check."""
+        now = self.clock.now()
+        self.store.append_audit_many([contact_audit(contact, now, "not_sent", reason=reason) for contact in contacts])
+
+    def requeued(self, contacts: Sequence[Contact]) -> None:
+        """The contacts went back on the broker: the stranded sweep counts their wait from now."""
+        self.store.ledger.dispatched([(c.account_id, c.id, c.channel.value) for c in contacts])
+
+
+def _claimed(reply: int, account: Loaded, attempt: HistoryEntry) -> ClaimResult | None:
+    """What the claim script said: this caller sends (1), another already did (0), or None: look again."""
+    if reply == 1:
+        return ClaimResult("send", record=account.record, attempt=attempt, history=(*account.history, attempt))
+    return ClaimResult("claimed_elsewhere") if reply == 0 else None
+
+
+def _attempt(contact: Contact, now: datetime) -> HistoryEntry:
+    return HistoryEntry(
+        kind="attempt", at=now, contact_id=contact.id, channel=contact.channel,
+        detail={"template": contact.template, "stage": contact.stage},
+    )  # fmt: skip

@@ -1,0 +1,136 @@
+"""The reconciler: claims in doubt are settled only by evidence.
+
+A claim is in doubt when it was taken and never settled (its worker died mid-call) or settled `unknown`
+(the request timed out after it may have left). Once no task can still be sending it (the hard time limit
+plus a margin has passed since the claim), the reconciler looks for evidence, in this order:
+
+1. a provider callback already recorded for the contact (delivered, answered, ...): it was sent;
+2. the provider's own records (`Reconcilable.find_sent`): found → sent, with the provider's id; the
+   provider definitely has no such request → the claim is released and the planner may send it again;
+3. no way to ask (SMTP) → the claim stays `unknown`: counted against the caps, set aside for operators
+   (`Store.ledger.unverified()`), never promoted to sent. A provider that cannot be asked right now is
+   asked again at the next round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from channels.base import Evidence, LookupUnavailable, Reconcilable, SentQuery, TransientDeliveryError
+from dispatcher.audit import claim_audit
+from dispatcher.claims import InDoubt
+from dispatcher.events import Outcome
+from dispatcher.models import Channel, HistoryEntry, OutcomeKind
+from dispatcher.store import Loaded
+from workers.messages import address_of
+
+if TYPE_CHECKING:
+    from workers.runtime import WorkerRuntime
+
+log = structlog.get_logger("workers.reconcile")
+
+MARGIN_SECONDS = 60.0  # after the hard time limit, before a claim counts as no longer being sent
+IN_DOUBT = ("sending", "unknown")
+
+
+def reconcile(runtime: WorkerRuntime, now: float | None = None) -> Counter[str]:
+    """Settle every claim in doubt old enough to be safe to judge; counts by what happened."""
+    now = time.time() if now is None else now
+    horizon = now - runtime.settings.task_time_limit - MARGIN_SECONDS
+    counts: Counter[str] = Counter()
+    for doubt in runtime.engine.store.ledger.in_doubt_before(horizon):
+        counts[_reconcile_one(runtime, doubt)] += 1
+    return counts
+
+
+def _reconcile_one(runtime: WorkerRuntime, doubt: InDoubt) -> str:
+    store = runtime.engine.store
+    status = store.ledger.status(doubt.account_id, doubt.contact_id)
+    loaded = store.load(doubt.account_id)
+    attempt = _attempt(loaded, doubt.contact_id)
+    if status not in IN_DOUBT or attempt is None or attempt.channel is None or loaded.record is None:
+        store.ledger.set_aside(doubt.account_id, doubt.contact_id)  # nothing left to judge: report, never sent
+        return "set_aside"
+    channel = attempt.channel
+    if _called_back(loaded, doubt.contact_id):
+        return _settle_sent(runtime, doubt, channel, status, Evidence(True, "callback", "callback"))
+    adapter = runtime.deliverer.adapters.get(channel.value)
+    try:
+        if not isinstance(adapter, Reconcilable):
+            raise LookupUnavailable(f"the {channel.value} provider cannot be asked")
+        evidence = adapter.find_sent(_query(runtime, doubt, loaded, channel))
+    except LookupUnavailable as exc:
+        return _set_aside(runtime, doubt, channel, status, str(exc))
+    except TransientDeliveryError as exc:
+        log.warning("claim.reconcile_later", contact_id=doubt.contact_id, reason=str(exc))
+        return "asked_later"
+    if evidence.found:
+        return _settle_sent(runtime, doubt, channel, status, evidence)
+    return _release(runtime, doubt, channel, attempt)
+
+
+def _attempt(loaded: Loaded, contact_id: str) -> HistoryEntry | None:
+    for entry in reversed(loaded.history):
+        if entry.kind == "attempt" and entry.contact_id == contact_id:
+            return entry
+    return None
+
+
+def _called_back(loaded: Loaded, contact_id: str) -> bool:
+    """A provider callback for the contact is evidence that the provider took it."""
+    return any(e.kind == "outcome" and e.contact_id == contact_id and e.outcome is not None for e in loaded.history)
+
+
+def _query(runtime: WorkerRuntime, doubt: InDoubt, loaded: Loaded, channel: Channel) -> SentQuery:
+    assert loaded.record is not None
+    since = datetime.fromtimestamp(doubt.claimed_at, UTC) - timedelta(seconds=5)  # clocks of two machines
+    until = since + timedelta(seconds=runtime.settings.task_time_limit + 10)
+    sender = runtime.deliverer.sender(channel.value)
+    to = address_of(channel, loaded.record)
+    return SentQuery(doubt.contact_id, doubt.account_id, to, sender, since, until)
+
+
+def _settle_sent(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: str, evidence: Evidence) -> str:
+    engine = runtime.engine
+    provider_id = evidence.provider_id or ""
+    move = (doubt.account_id, doubt.contact_id, channel.value, status, "sent")
+    audit = claim_audit(doubt.account_id, doubt.contact_id, engine.clock.now(), "sent", channel=channel.value,
+                        reason=f"reconciled_{status}", provider_id=provider_id)  # fmt: skip
+    if not engine.store.settle_many([move], [audit])[0]:
+        return "moved_meanwhile"
+    detail = {"provider_id": provider_id, "provider_status": evidence.status or "", "reconciled": status}
+    engine.record_event(doubt.account_id, Outcome(contact_id=doubt.contact_id, outcome=OutcomeKind.SENT,
+                                                  channel=channel, detail=detail))  # fmt: skip
+    log.info("claim.reconciled", contact_id=doubt.contact_id, was=status, provider_id=provider_id)
+    return "sent"
+
+
+def _release(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, attempt: HistoryEntry) -> str:
+    """The provider has no such request: the contact never left; the planner decides again from now."""
+    engine = runtime.engine
+    audit = claim_audit(doubt.account_id, doubt.contact_id, engine.clock.now(), "not_sent", channel=channel.value,
+                        reason="provider_has_none")  # fmt: skip
+    released = (doubt.account_id, doubt.contact_id, channel.value, attempt)
+    if not engine.store.release_many([released], forget=True, audit=[audit])[0]:
+        return "moved_meanwhile"
+    engine.store.wake_no_later(doubt.account_id, engine.clock.now())
+    log.warning("claim.released_absent", contact_id=doubt.contact_id)
+    return "released"
+
+
+def _set_aside(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: str, reason: str) -> str:
+    """No evidence to be had: unknown for good, counted against the caps, reported; never called sent."""
+    store = runtime.engine.store
+    if status == "sending":
+        store.settle_many([(doubt.account_id, doubt.contact_id, channel.value, "sending", "unknown")])
+    store.ledger.set_aside(doubt.account_id, doubt.contact_id)
+    entry = claim_audit(doubt.account_id, doubt.contact_id, runtime.engine.clock.now(), "unknown",
+                        channel=channel.value, reason="unverifiable", detail=reason)  # fmt: skip
+    store.append_audit(doubt.account_id, [entry])
+    log.warning("claim.unverifiable", contact_id=doubt.contact_id, channel=channel.value, reason=reason)
+    return "unverifiable"
