@@ -1,14 +1,28 @@
-"""Hand a case file to a third-party collection agency; the agency's acceptance ends our own contacts."""
+"""Hand a case file to a third-party collection agency; the agency's acceptance ends our own contacts.
+
+The agency endpoint (its shape is our sandbox's, channels/sandbox/agency.py):
+
+    POST {agency_url}                      Bearer auth; JSON case file with `contact_id`; Idempotency-Key:
+                                           the contact id. 201 new, 200 a replay, 409 the key with another body
+    GET  {agency_url}?reference={id}       the cases whose reference (the contact id, which is also the
+                                           Idempotency-Key) is `id`: {"object": "list", "data": [case...],
+                                           "count": n}, each case {"id", "reference", "status", "received_at"}
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 
 from channels.base import (
     DeliveryError,
+    Evidence,
+    LookupUnavailable,
     OutboundMessage,
     PermanentDeliveryError,
     Receipt,
+    SentQuery,
     TransientDeliveryError,
     parse_retry_after,
 )
@@ -46,6 +60,30 @@ class AgencyAdapter:
             provider_id=_case_id(response), status="handed_off", detail={"duplicate": response.status_code == 200}
         )
 
+    def find_sent(self, query: SentQuery) -> Evidence:
+        """Whether the agency holds a case for this contact: `GET {agency_url}?reference={contact_id}`.
+
+        The reference is the contact id we send as `contact_id` and as the Idempotency-Key, so a case
+        carrying it is this contact's hand-off whenever it arrived. The reference is checked again on our
+        side, so an endpoint that ignored the filter cannot make another case count.
+        """
+        try:
+            response = self._http.get(self._url, params={"reference": query.contact_id})
+        except httpx.TransportError as exc:
+            raise TransientDeliveryError(f"agency lookup: {exc!r}") from exc
+        if response.status_code != 200:
+            raise translate_lookup_error(response)
+        try:
+            listing: Any = response.json()
+        except ValueError as exc:
+            raise TransientDeliveryError(f"agency lookup: unreadable answer: {exc}") from exc
+        if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+            raise TransientDeliveryError("agency lookup: the answer is not a list object")
+        for case in listing["data"]:
+            if isinstance(case, dict) and case.get("reference") == query.contact_id and case.get("id"):
+                return Evidence(found=True, provider_id=str(case["id"]), status=str(case.get("status") or "accepted"))
+        return Evidence.absent()
+
     def close(self) -> None:
         self._http.close()
 
@@ -56,6 +94,16 @@ def translate_agency_error(response: httpx.Response) -> DeliveryError:
     if status == 429 or status >= 500:
         return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
     return PermanentDeliveryError(label, "refused")
+
+
+def translate_lookup_error(response: httpx.Response) -> DeliveryError:
+    """For find_sent: 429, 5xx and also 401/403/404 mean ask again later (a wrong key or URL is never
+    evidence of absence); any other 4xx means asking this way cannot tell (LookupUnavailable)."""
+    status = response.status_code
+    label = f"agency lookup {status}: {response.text[:200]}"
+    if status in (401, 403, 404, 429) or status >= 500:
+        return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    return LookupUnavailable(label)
 
 
 def _case_id(response: httpx.Response) -> str:

@@ -7,14 +7,25 @@ Errors (each adapter translates its provider's errors into these in exactly one 
     │       .retry_after: float|None   seconds the provider (or a limiter) asked us to wait
     │       .ambiguous: bool           the request may have reached the provider (read timeout):
     │                                  reconcile from callbacks before sending again
-    └── PermanentDeliveryError         do not retry: record the outcome and re-plan
-            .outcome_kind: str         one of OUTCOME_KINDS, e.g. 'invalid_address', 'opted_out'
+    ├── PermanentDeliveryError         do not retry: record the outcome and re-plan
+    │       .outcome_kind: str         one of OUTCOME_KINDS, e.g. 'invalid_address', 'opted_out'
+    └── LookupUnavailable              find_sent only: the provider cannot say whether it has the contact
+                                       (SMTP, or an answer we cannot read as yes or no); the claim stays
+                                       `unknown`, counts against caps and is reported, never called sent
+
+Reconciling a claim in doubt (`Reconcilable.find_sent`): a claim taken but never settled (its worker died,
+or the request timed out after it left) is settled from the provider's own records. `find_sent` answers
+Evidence(found=True, provider_id, status) when the provider has the contact, Evidence(found=False) when
+the provider definitely has no such request, raises TransientDeliveryError when the provider could not be
+asked right now (timeouts, 429, 5xx, and 401/403/404 too: a misconfiguration is never evidence of
+absence), and LookupUnavailable when asking cannot tell.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 # Mirrors dispatcher.models.OutcomeKind; channels may not import dispatcher, so the strings live here too.
@@ -100,6 +111,61 @@ class PermanentDeliveryError(DeliveryError):
             raise ValueError(f"unknown outcome kind {outcome_kind!r}")
         super().__init__(message)
         self.outcome_kind = outcome_kind
+
+
+class LookupUnavailable(DeliveryError):
+    """find_sent cannot tell whether the provider has the contact; the claim stays `unknown` (not sent)."""
+
+
+@dataclass(frozen=True)
+class SentQuery:
+    """What the reconciler knows of a claim in doubt, for asking the provider whether it has the contact.
+
+    `since` is when the claim was taken (the request left after it); `until` is the claim time plus the
+    task's hard time limit (the request cannot have left after it). Both are timezone-aware UTC.
+    """
+
+    contact_id: str
+    account_id: str
+    to: str | PostalAddress  # the address the contact was sent to: E.164, email, postal dict
+    sender: str | None  # our from-number, messaging service SID (MG...) or email From, where relevant
+    since: datetime
+    until: datetime
+    text: str | None = None  # the rendered body, when the reconciler could rebuild it
+
+    def __post_init__(self) -> None:
+        if self.since.tzinfo is None or self.until.tzinfo is None:
+            raise ValueError("SentQuery.since and .until must be timezone-aware")
+        if self.until < self.since:
+            raise ValueError("SentQuery.until is before .since")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The provider's answer: found (with its id and status) or definitely absent."""
+
+    found: bool  # True: the provider has it; False: the provider definitely has no such request
+    provider_id: str | None = None
+    status: str | None = None  # the provider's own status, e.g. 'queued', 'delivered', 'handed_off'
+
+    def __post_init__(self) -> None:
+        if self.found and not self.provider_id:
+            raise ValueError("found evidence needs the provider's id")
+        if not self.found and self.provider_id:
+            raise ValueError("absent evidence carries no provider id")
+
+    @classmethod
+    def absent(cls) -> Evidence:
+        return cls(found=False)
+
+
+@runtime_checkable
+class Reconcilable(Protocol):
+    """An adapter that can ask its provider whether a contact in doubt reached it."""
+
+    def find_sent(self, query: SentQuery) -> Evidence:
+        """Evidence from the provider; TransientDeliveryError to ask later; LookupUnavailable if it cannot tell."""
+        ...
 
 
 class WebhookRejected(Exception):

@@ -2,6 +2,9 @@
 
 Workers are synchronous; each send is handed to a background loop thread, so connections and the loop
 are not rebuilt per message. After a fork (Celery prefork) the child starts its own loop.
+
+SMTP has no way to ask a relay what it accepted: `find_sent` raises LookupUnavailable, and a claim in doubt
+stays `unknown` (counted against caps, reported), never promoted to sent.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ import aiosmtplib
 
 from channels.base import (
     DeliveryError,
+    Evidence,
+    LookupUnavailable,
     OutboundMessage,
     PermanentDeliveryError,
     Receipt,
+    SentQuery,
     TransientDeliveryError,
 )
 from config.settings import Settings
@@ -98,6 +104,12 @@ class EmailAdapter:
         email = build_email(message, self._settings.email_from)
         _LoopThread.get().run(self._deliver(email, str(message.to)), self._timeout + 5)
         return Receipt(provider_id=str(email["Message-ID"]), status="accepted")
+
+    def find_sent(self, query: SentQuery) -> Evidence:
+        """SMTP cannot be asked whether a relay took a message (there is no list or status command, and the
+        deterministic Message-ID only helps where a relay offers a search API, which plain SMTP does not)."""
+        message_id = message_id_for(query.contact_id, self._settings.email_from)
+        raise LookupUnavailable(f"smtp: a relay cannot be asked whether it accepted {message_id}")
 
     def close(self) -> None:
         """Nothing per adapter: the loop is shared by the process and dies with it."""

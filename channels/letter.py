@@ -2,6 +2,10 @@
 
 Chinese text uses reportlab's built-in CID font STSong-Light, whose text extracts back from the PDF
 (checked in the tests with pypdf), so no font file ships with the project.
+
+Every letter carries our ids in `metadata` (`contact_id`, `account_id`) and the contact id as its
+Idempotency-Key, so a letter in doubt is found again by Lob's documented metadata filter on the letter list
+(`find_sent`).
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
 
 from channels.base import (
     DeliveryError,
+    Evidence,
+    LookupUnavailable,
     OutboundMessage,
     PermanentDeliveryError,
     ProviderOutcome,
     Receipt,
+    SentQuery,
     TransientDeliveryError,
     WebhookRejected,
     parse_retry_after,
@@ -43,6 +50,9 @@ TRACKING_KIND = {
     "letter.delivered": "delivered",
     "letter.returned_to_sender": "returned",
 }
+
+LOOKUP_LIMIT = 100  # Lob's maximum page size for lists
+LOOKUP_MAX_PAGES = 5
 
 pdfmetrics.registerFont(UnicodeCIDFont(CJK_FONT))
 
@@ -98,6 +108,46 @@ class LetterAdapter:
         letter = response.json()
         return Receipt(provider_id=letter["id"], status="accepted", detail={"pages": letter.get("pages")})
 
+    def find_sent(self, query: SentQuery) -> Evidence:
+        """Whether the vendor holds a letter for this contact, from Lob's documented letter list filtered
+        by metadata (`GET /v1/letters?metadata[contact_id]=...&limit=100`, Lob's `metadata` deepObject
+        query parameter; paged by `next_url`).
+
+        The contact id is unique to the contact and travels in the letter's metadata, so any letter
+        carrying it is this contact's, whenever it was created (the window does not matter here). Each
+        letter's metadata is checked again on our side, so a vendor that ignored the filter cannot make
+        another letter count; a list that runs past LOOKUP_MAX_PAGES pages is LookupUnavailable.
+        """
+        params: dict[str, str | int] = {"metadata[contact_id]": query.contact_id, "limit": LOOKUP_LIMIT}
+        url: str | None = "/v1/letters"
+        for _ in range(LOOKUP_MAX_PAGES):
+            if url is None:
+                return Evidence.absent()
+            listing = self._list_page(url, params)
+            for letter in listing.get("data") or []:
+                if (letter.get("metadata") or {}).get("contact_id") == query.contact_id:
+                    return Evidence(found=True, provider_id=str(letter["id"]), status=letter_status(letter))
+            url, params = listing.get("next_url") or None, {}
+        if url is None:
+            return Evidence.absent()
+        raise LookupUnavailable(f"print vendor lookup: more than {LOOKUP_MAX_PAGES} pages, not read to the end")
+
+    def _list_page(self, url: str, params: Mapping[str, str | int]) -> dict[str, Any]:
+        """One page of the letter list; every failure to get a readable 200 is translated here."""
+        try:
+            response = self._http.get(url, params=params)
+        except httpx.TransportError as exc:
+            raise TransientDeliveryError(f"print vendor lookup: {exc!r}") from exc
+        if response.status_code != 200:
+            raise translate_lookup_error(response)
+        try:
+            listing = response.json()
+        except ValueError as exc:
+            raise TransientDeliveryError(f"print vendor lookup: unreadable answer: {exc}") from exc
+        if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+            raise TransientDeliveryError("print vendor lookup: the answer is not a list object")
+        return listing
+
     def parse_callback(self, url: str, headers: Mapping[str, str], body: bytes) -> list[ProviderOutcome]:
         """Verify a tracking webhook and map it to an outcome (in-transit events give none)."""
         secret = self._settings.print_vendor_webhook_secret.get_secret_value()
@@ -127,6 +177,26 @@ def translate_vendor_error(response: httpx.Response) -> DeliveryError:
     if status == 429 or status >= 500:
         return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
     return PermanentDeliveryError(label, "invalid_address" if status == 422 else "failed")
+
+
+def translate_lookup_error(response: httpx.Response) -> DeliveryError:
+    """For find_sent: 429, 5xx and also 401/403/404 mean ask again later (a wrong key or URL is never
+    evidence of absence); any other 4xx means asking this way cannot tell (LookupUnavailable)."""
+    status = response.status_code
+    label = f"print vendor lookup {status}: {response.text[:200]}"
+    if status in (401, 403, 404, 429) or status >= 500:
+        return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    return LookupUnavailable(label)
+
+
+def letter_status(letter: Mapping[str, Any]) -> str:
+    """The letter's latest tracking event, else its render status; 'canceled' once deleted."""
+    if letter.get("deleted"):
+        return "canceled"
+    events = letter.get("tracking_events") or []
+    if events and isinstance(events[-1], Mapping) and events[-1].get("name"):
+        return str(events[-1]["name"])
+    return str(letter.get("status") or "created")
 
 
 def _ambiguous(exc: httpx.TransportError) -> bool:

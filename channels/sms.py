@@ -1,4 +1,5 @@
-"""SMS through Twilio Messages: send, count segments, parse status callbacks and inbound replies."""
+"""SMS through Twilio Messages: send, count segments, parse status callbacks and inbound replies, and find a
+message in doubt in Twilio's list of messages (`find_sent`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from channels.base import OutboundMessage, ProviderOutcome, Receipt
+from channels.base import Evidence, LookupUnavailable, OutboundMessage, ProviderOutcome, Receipt, SentQuery
 from channels.twilio_common import (
+    LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
     build_client,
     call_twilio,
     contact_id_of,
+    earliest,
     error_code_of,
+    in_window,
+    lookup_twilio,
+    read_pages,
     verified_params,
 )
 from config.settings import Settings
@@ -101,6 +107,50 @@ class SmsAdapter:
         params = verified_params(self._auth_token(), url, headers, body)
         return inbound_sms(params)
 
+    def find_sent(self, query: SentQuery) -> Evidence:
+        """Whether Twilio holds a message for this claim, from Twilio's documented Message list
+        (`GET /2010-04-01/Accounts/{AccountSid}/Messages.json?To=...&From=...&PageSize=1000`, paged by
+        `next_page_uri`), read through the SDK's `messages.page()`.
+
+        A message is this claim's when it went to `query.to` from our sender (the From number; for a
+        messaging service SID, `MG...`, the message's `messaging_service_sid`, since the pool picks the
+        number) and Twilio created it within [since, until] (widened by a few seconds of clock skew). The
+        list is not filtered by DateSent: a message still queued at Twilio has no date_sent yet, and a
+        DateSent filter would hide exactly the message we are looking for. When `query.text` is given the
+        body must match too; messages in the window with none matching are a question Twilio cannot
+        answer for us (LookupUnavailable). `query.sender` None means the adapter's configured sender.
+        """
+        to = str(query.to)
+        sender = query.sender or self._settings.twilio_messaging_service_sid or self._settings.twilio_from_number
+        by_service = sender.startswith("MG")
+
+        def ours(record: Any) -> bool:
+            if record.to != to or not in_window(record.date_created, query):
+                return False
+            return (record.messaging_service_sid if by_service else record.from_) == sender
+
+        def body_matches(records: list[Any]) -> bool:
+            return query.text is not None and any(_same_body(record.body, query.text) for record in records)
+
+        def read() -> list[Any]:
+            first = self._client.messages.page(
+                to=to, **({} if by_service else {"from_": sender}), page_size=LOOKUP_PAGE_SIZE
+            )
+            return read_pages(first, ours, body_matches if query.text is not None else bool)
+
+        candidates = lookup_twilio(read, self._http)
+        if query.text is not None and candidates:
+            matching = [record for record in candidates if _same_body(record.body, query.text)]
+            if not matching:
+                raise LookupUnavailable(
+                    f"twilio lookup: {len(candidates)} message(s) to {to} in the window, none with this body"
+                )
+            candidates = matching
+        if not candidates:
+            return Evidence.absent()
+        found = earliest(candidates)
+        return Evidence(found=True, provider_id=str(found.sid), status=str(found.status))
+
     def close(self) -> None:
         self._http.close()
 
@@ -122,6 +172,11 @@ class SmsAdapter:
 
     def _auth_token(self) -> str:
         return self._settings.twilio_auth_token.get_secret_value()
+
+
+def _same_body(stored: str | None, text: str) -> bool:
+    """Twilio keeps the body as sent; line endings and edge whitespace are not worth a difference."""
+    return (stored or "").replace("\r\n", "\n").strip() == text.replace("\r\n", "\n").strip()
 
 
 def message_status_outcomes(contact_id: str, params: Mapping[str, str]) -> list[ProviderOutcome]:

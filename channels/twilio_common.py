@@ -1,22 +1,29 @@
-"""What SMS and voice share about Twilio: the client, error translation, signatures and callback parsing.
+"""What SMS and voice share about Twilio: the client, error translation, signatures, callback parsing, and
+finding a contact in doubt in Twilio's own lists.
 
-Twilio's errors are translated into DeliveryErrors in `call_twilio` and nowhere else.
+Twilio's errors are translated into DeliveryErrors in `call_twilio` (sends) and `lookup_twilio` (lookups)
+and nowhere else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import urllib3
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.base.page import Page
+from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from channels.base import (
     DeliveryError,
+    LookupUnavailable,
     PermanentDeliveryError,
+    SentQuery,
     TransientDeliveryError,
     WebhookRejected,
 )
@@ -39,6 +46,11 @@ PERMANENT_CODES: dict[int, str] = {
 TRANSIENT_CODES: frozenset[int] = frozenset({20429, 30003, 30008})
 BACK_PRESSURE_CODES: frozenset[int] = frozenset({21611, 30001})  # sender queue full: slow down
 BACK_PRESSURE_WAIT = 5.0  # seconds, when Twilio asks us to slow down without a Retry-After
+
+# Lookups (find_sent). Twilio stamps date_created to the second on its own clock: widen the window by this.
+LOOKUP_CLOCK_SKEW = timedelta(seconds=5)
+LOOKUP_PAGE_SIZE = 1000  # Twilio's maximum PageSize
+LOOKUP_MAX_PAGES = 5  # 5,000 records to one number from us; past that the list is not read to the end
 
 
 def build_client(settings: Settings, timeout: float) -> tuple[Client, PooledHttpClient]:
@@ -99,3 +111,66 @@ def error_code_of(params: Mapping[str, str]) -> int | None:
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     lowered = name.lower()
     return next((value for key, value in headers.items() if key.lower() == lowered), None)
+
+
+def lookup_twilio(request: Callable[[], T], http: PooledHttpClient) -> T:
+    """Run one Twilio lookup (a list read, all its pages), translating every failure for find_sent.
+
+    Only a 200 page is an answer. 429, 5xx, timeouts, refused connections, and also 401/403/404 are
+    TransientDeliveryError (ask again later: a wrong credential or URL is never evidence of absence); any
+    other 4xx is LookupUnavailable (asking the same way again will not help; the claim stays unknown).
+    """
+    try:
+        return request()
+    except TwilioRestException as exc:
+        raise translate_lookup_error(exc.status, str(exc), http.last_retry_after()) from exc
+    except TwilioException as exc:
+        # A list page that did not answer 200: twilio's Page raises the bare TwilioException with the response.
+        response = next((arg for arg in exc.args if isinstance(arg, Response)), None)
+        status = response.status_code if response is not None else None
+        text = response.text[:200] if response is not None else str(exc)
+        raise translate_lookup_error(status, text, http.last_retry_after()) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise transport_error(exc) from exc
+    except ValueError as exc:  # a 200 whose body is not the JSON of a list: no answer either
+        raise TransientDeliveryError(f"twilio lookup: unreadable answer: {exc}") from exc
+
+
+def translate_lookup_error(status: int | None, message: str, retry_after: float | None) -> DeliveryError:
+    label = f"twilio lookup {status}: {message}"
+    if status is None or status in (401, 403, 404, 429) or status >= 500:
+        return TransientDeliveryError(label, retry_after=retry_after)
+    return LookupUnavailable(label)
+
+
+def in_window(created: datetime | None, query: SentQuery) -> bool:
+    """Whether a record Twilio created at `created` can be the request of this claim (None: cannot rule out)."""
+    if created is None:
+        return True
+    since = query.since.replace(microsecond=0) - LOOKUP_CLOCK_SKEW  # Twilio's stamps are whole seconds
+    return since <= created <= query.until + LOOKUP_CLOCK_SKEW
+
+
+def read_pages(first: Page, keep: Callable[[Any], bool], enough: Callable[[list[Any]], bool]) -> list[Any]:
+    """The records of a list that `keep` accepts, page by page, until `enough` of them or the list ends.
+
+    Raises LookupUnavailable when the list runs past LOOKUP_MAX_PAGES without `enough`: absence would then
+    be a guess.
+    """
+    kept: list[Any] = []
+    page: Page | None = first
+    pages = 0
+    while page is not None:
+        pages += 1
+        kept.extend(record for record in page if keep(record))
+        if enough(kept):
+            return kept
+        page = page.next_page()
+        if page is not None and pages >= LOOKUP_MAX_PAGES:
+            raise LookupUnavailable(f"twilio lookup: more than {pages * LOOKUP_PAGE_SIZE} records, not read to the end")
+    return kept
+
+
+def earliest(records: Iterable[Any]) -> Any:
+    """The record created first (the claim's own request came before any resend)."""
+    return min(records, key=lambda record: (record.date_created is None, record.date_created or datetime.max))

@@ -7,22 +7,30 @@ the contact before placing the call (`scripts`), and the API's `/v1/webhooks/twi
 with the one `script_for` picks: a person hears the step's message, a machine the limited-content
 voicemail twice, with a pause, so a recorder that starts late still captures it. Without a `twiml_url`
 in the message the call carries inline TwiML (the adapter used alone, as in the contract tests).
+
+A call in doubt is looked up in Twilio's list of calls (`find_sent`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from channels.base import OutboundMessage, ProviderOutcome, Receipt
+from channels.base import Evidence, OutboundMessage, ProviderOutcome, Receipt, SentQuery
 from channels.twilio_common import (
+    LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
     build_client,
     call_twilio,
     contact_id_of,
+    earliest,
     error_code_of,
+    in_window,
+    lookup_twilio,
+    read_pages,
     verified_params,
 )
 from config.settings import Settings
@@ -122,6 +130,33 @@ class VoiceAdapter:
         """Verify a call-status callback and turn a final status into one outcome."""
         params = verified_params(self._settings.twilio_auth_token.get_secret_value(), url, headers, body)
         return call_status_outcomes(contact_id_of(url), params)
+
+    def find_sent(self, query: SentQuery) -> Evidence:
+        """Whether Twilio holds a call for this claim, from Twilio's documented Call list
+        (`GET /2010-04-01/Accounts/{AccountSid}/Calls.json?To=...&From=...&PageSize=1000`, paged by
+        `next_page_uri`), read through the SDK's `calls.page()`.
+
+        A call is this claim's when it went to `query.to` from our number and Twilio created it within
+        [since, until] (widened by a few seconds of clock skew). The list is not filtered by StartTime: a
+        call still queued or ringing has no start_time yet. `query.sender` None means the configured number.
+        """
+        to = str(query.to)
+        sender = query.sender or self._settings.twilio_from_number
+
+        def ours(record: Any) -> bool:
+            # The SDK's CallInstance keeps `from` as `_from` (MessageInstance says `from_`).
+            caller = getattr(record, "from_", None) or getattr(record, "_from", None)
+            return bool(record.to == to and caller == sender and in_window(record.date_created, query))
+
+        def read() -> list[Any]:
+            first = self._client.calls.page(to=to, from_=sender, page_size=LOOKUP_PAGE_SIZE)
+            return read_pages(first, ours, bool)
+
+        candidates = lookup_twilio(read, self._http)
+        if not candidates:
+            return Evidence.absent()
+        found = earliest(candidates)
+        return Evidence(found=True, provider_id=str(found.sid), status=str(found.status))
 
     def close(self) -> None:
         self._http.close()

@@ -5,6 +5,11 @@ honours Idempotency-Key (the same key answers the first letter again), and, when
 given, posts signed tracking webhooks: letter.mailed, letter.in_transit, then letter.delivered — or
 letter.returned_to_sender when the `to` address_line1 contains 'RETURN'. A `to` without address_line1
 gets 422. Webhooks are signed with hex HMAC-SHA256 over "{timestamp}.{raw body}".
+
+GET /v1/letters lists letters as Lob does, from memory, most recent first: `limit` (1..100, default 10),
+`after`/`before` cursors, `metadata[key]=value` (deepObject; every pair must match), `date_created[gt|gte|
+lt|lte]=ISO 8601`, `include[]=total_count`; the answer is Lob's list object {"data": [...], "object":
+"list", "next_url", "previous_url", "count"}. Every route checks the API key.
 """
 
 from __future__ import annotations
@@ -14,23 +19,46 @@ import base64
 import hashlib
 import hmac
 import json
+import operator
 import re
 import secrets
 import time
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import QueryParams
 
 from channels.sandbox.server import EventLog, FaultInjector
 
 WEBHOOK_PATH = "/v1/webhooks/print-vendor"
 JSON_FIELDS = ("to", "from", "metadata", "color", "double_sided")
+LIST_DEFAULT_LIMIT = 10
+LIST_MAX_LIMIT = 100
+EVENT_NAMES = {
+    "mailed": "Mailed",
+    "in_transit": "In Transit",
+    "delivered": "Delivered",
+    "returned_to_sender": "Returned to Sender",
+}
+DATE_OPS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+
+
+def iso_now() -> str:
+    """Lob's timestamps: ISO 8601 in UTC with milliseconds, e.g. 2019-08-08T17:09:14.514Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _instant(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def lob_error(status: int, message: str) -> dict[str, Any]:
@@ -75,12 +103,18 @@ class PrintVendorSandbox:
             return JSONResponse(lob_error(422, "a PDF file and a to.address_line1 are required"), 422)
         letter_id = "ltr_" + secrets.token_hex(8)
         (self.letters_dir / f"{letter_id}.pdf").write_bytes(pdf)
+        now = iso_now()
         letter = {
             "id": letter_id,
             "object": "letter",
             "pages": len(re.findall(rb"/Type\s*/Page\b", pdf)),
             "mail_type": fields.get("mail_type"),
             "use_type": fields.get("use_type"),
+            "metadata": {},
+            "status": "rendered",
+            "tracking_events": [],
+            "date_created": now,
+            "date_modified": now,
             **decoded,
         }
         self.letters[letter_id] = letter
@@ -103,6 +137,18 @@ class PrintVendorSandbox:
                 await self._post_event(client, f"letter.{name}", letter)
 
     async def _post_event(self, client: httpx.AsyncClient, event_type: str, letter: dict[str, Any]) -> None:
+        name = event_type.removeprefix("letter.")
+        letter["tracking_events"] = [
+            *letter.get("tracking_events", []),
+            {
+                "id": "evnt_" + secrets.token_hex(8),
+                "object": "tracking_event",
+                "type": "normal",
+                "name": EVENT_NAMES.get(name, name),
+                "time": iso_now(),
+            },
+        ]
+        letter["date_modified"] = iso_now()
         event = {
             "id": "evt_" + secrets.token_hex(8),
             "object": "event",
@@ -119,6 +165,59 @@ class PrintVendorSandbox:
             self.log.append({**record, "status": response.status_code})
         except httpx.HTTPError as exc:
             self.log.append({**record, "error": repr(exc)})
+
+    def list_letters(self, base_url: str, query: QueryParams) -> JSONResponse:
+        """One page of Lob's letter list: filters, cursors and the list object, most recent first."""
+        try:
+            limit = int(query.get("limit") or LIST_DEFAULT_LIMIT)
+            offset = _cursor(query.get("after") or query.get("before") or "")
+            bounds = [
+                (DATE_OPS[op], _instant(query[f"date_created[{op}]"]))
+                for op in DATE_OPS
+                if query.get(f"date_created[{op}]")
+            ]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(lob_error(422, "invalid limit, cursor or date_created filter"), 422)
+        if not 1 <= limit <= LIST_MAX_LIMIT:
+            return JSONResponse(lob_error(422, f"limit must be between 1 and {LIST_MAX_LIMIT}"), 422)
+        wanted = {key[len("metadata[") : -1]: value for key, value in query.items() if key.startswith("metadata[")}
+        letters = [
+            letter
+            for letter in reversed(list(self.letters.values()))
+            if all(str(letter.get("metadata", {}).get(key)) == value for key, value in wanted.items())
+            and all(test(_instant(letter["date_created"]), bound) for test, bound in bounds)
+        ]
+        if query.get("before"):
+            offset = max(0, offset - limit)
+        page = letters[offset : offset + limit]
+        filters = {key: value for key, value in query.items() if key not in ("after", "before")}
+
+        def url(cursor_name: str, at: int) -> str:
+            return f"{base_url}v1/letters?{urlencode({**filters, cursor_name: _encode_cursor(at)})}"
+
+        listing: dict[str, Any] = {
+            "data": page,
+            "object": "list",
+            "next_url": url("after", offset + limit) if offset + limit < len(letters) else None,
+            "previous_url": url("before", offset) if offset > 0 else None,
+            "count": len(page),
+        }
+        if "total_count" in query.getlist("include[]") + query.getlist("include"):
+            listing["total_count"] = len(letters)
+        return JSONResponse(listing)
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def _cursor(value: str) -> int:
+    if not value:
+        return 0
+    offset = json.loads(base64.urlsafe_b64decode(value.encode()))["offset"]
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError("bad cursor")
+    return offset
 
 
 def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
@@ -140,13 +239,26 @@ def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
             sandbox.by_idempotency_key[key] = json.loads(bytes(response.body))["id"]
         return response
 
+    @app.get("/v1/letters")
+    async def list_letters(request: Request) -> Response:
+        fault = await sandbox.faults.intercept(lambda status: lob_error(status, "Injected fault"))
+        if fault is not None:
+            return fault
+        if not sandbox.authorized(request):
+            return JSONResponse(lob_error(401, "Your API key is not valid."), 401)
+        return sandbox.list_letters(str(request.base_url), request.query_params)
+
     @app.get("/v1/letters/{letter_id}")
-    async def fetch_letter(letter_id: str) -> Response:
+    async def fetch_letter(request: Request, letter_id: str) -> Response:
+        if not sandbox.authorized(request):
+            return JSONResponse(lob_error(401, "Your API key is not valid."), 401)
         letter = sandbox.letters.get(letter_id)
         return JSONResponse(letter) if letter else JSONResponse(lob_error(404, "letter not found"), 404)
 
     @app.delete("/v1/letters/{letter_id}")
-    async def cancel_letter(letter_id: str) -> Response:
+    async def cancel_letter(request: Request, letter_id: str) -> Response:
+        if not sandbox.authorized(request):
+            return JSONResponse(lob_error(401, "Your API key is not valid."), 401)
         if sandbox.letters.pop(letter_id, None) is None:
             return JSONResponse(lob_error(404, "letter not found"), 404)
         sandbox.log.append({"event": "letter.canceled", "letter_id": letter_id})

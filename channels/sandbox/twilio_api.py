@@ -14,6 +14,20 @@ signed with X-Twilio-Signature exactly as Twilio signs them. What happens depend
 | anything   | delivered                             | completed, AnsweredBy human (if AMD asked)  |
 
 Every request and every callback is appended to twilio.ndjson in the state dir.
+
+Lists answer as Twilio's do, from the sandbox's memory, most recent first, with Twilio's paging fields
+(`first_page_uri`, `next_page_uri`, `previous_page_uri`, `page`, `page_size`, `start`, `end`, `uri`):
+
+    GET .../Messages.json   To, From, DateSent, DateSent<, DateSent>, PageSize (default 50, at most 1000),
+                            Page, PageToken -> {"messages": [...], ...}
+    GET .../Calls.json      To, From, Status, StartTime, StartTime<, StartTime>, EndTime, EndTime<, EndTime>,
+                            PageSize, Page, PageToken -> {"calls": [...], ...}
+
+A date filter never matches a resource whose date is still null (a message not yet sent, a call not yet
+started), which is why find_sent filters by number and reads date_created itself.
+
+Faults: `accept_then_hang=N` makes the next N creates succeed (stored, callbacks scheduled) and then hold
+the answer `accept_hang_seconds`: the client times out after its request left (an ambiguous send).
 """
 
 from __future__ import annotations
@@ -22,10 +36,10 @@ import asyncio
 import base64
 import secrets
 from collections.abc import Coroutine, Mapping
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import UTC, date, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from fastapi import FastAPI, Request
@@ -35,6 +49,8 @@ from twilio.request_validator import RequestValidator
 from channels.sandbox.server import EventLog, FaultInjector
 
 API_PREFIX = "/2010-04-01/Accounts/{account_sid}"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
 SMS_REJECTIONS = {
     "0005": (21211, "The 'To' number is not a valid phone number."),
     "0006": (21610, "Attempt to send to unsubscribed recipient"),
@@ -150,7 +166,7 @@ class TwilioSandbox:
             signature = self.validator.compute_signature(url, params)
             resource = self.resources.get(params.get("MessageSid") or params.get("CallSid") or "")
             if resource is not None:
-                resource["status"] = params.get("MessageStatus") or params.get("CallStatus")
+                _update_status(resource, params)
             record = {"event": "callback.posted", "url": url, "params": params, "signature": signature}
             try:
                 async with self._posting:
@@ -159,9 +175,37 @@ class TwilioSandbox:
             except httpx.HTTPError as exc:
                 self.log.append({**record, "error": repr(exc)})
 
+    async def hold_if_asked(self) -> None:
+        """The accept-then-hang fault: after a create succeeded, hold the answer so the client times out."""
+        faults = self.faults.faults
+        if faults.accept_then_hang > 0:
+            self.faults.set(accept_then_hang=faults.accept_then_hang - 1)
+            self.log.append({"event": "fault.accept_then_hang", "seconds": faults.accept_hang_seconds})
+            await asyncio.sleep(faults.accept_hang_seconds)
+
 
 def _now() -> str:
     return format_datetime(datetime.now(UTC))
+
+
+def _update_status(resource: dict[str, Any], params: Mapping[str, str]) -> None:
+    """A status callback's news, written into the resource as Twilio's own record would show it."""
+    now = _now()
+    resource["date_updated"] = now
+    if "MessageStatus" in params:
+        resource["status"] = params["MessageStatus"]
+        if resource.get("date_sent") is None and params["MessageStatus"] in ("sent", "delivered", "undelivered"):
+            resource["date_sent"] = now
+        if params.get("ErrorCode"):
+            resource["error_code"] = int(params["ErrorCode"])
+        return
+    resource["status"] = params.get("CallStatus")
+    if params.get("CallStatus") in ("completed", "in-progress") and resource.get("start_time") is None:
+        resource["start_time"] = now
+    if params.get("CallStatus") in ("completed", "busy", "no-answer", "failed", "canceled"):
+        resource["end_time"] = now
+        resource["duration"] = params.get("CallDuration", "0")
+        resource["answered_by"] = params.get("AnsweredBy")
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -170,13 +214,18 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _resource(sandbox: TwilioSandbox, prefix: str, kind: str, form: Mapping[str, str]) -> dict[str, Any]:
     sid = prefix + secrets.token_hex(16)
+    now = _now()
     return {
         "sid": sid,
         "account_sid": sandbox.account_sid,
         "to": form.get("To"),
         "from": form.get("From"),
         "status": "queued",
-        "date_created": _now(),
+        "date_created": now,
+        "date_updated": now,
+        "api_version": "2010-04-01",
+        "price": None,
+        "price_unit": "USD",
         "uri": f"/2010-04-01/Accounts/{sandbox.account_sid}/{kind}/{sid}.json",
     }
 
@@ -195,6 +244,10 @@ def _message(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
         "num_segments": str(num_segments(body)),
         "messaging_service_sid": form.get("MessagingServiceSid"),
         "direction": "outbound-api",
+        "date_sent": None,
+        "num_media": "0",
+        "error_code": None,
+        "error_message": None,
     }
     sandbox.resources[message["sid"]] = message
     sandbox.log.append({"event": "message.created", "message": message, "form": dict(form)})
@@ -214,7 +267,14 @@ def _call(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
         return JSONResponse(twilio_error(400, 21205, "A 'To', 'From' and 'Twiml' or 'Url' are required"), 400)
     if to.endswith("0005"):
         return JSONResponse(twilio_error(400, 21211, "The 'To' number is not a valid phone number."), 400)
-    call = _resource(sandbox, "CA", "Calls", form) | {"direction": "outbound-api"}
+    call = _resource(sandbox, "CA", "Calls", form) | {
+        "direction": "outbound-api",
+        "parent_call_sid": None,
+        "start_time": None,
+        "end_time": None,
+        "duration": None,
+        "answered_by": None,
+    }
     sandbox.resources[call["sid"]] = call
     sandbox.log.append({"event": "call.created", "call": call, "form": dict(form)})
     final, answered_by = CALL_FINAL.get(to[-4:], ("completed", "human"))
@@ -238,6 +298,87 @@ def _call(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
     return JSONResponse(call, 201)
 
 
+# Twilio's list filters: query name -> (resource field, comparison). `<` and `>` are inclusive, by date or
+# by instant when the value carries a time.
+DATE_FILTERS = {
+    "Messages": {"DateSent": "date_sent"},
+    "Calls": {"StartTime": "start_time", "EndTime": "end_time"},
+}
+EXACT_FILTERS = {"Messages": {"To": "to", "From": "from"}, "Calls": {"To": "to", "From": "from", "Status": "status"}}
+LIST_KEY = {"Messages": "messages", "Calls": "calls"}
+SID_PREFIX = {"Messages": "SM", "Calls": "CA"}
+
+
+def _filter_value(raw: str) -> datetime | date:
+    """A date filter's value: `YYYY-MM-DD`, or an ISO 8601 instant (the SDK sends `...T..Z`)."""
+    if "T" in raw:
+        instant = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+    return date.fromisoformat(raw)
+
+
+def _date_matches(stored: str | None, op: str, wanted: datetime | date) -> bool:
+    if stored is None:
+        return False  # a null date matches no date filter
+    instant = parsedate_to_datetime(stored)
+    if isinstance(wanted, datetime):
+        return _compare(instant, op, wanted)
+    return _compare(instant.date(), op, wanted)
+
+
+def _compare(left: Any, op: str, right: Any) -> bool:
+    return bool(left <= right if op == "<" else left >= right if op == ">" else left == right)
+
+
+def list_resources(sandbox: TwilioSandbox, kind: str, query: Mapping[str, str]) -> JSONResponse:
+    """One page of Messages or Calls, filtered and paged as Twilio does (most recent first)."""
+    try:
+        page_size = int(query.get("PageSize") or DEFAULT_PAGE_SIZE)
+        page = int(query.get("Page") or 0)
+        dates = [
+            (field, op, _filter_value(query[name + op]))
+            for name, field in DATE_FILTERS[kind].items()
+            for op in ("", "<", ">")
+            if query.get(name + op)
+        ]
+    except ValueError:
+        return JSONResponse(twilio_error(400, 20001, "Invalid filter or paging value"), 400)
+    if not 1 <= page_size <= MAX_PAGE_SIZE or page < 0:
+        return JSONResponse(twilio_error(400, 20001, f"PageSize must be 1..{MAX_PAGE_SIZE}, Page 0 or more"), 400)
+    exact = {field: query[name] for name, field in EXACT_FILTERS[kind].items() if query.get(name)}
+    records = [
+        resource
+        for sid, resource in reversed(list(sandbox.resources.items()))
+        if sid.startswith(SID_PREFIX[kind])
+        and all(resource.get(field) == value for field, value in exact.items())
+        and all(_date_matches(resource.get(field), op, wanted) for field, op, wanted in dates)
+    ]
+    start = page * page_size
+    chunk = records[start : start + page_size]
+    filters = {name: value for name, value in query.items() if name not in ("Page", "PageSize", "PageToken")}
+    base = f"/2010-04-01/Accounts/{sandbox.account_sid}/{kind}.json"
+
+    def uri(number: int) -> str:
+        paging: dict[str, object] = {"PageSize": page_size, "Page": number}
+        if number > 0:
+            paging["PageToken"] = f"PA{SID_PREFIX[kind]}{number * page_size}"
+        return f"{base}?{urlencode({**filters, **paging})}"
+
+    return JSONResponse(
+        {
+            LIST_KEY[kind]: chunk,
+            "first_page_uri": uri(0),
+            "next_page_uri": uri(page + 1) if start + page_size < len(records) else None,
+            "previous_page_uri": uri(page - 1) if page > 0 else None,
+            "page": page,
+            "page_size": page_size,
+            "start": start,
+            "end": start + max(len(chunk) - 1, 0),
+            "uri": uri(page),
+        }
+    )
+
+
 def create_app(sandbox: TwilioSandbox) -> FastAPI:
     app = FastAPI(title="Twilio sandbox")
     sandbox.faults.mount(app)
@@ -250,15 +391,36 @@ def create_app(sandbox: TwilioSandbox) -> FastAPI:
             return JSONResponse(twilio_error(401, 20003, "Authenticate"), 401)
         return await _form(request)
 
+    async def created(response: JSONResponse) -> Response:
+        if response.status_code == 201:
+            await sandbox.hold_if_asked()
+        return response
+
     @app.post(API_PREFIX + "/Messages.json")
     async def create_message(request: Request, account_sid: str) -> Response:
         form = await guarded(request, account_sid)
-        return form if isinstance(form, Response) else _message(sandbox, form)
+        return form if isinstance(form, Response) else await created(_message(sandbox, form))
 
     @app.post(API_PREFIX + "/Calls.json")
     async def create_call(request: Request, account_sid: str) -> Response:
         form = await guarded(request, account_sid)
-        return form if isinstance(form, Response) else _call(sandbox, form)
+        return form if isinstance(form, Response) else await created(_call(sandbox, form))
+
+    async def listing(request: Request, account_sid: str, kind: str) -> Response:
+        fault = await sandbox.faults.intercept(lambda status: twilio_error(status, 20000 + status, "Injected fault"))
+        if fault is not None:
+            return fault
+        if not sandbox.authorized(request, account_sid):
+            return JSONResponse(twilio_error(401, 20003, "Authenticate"), 401)
+        return list_resources(sandbox, kind, request.query_params)
+
+    @app.get(API_PREFIX + "/Messages.json")
+    async def list_messages(request: Request, account_sid: str) -> Response:
+        return await listing(request, account_sid, "Messages")
+
+    @app.get(API_PREFIX + "/Calls.json")
+    async def list_calls(request: Request, account_sid: str) -> Response:
+        return await listing(request, account_sid, "Calls")
 
     @app.get(API_PREFIX + "/{kind}/{sid}.json")
     async def fetch(request: Request, account_sid: str, kind: str, sid: str) -> Response:
