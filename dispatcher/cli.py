@@ -180,9 +180,13 @@ def worker(
     from workers.app import configure
 
     celery_app = configure(_settings())
-    celery_app.worker_main(
+    # app.start, not worker_main: worker_main drops the worker's exit code, and a worker that stopped on an
+    # unrecoverable error exited 0, which a supervisor that restarts on failure leaves dead.
+    exit_code = celery_app.start(
         ["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", name, "--loglevel", loglevel]
     )
+    if exit_code:
+        raise typer.Exit(exit_code)
 
 
 @app.command()

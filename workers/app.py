@@ -10,10 +10,13 @@ from celery import Celery
 from kombu import Queue
 
 from config.settings import Settings, SettingsError
+from workers.broker import transport_for
 
 QUEUES = ("plan", "sms", "voice", "email", "letter", "agency")
 
-app = Celery("dispatcher", include=["workers.tasks"])
+# task_cls: every task gives its message back on a Redis/broker error and dead-letters arguments that do
+# not fit (workers/task_base.py).
+app = Celery("dispatcher", include=["workers.tasks"], task_cls="workers.task_base:DispatcherTask")
 
 
 def configure(settings: Settings) -> Celery:
@@ -25,7 +28,16 @@ def configure(settings: Settings) -> Celery:
         )
     app.conf.update(
         broker_url=settings.redis_url,
+        # kombu's Redis transport with the restore-after-connection-loss crash and the poison list item
+        # handled (workers/broker.py).
+        broker_transport=transport_for(settings.redis_url),
         broker_connection_retry_on_startup=True,
+        # A worker outlives any Redis outage: it keeps reconnecting (2 s, 4 s, ... at most 30 s apart) and
+        # resumes consuming; it never gives up and exits while its supervisor thinks it is fine.
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # Messages the worker cannot decode or does not know go to the dead-letter stream.
+        worker_consumer="workers.deadletter:Consumer",
         # Redis redelivers an unacked message after this; it must exceed the longest task.
         broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
         # Ack after the task ran, and give the message back if the worker process dies under it.
