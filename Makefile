@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck compose-check clean
+.PHONY: demo test bench lint typecheck compose-check clean chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dispatch_throughput.py
 	$(BIN)/python benchmarks/rate_limit_accuracy.py
 	$(BIN)/python benchmarks/api_throughput.py
+
+# Real processes under real faults (docs/reliability.md); several minutes; exit 1 if any goal is missed.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
