@@ -142,20 +142,21 @@ class SendGate:
         audit = [contact_audit(contact, now, status, **detail) for contact, status, detail in endings]
         return self.store.settle_many(moves, audit)
 
-    def release(self, contact: Contact, attempt: HistoryEntry, reason: str, forget: bool = False) -> bool:
+    def release(self, contact: Contact, attempt: HistoryEntry, reason: str | None, forget: bool = False) -> bool:
         """A claimed contact definitely did not leave: give the claim back and take its attempt off the caps.
 
-        forget=False leaves it queued for the caller to re-queue; forget=True lets the planner redo it."""
+        forget=False leaves it queued for the caller to re-queue; forget=True lets the planner redo it.
+        reason=None audits nothing: the contact's wait is already on record."""
         return self.release_many([(contact, attempt)], reason, forget)[0]
 
     def release_many(
-        self, claimed: Sequence[tuple[Contact, HistoryEntry]], reason: str, forget: bool = False
+        self, claimed: Sequence[tuple[Contact, HistoryEntry]], reason: str | None, forget: bool = False
     ) -> list[bool]:
         """release() for several contacts, in one round trip."""
         if not claimed:
             return []
         now = self.clock.now()
-        audit = [contact_audit(contact, now, "not_sent", reason=reason) for contact, _ in claimed]
+        audit = [] if reason is None else [contact_audit(c, now, "not_sent", reason=reason) for c, _ in claimed]
         releases = [(contact.account_id, contact.id, contact.channel.value, attempt) for contact, attempt in claimed]
         return self.store.release_many(releases, forget, audit)
 

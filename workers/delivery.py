@@ -1,6 +1,6 @@
 """The send pipeline for a batch of contacts of one channel, in small steps, each testable alone:
 
-    one read of the accounts → per contact: a rate-limit token → last look + claim → render → send with short
+    one read of the accounts → per contact: last look + claim → render → a rate-limit token → send with short
     retries (each retry takes its own token) → then, for the batch: settle the claims → record the outcomes
 
 What the caller (a Celery task) must do next comes back per contact as a `Delivery`: nothing, or retry in
@@ -97,11 +97,6 @@ class Deliverer:
         broken: list[TemplateContextError] = []
         claims = gate.claim_each(contacts)
         for index, contact in enumerate(contacts):
-            wait = self.limiter.acquire(contact.channel.value, self.sender(contact.channel.value))
-            if wait > 0:
-                self._throttled(contacts[index:], wait, already_waiting, done)
-                claims.close()
-                break
             _, claim = next(claims)
             if claim.verdict != "send":
                 result = {"defer": "deferred", "deny": "denied"}.get(claim.verdict, claim.verdict)
@@ -114,6 +109,14 @@ class Deliverer:
                 done[contact.id] = Delivery(contact.id, "template_error", detail=str(exc))
                 broken.append(exc)
                 continue
+            # The token is taken last, just before the request, so the provider sees the limit we keep.
+            wait = self.limiter.acquire(contact.channel.value, self.sender(contact.channel.value))
+            if wait > 0:
+                recorded = contact.id in already_waiting
+                gate.release(contact, _attempt_of(claim), None if recorded else "rate_limited")
+                self._throttled(contacts[index:], wait, already_waiting | {contact.id}, done)
+                claims.close()
+                break
             done[contact.id] = self._send(contact, claim, message, batch)
         self._finish(batch)
         if broken:
@@ -125,8 +128,8 @@ class Deliverer:
     def _throttled(
         self, waiting: Sequence[Contact], wait: float, already_waiting: frozenset[str], done: dict[str, Delivery]
     ) -> None:
-        """The limit is reached: the rest of the batch waits, unclaimed; a token whose contact the last look
-        then refuses is not given back, so the limit errs low."""
+        """The limit is reached: the rest of the batch waits (the contact that met the limit was given back to
+        queued, the others were never claimed)."""
         started = [contact for contact in waiting if contact.id not in already_waiting]
         if started:
             self.engine.gate.waiting(started, "rate_limited")

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 import redis
 
 _AVERAGING_SECONDS = 10
+# The provider counts requests by when they arrive, a few milliseconds after their token was granted, and
+# that delay varies (a claim, a render, a busy event loop at the provider). Windows a little longer than a
+# second keep any one second of arrivals within the limit, at the cost of that share of the rate.
+ARRIVAL_JITTER_GUARD = 0.02
 
 # ARGV: wanted, then (limit, span) per window in KEYS. Grants as many of `wanted` as every window allows
 # now: c more fit in a window when its entry at index limit - c (newest first) is absent or outside it.
@@ -67,7 +71,7 @@ class Limit:
 
     def windows(self) -> tuple[tuple[int, float], ...]:
         """(most sends, in seconds) per window."""
-        per_second = (max(1, math.floor(self.rate) + self.burst), 1.0)
+        per_second = (max(1, math.floor(self.rate) + self.burst), 1.0 + ARRIVAL_JITTER_GUARD)
         if self.burst == 0:
             return (per_second,)
         return (per_second, (max(1, round(self.rate * _AVERAGING_SECONDS)), float(_AVERAGING_SECONDS)))

@@ -7,8 +7,10 @@ plus a margin has passed since the claim), the reconciler looks for evidence, in
 1. a provider callback already recorded for the contact (delivered, answered, ...): it was sent;
 2. the provider's own records (`Reconcilable.find_sent`): found → sent, with the provider's id; the
    provider definitely has no such request → the claim is released and the planner may send it again;
-3. no way to ask (SMTP) → the claim stays `unknown`: counted against the caps, set aside for operators
-   (`Store.ledger.unverified()`), never promoted to sent. A provider that cannot be asked right now is
+   The provider matches by recipient, sender and time window (claim time to claim time plus the hard time
+   limit); a match already recorded for another of the account's contacts is no word on this one;
+3. no way to ask (SMTP), or no clear answer → the claim stays `unknown`: counted against the caps, set
+   aside for operators (`Store.ledger.unverified()`), never promoted to sent. A provider that cannot be asked right now is
    asked again at the next round.
 """
 
@@ -69,6 +71,9 @@ def _reconcile_one(runtime: WorkerRuntime, doubt: InDoubt) -> str:
     except TransientDeliveryError as exc:
         log.warning("claim.reconcile_later", contact_id=doubt.contact_id, reason=str(exc))
         return "asked_later"
+    if evidence.found and evidence.provider_id in _attributed(loaded, doubt.contact_id):
+        # What the provider found is another contact's message to the same address: no word on this one.
+        return _set_aside(runtime, doubt, channel, status, "the provider's match belongs to another contact")
     if evidence.found:
         return _settle_sent(runtime, doubt, channel, status, evidence)
     return _release(runtime, doubt, channel, attempt)
@@ -84,6 +89,15 @@ def _attempt(loaded: Loaded, contact_id: str) -> HistoryEntry | None:
 def _called_back(loaded: Loaded, contact_id: str) -> bool:
     """A provider callback for the contact is evidence that the provider took it."""
     return any(e.kind == "outcome" and e.contact_id == contact_id and e.outcome is not None for e in loaded.history)
+
+
+def _attributed(loaded: Loaded, contact_id: str) -> set[str]:
+    """Provider ids already recorded for the account's other contacts."""
+    return {
+        str(e.detail["provider_id"])
+        for e in loaded.history
+        if e.kind == "outcome" and e.contact_id != contact_id and e.detail and "provider_id" in e.detail
+    }
 
 
 def _query(runtime: WorkerRuntime, doubt: InDoubt, loaded: Loaded, channel: Channel) -> SentQuery:

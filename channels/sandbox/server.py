@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -73,6 +74,8 @@ class FaultInjector:
     def __init__(self) -> None:
         self.faults = Faults()
         self.request_count = 0
+        # When each API request arrived, answered or faulted: the provider's view of our rate.
+        self.arrivals: deque[float] = deque(maxlen=200_000)
         self._lock = threading.Lock()
 
     def set(self, **changes: Any) -> Faults:
@@ -87,6 +90,7 @@ class FaultInjector:
         """Count the request and apply the planned faults; a Response means answer with it now."""
         with self._lock:
             self.request_count += 1
+            self.arrivals.append(time.time())
             status = self.faults.take()
             faults = Faults(**asdict(self.faults))
         if faults.hang:
