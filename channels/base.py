@@ -132,6 +132,9 @@ class SentQuery:
     since: datetime
     until: datetime
     text: str | None = None  # the rendered body, when the reconciler could rebuild it
+    # Provider ids already recorded for other contacts (their receipts or evidence): never this claim's.
+    # Lookups by number and time (SMS, voice) can see another contact's message to the same number.
+    exclude_ids: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.since.tzinfo is None or self.until.tzinfo is None:

@@ -118,21 +118,21 @@ class LetterAdapter:
         letter's metadata is checked again on our side, so a vendor that ignored the filter cannot make
         another letter count; a list that runs past LOOKUP_MAX_PAGES pages is LookupUnavailable.
         """
-        params: dict[str, str | int] = {"metadata[contact_id]": query.contact_id, "limit": LOOKUP_LIMIT}
+        params: dict[str, str | int] | None = {"metadata[contact_id]": query.contact_id, "limit": LOOKUP_LIMIT}
         url: str | None = "/v1/letters"
         for _ in range(LOOKUP_MAX_PAGES):
             if url is None:
                 return Evidence.absent()
             listing = self._list_page(url, params)
             for letter in listing.get("data") or []:
-                if (letter.get("metadata") or {}).get("contact_id") == query.contact_id:
+                if isinstance(letter, dict) and (letter.get("metadata") or {}).get("contact_id") == query.contact_id:
                     return Evidence(found=True, provider_id=str(letter["id"]), status=letter_status(letter))
-            url, params = listing.get("next_url") or None, {}
+            url, params = listing.get("next_url") or None, None  # next_url carries the filters and the cursor
         if url is None:
             return Evidence.absent()
         raise LookupUnavailable(f"print vendor lookup: more than {LOOKUP_MAX_PAGES} pages, not read to the end")
 
-    def _list_page(self, url: str, params: Mapping[str, str | int]) -> dict[str, Any]:
+    def _list_page(self, url: str, params: Mapping[str, str | int] | None) -> dict[str, Any]:
         """One page of the letter list; every failure to get a readable 200 is translated here."""
         try:
             response = self._http.get(url, params=params)

@@ -119,13 +119,15 @@ class SmsAdapter:
         DateSent filter would hide exactly the message we are looking for. When `query.text` is given the
         body must match too; messages in the window with none matching are a question Twilio cannot
         answer for us (LookupUnavailable). `query.sender` None means the adapter's configured sender.
+        Messages in `query.exclude_ids` (other contacts' receipts) are never this claim's; of several
+        candidates left, the earliest is the evidence.
         """
         to = str(query.to)
         sender = query.sender or self._settings.twilio_messaging_service_sid or self._settings.twilio_from_number
         by_service = sender.startswith("MG")
 
         def ours(record: Any) -> bool:
-            if record.to != to or not in_window(record.date_created, query):
+            if record.to != to or record.sid in query.exclude_ids or not in_window(record.date_created, query):
                 return False
             return (record.messaging_service_sid if by_service else record.from_) == sender
 

@@ -172,5 +172,9 @@ def read_pages(first: Page, keep: Callable[[Any], bool], enough: Callable[[list[
 
 
 def earliest(records: Iterable[Any]) -> Any:
-    """The record created first (the claim's own request came before any resend)."""
-    return min(records, key=lambda record: (record.date_created is None, record.date_created or datetime.max))
+    """The record created first, of records in Twilio's list order (most recent first): within one second
+    (Twilio's stamps are whole seconds) the one listed last."""
+    return min(
+        reversed(list(records)),
+        key=lambda record: (record.date_created is None, record.date_created or datetime.max),
+    )

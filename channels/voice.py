@@ -139,6 +139,8 @@ class VoiceAdapter:
         A call is this claim's when it went to `query.to` from our number and Twilio created it within
         [since, until] (widened by a few seconds of clock skew). The list is not filtered by StartTime: a
         call still queued or ringing has no start_time yet. `query.sender` None means the configured number.
+        Calls in `query.exclude_ids` (other contacts' receipts) are never this claim's; of several
+        candidates left, the earliest is the evidence.
         """
         to = str(query.to)
         sender = query.sender or self._settings.twilio_from_number
@@ -146,6 +148,8 @@ class VoiceAdapter:
         def ours(record: Any) -> bool:
             # The SDK's CallInstance keeps `from` as `_from` (MessageInstance says `from_`).
             caller = getattr(record, "from_", None) or getattr(record, "_from", None)
+            if record.sid in query.exclude_ids:
+                return False
             return bool(record.to == to and caller == sender and in_window(record.date_created, query))
 
         def read() -> list[Any]:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
 import pytest
 
 from channels import REGISTRY, build_adapter
-from channels.base import ChannelAdapter, OutboundMessage, PermanentDeliveryError, TransientDeliveryError
-from channels.sandbox import Sandboxes
+from channels.base import (
+    ChannelAdapter,
+    LookupUnavailable,
+    OutboundMessage,
+    PermanentDeliveryError,
+    Reconcilable,
+    SentQuery,
+    TransientDeliveryError,
+)
+from channels.sandbox import HttpSandbox, Sandboxes
 from config.settings import Settings
 from tests import channel_fixtures
 
@@ -66,3 +77,46 @@ def test_an_unknown_channel_names_the_known_ones(settings: Settings) -> None:
 def test_permanent_errors_carry_a_known_outcome_kind() -> None:
     with pytest.raises(ValueError):
         PermanentDeliveryError("x", "exploded")
+
+
+def sent_query(channel: str, contact_id: str) -> SentQuery:
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    to = cast(str | dict[str, str], GOOD[channel])
+    return SentQuery(contact_id, "acct-c", to, None, since, since + timedelta(minutes=2), "Hello")
+
+
+@pytest.mark.parametrize("channel", sorted(REGISTRY))
+def test_every_channel_can_be_asked_whether_a_contact_reached_its_provider(settings: Settings, channel: str) -> None:
+    adapter = build_adapter(channel, settings)
+    try:
+        assert isinstance(adapter, Reconcilable)
+        contact_id = f"c-contract-find-{channel}"
+        if channel == "email":  # SMTP cannot be asked: the claim stays unknown
+            with pytest.raises(LookupUnavailable):
+                adapter.find_sent(sent_query(channel, contact_id))
+            return
+        sent = message(channel, contact_id)
+        if channel in ("sms", "voice"):  # a number of its own: lookups go by number and time
+            sent = OutboundMessage(contact_id, "acct-c", "+15553339999", "en", "Hello")
+        receipt = adapter.send(sent)
+        asked = sent_query(channel, contact_id)
+        evidence = adapter.find_sent(SentQuery(**{**asked.__dict__, "to": sent.to}))
+        assert evidence.found and evidence.provider_id == receipt.provider_id
+    finally:
+        adapter.close()
+
+
+@pytest.mark.parametrize("channel", ["sms", "voice", "letter", "agency"])
+def test_every_http_channel_lookup_turns_a_503_into_a_transient_error(
+    settings: Settings, sandboxes: Sandboxes, channel: str
+) -> None:
+    handles: dict[str, HttpSandbox[Any]] = {"sms": sandboxes.twilio, "voice": sandboxes.twilio}
+    handles |= {"letter": sandboxes.print_vendor, "agency": sandboxes.agency}
+    handles[channel].faults.set(fail_503=1)
+    adapter = build_adapter(channel, settings)
+    try:
+        assert isinstance(adapter, Reconcilable)
+        with pytest.raises(TransientDeliveryError):
+            adapter.find_sent(sent_query(channel, f"c-contract-find-503-{channel}"))
+    finally:
+        adapter.close()

@@ -129,6 +129,18 @@ def test_an_sms_to_another_number_or_outside_the_window_is_not_found(settings: S
     assert adapter.find_sent(query("c-l-sms-2", "+15554440200", sender="+15005550009")) == Evidence.absent()
 
 
+def test_another_contacts_message_to_the_same_number_is_not_taken(settings: Settings) -> None:
+    adapter = SmsAdapter(settings)
+    other = adapter.send(sms("c-l-sms-other", "+15554440900"))
+    ours = adapter.send(sms("c-l-sms-ours", "+15554440900"))
+    asked = query("c-l-sms-ours", "+15554440900", text=BODY)
+    assert adapter.find_sent(asked).provider_id == other.provider_id  # alike in number, time and body
+    excluding = SentQuery(**{**asked.__dict__, "exclude_ids": frozenset({other.provider_id})})
+    assert adapter.find_sent(excluding).provider_id == ours.provider_id
+    both = SentQuery(**{**asked.__dict__, "exclude_ids": frozenset({other.provider_id, ours.provider_id})})
+    assert adapter.find_sent(both) == Evidence.absent()
+
+
 def test_a_message_in_the_window_with_another_body_cannot_decide(settings: Settings) -> None:
     adapter = SmsAdapter(settings)
     adapter.send(sms("c-l-sms-3", "+15554440300", body="Another text"))
@@ -245,6 +257,25 @@ def test_a_submitted_letter_is_found_by_its_contact_id(settings: Settings) -> No
     evidence = adapter.find_sent(query("c-l-letter", ADDRESS))
     assert evidence.found and evidence.provider_id == receipt.provider_id and evidence.status
     assert adapter.find_sent(query("c-l-letter-never", ADDRESS)) == Evidence.absent()
+
+
+def test_a_vendor_ignoring_the_filter_cannot_make_another_letter_count(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = LetterAdapter(settings)
+    wanted = adapter.send(OutboundMessage("c-l-letter-old", "acct-l", ADDRESS, "en", "Dear Wu"))
+    for n in range(2):
+        adapter.send(OutboundMessage(f"c-l-letter-new-{n}", "acct-l", ADDRESS, "en", "Dear Wu"))
+    read_page = adapter._list_page
+
+    def unfiltered(url: str, params: dict[str, str | int] | None) -> dict[str, object]:
+        return read_page(url, {"limit": 1} if params else None)  # every letter, one per page, by next_url
+
+    monkeypatch.setattr(adapter, "_list_page", unfiltered)
+    assert adapter.find_sent(query("c-l-letter-old", ADDRESS)).provider_id == wanted.provider_id
+    monkeypatch.setattr("channels.letter.LOOKUP_MAX_PAGES", 2)
+    with pytest.raises(LookupUnavailable):  # not read to the end: absence would be a guess
+        adapter.find_sent(query("c-l-letter-never", ADDRESS))
 
 
 def test_letter_lookup_when_the_vendor_cannot_be_asked(settings: Settings, sandboxes: Sandboxes) -> None:
