@@ -12,9 +12,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from dispatcher.engine import UnknownAccount
 from dispatcher.events import EVENT_ADAPTER
 from dispatcher.models import Account, Channel, Contact
 from workers.app import app
+from workers.arguments import account_id_problem, checked_payloads, refused, validation_problem
 from workers.housekeeping import DISPATCHED_AT, sweep
 from workers.runtime import worker_runtime
 
@@ -70,6 +74,9 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
     """Deliver a batch of contacts of one channel; throttled or briefly failing ones come back later, in one
     re-queued task per wait rather than one per contact."""
     runtime = worker_runtime()
+    payloads = checked_payloads(send, payloads, runtime.engine.store)  # the others are dead-lettered
+    if not payloads:
+        return {}
     if len(payloads) > MAX_SEND_BATCH:
         for start in range(0, len(payloads), MAX_SEND_BATCH):
             _enqueue(payloads[start : start + MAX_SEND_BATCH], payloads[0]["channel"])
@@ -98,13 +105,28 @@ def housekeeping() -> dict[str, int]:
 
 @app.task(name="dispatcher.ingest_event")
 def ingest_event(account_id: str, event: dict[str, Any]) -> str:
-    """The Celery entry for services on the same broker; the same validation as the HTTP path."""
+    """The Celery entry for services on the same broker; the same validation as the HTTP path. An invalid
+    event, or one for an account we do not have, is dead-lettered with the reason; nothing is written."""
     runtime = worker_runtime()
-    parsed = EVENT_ADAPTER.validate_python(event)
-    return runtime.engine.record_event(account_id, parsed).status  # what it queued goes out via on_queued
+    problem = account_id_problem(account_id)
+    if problem is not None:
+        return refused(ingest_event, problem, [account_id, event])
+    try:
+        parsed = EVENT_ADAPTER.validate_python(event)
+    except ValidationError as exc:
+        return refused(ingest_event, validation_problem(exc), [account_id, event])
+    try:
+        return runtime.engine.record_event(account_id, parsed).status  # what it queued goes out via on_queued
+    except UnknownAccount as exc:
+        return refused(ingest_event, str(exc), [account_id, event])
 
 
 @app.task(name="dispatcher.upsert_account")
 def upsert_account(account: dict[str, Any]) -> str:
+    """An account object as in the HTTP API; an invalid one is dead-lettered with the fields named."""
     runtime = worker_runtime()
-    return runtime.engine.upsert(Account.model_validate(account)).status
+    try:
+        parsed = Account.model_validate(account)
+    except ValidationError as exc:
+        return refused(upsert_account, validation_problem(exc), [account])
+    return runtime.engine.upsert(parsed).status

@@ -1,0 +1,103 @@
+"""What a task's arguments must be before it acts on them. Anything else is refused into the dead-letter
+stream (workers/deadletter.py) and the task returns: a bad message is kept for a person, not retried, and
+never half-applied.
+
+A send payload is the most dangerous argument: it names who is contacted. Its contact id must belong to its
+account (`ACCOUNT/stage/step/occurrence[/fb]`, dispatcher.planner.ContactRef) and a claim must exist for it,
+which only the planner writes; a payload forged or garbled on the broker cannot reach a debtor.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from celery import Task
+from pydantic import ValidationError
+
+from dispatcher.claims import claims_key
+from dispatcher.models import ACCOUNT_ID_PATTERN, Channel
+from dispatcher.store import Store
+from workers.deadletter import refuse
+
+PAYLOAD_FIELDS = ("id", "account_id", "channel", "template", "stage", "step", "due_at")
+ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN.removeprefix("^").removesuffix("$"))
+CONTACT_ID_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+CHANNELS = frozenset(channel.value for channel in Channel)
+
+
+def checked_payloads(task: Task, payloads: object, store: Store) -> list[dict[str, str]]:
+    """The payloads a send may act on; each other one is dead-lettered alone, so the rest of the batch goes."""
+    if not isinstance(payloads, list):
+        refuse(task, f"a send takes a list of contact payloads, not {type(payloads).__name__}", [payloads])
+        return []
+    problems = [payload_problem(payload) for payload in payloads]
+    claimed = iter(
+        _claimed([payload for payload, problem in zip(payloads, problems, strict=True) if not problem], store)
+    )
+    good = []
+    for payload, problem in zip(payloads, problems, strict=True):
+        if problem is None and not next(claimed):
+            problem = (
+                f"no claim for contact {payload['id']!r} on account {payload['account_id']!r}: only contacts "
+                "the planner queued are sent"
+            )
+        if problem is None:
+            good.append(payload)
+        else:
+            refuse(task, problem, [[payload]])
+    return good
+
+
+def payload_problem(payload: object) -> str | None:
+    """What is wrong with one payload's shape, or None."""
+    if not isinstance(payload, dict):
+        return f"a contact payload is a JSON object, not {type(payload).__name__}"
+    missing = [name for name in PAYLOAD_FIELDS if not isinstance(payload.get(name), str) or not payload[name]]
+    if missing:
+        return f"missing or not text: {', '.join(missing)}"
+    account_id, contact_id = payload["account_id"], payload["id"]
+    if not ACCOUNT_ID.fullmatch(account_id):
+        return f"account_id {account_id!r} is not an account id"
+    if not contact_id.startswith(account_id + "/"):
+        return f"contact id {contact_id!r} does not belong to account {account_id!r}"
+    parts = contact_id.removeprefix(account_id + "/").split("/")
+    if not 3 <= len(parts) <= 4 or not all(CONTACT_ID_PART.fullmatch(part) for part in parts):
+        return f"contact id {contact_id!r} is not ACCOUNT/stage/step/occurrence[/fb]"
+    if payload["channel"] not in CHANNELS:
+        return f"channel {payload['channel']!r} is not one of {', '.join(sorted(CHANNELS))}"
+    try:
+        due_at = datetime.fromisoformat(payload["due_at"])
+    except ValueError:
+        return f"due_at {payload['due_at']!r} is not an ISO 8601 time"
+    return None if due_at.tzinfo is not None else f"due_at {payload['due_at']!r} has no UTC offset"
+
+
+def _claimed(payloads: Sequence[dict[str, str]], store: Store) -> list[bool]:
+    """Whether each payload's contact has a claim, read in one round trip."""
+    if not payloads:
+        return []
+    with store.redis.pipeline(transaction=False) as pipe:
+        for payload in payloads:
+            pipe.hexists(claims_key(payload["account_id"]), payload["id"])
+        return [bool(exists) for exists in pipe.execute()]
+
+
+def account_id_problem(account_id: object) -> str | None:
+    if isinstance(account_id, str) and ACCOUNT_ID.fullmatch(account_id):
+        return None
+    return f"account_id {account_id!r} is not an account id"
+
+
+def validation_problem(exc: ValidationError) -> str:
+    """Pydantic's errors as `field.path: message`, the way the HTTP API names them."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in exc.errors()
+    )
+
+
+def refused(task: Task, problem: str, args: Sequence[Any]) -> str:
+    refuse(task, problem, args)
+    return "dead_letter"
