@@ -23,6 +23,8 @@ from config.settings import Settings
 from dispatcher.api import accounts, batch, errors, events, health
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
+from dispatcher.api.limits import KEEP_ALIVE_SECONDS, BodyGuardMiddleware, HttpLimits
+from dispatcher.api.outage import StoreOutageMiddleware
 from dispatcher.engine import Engine
 from dispatcher.logging import RequestIdMiddleware, configure_logging
 from dispatcher.runtime import open_runtime
@@ -39,10 +41,14 @@ every POST takes an `Idempotency-Key`. Errors share one shape:
 
 
 def create_app(
-    engine: Engine, settings: Settings, *, extra_routers: Iterable[APIRouter | RouterFactory] = ()
+    engine: Engine,
+    settings: Settings,
+    *,
+    extra_routers: Iterable[APIRouter | RouterFactory] = (),
+    limits: HttpLimits | None = None,
 ) -> FastAPI:
     """The API over `engine` (its store, strategy and clock); `extra_routers` are mounted as they are,
-    or built with (engine, settings) when given as factories."""
+    or built with (engine, settings) when given as factories. `limits`: body sizes and read timeouts."""
     app = FastAPI(
         title="collections contact dispatcher", version="1", description=_DESCRIPTION,
         docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
@@ -50,6 +56,7 @@ def create_app(
     app.state.engine = engine
     app.state.settings = settings
     app.state.keys = KeyRing(settings.api_keys)
+    app.state.limits = limits or HttpLimits()
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
     for router in (accounts.router, batch.router, events.router, health.router):
@@ -60,6 +67,9 @@ def create_app(
         IdempotencyMiddleware, client=engine.store.redis, keys=app.state.keys,
         ttl=settings.idempotency_ttl_seconds, exempt=(WEBHOOK_PREFIX,),
     )  # fmt: skip
+    app.add_middleware(StoreOutageMiddleware)  # the idempotency middleware's own Redis calls included
+    # Before idempotency, authentication and any Redis call: an oversized or slow body costs nothing.
+    app.add_middleware(BodyGuardMiddleware, limits=app.state.limits)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every line has the request id
     return app
 
@@ -83,7 +93,10 @@ def serve(settings: Settings, extra_routers: Iterable[str | RouterFactory] = (WE
     with open_runtime(settings) as runtime:
         app = create_app(runtime.engine, settings, extra_routers=factories)
         log.info("api.starting", host=settings.api_host, port=settings.api_port)
-        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False)
+        uvicorn.run(
+            app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False,
+            timeout_keep_alive=app.state.limits.keep_alive,
+        )  # fmt: skip
 
 
 def bind_loopback() -> socket.socket:
@@ -97,10 +110,15 @@ def bind_loopback() -> socket.socket:
 class ServerThread:
     """uvicorn serving `app` in a background thread (the demo's API, the tests' server)."""
 
-    def __init__(self, app: Any, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self, app: Any, sock: socket.socket | None = None, timeout_keep_alive: int = KEEP_ALIVE_SECONDS
+    ) -> None:
         self.sock = sock or bind_loopback()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+            timeout_keep_alive=timeout_keep_alive,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -6,14 +6,14 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import structlog
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field
 
 from config.settings import CONFIG_DIR
 from dispatcher.api.accounts import AccountId, engine_of
 from dispatcher.api.auth import EVENTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
-from dispatcher.api.idempotency import IdempotencyKey
+from dispatcher.api.idempotency import IdempotencyKey, mark_written
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import (
     AdhocContact,
@@ -100,6 +100,7 @@ def post_event(
 def post_contact(
     request: ContactRequest,
     idempotency_key: IdempotencyKey,
+    http_request: Request,
     engine: Engine = Depends(engine_of),
     _: Principal = Depends(require(EVENTS_WRITE)),
 ) -> ContactDecision:
@@ -114,6 +115,7 @@ def post_contact(
         raise ApiError(409, "conflict", message, [FieldError(field="key", message=message)])
     event = AdhocContact(channel=request.channel, template=request.template, key=request.key)
     result = engine.record_event(request.account_id, event)
+    mark_written(http_request)  # the event is in the history: a 409 from here on is the answer to keep
     decision = next((d for d in result.plan.decisions if d.contact_id == contact_id), None) if result.plan else None
     if decision is None:
         message = f"contact {contact_id!r} is no longer plannable; use a new key"

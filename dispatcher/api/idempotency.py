@@ -12,9 +12,13 @@ idempotency record lives in one Cluster slot:
     {i:<caller>:<sha256(Idempotency-Key)>}:meta   string  {"state": "processing"} or the stored answer
     {i:<caller>:<sha256(Idempotency-Key)>}:body   list    the response body, zlib-compressed base64 chunks
 
-Large answers (a million-line batch) are stored in chunks as they stream, never held whole. Answers that
-say nothing about the request itself are not stored, so a retry runs again: 401/403 (a key was missing
-or lacked a scope), 429 and every 5xx; a failure or a dropped connection also releases the key.
+Large answers (a million-line batch) are stored in chunks as they stream, never held whole.
+
+Only answers to a request that ran are stored: every 2xx, and a 4xx the route raised after writing
+something (it says so with `mark_written`, and a retry must then get the same answer rather than write
+again). A request refused before anything was written leaves the key free, so the retry that fixes it
+runs: 401/403 (a key missing or without the scope), 404 (no such account yet), 409, 413, 408, 422 and
+429; 5xx never (a retry after an outage runs); a dropped connection also releases the key.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Annotated, Any
 
 import anyio
 import redis
-from fastapi import Header
+from fastapi import Header, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher.api.auth import KeyRing, token_of
@@ -38,7 +42,7 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 LEASE_SECONDS = 300  # a request still running after this is presumed dead and its key released
 CHUNK_BYTES = 256 * 1024
-_NOT_STORED = {401, 403, 429}
+_WROTE = "idempotency.wrote"  # in the ASGI scope's state: the route wrote before it answered
 
 # Declared on each POST route so the OpenAPI schema shows it; the middleware enforces it first.
 IdempotencyKey = Annotated[
@@ -46,6 +50,18 @@ IdempotencyKey = Annotated[
     Header(alias=HEADER, min_length=1, max_length=MAX_KEY_LENGTH, pattern=r"^[ -~]+$",
            description="Unique per operation (e.g. a UUID); a retry with the same key gets the first answer."),
 ]  # fmt: skip
+
+
+def mark_written(request: Request) -> None:
+    """Called by a route that wrote before answering with a 4xx: that answer is stored like a success."""
+    request.scope.setdefault("state", {})[_WROTE] = True
+
+
+def worth_storing(status: int, scope: Scope) -> bool:
+    """A 2xx, or a 4xx that came after a write; never a 5xx or 429 (see the module's docstring)."""
+    if status < 400:
+        return True
+    return status < 500 and status != 429 and bool(scope.get("state", {}).get(_WROTE))
 
 
 def _redis_key(caller: str, key: str, part: str) -> str:
@@ -125,11 +141,12 @@ class IdempotencyMiddleware:
         if not claimed:
             await self._answer_again(meta, body, fingerprint, receive, send)
             return
-        recorder = _Recorder(self.redis, meta, body, self.ttl, fingerprint, receive, send)
+        scope.setdefault("state", {})  # where the route leaves _WROTE; shared by every copy of the scope
+        recorder = _Recorder(self.redis, meta, body, self.ttl, fingerprint, scope, receive, send)
         try:
             await self.app(scope, recorder.receive, recorder.send)
         finally:
-            if not recorder.stored:
+            if not (recorder.stored or recorder.released):
                 await _run(self.redis.delete, meta, body)
 
     async def _answer_again(
@@ -162,10 +179,11 @@ class _Recorder:
     """Passes the first request through, hashing its body and storing its response chunk by chunk."""
 
     def __init__(
-        self, client: redis.Redis, meta: str, body: str, ttl: int, fingerprint: _Fingerprint, receive: Receive,
-        send: Send,
+        self, client: redis.Redis, meta: str, body: str, ttl: int, fingerprint: _Fingerprint, scope: Scope,
+        receive: Receive, send: Send,
     ) -> None:  # fmt: skip
         self.redis, self.meta, self.body, self.ttl, self.fingerprint = client, meta, body, ttl, fingerprint
+        self.scope = scope
         self._receive, self._send = receive, send
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
@@ -173,6 +191,7 @@ class _Recorder:
         self.chunks = 0
         self.keep = False
         self.stored = False
+        self.released = False
         self.leased_at = time.monotonic()
 
     async def receive(self) -> Message:
@@ -187,7 +206,7 @@ class _Recorder:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = int(message["status"])
-            self.keep = self.status < 500 and self.status not in _NOT_STORED
+            self.keep = worth_storing(self.status, self.scope)
             self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
         elif message["type"] == "http.response.body" and self.keep:
             self.buffer += message.get("body", b"")
@@ -196,7 +215,15 @@ class _Recorder:
                 await self._flush()
             if final:
                 await self._finish()
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            await self._release()
         await self._send(message)
+
+    async def _release(self) -> None:
+        """Free the key before the answer leaves: a client that fixes its request and retries at once must
+        find it free, not still 'processing'."""
+        await _run(self.redis.delete, self.meta, self.body)
+        self.released = True
 
     async def _flush(self) -> None:
         # base64: the store's client decodes replies as text

@@ -1,0 +1,197 @@
+"""The API sheds what it must: bodies over a route's limit (413, before the key is checked), clients that
+trickle their body (408), ids with a trailing newline (422, nothing written), and refused requests that
+leave their Idempotency-Key free for a corrected retry. Raw sockets where httpx would hide the wire."""
+
+# ruff: noqa: F811 - the fixtures imported from tests.api_fixtures come back as test parameters
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from config.settings import Settings
+from dispatcher.api import create_app
+from dispatcher.api.app import ServerThread
+from dispatcher.api.limits import DEFAULT_BODY_BYTES, HttpLimits
+from dispatcher.engine import Engine
+from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
+from workers.webhooks import webhook_router
+
+pytestmark = pytest.mark.integration
+
+MB = 1024 * 1024
+HUGE = 200 * MB
+
+
+def connect(url: str, timeout: float = 10.0) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one HTTP/1.1 response with a Content-Length."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {raw!r}")
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers.get("content-length", 0)):
+        body += sock.recv(65536)
+    return int(status_line.split()[1]), headers, body
+
+
+def request_head(method: str, path: str, **headers: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: test", *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_a_declared_body_over_the_limit_is_413_before_the_key_is_checked(api: Api) -> None:
+    with connect(api.url) as sock:
+        sock.sendall(request_head("PUT", "/v1/accounts/A1", **{"Content-Type": "application/json",
+                                                                "Content-Length": str(HUGE)}))  # fmt: skip
+        status, headers, body = read_response(sock)  # not one byte of the body was sent
+    assert (status, headers["connection"]) == (413, "close")
+    error = json.loads(body)
+    assert error["error"] == "too_large"
+    assert f"{DEFAULT_BODY_BYTES} bytes" in error["message"] and "(limit of PUT /v1/accounts/A1)" in error["message"]
+    assert error["fields"][0]["field"] == "body"
+    assert api.store.load("A1").record is None
+
+
+def _stream(sock: socket.socket, total: int, sent: list[int]) -> None:
+    """Send a chunked body of `total` bytes until the server hangs up; how far it got goes in `sent`."""
+
+    def framed(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    chunk = framed(b"x" * (256 * 1024))
+    try:
+        sock.sendall(framed(b'{"name": "'))
+        while sent[0] < total:
+            sock.sendall(chunk)
+            sent[0] += 256 * 1024
+        sock.sendall(framed(b'"}') + b"0\r\n\r\n")
+    except OSError:
+        pass  # the server hung up: what we want
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit_without_the_route_running(api: Api) -> None:
+    sent = [0]
+    with connect(api.url) as sock:
+        sock.sendall(request_head("PUT", "/v1/accounts/A1", **{"Content-Type": "application/json",
+                                                                "Transfer-Encoding": "chunked"}))  # fmt: skip
+        writer = threading.Thread(target=_stream, args=(sock, HUGE, sent), daemon=True)
+        writer.start()
+        status, headers, body = read_response(sock)
+        writer.join(30)
+    assert (status, json.loads(body)["error"]) == (413, "too_large")
+    assert sent[0] < HUGE // 4  # cut off at the limit, not read to the end (socket buffers take a few MB)
+    assert api.store.load("A1").record is None
+
+
+def test_the_batch_route_takes_a_body_over_the_default_limit(api: Api) -> None:
+    padding = (" " * 1023 + "\n") * (2 * MB // 1024)  # blank lines: read, counted in bytes, not imported
+    body = json.dumps(account_body("B1")) + "\n" + padding
+    response = api.post("/v1/accounts:batch", content=body, headers={"Content-Type": "application/x-ndjson"})
+    assert response.status_code == 200
+    assert json.loads(response.text.splitlines()[-1])["summary"]["created"] == 1
+
+
+def test_a_batch_over_its_own_limit_is_413_naming_it(api: Api) -> None:
+    headers = {**api.auth(), "Idempotency-Key": "big", "Content-Length": str(HUGE)}
+    with connect(api.url) as sock:
+        sock.sendall(request_head("POST", "/v1/accounts:batch", **headers))
+        status, _, body = read_response(sock)
+    assert status == 413
+    assert "67108864 bytes (limit of POST /v1/accounts:batch)" in json.loads(body)["message"]
+
+
+@pytest.fixture
+def strict_server(api_settings: Settings, engine: Engine) -> Iterator[ServerThread]:
+    """The API with a 1-second read timeout and keep-alive, to watch slow clients being let go."""
+    limits = HttpLimits(read_timeout=1.0, keep_alive=1)
+    app = create_app(engine, api_settings, extra_routers=[webhook_router], limits=limits)
+    with ServerThread(app, timeout_keep_alive=limits.keep_alive) as server:
+        yield server
+
+
+def test_a_client_that_trickles_its_body_is_cut_off_with_408(strict_server: ServerThread, api: Api) -> None:
+    body = json.dumps(account_body()).encode()
+    with connect(strict_server.url) as sock:
+        sock.sendall(request_head("PUT", "/v1/accounts/A1", **{**api.auth(), "Content-Type": "application/json",
+                                                                "Content-Length": str(len(body))}))  # fmt: skip
+        started = time.monotonic()
+        for byte in body[:40]:  # a byte every 0.2 s: never idle for long, but never done either
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 6:
+                break
+        status, headers, answer = read_response(sock)
+    assert (status, headers["connection"], json.loads(answer)["error"]) == (408, "close", "timeout")
+    assert api.store.load("A1").record is None
+
+
+def test_an_idle_keep_alive_connection_is_closed(strict_server: ServerThread, api: Api) -> None:
+    with connect(strict_server.url, timeout=3) as sock:
+        sock.sendall(request_head("GET", "/healthz"))
+        assert read_response(sock)[0] == 200
+        assert sock.recv(1) == b""  # closed after its 1 s keep-alive, well before our 3 s timeout
+
+
+@pytest.mark.parametrize("account_id", ["A1%0A", "A1%0D%0A", "%0AA1"])
+def test_an_account_id_with_a_newline_is_422_and_writes_nothing(api: Api, account_id: str) -> None:
+    response = api.client.put(f"/v1/accounts/{account_id}", json=account_body(id=None), headers=api.auth())
+    assert (response.status_code, response.json()["fields"][0]["field"]) == (422, "account_id")
+    contact = api.post("/v1/contacts", {"account_id": "A1\n", "channel": "sms", "template": "reminder_sms",
+                                        "key": "k"})  # fmt: skip
+    assert (contact.status_code, contact.json()["fields"][0]["field"]) == (422, "account_id")
+    assert api.store.redis.dbsize() == 0
+
+
+def test_a_refused_request_leaves_its_idempotency_key_free_for_the_corrected_retry(api: Api) -> None:
+    payment = {"kind": "payment", "amount": "10.00"}
+    missing = api.post("/v1/accounts/A1/events", payment, idempotency="pay-A1")
+    assert missing.status_code == 404  # the account is not there yet: nothing was written
+    bad = api.post("/v1/accounts/A1/events", {"kind": "payment", "amount": "ten"}, idempotency="pay-A1")
+    assert bad.status_code == 422
+    api.put_account("A1", account_body())
+    retried = api.post("/v1/accounts/A1/events", payment, idempotency="pay-A1")
+    assert (retried.status_code, retried.json()["status"]) == (200, "applied")
+    assert "idempotent-replayed" not in retried.headers
+    assert api.post("/v1/accounts/A1/events", payment, idempotency="pay-A1").headers["idempotent-replayed"] == "true"
+    assert api.store.load("A1").record.state.paid == 10
+
+
+def test_a_body_over_the_limit_leaves_its_idempotency_key_free(api: Api) -> None:
+    api.put_account("A1", account_body())
+    huge = {"kind": "payment", "amount": "10.00", "reference": "r" * (DEFAULT_BODY_BYTES + 1)}
+    assert api.post("/v1/accounts/A1/events", huge, idempotency="pay-big").status_code == 413
+    small = api.post("/v1/accounts/A1/events", {"kind": "payment", "amount": "10.00"}, idempotency="pay-big")
+    assert small.status_code == 200
+
+
+def test_a_contact_that_was_already_made_is_409_and_not_remembered(api: Api) -> None:
+    api.put_account("A1", account_body())
+    api.store.redis.hset("{a:A1}:claims", "A1/adhoc/agent-1/0", "sent")  # as a worker's settle leaves it
+    ask = {"account_id": "A1", "channel": "sms", "template": "reminder_sms", "key": "agent-1"}
+    assert api.post("/v1/contacts", ask, idempotency="ask-1").status_code == 409
+    assert api.post("/v1/contacts", {**ask, "key": "agent-2"}, idempotency="ask-1").status_code == 200
+
+
+def test_webhook_bodies_have_the_default_limit_too(api: Api) -> None:
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        response = client.post("/v1/webhooks/print-vendor", content=b"{" + b" " * (DEFAULT_BODY_BYTES + 10) + b"}")
+    assert response.status_code == 413
