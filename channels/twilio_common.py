@@ -7,6 +7,7 @@ and nowhere else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -96,9 +97,12 @@ def verified_params(auth_token: str, url: str, headers: Mapping[str, str], body:
 
 
 def contact_id_of(url: str) -> str:
-    """The contact id we put in the StatusCallback URL's query string."""
+    """The contact id we put in the StatusCallback URL's query string: segments of id characters, matched
+    to the last character (a `$`-anchored match would let "A1/reminder/sms/0\n" through)."""
     for name, value in parse_qsl(urlsplit(url).query):
         if name == "contact_id" and value:
+            if re.fullmatch(r"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+){3,4}", value) is None:
+                raise WebhookRejected(f"callback URL carries a malformed contact_id {value!r}")
             return value
     raise WebhookRejected("callback URL carries no contact_id")
 

@@ -62,7 +62,15 @@ ADDRESS_OF_CHANNEL: dict[Channel, AddressKind | None] = {
     Channel.AGENCY: None,
 }
 
+# Pydantic checks `pattern=` with Rust's regex, where `$` is the end of the text; in Python's `re` it also
+# matches before a final newline, so "A1\n" would pass a re.match. Python code checks ids with ACCOUNT_ID
+# and CONTACT_ID, anchored with \Z (which Rust's regex does not know, hence two spellings of each).
 ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+# account/stage/step/occurrence, then /fb for an outcome's fallback (planner.ContactRef); an ad-hoc
+# contact's step is the caller's key.
+CONTACT_ID_PATTERN = ACCOUNT_ID_PATTERN[:-1] + r"/[a-z][a-z0-9_]{0,39}/[A-Za-z0-9_\-]{1,64}/[0-9]{1,6}(/fb)?$"
+ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN[:-1] + r"\Z")
+CONTACT_ID = re.compile(CONTACT_ID_PATTERN[:-1] + r"\Z")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 

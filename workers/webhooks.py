@@ -7,6 +7,8 @@ channels. `webhook_router(engine, settings)` is mounted by `dispatcher.api.creat
 
 Callbacks arrive out of order: per contact the rank of the last recorded status is kept in
 `{a:ID}:ranks` (hash-tagged with the account) and a status that does not rank above it is ignored.
+An outcome is taken only for a contact the dispatcher claimed: a signed callback naming a contact that
+never existed (a mistake at the provider, a replayed or invented id) is acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -34,7 +35,7 @@ from dispatcher import phone_index
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import EventRejected, OptIn, OptOut, Outcome
-from dispatcher.models import ACCOUNT_ID_PATTERN, Channel, OutcomeKind
+from dispatcher.models import CONTACT_ID, Channel, OutcomeKind
 
 log = structlog.get_logger("workers.webhooks")
 
@@ -44,7 +45,6 @@ EMAIL_SIGNATURE_MAX_AGE = 300.0
 LETTER_RANK = {"sent": 1, "delivered": 2, "returned": 2}
 EMAIL_BOUNCE_KIND = {"hard": OutcomeKind.BOUNCED, "complaint": OutcomeKind.OPTED_OUT}
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-_ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)
 
 # Raise the stored rank only if the new one is higher: 1 recorded, 0 out of order.
 _GATE = """
@@ -205,6 +205,9 @@ class _Recorder:
     def _record(self, found: list[ProviderOutcome], channel: Channel, rank: int, source: str) -> WebhookResult:
         contact_id = found[0].contact_id
         account_id = _account_of(contact_id)
+        if self.engine.store.claim_status(account_id, contact_id) is None:  # checked before any write
+            log.warning("webhook.unknown_contact", account_id=account_id, contact_id=contact_id, source=source)
+            return WebhookResult(status="ignored", reason="no such contact")
         if not self._gate(keys=[f"{{a:{account_id}}}:ranks"], args=[contact_id, rank, RANKS_TTL]):
             log.info("webhook.out_of_order", account_id=account_id, contact_id=contact_id, source=source)
             return WebhookResult(status="ignored", reason="a later status was already recorded")
@@ -255,11 +258,11 @@ def _contact_id(url: str) -> str:
 
 
 def _account_of(contact_id: str) -> str:
-    account_id = contact_id.split("/", 1)[0]
-    if not _ACCOUNT_ID.match(account_id):
-        message = f"contact id {contact_id!r} does not start with an account id"
+    """The account of a contact id, once the whole id (to its last character) has a contact id's shape."""
+    if not CONTACT_ID.match(contact_id):
+        message = f"{contact_id!r} is not a contact id (account/stage/step/occurrence)"
         raise ApiError(422, "validation", message, [FieldError(field="contact_id", message=message)])
-    return account_id
+    return contact_id.split("/", 1)[0]
 
 
 def _rank(outcomes: list[ProviderOutcome]) -> int:

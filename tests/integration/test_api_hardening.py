@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +20,11 @@ from config.settings import Settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread
 from dispatcher.api.limits import DEFAULT_BODY_BYTES, HttpLimits
+from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
+from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.store import Store
+from dispatcher.strategy import Strategy
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 from workers.webhooks import webhook_router
 
@@ -195,3 +200,48 @@ def test_webhook_bodies_have_the_default_limit_too(api: Api) -> None:
     with httpx.Client(base_url=api.url, timeout=30) as client:
         response = client.post("/v1/webhooks/print-vendor", content=b"{" + b" " * (DEFAULT_BODY_BYTES + 10) + b"}")
     assert response.status_code == 413
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, to stop and start again (AOF on, so its data survives)."""
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def test_while_redis_is_away_every_call_is_503_with_retry_after_and_then_recovers(
+    own_redis: EmbeddedRedis, api_settings: Settings, strategy: Strategy, clock: ManualClock,
+    api_keys: dict[str, tuple[str, str]],
+) -> None:  # fmt: skip
+    store = Store.from_url(own_redis.url)
+    engine = Engine(store, strategy, clock, on_queued=lambda contacts: None)
+    app = create_app(engine, api_settings, extra_routers=[webhook_router])
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        api = Api(server.url, client, api_keys, api_settings, engine, store, clock)
+        assert api.put_account("A1", account_body()).status_code == 201
+        store.redis.hset("{a:A1}:claims", "A1/reminder/sms/0", "sent")  # as a worker's settle leaves it
+        delivered = {"MessageSid": "SM1", "MessageStatus": "delivered"}
+        callback = "/v1/webhooks/twilio/message-status?contact_id=A1%2Freminder%2Fsms%2F0"
+        payment = {"kind": "payment", "amount": "10.00"}
+        own_redis.stop()  # SHUTDOWN: every connection goes, the port refuses
+
+        during = {
+            "put": api.put_account("A1", account_body(balance="4000.00")),
+            "get": api.get_account("A1"),
+            "event": api.post("/v1/accounts/A1/events", payment, idempotency="pay-1"),
+            "batch": api.post("/v1/accounts:batch", content=json.dumps(account_body("B1")) + "\n"),
+            "webhook": api.twilio(callback, delivered),
+        }
+        for name, response in during.items():
+            assert (name, response.status_code, response.headers.get("retry-after")) == (name, 503, "5")
+            assert response.json()["error"] == "unavailable"
+        ready = client.get("/readyz")
+        assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
+
+        with EmbeddedRedis(own_redis.data_dir, port=own_redis.port):  # back on the same port, with its data
+            assert client.get("/readyz").status_code == 200
+            event = api.post("/v1/accounts/A1/events", payment, idempotency="pay-1")  # the 503 was not kept
+            assert (event.status_code, event.json()["status"]) == (200, "applied")
+            assert api.twilio(callback, delivered).json()["status"] == "recorded"  # the provider's retry lands
+            assert store.load("A1").record.state.paid == 10

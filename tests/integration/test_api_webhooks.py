@@ -35,6 +35,12 @@ def _account(account_id: str, **overrides):
     return make_account(account_id, **overrides)
 
 
+def claimed(api: Api, *contact_ids: str) -> None:
+    """Each contact claimed and sent, as a worker's claim and settle leave it."""
+    for contact_id in contact_ids:
+        api.store.redis.hset(f"{{a:{contact_id.split('/')[0]}}}:claims", contact_id, "sent")
+
+
 def status_path(kind: str, contact_id: str) -> str:
     return f"/v1/webhooks/twilio/{kind}?contact_id={quote(contact_id, safe='')}"
 
@@ -104,6 +110,7 @@ def test_a_signature_made_with_another_token_or_for_other_params_is_refused(api:
 
 def test_a_human_answered_call_is_a_conversation(api: Api) -> None:
     api.engine.upsert(_account("A1"))
+    claimed(api, "A1/reminder/call/0")
     params = {"CallSid": "CA1", "CallStatus": "completed", "AnsweredBy": "human", "CallDuration": "42"}
     assert api.twilio(status_path("call-status", "A1/reminder/call/0"), params).json()["outcomes"] == ["answered"]
     ringing = api.twilio(status_path("call-status", "A1/reminder/call/0"), {"CallSid": "CA1", "CallStatus": "ringing"})
@@ -113,6 +120,7 @@ def test_a_human_answered_call_is_a_conversation(api: Api) -> None:
 
 def test_an_answering_machine_result_records_a_voicemail_once(api: Api) -> None:
     api.engine.upsert(_account("A1"))
+    claimed(api, "A1/reminder/call/0")
     path = status_path("amd", "A1/reminder/call/0")
     assert api.twilio(path, {"CallSid": "CA1", "AnsweredBy": "machine_end_beep"}).json()["outcomes"] == ["voicemail"]
     completed = {"CallSid": "CA1", "CallStatus": "completed", "AnsweredBy": "machine_end_beep"}
@@ -167,6 +175,7 @@ def lob_post(api: Api, body: bytes, secret: str | None = None, timestamp: int | 
 
 def test_returned_mail_invalidates_the_postal_address_and_a_late_mailed_is_ignored(api: Api) -> None:
     api.engine.upsert(_account("A1"))
+    claimed(api, "A1/letter/demand/0")
     assert lob_post(api, lob_event("letter.returned_to_sender")).json()["outcomes"] == ["returned"]
     assert lob_post(api, lob_event("letter.mailed")).json()["status"] == "ignored"
     assert "postal" in api.store.load("A1").record.state.invalid_addresses
@@ -185,6 +194,7 @@ def test_a_bad_print_vendor_signature_is_403_and_changes_nothing(api: Api, case:
 
 def test_a_hard_email_bounce_invalidates_the_email_address(api: Api) -> None:
     api.engine.upsert(_account("A1"))
+    claimed(api, "A1/early/email/0")
     body = json.dumps({"id": "b1", "type": "hard", "contact_id": "A1/early/email/0"}).encode()
     secret = api.settings.email_webhook_secret.get_secret_value()
     headers = {**email_signature_headers(secret, body, time.time()), "Content-Type": "application/json"}
@@ -217,3 +227,47 @@ def test_a_connected_call_gets_the_script_for_who_answered_and_nothing_without_o
     other = "/v1/webhooks/twilio/voice-twiml?contact_id=V2%2Freminder%2Fcall%2F0"
     assert "<Hangup" in api.twilio(other, {**answered, "AnsweredBy": "human"}).text  # nothing stored: say nothing
     assert api.twilio(path, answered, token="not-the-auth-token").status_code == 403
+
+
+def test_a_signed_print_vendor_event_for_a_contact_that_never_existed_is_ignored(api: Api) -> None:
+    api.engine.upsert(_account("A1"))
+    before = api.store.load("A1")
+    response = lob_post(api, lob_event("letter.delivered", contact_id="A1/letter/demand/7"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "ignored", "reason": "no such contact", "outcomes": []}
+    after = api.store.load("A1")
+    assert (after.version, after.history) == (before.version, before.history)
+    assert not api.store.redis.exists("{a:A1}:ranks")
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("message-status", {"MessageSid": "SM1", "MessageStatus": "delivered"}),
+        ("call-status", {"CallSid": "CA1", "CallStatus": "completed", "AnsweredBy": "human"}),
+        ("amd", {"CallSid": "CA1", "AnsweredBy": "machine_end_beep"}),
+    ],
+)
+def test_a_twilio_status_for_a_contact_never_claimed_is_ignored(api: Api, kind: str, params: dict) -> None:
+    api.engine.upsert(_account("A1"))
+    response = api.twilio(status_path(kind, "A1/reminder/call/5"), params)
+    assert (response.status_code, response.json()["reason"]) == (200, "no such contact")
+    assert outcomes(api) == []
+    assert not api.store.redis.exists("{a:A1}:ranks")
+
+
+@pytest.mark.parametrize("contact_id", ["A1\n/reminder/sms/0", "A1/reminder/sms/0\n", "A1/reminder/sms/0\r\n"])
+def test_a_contact_id_with_a_newline_is_422_and_writes_nothing(api: Api, contact_id: str) -> None:
+    api.engine.upsert(_account("A1"))
+    claimed(api, "A1/reminder/sms/0")
+    keys = set(api.store.redis.keys("*"))
+    delivered = {"MessageSid": "SM1", "MessageStatus": "delivered"}
+    response = api.twilio(status_path("message-status", contact_id), delivered)
+    assert (response.status_code, response.json()["fields"][0]["field"]) == (422, "contact_id")
+    body = json.dumps({"id": "b1", "type": "hard", "contact_id": contact_id}).encode()
+    headers = {**email_signature_headers(api.settings.email_webhook_secret.get_secret_value(), body, time.time()),
+               "Content-Type": "application/json"}  # fmt: skip
+    bounce = api.client.post("/v1/webhooks/email-bounce", content=body, headers=headers)
+    assert (bounce.status_code, bounce.json()["fields"][0]["field"]) == (422, "contact_id")
+    assert set(api.store.redis.keys("*")) == keys
+    assert outcomes(api) == []
