@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(default=120, ge=5, description="Hard time limit of a task, seconds.")
     broker_visibility_timeout: int = Field(default=600, ge=10, description="Redis broker redelivery, seconds.")
     stranded_after_seconds: int = Field(
-        default=300, ge=5, description="A queued contact whose message is gone this long is offered again."
+        default=180, ge=5, description="A queued contact whose send task is gone this long is offered again."
     )
     bank_name: str = Field(default="Example Bank")
     callback_phone: str = Field(default="+8640000000000", description="The number debtors are asked to call.")

@@ -106,7 +106,8 @@ def _query(runtime: WorkerRuntime, doubt: InDoubt, loaded: Loaded, channel: Chan
     until = since + timedelta(seconds=runtime.settings.task_time_limit + 10)
     sender = runtime.deliverer.sender(channel.value)
     to = address_of(channel, loaded.record)
-    return SentQuery(doubt.contact_id, doubt.account_id, to, sender, since, until)
+    others = frozenset(_attributed(loaded, doubt.contact_id))
+    return SentQuery(doubt.contact_id, doubt.account_id, to, sender, since, until, exclude_ids=others)
 
 
 def _settle_sent(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: str, evidence: Evidence) -> str:
