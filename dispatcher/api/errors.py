@@ -3,7 +3,8 @@
     {"error": "validation", "message": "...", "fields": [{"field": "balance", "message": "..."}]}
 
 `error` says what to do next: validation (fix the named fields), unauthorized (send a key), forbidden
-(use a key with the scope), not_found, conflict (wait and retry), unavailable (retry later).
+(use a key with the scope), not_found, conflict (wait and retry), too_large (send less: the message names
+the route's limit), timeout (send the body faster), unavailable (retry after Retry-After).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def install(app: FastAPI) -> None:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` declaring ErrorBody for each status (422 replaces FastAPI's own shape)."""
     text = {400: "Bad request", 401: "No or unknown API key", 403: "The key lacks the scope", 404: "Not found",
-            409: "A request with this Idempotency-Key is in progress", 413: "Too large",
-            422: "Validation failed; `fields` names each field", 503: "Not ready"}  # fmt: skip
+            408: "The body did not arrive in time", 409: "A request with this Idempotency-Key is in progress",
+            413: "The body is over the route's limit", 422: "Validation failed; `fields` names each field",
+            503: "The store is unavailable; retry after Retry-After"}  # fmt: skip
     return {status: {"model": ErrorBody, "description": text.get(status, "Error")} for status in statuses}
