@@ -30,6 +30,7 @@ from dispatcher.logging import RequestIdMiddleware, configure_logging
 from dispatcher.runtime import open_runtime
 
 RouterFactory = Callable[[Engine, Settings], APIRouter]
+_SHED = errors.responses(408, 413, 503)  # what any route may answer before it runs (limits.py, outage.py)
 WEBHOOKS = "workers.webhooks:webhook_router"
 WEBHOOK_PREFIX = "/v1/webhooks/"
 log = structlog.get_logger("dispatcher.api")
@@ -60,9 +61,9 @@ def create_app(
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
     for router in (accounts.router, batch.router, events.router, health.router):
-        app.include_router(router)
+        app.include_router(router, responses=_SHED if router is not health.router else None)
     for extra in extra_routers:
-        app.include_router(extra if isinstance(extra, APIRouter) else extra(engine, settings))
+        app.include_router(extra if isinstance(extra, APIRouter) else extra(engine, settings), responses=_SHED)
     app.add_middleware(
         IdempotencyMiddleware, client=engine.store.redis, keys=app.state.keys,
         ttl=settings.idempotency_ttl_seconds, exempt=(WEBHOOK_PREFIX,),
