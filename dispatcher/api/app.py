@@ -23,8 +23,9 @@ from config.settings import Settings
 from dispatcher.api import accounts, batch, errors, events, health
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
-from dispatcher.api.limits import KEEP_ALIVE_SECONDS, BodyGuardMiddleware, HttpLimits
+from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
 from dispatcher.api.outage import StoreOutageMiddleware
+from dispatcher.api.protocol import with_head_timeout
 from dispatcher.engine import Engine
 from dispatcher.logging import RequestIdMiddleware, configure_logging
 from dispatcher.runtime import open_runtime
@@ -96,7 +97,7 @@ def serve(settings: Settings, extra_routers: Iterable[str | RouterFactory] = (WE
         log.info("api.starting", host=settings.api_host, port=settings.api_port)
         uvicorn.run(
             app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False,
-            timeout_keep_alive=app.state.limits.keep_alive,
+            timeout_keep_alive=app.state.limits.keep_alive, http=with_head_timeout(app.state.limits.read_timeout),
         )  # fmt: skip
 
 
@@ -111,14 +112,13 @@ def bind_loopback() -> socket.socket:
 class ServerThread:
     """uvicorn serving `app` in a background thread (the demo's API, the tests' server)."""
 
-    def __init__(
-        self, app: Any, sock: socket.socket | None = None, timeout_keep_alive: int = KEEP_ALIVE_SECONDS
-    ) -> None:
+    def __init__(self, app: Any, sock: socket.socket | None = None, limits: HttpLimits | None = None) -> None:
         self.sock = sock or bind_loopback()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        limits = limits or HttpLimits()
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2,
-            timeout_keep_alive=timeout_keep_alive,
+            timeout_keep_alive=limits.keep_alive, http=with_head_timeout(limits.read_timeout),
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

@@ -126,7 +126,7 @@ def strict_server(api_settings: Settings, engine: Engine) -> Iterator[ServerThre
     """The API with a 1-second read timeout and keep-alive, to watch slow clients being let go."""
     limits = HttpLimits(read_timeout=1.0, keep_alive=1)
     app = create_app(engine, api_settings, extra_routers=[webhook_router], limits=limits)
-    with ServerThread(app, timeout_keep_alive=limits.keep_alive) as server:
+    with ServerThread(app, limits=limits) as server:
         yield server
 
 
@@ -149,11 +149,46 @@ def test_a_client_that_trickles_its_body_is_cut_off_with_408(strict_server: Serv
     assert api.store.load("A1").record is None
 
 
+def test_a_client_that_trickles_its_request_head_is_cut_off_with_408(strict_server: ServerThread) -> None:
+    with connect(strict_server.url) as sock:
+        started = time.monotonic()
+        for byte in request_head("GET", "/healthz", **{"X-Padding": "p" * 100})[:-4]:  # never complete
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+            if time.monotonic() - started > 6:
+                break
+        status, headers, body = read_response(sock)
+    assert (status, headers["connection"], json.loads(body)["error"]) == (408, "close", "timeout")
+
+
+def test_a_connection_that_never_sends_a_request_is_closed(strict_server: ServerThread) -> None:
+    with connect(strict_server.url) as sock:
+        assert read_response(sock)[0] == 408
+
+
 def test_an_idle_keep_alive_connection_is_closed(strict_server: ServerThread, api: Api) -> None:
     with connect(strict_server.url, timeout=3) as sock:
         sock.sendall(request_head("GET", "/healthz"))
         assert read_response(sock)[0] == 200
         assert sock.recv(1) == b""  # closed after its 1 s keep-alive, well before our 3 s timeout
+
+
+def test_a_chunked_batch_over_its_limit_is_413_and_its_key_stays_free(
+    api_settings: Settings, engine: Engine, api: Api
+) -> None:  # fmt: skip
+    limits = HttpLimits(route_body_bytes={"POST /v1/accounts:batch": 64 * 1024})
+    app = create_app(engine, api_settings, extra_routers=[webhook_router], limits=limits)
+    lines = [(json.dumps(account_body(f"B{i}")) + "\n").encode() for i in range(400)]  # ~150 KB
+    headers = {**api.auth(), "Idempotency-Key": "batch-big", "Content-Type": "application/x-ndjson"}
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        over = client.post("/v1/accounts:batch", content=iter(lines), headers=headers)  # chunked: no length
+        assert (over.status_code, over.json()["error"]) == (413, "too_large")
+        assert "65536 bytes (limit of POST /v1/accounts:batch)" in over.json()["message"]
+        fits = client.post("/v1/accounts:batch", content=iter(lines[:100]), headers=headers)
+        assert json.loads(fits.text.splitlines()[-1])["summary"]["created"] == 100
 
 
 @pytest.mark.parametrize("account_id", ["A1%0A", "A1%0D%0A", "%0AA1"])
