@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from config.settings import Settings, load_settings
 from dispatcher import reports
 from dispatcher.clock import ManualClock
+from dispatcher.deadletters_cli import app as dead_letters_app
 from dispatcher.importer import import_accounts
 from dispatcher.runtime import open_runtime, tune_gc
 from dispatcher.simulate import Simulation, load_model
@@ -34,6 +35,7 @@ strategy_app = typer.Typer(help="Check and show collection strategies.", no_args
 account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
 app.add_typer(strategy_app, name="strategy")
 app.add_typer(account_app, name="account")
+app.add_typer(dead_letters_app, name="dead-letters")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from config.settings import Settings
-from dispatcher.api import accounts, batch, errors, events, health
+from dispatcher.api import accounts, admin, batch, errors, events, health
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
@@ -61,7 +61,7 @@ def create_app(
     app.state.limits = limits or HttpLimits()
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
-    for router in (accounts.router, batch.router, events.router, health.router):
+    for router in (accounts.router, admin.router, batch.router, events.router, health.router):
         app.include_router(router, responses=_SHED if router is not health.router else None)
     for extra in extra_routers:
         app.include_router(extra if isinstance(extra, APIRouter) else extra(engine, settings), responses=_SHED)

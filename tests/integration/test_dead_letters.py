@@ -1,0 +1,207 @@
+# ruff: noqa: F811 - fixtures imported from other modules come back as test parameters
+"""Dead letters: poison on a queue and arguments a task refuses land in the stream and the worker goes on; a
+send payload naming another account's contact, or a contact never planned, reaches nobody; the stream is
+listed, shown, replayed and purged through `dispatcher dead-letters` and the admin API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from typer.testing import CliRunner
+
+from channels.sandbox import Sandboxes
+from dispatcher import deadletters
+from dispatcher.cli import app as cli
+from dispatcher.clock import ManualClock
+from dispatcher.redis_server import EmbeddedRedis
+from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
+from tests.conftest import make_account
+from tests.integration.test_worker_survival import (  # the real worker process and its Redis
+    WorkerProcess,
+    _exists,
+    _upsert,
+    own_redis,  # noqa: F401
+    producer,  # noqa: F401
+    worker_process,  # noqa: F401
+)
+from tests.worker_fixtures import eventually
+from workers.runtime import WorkerRuntime
+from workers.tasks import contact_payload, send
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def _kombu_item(body: bytes, task: str = "dispatcher.send", queue: str = "sms") -> str:
+    """A message as kombu keeps it in a Redis list, with any body."""
+    return json.dumps({
+        "body": base64.b64encode(body).decode(), "content-encoding": "utf-8", "content-type": "application/json",
+        "headers": {"lang": "py", "task": task, "id": str(uuid.uuid4())},
+        "properties": {"delivery_tag": str(uuid.uuid4()), "body_encoding": "base64", "priority": 0,
+                       "delivery_info": {"exchange": "", "routing_key": queue}, "delivery_mode": 2},
+    })  # fmt: skip
+
+
+def _letters(client: redis.Redis) -> list[deadletters.DeadLetter]:
+    return deadletters.listing(client, count=1000)
+
+
+def test_poison_and_refused_arguments_are_dead_lettered_and_the_worker_keeps_consuming(
+    own_redis: EmbeddedRedis, worker_process: WorkerProcess, producer: Celery
+) -> None:
+    client = redis.Redis.from_url(own_redis.url)
+    client.lpush("sms", b"this is not json at all")  # not even kombu's envelope
+    client.lpush("sms", _kombu_item(b"{not json"))  # an envelope whose body is not JSON
+    client.lpush("plan", _kombu_item(b"[[], {}, {}]", task="dispatcher.no_such_task", queue="plan"))
+    producer.send_task("dispatcher.ingest_event", args=["ACC1"], queue="plan")  # an argument short
+    producer.send_task("dispatcher.ingest_event", args=["ACC1", {"kind": "payment", "amount": "-5"}], queue="plan")
+    producer.send_task("dispatcher.upsert_account", args=[{"id": "bad id\n"}], queue="plan")
+    producer.send_task("dispatcher.send", args=["not a list"], queue="sms")
+    _upsert(producer, "VALID1")
+
+    eventually(lambda: _exists(own_redis.url, "VALID1"), timeout=20)
+    eventually(lambda: len(_letters(client)) == 7, timeout=10)
+    assert worker_process.process.poll() is None
+    reasons = {letter.reason for letter in _letters(client)}
+    assert any(r.startswith("not a kombu message envelope") for r in reasons)
+    assert any(r.startswith("cannot decode the body") for r in reasons)
+    assert any("unknown task" in r for r in reasons)
+    assert any("arguments do not fit the task" in r for r in reasons)
+    assert any(r.startswith("payment.amount: Input should be greater than") for r in reasons), reasons
+    assert any(r.startswith("id:") for r in reasons)
+    assert any("a send takes a list of contact payloads" in r for r in reasons)
+    raw = next(letter for letter in _letters(client) if letter.reason.startswith("not a kombu"))
+    assert (raw.queue, raw.body) == ("sms", "this is not json at all")
+
+    # Replay of a body that is still invalid simply dead-letters it again.
+    deadletters.replay(client, raw.id)
+    eventually(lambda: len(_letters(client)) == 7 and raw.id not in {x.id for x in _letters(client)}, timeout=10)
+    assert worker_process.process.poll() is None
+    client.close()
+
+
+def test_a_payload_naming_another_accounts_contact_is_dead_lettered_and_the_rest_of_the_batch_is_sent(
+    runtime: WorkerRuntime, celery_worker: object, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    client = runtime.engine.store.redis
+    # P000000 is not due: nothing of its own is ever sent; OK1 is, and its contact is held back for our batch.
+    runtime.engine.upsert(make_account("P000000", phone="+8613900000001", due_date=clock.now().date()))
+    runtime.engine.on_queued = lambda contacts: None
+    [valid] = runtime.engine.upsert(
+        make_account("OK1", phone="+8613900000002", due_date=clock.now().date() - timedelta(days=1))
+    ).queued
+    forged = {**contact_payload(valid), "id": "OTHER/reminder/sms/0", "account_id": "P000000"}
+
+    send.apply_async(args=[[forged, contact_payload(valid)]], queue="sms")
+
+    eventually(lambda: runtime.engine.store.claim_status("OK1", valid.id) == "sent")
+    eventually(lambda: len(_letters(client)) == 1)
+    texts = [r["form"].get("To") for r in worker_sandboxes.twilio.state.messages()]
+    assert "+8613900000001" not in texts
+    assert texts.count("+8613900000002") == 1
+    [letter] = _letters(client)
+    assert letter.task == "dispatcher.send" and letter.queue == "sms"
+    assert "does not belong to account 'P000000'" in letter.reason
+    assert runtime.engine.store.claims("P000000") == {}
+
+
+def test_a_well_formed_payload_for_a_contact_never_planned_is_dead_lettered(
+    runtime: WorkerRuntime, celery_worker: object, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    client = runtime.engine.store.redis
+    runtime.engine.upsert(make_account("P000001", phone="+8613900000003", due_date=clock.now().date()))
+    made_up = {"id": "P000001/reminder/sms_1/0", "account_id": "P000001", "channel": "sms",
+               "template": "reminder_sms", "stage": "reminder", "step": "sms_1",
+               "due_at": clock.now().isoformat()}  # fmt: skip
+    send.apply_async(args=[[made_up]], queue="sms")
+    eventually(lambda: len(_letters(client)) == 1)
+    assert "no claim for contact 'P000001/reminder/sms_1/0'" in _letters(client)[0].reason
+    time.sleep(0.3)
+    assert "+8613900000003" not in [r["form"].get("To") for r in worker_sandboxes.twilio.state.messages()]
+    assert runtime.engine.store.claims("P000001") == {}
+
+
+# --- reading, replaying and purging: the CLI and the admin API over the same stream ---
+
+
+@pytest.fixture
+def stream(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[redis.Redis]:
+    monkeypatch.setenv("DISPATCHER_REDIS_URL", redis_url)
+    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def _two_letters(client: redis.Redis) -> tuple[str, str]:
+    first = deadletters.record(client, queue="sms", task="", reason="not a kombu message envelope", body=b"junk",
+                               envelope=b"junk")  # fmt: skip
+    envelope = deadletters.task_envelope("plan", "dispatcher.upsert_account", "t-1", [{"id": "x"}], {})
+    second = deadletters.record(client, queue="plan", task="dispatcher.upsert_account", reason="name: Field required",
+                                body='[[{"id": "x"}], {}]', envelope=envelope)  # fmt: skip
+    return first, second
+
+
+runner = CliRunner()
+
+
+def test_the_cli_lists_shows_replays_and_purges_dead_letters(stream: redis.Redis) -> None:
+    first, second = _two_letters(stream)
+    listed = runner.invoke(cli, ["dead-letters", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [entry["id"] for entry in json.loads(listed.output)] == [second, first]  # newest first
+    table = runner.invoke(cli, ["dead-letters", "list"])
+    assert "name: Field required" in table.output and "2 dead letter(s)" in table.output
+
+    shown = runner.invoke(cli, ["dead-letters", "show", second, "--json"])
+    assert json.loads(shown.output)["envelope"].startswith('{"body"')
+    assert runner.invoke(cli, ["dead-letters", "show", "1-1"]).exit_code == 1
+
+    replayed = runner.invoke(cli, ["dead-letters", "replay", second])
+    assert replayed.exit_code == 0, replayed.output
+    [item] = stream.lrange("plan", 0, -1)
+    assert json.loads(item)["headers"]["task"] == "dispatcher.upsert_account"
+    assert deadletters.get(stream, second) is None
+
+    assert runner.invoke(cli, ["dead-letters", "purge", "--before", "2000-01-01T00:00:00+00:00"]).exit_code == 0
+    assert deadletters.count(stream) == 1  # nothing that old
+    assert runner.invoke(cli, ["dead-letters", "purge"], input="n\n").exit_code == 1
+    purged = runner.invoke(cli, ["dead-letters", "purge", "--yes"])
+    assert purged.exit_code == 0 and "purged 1" in purged.output
+    assert "--before" in runner.invoke(cli, ["dead-letters", "purge", "--help"]).output
+
+
+def test_the_admin_api_reads_replays_and_deletes_dead_letters(api: Api) -> None:
+    client = api.store.redis
+    first, second = _two_letters(client)
+    assert api.client.get("/v1/admin/dead-letters", headers=api.auth("reader")).status_code == 403
+    assert api.client.get("/v1/admin/dead-letters").status_code == 401
+
+    listed = api.client.get("/v1/admin/dead-letters", headers=api.auth("admin"))
+    assert listed.status_code == 200
+    assert [entry["id"] for entry in listed.json()["items"]] == [second, first]
+    assert listed.json()["total"] == 2
+
+    shown = api.client.get(f"/v1/admin/dead-letters/{first}", headers=api.auth("admin"))
+    assert shown.status_code == 200 and shown.json()["body"] == "junk"
+    assert api.client.get("/v1/admin/dead-letters/1-1", headers=api.auth("admin")).status_code == 404
+    assert api.client.get("/v1/admin/dead-letters/not-an-id", headers=api.auth("admin")).status_code == 404
+
+    replayed = api.post(f"/v1/admin/dead-letters/{second}/replay", key="admin")
+    assert replayed.status_code == 200 and replayed.json()["queue"] == "plan"
+    assert client.llen("plan") == 1
+    assert api.post(f"/v1/admin/dead-letters/{second}/replay", key="admin").status_code == 404
+
+    assert api.client.delete(f"/v1/admin/dead-letters/{first}", headers=api.auth("admin")).status_code == 204
+    _two_letters(client)
+    later = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    purged = api.client.delete("/v1/admin/dead-letters", params={"before": later}, headers=api.auth("admin"))
+    assert purged.status_code == 200 and purged.json() == {"purged": 2}
