@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,9 +39,10 @@ def api_keys() -> dict[str, tuple[str, str]]:
 
 
 @pytest.fixture
-def api_settings(redis_url: str, api_keys: dict[str, tuple[str, str]]) -> Settings:
+def api_settings(redis_url: str, api_keys: dict[str, tuple[str, str]], tmp_path: Path) -> Settings:
     return load_settings(
         redis_url=redis_url,
+        state_dir=tmp_path / "state",
         api_keys=",".join(entry for _, entry in api_keys.values()),
         public_base_url=PUBLIC_BASE_URL,
         _env_file=None,

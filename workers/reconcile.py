@@ -10,8 +10,8 @@ plus a margin has passed since the claim), the reconciler looks for evidence, in
    The provider matches by recipient, sender and time window (claim time to claim time plus the hard time
    limit); a match already recorded for another of the account's contacts is no word on this one;
 3. no way to ask (SMTP), or no clear answer → the claim stays `unknown`: counted against the caps, set
-   aside for operators (`Store.ledger.unverified()`), never promoted to sent. A provider that cannot be asked right now is
-   asked again at the next round.
+   aside for operators (`Store.ledger.unverified()`), never promoted to sent. A provider that cannot be
+   asked right now is asked again at the next round.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -36,6 +38,7 @@ from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import EventRejected, OptIn, OptOut, Outcome
 from dispatcher.models import CONTACT_ID, Channel, OutcomeKind
+from workers.callback_spool import REDIS_AWAY, CallbackSpool
 
 log = structlog.get_logger("workers.webhooks")
 
@@ -57,7 +60,7 @@ return 1
 
 
 class WebhookResult(BaseModel):
-    status: Literal["recorded", "ignored"]
+    status: Literal["recorded", "ignored", "spooled"]
     reason: str | None = None
     outcomes: list[str] = []
 
@@ -72,7 +75,7 @@ _TWIML: dict[int | str, dict[str, Any]] = {
 
 def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-    recorder = _Recorder(engine)
+    recorder = _Recorder(engine, settings.state_dir / "spool" / "callbacks.ndjson")
     twilio_token = settings.twilio_auth_token.get_secret_value()
     letter_secret = settings.print_vendor_webhook_secret.get_secret_value()
     email_secret = settings.email_webhook_secret.get_secret_value()
@@ -190,17 +193,37 @@ def email_signature_headers(secret: str, body: bytes, now: float) -> dict[str, s
 class _Recorder:
     """Turns verified provider outcomes into engine events, in a worker thread (the engine is synchronous)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, spool_path: Path) -> None:
         self.engine = engine
         self._gate = engine.store.redis.register_script(_GATE)
+        self.spool = CallbackSpool(spool_path, self._replay)
+        self.spool.start_replaying()  # what a previous process left, if anything
 
     async def outcomes(self, found: list[ProviderOutcome], channel: Channel, rank: int, source: str) -> WebhookResult:
         if not found:
             return WebhookResult(status="ignored", reason="no outcome in this status")
-        return await anyio.to_thread.run_sync(self._record, found, channel, rank, source)
+        record = {"kind": "outcomes", "found": [asdict(o) for o in found], "channel": channel.value, "rank": rank,
+                  "source": source}  # fmt: skip
+        return await anyio.to_thread.run_sync(self._now_or_spooled, record)
 
     async def consent(self, phone: str, intent: str, sid: str) -> list[str]:
-        return await anyio.to_thread.run_sync(self._consent, phone, intent, sid)
+        record = {"kind": "consent", "phone": phone, "intent": intent, "sid": sid}
+        result = await anyio.to_thread.run_sync(self._now_or_spooled, record)
+        return [] if isinstance(result, WebhookResult) else result
+
+    def _now_or_spooled(self, record: dict[str, Any]) -> Any:
+        """Record a verified callback now; while Redis is away, keep it on disk for the replayer."""
+        try:
+            return self._replay(record)
+        except REDIS_AWAY:
+            self.spool.append(record)
+            return WebhookResult(status="spooled", reason="the store is unavailable; recorded when it returns")
+
+    def _replay(self, record: dict[str, Any]) -> Any:
+        if record["kind"] == "consent":
+            return self._consent(record["phone"], record["intent"], record["sid"])
+        found = [ProviderOutcome(**outcome) for outcome in record["found"]]
+        return self._record(found, Channel(record["channel"]), int(record["rank"]), record["source"])
 
     def _record(self, found: list[ProviderOutcome], channel: Channel, rank: int, source: str) -> WebhookResult:
         contact_id = found[0].contact_id
