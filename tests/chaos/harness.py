@@ -86,8 +86,11 @@ def contact_of(url: str | None) -> str | None:
 class RunConfig:
     accounts: int
     clock_factor: float = 10.0
-    task_time_limit: int = 30
-    visibility_timeout: int = 45
+    # Short wall-clock timeouts, so that "lost" is never impatience: Celery's hard time limit, the broker's
+    # redelivery of an unacked message, and how long a queued contact waits before the sweep offers it again.
+    task_time_limit: int = 20
+    visibility_timeout: int = 30
+    stranded_after: int = 60
     drain_seconds: float = 120.0  # the goal: drained within this long after the last fault
     workers: int = 2
     concurrency: int = 8
@@ -426,6 +429,7 @@ class Deployment:
             "DISPATCHER_CLOCK_ORIGIN": repr(self.origin),
             "DISPATCHER_TASK_TIME_LIMIT": str(cfg.task_time_limit),
             "DISPATCHER_BROKER_VISIBILITY_TIMEOUT": str(cfg.visibility_timeout),
+            "DISPATCHER_STRANDED_AFTER_SECONDS": str(cfg.stranded_after),
             "DISPATCHER_LOG_FORMAT": "json",
         })  # fmt: skip
         if cfg.rate_limits is not None:
@@ -633,13 +637,20 @@ class Deployment:
     def fault(self, text: str) -> None:
         self.faults.append(text)
 
-    def set_provider_faults(self, **faults: Any) -> None:
+    def set_provider_faults(self, **faults: Any) -> dict[str, Any]:
+        """Set the Twilio sandbox's faults; its answer (the faults now, or {"error": ...} for an unknown one)."""
         request = urllib.request.Request(
             self.twilio_url + "/_sandbox/faults", data=json.dumps(faults).encode(), method="POST",
             headers={"Content-Type": "application/json"},
         )  # fmt: skip
         with urllib.request.urlopen(request, timeout=10) as answer:
-            answer.read()
+            reply: dict[str, Any] = json.loads(answer.read())
+        return reply
+
+    def provider_faults(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.twilio_url + "/_sandbox/stats", timeout=10) as answer:
+            faults: dict[str, Any] = json.loads(answer.read()).get("faults", {})
+        return faults
 
     def http(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {self.api_key}"}
