@@ -34,6 +34,12 @@ REQUEUE_PAUSE_SECONDS = 1.0
 
 
 class DispatcherTask(Task):
+    # On the class, not only in the app's configuration: Celery copies the configuration onto a task class
+    # when the app is first finalized, so anything that touched the tasks before configure() ran would
+    # otherwise leave them acking early, and a message given back by Reject would already be gone.
+    acks_late = True
+    reject_on_worker_lost = True
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         problem = signature_problem(self.run, args, kwargs)
         if problem is not None:
