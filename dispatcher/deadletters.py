@@ -130,7 +130,7 @@ def purge(client: redis.Redis, before: datetime | None = None) -> int:
 def _stream_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ValueError("give the time with its offset, e.g. 2026-03-01T00:00:00+00:00")
-    return int(moment.timestamp() * 1000)
+    return max(0, int(moment.timestamp() * 1000))  # stream ids start at the epoch: nothing is older
 
 
 def _raw(text: str) -> bytes:
