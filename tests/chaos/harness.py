@@ -288,23 +288,29 @@ class ProviderLog:
         times = [t for seen in self.accepted.values() for t in seen]
         return min(times) if times else None
 
-    def max_rate(self, path_suffix: str = "/Messages.json", since: float = 0.0) -> tuple[int, int]:
-        """The most requests that arrived in any 1-second window (sliding), and how many windows started at a
-        request held more than `limit`... returned as (max, count of requests starting an over-full window)."""
-        times = sorted(t for t, path, _ in self.requests if path.endswith(path_suffix) and t >= since)
-        best, j = 0, 0
-        counts = []
+    def _arrivals(self, path_suffix: str) -> list[float]:
+        return sorted(t for t, path, _ in self.requests if path.endswith(path_suffix))
+
+    @staticmethod
+    def _window_counts(times: list[float]) -> list[int]:
+        """For each request, how many arrived in the second that starts with it (sliding 1-second windows)."""
+        counts, j = [], 0
         for i, start in enumerate(times):
             while j < len(times) and times[j] < start + 1.0:
                 j += 1
             counts.append(j - i)
-            best = max(best, j - i)
-        self._window_counts = counts
-        return best, len(times)
+        return counts
 
-    def windows_over(self, limit: float, path_suffix: str = "/Messages.json") -> int:
-        self.max_rate(path_suffix)
-        return sum(1 for count in self._window_counts if count > limit)
+    def max_rate(self, path_suffix: str = "/Messages.json") -> tuple[int, int]:
+        """The most requests that arrived in any 1-second window, and how many requests there were."""
+        counts = self._window_counts(self._arrivals(path_suffix))
+        return max(counts, default=0), len(counts)
+
+    def windows_over(self, limit: float, path_suffix: str = "/Messages.json") -> list[tuple[float, int]]:
+        """The windows holding more than `limit`: (seconds after the first request, requests in it)."""
+        times = self._arrivals(path_suffix)
+        counts = self._window_counts(times)
+        return [(times[i] - times[0], count) for i, count in enumerate(counts) if count > limit]
 
 
 @dataclass

@@ -213,13 +213,15 @@ def provider_trouble(
         limit = (deployment.config.rate_limits or {}).get("sms", SMS_LIMIT_DEFAULT)
         best, total = deployment.provider.max_rate()
         over = deployment.provider.windows_over(limit)
+        starts = sorted({round(at) for at, _ in over})
         statuses = Counter(str(s) for _, p, s in deployment.provider.requests if p.endswith("/Messages.json"))
         result.info["SMS requests at the provider by status"] = ", ".join(
             f"{k} x{v}" for k, v in sorted(statuses.items())
         )
         result.checks["provider rate <= limit in every 1 s window"] = (
             best <= limit,
-            f"max {best} in 1 s vs {limit:g}/s; {over} of {total} requests start an over-full window",
+            f"max {best} in 1 s vs {limit:g}/s; {len(over)} of {total} requests start an over-full window"
+            + (f" (at {', '.join(f'{t} s' for t in starts[:8])} after the first request)" if over else ""),
         )
 
     return act, finish
