@@ -328,6 +328,7 @@ class Tally:
     withdrawn: int
     claim_states: dict[str, int]
     samples: dict[str, list[str]]
+    other_claims: dict[str, int] = field(default_factory=dict)  # claims of contacts never planned by the seed
 
     @property
     def drained(self) -> bool:
@@ -447,7 +448,9 @@ class Deployment:
         cli = [sys.executable, "-m", "dispatcher.cli"]
         logs = self.root / "logs"
         logs.mkdir()
-        self.supervisor.add(Managed("api", [*cli, "api"], env, logs / "api.log"))
+        # `dispatcher api` itself, on the run's clock (tests/chaos/api_proc.py says why).
+        api = [sys.executable, "-m", "tests.chaos.api_proc"]
+        self.supervisor.add(Managed("api", api, env, logs / "api.log"))
         for index in range(cfg.workers):
             argv = [*cli, "worker", "--queues", QUEUES, "--concurrency", str(cfg.concurrency), "--pool", "threads",
                     "--name", f"chaos{index}@%h", "--loglevel", "INFO"]  # fmt: skip
@@ -562,6 +565,11 @@ class Deployment:
                 stray += 1
                 samples["stray"].append(contact)
         stray += self.provider.unlabelled
+        others: Counter[str] = Counter()
+        for held in claims.values():
+            for contact, status in held.items():
+                if contact not in self.expected:
+                    others[f"{contact.split('/', 1)[-1]} {status}"] += 1
         for contact, account in self.expected.items():
             status = claims.get(account, {}).get(contact, "(none)")
             states[status] += 1
@@ -589,7 +597,7 @@ class Deployment:
         return Tally(
             contacts=len(self.expected), accepted=got, duplicates=dup, stray=stray,
             sent_without_evidence=no_evidence, lost=lost, pending=pending, unsettled=unsettled, withdrawn=withdrawn,
-            claim_states=dict(states), samples={k: v[:8] for k, v in samples.items()},
+            claim_states=dict(states), samples={k: v[:8] for k, v in samples.items()}, other_claims=dict(others),
         )  # fmt: skip
 
     def safe_tally(self) -> Tally | None:

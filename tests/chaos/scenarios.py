@@ -65,6 +65,10 @@ def _common_findings(deployment: Deployment, result: Result) -> None:
     restarts = {name: len(exits) for name, exits in report["exits"].items()}
     result.info["claims at end"] = ", ".join(f"{k} {v}" for k, v in sorted(tally.claim_states.items()))
     result.info["accepted by provider"] = f"{tally.accepted} of {tally.contacts}"
+    if tally.other_claims:
+        result.info["other claims at end (not the planned SMS)"] = ", ".join(
+            f"{k} x{v}" for k, v in sorted(tally.other_claims.items())
+        )
     if tally.unsettled:
         result.info["accepted but claim still in doubt"] = str(tally.unsettled)
     if restarts:
