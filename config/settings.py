@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         description='Sends per second per provider and sender, JSON, e.g. {"sms": 100}. Shared by all workers.',
     )
     rate_limit_burst: int = Field(default=0, ge=0, description="Extra sends allowed within any one second.")
+    rate_limit_guard_seconds: float = Field(
+        default=0.1, ge=0, le=1, description="How much longer than a second each rate window is (arrival jitter)."
+    )
     send_batch: int = Field(default=50, ge=1, le=500, description="Contacts per send task.")
     send_retries: int = Field(default=3, ge=1, le=10, description="Short in-task tries on a transient error.")
     retry_backoff_seconds: float = Field(default=300.0, gt=0, description="Wait before a send is re-planned.")

@@ -38,7 +38,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None, retry_wait: fl
     store = Store.from_url(settings.redis_url, settings.schedule_shards)
     engine = Engine(store, load_strategy(settings.strategy_path), clock or clock_from(settings))
     adapters = {name: build_adapter(name, settings) for name in REGISTRY}
-    limits = {key: Limit(rate, settings.rate_limit_burst) for key, rate in settings.rate_limits.items()}
+    limits = {
+        key: Limit(rate, settings.rate_limit_burst, settings.rate_limit_guard_seconds)
+        for key, rate in settings.rate_limits.items()
+    }
     limiter = RateLimiter(settings.redis_url, limits)
     deliverer = Deliverer(engine, adapters, Renderer(), limiter, settings, retry_wait)
     engine.on_queued = lambda contacts: _dispatch(contacts, settings.send_batch)
