@@ -46,3 +46,8 @@ class AcceleratedClock:
 
     def now(self) -> datetime:
         return self.start + timedelta(seconds=(time.time() - self.origin) * self.factor)
+
+
+def deployment_clock(start: datetime | None, factor: float = 1.0, origin: float | None = None) -> Clock:
+    """The clock every process of one deployment shares: the system's, or the demo's accelerated one."""
+    return SystemClock() if start is None else AcceleratedClock(start, factor, origin)

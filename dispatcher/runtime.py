@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from config.settings import Settings
-from dispatcher.clock import Clock, SystemClock
+from dispatcher.clock import Clock, deployment_clock
 from dispatcher.engine import Engine
 from dispatcher.redis_server import redis_url
 from dispatcher.store import Store
@@ -34,6 +34,11 @@ class Runtime:
     engine: Engine
 
 
+def _clock(settings: Settings) -> Clock:
+    """The deployment's one clock (DISPATCHER_CLOCK_*), the API's as much as the workers'."""
+    return deployment_clock(settings.clock_start, settings.clock_factor, settings.clock_origin)
+
+
 @contextlib.contextmanager
 def open_runtime(
     settings: Settings, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
@@ -43,6 +48,6 @@ def open_runtime(
     with redis_url(settings.redis_url, settings.state_dir) as url:
         store = Store.from_url(url, settings.schedule_shards, history_cache)
         try:
-            yield Runtime(settings, url, store, strategy, Engine(store, strategy, clock or SystemClock()))
+            yield Runtime(settings, url, store, strategy, Engine(store, strategy, clock or _clock(settings)))
         finally:
             store.redis.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from channels import REGISTRY, build_adapter
 from channels.render import Renderer
 from config.settings import Settings, load_settings
-from dispatcher.clock import AcceleratedClock, Clock, SystemClock
+from dispatcher.clock import Clock, deployment_clock
 from dispatcher.engine import Engine
 from dispatcher.models import Contact
 from dispatcher.store import Store
@@ -28,9 +28,7 @@ class WorkerRuntime:
 
 
 def clock_from(settings: Settings) -> Clock:
-    if settings.clock_start is None:
-        return SystemClock()
-    return AcceleratedClock(settings.clock_start, settings.clock_factor, settings.clock_origin)
+    return deployment_clock(settings.clock_start, settings.clock_factor, settings.clock_origin)
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None, retry_wait: float = 0.5) -> WorkerRuntime:
