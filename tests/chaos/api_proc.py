@@ -1,10 +1,11 @@
 """`dispatcher api` on the run's shared clock, for the chaos runs.
 
-`dispatcher api` builds its engine on the system clock whatever DISPATCHER_CLOCK_* says, while workers and
-beat honour those settings (workers.runtime.clock_from). On an accelerated clock the API would then re-plan
+Before 9365be7, `dispatcher api` built its engine on the system clock whatever DISPATCHER_CLOCK_* said, while
+workers and beat honoured those settings (workers.runtime.clock_from); since then it follows them itself and
+this wrapper changes nothing. On older commits (the baseline in docs/reliability.md) the API would re-plan
 every account a provider callback touches at today's real date — months past due, the legal stage — and
-queue contacts the workers' last look has to refuse. This runs the same command with the clock the
-settings name, so that every process of a chaos run agrees on the time; nothing else changes.
+queue contacts the workers' last look has to refuse; this runs the same command with the clock the settings
+name, so that every process of a chaos run agrees on the time.
 
     python -m tests.chaos.api_proc          # the environment as for `dispatcher api`
 """
