@@ -195,7 +195,8 @@ def worker(
 def beat(
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
-    """Start the one beat process: the pump every second, housekeeping every minute. Run exactly one."""
+    """Start the one beat process: it pumps the schedule every second (plan tasks only for due accounts) and
+    sends housekeeping every minute. Run exactly one."""
     from workers.app import configure
 
     settings = _settings()

@@ -55,14 +55,15 @@ def configure(settings: Settings) -> Celery:
         task_default_queue="plan",
         task_queues=[Queue(name) for name in QUEUES],
         task_routes={
+            "dispatcher.plan": {"queue": "plan"},
             "dispatcher.pump": {"queue": "plan"},
             "dispatcher.housekeeping": {"queue": "plan"},
             "dispatcher.ingest_event": {"queue": "plan"},
             "dispatcher.upsert_account": {"queue": "plan"},
         },
+        # The pump runs inside beat (workers/scheduler.py): it sends plan tasks only for due accounts.
+        beat_scheduler="workers.scheduler:DispatcherScheduler",
         beat_schedule={
-            # Expiring: if no worker takes a pump within a few seconds, a newer one will.
-            "pump": {"task": "dispatcher.pump", "schedule": 1.0, "options": {"expires": 5}},
             "housekeeping": {"task": "dispatcher.housekeeping", "schedule": 60.0, "options": {"expires": 50}},
         },
         worker_hijack_root_logger=False,

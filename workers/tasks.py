@@ -1,7 +1,8 @@
 """Celery tasks: thin, they take ids (never personal data), load fresh state and call the library.
 
-Task names are part of the external contract (docs/operations.md): `dispatcher.pump`,
-`dispatcher.send`, `dispatcher.housekeeping`, `dispatcher.ingest_event`, `dispatcher.upsert_account`.
+Task names are part of the external contract (docs/operations.md): `dispatcher.plan`, `dispatcher.send`,
+`dispatcher.housekeeping`, `dispatcher.ingest_event`, `dispatcher.upsert_account`, and `dispatcher.pump`
+(the old every-second pump, still accepted from older beats; the beat now pumps itself).
 """
 
 from __future__ import annotations
@@ -61,9 +62,25 @@ def _enqueue(payloads: Sequence[dict[str, str]], channel: str, countdown: float 
     send.apply_async(args=[list(payloads)], queue=channel, countdown=countdown, headers=headers)
 
 
+@app.task(name="dispatcher.plan")
+def plan(account_ids: list[str]) -> int:
+    """Re-plan accounts whose wake-up beat leased (workers/scheduler.py) and queue what is due now."""
+    runtime = worker_runtime()
+    if not isinstance(account_ids, list):
+        refused(plan, "a plan task takes a list of account ids", [account_ids])
+        return 0
+    problems = [problem for problem in map(account_id_problem, account_ids) if problem]
+    if problems:
+        refused(plan, problems[0], [account_ids])
+        return 0
+    results = runtime.engine.replan_many(account_ids)
+    return dispatch([contact for result in results for contact in result.queued], runtime.settings.send_batch)
+
+
 @app.task(name="dispatcher.pump")
 def pump() -> int:
-    """Lease the due wake-ups, re-plan those accounts and queue what is due now."""
+    """Lease the due wake-ups, re-plan those accounts and queue what is due now (older beats sent this every
+    second; the beat now pumps itself)."""
     runtime = worker_runtime()
     contacts = runtime.engine.pump(runtime.settings.pump_batch, runtime.settings.lease_seconds)
     return dispatch(contacts, runtime.settings.send_batch)
