@@ -10,8 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.production import production_problems
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_STRATEGY = CONFIG_DIR / "strategy.yaml"
@@ -22,6 +25,11 @@ class Settings(BaseSettings):
     """The dispatcher's configuration; field `x` is read from DISPATCHER_X."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    env: Literal["development", "staging", "production"] = Field(
+        default="development",
+        description="production refuses to start while any provider setting is a sandbox or example value.",
+    )
 
     # Where state lives.
     redis_url: str | None = Field(
@@ -119,6 +127,20 @@ class Settings(BaseSettings):
             raise ValueError("a Twilio Account SID is 'AC' followed by 32 hex characters")
         return value
 
+    @model_validator(mode="after")
+    def _production_guard(self) -> Settings:
+        if self.env == "production":
+            problems = production_problems(self)
+            if problems:
+                # One error naming every variable: an operator fixes them all in one pass, not one per restart.
+                text = "\n".join(f"    {ENV_PREFIX}{field.upper()}: {why}" for field, why in problems)
+                raise PydanticCustomError(
+                    "production_guard",
+                    "DISPATCHER_ENV=production, but these are still sandbox or example values:\n{problems}",
+                    {"problems": text},
+                )
+        return self
+
 
 class SettingsError(SystemExit):
     """Configuration could not be read; the message names every bad variable."""
@@ -131,6 +153,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = ["configuration error:"]
         for error in exc.errors():
+            if not error["loc"]:  # a whole-model check (the production guard) names its variables itself
+                lines.append(f"  {error['msg']}")
+                continue
             field = ".".join(str(part) for part in error["loc"])
             variable = ENV_PREFIX + field.upper()
             lines.append(f"  {variable}: {error['msg']} (got {error.get('input')!r})")
