@@ -93,20 +93,23 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
         "openapi_extra": _FORM,
     }
 
-    @router.post("/twilio/message-status", summary="Twilio message status callback", **status_route)
+    @router.post("/twilio/message-status", summary="Twilio message status callback",
+                 operation_id="twilioMessageStatus", **status_route)  # fmt: skip
     async def message_status(request: Request) -> WebhookResult:
         url, params = await twilio(request)
         status = params.get("MessageStatus") or params.get("SmsStatus") or ""
         outcomes = message_status_outcomes(_contact_id(url), params)
         return await recorder.outcomes(outcomes, Channel.SMS, _rank(outcomes), f"twilio:{status}")
 
-    @router.post("/twilio/call-status", summary="Twilio call status callback", **status_route)
+    @router.post("/twilio/call-status", summary="Twilio call status callback", operation_id="twilioCallStatus",
+                 **status_route)  # fmt: skip
     async def call_status(request: Request) -> WebhookResult:
         url, params = await twilio(request)
         outcomes = call_status_outcomes(_contact_id(url), params)
         return await recorder.outcomes(outcomes, Channel.VOICE, _rank(outcomes), f"twilio:{params.get('CallStatus')}")
 
-    @router.post("/twilio/amd", summary="Twilio answering-machine detection result (AsyncAmd)", **status_route)
+    @router.post("/twilio/amd", summary="Twilio answering-machine detection result (AsyncAmd)",
+                 operation_id="twilioAmdResult", **status_route)  # fmt: skip
     async def amd(request: Request) -> WebhookResult:
         url, params = await twilio(request)
         kind = answered_kind(params.get("AnsweredBy"))
@@ -117,6 +120,7 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
     @router.post(
         "/twilio/voice-twiml", summary="The TwiML of a connected call: the message, or for a machine the voicemail",
         response_class=Response, responses={**_TWIML, **responses(403, 422)}, openapi_extra=_FORM,
+        operation_id="twilioVoiceTwiml",
     )  # fmt: skip
     async def voice_twiml(request: Request) -> Response:
         url, params = await twilio(request)
@@ -132,6 +136,7 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
     @router.post(
         "/twilio/inbound-sms", summary="Inbound SMS: STOP / START / HELP (退订, 订阅, 帮助 too)",
         response_class=Response, responses={**_TWIML, **responses(403)}, openapi_extra=_FORM,
+        operation_id="twilioInboundSms",
     )  # fmt: skip
     async def inbound_sms(request: Request) -> Response:
         _, params = await twilio(request)
@@ -144,8 +149,8 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
             log.info("sms.inbound", intent=intent, phone=phone)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
-    @router.post("/print-vendor", summary="Print-vendor letter tracking (Lob-Signature)", **{**status_route,
-                 "openapi_extra": _JSON})  # fmt: skip
+    @router.post("/print-vendor", summary="Print-vendor letter tracking (Lob-Signature)",
+                 operation_id="printVendorTracking", **{**status_route, "openapi_extra": _JSON})  # fmt: skip
     async def print_vendor(request: Request) -> WebhookResult:
         body = await request.body()
         _verified(lambda: verify_signature(letter_secret, request.headers, body, now=time.time()), "Lob-Signature")
@@ -156,8 +161,8 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
         rank = max((LETTER_RANK.get(o.kind, 0) for o in outcomes), default=0)
         return await recorder.outcomes(outcomes, Channel.LETTER, rank, "lob")
 
-    @router.post("/email-bounce", summary="Email bounce or complaint (X-Signature)", **{**status_route,
-                 "openapi_extra": _JSON})  # fmt: skip
+    @router.post("/email-bounce", summary="Email bounce or complaint (X-Signature)",
+                 operation_id="emailBounce", **{**status_route, "openapi_extra": _JSON})  # fmt: skip
     async def email_bounce(request: Request) -> WebhookResult:
         body = await request.body()
         _verified(lambda: verify_email_signature(email_secret, request.headers, body, time.time()), "X-Signature")

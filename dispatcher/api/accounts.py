@@ -73,6 +73,7 @@ def to_account(account_id: str, body: AccountIn) -> Account:
     status_code=200,
     responses={201: {"model": UpsertResult, "description": "Created"}, **responses(401, 403, 422)},
     summary="Upsert a delinquent account",
+    operation_id="upsertAccount",
 )
 def put_account(
     account_id: AccountId,
@@ -100,6 +101,7 @@ def put_account(
     response_model=AccountView,
     responses=responses(401, 403, 404, 422),
     summary="An account: state, stage, next wake-up, timeline and decisions",
+    operation_id="getAccount",
 )
 def get_account(
     account_id: AccountId,

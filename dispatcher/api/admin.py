@@ -64,7 +64,7 @@ def _found(engine: Engine, entry_id: str) -> deadletters.DeadLetter:
 
 
 @router.get("/dead-letters", response_model=DeadLetterPage, responses=responses(401, 403, 422),
-            summary="Dead letters, newest first")  # fmt: skip
+            summary="Dead letters, newest first", operation_id="listDeadLetters")  # fmt: skip
 def list_dead_letters(
     _: Admin,
     engine: Engine = Depends(engine_of),
@@ -77,13 +77,14 @@ def list_dead_letters(
 
 
 @router.get("/dead-letters/{entry_id}", response_model=DeadLetterView, responses=responses(401, 403, 404),
-            summary="One dead letter, with its whole body and envelope")  # fmt: skip
+            summary="One dead letter, with its whole body and envelope", operation_id="getDeadLetter")  # fmt: skip
 def get_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_of)) -> DeadLetterView:
     return DeadLetterView.model_validate(_found(engine, entry_id).as_json())
 
 
 @router.post("/dead-letters/{entry_id}/replay", response_model=Replayed, responses=responses(401, 403, 404),
-             summary="Put the message back on its queue and remove the entry")  # fmt: skip
+             summary="Put the message back on its queue and remove the entry",
+             operation_id="replayDeadLetter")  # fmt: skip
 def replay_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_of)) -> Replayed:
     letter = deadletters.replay(engine.store.redis, entry_id)
     if letter is None:
@@ -92,7 +93,7 @@ def replay_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_
 
 
 @router.delete("/dead-letters/{entry_id}", status_code=204, responses=responses(401, 403, 404),
-               summary="Drop one dead letter")  # fmt: skip
+               summary="Drop one dead letter", operation_id="deleteDeadLetter")  # fmt: skip
 def delete_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_of)) -> Response:
     if not deadletters.delete(engine.store.redis, entry_id):
         raise ApiError(404, "not_found", f"no dead letter {entry_id!r}")
@@ -100,7 +101,8 @@ def delete_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_
 
 
 @router.delete("/dead-letters", response_model=Purged, responses=responses(400, 401, 403, 422),
-               summary="Purge dead letters older than `before`, or all with `all=true`")  # fmt: skip
+               summary="Purge dead letters older than `before`, or all with `all=true`",
+               operation_id="purgeDeadLetters")  # fmt: skip
 def purge_dead_letters(
     _: Admin,
     engine: Engine = Depends(engine_of),

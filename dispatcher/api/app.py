@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from config.settings import Settings
-from dispatcher.api import accounts, admin, batch, errors, events, health
+from dispatcher.api import accounts, admin, batch, docs, errors, events, health
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
@@ -53,12 +53,13 @@ def create_app(
     or built with (engine, settings) when given as factories. `limits`: body sizes and read timeouts."""
     app = FastAPI(
         title="collections contact dispatcher", version="1", description=_DESCRIPTION,
-        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+        docs_url=None, redoc_url=None, openapi_url="/openapi.json",  # docs.install serves both pages offline
     )  # fmt: skip
     app.state.engine = engine
     app.state.settings = settings
     app.state.keys = KeyRing(settings.api_keys)
     app.state.limits = limits or HttpLimits()
+    docs.install(app)
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
     for router in (accounts.router, admin.router, batch.router, events.router, health.router):

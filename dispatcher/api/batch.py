@@ -147,6 +147,7 @@ def _stream_back(spool: IO[bytes]) -> Iterator[bytes]:
 @router.post(
     "/accounts:batch",
     summary="Upsert accounts from NDJSON, streamed",
+    operation_id="batchUpsertAccounts",
     description=_DESCRIPTION,
     response_class=StreamingResponse,
     responses={

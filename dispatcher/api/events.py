@@ -71,6 +71,7 @@ class ContactDecision(BaseModel):
     response_model=EventResult,
     responses=responses(401, 403, 404, 409, 422),
     summary="Record a business event: payment, promise, dispute, hardship, opt-out/in, do-not-contact, disposition",
+    operation_id="postEvent",
 )
 def post_event(
     account_id: AccountId,
@@ -96,6 +97,7 @@ def post_event(
     response_model=ContactDecision,
     responses=responses(401, 403, 404, 409, 422),
     summary="Ask for one contact outside the ladder; the compliance policy decides",
+    operation_id="requestContact",
 )
 def post_contact(
     request: ContactRequest,

@@ -19,7 +19,7 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
-@router.get("/healthz", response_model=Health, summary="The process is up")
+@router.get("/healthz", response_model=Health, summary="The process is up", operation_id="getLiveness")
 def healthz() -> Health:
     return Health(status="ok")
 
@@ -29,6 +29,7 @@ def healthz() -> Health:
     response_model=Health,
     responses={503: {"model": Health, "description": "Redis unreachable or no strategy loaded"}},
     summary="Ready to serve: Redis answers and a strategy is loaded",
+    operation_id="getReadiness",
 )
 def readyz(response: Response, engine: Engine = Depends(engine_of)) -> Health:
     checks = {"redis": "ok", "strategy": "ok"}
