@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from config.settings import Settings, load_settings
 from dispatcher import reports
 from dispatcher.clock import ManualClock
+from dispatcher.config_cli import app as config_app
 from dispatcher.deadletters_cli import app as dead_letters_app
 from dispatcher.importer import import_accounts
 from dispatcher.runtime import open_runtime, tune_gc
@@ -36,6 +37,7 @@ account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
 app.add_typer(strategy_app, name="strategy")
 app.add_typer(account_app, name="account")
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(config_app, name="config")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
 
@@ -238,16 +240,19 @@ def sandbox(
     smtp_port: Annotated[int, typer.Option(help="SMTP port.")] = 8725,
     print_port: Annotated[int, typer.Option(help="Print-vendor API port.")] = 8702,
     agency_port: Annotated[int, typer.Option(help="Agency endpoint port.")] = 8703,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 in a container.")] = "127.0.0.1",
 ) -> None:
     """Run the local provider sandboxes until Ctrl-C; callbacks go to DISPATCHER_PUBLIC_BASE_URL."""
     import time
 
-    from channels.sandbox import start_sandboxes
+    from channels.sandbox import SandboxCredentials, start_sandboxes
 
     settings = _settings()
+    # The sandboxes accept the credentials the workers are configured with, so a staging .env may change them.
     running = start_sandboxes(
-        settings.state_dir / "sandboxes", twilio_port=twilio_port, smtp_port=smtp_port, print_port=print_port,
-        agency_port=agency_port, callback_base_url=settings.public_base_url,
+        settings.state_dir / "sandboxes", host=host, twilio_port=twilio_port, smtp_port=smtp_port,
+        print_port=print_port, agency_port=agency_port, callback_base_url=settings.public_base_url,
+        credentials=SandboxCredentials.from_settings(settings),
     )  # fmt: skip
     for field, value in running.settings_overrides().items():
         console.print(f"DISPATCHER_{field.upper()}={value}", highlight=False)
