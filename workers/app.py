@@ -23,8 +23,9 @@ def configure(settings: Settings) -> Celery:
     """Point the app at the shared Redis and set the options every deployment relies on."""
     if not settings.redis_url:
         raise SettingsError(
-            "configuration error:\n  DISPATCHER_REDIS_URL: workers and beat need the shared Redis URL "
-            "(`dispatcher demo` starts an embedded one and passes it on)"
+            "configuration error:\n  DISPATCHER_REDIS_URL: workers and beat need the shared Redis URL; run "
+            "`dispatcher redis` (the embedded one) and set the DISPATCHER_REDIS_URL it prints, or start the whole "
+            "cluster with `dispatcher up`"
         )
     app.conf.update(
         broker_url=settings.redis_url,

@@ -1,0 +1,239 @@
+"""`dispatcher up` as a person runs it: the whole topology from one command, 50 accounts through the API
+out to the provider sandboxes on every channel, and Ctrl-C leaving no process behind.
+
+honcho starts each part in a session of its own, so "no process left" is checked over every process
+group any descendant of `dispatcher up` was seen in (Celery's prefork children, redis-server), not only
+over `up`'s own group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import pytest
+
+from dispatcher.api import new_api_key
+from tests.api_fixtures import account_body
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(110)]
+DISPATCHER = str(Path(sys.executable).with_name("dispatcher"))
+# 09:00 in Shanghai; one real second is one hour, so the day's 08:00-21:00 windows open within seconds.
+CLOCK_START = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+CLOCK_FACTOR = 3600.0
+# Days past due -> the ladder's stage: reminder (SMS), second notice (call at 14:00), early (SMS, email),
+# letter (the demand letter). 50 accounts in all.
+DAYS_PAST_DUE = (1, 10, 20, 65)
+ACCOUNTS = 50
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live descendant of `pid`, from /proc (psutil is not a dependency)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone while we looked
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+class Up:
+    """`dispatcher up` in its own process group, its output in a file, every group it made remembered."""
+
+    def __init__(self, state_dir: Path, env: dict[str, str], args: list[str]) -> None:
+        self.log_path = state_dir.parent / "up.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen([DISPATCHER, "up", *args], env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.groups = {self.process.pid}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def note_groups(self) -> None:
+        for pid in children_of(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):  # it ended while we looked
+                self.groups.add(os.getpgid(pid))
+
+    def fail(self, message: str) -> NoReturn:
+        pytest.fail(f"{message} (up exit {self.process.poll()}):\n{self.log()[-6000:]}")
+
+    def kill_everything(self) -> None:
+        """Cleanup after a failure: nothing of ours may outlive the test."""
+        self.note_groups()
+        for pgid in self.groups:
+            if group_alive(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    return {name: free_port() for name in ("api", "redis", "flower", "twilio", "smtp", "print", "agency")}
+
+
+@pytest.fixture
+def up(tmp_path: Path, ports: dict[str, int]) -> Iterator[tuple[Up, str]]:
+    key, entry = new_api_key(["accounts:write", "accounts:read"])
+    state = tmp_path / "state"
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("DISPATCHER_", "FLOWER_"))}
+    env.update({
+        "DISPATCHER_STATE_DIR": str(state),
+        "DISPATCHER_API_PORT": str(ports["api"]),
+        "DISPATCHER_API_KEYS": entry,
+        "DISPATCHER_TWILIO_API_BASE_URL": f"http://127.0.0.1:{ports['twilio']}",
+        "DISPATCHER_SMTP_PORT": str(ports["smtp"]),
+        "DISPATCHER_PRINT_VENDOR_URL": f"http://127.0.0.1:{ports['print']}",
+        "DISPATCHER_AGENCY_URL": f"http://127.0.0.1:{ports['agency']}/cases",
+        "DISPATCHER_CLOCK_START": CLOCK_START.isoformat(),
+        "DISPATCHER_CLOCK_FACTOR": str(CLOCK_FACTOR),
+        "DISPATCHER_CLOCK_ORIGIN": str(time.time()),
+        "FLOWER_PASSWORD": "flower-test",
+    })  # fmt: skip
+    args = ["--workers", "1", "--redis-port", str(ports["redis"]), "--flower-port", str(ports["flower"])]
+    running = Up(state, env, args)
+    try:
+        yield running, key
+    finally:
+        if running.process.poll() is None:
+            running.kill_everything()
+            running.process.wait(10)
+
+
+def wait_ready(up: Up, url: str, timeout: float = 60.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if up.process.poll() is not None:
+            up.fail("dispatcher up exited before the API was ready")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    up.fail(f"/readyz did not answer 200 within {timeout}s")
+
+
+def accounts_ndjson() -> str:
+    today = CLOCK_START.date()
+    lines = []
+    for index in range(ACCOUNTS):
+        days = DAYS_PAST_DUE[index % len(DAYS_PAST_DUE)]
+        body = account_body(
+            f"UP{index:03d}", due_date=(today - timedelta(days=days)).isoformat(),
+            phone=f"+861380013{index + 100:04d}", email=f"up{index}@example.com",
+        )  # fmt: skip
+        lines.append(json.dumps(body, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+def provider_records(state: Path) -> list[dict[str, Any]]:
+    """What the sandboxes received, from their own NDJSON logs (never the workers' word)."""
+    records = []
+    for log in ("twilio/twilio.ndjson", "smtp/smtp.ndjson", "print_vendor/print_vendor.ndjson"):
+        path = state / "sandboxes" / log
+        if path.exists():
+            records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records
+
+
+@dataclass
+class Delivered:
+    channels: Counter[str] = field(default_factory=Counter)
+    accounts: set[str] = field(default_factory=set)
+    callbacks_answered: int = 0  # provider status callbacks the API answered 200: the way back works too
+
+    def complete(self) -> bool:
+        every_channel = set(self.channels) >= {"sms", "voice", "email", "letter"}
+        return every_channel and len(self.accounts) == ACCOUNTS and self.callbacks_answered > 0
+
+
+def delivered(state: Path) -> Delivered:
+    seen = Delivered()
+    for record in provider_records(state):
+        event = record["event"]
+        if event in ("message.created", "call.created"):
+            seen.channels["sms" if event == "message.created" else "voice"] += 1
+            seen.accounts.add(f"UP{int(record['form']['To'][-4:]) - 100:03d}")
+        elif event == "smtp.stored":
+            seen.channels["email"] += 1
+            seen.accounts.add(f"UP{int(record['to'][0][2:].split('@')[0]):03d}")
+        elif event == "letter.created":
+            seen.channels["letter"] += 1
+            seen.accounts.add(record["letter"]["metadata"]["account_id"])
+        elif event == "callback.posted" and record.get("status") == 200:
+            seen.callbacks_answered += 1
+    return seen
+
+
+def test_up_sends_every_channel_and_ctrl_c_leaves_no_process(up: tuple[Up, str], ports: dict[str, int],
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    running, key = up
+    api = f"http://127.0.0.1:{ports['api']}"
+    ready_after = wait_ready(running, api)
+    started = time.monotonic()
+    answer = httpx.post(
+        f"{api}/v1/accounts:batch", content=accounts_ndjson(), timeout=30,
+        headers={"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex,
+                 "Content-Type": "application/x-ndjson"},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert json.loads(answer.text.splitlines()[-1])["summary"]["created"] == ACCOUNTS
+
+    deadline = time.monotonic() + 60
+    while not (seen := delivered(tmp_path / "state")).complete():
+        if time.monotonic() > deadline or running.process.poll() is not None:
+            running.fail(f"not every account and channel went out: {seen}")
+        running.note_groups()
+        time.sleep(0.5)
+    print(f"ready after {ready_after:.1f}s; all {ACCOUNTS} accounts out {time.monotonic() - started:.1f}s after "
+          f"loading: {dict(seen.channels)}, {seen.callbacks_answered} callbacks answered")  # fmt: skip
+
+    running.note_groups()
+    assert len(running.groups) >= 8  # up itself, redis, api, beat, plan, send, flower, sandbox
+    os.killpg(running.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert running.process.wait(30) == 130, running.log()[-4000:]
+    gone_by = time.monotonic() + 10
+    while any(group_alive(pgid) for pgid in running.groups) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    left = [pgid for pgid in running.groups if group_alive(pgid)]
+    assert not left, f"process groups still alive after Ctrl-C: {left}\n{running.log()[-4000:]}"
+    assert port_free(ports["redis"]) and port_free(ports["api"]) and port_free(ports["flower"])
