@@ -25,6 +25,7 @@ from channels.base import (
     SentQuery,
     TransientDeliveryError,
     parse_retry_after,
+    pass_request_gate,
 )
 from config.settings import Settings
 
@@ -46,6 +47,7 @@ class AgencyAdapter:
         if not isinstance(case_file, dict):
             raise PermanentDeliveryError("an agency hand-off needs extra['case_file'] as a dict", "failed")
         body = {"contact_id": message.contact_id, "account_id": message.account_id, **case_file}
+        pass_request_gate()
         try:
             response = self._http.post(self._url, json=body, headers={"Idempotency-Key": message.contact_id})
         except httpx.TransportError as exc:

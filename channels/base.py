@@ -7,6 +7,8 @@ Errors (each adapter translates its provider's errors into these in exactly one 
     │       .retry_after: float|None   seconds the provider (or a limiter) asked us to wait
     │       .ambiguous: bool           the request may have reached the provider (read timeout):
     │                                  reconcile from callbacks before sending again
+    │   └── RateLimited                our own rate limit refused the request before it left: a
+    │                                  definite non-send; wait `retry_after`, never retried in the task
     ├── PermanentDeliveryError         do not retry: record the outcome and re-plan
     │       .outcome_kind: str         one of OUTCOME_KINDS, e.g. 'invalid_address', 'opted_out'
     └── LookupUnavailable              find_sent only: the provider cannot say whether it has the contact
@@ -23,7 +25,9 @@ absence), and LookupUnavailable when asking cannot tell.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -101,6 +105,35 @@ class TransientDeliveryError(DeliveryError):
         super().__init__(message)
         self.retry_after = retry_after
         self.ambiguous = ambiguous
+
+
+class RateLimited(TransientDeliveryError):
+    """Our own cluster-wide rate limit said not yet; the request never left."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limit reached; a token frees up in {retry_after:.3f} s", retry_after=retry_after)
+
+
+# The last step before a request leaves: every adapter passes it just before writing to the provider, after
+# building the request, so a rate-limit token is taken as close to the provider's clock as we can get.
+_REQUEST_GATE: ContextVar[Callable[[], None] | None] = ContextVar("request_gate", default=None)
+
+
+@contextmanager
+def request_gate(gate: Callable[[], None]) -> Iterator[None]:
+    """Run `gate` (it may raise RateLimited) before each provider request made inside the block."""
+    token = _REQUEST_GATE.set(gate)
+    try:
+        yield
+    finally:
+        _REQUEST_GATE.reset(token)
+
+
+def pass_request_gate() -> None:
+    """Called by adapters right before a request leaves; nothing when no gate is set (lookups, tests)."""
+    gate = _REQUEST_GATE.get()
+    if gate is not None:
+        gate()
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -31,6 +31,7 @@ from channels.base import (
     Receipt,
     SentQuery,
     TransientDeliveryError,
+    pass_request_gate,
 )
 from config.settings import Settings
 
@@ -102,6 +103,7 @@ class EmailAdapter:
 
     def send(self, message: OutboundMessage) -> Receipt:
         email = build_email(message, self._settings.email_from)
+        pass_request_gate()  # here, in the sending thread: the loop thread does not see its context
         _LoopThread.get().run(self._deliver(email, str(message.to)), self._timeout + 5)
         return Receipt(provider_id=str(email["Message-ID"]), status="accepted")
 

@@ -39,6 +39,7 @@ from channels.base import (
     TransientDeliveryError,
     WebhookRejected,
     parse_retry_after,
+    pass_request_gate,
 )
 from config.settings import Settings
 
@@ -97,6 +98,7 @@ class LetterAdapter:
         pdf = render_pdf(message.text, message.locale)
         fields = self._fields(message)
         headers = {"Idempotency-Key": message.contact_id}
+        pass_request_gate()
         try:
             response = self._http.post(
                 "/v1/letters", data=fields, files={"file": ("letter.pdf", pdf, "application/pdf")}, headers=headers

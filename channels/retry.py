@@ -13,14 +13,14 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from channels.base import ChannelAdapter, OutboundMessage, Receipt, TransientDeliveryError
+from channels.base import ChannelAdapter, OutboundMessage, RateLimited, Receipt, TransientDeliveryError
 
 T = TypeVar("T")
 
 
 def _retryable(max_wait: float) -> Callable[[BaseException], bool]:
     def check(exc: BaseException) -> bool:
-        if not isinstance(exc, TransientDeliveryError) or exc.ambiguous:
+        if not isinstance(exc, TransientDeliveryError) or exc.ambiguous or isinstance(exc, RateLimited):
             return False
         return exc.retry_after is None or exc.retry_after <= max_wait
 

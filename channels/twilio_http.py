@@ -28,7 +28,7 @@ import urllib3
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
-from channels.base import TransientDeliveryError, parse_retry_after
+from channels.base import TransientDeliveryError, parse_retry_after, pass_request_gate
 
 _JSON_TYPES = ("application/json", "application/scim+json")
 _logger = logging.getLogger("channels.twilio_http")
@@ -69,6 +69,7 @@ class PooledHttpClient(HttpClient):
             else:
                 body = urlencode_form(data).encode()
                 fields.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        pass_request_gate()
         reply = self._pool.request(
             method.upper(), uri, body=body, headers=fields, redirect=allow_redirects,
             timeout=urllib3.Timeout(total=timeout or self.timeout),

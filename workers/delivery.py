@@ -1,7 +1,8 @@
 """The send pipeline for a batch of contacts of one channel, in small steps, each testable alone:
 
-    one read of the accounts → per contact: last look + claim → render → a rate-limit token → send with short
-    retries (each retry takes its own token) → then, for the batch: settle the claims → record the outcomes
+    one read of the accounts → per contact: last look + claim → render → send with short retries, each
+    request taking its rate-limit token at the adapter's last step before the wire → then, for the batch:
+    settle the claims → record the outcomes
 
 What the caller (a Celery task) must do next comes back per contact as a `Delivery`: nothing, or retry in
 N seconds. A contact id is never sent twice: the claim is the gate, and every path out of it settles or
@@ -16,7 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from channels import voice
-from channels.base import ChannelAdapter, OutboundMessage, PermanentDeliveryError, Receipt, TransientDeliveryError
+from channels.base import (
+    ChannelAdapter,
+    OutboundMessage,
+    PermanentDeliveryError,
+    RateLimited,
+    Receipt,
+    TransientDeliveryError,
+    request_gate,
+)
 from channels.render import Renderer, TemplateContextError
 from channels.retry import retry_transient
 from config.settings import Settings
@@ -109,15 +118,15 @@ class Deliverer:
                 done[contact.id] = Delivery(contact.id, "template_error", detail=str(exc))
                 broken.append(exc)
                 continue
-            # The token is taken last, just before the request, so the provider sees the limit we keep.
-            wait = self.limiter.acquire(contact.channel.value, self.sender(contact.channel.value))
-            if wait > 0:
+            try:
+                done[contact.id] = self._send(contact, claim, message, batch)
+            except RateLimited as exc:  # the request never left: back to queued, the rest of the batch waits
+                wait = exc.retry_after or 1.0
                 recorded = contact.id in already_waiting
                 gate.release(contact, _attempt_of(claim), None if recorded else "rate_limited")
                 self._throttled(contacts[index:], wait, already_waiting | {contact.id}, done)
                 claims.close()
                 break
-            done[contact.id] = self._send(contact, claim, message, batch)
         self._finish(batch)
         if broken:
             # Loudly, once the rest of the batch is settled: a strategy names a template that cannot render;
@@ -152,6 +161,8 @@ class Deliverer:
     def _send(self, contact: Contact, claim: ClaimResult, message: OutboundMessage, batch: _Endings) -> Delivery:
         try:
             receipt = self._with_retries(contact, message)
+        except RateLimited:
+            raise
         except PermanentDeliveryError as exc:
             detail = {"error": str(exc)}
             batch.settle(contact, "failed", detail, OutcomeKind(exc.outcome_kind))
@@ -166,18 +177,19 @@ class Deliverer:
         return Delivery(contact.id, "sent", detail=receipt.provider_id)
 
     def _with_retries(self, contact: Contact, message: OutboundMessage) -> Receipt:
-        """The adapter's send with short retries; every try after the first takes its own token, so a
-        provider coming back from an outage sees the limit, not the backlog of retries."""
-        adapter, tries = self.adapters[contact.channel.value], 0
+        """The adapter's send with short retries. Every request, each retry included, takes its own token at
+        the adapter's last step before the wire (channels.base.request_gate): the provider sees the limit we
+        keep, and one coming back from an outage sees the limit, not the backlog of retries."""
+        adapter, channel = self.adapters[contact.channel.value], contact.channel.value
+
+        def token() -> None:
+            wait = self.limiter.acquire(channel, self.sender(channel))
+            if wait > 0:
+                raise RateLimited(wait)
 
         def one_try() -> Receipt:
-            nonlocal tries
-            tries += 1
-            if tries > 1:
-                wait = self.limiter.acquire(contact.channel.value, self.sender(contact.channel.value))
-                if wait > 0:
-                    raise TransientDeliveryError("rate limit reached before a retry", retry_after=wait)
-            return adapter.send(message)
+            with request_gate(token):
+                return adapter.send(message)
 
         return retry_transient(
             one_try, attempts=self.settings.send_retries, initial_wait=self.retry_wait, max_wait=MAX_REQUEUE_SECONDS

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from channels.base import RateLimited, request_gate
 from channels.sandbox import Sandboxes
 from dispatcher.clock import ManualClock
 from dispatcher.models import Contact
@@ -181,3 +182,19 @@ def test_a_send_task_bigger_than_the_bound_is_split_before_anything_is_sent(
     store = runtime.engine.store
     eventually(lambda: all(store.claim_status(c.account_id, c.id) == "sent" for c in contacts), timeout=30)
     assert _texts(worker_sandboxes, contacts) == {c.id: 1 for c in contacts}
+
+
+def test_a_request_refused_at_the_gate_never_reaches_the_provider(
+    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    [contact] = _queued(runtime, clock, "SG", 1)
+    claim = runtime.engine.gate.claim(contact)
+    message = runtime.deliverer._message(contact, claim)
+    before = worker_sandboxes.twilio.request_count
+
+    def refuse() -> None:
+        raise RateLimited(0.5)
+
+    with request_gate(refuse), pytest.raises(RateLimited):
+        runtime.deliverer.adapters["sms"].send(message)
+    assert worker_sandboxes.twilio.request_count == before  # a definite non-send: safe to give the claim back
