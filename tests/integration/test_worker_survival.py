@@ -106,10 +106,10 @@ def _exists(url: str, account_id: str) -> bool:
     return False
 
 
-def _hold_unacked(worker: WorkerProcess, producer: Celery, url: str) -> None:
+def _hold_unacked(worker: WorkerProcess, producer: Celery, url: str, countdown: float = 300) -> None:
     """Give the worker messages it holds unacked (tasks with a countdown): what it has in hand when Redis goes."""
     for index in range(3):
-        _upsert(producer, f"LATER{index}", countdown=300)
+        _upsert(producer, f"LATER{index}", countdown=countdown)
     client = redis.Redis.from_url(url)
     eventually(lambda: client.hlen("unacked") == 3, timeout=15)
     client.close()
