@@ -18,6 +18,7 @@ import redis.exceptions
 import structlog
 from celery import Task
 from celery.exceptions import Reject
+from celery.worker.request import Request
 
 from workers.deadletter import refuse
 
@@ -59,3 +60,16 @@ def signature_problem(function: Any, args: tuple[Any, ...], kwargs: dict[str, An
     except TypeError as exc:
         return f"arguments do not fit the task: {exc}"
     return None
+
+
+class PrivateArgsRequest(Request):
+    """A task whose arguments carry personal data (an account to upsert, an event's details): the
+    task-received event, and so Flower, shows that they were withheld instead of their values."""
+
+    @property
+    def argsrepr(self) -> str:
+        return "(personal data withheld)"
+
+    @property
+    def kwargsrepr(self) -> str:
+        return "{}"

@@ -23,6 +23,7 @@ from workers.arguments import account_id_problem, checked_payloads, refused, val
 from workers.housekeeping import DISPATCHED_AT, sweep
 from workers.runtime import worker_runtime
 
+PRIVATE_ARGS = "workers.task_base:PrivateArgsRequest"  # what Flower shows of arguments with personal data
 # The most contacts one send task carries; a bigger batch from outside is split before anything is sent.
 MAX_SEND_BATCH = 500
 WAITING = "waiting"  # payload key: this contact's rate-limit wait is already audited
@@ -120,7 +121,7 @@ def housekeeping() -> dict[str, int]:
     return sweep(worker_runtime())
 
 
-@app.task(name="dispatcher.ingest_event")
+@app.task(name="dispatcher.ingest_event", Request=PRIVATE_ARGS)
 def ingest_event(account_id: str, event: dict[str, Any]) -> str:
     """The Celery entry for services on the same broker; the same validation as the HTTP path. An invalid
     event, or one for an account we do not have, is dead-lettered with the reason; nothing is written."""
@@ -138,7 +139,7 @@ def ingest_event(account_id: str, event: dict[str, Any]) -> str:
         return refused(ingest_event, str(exc), [account_id, event])
 
 
-@app.task(name="dispatcher.upsert_account")
+@app.task(name="dispatcher.upsert_account", Request=PRIVATE_ARGS)
 def upsert_account(account: dict[str, Any]) -> str:
     """An account object as in the HTTP API; an invalid one is dead-lettered with the fields named."""
     runtime = worker_runtime()
