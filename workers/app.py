@@ -50,6 +50,8 @@ def configure(settings: Settings) -> Celery:
         task_soft_time_limit=max(1, settings.task_time_limit - 10),
         # Nobody reads send results: the store and the audit trail are the record.
         task_ignore_result=True,
+        # Flower sees every task from the start, not only once it has asked the workers to send events.
+        worker_send_task_events=True,
         result_backend=None,
         task_serializer="json",
         accept_content=["json"],
