@@ -19,8 +19,8 @@ class CommandLineError(ValueError):
     """The command line does not parse; the message is the CLI's own."""
 
 
-def parse_dispatcher(args: list[str]) -> Any:
-    """The leaf command's parsed context for `dispatcher *args`; CommandLineError when it does not parse.
+def resolve_dispatcher(args: list[str]) -> tuple[Any, str, list[str]]:
+    """(the command `args` names, its path such as `dispatcher dead-letters list`, the arguments left).
 
     Typer ships its own copy of click, so groups are recognised by their `get_command`, not by class.
     """
@@ -28,12 +28,20 @@ def parse_dispatcher(args: list[str]) -> Any:
     name = "dispatcher"
     rest = list(args)
     while hasattr(command, "get_command") and hasattr(command, "list_commands"):
-        if not rest or rest[0] in ("--help", "-h"):
-            return command.context_class(command, info_name=name)
+        if not rest or rest[0].startswith("-"):
+            break
         sub = command.get_command(command.context_class(command, info_name=name), rest[0])
         if sub is None:
             raise CommandLineError(f"{name}: no such command {rest[0]!r}")
         name, command, rest = f"{name} {rest[0]}", sub, rest[1:]
+    return command, name, rest
+
+
+def parse_dispatcher(args: list[str]) -> Any:
+    """The leaf command's parsed context for `dispatcher *args`; CommandLineError when it does not parse."""
+    command, name, rest = resolve_dispatcher(args)
+    if hasattr(command, "list_commands") and not [arg for arg in rest if arg != "--help"]:
+        return command.context_class(command, info_name=name)  # a group named alone shows its help
     resilient = "--help" in rest  # --help is eager and would exit; every command has it
     try:
         return command.make_context(name, [arg for arg in rest if arg != "--help"], resilient_parsing=resilient)
