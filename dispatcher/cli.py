@@ -179,6 +179,9 @@ def worker(
     pool: Annotated[str, typer.Option(help="prefork (CPU-bound planning) or threads (I/O-bound sends).")] = "prefork",
     name: Annotated[str, typer.Option(help="Worker node name.")] = "dispatcher@%h",
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics of every worker process on this port.")
+    ] = None,
 ) -> None:
     """Start a Celery worker on the shared Redis (DISPATCHER_REDIS_URL) for the given queues."""
     from workers.app import configure
@@ -188,6 +191,7 @@ def worker(
     # unrecoverable error exited 0, which a supervisor that restarts on failure leaves dead.
     exit_code = celery_app.start(
         ["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", name, "--loglevel", loglevel]
+        + ([] if metrics_port is None else ["--metrics-port", str(metrics_port)])  # workers/metrics.py
     )
     if exit_code:
         raise typer.Exit(exit_code)

@@ -17,6 +17,7 @@ from dispatcher.audit import decision_audit, entry_audit
 from dispatcher.clock import Clock
 from dispatcher.events import Event, EventRejected, Outcome, apply_event, lapsed_events
 from dispatcher.gate import SendGate
+from dispatcher.metrics import observe_commits
 from dispatcher.models import Account, AccountRecord, AccountState, Contact, HistoryEntry, Plan
 from dispatcher.planner import FRESH_STATE, fresh_shape, plan, rebased
 from dispatcher.store import CONFLICT, DUPLICATE, Commit, Loaded, Store
@@ -161,6 +162,9 @@ class Engine:
                     queued = tuple(c for c in account_plan.contacts if c.id in set(reply))  # type: ignore[arg-type]
                     created = commit.loaded.record is None
                     results[account_id] = Result(account_id, "applied", account_plan, queued, created, commit.record)
+            # Decisions, wake-up lag (a re-plan is the pump's) and account counts: one call per batch.
+            written = [pair for pair, reply in zip(staged, replies, strict=True) if isinstance(reply, list)]
+            observe_commits(self.store.redis, written, now, due=mutate is _replanned)
         if pending:
             raise RuntimeError(f"accounts kept changing under the planner: {pending[:5]}")
         return [results[account_id] for account_id in account_ids if account_id in results]

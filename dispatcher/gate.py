@@ -17,6 +17,7 @@ from datetime import datetime
 from dispatcher.audit import contact_audit, decision_audit
 from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
+from dispatcher.metrics import LAST_LOOK
 from dispatcher.models import AccountRecord, Contact, Decision, HistoryEntry
 from dispatcher.planner import ADHOC_STAGE, stage_index_at
 from dispatcher.store import Loaded, Store
@@ -109,6 +110,7 @@ class SendGate:
         self.store.ledger.move(contact.account_id, contact.id, contact.channel.value, "queued", None)
         decision = Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until)  # type: ignore[arg-type]
         self.store.append_audit(contact.account_id, [decision_audit(contact.account_id, decision, now, "last_look")])
+        LAST_LOOK.labels(contact.channel.value, ruling.verdict, ruling.rule or "").inc()
         if ruling.until is not None:
             self.store.wake_no_later(contact.account_id, ruling.until)
         return ClaimResult(ruling.verdict, ruling.rule, ruling.until, record)

@@ -39,6 +39,10 @@ _PHONE = re.compile(
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,})")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+# Celery's per-message INFO lines: "Task ... received" and "... succeeded" for every task, "Sending due task"
+# for every beat entry. Our own events say what each task did; at INFO these would be the bulk of the log and
+# all of an idle cluster's. Shown again at DEBUG. (Names only: dispatcher does not import Celery.)
+PER_MESSAGE_LINES = {"celery.worker.strategy": "", "celery.app.trace": "", "celery.beat": "Scheduler: Sending due"}
 
 
 def mask_text(text: str) -> str:
@@ -77,8 +81,18 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None:
-    """Route structlog and the standard library (uvicorn included) through one masked renderer."""
+class _PerMessageFilter(logging.Filter):
+    """Drops Celery's per-message INFO lines (PER_MESSAGE_LINES); their warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        prefix = PER_MESSAGE_LINES.get(record.name)
+        return prefix is None or record.levelno > logging.INFO or not str(record.msg).startswith(prefix)
+
+
+def configure_logging(settings: Settings, stream: IO[str] | None = None, level: str | int | None = None) -> None:
+    """Route structlog and the standard library (uvicorn and Celery included) through one masked renderer.
+
+    `level` overrides settings.log_level (a worker's --loglevel)."""
     renderer: Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if settings.log_format == "json"
@@ -96,7 +110,9 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(settings.log_level)
+    root.setLevel(level or settings.log_level)
+    if root.getEffectiveLevel() > logging.DEBUG:
+        handler.addFilter(_PerMessageFilter())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -6,11 +6,25 @@ configured from settings by `configure()` before a worker or beat starts.
 
 from __future__ import annotations
 
-from celery import Celery
+import contextlib
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import celery.apps.worker
+import click
+import structlog
+from celery import Celery, signals
+from celery.utils.log import mlevel
 from kombu import Queue
 
-from config.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError, load_settings
+from dispatcher.logging import configure_logging
 from workers.broker import transport_for
+from workers.metrics import start_exporter
 
 QUEUES = ("plan", "sms", "voice", "email", "letter", "agency")
 
@@ -72,3 +86,56 @@ def configure(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     return app
+
+
+# Logs and metrics of the worker and beat processes (docs/operations.md, "Metrics and logs").
+app.user_options["worker"].add(
+    click.Option(["--metrics-port"], type=int, default=None, help="Serve this worker's Prometheus metrics here.")
+)
+
+
+def _own_logging(loglevel: int | str | None) -> None:
+    """Celery's loggers go through ours (one JSON object a line with DISPATCHER_LOG_FORMAT=json), at the more
+    verbose of --loglevel and DISPATCHER_LOG_LEVEL. A host that already has handlers (a test runner embedding
+    a worker) keeps them, as Celery itself would."""
+    if not logging.getLogger().handlers:
+        settings = load_settings()
+        configure_logging(settings, level=min(mlevel(loglevel or logging.WARNING), mlevel(settings.log_level)))
+        logging.captureWarnings(True)  # Celery's warnings (its SecurityWarning as root) become lines too
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: int | None = None, **_: Any) -> None:
+    _own_logging(loglevel)  # a receiver here means Celery adds no handler of its own
+
+
+@signals.celeryd_init.connect
+def _worker_starting(instance: Any, options: dict[str, Any], **_: Any) -> None:
+    """In the worker's main process, before the pool forks (and before Celery's first warning): our logging,
+    no text banner in JSON mode, the metrics exporter."""
+    _own_logging(options.get("loglevel"))
+    if load_settings().log_format == "json":
+        instance.quiet = True  # Celery prints its banner straight to the terminal, past every logger
+        celery.apps.worker.safe_say = _say_json  # and its shutdown notices, from its signal handlers
+    if options.get("metrics_port") is not None:
+        start_exporter(options["metrics_port"])
+
+
+def _say_json(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's notices from signal handlers ("worker: Warm shutdown") as JSON lines: still one raw write, as
+    Celery does it, since a signal handler must not wait for the logging locks."""
+    when = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    line = {"event": msg, "level": "warning", "logger": "celery.apps.worker", "timestamp": when}
+    with contextlib.suppress(OSError, ValueError):
+        os.write(f.fileno(), (json.dumps(line) + "\n").encode())
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str, task: Any, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()  # a pool thread or process may carry the last task's ids
+    structlog.contextvars.bind_contextvars(task_id=task_id, task_name=task.name)
+
+
+@signals.task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()

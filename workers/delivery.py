@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import structlog
+
 from channels import voice
 from channels.base import (
     ChannelAdapter,
@@ -32,9 +34,11 @@ from config.settings import Settings
 from dispatcher.engine import Engine
 from dispatcher.events import Event, Outcome
 from dispatcher.gate import ClaimResult
+from dispatcher.metrics import CONTACTS, tally
 from dispatcher.models import Channel, Contact, HistoryEntry, OutcomeKind
 from workers.limiter import RateLimiter
 from workers.messages import build_message
+from workers.metrics import timed_send, waited
 
 # A wait longer than this goes back to the schedule instead of the broker: no long ETAs on Redis.
 MAX_REQUEUE_SECONDS = 60.0
@@ -106,6 +110,7 @@ class Deliverer:
         broken: list[TemplateContextError] = []
         claims = gate.claim_each(contacts)
         for index, contact in enumerate(contacts):
+            structlog.contextvars.bind_contextvars(contact_id=contact.id)  # on every line about this contact
             _, claim = next(claims)
             if claim.verdict != "send":
                 result = {"defer": "deferred", "deny": "denied"}.get(claim.verdict, claim.verdict)
@@ -127,7 +132,9 @@ class Deliverer:
                 self._throttled(contacts[index:], wait, already_waiting | {contact.id}, done)
                 claims.close()
                 break
+        structlog.contextvars.unbind_contextvars("contact_id")
         self._finish(batch)
+        tally(CONTACTS, ((c.channel.value, done[c.id].result) for c in contacts if c.id in done))
         if broken:
             # Loudly, once the rest of the batch is settled: a strategy names a template that cannot render;
             # its claim was given back, so nothing half-filled went out.
@@ -185,11 +192,12 @@ class Deliverer:
         def token() -> None:
             wait = self.limiter.acquire(channel, self.sender(channel))
             if wait > 0:
+                waited(channel, wait)
                 raise RateLimited(wait)
 
         def one_try() -> Receipt:
             with request_gate(token):
-                return adapter.send(message)
+                return timed_send(channel, adapter.send, message)
 
         return retry_transient(
             one_try, attempts=self.settings.send_retries, initial_wait=self.retry_wait, max_wait=MAX_REQUEUE_SECONDS

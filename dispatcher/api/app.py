@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from config.settings import Settings
-from dispatcher.api import accounts, admin, batch, docs, errors, events, health
+from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
@@ -74,6 +74,7 @@ def create_app(
     # Before idempotency, authentication and any Redis call: an oversized or slow body costs nothing.
     app.add_middleware(BodyGuardMiddleware, limits=app.state.limits)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every line has the request id
+    request_metrics.install(app)  # /metrics, and every request counted by route, the refused ones included
     return app
 
 

@@ -1,0 +1,166 @@
+"""Prometheus metrics: every name the dispatcher exports is defined here (docs/operations.md, "Metrics and logs").
+
+Counters and histograms are observed in the process that does the work (the API, a worker or its prefork
+children) and scraped from it: the API serves /metrics, a worker with `--metrics-port` serves its children's
+values through prometheus_client's multiprocess mode (workers/metrics.py). Cluster-wide state (queue depths,
+accounts by stage and status) is read from Redis at scrape time by the collectors below, which only the API
+registers, so no series is exported twice.
+
+Every metric here has at least one label: a labelled metric creates its values on first use, which is what
+lets a worker switch prometheus_client to multiprocess mode after this module was imported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import redis
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from dispatcher.models import AccountRecord, Channel
+
+QUEUES = ("plan", *(channel.value for channel in Channel))  # the Celery queues, as workers/app.py names them
+ACCOUNTS_KEY = "dispatcher:metrics:accounts"  # hash "stage\tstatus" -> accounts, kept by every commit
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis lists per priority step
+
+CONTACTS = Counter(
+    "dispatcher_contacts", "Contacts through the send pipeline, by how each one ended this time.",
+    ["channel", "result"],
+)  # fmt: skip
+PLAN_DECISIONS = Counter(
+    "dispatcher_plan_decisions", "Planner verdicts on candidate contacts (every re-plan that reaches one).",
+    ["channel", "verdict", "rule"],
+)  # fmt: skip
+LAST_LOOK = Counter(
+    "dispatcher_last_look", "Contacts the last look before sending deferred or denied, by rule.",
+    ["channel", "verdict", "rule"],
+)  # fmt: skip
+RATE_LIMIT_WAITS = Counter("dispatcher_rate_limit_waits", "Times a send met the rate limit.", ["channel"])
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "dispatcher_rate_limit_wait_seconds", "Seconds of wait the rate limit asked for.", ["channel"]
+)
+PROVIDER_LATENCY = Histogram(
+    "dispatcher_provider_request_seconds", "One request to a provider, answered or not.", ["channel"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
+PROVIDER_ERRORS = Counter(
+    "dispatcher_provider_errors", "Failed provider requests: transient, permanent or ambiguous (may have left).",
+    ["channel", "kind"],
+)  # fmt: skip
+WAKEUP_LAG = Histogram(
+    "dispatcher_wakeup_lag_seconds", "From an account's planned wake-up to its re-plan.", ["stage"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
+)  # fmt: skip
+HTTP_REQUESTS = Counter(
+    "dispatcher_http_requests", "API requests by route template and status.", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "dispatcher_http_request_duration_seconds", "API request duration by route template.", ["method", "route"]
+)
+ALL = (CONTACTS, PLAN_DECISIONS, LAST_LOOK, RATE_LIMIT_WAITS, RATE_LIMIT_WAIT_SECONDS, PROVIDER_LATENCY,
+       PROVIDER_ERRORS, WAKEUP_LAG, HTTP_REQUESTS, HTTP_DURATION)  # fmt: skip
+SCRAPED = ("dispatcher_queue_depth", "dispatcher_unacked_messages", "dispatcher_accounts")  # the collectors' names
+
+
+def tally(metric: Counter, labels: Iterable[tuple[str, ...]]) -> None:
+    """Count label tuples tallied first, so a batch costs one label lookup per distinct tuple, not per item."""
+    for values, count in Tally(labels).items():
+        metric.labels(*values).inc(count)
+
+
+def observe_commits(client: redis.Redis, committed: Sequence[tuple[Any, Any]], now: datetime, due: bool) -> None:
+    """After a batch commit (engine): planner decisions, the wake-up lag of accounts that came due (`due`: the
+    pump's re-plan) and the moves between (stage, status) in the cluster-wide account counts.
+
+    `committed` holds (Commit, Plan) pairs that were written. The counts move by exact deltas, since a commit
+    succeeds only against the record it read; one pipeline per batch, and only when something moved."""
+    tally(PLAN_DECISIONS, ((d.channel.value, d.verdict, d.rule or "") for _, plan in committed for d in plan.decisions))
+    moves: Tally[str] = Tally()
+    lags: dict[str, list[float]] = {}
+    for commit, _ in committed:
+        before, after = commit.loaded.record, commit.record
+        if before is not None:
+            moves[_field(before)] -= 1
+            if due and before.next_wakeup is not None and before.next_wakeup <= now:
+                # An account woken before its planned time (an event, a wait) has no lag to speak of: skipped.
+                lags.setdefault(before.stage or "none", []).append((now - before.next_wakeup).total_seconds())
+        moves[_field(after)] += 1
+    for stage, values in lags.items():
+        child = WAKEUP_LAG.labels(stage)
+        for value in values:
+            child.observe(value)
+    changed = {field: delta for field, delta in moves.items() if delta}
+    if changed:
+        pipe = client.pipeline(transaction=False)
+        for field, delta in changed.items():
+            pipe.hincrby(ACCOUNTS_KEY, field, delta)
+        pipe.execute()
+
+
+class ClusterCollector:
+    """Queue depths (LLEN of kombu's lists), unacked messages and accounts by stage and status, read from Redis
+    at scrape time in one round trip: a handful of commands, whatever the number of accounts."""
+
+    def __init__(self, client: redis.Redis, queues: Sequence[str] = QUEUES) -> None:
+        self.client = client
+        self.queues = queues
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pipe = self.client.pipeline(transaction=False)
+        for queue in self.queues:
+            for suffix in _PRIORITY_SUFFIXES:
+                pipe.llen(queue + suffix)
+        pipe.hlen("unacked")
+        pipe.hgetall(ACCOUNTS_KEY)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError:
+            return  # Redis away: these series are absent from this scrape, the process's own are still served
+        depth = GaugeMetricFamily("dispatcher_queue_depth", "Messages waiting on a Celery queue.", labels=["queue"])
+        step = len(_PRIORITY_SUFFIXES)
+        for index, queue in enumerate(self.queues):
+            depth.add_metric([queue], sum(replies[index * step : (index + 1) * step]))
+        yield depth
+        yield GaugeMetricFamily(
+            "dispatcher_unacked_messages", "Messages delivered to a worker and not yet acked (countdowns included).",
+            value=replies[-2],
+        )  # fmt: skip
+        accounts = GaugeMetricFamily("dispatcher_accounts", "Accounts by stage and status.", labels=["stage", "status"])
+        for field, count in sorted(replies[-1].items()):
+            stage, _, status = (field.decode() if isinstance(field, bytes) else field).partition("\t")
+            accounts.add_metric([stage, status], int(count))
+        yield accounts
+
+
+def recount_accounts(client: redis.Redis, batch: int = 1000) -> dict[str, int]:
+    """Rebuild the account counts from every record (one full scan): for a store written before the counts
+    existed. Run it while nothing writes, or the counts drift by what was written during the scan."""
+    counts: Tally[str] = Tally()
+    keys = list(client.scan_iter(match="{a:*}:acct", count=batch))
+    for start in range(0, len(keys), batch):
+        pipe = client.pipeline(transaction=False)
+        for key in keys[start : start + batch]:
+            pipe.hget(key, "d")
+        for raw in pipe.execute():
+            if raw is not None:
+                record = AccountRecord.model_validate_json(raw)
+                counts[_field(record)] += 1
+    pipe = client.pipeline()
+    pipe.delete(ACCOUNTS_KEY)
+    if counts:
+        pipe.hset(ACCOUNTS_KEY, mapping=dict(counts))
+    pipe.execute()
+    return dict(counts)
+
+
+def metric_names() -> set[str]:
+    """Every family name exported, as PromQL sees it without the _total/_bucket/_sum/_count suffixes."""
+    return {family.name for metric in ALL for family in metric.describe()} | set(SCRAPED)
+
+
+def _field(record: AccountRecord) -> str:
+    return f"{record.stage or 'none'}\t{record.state.status}"
