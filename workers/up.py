@@ -146,7 +146,8 @@ def topology(settings: Settings, plan: UpPlan, redis_url: str, auth: FlowerAuth 
     threads = plan.workers * SEND_THREADS_PER_WORKER
     parts.append(Part("send", _worker(SEND_QUEUES, "threads", threads), f"queues {SEND_QUEUES}, threads x{threads}"))
     if auth is not None:
-        who = f"user {auth.user}, password {auth.password}" + (" (generated, shown once)" if auth.generated else "")
+        secret = f"password {auth.password} (generated, shown once)" if auth.generated else "FLOWER_PASSWORD"
+        who = f"user {auth.user}, {secret}"
         argv = flower_command(redis_url, plan.flower_port)
         parts.append(Part("flower", argv, f"http://127.0.0.1:{plan.flower_port} ({who})", flower_env(auth)))
     ports = sandbox_ports(settings) if plan.sandboxes else None
@@ -212,6 +213,8 @@ def run_up(settings: Settings, plan: UpPlan, out: TextIO, environ: Mapping[str, 
     for name in ("DISPATCHER_REDIS_URL", "DISPATCHER_PUBLIC_BASE_URL", "DISPATCHER_TWILIO_API_BASE_URL"):
         if name in env:
             print(f"  {name}={env[name]}", file=out)
+    if not settings.api_keys:
+        print("  no DISPATCHER_API_KEYS: every /v1 call answers 401; `dispatcher api-key admin` makes one", file=out)
     out.flush()
     manager.loop()
     return int(manager.returncode or 0)

@@ -27,8 +27,10 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
+from config.settings import load_settings
 from dispatcher.api import new_api_key
 from tests.api_fixtures import account_body
+from workers.up import FlowerAuth, UpError, UpPlan, flower_auth, sandbox_ports, shared_env, topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(110)]
 DISPATCHER = str(Path(sys.executable).with_name("dispatcher"))
@@ -82,7 +84,8 @@ class Up:
     def __init__(self, state_dir: Path, env: dict[str, str], args: list[str]) -> None:
         self.log_path = state_dir.parent / "up.log"
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen([DISPATCHER, "up", *args], env=env, stdout=log,
+            # A session of its own, as a terminal's job has; the temp dir as cwd, so no developer's .env is read.
+            self.process = subprocess.Popen([DISPATCHER, "up", *args], env=env, cwd=state_dir.parent, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.groups = {self.process.pid}
 
@@ -227,13 +230,63 @@ def test_up_sends_every_channel_and_ctrl_c_leaves_no_process(up: tuple[Up, str],
     print(f"ready after {ready_after:.1f}s; all {ACCOUNTS} accounts out {time.monotonic() - started:.1f}s after "
           f"loading: {dict(seen.channels)}, {seen.callbacks_answered} callbacks answered")  # fmt: skip
 
+    stop_and_check(running, signal.SIGINT, 130, ports)  # what Ctrl-C in a terminal sends
+
+
+def test_sigterm_stops_every_process(up: tuple[Up, str], ports: dict[str, int]) -> None:
+    running, _ = up
+    wait_ready(running, f"http://127.0.0.1:{ports['api']}")
+    time.sleep(2)  # the workers' pools are up: prefork children exist
+    stop_and_check(running, signal.SIGTERM, 143, ports)  # what a supervisor or `kill` sends
+
+
+def stop_and_check(running: Up, signum: int, exit_code: int, ports: dict[str, int]) -> None:
+    """Signal `up`'s group and check no process of any group it made is left, nor a listening port."""
     running.note_groups()
-    assert len(running.groups) >= 8  # up itself, redis, api, beat, plan, send, flower, sandbox
-    os.killpg(running.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    assert running.process.wait(30) == 130, running.log()[-4000:]
+    assert len(running.groups) >= 8, running.groups  # up itself, redis, api, beat, plan, send, flower, sandbox
+    os.killpg(running.process.pid, signum)
+    assert running.process.wait(30) == exit_code, running.log()[-4000:]
     gone_by = time.monotonic() + 10
     while any(group_alive(pgid) for pgid in running.groups) and time.monotonic() < gone_by:
         time.sleep(0.1)
     left = [pgid for pgid in running.groups if group_alive(pgid)]
-    assert not left, f"process groups still alive after Ctrl-C: {left}\n{running.log()[-4000:]}"
+    assert not left, f"process groups still alive after {signal.Signals(signum).name}: {left}\n{running.log()[-4000:]}"
     assert port_free(ports["redis"]) and port_free(ports["api"]) and port_free(ports["flower"])
+
+
+@pytest.fixture
+def unconfigured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in os.environ:
+        if name.startswith("DISPATCHER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.usefixtures("unconfigured")
+def test_every_part_runs_when_nothing_is_configured() -> None:
+    settings = load_settings(_env_file=None)
+    parts = topology(settings, UpPlan(), "redis://127.0.0.1:6379/0", flower_auth({}))
+    assert [part.name for part in parts] == ["redis", "api", "beat", "plan", "send", "flower", "sandbox"]
+    assert sandbox_ports(settings) == {"twilio": 8701, "smtp": 8725, "print": 8702, "agency": 8703}
+    env = shared_env(settings, UpPlan(), "redis://127.0.0.1:6379/0")
+    assert env["DISPATCHER_TWILIO_API_BASE_URL"] == "http://127.0.0.1:8701"
+    assert env["DISPATCHER_PUBLIC_BASE_URL"] == "http://127.0.0.1:8700"
+
+
+@pytest.mark.usefixtures("unconfigured")
+def test_real_providers_and_a_configured_redis_start_neither_sandboxes_nor_redis() -> None:
+    settings = load_settings(
+        _env_file=None, redis_url="redis://redis.internal:6379/0", twilio_account_sid="AC" + "1" * 32,
+        smtp_host="smtp.example-bank.test", print_vendor_url="https://print.example.test",
+        agency_url="https://agency.example.test/cases",
+    )  # fmt: skip
+    assert sandbox_ports(settings) is None
+    names = [part.name for part in topology(settings, UpPlan(flower=False), settings.redis_url or "", None)]
+    assert names == ["api", "beat", "plan", "send"]
+
+
+def test_flower_password_comes_from_the_environment_or_is_made_once() -> None:
+    assert flower_auth({"FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret"}) == FlowerAuth("ops", "s3cret", False)
+    made = flower_auth({})
+    assert made.user == "admin" and made.generated and len(made.password) >= 16
+    with pytest.raises(UpError, match="FLOWER_"):
+        flower_auth({"FLOWER_PASSWORD": "a,b"})  # Flower would split it into two logins
