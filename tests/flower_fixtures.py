@@ -66,17 +66,17 @@ class ChildProcess:
 
 
 class FlowerProcess(ChildProcess):
-    """Flower on `broker_url` at `url` (no credentials in it); `api(path)` sends the basic auth."""
+    """Flower on `broker_url` at `url` (no credentials in it), `auth` = (user, password); `api(path)` sends it."""
 
     def __init__(self, broker_url: str, log_path: Path, auth: FlowerAuth = AUTH) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.auth = auth
+        self.auth = (auth.user, auth.password)
         env = {**os.environ, **flower_env(auth)}
         super().__init__(flower_command(broker_url, self.port), env, log_path)
 
     def api(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, auth=(self.auth.user, self.auth.password), timeout=10)
+        return httpx.get(self.url + path, auth=self.auth, timeout=10)
 
 
 class WorkerProcess(ChildProcess):

@@ -77,7 +77,7 @@ def _not_due(account_id: str) -> dict[str, object]:
 def test_flower_wants_its_password_and_changes_nothing(flower: FlowerProcess) -> None:  # noqa: F811
     flower.wait_for("Flower answering", lambda: flower.api("/api/workers").status_code == 200)
     assert httpx.get(f"{flower.url}/api/workers", timeout=10).status_code == 401
-    assert httpx.get(f"{flower.url}/api/workers", auth=(flower.auth.user, "wrong"), timeout=10).status_code == 401
+    assert httpx.get(f"{flower.url}/api/workers", auth=(flower.auth[0], "wrong"), timeout=10).status_code == 401
     shutdown = httpx.post(f"{flower.url}/api/worker/shutdown/anyone@localhost",
-                          auth=(flower.auth.user, flower.auth.password), timeout=10)  # fmt: skip
+                          auth=flower.auth, timeout=10)  # fmt: skip
     assert shutdown.status_code == 403  # read-only: Flower may watch the cluster, never steer it
