@@ -42,7 +42,8 @@ class Channel(kombu_redis.Channel):
         self._restore_orphans()
 
     def close(self) -> None:
-        if self.connection.client is None and self._qos is not None and self._qos._delivered:
+        detached = self.connection is None or self.connection.client is None
+        if detached and self._qos is not None and self._qos._delivered:
             with _orphaned_lock:
                 _orphaned.update(self._qos._delivered)
         super().close()
