@@ -106,3 +106,31 @@ def test_a_real_server_logs_a_request_id_on_every_line_and_no_raw_phone_or_email
     output = captured.getvalue()
     for raw in ("+8613800138000", "13800138000", "xiaoming@example.com", "王小明", "Nanjing"):
         assert raw not in output
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_celerys_per_message_lines_show_only_at_debug_and_its_warnings_always(level: str, shown: bool) -> None:
+    stream = io.StringIO()
+    configure_logging(load_settings(log_format="json", _env_file=None), stream=stream, level=level)
+    try:
+        logging.getLogger("celery.worker.strategy").info("Task %s received", "dispatcher.plan[1]")
+        logging.getLogger("celery.app.trace").info("Task %s succeeded in 0.01s: %s", "dispatcher.plan[1]", 3)
+        logging.getLogger("celery.beat").info("Scheduler: Sending due task housekeeping (dispatcher.housekeeping)")
+        logging.getLogger("celery.beat").info("beat: Starting...")
+        logging.getLogger("celery.app.trace").error("Task %s raised unexpected: %s", "dispatcher.send[2]", "boom")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    events = [line["event"] for line in lines(stream)]
+    assert ("beat: Starting..." in events) and any("raised unexpected" in event for event in events)
+    assert any("received" in event for event in events) is shown
+    assert any("Sending due task" in event for event in events) is shown
+
+
+def test_lines_inside_a_task_carry_its_ids_and_the_contact_being_worked_on(captured: io.StringIO) -> None:
+    with structlog.contextvars.bound_contextvars(task_id="t-1", task_name="dispatcher.send", contact_id="A1/x/sms/0"):
+        logging.getLogger("urllib3.connectionpool").debug("POST /Messages.json 201")
+        structlog.get_logger("workers.reconcile").info("claim.reconciled")
+    assert [(r["task_id"], r["task_name"], r["contact_id"]) for r in lines(captured)] == [
+        ("t-1", "dispatcher.send", "A1/x/sms/0")
+    ] * 2
