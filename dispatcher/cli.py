@@ -208,7 +208,9 @@ def beat(
     settings = _settings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     celery_app = configure(settings)
-    celery_app.start(["beat", "--schedule", str(settings.state_dir / "celerybeat-schedule"), "--loglevel", loglevel])
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # beat's banner is text, printed past the logs
+    schedule = str(settings.state_dir / "celerybeat-schedule")
+    celery_app.start([*quiet, "beat", "--schedule", schedule, "--loglevel", loglevel])
 
 
 @app.command()
