@@ -1,0 +1,37 @@
+"""Connecting to the record: a psycopg 3 pool, and the schema brought up to date by yoyo-migrations.
+
+yoyo applies the numbered SQL files in migrations/ once each, records them in its own table and takes a
+lock, so every process may call `migrate` at start (the API, each worker) and only the first does work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psycopg_pool import ConnectionPool
+from yoyo import get_backend, read_migrations
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _yoyo_url(url: str) -> str:
+    """yoyo names its psycopg 3 backend by the URL's scheme."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg://{rest}" if sep and scheme in ("postgresql", "postgres") else url
+
+
+def migrate(url: str) -> list[str]:
+    """Apply the migrations not yet applied; returns their ids."""
+    backend = get_backend(_yoyo_url(url))
+    migrations = read_migrations(str(MIGRATIONS))
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return [migration.id for migration in pending]
+
+
+def open_pool(url: str, max_size: int = 4) -> ConnectionPool:
+    """A pool opened now and checked: a wrong URL fails here, with PostgreSQL's own message."""
+    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False})
+    pool.open(wait=True, timeout=30)
+    return pool

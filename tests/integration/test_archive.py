@@ -1,0 +1,96 @@
+"""The archiver moves the audit streams into PostgreSQL: every entry once, the streams trimmed only after
+the commit, and a batch stopped at any point loses and repeats nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from psycopg_pool import ConnectionPool
+from pydantic_core import to_json
+
+from dispatcher.clock import ManualClock
+from dispatcher.engine import Engine
+from dispatcher.events import Payment
+from dispatcher.record.archive import AuditArchiver
+from dispatcher.store import Store
+from tests.conftest import make_account
+from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+class Stop(Exception):
+    """A fault injected at a named point of a batch."""
+
+
+def _fill(engine: Engine, clock: ManualClock, accounts: int = 40, days: int = 5) -> list[dict[str, object]]:
+    engine.upsert_many([make_account(f"A{i}") for i in range(accounts)])
+    for _ in range(days):
+        clock.advance(timedelta(days=1))
+        engine.replan_many([f"A{i}" for i in range(accounts)])
+    engine.record_event("A0", Payment(amount=Decimal("10")))
+    return engine.store.audit()
+
+
+def _keys(pool: ConnectionPool) -> list[tuple[object, ...]]:
+    with pool.connection() as conn:
+        return conn.execute("SELECT shard, stream_ms, stream_seq, position FROM audit_entries").fetchall()
+
+
+def _stream_length(store: Store) -> int:
+    return sum(store.redis.xlen(store.audit_key(shard)) for shard in range(store.shards))
+
+
+def test_every_audit_entry_is_archived_once_and_the_streams_are_trimmed(
+    engine: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    entries = _fill(engine, clock)
+    moved = AuditArchiver(engine.store, record_pool, batch=7).run()
+    keys = _keys(record_pool)
+    assert moved.rows == len(entries) == len(keys) == len(set(keys))
+    assert _stream_length(engine.store) == 0
+    assert AuditArchiver(engine.store, record_pool, batch=7).run().rows == 0
+
+
+def test_archived_entries_keep_their_fields(engine: Engine, clock: ManualClock, record_pool: ConnectionPool) -> None:
+    entries = _fill(engine, clock, accounts=3, days=2)
+    AuditArchiver(engine.store, record_pool).run()
+    with record_pool.connection() as conn:
+        rows = conn.execute("SELECT entry FROM audit_entries").fetchall()
+    archived = sorted(json.dumps(row[0], sort_keys=True) for row in rows)
+    assert archived == sorted(json.dumps(json.loads(to_json(entry, fallback=str)), sort_keys=True) for entry in entries)
+
+
+@pytest.mark.parametrize("point", ["copied", "committed"])
+def test_a_batch_stopped_midway_loses_and_repeats_nothing(
+    engine: Engine, clock: ManualClock, record_pool: ConnectionPool, point: str
+) -> None:
+    entries = _fill(engine, clock)
+    length = _stream_length(engine.store)
+
+    def fault(at: str) -> None:
+        if at == point:
+            raise Stop(at)
+
+    with pytest.raises(Stop):
+        AuditArchiver(engine.store, record_pool, batch=5, fault=fault).run()
+    assert _stream_length(engine.store) == length  # nothing trimmed that was not committed
+    AuditArchiver(engine.store, record_pool, batch=5).run()
+    keys = _keys(record_pool)
+    assert len(keys) == len(set(keys)) == len(entries)
+    assert _stream_length(engine.store) == 0
+
+
+def test_partitions_are_made_for_the_months_of_the_entries(
+    engine: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    _fill(engine, clock, accounts=2, days=1)
+    clock.advance(timedelta(days=62))
+    engine.replan_many(["A1"])
+    AuditArchiver(engine.store, record_pool).run()
+    with record_pool.connection() as conn:
+        months = conn.execute("SELECT DISTINCT tableoid::regclass::text FROM audit_entries ORDER BY 1").fetchall()
+    assert [name for (name,) in months] == ["audit_entries_y2026m03", "audit_entries_y2026m05"]
