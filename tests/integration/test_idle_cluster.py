@@ -56,13 +56,16 @@ def test_an_idle_cluster_puts_almost_nothing_on_the_broker_and_logs_nothing_at_i
         client.config_resetstat()
         info_lines_before = _info_lines(worker.log())
         time.sleep(IDLE_SECONDS)
-        published = int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+        stats = client.info("commandstats")
+        published = int(stats.get("cmdstat_lpush", {}).get("calls", 0))
+        events = int(stats.get("cmdstat_publish", {}).get("calls", 0))
         info_lines = _info_lines(worker.log()) - info_lines_before
     finally:
         beat.send_signal(signal.SIGTERM)
         beat.wait(15)
         worker.stop()
-    print(f"idle {IDLE_SECONDS} s: {published} messages published, {info_lines} INFO lines from the worker")
+    print(f"idle {IDLE_SECONDS} s: {published} task messages, {events} event publishes (worker heartbeats for"
+          f" Flower), {info_lines} INFO lines from the worker")  # fmt: skip
     assert beat.returncode in (0, -signal.SIGTERM), (tmp_path / "beat.log").read_text()[-3000:]
     assert published <= 2  # housekeeping, once a minute
     assert info_lines <= 4  # that housekeeping task's received / succeeded lines at most
