@@ -17,7 +17,7 @@ from celery import Celery
 
 from dispatcher.redis_server import EmbeddedRedis
 from tests.browser.chromium import chromium, dump_dom, screenshot
-from tests.browser.flower import FlowerProcess
+from tests.flower_fixtures import FlowerProcess
 from tests.integration.test_worker_survival import (  # noqa: F401
     WorkerProcess,
     _upsert,
