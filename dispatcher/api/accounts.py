@@ -14,6 +14,8 @@ from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, requir
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.engine import Engine, Result, UnknownAccount
 from dispatcher.models import ACCOUNT_ID_PATTERN, Account, AccountState
+from dispatcher.record.db import open_pool, record_url
+from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.reports import account_json
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -47,6 +49,9 @@ class AccountView(BaseModel):
     timeline: list[dict[str, Any]] = Field(description="Every attempt (with its outcomes) and event, oldest first.")
     decisions: list[dict[str, Any]] = Field(description="Compliance decisions (send / defer / deny with rule).")
     decisions_complete: bool = Field(description="False when older decisions lie beyond the audit scan.")
+    archived: bool = Field(
+        default=False, description="True when the account is closed and read from the record (PostgreSQL)."
+    )
 
 
 async def engine_of(request: Request) -> Engine:  # async: no thread hop for a lookup
@@ -105,16 +110,40 @@ def put_account(
 )
 def get_account(
     account_id: AccountId,
+    request: Request,
     engine: Engine = Depends(engine_of),
     _: Principal = Depends(require(ACCOUNTS_READ)),
 ) -> AccountView:
-    store = engine.store
-    loaded = store.load(account_id)
-    if loaded.record is None:
+    reader = record_of(request)
+    found = read_account(engine.store, reader, account_id)
+    if found is None:
         raise UnknownAccount(account_id)
-    view = account_json(loaded.record, loaded.history, store.claims(account_id), store.next_wakeup(account_id))
+    view = account_json(found.record, found.history, found.claims, found.next_wakeup)
     decisions, complete = recent_decisions(engine, account_id)
-    return AccountView(**view, decisions=decisions, decisions_complete=complete)
+    if reader is not None:  # the older ones were archived; an entry in both places is shown once
+        decisions = _once([*reader.decisions(account_id), *decisions])
+    return AccountView(**view, decisions=decisions, decisions_complete=complete, archived=found.archived)
+
+
+def record_of(request: Request) -> RecordReader | None:
+    """The record's reader, opened on first use; None when the deployment has no record (yet)."""
+    state = request.app.state
+    if not hasattr(state, "record"):
+        url = record_url(state.settings.database_url, state.settings.state_dir)
+        state.record = None if url is None else RecordReader(open_pool(url))
+    reader: RecordReader | None = state.record
+    return reader
+
+
+def _once(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    kept = []
+    for entry in entries:
+        key = json.dumps(entry, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            kept.append(entry)
+    return kept
 
 
 def recent_decisions(engine: Engine, account_id: str) -> tuple[list[dict[str, Any]], bool]:

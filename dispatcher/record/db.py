@@ -35,3 +35,15 @@ def open_pool(url: str, max_size: int = 4) -> ConnectionPool:
     pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False})
     pool.open(wait=True, timeout=30)
     return pool
+
+
+def record_url(database_url: str | None, state_dir: Path) -> str | None:
+    """Where the record is, for a reader: the configured URL, else the embedded server if this deployment
+    has one (its data directory exists: an archiver has run); None when there is no record yet."""
+    if database_url:
+        return database_url
+    if not (state_dir / "pg" / "PG_VERSION").exists():
+        return None
+    from dispatcher.pg_server import embedded_url  # only a deployment with an embedded record starts one
+
+    return embedded_url(state_dir)

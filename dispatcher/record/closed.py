@@ -1,0 +1,124 @@
+"""The archiver's account half: resolved and handed-off accounts leave Redis for closed_accounts.
+
+An account qualifies once it is closed (resolved or handed off), its last history entry is older than the
+retention in Redis (DISPATCHER_CLOSED_RETENTION_DAYS: late provider callbacks and a payment reversal still
+find it there), and none of its claims is queued, sending or in doubt (those still have work to do; one in
+doubt for good keeps its account in Redis, where the caps and the reconciler's report can see it).
+
+Each run looks at one page of the account keys (SCAN with its cursor kept in Redis), so a run costs the
+same however large the book. Order: the row is committed in PostgreSQL first, then one Lua script deletes
+the account's keys only if its version is still the one copied; if someone wrote in between (the bank
+reopened it), the row is taken back out. A crash between the two leaves the account in both places,
+which the readers tolerate (they merge and de-duplicate history), and the next run finishes the move.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from dispatcher.store import Loaded, Store, account_key, phone_key
+
+CURSOR_KEY = "{archive}:closed-cursor"
+BUSY = frozenset({"queued", "sending", "unknown"})
+ACCOUNT_PARTS = ("acct", "hist", "claims", "ranks", "events", "voice")
+
+# KEYS: the account's parts (acct first), then its shard's wake-up set; ARGV: the version copied, its id.
+_EVICT = """
+if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
+redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
+redis.call('ZREM', KEYS[#KEYS], ARGV[2])
+return 1
+"""
+
+INSERT = """
+INSERT INTO closed_accounts (account_id, closed_at, archived_at, status, version, record, history, claims)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+
+
+def closed_at(loaded: Loaded) -> datetime | None:
+    """When a closed account was closed: its last history entry (the payment, the hand-off)."""
+    return loaded.history[-1].at if loaded.history else None
+
+
+class ClosedMover:
+    """Moves closed accounts older than `after` out of Redis, `page` account keys per run."""
+
+    def __init__(self, store: Store, pool: ConnectionPool, after: timedelta, page: int = 1000):
+        self.store = store
+        self.pool = pool
+        self.after = after
+        self.page = page
+        self._evict = store.redis.register_script(_EVICT)
+
+    def run(self, now: datetime) -> int:
+        """One page of the key space; returns how many accounts left Redis."""
+        redis = self.store.redis
+        cursor, keys = redis.scan(int(redis.get(CURSOR_KEY) or 0), match="{a:*}:acct", count=self.page)
+        redis.set(CURSOR_KEY, cursor)
+        return self.move([key[3 : -len("}:acct")] for key in keys], now)
+
+    def run_all(self, now: datetime) -> int:
+        """Every account once (tests, the benchmark): pages until the cursor comes round."""
+        self.store.redis.delete(CURSOR_KEY)
+        moved = self.run(now)
+        while int(self.store.redis.get(CURSOR_KEY) or 0) != 0:
+            moved += self.run(now)
+        return moved
+
+    def move(self, account_ids: list[str], now: datetime) -> int:
+        due = [(loaded, claims) for loaded, claims in self._closed(account_ids, now)]
+        if not due:
+            return 0
+        with self.pool.connection() as conn:
+            for loaded, _ in due:
+                conn.execute("SELECT record_partition('closed_accounts', %s)", (closed_at(loaded),))
+            with conn.cursor() as cur:
+                cur.executemany(INSERT, [self._row(loaded, claims, now) for loaded, claims in due])
+            conn.commit()
+        moved = 0
+        for loaded, _ in due:
+            if self._evicted(loaded):
+                moved += 1
+            else:  # written to since it was read (reopened): it stays live, so its closure is not one yet
+                with self.pool.connection() as conn:
+                    conn.execute(
+                        "DELETE FROM closed_accounts WHERE account_id = %s AND closed_at = %s",
+                        (loaded.account_id, closed_at(loaded)),
+                    )
+        return moved
+
+    def _closed(self, account_ids: list[str], now: datetime) -> list[tuple[Loaded, dict[str, str]]]:
+        found = []
+        for loaded in self.store.load_many(account_ids):
+            record, when = loaded.record, closed_at(loaded)
+            if record is None or record.state.status == "active" or when is None or now - when < self.after:
+                continue
+            claims = self.store.claims(loaded.account_id)
+            if not BUSY.intersection(claims.values()):
+                found.append((loaded, claims))
+        return found
+
+    @staticmethod
+    def _row(loaded: Loaded, claims: dict[str, str], now: datetime) -> tuple[object, ...]:
+        assert loaded.record is not None
+        history = [json.loads(entry.model_dump_json(exclude_defaults=True)) for entry in loaded.history]
+        return (
+            loaded.account_id, closed_at(loaded), now, loaded.record.state.status, int(loaded.version),
+            Jsonb(json.loads(loaded.record.model_dump_json(exclude_defaults=True))), Jsonb(history), Jsonb(claims),
+        )  # fmt: skip
+
+    def _evicted(self, loaded: Loaded) -> bool:
+        account_id = loaded.account_id
+        keys = [account_key(account_id, part) for part in ACCOUNT_PARTS]
+        keys.append(self.store.wake_key(self.store.shard_of(account_id)))
+        if not self._evict(keys=keys, args=[loaded.version, account_id]):
+            return False
+        phone = loaded.record.account.phone if loaded.record else None
+        if phone:  # the phone index is a hint that lookups re-check; its own slot, so a step of its own
+            self.store.redis.srem(phone_key(phone), account_id)
+        return True

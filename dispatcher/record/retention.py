@@ -1,0 +1,59 @@
+"""Retention: a closed account's personal data is erased from the record once the retention period has
+passed since it closed (DISPATCHER_PERSONAL_DATA_RETENTION_DAYS); the audit of what was sent stays.
+
+Erased: the debtor's name (replaced by a marker), phone, email and postal address in the account record,
+and any of PERSONAL_KEYS in its history details and archived audit entries. Kept: the account id (the
+bank's own reference, which the bank can unlink), balances, dates, stages, and every contact id, channel,
+status, decision and rule with its time, so "what was sent, when, and under which rule" still answers.
+Each run erases at most `batch` accounts in one transaction; the partial index on closed_accounts
+(pseudonymised_at IS NULL) keeps finding them cheap however long the record grows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from psycopg_pool import ConnectionPool
+
+ERASED_NAME = "(erased)"
+PERSONAL_KEYS = ("name", "phone", "email", "address", "to", "from", "recipient", "body", "note")
+
+_DUE = """
+SELECT account_id, closed_at FROM closed_accounts
+WHERE pseudonymised_at IS NULL AND closed_at < %(cutoff)s ORDER BY closed_at LIMIT %(batch)s
+"""
+
+_ERASE_ACCOUNT = """
+UPDATE closed_accounts SET
+    record = jsonb_set(
+        record #- '{account,phone}' #- '{account,email}' #- '{account,address}',
+        '{account,name}', to_jsonb(%(marker)s::text)
+    ),
+    history = coalesce((
+        SELECT jsonb_agg(CASE WHEN e ? 'detail' THEN jsonb_set(e, '{detail}', (e->'detail') - %(keys)s::text[])
+                         ELSE e END ORDER BY n)
+        FROM jsonb_array_elements(history) WITH ORDINALITY AS h(e, n)
+    ), '[]'::jsonb),
+    pseudonymised_at = %(now)s
+WHERE account_id = %(account_id)s AND closed_at = %(closed_at)s
+"""
+
+_ERASE_AUDIT = """
+UPDATE audit_entries SET entry = entry - %(keys)s::text[]
+WHERE account_id = %(account_id)s AND at <= %(closed_at)s AND entry ?| %(keys)s::text[]
+"""
+
+
+def pseudonymise_closed(pool: ConnectionPool, now: datetime, after: timedelta, batch: int = 500) -> int:
+    """Erase the personal data of accounts closed more than `after` ago; returns how many."""
+    with pool.connection() as conn:
+        due = conn.execute(_DUE, {"cutoff": now - after, "batch": batch}).fetchall()
+        for account_id, closed_at in due:
+            params = {
+                "account_id": account_id, "closed_at": closed_at, "now": now, "marker": ERASED_NAME,
+                "keys": list(PERSONAL_KEYS),
+            }  # fmt: skip
+            conn.execute(_ERASE_ACCOUNT, params)
+            conn.execute(_ERASE_AUDIT, params)
+        conn.commit()
+    return len(due)
