@@ -164,7 +164,7 @@ class Engine:
                     results[account_id] = Result(account_id, "applied", account_plan, queued, created, commit.record)
             # Decisions, wake-up lag (a re-plan is the pump's) and account counts: one call per batch.
             written = [pair for pair, reply in zip(staged, replies, strict=True) if isinstance(reply, list)]
-            observe_commits(self.store.redis, written, now, due=mutate is _replanned)
+            observe_commits(self.store, written, now, due=mutate is _replanned)
         if pending:
             raise RuntimeError(f"accounts kept changing under the planner: {pending[:5]}")
         return [results[account_id] for account_id in account_ids if account_id in results]

@@ -20,11 +20,12 @@ from typing import Any
 import redis
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 
 from dispatcher.models import AccountRecord, Channel
+from dispatcher.store import Store
 
 QUEUES = ("plan", *(channel.value for channel in Channel))  # the Celery queues, as workers/app.py names them
-ACCOUNTS_KEY = "dispatcher:metrics:accounts"  # hash "stage\tstatus" -> accounts, kept by every commit
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis lists per priority step
 
 CONTACTS = Counter(
@@ -61,8 +62,8 @@ HTTP_REQUESTS = Counter(
 HTTP_DURATION = Histogram(
     "dispatcher_http_request_duration_seconds", "API request duration by route template.", ["method", "route"]
 )
-ALL = (CONTACTS, PLAN_DECISIONS, LAST_LOOK, RATE_LIMIT_WAITS, RATE_LIMIT_WAIT_SECONDS, PROVIDER_LATENCY,
-       PROVIDER_ERRORS, WAKEUP_LAG, HTTP_REQUESTS, HTTP_DURATION)  # fmt: skip
+# Every metric defined above, for the dashboard test and the exporter's check (a new one needs no listing).
+ALL = tuple(value for value in list(globals().values()) if isinstance(value, MetricWrapperBase))
 SCRAPED = ("dispatcher_queue_depth", "dispatcher_unacked_messages", "dispatcher_accounts")  # the collectors' names
 
 
@@ -72,50 +73,57 @@ def tally(metric: Counter, labels: Iterable[tuple[str, ...]]) -> None:
         metric.labels(*values).inc(count)
 
 
-def observe_commits(client: redis.Redis, committed: Sequence[tuple[Any, Any]], now: datetime, due: bool) -> None:
+def accounts_key(shard: int) -> str:
+    """The shard's account counts: a hash "stage\tstatus" -> accounts of that shard, kept by every commit."""
+    return f"{{s:{shard}}}:accounts"
+
+
+def observe_commits(store: Store, committed: Sequence[tuple[Any, Any]], now: datetime, due: bool) -> None:
     """After a batch commit (engine): planner decisions, the wake-up lag of accounts that came due (`due`: the
     pump's re-plan) and the moves between (stage, status) in the cluster-wide account counts.
 
     `committed` holds (Commit, Plan) pairs that were written. The counts move by exact deltas, since a commit
     succeeds only against the record it read; one pipeline per batch, and only when something moved."""
     tally(PLAN_DECISIONS, ((d.channel.value, d.verdict, d.rule or "") for _, plan in committed for d in plan.decisions))
-    moves: Tally[str] = Tally()
+    moves: Tally[tuple[int, str]] = Tally()
     lags: dict[str, list[float]] = {}
     for commit, _ in committed:
         before, after = commit.loaded.record, commit.record
+        shard = store.shard_of(after.account.id)
         if before is not None:
-            moves[_field(before)] -= 1
+            moves[shard, _field(before)] -= 1
             if due and before.next_wakeup is not None and before.next_wakeup <= now:
                 # An account woken before its planned time (an event, a wait) has no lag to speak of: skipped.
                 lags.setdefault(before.stage or "none", []).append((now - before.next_wakeup).total_seconds())
-        moves[_field(after)] += 1
+        moves[shard, _field(after)] += 1
     for stage, values in lags.items():
         child = WAKEUP_LAG.labels(stage)
         for value in values:
             child.observe(value)
-    changed = {field: delta for field, delta in moves.items() if delta}
+    changed = {key: delta for key, delta in moves.items() if delta}
     if changed:
-        pipe = client.pipeline(transaction=False)
-        for field, delta in changed.items():
-            pipe.hincrby(ACCOUNTS_KEY, field, delta)
+        pipe = store.redis.pipeline(transaction=False)
+        for (shard, field), delta in changed.items():
+            pipe.hincrby(accounts_key(shard), field, delta)
         pipe.execute()
 
 
 class ClusterCollector:
     """Queue depths (LLEN of kombu's lists), unacked messages and accounts by stage and status, read from Redis
-    at scrape time in one round trip: a handful of commands, whatever the number of accounts."""
+    at scrape time in one round trip: a few commands per queue and shard, whatever the number of accounts."""
 
-    def __init__(self, client: redis.Redis, queues: Sequence[str] = QUEUES) -> None:
-        self.client = client
+    def __init__(self, store: Store, queues: Sequence[str] = QUEUES) -> None:
+        self.store = store
         self.queues = queues
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.store.redis.pipeline(transaction=False)
         for queue in self.queues:
             for suffix in _PRIORITY_SUFFIXES:
                 pipe.llen(queue + suffix)
         pipe.hlen("unacked")
-        pipe.hgetall(ACCOUNTS_KEY)
+        for shard in range(self.store.shards):
+            pipe.hgetall(accounts_key(shard))
         try:
             replies = pipe.execute()
         except redis.RedisError:
@@ -125,22 +133,28 @@ class ClusterCollector:
         for index, queue in enumerate(self.queues):
             depth.add_metric([queue], sum(replies[index * step : (index + 1) * step]))
         yield depth
+        unacked = len(self.queues) * step
         yield GaugeMetricFamily(
             "dispatcher_unacked_messages", "Messages delivered to a worker and not yet acked (countdowns included).",
-            value=replies[-2],
+            value=replies[unacked],
         )  # fmt: skip
+        counts: Tally[str] = Tally()
+        for shard_counts in replies[unacked + 1 :]:
+            counts.update({_text(field): int(count) for field, count in shard_counts.items()})
         accounts = GaugeMetricFamily("dispatcher_accounts", "Accounts by stage and status.", labels=["stage", "status"])
-        for field, count in sorted(replies[-1].items()):
-            stage, _, status = (field.decode() if isinstance(field, bytes) else field).partition("\t")
-            accounts.add_metric([stage, status], int(count))
+        for field, count in sorted(counts.items()):
+            stage, _, status = field.partition("\t")
+            accounts.add_metric([stage, status], count)
         yield accounts
 
 
-def recount_accounts(client: redis.Redis, batch: int = 1000) -> dict[str, int]:
+def recount_accounts(store: Store, batch: int = 1000) -> dict[str, int]:
     """Rebuild the account counts from every record (one full scan): for a store written before the counts
-    existed. Run it while nothing writes, or the counts drift by what was written during the scan."""
-    counts: Tally[str] = Tally()
-    keys = list(client.scan_iter(match="{a:*}:acct", count=batch))
+    existed. Run it while nothing writes, or the counts drift by what was written during the scan. Returns the
+    cluster's counts."""
+    client = store.redis
+    counts: Tally[tuple[int, str]] = Tally()
+    keys = [_text(key) for key in client.scan_iter(match="{a:*}:acct", count=batch)]
     for start in range(0, len(keys), batch):
         pipe = client.pipeline(transaction=False)
         for key in keys[start : start + batch]:
@@ -148,18 +162,27 @@ def recount_accounts(client: redis.Redis, batch: int = 1000) -> dict[str, int]:
         for raw in pipe.execute():
             if raw is not None:
                 record = AccountRecord.model_validate_json(raw)
-                counts[_field(record)] += 1
-    pipe = client.pipeline()
-    pipe.delete(ACCOUNTS_KEY)
-    if counts:
-        pipe.hset(ACCOUNTS_KEY, mapping=dict(counts))
+                counts[store.shard_of(record.account.id), _field(record)] += 1
+    pipe = client.pipeline(transaction=False)
+    for shard in range(store.shards):
+        pipe.delete(accounts_key(shard))
+        mapping = {field: count for (where, field), count in counts.items() if where == shard}
+        if mapping:
+            pipe.hset(accounts_key(shard), mapping=mapping)
     pipe.execute()
-    return dict(counts)
+    total: Tally[str] = Tally()
+    for (_, field), count in counts.items():
+        total[field] += count
+    return dict(total)
 
 
 def metric_names() -> set[str]:
     """Every family name exported, as PromQL sees it without the _total/_bucket/_sum/_count suffixes."""
     return {family.name for metric in ALL for family in metric.describe()} | set(SCRAPED)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _field(record: AccountRecord) -> str:

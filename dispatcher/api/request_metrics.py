@@ -55,7 +55,7 @@ def install(app: FastAPI) -> None:
     """Serve /metrics (this process's metrics and the cluster's, read from Redis now) and count requests."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ProcessMetrics())
-    registry.register(ClusterCollector(app.state.engine.store.redis))
+    registry.register(ClusterCollector(app.state.engine.store))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
