@@ -15,11 +15,11 @@ from decimal import Decimal
 
 from dispatcher.audit import decision_audit, entry_audit
 from dispatcher.clock import Clock
-from dispatcher.events import Event, EventRejected, Outcome, apply_event, lapsed_events
+from dispatcher.events import Event, EventRejected, Outcome, apply_event, event_detail, lapsed_events
 from dispatcher.gate import SendGate
 from dispatcher.metrics import observe_commits
 from dispatcher.models import Account, AccountRecord, AccountState, Contact, HistoryEntry, Plan
-from dispatcher.planner import FRESH_STATE, fresh_shape, plan, rebased
+from dispatcher.planner import FRESH_STATE, plan_shared
 from dispatcher.store import CONFLICT, DUPLICATE, Commit, Loaded, Store
 from dispatcher.strategy import Strategy
 
@@ -99,7 +99,7 @@ class Engine:
         grouped: dict[str, list[Event]] = {}
         for account_id, event in events:
             grouped.setdefault(account_id, []).append(event)
-        batch = [account_id for account_id, group in grouped.items() if all(e.event_id is None for e in group)]
+        batch = [account_id for account_id, group in grouped.items() if all(e.dedup_key is None for e in group)]
         results = self._run(
             batch, lambda loaded, now: self._evented(loaded, grouped[loaded.account_id], now), hand_over=True
         )
@@ -156,8 +156,8 @@ class Engine:
                 account_id = commit.loaded.account_id
                 if reply == CONFLICT:
                     pending.append(account_id)
-                elif reply == DUPLICATE:
-                    results[account_id] = Result(account_id, "duplicate")
+                elif reply == DUPLICATE:  # the reply still carries the account's state
+                    results[account_id] = Result(account_id, "duplicate", record=commit.loaded.record)
                 else:
                     queued = tuple(c for c in account_plan.contacts if c.id in set(reply))  # type: ignore[arg-type]
                     created = commit.loaded.record is None
@@ -173,17 +173,11 @@ class Engine:
         self, loaded: Loaded, change: Change, now: datetime, shapes: dict[tuple[object, ...], Plan], wake_now: bool
     ) -> tuple[Commit, Plan]:
         record, entries = change.record, list(change.entries)
-        for event in lapsed_events(record, self.strategy, now):
+        for event in lapsed_events(record, self.strategy, now, (*loaded.history, *entries)):
             record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
-            entries.append(HistoryEntry(kind="event", at=now, event=event.kind))
+            entries.append(HistoryEntry(kind="event", at=now, event=event.kind, detail=event_detail(event)))
         history = (*loaded.history, *entries)
-        shape = fresh_shape(record, history)
-        if shape is not None and shape in shapes:
-            account_plan = rebased(shapes[shape], record.account.id)
-        else:
-            account_plan = plan(record, history, self.strategy, now)
-            if shape is not None:
-                shapes[shape] = account_plan
+        account_plan = plan_shared(shapes, record, history, self.strategy, now)
         record = AccountRecord(
             account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup
         )
@@ -208,13 +202,11 @@ class Engine:
                     outcome=event.outcome, detail=event.detail,
                 )  # fmt: skip
             else:
-                fields = event.model_dump(exclude={"kind", "event_id"}, exclude_none=True, mode="json")
-                detail = {k: str(v) for k, v in fields.items()}
-                entry = HistoryEntry(kind="event", at=now, event=event.kind, detail=detail)
+                entry = HistoryEntry(kind="event", at=now, event=event.kind, detail=event_detail(event))
             record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
             history.append(entry)
             entries.append(entry)
-        return Change(record, entries, events[0].event_id if len(events) == 1 else None)
+        return Change(record, entries, events[0].dedup_key if len(events) == 1 else None)
 
 
 _RESOLVED_STATE = AccountState(status="resolved")  # frozen: safe to share

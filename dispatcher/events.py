@@ -6,6 +6,7 @@ from time itself (a promise or a hold that lapses, found by `lapsed_events`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -17,12 +18,13 @@ from dispatcher.models import (
     AccountState,
     AddressKind,
     Channel,
+    HistoryEntry,
     Money,
     OutcomeKind,
     Promise,
     zone,
 )
-from dispatcher.planner import ContactRef, hold_ends, promise_ends, stage_index_at
+from dispatcher.planner import ContactRef, adhoc_due_to_lapse, hold_ends, promise_ends, stage_index_at
 from dispatcher.strategy import Strategy
 
 
@@ -41,11 +43,24 @@ class _Event(BaseModel):
         default=None, max_length=128, description="The sender's id for this event; a repeat is ignored."
     )
 
+    @property
+    def dedup_key(self) -> str | None:
+        """What makes a repeat of this event a duplicate: its event_id (a payment: its bank reference)."""
+        return self.event_id
+
 
 class Payment(_Event):
     kind: Literal["payment"] = "payment"
     amount: Money = Field(gt=0)
-    reference: str | None = Field(default=None, max_length=128)
+    reference: str | None = Field(
+        default=None, max_length=128, description="The bank's reference; a second payment with it is a duplicate."
+    )
+
+    @property
+    def dedup_key(self) -> str | None:
+        # Keyed by the reference when there is one, so the same payment sent twice under two event ids
+        # (a retry that lost its id, a second feed) counts once.
+        return f"payment-ref:{self.reference}" if self.reference else self.event_id
 
 
 class PromiseToPay(_Event):
@@ -136,6 +151,42 @@ class HoldLapsed(_Event):
     kind: Literal["hold_lapsed"] = "hold_lapsed"
 
 
+class AdhocLapsed(_Event):
+    """An ad-hoc contact not made within the maximum deferral: it will not be made."""
+
+    kind: Literal["adhoc_lapsed"] = "adhoc_lapsed"
+    key: str
+
+
+class AdhocDenied(_Event):
+    """An ad-hoc request the policy denied: recorded for the record, never planned."""
+
+    kind: Literal["adhoc_denied"] = "adhoc_denied"
+    key: str
+    channel: Channel
+    template: str
+    rule: str
+
+
+# What the bank, the providers and agents may send (HTTP, Celery, import): one validation for every entry.
+ExternalEvent = Annotated[
+    Payment
+    | PromiseToPay
+    | Dispute
+    | DisputeResolved
+    | Hardship
+    | OptOut
+    | OptIn
+    | DoNotContact
+    | Outcome
+    | AdhocContact
+    | AgentDisposition,
+    Field(discriminator="kind"),
+]
+EXTERNAL_EVENT_ADAPTER: TypeAdapter[ExternalEvent] = TypeAdapter[ExternalEvent](ExternalEvent)  # type: ignore[arg-type]
+# Kinds only time or the dispatcher itself produces; refused from outside.
+INTERNAL_KINDS = frozenset({"promise_kept", "promise_broken", "hold_lapsed", "adhoc_lapsed", "adhoc_denied"})
+
 Event = Annotated[
     Payment
     | PromiseToPay
@@ -150,7 +201,9 @@ Event = Annotated[
     | AgentDisposition
     | PromiseKept
     | PromiseBroken
-    | HoldLapsed,
+    | HoldLapsed
+    | AdhocLapsed
+    | AdhocDenied,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter[Event](Event)  # type: ignore[arg-type]  # pydantic 2.14 stubs vs Annotated unions
@@ -198,11 +251,29 @@ def apply_event(record: AccountRecord, event: Event, strategy: Strategy, now: da
             return state
         case HoldLapsed():
             return _without_holds(state, {r for r, until in state.holds.items() if until and until <= today})
+        case AdhocLapsed() | AdhocDenied():
+            return state  # the history entry is the record; the planner reads it
     raise EventRejected("kind", f"no rule for event kind {event.kind!r}")
 
 
-def lapsed_events(record: AccountRecord, strategy: Strategy, now: datetime) -> list[Event]:
-    """The events that time alone has produced by `now`: promises kept or broken, holds that ended."""
+def parse_external_event(data: object) -> ExternalEvent:
+    """Validate an event from outside (a Celery message, an import row); internal kinds are refused."""
+    if isinstance(data, dict) and data.get("kind") in INTERNAL_KINDS:
+        raise EventRejected("kind", f"{data['kind']!r} is produced by the dispatcher itself, not sent to it")
+    return EXTERNAL_EVENT_ADAPTER.validate_python(data)
+
+
+def event_detail(event: Event) -> dict[str, str]:
+    """The event's fields as its history entry keeps them."""
+    fields = event.model_dump(exclude={"kind", "event_id"}, exclude_none=True, mode="json")
+    return {k: str(v) for k, v in fields.items()}
+
+
+def lapsed_events(
+    record: AccountRecord, strategy: Strategy, now: datetime, history: Sequence[HistoryEntry] = ()
+) -> list[Event]:
+    """The events that time alone has produced by `now`: promises kept or broken, holds that ended, ad-hoc
+    contacts that waited past the maximum deferral."""
     account, state = record.account, record.state
     found: list[Event] = []
     ends = promise_ends(account, state, strategy)
@@ -212,6 +283,7 @@ def lapsed_events(record: AccountRecord, strategy: Strategy, now: datetime) -> l
     lapse = hold_ends(account, state)
     if lapse is not None and now >= lapse:
         found.append(HoldLapsed())
+    found += [AdhocLapsed(key=key) for key in adhoc_due_to_lapse(history, strategy, now)]
     return found
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dispatcher.audit import contact_audit, decision_audit
 from dispatcher.clock import Clock
@@ -127,8 +127,14 @@ class SendGate:
             current = None if index is None else self.strategy.stages[index].name
             if contact.stage != current and contact.stage != ADHOC_STAGE:
                 return Ruling("deny", f"stage_changed:{current}")
-        log = ContactLog.from_history(history)
-        return evaluate(contact.channel, account, state, log, now, self.strategy.compliance)
+        policy = self.strategy.compliance
+        lapses = contact.due_at + timedelta(hours=policy.pressure.adhoc_max_deferral_hours)
+        if contact.stage == ADHOC_STAGE and now >= lapses:
+            return Ruling("deny", "adhoc_lapsed")
+        # Its own attempt (a redelivery after the claim) is not a reason to wait: the claim answers that.
+        others = [e for e in history if e.kind != "attempt" or e.contact_id != contact.id]
+        log = ContactLog.from_history(others, policy.pressure)
+        return evaluate(contact.channel, account, state, log, now, policy, contact.due_at, contact.template)
 
     # The ways out of a claim.
     def settle(self, contact: Contact, status: str, detail: dict[str, str] | None = None) -> bool:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from dispatcher.compliance import ContactLog, evaluate
+from dispatcher.compliance import ContactLog, Ruling, denial, evaluate, spread_bucket
 from dispatcher.models import (
     Account,
     AccountRecord,
@@ -73,9 +73,10 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     stage = strategy.stages[index]
     entry = _entry_date(account, state, strategy, index)
     attempted = {e.contact_id for e in history if e.kind == "attempt" and e.contact_id}
+    stage = _with_best_time(stage, history, strategy, tz)
     candidates, wakes = _ladder_candidates(account.id, stage, entry, tz, attempted, now)
     candidates += _fallback_candidates(account.id, stage, history, attempted)
-    candidates += _adhoc_candidates(account.id, history, attempted)
+    candidates += _adhoc_candidates(account.id, history, attempted, strategy, now, wakes)
     if index + 1 < len(strategy.stages):
         wakes.append(_stage_start(account, strategy, index + 1, tz))
     return _judge(record, history, strategy, now, stage, candidates, wakes)
@@ -96,6 +97,32 @@ def fresh_shape(record: AccountRecord, history: Sequence[HistoryEntry]) -> tuple
     a = record.account
     return (a.due_date, a.timezone, a.extra_timezones, a.country, a.consent, a.phone is None, a.email is None,
             a.address is None)  # fmt: skip
+
+
+def plan_shared(
+    shapes: dict[tuple[object, ...], Plan],
+    record: AccountRecord,
+    history: Sequence[HistoryEntry],
+    strategy: Strategy,
+    now: datetime,
+) -> Plan:
+    """plan(), shared between fresh accounts of one shape planned at one moment (`shapes` is the caller's
+    cache for that moment). A plan that depends on the account's place in the spread is shared only
+    within the same place."""
+    shape = fresh_shape(record, history)
+    if shape is None:
+        return plan(record, history, strategy, now)
+    shared = shapes.get(shape)
+    if shared is not None and shared.extra.get("spread"):
+        shape = (*shape, spread_bucket(record.account.id, strategy.compliance.pressure.spread_hours))
+        shared = shapes.get(shape)
+    if shared is not None:
+        return rebased(shared, record.account.id)
+    fresh = plan(record, history, strategy, now)
+    shapes.setdefault(shape, fresh)
+    if fresh.extra.get("spread") and shapes[shape] is fresh:
+        shapes[(*shape, spread_bucket(record.account.id, strategy.compliance.pressure.spread_hours))] = fresh
+    return fresh
 
 
 def rebased(shared: Plan, account_id: str) -> Plan:
@@ -154,6 +181,8 @@ def _ladder_candidates(
         latest_due, upcoming = _around(stage, step, entry, tz, now)
         if upcoming is not None:
             wakes.append(upcoming)
+        if latest_due is not None and upcoming is not None and _superseded(latest_due[1], upcoming, tz, now):
+            continue  # a catch-up from an earlier day whose next occurrence comes today: only that one goes
         if latest_due is not None:
             ref = ContactRef(account_id, stage.name, step.name, latest_due[0])
             if str(ref) not in attempted:
@@ -181,14 +210,81 @@ def _fallback_candidates(
     return list(found.values())
 
 
-def _adhoc_candidates(account_id: str, history: Sequence[HistoryEntry], attempted: set[str]) -> list[Contact]:
+def _superseded(due: datetime, upcoming: datetime, tz: ZoneInfo, now: datetime) -> bool:
+    today = now.astimezone(tz).date()
+    return due.astimezone(tz).date() < today and upcoming.astimezone(tz).date() == today
+
+
+def _adhoc_candidates(
+    account_id: str,
+    history: Sequence[HistoryEntry],
+    attempted: set[str],
+    strategy: Strategy,
+    now: datetime,
+    wakes: list[datetime],
+) -> list[Contact]:
     found = []
+    lapsed = adhoc_lapsed_keys(history)
+    limit = timedelta(hours=strategy.compliance.pressure.adhoc_max_deferral_hours)
     for entry in history:
-        if entry.kind == "event" and entry.event == "adhoc_contact":
+        if entry.kind == "event" and entry.event == "adhoc_contact" and entry.detail["key"] not in lapsed:
             ref = ContactRef(account_id, ADHOC_STAGE, entry.detail["key"], 0)
-            if str(ref) not in attempted:
+            if str(ref) not in attempted and now < entry.at + limit:
                 found.append(_contact(ref, Channel(entry.detail["channel"]), entry.detail["template"], entry.at))
+                wakes.append(entry.at + limit)  # it lapses then, audited (events.lapsed_events)
     return found
+
+
+def adhoc_lapsed_keys(history: Sequence[HistoryEntry]) -> set[str]:
+    return {e.detail.get("key", "") for e in history if e.kind == "event" and e.event == "adhoc_lapsed"}
+
+
+def adhoc_due_to_lapse(history: Sequence[HistoryEntry], strategy: Strategy, now: datetime) -> list[str]:
+    """Keys of ad-hoc requests not made within the maximum deferral and not yet lapsed."""
+    limit = timedelta(hours=strategy.compliance.pressure.adhoc_max_deferral_hours)
+    attempted = {e.contact_id for e in history if e.kind == "attempt" and e.contact_id}
+    lapsed = adhoc_lapsed_keys(history)
+    return [
+        e.detail["key"]
+        for e in history
+        if e.kind == "event" and e.event == "adhoc_contact" and e.detail["key"] not in lapsed
+        and now >= e.at + limit and not any(c.endswith(f"/{ADHOC_STAGE}/{e.detail['key']}/0") for c in attempted)
+    ]  # fmt: skip
+
+
+def adhoc_ruling(
+    record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, channel: Channel, now: datetime
+) -> Ruling:
+    """What the policy says of an ad-hoc contact asked for now, before anything is recorded: the answer to
+    an agent. Deferrals beyond the maximum deferral are denials: the contact would lapse unmade."""
+    account, state = record.account, record.state
+    denied = denial(channel, account, state, strategy.compliance)
+    if denied is None and state.promise is not None:
+        denied = "promise_to_pay"
+    if denied is not None:
+        return Ruling("deny", denied)
+    log = ContactLog.from_history(history, strategy.compliance.pressure)
+    ruling = evaluate(channel, account, state, log, now, strategy.compliance, due_at=now)
+    limit = timedelta(hours=strategy.compliance.pressure.adhoc_max_deferral_hours)
+    if ruling.until is not None and ruling.until >= now + limit:
+        return Ruling("deny", f"max_deferral:{ruling.rule}", ruling.until)
+    return ruling
+
+
+def _with_best_time(stage: Stage, history: Sequence[HistoryEntry], strategy: Strategy, tz: ZoneInfo) -> Stage:
+    """The stage with its calls moved to the local hour the debtor answered most, inside the window."""
+    best = strategy.best_time
+    if not best.enabled:
+        return stage
+    hours = [e.at.astimezone(tz).hour for e in history if e.kind == "outcome" and e.outcome is OutcomeKind.ANSWERED]
+    if len(hours) < best.min_answers:
+        return stage
+    hour = max(sorted(set(hours)), key=hours.count)
+    window = strategy.compliance.windows.get(Channel.VOICE)
+    if window is not None and not window.start <= time(hour) < window.end:
+        return stage
+    steps = tuple(s.model_copy(update={"hour": hour}) if s.channel is Channel.VOICE else s for s in stage.steps)
+    return stage.model_copy(update={"steps": steps})
 
 
 def _judge(
@@ -201,19 +297,29 @@ def _judge(
     wakes: list[datetime],
 ) -> Plan:
     """Pass every candidate through compliance, counting the ones already allowed in this plan."""
-    log = ContactLog.from_history(history)
+    policy = strategy.compliance
+    log = ContactLog.from_history(history, policy.pressure)
     contacts: list[Contact] = []
     decisions: list[Decision] = []
+    spread = False
     for contact in sorted(candidates, key=lambda c: (c.due_at, c.id)):
-        ruling = evaluate(contact.channel, record.account, record.state, log, now, strategy.compliance)
+        ruling = evaluate(
+            contact.channel, record.account, record.state, log, now, policy, contact.due_at, contact.template
+        )
         decisions.append(Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until))  # type: ignore[arg-type]
+        spread = spread or ruling.spread
         if ruling.verdict == "send":
             contacts.append(contact)
-            log.add(contact.channel, now)
+            log.add(contact.channel, now, contact.template)
         elif ruling.until is not None:
             wakes.append(ruling.until)
     future = [w for w in wakes if w > now]
-    return Plan(record.account.id, stage.name, tuple(contacts), tuple(decisions), min(future) if future else None)
+    extra = _SPREAD_EXTRA if spread else {}
+    return Plan(record.account.id, stage.name, tuple(contacts), tuple(decisions), min(future) if future else None,
+                extra=extra)  # fmt: skip
+
+
+_SPREAD_EXTRA = {"spread": "1"}  # the plan depends on the account's place in the spread (plan_shared)
 
 
 def _offset(stage: Stage, step: Step, occurrence: int) -> int | None:

@@ -118,8 +118,50 @@ class QuietPeriod(_Strict):
 
 
 class HolidayRule(_Strict):
+    """Rest days by the account's country (dispatcher.calendar): public holidays, the official schedule's
+    whole rest periods, and plain weekends for the channels listed in `weekends`."""
+
+    enabled: bool = Field(default=True, description="Public holidays, where the calendar knows the country.")
+    channels: tuple[Channel, ...] = (Channel.VOICE, Channel.SMS, Channel.EMAIL)
+    rest_periods: bool = Field(
+        default=True, description="Weekend days inside an official rest period rest too (Golden Week)."
+    )
+    weekends: tuple[Channel, ...] = Field(
+        default=(), description="Channels that also rest on every weekend day, adjusted working days excepted."
+    )
+
+    def rests(self, channel: Channel) -> bool:
+        return (self.enabled and channel in self.channels) or channel in self.weekends
+
+
+class Pressure(_Strict):
+    """Contact pressure across channels: spacing, totals, and spreading of contacts that waited."""
+
+    channels: tuple[Channel, ...] = Field(
+        default=(Channel.SMS, Channel.VOICE, Channel.EMAIL, Channel.LETTER),
+        description="The outbound channels spacing and totals count.",
+    )
+    spacing_minutes: int = Field(default=120, ge=0, le=1440, description="Minimum time between two contacts.")
+    spacing_exempt_templates: tuple[str, ...] = Field(
+        default=(), description="Templates (e.g. missed_call_sms) that neither wait for spacing nor hold others."
+    )
+    totals: tuple[Cap, ...] = Field(
+        default=(Cap(max=3, days=1), Cap(max=12, days=7)), description="Rolling totals across `channels`."
+    )
+    spread_hours: int = Field(
+        default=6, ge=0, le=12, description="Contacts that waited (a hold, a rest day, the night, an import) "
+        "spread over this many hours after the moment they may go, by a hash of the account id.",
+    )  # fmt: skip
+    adhoc_max_deferral_hours: int = Field(
+        default=72, ge=1, le=720, description="An ad-hoc contact not made within this long lapses."
+    )
+
+
+class BestTime(_Strict):
+    """Calls at the local hour the debtor answered before, when that hour lies inside the window."""
+
     enabled: bool = False
-    channels: tuple[Channel, ...] = (Channel.VOICE, Channel.SMS)
+    min_answers: int = Field(default=2, ge=1, le=50, description="Answered calls needed before the hour is used.")
 
 
 def _default_windows() -> dict[Channel, Window | None]:
@@ -136,6 +178,7 @@ class CompliancePolicy(_Strict):
     caps: dict[Channel, tuple[Cap, ...]] = Field(default_factory=_default_caps)
     quiet_after_conversation: QuietPeriod | None = QuietPeriod()
     require_consent: tuple[Channel, ...] = (Channel.SMS, Channel.VOICE)
+    pressure: Pressure = Pressure()
 
 
 class PromiseRule(_Strict):
@@ -159,6 +202,7 @@ class Strategy(_Strict):
     costs: dict[Channel, Decimal] = Field(default_factory=dict, description="Estimated cost per contact.")
     compliance: CompliancePolicy = CompliancePolicy()
     events: EventRules = EventRules()
+    best_time: BestTime = BestTime()
     stages: tuple[Stage, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

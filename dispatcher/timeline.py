@@ -39,16 +39,18 @@ def timeline(record: AccountRecord, history: Sequence[HistoryEntry]) -> list[dic
 def audit_sends(
     record: AccountRecord, history: Sequence[HistoryEntry], policy: CompliancePolicy
 ) -> list[tuple[str, list[str]]]:
-    """(contact id, broken rules) for every attempt that a window, holiday, quiet period or cap forbade."""
-    log = ContactLog()
+    """(contact id, broken rules) for every attempt that a window, rest day, quiet period, cap, total or the
+    spacing forbade."""
+    log = ContactLog(pressure=policy.pressure)
     found = []
     for entry in history:
         if is_conversation(entry):
             log.conversations.append(entry.at)
         if entry.kind != "attempt" or entry.channel is None:
             continue
-        broken = violations(entry.channel, record.account, log, entry.at, policy)
+        template = entry.detail.get("template")
+        broken = violations(entry.channel, record.account, log, entry.at, policy, template=template)
         if broken:
             found.append((entry.contact_id or "?", broken))
-        log.add(entry.channel, entry.at)
+        log.add(entry.channel, entry.at, template)
     return found

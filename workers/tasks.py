@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dispatcher.engine import UnknownAccount
-from dispatcher.events import EVENT_ADAPTER
+from dispatcher.events import EventRejected, parse_external_event
 from dispatcher.models import Account, Channel, Contact
 from workers.app import app
 from workers.archiver import archive  # noqa: F401  (registers dispatcher.archive)
@@ -131,9 +131,11 @@ def ingest_event(account_id: str, event: dict[str, Any]) -> str:
     if problem is not None:
         return refused(ingest_event, problem, [account_id, event])
     try:
-        parsed = EVENT_ADAPTER.validate_python(event)
+        parsed = parse_external_event(event)  # internal kinds (hold_lapsed ...) are refused, as over HTTP
     except ValidationError as exc:
         return refused(ingest_event, validation_problem(exc), [account_id, event])
+    except EventRejected as exc:
+        return refused(ingest_event, str(exc), [account_id, event])
     try:
         return runtime.engine.record_event(account_id, parsed).status  # what it queued goes out via on_queued
     except UnknownAccount as exc:

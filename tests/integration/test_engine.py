@@ -12,6 +12,7 @@ import pytest
 
 from dispatcher import phone_index
 from dispatcher.clock import ManualClock
+from dispatcher.compliance import spread_offset
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import AdhocContact, DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
 from dispatcher.models import Channel, Contact, OutcomeKind
@@ -207,13 +208,17 @@ def test_a_send_whose_worker_died_mid_call_is_never_resent_and_counts_against_th
     assert [a.contact_id for a in attempts] == [contact.id]  # counted once against the caps
 
 
-def test_an_ad_hoc_contact_is_planned_once_under_the_same_policy(engine: Engine, store: Store) -> None:
+def test_an_ad_hoc_contact_is_planned_once_under_the_same_policy(
+    engine: Engine, store: Store, clock: ManualClock
+) -> None:
     [ladder] = engine.upsert(make_account()).queued
     send(engine, ladder)
+    clock.advance(timedelta(hours=2))  # the spacing between two contacts
     request = AdhocContact(channel=Channel.SMS, template="reminder_sms", key="agent-7")
     [adhoc] = engine.record_event("A1", request).queued
     assert (adhoc.id, adhoc.stage, adhoc.channel) == ("A1/adhoc/agent-7/0", "adhoc", Channel.SMS)
     send(engine, adhoc)
+    clock.advance(timedelta(hours=2))
     # A third text the same day is over the cap: the request waits for the next day, not refused.
     [again, second] = [engine.record_event("A1", AdhocContact(channel=Channel.SMS, template="reminder_sms", key=k))
                    for k in ("agent-7", "agent-8")]  # fmt: skip
@@ -245,7 +250,8 @@ def test_a_claim_outside_the_window_defers_and_brings_the_wake_up_forward(
     [contact] = engine.upsert(make_account()).queued
     clock.set(local(date(2026, 3, 2), 21, 30))  # the worker picked it up late at night
     claim = engine.gate.claim(contact)
-    morning = local(date(2026, 3, 3), 8)
+    # It waited for the night: it goes at the account's own place in the morning's spread, not at 08:00.
+    morning = local(date(2026, 3, 3), 8) + spread_offset("A1", engine.strategy.compliance.pressure.spread_hours)
     assert (claim.verdict, claim.rule, claim.until) == ("defer", "window:sms", morning)
     assert store.claims("A1") == {}
     assert store.next_wakeup("A1") == morning
@@ -435,11 +441,11 @@ def test_concurrent_claims_of_different_texts_never_break_the_daily_cap(
 
     with ThreadPoolExecutor(max_workers=len(texts)) as pool:
         verdicts = list(pool.map(claim, texts))
-    # The upsert queued (but did not claim) the reminder text, so two ad-hoc texts fit in the day.
-    assert verdicts.count("send") == 2
+    # The upsert queued (but did not claim) the reminder text; the spacing lets one ad-hoc text through now.
+    assert verdicts.count("send") == 1
     assert set(verdicts) == {"send", "defer"}
     attempts = [entry for entry in store.load("A1").history if entry.kind == "attempt"]
-    assert len(attempts) == 2
+    assert len(attempts) == 1
 
 
 def test_an_import_that_assumes_new_accounts_still_reads_the_ones_that_exist(engine: Engine, store: Store) -> None:

@@ -8,7 +8,7 @@ The policy must send exactly when it is allowed, and a deferral must land on the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -45,7 +45,26 @@ def on_holiday(channel: Channel, account: Account, at: datetime, policy: Complia
     if not policy.holidays.enabled or channel not in policy.holidays.channels:
         return False
     calendar = _calendar(account.country)
-    return any(at.astimezone(ZoneInfo(name)).date() in calendar for name in zones_of(account))
+    return any(_rests(calendar, at.astimezone(ZoneInfo(name)).date()) for name in zones_of(account))
+
+
+def _rests(calendar: holiday_calendars.HolidayBase, day: date) -> bool:
+    """A holiday, or a weekend day (not a working one) joined to a holiday by other days off."""
+    if day in calendar:
+        return True
+
+    def off(d: date) -> bool:
+        return d in calendar or (d.weekday() in calendar.weekend and d not in calendar.weekend_workdays)
+
+    if not off(day):
+        return False
+    for direction in (1, -1):
+        probe = day
+        while off(probe):
+            if probe in calendar:
+                return True
+            probe += timedelta(days=direction)
+    return False
 
 
 @lru_cache(maxsize=8)

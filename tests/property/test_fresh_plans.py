@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.models import AccountRecord, Channel, HistoryEntry
-from dispatcher.planner import fresh_shape, plan, rebased
+from dispatcher.models import AccountRecord, Channel, HistoryEntry, Plan
+from dispatcher.planner import fresh_shape, plan, plan_shared, rebased
 from dispatcher.strategy import Strategy
 from tests.conftest import make_account
 
@@ -39,7 +39,12 @@ def test_a_rebased_shared_plan_is_the_plan_of_the_other_account(
     first, second, now = pair
     history = (HistoryEntry(kind="event", at=now, event="account_created"),)
     assert fresh_shape(first, history) == fresh_shape(second, history) is not None
-    assert rebased(plan(first, history, strategy, now), "Q22") == plan(second, history, strategy, now)
+    shapes: dict[tuple[object, ...], Plan] = {}
+    assert plan_shared(shapes, first, history, strategy, now) == plan(first, history, strategy, now)
+    assert plan_shared(shapes, second, history, strategy, now) == plan(second, history, strategy, now)
+    first_plan = shapes[fresh_shape(first, history)]  # type: ignore[index]
+    if not first_plan.extra.get("spread"):  # a plan that does not depend on the spread is shared as it is
+        assert rebased(first_plan, "Q22") == plan(second, history, strategy, now)
 
 
 def test_an_account_with_contacts_or_events_of_its_own_has_no_shared_shape() -> None:

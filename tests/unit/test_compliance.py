@@ -119,22 +119,28 @@ def with_holidays(policy: CompliancePolicy) -> CompliancePolicy:
     return policy.model_copy(update={"holidays": HolidayRule(enabled=True)})
 
 
-def test_holidays_are_ignored_unless_enabled(policy: CompliancePolicy) -> None:
-    assert judge(Channel.VOICE, local(date(2026, 1, 1), 10), policy)[0] == "send"
+def test_holidays_are_ignored_when_disabled(policy: CompliancePolicy) -> None:
+    off = policy.model_copy(update={"holidays": HolidayRule(enabled=False)})
+    assert judge(Channel.VOICE, local(date(2026, 1, 1), 10), off)[0] == "send"
 
 
-def test_no_call_on_chinese_new_year_day_when_holidays_are_enabled(policy: CompliancePolicy) -> None:
+def test_the_shipped_strategy_keeps_chinese_public_holidays(policy: CompliancePolicy) -> None:
+    assert judge(Channel.VOICE, local(date(2026, 10, 1), 10), policy)[:2] == ("defer", "holiday:CN")
+
+
+def test_no_call_on_new_year_until_the_adjusted_working_day_after_the_rest_period(policy: CompliancePolicy) -> None:
     calendar = holidays.country_holidays("CN", years=2026)
-    first_working = date(2026, 1, 1)
-    while first_working in calendar:
-        first_working += timedelta(days=1)
+    # 2026-01-01..03 is the official rest period (the 3rd a Saturday); Sunday the 4th is a working day.
+    assert date(2026, 1, 4) in calendar.weekend_workdays
     verdict = judge(Channel.VOICE, local(date(2026, 1, 1), 10), with_holidays(policy))
-    assert verdict == ("defer", "holiday:CN", local(first_working, 8))
-    assert first_working > date(2026, 1, 1)
+    assert verdict == ("defer", "holiday:CN", local(date(2026, 1, 4), 8))
 
 
 def test_holidays_spare_channels_not_listed(policy: CompliancePolicy) -> None:
-    assert judge(Channel.EMAIL, local(date(2026, 1, 1), 10), with_holidays(policy)) == ("send", None, None)
+    rule = HolidayRule(enabled=True, channels=(Channel.VOICE, Channel.SMS))
+    assert judge(Channel.EMAIL, local(date(2026, 1, 1), 10), policy.model_copy(update={"holidays": rule})) == (
+        "send", None, None,
+    )  # fmt: skip
 
 
 def test_after_hours_before_a_holiday_the_call_waits_past_the_holiday(policy: CompliancePolicy) -> None:

@@ -38,6 +38,13 @@ TODAY = date(2026, 3, 2)  # the default clock's day in Shanghai
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 
 
+@pytest.fixture
+def unpressed(strategy: Strategy) -> Strategy:
+    """The shipped strategy without contact pressure (spacing, totals, spread): the ladder's own behaviour."""
+    pressure = strategy.compliance.pressure.model_copy(update={"spacing_minutes": 0, "totals": (), "spread_hours": 0})
+    return strategy.model_copy(update={"compliance": strategy.compliance.model_copy(update={"pressure": pressure})})
+
+
 def local(day: date, hour: int, minute: int = 0) -> datetime:
     return datetime.combine(day, time(hour, minute), SHANGHAI).astimezone(UTC)
 
@@ -123,10 +130,10 @@ def test_the_first_day_past_due_sends_the_reminder_sms_and_wakes_for_the_call(st
     assert result.next_wakeup == local(TODAY + timedelta(days=1), 11)
 
 
-def test_contact_ids_are_the_same_however_often_the_account_is_planned(strategy: Strategy) -> None:
+def test_contact_ids_are_the_same_however_often_the_account_is_planned(unpressed: Strategy) -> None:
     record = AccountRecord(account=late(20))
-    assert plan(record, [], strategy, NOW) == plan(record, [], strategy, NOW)
-    assert ids(plan(record, [], strategy, NOW)) == ["A1/early/email/0", "A1/early/sms/0", "A1/early/call/1"]
+    assert plan(record, [], unpressed, NOW) == plan(record, [], unpressed, NOW)
+    assert ids(plan(record, [], unpressed, NOW)) == ["A1/early/email/0", "A1/early/sms/0", "A1/early/call/1"]
 
 
 def test_contact_ids_read_account_stage_step_occurrence() -> None:
@@ -173,9 +180,9 @@ def test_max_attempts_stops_an_every_cadence_before_the_stage_ends(strategy: Str
     assert calls == [f"A1/continuous/call/{n}" for n in range(14)]
 
 
-def test_a_missed_occurrence_is_skipped_for_the_latest_one_due(strategy: Strategy) -> None:
+def test_a_missed_occurrence_is_skipped_for_the_latest_one_due(unpressed: Strategy) -> None:
     # Imported on day 6 of the reminder stage: the day-4 text is due, the day-0 one is not sent late.
-    result = plan(AccountRecord(account=late(6)), [], strategy, NOW)
+    result = plan(AccountRecord(account=late(6)), [], unpressed, NOW)
     assert ids(result) == ["A1/reminder/call/0", "A1/reminder/sms/1"]
 
 
@@ -204,7 +211,7 @@ def test_a_contact_outside_an_extra_zones_window_is_deferred_and_the_account_wak
     assert ids(plan(AccountRecord(account=account), [], strategy, decision.until)) == ["A1/reminder/sms/0"]
 
 
-def test_contacts_allowed_in_the_same_plan_count_against_the_cap(strategy: Strategy) -> None:
+def test_contacts_allowed_in_the_same_plan_count_against_the_cap(unpressed: Strategy) -> None:
     day4 = TODAY + timedelta(days=4)
     history = [
         attempt("A1/reminder/sms/0", Channel.SMS, local(TODAY, 10)),
@@ -212,7 +219,7 @@ def test_contacts_allowed_in_the_same_plan_count_against_the_cap(strategy: Strat
         attempt("adhoc-1", Channel.SMS, local(day4, 8, 30)),
         outcome("A1/reminder/call/0", Channel.VOICE, OutcomeKind.NO_ANSWER, local(day4, 9)),
     ]
-    result = plan(AccountRecord(account=late(1)), history, strategy, local(day4, 10))
+    result = plan(AccountRecord(account=late(1)), history, unpressed, local(day4, 10))
     assert ids(result) == ["A1/reminder/call/0/fb"]
     deferred = [d for d in result.decisions if d.verdict == "defer"]
     assert [(d.contact_id, d.rule, d.until) for d in deferred] == [
@@ -346,11 +353,11 @@ def test_a_broken_promise_escalates_the_account_one_stage(strategy: Strategy) ->
     assert ids(result) == ["A1/second_notice/sms/0"]
 
 
-def test_an_escalated_account_keeps_its_floor_when_days_catch_up(strategy: Strategy) -> None:
+def test_an_escalated_account_keeps_its_floor_when_days_catch_up(unpressed: Strategy) -> None:
     record = AccountRecord(account=late(3), state=AccountState(stage_floor=1, floor_since=TODAY))
     history = [attempt("A1/second_notice/sms/0", Channel.SMS, NOW)]
     # Five days later the account is 8 days past due: the stage entered on the floor day keeps its cadence.
-    result = plan(record, history, strategy, local(TODAY + timedelta(days=5), 10))
+    result = plan(record, history, unpressed, local(TODAY + timedelta(days=5), 10))
     assert result.stage == "second_notice"
     assert ids(result) == ["A1/second_notice/call/2", "A1/second_notice/sms/1"]
 
@@ -405,21 +412,21 @@ def adhoc_request(key: str, at: datetime, channel: Channel = Channel.EMAIL) -> H
     return HistoryEntry(kind="event", at=at, event="adhoc_contact", detail=detail)
 
 
-def test_an_ad_hoc_request_is_planned_beside_the_ladder_under_its_key(strategy: Strategy) -> None:
+def test_an_ad_hoc_request_is_planned_beside_the_ladder_under_its_key(unpressed: Strategy) -> None:
     history = [attempt("A1/reminder/sms/0", Channel.SMS, NOW), adhoc_request("agent-1", NOW)]
-    result = plan(AccountRecord(account=late(1)), history, strategy, NOW + timedelta(minutes=1))
+    result = plan(AccountRecord(account=late(1)), history, unpressed, NOW + timedelta(minutes=1))
     [contact] = result.contacts
     assert (contact.id, contact.stage, contact.step, contact.channel) == (
         "A1/adhoc/agent-1/0", "adhoc", "agent-1", Channel.EMAIL
     )  # fmt: skip
     history.append(attempt(contact.id, Channel.EMAIL, NOW + timedelta(minutes=1)))
-    assert plan(AccountRecord(account=late(1)), history, strategy, NOW + timedelta(minutes=2)).contacts == ()
+    assert plan(AccountRecord(account=late(1)), history, unpressed, NOW + timedelta(minutes=2)).contacts == ()
 
 
-def test_an_ad_hoc_request_waits_for_the_window_like_any_contact(strategy: Strategy) -> None:
+def test_an_ad_hoc_request_waits_for_the_window_like_any_contact(unpressed: Strategy) -> None:
     late_evening = local(TODAY, 22)
     history = [attempt("A1/reminder/sms/0", Channel.SMS, NOW), adhoc_request("agent-2", late_evening)]
-    result = plan(AccountRecord(account=late(1)), history, strategy, late_evening)
+    result = plan(AccountRecord(account=late(1)), history, unpressed, late_evening)
     assert result.contacts == ()
     assert [(d.contact_id, d.verdict, d.until) for d in result.decisions] == [
         ("A1/adhoc/agent-2/0", "defer", local(TODAY + timedelta(days=1), 8))
