@@ -46,8 +46,11 @@ class RecordReader:
             ).fetchall()
         return [
             Closure(
-                AccountRecord.model_validate(record), tuple(HistoryEntry.model_validate(e) for e in history),
-                dict(claims), closed_at, pseudonymised,
+                AccountRecord.model_validate(record),
+                tuple(HistoryEntry.model_validate(e) for e in history),
+                dict(claims),
+                closed_at,
+                pseudonymised,
             )  # fmt: skip
             for record, history, claims, closed_at, pseudonymised in rows
         ]
