@@ -7,8 +7,11 @@ Errors (each adapter translates its provider's errors into these in exactly one 
     │       .retry_after: float|None   seconds the provider (or a limiter) asked us to wait
     │       .ambiguous: bool           the request may have reached the provider (read timeout):
     │                                  reconcile from callbacks before sending again
-    │   └── RateLimited                our own rate limit refused the request before it left: a
-    │                                  definite non-send; wait `retry_after`, never retried in the task
+    │   ├── RateLimited                our own rate limit refused the request before it left: a
+    │   │                              definite non-send; wait `retry_after`, never retried in the task
+    │   └── ProviderMisconfigured      our configuration is wrong (401, 403, 404, unknown host, TLS):
+    │           .setting: str          a definite non-send and never a debtor outcome; the claim goes
+    │           .provider: str         back, the provider's circuit opens, `setting` names the variable
     ├── PermanentDeliveryError         do not retry: record the outcome and re-plan
     │       .outcome_kind: str         one of OUTCOME_KINDS, e.g. 'invalid_address', 'opted_out'
     └── LookupUnavailable              find_sent only: the provider cannot say whether it has the contact
@@ -25,6 +28,8 @@ absence), and LookupUnavailable when asking cannot tell.
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -134,6 +139,41 @@ def pass_request_gate() -> None:
     gate = _REQUEST_GATE.get()
     if gate is not None:
         gate()
+
+
+class ProviderMisconfigured(TransientDeliveryError):
+    """The provider refused us, not the contact: a wrong key, URL, host or TLS setting. Nothing left; no
+    retry in the task helps, and the debtor has no outcome: the caller gives the claim back and opens the
+    provider's circuit until an operator fixes `setting` (the DISPATCHER_* variable that looks wrong)."""
+
+    def __init__(self, message: str, provider: str, setting: str) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.setting = setting
+
+
+# What a misconfiguration looks like at the HTTP level: the answer says the key or the URL is wrong.
+MISCONFIGURED_STATUSES = frozenset({401, 403, 404})
+
+
+def misconfiguration_of(exc: BaseException) -> str | None:
+    """'unknown host' or 'TLS failure' when a transport error comes from DNS or the TLS handshake (our host
+    or TLS setting), else None. Walks the cause chain: httpx, urllib3 and aiosmtplib all wrap the OS error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "unknown host"
+        if isinstance(current, ssl.SSLError | ssl.CertificateError):
+            return "TLS failure"
+        text = str(current)
+        if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo failed" in text:
+            return "unknown host"
+        if "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text or "SSL:" in text:
+            return "TLS failure"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class PermanentDeliveryError(DeliveryError):

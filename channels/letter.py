@@ -1,50 +1,53 @@
-"""Postal letters: render a PDF with reportlab, submit it to a Lob-shaped print vendor, parse tracking.
+"""Postal letters: a PDF a printer accepts (channels.pdf), submitted to a Lob-shaped print vendor exactly as
+Lob documents its letter create, and tracking parsed from Lob's webhooks.
 
-Chinese text uses reportlab's built-in CID font STSong-Light, whose text extracts back from the PDF
-(checked in the tests with pypdf), so no font file ships with the project.
+`DISPATCHER_PRINT_VENDOR_URL` is the vendor's API root including its version (Lob: https://api.lob.com/v1);
+letters are `POST {root}/letters`, multipart/form-data with the PDF as `file` and every object field in
+Lob's deepObject form (`to[name]`, `from[address_city]`, `metadata[contact_id]`), HTTP Basic auth with the
+API key as the username, and the contact id as the Idempotency-Key.
 
-Every letter carries our ids in `metadata` (`contact_id`, `account_id`) and the contact id as its
-Idempotency-Key, so a letter in doubt is found again by Lob's documented metadata filter on the letter list
-(`find_sent`).
+Why not the official lob-python SDK: it cannot upload a PDF made in memory or on disk (`file` must be a
+string: a URL, an HTML string or a template id; lob/lob-python issue 211), it would add its own HTTP
+stack and error types to translate, and the rate-limit gate must run right before the request leaves,
+which a plain httpx request makes a one-liner.
+
+Every letter carries our ids in `metadata` (`contact_id`, `account_id`), so a letter in doubt is found
+again by Lob's documented metadata filter on the letter list (`find_sent`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import time
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from typing import Any
-from xml.sax.saxutils import escape
 
 import httpx
-from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import ParagraphStyle
-from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
 
 from channels.base import (
+    MISCONFIGURED_STATUSES,
     DeliveryError,
     Evidence,
     LookupUnavailable,
     OutboundMessage,
     PermanentDeliveryError,
+    ProviderMisconfigured,
     ProviderOutcome,
     Receipt,
     SentQuery,
     TransientDeliveryError,
     WebhookRejected,
+    misconfiguration_of,
     parse_retry_after,
     pass_request_gate,
 )
+from channels.pdf import LetterContent, MissingGlyphs, PageSetup, render_letter
+from channels.postal import address_lines, address_problems
 from config.settings import Settings
 
-CJK_FONT = "STSong-Light"
-LATIN_FONT = "Helvetica"
 SIGNATURE_MAX_AGE = 300.0  # seconds; an older signed webhook may be a replay
 TRACKING_KIND = {
     "letter.mailed": "sent",
@@ -54,40 +57,80 @@ TRACKING_KIND = {
 
 LOOKUP_LIMIT = 100  # Lob's maximum page size for lists
 LOOKUP_MAX_PAGES = 5
+ADDRESS_FIELDS = (
+    "name", "company", "address_line1", "address_line2", "address_city", "address_state", "address_zip",
+    "address_country",
+)  # fmt: skip
+URL_SETTING = "DISPATCHER_PRINT_VENDOR_URL"
+KEY_SETTING = "DISPATCHER_PRINT_VENDOR_API_KEY"
+FROM_SETTING = "DISPATCHER_LETTER_FROM_ADDRESS_LINE1"  # and the other DISPATCHER_LETTER_FROM_* fields
 
-pdfmetrics.registerFont(UnicodeCIDFont(CJK_FONT))
+
+def return_address(settings: Settings) -> dict[str, str]:
+    """The return address from settings, as a Lob address object."""
+    fields = {
+        "name": settings.letter_from_name,
+        "address_line1": settings.letter_from_address_line1,
+        "address_line2": settings.letter_from_address_line2 or "",
+        "address_city": settings.letter_from_address_city,
+        "address_state": settings.letter_from_address_state,
+        "address_zip": settings.letter_from_address_zip,
+        "address_country": settings.letter_from_address_country,
+    }
+    return {key: value for key, value in fields.items() if value}
 
 
-def render_pdf(text: str, locale: str) -> bytes:
-    """A4 letter: one paragraph per blank-line-separated block, line breaks kept."""
-    chinese = locale.lower().startswith("zh")
-    style = ParagraphStyle(
-        "letter",
-        fontName=CJK_FONT if chinese else LATIN_FONT,
-        fontSize=11,
-        leading=17,
-        wordWrap="CJK" if chinese else None,
+def letter_content(message: OutboundMessage, settings: Settings) -> LetterContent:
+    """What the PDF shows: the text, dated in the debtor's locale, and both addresses in their order."""
+    assert isinstance(message.to, dict)
+    sender = return_address(settings)
+    raw_date = message.extra.get("letter_date")
+    dated = date.fromisoformat(str(raw_date)) if raw_date else datetime.now(UTC).date()
+    return LetterContent(
+        text=message.text,
+        locale=message.locale,
+        dated=dated,
+        recipient=address_lines(message.to, sender.get("address_country", "US")),
+        sender=[", ".join(address_lines(sender, sender.get("address_country", "US")))],
     )
-    story: list[Any] = []
-    for block in text.strip().split("\n\n"):
-        story.append(Paragraph(escape(block).replace("\n", "<br/>"), style))
-        story.append(Spacer(1, 4 * mm))
-    buffer = io.BytesIO()
-    document = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=25 * mm, rightMargin=25 * mm)
-    document.build(story)
-    return buffer.getvalue()
+
+
+def form_fields(message: OutboundMessage, settings: Settings) -> dict[str, str]:
+    """Lob's letter create, every field but `file`, flattened as Lob's deepObject form fields."""
+    assert isinstance(message.to, dict)
+    fields: dict[str, str] = {f"to[{k}]": str(v) for k, v in message.to.items() if k in ADDRESS_FIELDS and v}
+    if settings.letter_from_address_id:
+        fields["from"] = settings.letter_from_address_id
+    else:
+        fields.update({f"from[{key}]": value for key, value in return_address(settings).items()})
+    fields.update(
+        {
+            "color": _flag(settings.letter_color),
+            "double_sided": _flag(settings.letter_double_sided),
+            "address_placement": settings.letter_address_placement,
+            "mail_type": settings.letter_mail_type,
+            "use_type": "operational",  # collections are operational mail, not marketing
+            "metadata[contact_id]": message.contact_id,
+            "metadata[account_id]": message.account_id,
+        }
+    )
+    return fields
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
 
 
 class LetterAdapter:
-    """Submits letters to the print vendor; `message.to` is the postal address dict."""
+    """Submits letters to the print vendor; `message.to` is the postal address dict (Lob's fields)."""
 
     name = "letter"
 
-    def __init__(self, settings: Settings, *, timeout: float = 30.0, sender: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
         self._settings = settings
-        self._sender = dict(sender or {"name": "Collections", "address_line1": "1 Bank Street"})
+        self._page = PageSetup.from_settings(settings)
         self._http = httpx.Client(
-            base_url=settings.print_vendor_url.rstrip("/"),
+            base_url=settings.print_vendor_url.rstrip("/") + "/",
             auth=(settings.print_vendor_api_key.get_secret_value(), ""),
             timeout=timeout,
         )
@@ -95,16 +138,29 @@ class LetterAdapter:
     def send(self, message: OutboundMessage) -> Receipt:
         if not isinstance(message.to, dict):
             raise PermanentDeliveryError("a letter needs a postal address", "invalid_address")
-        pdf = render_pdf(message.text, message.locale)
-        fields = self._fields(message)
+        problems = address_problems(message.to, "to")
+        if problems:
+            detail = "; ".join(problems)
+            raise PermanentDeliveryError(f"the vendor would refuse the address: {detail}", "invalid_address")
+        if not self._settings.letter_from_address_id:
+            problems = address_problems(return_address(self._settings), "from")
+            if problems:
+                raise ProviderMisconfigured(f"return address: {'; '.join(problems)}", "letter", FROM_SETTING)
+        try:
+            pdf = render_letter(letter_content(message, self._settings), self._page)
+        except MissingGlyphs as exc:
+            raise PermanentDeliveryError(f"letter not rendered: {exc}", "failed") from exc
         headers = {"Idempotency-Key": message.contact_id}
         pass_request_gate()
         try:
             response = self._http.post(
-                "/v1/letters", data=fields, files={"file": ("letter.pdf", pdf, "application/pdf")}, headers=headers
+                "letters",
+                data=form_fields(message, self._settings),
+                files={"file": ("letter.pdf", pdf, "application/pdf")},
+                headers=headers,
             )
         except httpx.TransportError as exc:
-            raise TransientDeliveryError(f"print vendor: {exc!r}", ambiguous=_ambiguous(exc)) from exc
+            raise transport_error(exc) from exc
         if response.status_code >= 300:
             raise translate_vendor_error(response)
         letter = response.json()
@@ -121,7 +177,7 @@ class LetterAdapter:
         another letter count; a list that runs past LOOKUP_MAX_PAGES pages is LookupUnavailable.
         """
         params: dict[str, str | int] | None = {"metadata[contact_id]": query.contact_id, "limit": LOOKUP_LIMIT}
-        url: str | None = "/v1/letters"
+        url: str | None = "letters"
         for _ in range(LOOKUP_MAX_PAGES):
             if url is None:
                 return Evidence.absent()
@@ -159,26 +215,37 @@ class LetterAdapter:
     def close(self) -> None:
         self._http.close()
 
-    def _fields(self, message: OutboundMessage) -> dict[str, str]:
-        extra = message.extra
-        return {
-            "to": json.dumps(message.to, ensure_ascii=False),
-            "from": json.dumps(extra.get("from") or self._sender, ensure_ascii=False),
-            "color": json.dumps(bool(extra.get("color", False))),
-            "double_sided": json.dumps(bool(extra.get("double_sided", True))),
-            "mail_type": str(extra.get("mail_type", "usps_first_class")),
-            "use_type": "operational",  # collections are operational mail, not marketing
-            "metadata": json.dumps({"contact_id": message.contact_id, "account_id": message.account_id}),
-        }
-
 
 def translate_vendor_error(response: httpx.Response) -> DeliveryError:
-    """429/5xx transient (honouring Retry-After); 422 a bad address; any other 4xx our fault, permanent."""
+    """401/403 a wrong key, 404 a wrong URL: misconfigurations. 429/5xx transient (honouring Retry-After);
+    422 about `from` our return address (misconfigured), else the debtor's address; other 4xx permanent."""
     status = response.status_code
     label = f"print vendor {status}: {response.text[:200]}"
+    if status in MISCONFIGURED_STATUSES:
+        return ProviderMisconfigured(label, "letter", URL_SETTING if status == 404 else KEY_SETTING)
     if status == 429 or status >= 500:
         return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    if status == 422 and _error_message(response).startswith("from"):
+        return ProviderMisconfigured(label, "letter", FROM_SETTING)
     return PermanentDeliveryError(label, "invalid_address" if status == 422 else "failed")
+
+
+def transport_error(exc: httpx.TransportError) -> TransientDeliveryError:
+    """An unknown host or a TLS failure is our URL setting; anything else the network (ambiguous once the
+    request may have left)."""
+    reason = misconfiguration_of(exc)
+    if reason is not None:
+        return ProviderMisconfigured(f"print vendor {reason}: {exc!r}", "letter", URL_SETTING)
+    return TransientDeliveryError(f"print vendor: {exc!r}", ambiguous=_ambiguous(exc))
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("message", "")) if isinstance(error, dict) else ""
 
 
 def translate_lookup_error(response: httpx.Response) -> DeliveryError:

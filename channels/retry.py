@@ -1,7 +1,8 @@
 """Short in-task retries of transient send failures, with tenacity.
 
 Only TransientDeliveryError that is not ambiguous is retried here: an ambiguous failure (the request may
-have reached the provider) must be reconciled from callbacks first, or the debtor could get two texts.
+have reached the provider) must be reconciled from callbacks first, or the debtor could get two texts. A
+misconfigured provider is not retried either: the same key or URL gives the same answer.
 Longer waits (a Retry-After above `max_wait`) are not slept here; the error goes back to the caller,
 which re-queues through the schedule.
 """
@@ -13,14 +14,23 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from channels.base import ChannelAdapter, OutboundMessage, RateLimited, Receipt, TransientDeliveryError
+from channels.base import (
+    ChannelAdapter,
+    OutboundMessage,
+    ProviderMisconfigured,
+    RateLimited,
+    Receipt,
+    TransientDeliveryError,
+)
 
 T = TypeVar("T")
 
 
 def _retryable(max_wait: float) -> Callable[[BaseException], bool]:
     def check(exc: BaseException) -> bool:
-        if not isinstance(exc, TransientDeliveryError) or exc.ambiguous or isinstance(exc, RateLimited):
+        if not isinstance(exc, TransientDeliveryError) or exc.ambiguous:
+            return False
+        if isinstance(exc, RateLimited | ProviderMisconfigured):  # waiting in the task fixes neither
             return False
         return exc.retry_after is None or exc.retry_after <= max_wait
 

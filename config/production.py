@@ -29,7 +29,7 @@ SANDBOX_SMTP_PORT = 8725
 
 _SECRETS = (
     "twilio_auth_token", "print_vendor_api_key", "print_vendor_webhook_secret", "agency_api_key",
-    "email_webhook_secret",
+    "email_webhook_secret", "unsubscribe_secret",
 )  # fmt: skip
 _EXAMPLE_TEXT = ("bank_name", "callback_phone")
 _SANDBOX_URLS = ("public_base_url", "print_vendor_url", "agency_url", "twilio_api_base_url")
@@ -57,6 +57,8 @@ def production_problems(settings: Settings) -> list[tuple[str, str]]:
         problems.append(("email_from", f"{settings.email_from} is an example address"))
     if _is_sandbox_host(settings.smtp_host) and settings.smtp_port == SANDBOX_SMTP_PORT:
         problems.append(("smtp_host", f"{settings.smtp_host}:{settings.smtp_port} is the SMTP sandbox"))
+    if settings.letter_from_address_id is None and _default(settings, "letter_from_address_line1"):
+        problems.append(("letter_from_address_line1", "the example return address (set yours, or a saved address id)"))
     if settings.redis_url is None:
         problems.append(("redis_url", "unset: the embedded Redis is for development"))
     # An accelerated clock would contact debtors at the wrong hours and days.

@@ -87,9 +87,50 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_use_tls: bool = False
     email_from: str = Field(default="collections@example-bank.test")
-    print_vendor_url: str = Field(default="http://127.0.0.1:8702")
+    dkim_selector: str | None = Field(default=None, description="DKIM selector (the DNS name selector._domainkey).")
+    dkim_domain: str | None = Field(default=None, description="DKIM signing domain (d=); default: email_from's.")
+    dkim_private_key_path: Path | None = Field(
+        default=None, description="PEM private key; when set with the selector, every email is DKIM-signed."
+    )
+    unsubscribe_secret: SecretStr = Field(
+        default=SecretStr("unsubscribe-signing-secret"),
+        description="HMAC key of the one-click unsubscribe tokens in List-Unsubscribe and the email's link.",
+    )
+    unsubscribe_mailto: str | None = Field(
+        default=None, description="Mailbox for List-Unsubscribe mailto: requests; default unsubscribe@ sender's domain."
+    )
+    print_vendor_url: str = Field(
+        default="http://127.0.0.1:8702/v1",
+        description="The print vendor's API root including its version, e.g. https://api.lob.com/v1.",
+    )
     print_vendor_api_key: SecretStr = Field(default=SecretStr("test_print_key"))
     print_vendor_webhook_secret: SecretStr = Field(default=SecretStr("print-webhook-secret"))
+    # Letters: the return address (or a vendor's saved address id), the page and where the window shows.
+    letter_from_address_id: str | None = Field(
+        default=None, description="A return address saved at the vendor (Lob `adr_...`); overrides the fields below."
+    )
+    letter_from_name: str = Field(default="Example Bank Collections", max_length=40)
+    letter_from_address_line1: str = Field(default="210 King St", max_length=64)
+    letter_from_address_line2: str | None = Field(default=None, max_length=64)
+    letter_from_address_city: str = Field(default="San Francisco")
+    letter_from_address_state: str = Field(default="CA", description="US: the 2-letter state code.")
+    letter_from_address_zip: str = Field(default="94107")
+    letter_from_address_country: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    letter_page_size: Literal["letter", "a4"] = Field(
+        default="letter", description="letter (8.5x11 in, Lob prints nothing else) or a4 (Chinese vendors)."
+    )
+    letter_margin_mm: float = Field(default=19.0, ge=5, le=40, description="Page margins, millimetres.")
+    letter_address_placement: Literal["top_first_page", "insert_blank_page", "bottom_first_page"] = Field(
+        default="top_first_page", description="Where the vendor prints the address (Lob's address_placement)."
+    )
+    letter_address_window_mm: str | None = Field(
+        default=None,
+        description="left,top,width,height of the envelope window in mm: we print the address block there "
+        "(vendors that print none, e.g. 20,45,85,45 for a DL/C5 window); unset: the vendor prints it.",
+    )
+    letter_mail_type: Literal["usps_first_class", "usps_standard"] = Field(default="usps_first_class")
+    letter_color: bool = Field(default=False, description="Print letters in colour.")
+    letter_double_sided: bool = Field(default=True, description="Print letters on both sides.")
     agency_url: str = Field(default="http://127.0.0.1:8703/cases")
     agency_api_key: SecretStr = Field(default=SecretStr("agency-key"))
 
@@ -113,7 +154,10 @@ class Settings(BaseSettings):
     bank_name: str = Field(default="Example Bank")
     callback_phone: str = Field(default="+8640000000000", description="The number debtors are asked to call.")
     pay_url: str = Field(default="https://pay.example-bank.test/a/{account_id}")
-    unsubscribe_url: str = Field(default="https://pay.example-bank.test/unsubscribe/{contact_id}")
+    unsubscribe_url: str = Field(
+        default="http://127.0.0.1:8700/v1/unsubscribe/{token}",
+        description="The one-click unsubscribe URL (our API's POST /v1/unsubscribe/{token}); {token} is signed.",
+    )
     clock_start: datetime | None = Field(default=None, description="Demo only: an accelerated clock's start.")
     clock_factor: float = Field(default=1.0, gt=0, description="Demo only: simulated seconds per real second.")
     clock_origin: float | None = Field(default=None, description="Demo only: the real epoch second of clock_start.")

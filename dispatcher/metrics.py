@@ -52,6 +52,12 @@ PROVIDER_ERRORS = Counter(
     "dispatcher_provider_errors", "Failed provider requests: transient, permanent or ambiguous (may have left).",
     ["channel", "kind"],
 )  # fmt: skip
+PROVIDER_MISCONFIGURED = Counter(
+    "dispatcher_provider_misconfigured",
+    "A provider refused our configuration (401/403/404, unknown host, TLS): its circuit opened; `setting` is "
+    "the DISPATCHER_* variable that looks wrong.",
+    ["channel", "setting"],
+)  # fmt: skip
 WAKEUP_LAG = Histogram(
     "dispatcher_wakeup_lag_seconds", "From an account's planned wake-up to its re-plan.", ["stage"],
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),

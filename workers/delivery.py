@@ -23,6 +23,7 @@ from channels.base import (
     ChannelAdapter,
     OutboundMessage,
     PermanentDeliveryError,
+    ProviderMisconfigured,
     RateLimited,
     Receipt,
     TransientDeliveryError,
@@ -36,6 +37,7 @@ from dispatcher.events import Event, Outcome
 from dispatcher.gate import ClaimResult
 from dispatcher.metrics import CONTACTS, tally
 from dispatcher.models import Channel, Contact, HistoryEntry, OutcomeKind
+from workers.circuit import CircuitBreaker
 from workers.limiter import RateLimiter
 from workers.messages import build_message
 from workers.metrics import timed_send, waited
@@ -49,7 +51,7 @@ VOICE_SCRIPT_TTL = 86_400  # a call connects within minutes; a day leaves room f
 class Delivery:
     contact_id: str
     result: str  # sent | failed | unknown | deferred | denied | claimed_elsewhere | throttled | retry |
-    # retry_later | template_error
+    # retry_later | template_error | circuit_open
     retry_in: float | None = None
     detail: str | None = None
 
@@ -85,7 +87,9 @@ class Deliverer:
         limiter: RateLimiter,
         settings: Settings,
         retry_wait: float = 0.5,
+        breaker: CircuitBreaker | None = None,
     ):
+        self.breaker = breaker or CircuitBreaker(engine.store.redis)
         self.engine = engine
         self.adapters = adapters
         self.renderer = renderer
@@ -108,8 +112,14 @@ class Deliverer:
         done: dict[str, Delivery] = {}
         batch = _Endings()
         broken: list[TemplateContextError] = []
-        claims = gate.claim_each(contacts)
-        for index, contact in enumerate(contacts):
+        admissions = {channel: self.breaker.admit(channel) for channel in {c.channel.value for c in contacts}}
+        held = [contact for contact in contacts if admissions[contact.channel.value].wait > 0]
+        if held:  # the provider's circuit is open: nothing is claimed, the contacts wait queued
+            wait = max(admissions[contact.channel.value].wait for contact in held)
+            self._waiting(held, wait, already_waiting, done, "circuit_open", "provider_unhealthy")
+        admitted = [contact for contact in contacts if contact.id not in done]
+        claims = gate.claim_each(admitted)
+        for index, contact in enumerate(admitted):
             structlog.contextvars.bind_contextvars(contact_id=contact.id)  # on every line about this contact
             _, claim = next(claims)
             if claim.verdict != "send":
@@ -129,9 +139,20 @@ class Deliverer:
                 wait = exc.retry_after or 1.0
                 recorded = contact.id in already_waiting
                 gate.release(contact, _attempt_of(claim), None if recorded else "rate_limited")
-                self._throttled(contacts[index:], wait, already_waiting | {contact.id}, done)
+                self._throttled(admitted[index:], wait, already_waiting | {contact.id}, done)
                 claims.close()
                 break
+            except ProviderMisconfigured as exc:  # our configuration, not the debtor: the claim goes back
+                audited = contact.id in already_waiting
+                gate.release(contact, _attempt_of(claim), None if audited else "provider_unhealthy")
+                wait = self.breaker.trip(exc)
+                rest = admitted[index:]
+                self._waiting(rest, wait, already_waiting | {contact.id}, done, "circuit_open", "provider_unhealthy")
+                claims.close()
+                break
+            if admissions[contact.channel.value].probe:  # the half-open probe got an answer: the circuit closes
+                self.breaker.succeeded(contact.channel.value)
+                admissions[contact.channel.value] = dataclasses.replace(admissions[contact.channel.value], probe=False)
         structlog.contextvars.unbind_contextvars("contact_id")
         self._finish(batch)
         tally(CONTACTS, ((c.channel.value, done[c.id].result) for c in contacts if c.id in done))
@@ -146,10 +167,24 @@ class Deliverer:
     ) -> None:
         """The limit is reached: the rest of the batch waits (the contact that met the limit was given back to
         queued, the others were never claimed)."""
+        self._waiting(waiting, wait, already_waiting, done, "throttled", "rate_limited")
+
+    def _waiting(
+        self,
+        waiting: Sequence[Contact],
+        wait: float,
+        already_waiting: frozenset[str],
+        done: dict[str, Delivery],
+        result: str,
+        reason: str,
+    ) -> None:
+        """Contacts that wait unclaimed (a rate limit, an open circuit): audited once per wait, and handed
+        back to the task to come again in `wait` seconds (a minute at most: no long ETAs on the broker)."""
         started = [contact for contact in waiting if contact.id not in already_waiting]
         if started:
-            self.engine.gate.waiting(started, "rate_limited")
-        done.update((contact.id, Delivery(contact.id, "throttled", retry_in=wait)) for contact in waiting)
+            self.engine.gate.waiting(started, reason)
+        retry_in = min(wait, MAX_REQUEUE_SECONDS)
+        done.update((contact.id, Delivery(contact.id, result, retry_in=retry_in)) for contact in waiting)
 
     def _message(self, contact: Contact, claim: ClaimResult) -> OutboundMessage:
         assert claim.record is not None, "a claim that says send carries the record it looked at"
@@ -168,7 +203,7 @@ class Deliverer:
     def _send(self, contact: Contact, claim: ClaimResult, message: OutboundMessage, batch: _Endings) -> Delivery:
         try:
             receipt = self._with_retries(contact, message)
-        except RateLimited:
+        except (RateLimited, ProviderMisconfigured):
             raise
         except PermanentDeliveryError as exc:
             detail = {"error": str(exc)}

@@ -15,6 +15,7 @@ from config.settings import Settings
 from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry, PostalAddress, zone
 from dispatcher.strategy import Strategy
 from dispatcher.timeline import timeline
+from dispatcher.unsubscribe import unsubscribe_token
 
 GENERIC_VOICEMAIL = "voicemail"
 
@@ -32,9 +33,11 @@ def build_message(
     account = record.account
     context = _context(contact, record, settings, now)
     rendered = renderer.render(contact.template, account.locale, context)
-    extra: dict[str, Any] = {"unsubscribe_url": context["unsubscribe_url"]}
+    extra: dict[str, Any] = {"unsubscribe_url": context["unsubscribe_url"], "unsubscribe_token": context["token"]}
     if contact.channel is Channel.SMS:
         extra["validity_period"] = _seconds_left_in_window(record, strategy, contact.channel, now)
+    if contact.channel is Channel.LETTER:  # dated in the debtor's own zone; the PDF writes it in their locale
+        extra["letter_date"] = now.astimezone(zone(account.timezone)).date().isoformat()
     if contact.channel is Channel.AGENCY:
         extra["case_file"] = _case_file(record, history)
     if contact.channel is Channel.VOICE:
@@ -62,6 +65,7 @@ def voicemail_template(template: str, locale: str, renderer: Renderer) -> str:
 def _context(contact: Contact, record: AccountRecord, settings: Settings, now: datetime) -> dict[str, Any]:
     account = record.account
     local_today = now.astimezone(zone(account.timezone)).date()
+    token = unsubscribe_token(settings.unsubscribe_secret.get_secret_value(), account.id)
     return {
         "name": account.name,
         "amount": account.balance - record.state.paid,
@@ -71,9 +75,10 @@ def _context(contact: Contact, record: AccountRecord, settings: Settings, now: d
         "days_past_due": (local_today - account.due_date).days,
         "account_ref": account.id[-4:],
         "pay_url": settings.pay_url.format(account_id=account.id),
-        "unsubscribe_url": settings.unsubscribe_url.format(contact_id=contact.id),
+        "unsubscribe_url": settings.unsubscribe_url.format(contact_id=contact.id, account_id=account.id, token=token),
         "bank_name": settings.bank_name,
         "phone": settings.callback_phone,
+        "token": token,
     }
 
 

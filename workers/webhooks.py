@@ -28,6 +28,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from channels.base import ProviderOutcome, WebhookRejected
+from channels.dsn import dsn_outcomes
 from channels.letter import sign, tracking_outcomes, verify_signature
 from channels.sms import inbound_intent, message_status_outcomes
 from channels.twilio_common import contact_id_of, verified_params
@@ -173,6 +174,18 @@ def webhook_router(engine: Engine, settings: Settings) -> APIRouter:
             return WebhookResult(status="ignored", reason="not a hard bounce or complaint with a contact_id")
         outcome = ProviderOutcome(contact_id, kind.value, str(payload.get("id", "")), {"type": payload["type"]})
         return await recorder.outcomes([outcome], Channel.EMAIL, FINAL_RANK, "email")
+
+    @router.post("/email-dsn", summary="An RFC 3464 delivery status notification, raw (X-Signature)",
+                 operation_id="emailDsn", **status_route)  # fmt: skip
+    async def email_dsn(request: Request) -> WebhookResult:
+        """The bounce mailbox's DSNs, as received: a permanent failure invalidates the address, as an SMTP
+        rejection does; delays and reports about messages that are not ours are ignored."""
+        body = await request.body()
+        _verified(lambda: verify_email_signature(email_secret, request.headers, body, time.time()), "X-Signature")
+        outcomes = dsn_outcomes(body, settings.unsubscribe_secret.get_secret_value())
+        if not outcomes:
+            return WebhookResult(status="ignored", reason="not a permanent failure of a message of ours")
+        return await recorder.outcomes(outcomes, Channel.EMAIL, FINAL_RANK, "dsn")
 
     return router
 

@@ -100,7 +100,7 @@ class Sandboxes:
             "twilio_api_base_url": self.twilio.url,
             "smtp_host": self.smtp.host,
             "smtp_port": self.smtp.port,
-            "print_vendor_url": self.print_vendor.url,
+            "print_vendor_url": f"{self.print_vendor.url}/v1",  # the API root with its version, as Lob's
             "agency_url": self.agency.url + agency.CASES_PATH,
         }
 

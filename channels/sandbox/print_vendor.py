@@ -1,10 +1,19 @@
 """A print-vendor stand-in shaped like Lob's letters API.
 
-POST /v1/letters (Basic auth, API key as username; multipart with `file` and fields) stores the PDF,
+POST /v1/letters (Basic auth, API key as username; multipart/form-data with the PDF as `file` and the
+object fields in deepObject form, `to[name]`, `from[address_city]`, `metadata[contact_id]`) stores the PDF,
 honours Idempotency-Key (the same key answers the first letter again), and, when a callback base URL is
 given, posts signed tracking webhooks: letter.mailed, letter.in_transit, then letter.delivered — or
-letter.returned_to_sender when the `to` address_line1 contains 'RETURN'. A `to` without address_line1
-gets 422. Webhooks are signed with hex HMAC-SHA256 over "{timestamp}.{raw body}".
+letter.returned_to_sender when the `to` address_line1 contains 'RETURN'. Webhooks are signed with hex
+HMAC-SHA256 over "{timestamp}.{raw body}".
+
+It refuses with 422, as Lob documents (lob/lob-openapi, letter_editable and the address models), a letter
+whose `to` or `from` lacks what Lob requires (name or company, address_line1; a US address also city,
+2-letter state and a 12345[-1234] ZIP), without `color`, with a `use_type`, `mail_type`,
+`address_placement` or boolean field outside Lob's values, metadata beyond 20 keys (keys up to 40
+characters, values up to 500), and a PDF whose pages are not 8.5"x11" or whose fonts are not embedded.
+`refusing` (set by tests, or POST /_sandbox/refuse {"status": 404}) answers every API request with that
+status, as a wrong URL or key would.
 
 GET /v1/letters lists letters as Lob does, from memory, most recent first: `limit` (1..100, default 10),
 `after`/`before` cursors, `metadata[key]=value` (deepObject; every pair must match), `date_created[gt|gte|
@@ -18,6 +27,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import json
 import operator
 import re
@@ -34,12 +44,19 @@ from urllib.parse import urlencode
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pypdf import PdfReader
+from pypdf.errors import PdfReadError
 from starlette.datastructures import QueryParams
 
+from channels.postal import address_problems
 from channels.sandbox.server import EventLog, FaultInjector
 
 WEBHOOK_PATH = "/v1/webhooks/print-vendor"
-JSON_FIELDS = ("to", "from", "metadata", "color", "double_sided")
+OBJECT_FIELDS = ("to", "from", "metadata")
+USE_TYPES = ("marketing", "operational")
+MAIL_TYPES = ("usps_first_class", "usps_standard")
+PLACEMENTS = ("top_first_page", "insert_blank_page", "bottom_first_page_center", "bottom_first_page")
+LETTER_POINTS = (612.0, 792.0)  # 8.5 x 11 inches: the only size Lob prints
 LIST_DEFAULT_LIMIT = 10
 LIST_MAX_LIMIT = 100
 EVENT_NAMES = {
@@ -63,6 +80,78 @@ def _instant(value: str) -> datetime:
 
 def lob_error(status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "status_code": status}}
+
+
+def deep_objects(fields: dict[str, Any]) -> dict[str, Any]:
+    """`to[name]`-style form fields as objects; `from` may instead be a saved address id (adr_...)."""
+    objects: dict[str, Any] = {}
+    for key, value in fields.items():
+        match = re.fullmatch(r"(to|from|metadata)\[([A-Za-z0-9_\-]+)\]", key)
+        if match and isinstance(value, str):
+            objects.setdefault(match[1], {})[match[2]] = value
+    for name in ("to", "from"):
+        if isinstance(fields.get(name), str):
+            objects[name] = fields[name]
+    return objects
+
+
+def letter_problems(fields: dict[str, Any], objects: dict[str, Any], pdf: Any) -> list[str]:
+    """What Lob would refuse in a letter create, as `field: problem`."""
+    problems: list[str] = []
+    for role in ("to", "from"):
+        address = objects.get(role)
+        if isinstance(address, str):
+            if not re.fullmatch(r"adr_[a-z0-9]+", address):
+                problems.append(f"{role}: an address id (adr_...) or an address object is required")
+        elif not address:
+            problems.append(f"{role} is required")
+        else:
+            problems += address_problems(address, role)
+    if fields.get("color") not in ("true", "false"):
+        problems.append("color is required (true or false)")
+    for name, allowed in (("use_type", USE_TYPES), ("mail_type", MAIL_TYPES), ("address_placement", PLACEMENTS)):
+        if name in fields and fields[name] not in allowed:
+            problems.append(f"{name} must be one of {', '.join(allowed)}")
+    if fields.get("use_type") not in USE_TYPES:
+        problems.append("use_type is required (marketing or operational)")
+    if "double_sided" in fields and fields["double_sided"] not in ("true", "false"):
+        problems.append("double_sided must be true or false")
+    metadata = objects.get("metadata") or {}
+    if len(metadata) > 20 or any(len(k) > 40 or len(v) > 500 for k, v in metadata.items()):
+        problems.append("metadata: at most 20 keys of up to 40 characters, values up to 500")
+    problems += pdf_problems(pdf)
+    return problems
+
+
+def pdf_problems(pdf: Any) -> list[str]:
+    """A PDF file Lob prints: every page 8.5x11 inches, every font embedded."""
+    if not isinstance(pdf, bytes) or not pdf.startswith(b"%PDF"):
+        return ["file: a PDF is required"]
+    try:
+        reader = PdfReader(io.BytesIO(pdf))
+        sizes = [(float(page.mediabox.width), float(page.mediabox.height)) for page in reader.pages]
+        fonts = [font for page in reader.pages for font in _fonts(page)]
+    except (PdfReadError, ValueError, KeyError) as exc:
+        return [f"file: not a readable PDF ({exc})"]
+    problems = []
+    if any(abs(w - LETTER_POINTS[0]) > 1 or abs(h - LETTER_POINTS[1]) > 1 for w, h in sizes):
+        problems.append('file: all pages of a PDF must be sized at 8.5"x11"')
+    unembedded = sorted({name for name, embedded in fonts if not embedded})
+    if unembedded:
+        problems.append(f"file: fonts must be embedded ({', '.join(unembedded)})")
+    return problems
+
+
+def _fonts(page: Any) -> list[tuple[str, bool]]:
+    found = []
+    for ref in ((page.get("/Resources") or {}).get("/Font") or {}).values():
+        font = ref.get_object()
+        descriptor = font.get("/FontDescriptor")
+        if descriptor is None and "/DescendantFonts" in font:
+            descriptor = font["/DescendantFonts"][0].get_object().get("/FontDescriptor")
+        keys = descriptor.get_object() if descriptor is not None else {}
+        found.append((str(font.get("/BaseFont")), any(k in keys for k in ("/FontFile", "/FontFile2", "/FontFile3"))))
+    return found
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
@@ -89,7 +178,15 @@ class PrintVendorSandbox:
         self.faults = FaultInjector()
         self.letters: dict[str, dict[str, Any]] = {}
         self.by_idempotency_key: dict[str, str] = {}
+        self.refusing: int | None = None  # a status every API request gets (404: a wrong URL, 401: a wrong key)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def refusal(self) -> JSONResponse | None:
+        status = self.refusing
+        if status is None:
+            return None
+        messages = {401: "Your API key is not valid.", 403: "Forbidden.", 404: "The requested resource does not exist."}
+        return JSONResponse(lob_error(status, messages.get(status, "Refused.")), status)
 
     def authorized(self, request: Request) -> bool:
         expected = base64.b64encode(f"{self.api_key}:".encode()).decode()
@@ -97,10 +194,11 @@ class PrintVendorSandbox:
 
     def create(self, fields: dict[str, Any]) -> JSONResponse:
         pdf = fields.get("file")
-        decoded = {name: json.loads(fields[name]) for name in JSON_FIELDS if name in fields}
-        to = decoded.get("to") or {}
-        if not isinstance(pdf, bytes) or not pdf.startswith(b"%PDF") or not to.get("address_line1"):
-            return JSONResponse(lob_error(422, "a PDF file and a to.address_line1 are required"), 422)
+        decoded = deep_objects(fields)
+        problems = letter_problems(fields, decoded, pdf)
+        if problems:
+            return JSONResponse(lob_error(422, "; ".join(problems)), 422)
+        assert isinstance(pdf, bytes)
         letter_id = "ltr_" + secrets.token_hex(8)
         (self.letters_dir / f"{letter_id}.pdf").write_bytes(pdf)
         now = iso_now()
@@ -108,8 +206,11 @@ class PrintVendorSandbox:
             "id": letter_id,
             "object": "letter",
             "pages": len(re.findall(rb"/Type\s*/Page\b", pdf)),
-            "mail_type": fields.get("mail_type"),
+            "mail_type": fields.get("mail_type") or "usps_first_class",
             "use_type": fields.get("use_type"),
+            "color": fields.get("color") == "true",
+            "double_sided": fields.get("double_sided", "true") == "true",
+            "address_placement": fields.get("address_placement") or "top_first_page",
             "metadata": {},
             "status": "rendered",
             "tracking_events": [],
@@ -224,11 +325,19 @@ def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
     app = FastAPI(title="Print vendor sandbox")
     sandbox.faults.mount(app)
 
+    @app.post("/_sandbox/refuse")
+    async def refuse(request: Request) -> dict[str, Any]:
+        sandbox.refusing = (await request.json()).get("status")
+        return {"refusing": sandbox.refusing}
+
     @app.post("/v1/letters")
     async def create_letter(request: Request) -> Response:
         fault = await sandbox.faults.intercept(lambda status: lob_error(status, "Injected fault"))
         if fault is not None:
             return fault
+        refused = sandbox.refusal()
+        if refused is not None:
+            return refused
         if not sandbox.authorized(request):
             return JSONResponse(lob_error(401, "Your API key is not valid."), 401)
         key = request.headers.get("idempotency-key")
@@ -244,6 +353,9 @@ def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
         fault = await sandbox.faults.intercept(lambda status: lob_error(status, "Injected fault"))
         if fault is not None:
             return fault
+        refused = sandbox.refusal()
+        if refused is not None:
+            return refused
         if not sandbox.authorized(request):
             return JSONResponse(lob_error(401, "Your API key is not valid."), 401)
         return sandbox.list_letters(str(request.base_url), request.query_params)

@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from config.settings import Settings
-from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics
+from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
@@ -62,7 +62,7 @@ def create_app(
     docs.install(app)
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
-    for router in (accounts.router, admin.router, batch.router, events.router, health.router):
+    for router in (accounts.router, admin.router, batch.router, events.router, health.router, unsubscribe.router):
         app.include_router(router, responses=_SHED if router is not health.router else None)
     for extra in extra_routers:
         app.include_router(extra if isinstance(extra, APIRouter) else extra(engine, settings), responses=_SHED)

@@ -32,7 +32,7 @@ GOOD = {
     "sms": "+15553330000",
     "voice": "+15553330000",
     "email": "wu@example.test",
-    "letter": {"name": "Wu", "address_line1": "2 Side Road", "address_city": "Beijing"},
+    "letter": {"name": "Wu", "address_line1": "2 Side Road", "address_city": "Beijing", "address_country": "CN"},
     "agency": "",
 }
 EXTRA = {"email": {"unsubscribe_url": "https://bank.test/u"}, "agency": {"case_file": {"balance": "10.00"}}}

@@ -61,7 +61,8 @@ def test_email_carries_list_unsubscribe_and_a_deterministic_message_id(
 ) -> None:
     receipt = EmailAdapter(settings).send(mail("c-mail-unsub", "li.si@example.test"))
     stored = stored_message(sandboxes, receipt.provider_id)
-    assert receipt.provider_id == message_id_for("c-mail-unsub", settings.email_from)
+    secret = settings.unsubscribe_secret.get_secret_value()
+    assert receipt.provider_id == message_id_for("c-mail-unsub", settings.email_from, secret)
     assert "mailto:" in stored["List-Unsubscribe"] and UNSUBSCRIBE in stored["List-Unsubscribe"]
     assert stored["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert UNSUBSCRIBE in stored.get_body(preferencelist=("plain",)).get_content()

@@ -26,7 +26,10 @@ LETTER_ZH = "催款函\n\n尊敬的张三：\n\n您尾号1234的信用卡已逾�
 
 
 def letter(contact_id: str, line1: str = "1 Main Street", text: str = LETTER_ZH) -> OutboundMessage:
-    to = {"name": "张三", "address_line1": line1, "address_city": "上海", "address_zip": "200000"}
+    to = {
+        "name": "张三", "address_line1": line1, "address_city": "上海市", "address_state": "上海",
+        "address_zip": "200000", "address_country": "CN",
+    }  # fmt: skip
     return OutboundMessage(contact_id, "acct-9", to, "zh-CN", text)
 
 

@@ -38,7 +38,7 @@ sandboxes = channel_fixtures.sandboxes
 settings = channel_fixtures.settings
 
 BODY = "Reminder: payment due. Reply STOP to opt out."
-ADDRESS = {"name": "Wu", "address_line1": "2 Side Road", "address_city": "Beijing"}
+ADDRESS = {"name": "Wu", "address_line1": "2 Side Road", "address_city": "Beijing", "address_country": "CN"}
 
 
 def query(

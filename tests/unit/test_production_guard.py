@@ -32,6 +32,8 @@ REAL: dict[str, object] = {
     "unsubscribe_url": "https://pay.bank.cn/unsubscribe/{contact_id}",
     "api_keys": REAL_KEY,
     "email_webhook_secret": "a-real-email-secret",
+    "unsubscribe_secret": "a-real-unsubscribe-secret",
+    "letter_from_address_id": "adr_0123456789abcdef",
 }
 
 
@@ -70,7 +72,7 @@ def test_production_on_the_defaults_names_every_offending_variable_in_one_error(
         "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "PUBLIC_BASE_URL", "SMTP_HOST",
         "EMAIL_FROM", "PRINT_VENDOR_URL", "PRINT_VENDOR_API_KEY", "PRINT_VENDOR_WEBHOOK_SECRET", "AGENCY_URL",
         "AGENCY_API_KEY", "BANK_NAME", "CALLBACK_PHONE", "PAY_URL", "UNSUBSCRIBE_URL", "API_KEYS",
-        "EMAIL_WEBHOOK_SECRET", "REDIS_URL",
+        "EMAIL_WEBHOOK_SECRET", "REDIS_URL", "UNSUBSCRIBE_SECRET", "LETTER_FROM_ADDRESS_LINE1",
     }  # fmt: skip
     named = {line.split(":")[0].strip()[len(ENV_PREFIX) :] for line in message.splitlines()[2:]}
     assert named == expected
