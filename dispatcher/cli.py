@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -16,17 +17,18 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from config.settings import Settings, load_settings
+from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_settings
 from dispatcher import reports
 from dispatcher.clock import ManualClock
 from dispatcher.config_cli import app as config_app
 from dispatcher.deadletters_cli import app as dead_letters_app
 from dispatcher.importer import import_accounts
+from dispatcher.models import Account, AccountRecord, Channel, Contact, PostalAddress
 from dispatcher.runtime import open_runtime, tune_gc
 from dispatcher.simulate import Simulation, load_model
-from dispatcher.strategy import StrategyError, load_strategy
 from dispatcher.synthetic import synthetic_accounts
 
+TEMPLATES_DIR = CONFIG_DIR / "templates"
 app = typer.Typer(
     help="Plan, send and re-plan collection contacts under the contact rules of debt collection.",
     no_args_is_help=True,
@@ -55,16 +57,47 @@ def _settings() -> Settings:
 def strategy_check(
     file: Annotated[Path, typer.Argument(help="The strategy YAML, e.g. config/strategy.yaml.")],
 ) -> None:
-    """Validate a strategy file and print its ladder; exit 2 listing every error as `path: problem`."""
-    try:
-        strategy = load_strategy(file)
-    except StrategyError as exc:
-        errors.print(f"[bold red]{file}[/]: {len(exc.errors)} error(s)")
-        for line in exc.errors:
+    """Validate a strategy file and print its ladder; exit 2 listing every error as `path: problem`.
+
+    One pass finds every error: the schema, the ladder across stages, templates missing for any locale,
+    and templates that fail to render with a sample account."""
+    from dispatcher.strategy_check import check_strategy
+
+    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(_settings()))
+    if strategy is None:
+        errors.print(f"[bold red]{file}[/]: {len(problems)} error(s)")
+        for line in problems:
             errors.print(f"  {line}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     console.print(reports.ladder_table(strategy))
     console.print(reports.compliance_table(strategy))
+
+
+def _render_check(settings: Settings) -> Callable[[str, Channel, str], str | None]:
+    """Render a template as a send would, for a sample account (rendering lives in channels/ and workers/,
+    which dispatcher/ may not import: the CLI, the hub, hands the check to dispatcher.strategy_check)."""
+    from channels.render import Renderer, TemplateContextError
+    from dispatcher.strategy import load_strategy
+    from workers.messages import build_message
+
+    # The shipped strategy: the file under check may be the broken one; only SMS validity reads its windows.
+    renderer, strategy, now = Renderer(TEMPLATES_DIR), load_strategy(DEFAULT_STRATEGY), datetime.now(UTC)
+    address = PostalAddress(line1="1 Sample Rd", city="Shanghai", postal_code="200000", country="CN")
+    sample = {
+        "id": "SAMPLE1", "name": "王小明 Sample", "phone": "+8613800138000", "email": "sample@example.com",
+        "address": address, "balance": "5000.00", "minimum_payment": "500.00", "due_date": now.date(),
+    }  # fmt: skip
+
+    def check(template: str, channel: Channel, locale: str) -> str | None:
+        record = AccountRecord(account=Account.model_validate({**sample, "locale": locale}))
+        contact = Contact("SAMPLE1/check/step/0", "SAMPLE1", channel, template, "check", "step", now)
+        try:
+            build_message(contact, record, (), renderer, settings, strategy, now)
+        except TemplateContextError as exc:
+            return str(exc)
+        return None
+
+    return check
 
 
 @app.command("import")

@@ -281,11 +281,11 @@ def _spread_applies(ask: Ask, at: datetime) -> bool:
     return _released(ask, at) is not None
 
 
-_SPREAD_STEP_MINUTES = 10
+_SPREAD_STEP_MINUTES = 15
 
 
 def spread_bucket(account_id: str, hours: int) -> int:
-    """The account's stable place in the spread: crc32 of its id, in steps of ten minutes."""
+    """The account's stable place in the spread: crc32 of its id, in steps of a quarter hour."""
     steps = hours * 60 // _SPREAD_STEP_MINUTES
     return zlib.crc32(account_id.encode()) % steps if steps else 0
 

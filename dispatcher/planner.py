@@ -229,7 +229,7 @@ def _adhoc_candidates(
     for entry in history:
         if entry.kind == "event" and entry.event == "adhoc_contact" and entry.detail["key"] not in lapsed:
             ref = ContactRef(account_id, ADHOC_STAGE, entry.detail["key"], 0)
-            if str(ref) not in attempted and now < entry.at + limit:
+            if str(ref) not in attempted and now < entry.at + limit and all(c.id != str(ref) for c in found):
                 found.append(_contact(ref, Channel(entry.detail["channel"]), entry.detail["template"], entry.at))
                 wakes.append(entry.at + limit)  # it lapses then, audited (events.lapsed_events)
     return found

@@ -6,6 +6,8 @@ Everything here is validated by pydantic at load; a bad file yields one line per
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
@@ -214,30 +216,11 @@ class Strategy(_Strict):
         return self
 
     def _ladder_problems(self) -> list[str]:
-        problems = []
-        names = [s.name for s in self.stages]
-        for index, name in enumerate(names):
-            if name in names[:index]:
-                problems.append(f"stages.{index}.name: stage names must be unique; {name!r} is used twice")
-        for index, (before, after) in enumerate(zip(self.stages, self.stages[1:], strict=False), start=1):
-            if before.last_day is None:
-                problems.append(
-                    f"stages.{index - 1}.days_past_due: stage {before.name!r} is open-ended but is not the last stage"
-                )
-            elif after.first_day != before.last_day + 1:
-                problems.append(
-                    f"stages.{index}.days_past_due: stage {after.name!r} must start the day after {before.name!r} "
-                    f"ends (day {before.last_day + 1}), not day {after.first_day}"
-                )
-        for s_index, stage in enumerate(self.stages):
-            for t_index, step in enumerate(stage.steps):
-                window = self.compliance.windows.get(step.channel)
-                if window is not None and not window.start <= time(step.hour) < window.end:
-                    problems.append(
-                        f"stages.{s_index}.steps.{t_index}.hour: stage {stage.name!r} step {step.name!r}: hour "
-                        f"{step.hour} lies outside the {step.channel} window {window.start:%H:%M}-{window.end:%H:%M}"
-                    )
-        return problems
+        stages = [
+            LadderStage(stage.name, stage.first_day, stage.last_day, [(t.name, t.channel, t.hour) for t in stage.steps])
+            for stage in self.stages
+        ]
+        return ladder_problems(stages, self.compliance.windows)
 
     def stage_index(self, days_past_due: int) -> int | None:
         """The stage a number of days past due falls in, or None before the first."""
@@ -251,6 +234,46 @@ class Strategy(_Strict):
             if candidate.name == stage:
                 return next((s for s in candidate.steps if s.name == step), None)
         return None
+
+
+@dataclass(frozen=True)
+class LadderStage:
+    """What the ladder checks read of a stage: from the model, or from raw YAML that failed elsewhere."""
+
+    name: str | None
+    first_day: int | None
+    last_day: int | None
+    steps: list[tuple[str, Channel, int]]
+
+
+def ladder_problems(stages: Sequence[LadderStage], windows: Mapping[Channel, Window | None]) -> list[str]:
+    """The checks across stages: unique names, contiguous days past due, step hours inside the windows."""
+    problems = []
+    names = [s.name for s in stages]
+    for index, name in enumerate(names):
+        if name is not None and name in names[:index]:
+            problems.append(f"stages.{index}.name: stage names must be unique; {name!r} is used twice")
+    for index, (before, after) in enumerate(zip(stages, stages[1:], strict=False), start=1):
+        if before.first_day is None or after.first_day is None:
+            continue  # its own error is reported where it lies
+        if before.last_day is None:
+            problems.append(
+                f"stages.{index - 1}.days_past_due: stage {before.name!r} is open-ended but is not the last stage"
+            )
+        elif after.first_day != before.last_day + 1:
+            problems.append(
+                f"stages.{index}.days_past_due: stage {after.name!r} must start the day after {before.name!r} "
+                f"ends (day {before.last_day + 1}), not day {after.first_day}"
+            )
+    for s_index, stage in enumerate(stages):
+        for t_index, (step, channel, hour) in enumerate(stage.steps):
+            window = windows.get(channel)
+            if window is not None and not window.start <= time(hour) < window.end:
+                problems.append(
+                    f"stages.{s_index}.steps.{t_index}.hour: stage {stage.name!r} step {step!r}: hour "
+                    f"{hour} lies outside the {channel} window {window.start:%H:%M}-{window.end:%H:%M}"
+                )
+    return problems
 
 
 class StrategyError(ValueError):

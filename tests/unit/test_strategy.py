@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from config.settings import DEFAULT_STRATEGY
+from config.settings import CONFIG_DIR, DEFAULT_STRATEGY
 from dispatcher.models import Channel
 from dispatcher.strategy import Strategy, StrategyError, load_strategy, parse_strategy
+from dispatcher.strategy_check import check_strategy
+
+TEMPLATES = CONFIG_DIR / "templates"
 
 
 def minimal() -> dict[str, Any]:
@@ -239,3 +243,56 @@ def test_the_error_message_counts_the_faults_and_lists_them(tmp_path: Path) -> N
 def test_the_default_file_round_trips_through_parse_strategy() -> None:
     text = Path(DEFAULT_STRATEGY).read_text(encoding="utf-8")
     assert parse_strategy(text) == load_strategy(Path(DEFAULT_STRATEGY))
+
+
+# `dispatcher strategy check`: every error in one pass.
+def write_bad_strategy(tmp_path: Path) -> Path:
+    text = Path(DEFAULT_STRATEGY).read_text(encoding="utf-8")
+    text = text.replace("template: reminder_sms\n", "template: reminder_smss\n", 1)  # a typo (acceptance)
+    text = text.replace("days_past_due: [8, 15]", "days_past_due: [9, 15]")  # a gap between stages
+    text = text.replace("hour: 11\n", "hour: 25\n", 1)  # a schema error
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_strategy_check_reports_schema_ladder_and_template_errors_in_one_pass(tmp_path: Path) -> None:
+    strategy, errors = check_strategy(write_bad_strategy(tmp_path), TEMPLATES)
+    assert strategy is None
+    assert [line.split(":")[0] for line in errors] == [
+        "stages.0.steps.1.hour",
+        "stages.1.days_past_due",
+        "stages.0.steps.0.template",
+    ]
+    assert "reminder_smss" in errors[2] and "zh-CN" in errors[2] and "en" in errors[2]
+
+
+def test_strategy_check_finds_a_template_missing_in_one_locale_only(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    (templates / "en" / "early_sms.sms.txt").unlink()
+    _, errors = check_strategy(Path(DEFAULT_STRATEGY), templates)
+    assert errors and all("'early_sms' for locale en " in line for line in errors)
+    assert {line.split(":")[0] for line in errors} >= {"stages.2.steps.0.template"}
+
+
+def test_strategy_check_names_fallback_templates_too(tmp_path: Path) -> None:
+    text = Path(DEFAULT_STRATEGY).read_text(encoding="utf-8").replace("template: missed_call_sms}", "template: nope}")
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    _, errors = check_strategy(path, TEMPLATES)
+    assert "stages.0.steps.1.outcomes.no_answer.fallback.template" in {line.split(":")[0] for line in errors}
+
+
+def test_strategy_check_reports_templates_that_fail_to_render_through_the_given_check() -> None:
+    def render(template: str, channel: Channel, locale: str) -> str | None:
+        return "'amount' is undefined" if (template, locale) == ("early_email", "en") else None
+
+    strategy, errors = check_strategy(Path(DEFAULT_STRATEGY), TEMPLATES, render)
+    assert strategy is None
+    assert errors == ["stages.2.steps.1.template: template 'early_email' (en) does not render: 'amount' is undefined"]
+
+
+def test_the_shipped_strategy_passes_the_check_with_every_template() -> None:
+    strategy, errors = check_strategy(Path(DEFAULT_STRATEGY), TEMPLATES, lambda *_: None)
+    assert (strategy is not None, errors) == (True, [])

@@ -1,0 +1,35 @@
+"""`dispatcher strategy check` as people run it: every error in one pass, templates rendered for real."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from config.settings import DEFAULT_STRATEGY
+
+DISPATCHER = [sys.executable, "-m", "dispatcher.cli"]
+
+
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DISPATCHER, "strategy", "check", str(path)], capture_output=True, text=True, timeout=120)
+
+
+def test_the_shipped_strategy_passes_with_every_template_rendered_for_a_sample_account() -> None:
+    result = check(Path(DEFAULT_STRATEGY))
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_misspelt_template_and_a_gap_between_stages_are_reported_together(tmp_path: Path) -> None:
+    # Acceptance found `reminder_smss` passing, and the overlap reported only once the schema was fixed.
+    text = Path(DEFAULT_STRATEGY).read_text(encoding="utf-8")
+    text = text.replace("template: reminder_sms\n", "template: reminder_smss\n", 1)
+    text = text.replace("days_past_due: [8, 15]", "days_past_due: [9, 15]").replace("hour: 11\n", "hour: 25\n", 1)
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = check(path)
+    assert result.returncode == 2
+    lines = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert [line.split(":")[0] for line in lines] == [
+        "stages.0.steps.1.hour", "stages.1.days_past_due", "stages.0.steps.0.template",
+    ]  # fmt: skip
