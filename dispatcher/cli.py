@@ -187,7 +187,7 @@ def simulate(
         console.print(renderable)
     if json_out is not None:
         console.print(f"timelines written to {json_out}")
-    if audit.outside_window or audit.over_cap:
+    if audit.outside_window or audit.over_cap or audit.over_total or audit.too_close or audit.on_rest_day:
         raise typer.Exit(1)
 
 

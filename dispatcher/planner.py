@@ -223,7 +223,7 @@ def _adhoc_candidates(
     now: datetime,
     wakes: list[datetime],
 ) -> list[Contact]:
-    found = []
+    found: list[Contact] = []
     lapsed = adhoc_lapsed_keys(history)
     limit = timedelta(hours=strategy.compliance.pressure.adhoc_max_deferral_hours)
     for entry in history:

@@ -6,13 +6,14 @@ import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from dispatcher.models import AccountRecord, HistoryEntry
+from dispatcher import calendar
+from dispatcher.models import AccountRecord, HistoryEntry, zone
 from dispatcher.simulate import Report
 from dispatcher.store import Store
 from dispatcher.strategy import Strategy
@@ -67,11 +68,20 @@ def compliance_table(strategy: Strategy) -> Table:
             channel, f"{window.start:%H:%M}–{window.end:%H:%M}" if window else "any time", caps or "—",
             "yes" if channel in policy.require_consent else "no",
         )  # fmt: skip
-    quiet = policy.quiet_after_conversation
-    if quiet:
-        table.caption = (
-            f"no {quiet.channel} for {quiet.days} days after a conversation; holidays: {policy.holidays.enabled}"
+    quiet, rest, pressure = policy.quiet_after_conversation, policy.holidays, policy.pressure
+    lines = [f"no {quiet.channel} for {quiet.days} days after a conversation"] if quiet else []
+    if rest.enabled:
+        lines.append(
+            f"rest days ({', '.join(rest.channels)}): holidays{' and rest periods' if rest.rest_periods else ''}"
         )
+    if rest.weekends:
+        lines.append(f"weekends rest for {', '.join(rest.weekends)}")
+    totals = ", ".join(f"≤{c.max} in {c.days}d" for c in pressure.totals) or "none"
+    lines.append(
+        f"across {', '.join(pressure.channels)}: {pressure.spacing_minutes} min apart, totals {totals}, "
+        f"waiting contacts spread over {pressure.spread_hours} h"
+    )
+    table.caption = "; ".join(lines)
     return table
 
 
@@ -127,6 +137,10 @@ class SendAudit:
     outside_window: int = 0
     over_cap: int = 0
     in_quiet_period: int = 0
+    over_total: int = 0
+    too_close: int = 0  # pairs of contacts to one debtor closer than the spacing (exempt templates aside)
+    on_rest_day: int = 0  # sends on a holiday, a rest period's weekend or a resting weekend, for their channel
+    hours: Counter[int] = field(default_factory=Counter)  # sends by local hour of the debtor's main zone
     examples: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
@@ -156,14 +170,43 @@ def compliance_audit(store: Store, strategy: Strategy, account_ids: Sequence[str
 
 
 def _audit_one(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, audit: SendAudit) -> None:
-    audit.sends += sum(1 for entry in history if entry.kind == "attempt")
+    attempts = [entry for entry in history if entry.kind == "attempt" and entry.channel is not None]
+    audit.sends += len(attempts)
     for contact_id, broken in audit_sends(record, history, strategy.compliance):
         kinds = {rule.split(":")[0] for rule in broken}
-        audit.outside_window += bool(kinds & {"window", "holiday"})
+        audit.outside_window += bool(kinds & {"window", "holiday", "weekend"})
         audit.over_cap += "cap" in kinds
         audit.in_quiet_period += "quiet" in kinds
+        audit.over_total += "total" in kinds
         if len(audit.examples) < 10:
             audit.examples.append((contact_id, broken))
+    _recheck_pressure(record, attempts, strategy, audit)
+
+
+def _recheck_pressure(
+    record: AccountRecord, attempts: Sequence[HistoryEntry], strategy: Strategy, audit: SendAudit
+) -> None:
+    """Independent of the policy's code: spacing by pairs, rest days by the calendar, hours by the clock."""
+    policy, account = strategy.compliance, record.account
+    pressure, rest = policy.pressure, policy.holidays
+    tz = zone(account.timezone)
+    gap = timedelta(minutes=pressure.spacing_minutes)
+    spaced = sorted(
+        e.at for e in attempts if e.channel in pressure.channels
+        and e.detail.get("template") not in pressure.spacing_exempt_templates
+    )  # fmt: skip
+    audit.too_close += sum(1 for before, after in zip(spaced, spaced[1:], strict=False) if after - before < gap)
+    for entry in attempts:
+        local = entry.at.astimezone(tz)
+        audit.hours[local.hour] += 1
+        channel = entry.channel
+        days = {entry.at.astimezone(zone(name)).date() for name in (account.timezone, *account.extra_timezones)}
+        holiday = rest.enabled and channel in rest.channels
+        audit.on_rest_day += any(
+            (holiday and calendar.is_holiday(account.country, day, rest.rest_periods))
+            or (channel in rest.weekends and calendar.is_weekend(account.country, day))
+            for day in days
+        )
 
 
 def _account_doc(loaded: Any) -> dict[str, Any]:
@@ -210,7 +253,27 @@ def simulation_tables(report: Report, strategy: Strategy, audit: SendAudit) -> I
     summary.add_row("outside a window / holiday", str(audit.outside_window))
     summary.add_row("over a cap", str(audit.over_cap))
     summary.add_row("inside a post-conversation quiet period", str(audit.in_quiet_period))
+    summary.add_row("over a total across channels", str(audit.over_total))
+    pressure = strategy.compliance.pressure
+    exempt = ", ".join(pressure.spacing_exempt_templates) or "none"
+    summary.add_row(
+        f"pairs to one debtor closer than {pressure.spacing_minutes} min (exempt: {exempt})", str(audit.too_close)
+    )
+    summary.add_row("sends on a rest day", str(audit.on_rest_day))
     yield summary
+    yield hour_histogram(audit.hours)
+
+
+def hour_histogram(hours: Counter[int]) -> Table:
+    """Sends by the debtor's local hour, with a bar: a spike at the window's opening shows at once."""
+    table = Table(title="sends by local hour (debtor's main zone)")
+    for column, justify in (("hour", "right"), ("sends", "right"), ("share", "right"), ("", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    total, peak = sum(hours.values()) or 1, max(hours.values(), default=0) or 1
+    for hour in range(24):
+        count = hours.get(hour, 0)
+        table.add_row(f"{hour:02d}", str(count), f"{count / total:.1%}", "█" * round(40 * count / peak))
+    return table
 
 
 def _counter_table(title: str, counts: Counter[str]) -> Table:
