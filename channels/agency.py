@@ -16,14 +16,17 @@ from typing import Any
 import httpx
 
 from channels.base import (
+    MISCONFIGURED_STATUSES,
     DeliveryError,
     Evidence,
     LookupUnavailable,
     OutboundMessage,
     PermanentDeliveryError,
+    ProviderMisconfigured,
     Receipt,
     SentQuery,
     TransientDeliveryError,
+    misconfiguration_of,
     parse_retry_after,
     pass_request_gate,
 )
@@ -51,6 +54,9 @@ class AgencyAdapter:
         try:
             response = self._http.post(self._url, json=body, headers={"Idempotency-Key": message.contact_id})
         except httpx.TransportError as exc:
+            reason = misconfiguration_of(exc)
+            if reason is not None:
+                raise ProviderMisconfigured(f"agency {reason}: {exc!r}", "agency", "DISPATCHER_AGENCY_URL") from exc
             ambiguous = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             raise TransientDeliveryError(f"agency: {exc!r}", ambiguous=ambiguous) from exc
         if response.status_code == 409:
@@ -91,8 +97,12 @@ class AgencyAdapter:
 
 
 def translate_agency_error(response: httpx.Response) -> DeliveryError:
+    """401/403 a wrong key and 404 a wrong URL are ours to fix (misconfigured); 429/5xx transient."""
     status = response.status_code
     label = f"agency {status}: {response.text[:200]}"
+    if status in MISCONFIGURED_STATUSES:
+        setting = "DISPATCHER_AGENCY_URL" if status == 404 else "DISPATCHER_AGENCY_API_KEY"
+        return ProviderMisconfigured(label, "agency", setting)
     if status == 429 or status >= 500:
         return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
     return PermanentDeliveryError(label, "refused")

@@ -227,6 +227,8 @@ def translate_vendor_error(response: httpx.Response) -> DeliveryError:
         return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
     if status == 422 and _error_message(response).startswith("from"):
         return ProviderMisconfigured(label, "letter", FROM_SETTING)
+    if status == 422 and _error_message(response).startswith("file"):  # the page size, an unembedded font
+        return ProviderMisconfigured(label, "letter", "DISPATCHER_LETTER_PAGE_SIZE")
     return PermanentDeliveryError(label, "invalid_address" if status == 422 else "failed")
 
 

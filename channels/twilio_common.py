@@ -21,9 +21,11 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from channels.base import (
+    MISCONFIGURED_STATUSES,
     DeliveryError,
     LookupUnavailable,
     PermanentDeliveryError,
+    ProviderMisconfigured,
     SentQuery,
     TransientDeliveryError,
     WebhookRejected,
@@ -83,6 +85,9 @@ def translate_rest_error(status: int, code: int | None, message: str, retry_afte
         return TransientDeliveryError(label, retry_after=retry_after or BACK_PRESSURE_WAIT)
     if code in TRANSIENT_CODES or status == 429 or status >= 500:
         return TransientDeliveryError(label, retry_after=retry_after)
+    if status in MISCONFIGURED_STATUSES:  # 20003 authenticate, 20404 not found: our SID, token or base URL
+        setting = "DISPATCHER_TWILIO_API_BASE_URL" if status == 404 else "DISPATCHER_TWILIO_AUTH_TOKEN"
+        return ProviderMisconfigured(label, "twilio", setting)
     # Any other 4xx means our request is wrong; sending it again will not fix it.
     return PermanentDeliveryError(label, "failed")
 

@@ -28,7 +28,13 @@ import urllib3
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
-from channels.base import TransientDeliveryError, parse_retry_after, pass_request_gate
+from channels.base import (
+    ProviderMisconfigured,
+    TransientDeliveryError,
+    misconfiguration_of,
+    parse_retry_after,
+    pass_request_gate,
+)
 
 _JSON_TYPES = ("application/json", "application/scim+json")
 _logger = logging.getLogger("channels.twilio_http")
@@ -90,6 +96,9 @@ class PooledHttpClient(HttpClient):
 
 def transport_error(exc: urllib3.exceptions.HTTPError) -> TransientDeliveryError:
     """A connection that was never made never reached Twilio; anything later may have, so it is ambiguous."""
+    reason = misconfiguration_of(exc)
+    if reason is not None:  # a host that does not resolve, a TLS failure: the base URL setting
+        return ProviderMisconfigured(f"twilio {reason}: {exc!r}", "twilio", "DISPATCHER_TWILIO_API_BASE_URL")
     never_sent = isinstance(exc, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
     return TransientDeliveryError(f"twilio transport: {exc.__class__.__name__}", ambiguous=not never_sent)
 

@@ -93,9 +93,11 @@ class CircuitBreaker:
             return Admission(0.0, probe=True)
         return Admission(PROBE_BUSY_WAIT, probe=False)
 
-    def trip(self, exc: ProviderMisconfigured) -> float:
-        """Open (or re-open, twice as long) the provider's circuit; returns how long it stays open."""
-        key = breaker_key(exc.provider)
+    def trip(self, exc: ProviderMisconfigured, provider: str | None = None) -> float:
+        """Open (or re-open, twice as long) the circuit of `provider` (the channel that met the error; by
+        default the error's provider); returns how long it stays open."""
+        provider = provider or exc.provider
+        key = breaker_key(provider)
         previous = self.redis.hget(key, "seconds")
         seconds = self.first_open if previous is None else min(self.max_open, float(previous) * 2)
         pipe = self.redis.pipeline(transaction=True)
@@ -104,12 +106,12 @@ class CircuitBreaker:
             mapping={"until": self.now() + seconds, "seconds": seconds, "setting": exc.setting, "reason": str(exc)},
         )
         pipe.hincrby(key, "trips", 1)
-        pipe.delete(probe_key(exc.provider))
+        pipe.delete(probe_key(provider))
         pipe.execute()
-        PROVIDER_MISCONFIGURED.labels(exc.provider, exc.setting).inc()
+        PROVIDER_MISCONFIGURED.labels(provider, exc.setting).inc()
         log.error(
             "provider.misconfigured",
-            provider=exc.provider,
+            provider=provider,
             setting=exc.setting,
             error=str(exc)[:300],
             open_seconds=seconds,

@@ -145,7 +145,7 @@ class Deliverer:
             except ProviderMisconfigured as exc:  # our configuration, not the debtor: the claim goes back
                 audited = contact.id in already_waiting
                 gate.release(contact, _attempt_of(claim), None if audited else "provider_unhealthy")
-                wait = self.breaker.trip(exc)
+                wait = self.breaker.trip(exc, contact.channel.value)  # sms and voice share Twilio's key
                 rest = admitted[index:]
                 self._waiting(rest, wait, already_waiting | {contact.id}, done, "circuit_open", "provider_unhealthy")
                 claims.close()

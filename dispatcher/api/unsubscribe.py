@@ -13,7 +13,7 @@ from html import escape
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from dispatcher.engine import UnknownAccount
 from dispatcher.events import OptOut
@@ -46,7 +46,7 @@ def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
 
 @router.post("/{token}", summary="One-click unsubscribe (RFC 8058): opt the account out of email",
              operation_id="unsubscribeOneClick")  # fmt: skip
-def unsubscribe(token: str, request: Request) -> JSONResponse | HTMLResponse:
+def unsubscribe(token: str, request: Request) -> Response:
     account_id = account_of_token(_secret(request), token)
     if account_id is None:
         return JSONResponse(NOT_FOUND, 404)

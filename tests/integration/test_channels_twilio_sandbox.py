@@ -8,7 +8,13 @@ from urllib.parse import parse_qsl, quote
 import pytest
 from twilio.request_validator import RequestValidator
 
-from channels.base import OutboundMessage, PermanentDeliveryError, TransientDeliveryError, WebhookRejected
+from channels.base import (
+    OutboundMessage,
+    PermanentDeliveryError,
+    ProviderMisconfigured,
+    TransientDeliveryError,
+    WebhookRejected,
+)
 from channels.retry import send_with_retries
 from channels.sandbox import Sandboxes
 from channels.sms import SmsAdapter
@@ -45,11 +51,11 @@ def test_sms_is_created_at_the_sandbox_with_basic_auth(settings: Settings, sandb
     assert form["StatusCallback"].endswith("/v1/webhooks/twilio/message-status?contact_id=A1%2Freminder%2Fsms%2F1")
 
 
-def test_sms_with_a_wrong_auth_token_is_refused(settings: Settings) -> None:
+def test_sms_with_a_wrong_auth_token_is_our_misconfiguration_not_the_debtors(settings: Settings) -> None:
     wrong = settings.model_copy(update={"twilio_auth_token": type(settings.twilio_auth_token)("not-the-token")})
-    with pytest.raises(PermanentDeliveryError) as caught:
+    with pytest.raises(ProviderMisconfigured) as caught:
         SmsAdapter(wrong).send(text("A1/reminder/sms/auth", "+15551110000"))
-    assert "401" in str(caught.value)
+    assert "401" in str(caught.value) and caught.value.setting == "DISPATCHER_TWILIO_AUTH_TOKEN"
 
 
 def test_sms_through_a_messaging_service_sends_no_from_number(settings: Settings, sandboxes: Sandboxes) -> None:
