@@ -69,3 +69,49 @@ def unembedded_fonts(pdf: bytes) -> list[str]:
 def save_png(page: RenderedPage, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     page.image.save(path, optimize=True)
+
+
+def example_letter(locale: str) -> tuple[bytes, list[str]]:
+    """The demand letter of docs/letters/{locale}.png: the real template, a sample debtor, the settings a
+    deployment would use (zh-CN: an A4 vendor with a DL window; en: Lob, US Letter). Returns the PDF and
+    the texts a reader must see on the page."""
+    from datetime import date
+    from decimal import Decimal
+
+    from channels.base import OutboundMessage
+    from channels.letter import letter_content
+    from channels.pdf import PageSetup, render_letter
+    from channels.render import Renderer
+    from config.settings import load_settings
+
+    if locale == "zh-CN":
+        settings = load_settings(
+            letter_page_size="a4", letter_address_window_mm="20,45,85,45", letter_from_name="示例银行信用卡中心",
+            letter_from_address_line1="世纪大道100号", letter_from_address_city="上海市",
+            letter_from_address_state="上海",
+            letter_from_address_zip="200120", letter_from_address_country="CN", bank_name="示例银行",
+            _env_file=None,
+        )  # fmt: skip
+        to = {
+            "name": "王小明", "address_line1": "南京西路1266号恒隆广场1座2301室", "address_city": "上海市",
+            "address_state": "上海", "address_zip": "200040", "address_country": "CN",
+        }  # fmt: skip
+        name, currency = "王小明", "CNY"
+    else:
+        settings = load_settings(bank_name="Example Bank", _env_file=None)
+        to = {
+            "name": "Jane Doe", "address_line1": "185 Berry St", "address_line2": "Ste 6100",
+            "address_city": "San Francisco", "address_state": "CA", "address_zip": "94107", "address_country": "US",
+        }  # fmt: skip
+        name, currency = "Jane Doe", "USD"
+    context = {
+        "name": name, "amount": Decimal("12345.67"), "currency": currency, "minimum_payment": Decimal("500.00"),
+        "due_date": date(2026, 9, 1), "days_past_due": 90, "account_ref": "1234",
+        "pay_url": "https://pay.example-bank.test/a/A1", "bank_name": settings.bank_name,
+        "phone": settings.callback_phone, "unsubscribe_url": "", "token": "",
+    }  # fmt: skip
+    text = Renderer().render("demand_letter", locale, context).text
+    message = OutboundMessage("A1/letter/demand/0", "A1", to, locale, text, extra={"letter_date": "2026-11-30"})
+    pdf = render_letter(letter_content(message, settings), PageSetup.from_settings(settings))
+    must_see = ["催款函", "尊敬的王小明", "2026年11月30日", "王小明 收"] if locale == "zh-CN" else ["November 30, 2026"]
+    return pdf, must_see
