@@ -219,7 +219,8 @@ class PrintVendorSandbox:
             **decoded,
         }
         self.letters[letter_id] = letter
-        self.log.append({"event": "letter.created", "letter": letter})
+        form = sorted(name for name in fields if name != "file")  # the field names as they came, for contract tests
+        self.log.append({"event": "letter.created", "letter": letter, "form": form})
         self._schedule_tracking(letter)
         return JSONResponse(letter, 200)
 
@@ -343,7 +344,10 @@ def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
         key = request.headers.get("idempotency-key")
         if key and key in sandbox.by_idempotency_key:
             return JSONResponse(sandbox.letters[sandbox.by_idempotency_key[key]], 200)
-        response = sandbox.create(parse_multipart(request.headers.get("content-type", ""), await request.body()))
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            return JSONResponse(lob_error(422, "a PDF file is uploaded as multipart/form-data"), 422)
+        response = sandbox.create(parse_multipart(content_type, await request.body()))
         if key and response.status_code == 200:
             sandbox.by_idempotency_key[key] = json.loads(bytes(response.body))["id"]
         return response
