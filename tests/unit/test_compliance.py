@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import holidays
 import pytest
 
-from dispatcher.compliance import ContactLog, evaluate, violations
+from dispatcher.compliance import ContactLog, Ruling, evaluate, spread_offset, violations
 from dispatcher.models import Account, AccountState, AddressKind, Channel, HistoryEntry, OutcomeKind
 from dispatcher.strategy import Cap, CompliancePolicy, HolidayRule, Strategy, Window
 from tests.conftest import make_account
@@ -322,3 +322,100 @@ def test_a_deferral_lands_on_a_moment_that_is_itself_allowed(policy: ComplianceP
     assert verdict == "defer" and until is not None
     assert judge(Channel.SMS, until, policy, account=account, log=log)[0] == "send"
     assert judge(Channel.SMS, until - timedelta(seconds=1), policy, account=account, log=log)[0] == "defer"
+
+
+# Contact pressure across channels.
+def pressed(*sent: tuple[Channel, datetime, str], policy: CompliancePolicy) -> ContactLog:
+    log = ContactLog(pressure=policy.pressure)
+    for channel, at, template in sent:
+        log.add(channel, at, template)
+    return log
+
+
+def ask(channel: Channel, at: datetime, policy: CompliancePolicy, log: ContactLog, **kwargs: object) -> Ruling:
+    return evaluate(channel, make_account(), AccountState(), log, at, policy, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_call_an_hour_after_a_text_waits_for_the_spacing_whatever_the_channel(policy: CompliancePolicy) -> None:
+    log = pressed((Channel.SMS, local(MONDAY, 10), "reminder_sms"), policy=policy)
+    ruling = ask(Channel.VOICE, local(MONDAY, 11), policy, log)
+    assert (ruling.verdict, ruling.rule, ruling.until) == ("defer", "spacing", local(MONDAY, 12))
+
+
+def test_the_missed_call_text_is_exempt_from_the_spacing_and_holds_nobody(policy: CompliancePolicy) -> None:
+    log = pressed((Channel.VOICE, local(MONDAY, 11), "reminder_call"), policy=policy)
+    assert ask(Channel.SMS, local(MONDAY, 11, 1), policy, log, template="missed_call_sms").verdict == "send"
+    log.add(Channel.SMS, local(MONDAY, 11, 1), "missed_call_sms")
+    later = ask(Channel.EMAIL, local(MONDAY, 13), policy, log)
+    assert later.verdict == "send"  # two hours after the call; the exempt text does not restart the spacing
+
+
+def test_a_daily_total_across_channels_defers_the_fourth_contact(policy: CompliancePolicy) -> None:
+    log = pressed(
+        (Channel.SMS, local(MONDAY, 8), "a"), (Channel.EMAIL, local(MONDAY, 10), "b"),
+        (Channel.VOICE, local(MONDAY, 12), "c"), policy=policy,
+    )  # fmt: skip
+    ruling = ask(Channel.SMS, local(MONDAY, 15), policy, log)
+    assert (ruling.verdict, ruling.rule) == ("defer", "total:3/1d")
+    assert ruling.until == local(MONDAY + timedelta(days=1), 8)
+
+
+def test_a_contact_that_waited_for_the_night_goes_at_the_debtors_own_place_in_the_spread(
+    policy: CompliancePolicy,
+) -> None:
+    yesterday = local(MONDAY - timedelta(days=1), 16)
+    ruling = ask(Channel.SMS, local(MONDAY, 6), policy, ContactLog(pressure=policy.pressure), due_at=yesterday)
+    offset = spread_offset("A1", policy.pressure.spread_hours)
+    assert (ruling.verdict, ruling.rule, ruling.until) == ("defer", "window:sms", local(MONDAY, 8) + offset)
+    assert timedelta(0) <= offset < timedelta(hours=policy.pressure.spread_hours)
+    # The last look at that moment sends it: the same policy gives the same answer.
+    assert ask(Channel.SMS, local(MONDAY, 8) + offset, policy, ContactLog(pressure=policy.pressure),
+               due_at=yesterday).verdict == "send"  # fmt: skip
+
+
+def test_a_contact_due_today_is_not_spread(policy: CompliancePolicy) -> None:
+    ruling = ask(Channel.SMS, local(MONDAY, 10), policy, ContactLog(pressure=policy.pressure), due_at=local(MONDAY, 10))
+    assert ruling.verdict == "send"
+
+
+def test_the_spread_is_stable_per_debtor_and_spreads_debtors() -> None:
+    assert spread_offset("ACC0000001", 6) == spread_offset("ACC0000001", 6)
+    offsets = {spread_offset(f"ACC{n:07d}", 6) for n in range(500)}
+    assert len(offsets) == 24 and max(offsets) < timedelta(hours=6)
+
+
+def test_contacts_released_by_a_resolved_dispute_are_spread_after_the_release(policy: CompliancePolicy) -> None:
+    released = local(MONDAY, 14)
+    log = ContactLog.from_history([HistoryEntry(kind="event", at=released, event="dispute_resolved")], policy.pressure)
+    ruling = ask(Channel.EMAIL, released, policy, log, due_at=local(MONDAY - timedelta(days=3), 9))
+    offset = spread_offset("A1", policy.pressure.spread_hours)
+    if offset:
+        assert (ruling.verdict, ruling.rule, ruling.until) == ("defer", "spread", released + offset)
+
+
+# Rest days by country.
+def test_golden_week_keeps_its_sunday_and_the_first_allowed_day_is_spread(policy: CompliancePolicy) -> None:
+    # 2026-10-04 is a Sunday inside Golden Week: the calendar lists statutory days only (acceptance).
+    sunday = date(2026, 10, 4)
+    ruling = ask(
+        Channel.VOICE, local(sunday, 10), policy, ContactLog(pressure=policy.pressure), due_at=local(sunday, 10)
+    )
+    offset = spread_offset("A1", policy.pressure.spread_hours)
+    assert (ruling.verdict, ruling.rule, ruling.until) == ("defer", "holiday:CN", local(date(2026, 10, 8), 8) + offset)
+
+
+def test_mid_autumn_and_national_day_are_rest_days_in_the_shipped_strategy(policy: CompliancePolicy) -> None:
+    for day in (date(2026, 9, 25), date(2026, 10, 1)):
+        assert judge(Channel.SMS, local(day, 10), policy)[:2] == ("defer", "holiday:CN")
+
+
+def test_an_adjusted_working_saturday_is_a_working_day_even_for_weekend_channels(policy: CompliancePolicy) -> None:
+    weekends = policy.model_copy(update={"holidays": HolidayRule(weekends=(Channel.VOICE,))})
+    assert judge(Channel.VOICE, local(date(2026, 10, 10), 10), weekends)[0] == "send"  # 调休上班
+    assert judge(Channel.VOICE, local(date(2026, 10, 11), 10), weekends)[:2] == ("defer", "weekend:CN")
+    assert judge(Channel.SMS, local(date(2026, 10, 11), 10), weekends)[0] == "send"
+
+
+def test_a_country_the_calendar_does_not_know_has_no_rest_days(policy: CompliancePolicy) -> None:
+    account = make_account(country="XX")
+    assert judge(Channel.VOICE, local(date(2026, 10, 1), 10), policy, account=account)[0] == "send"

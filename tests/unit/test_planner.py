@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from dispatcher.compliance import spread_offset
 from dispatcher.events import (
     DoNotContact,
     Event,
@@ -30,7 +31,7 @@ from dispatcher.models import (
     Plan,
 )
 from dispatcher.planner import ContactRef, plan
-from dispatcher.strategy import Strategy
+from dispatcher.strategy import BestTime, Strategy
 from tests.conftest import make_account
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -436,3 +437,53 @@ def test_an_ad_hoc_request_waits_for_the_window_like_any_contact(unpressed: Stra
 def test_an_ad_hoc_request_on_a_resolved_account_is_not_planned(strategy: Strategy) -> None:
     record = AccountRecord(account=late(1), state=AccountState(status="resolved"))
     assert plan(record, [adhoc_request("agent-3", NOW)], strategy, NOW).contacts == ()
+
+
+# Contact pressure: the acceptance findings.
+def test_after_a_dispute_is_resolved_the_waiting_contacts_do_not_all_go_in_the_same_minute(
+    strategy: Strategy,
+) -> None:
+    # Acceptance: an email, an SMS, a call and the missed-call SMS went out in the same minute.
+    held = local(TODAY, 10)
+    record = AccountRecord(account=late(20), state=AccountState())
+    history = [
+        HistoryEntry(kind="event", at=held, event="dispute"),
+        HistoryEntry(kind="event", at=held + timedelta(days=3, hours=4), event="dispute_resolved"),
+    ]
+    now = held + timedelta(days=3, hours=4)
+    result = plan(record, history, strategy, now)
+    waiting = [d for d in result.decisions if d.verdict != "deny"]
+    assert len(waiting) >= 2
+    assert len(result.contacts) <= 1
+    offset = spread_offset("A1", strategy.compliance.pressure.spread_hours)
+    assert all(d.until is None or d.until >= now + offset for d in result.decisions if d.verdict == "defer")
+
+
+def test_an_account_imported_at_night_is_not_contacted_at_eight_sharp_nor_twice_by_one_step(
+    strategy: Strategy,
+) -> None:
+    # Acceptance: imported at 59 days past due, an SMS, an email and a call at 08:00 sharp, then a second SMS
+    # of the same step at 10:00.
+    night = local(TODAY, 2)
+    account = late(59)
+    history = [HistoryEntry(kind="event", at=night, event="account_created")]
+    result = plan(AccountRecord(account=account), history, strategy, night)
+    sms = [d for d in result.decisions if "/continuous/sms/" in d.contact_id]
+    assert [d.contact_id for d in sms] == []  # today's 10:00 text supersedes the catch-up of an earlier day
+    untils = sorted(d.until for d in result.decisions if d.until is not None)
+    offset = spread_offset("A1", strategy.compliance.pressure.spread_hours)
+    assert untils and untils[0] == local(TODAY, 8) + offset
+    assert all(b - a >= timedelta(hours=2) for a, b in zip(untils, untils[1:], strict=False)) or len(untils) == 1
+
+
+def test_calls_move_to_the_hour_the_debtor_answers_when_best_time_is_on(strategy: Strategy) -> None:
+    best = strategy.model_copy(update={"best_time": BestTime(enabled=True, min_answers=2)})
+    history = [
+        *(outcome(f"A1/x/call/{n}", Channel.VOICE, OutcomeKind.ANSWERED, local(TODAY - timedelta(days=20 - n), 19))
+          for n in range(2)),
+        attempt("A1/reminder/sms/0", Channel.SMS, local(TODAY, 10)),
+    ]  # fmt: skip
+    record = AccountRecord(account=late(1))
+    tomorrow = TODAY + timedelta(days=1)
+    assert plan(record, history, strategy, local(TODAY, 12)).next_wakeup == local(tomorrow, 11)  # the step's hour
+    assert plan(record, history, best, local(TODAY, 12)).next_wakeup == local(tomorrow, 19)  # when they answer
