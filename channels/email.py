@@ -257,6 +257,11 @@ def _misconfigured_smtp(exc: aiosmtplib.SMTPException) -> ProviderMisconfigured 
         return ProviderMisconfigured(label, "email", "DISPATCHER_EMAIL_FROM")
     if "STARTTLS" in str(exc):
         return ProviderMisconfigured(label, "email", "DISPATCHER_SMTP_USE_TLS")
+    if isinstance(exc, aiosmtplib.SMTPDataError) and " 5.7." in f" {exc.message}":
+        # The whole message refused by policy (authentication, headers): how we send, not who we send to.
+        text = exc.message.lower()
+        setting = "DISPATCHER_UNSUBSCRIBE_URL" if "unsubscribe" in text else "DISPATCHER_DKIM_SELECTOR"
+        return ProviderMisconfigured(label, "email", setting)
     reason = misconfiguration_of(exc)
     if reason is not None:
         return ProviderMisconfigured(f"smtp {reason}: {exc}", "email", _transport_setting(reason))

@@ -2,11 +2,18 @@
 
 Recipients are judged by local part: 'bounce…' gets 550 (mailbox unavailable), 'badaddr…' 553 (bad
 address), 'tempfail…' 451 (try again later); anything else is accepted.
+
+The message itself is refused (550 5.7.1, as Gmail and Yahoo refuse bulk mail that breaks their sender
+rules) when a header is not plain ASCII or is an RFC 2047 encoded word where a URI list belongs
+(List-Unsubscribe), when List-Unsubscribe lacks an https URI or List-Unsubscribe-Post is not
+`List-Unsubscribe=One-Click` (RFC 8058; http on loopback passes, for development), when From, Date or
+Message-ID is missing (RFC 5322), or when a line is longer than 998 characters.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,39 @@ RECIPIENT_REPLIES = (
     ("badaddr", "553 5.1.3 Bad destination mailbox address"),
     ("tempfail", "451 4.3.0 Temporary failure, try again later"),
 )
+
+
+# RFC 8058 wants https; a development deployment on loopback has none, so its own API is accepted too.
+ONE_CLICK_SCHEMES = ("https://", "http://127.0.0.1", "http://localhost")
+
+
+def message_problem(data: bytes) -> str | None:
+    """Why a receiver following RFC 5322, RFC 2369/8058 and the bulk-sender rules would refuse the message."""
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    if any(len(line) > 998 for line in data.splitlines()):
+        return "a line is longer than 998 characters (RFC 5322)"
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        return "a header is not ASCII"
+    headers: dict[str, str] = {}
+    for line in re.sub(r"\r?\n[ \t]+", " ", text).splitlines():
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), value.strip())
+    missing = [name for name in ("from", "date", "message-id") if name not in headers]
+    if missing:
+        return f"missing {', '.join(missing)} (RFC 5322)"
+    unsubscribe = headers.get("list-unsubscribe")
+    if unsubscribe is not None:
+        uris = re.findall(r"<([^>]*)>", unsubscribe)
+        if "=?" in unsubscribe or not uris:
+            return "List-Unsubscribe is not a list of <URI>s (RFC 2369)"
+        if (
+            not any(uri.startswith("https://") for uri in uris)
+            or headers.get("list-unsubscribe-post") != "List-Unsubscribe=One-Click"
+        ):
+            return "no one-click unsubscribe: an https URI and List-Unsubscribe-Post (RFC 8058)"
+    return None
 
 
 class MailboxHandler:
@@ -45,6 +85,10 @@ class MailboxHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         content: Any = envelope.original_content or envelope.content
         data = content if isinstance(content, bytes) else str(content).encode("utf-8")
+        problem = message_problem(data)
+        if problem is not None:
+            self.log.append({"event": "smtp.refused_message", "from": envelope.mail_from, "reason": problem})
+            return f"550 5.7.1 {problem}"
         path = self.maildir / f"{next(self._counter):06d}.eml"
         path.write_bytes(data)
         self.log.append(

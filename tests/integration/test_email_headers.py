@@ -10,6 +10,7 @@ import base64
 import json
 import re
 import shutil
+import smtplib
 import subprocess
 import time
 from email import message_from_bytes
@@ -17,11 +18,12 @@ from email.policy import default
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import aiosmtplib
 import dkim
 import pytest
 
-from channels.base import OutboundMessage
-from channels.email import EmailAdapter, message_id_for
+from channels.base import OutboundMessage, ProviderMisconfigured
+from channels.email import EmailAdapter, message_id_for, translate_smtp_error
 from channels.sandbox import Sandboxes
 from config.settings import Settings
 from dispatcher.unsubscribe import account_of_token, unsubscribe_token
@@ -174,3 +176,33 @@ def test_an_rfc_3464_bounce_invalidates_the_email_address(api: Api) -> None:
     assert "email" in api.store.load("D1").record.state.invalid_addresses
     forged = {**email_signature_headers("guess", b"x", time.time()), "Content-Type": "message/rfc822"}
     assert api.client.post("/v1/webhooks/email-dsn", content=b"x", headers=forged).status_code == 403
+
+
+def _raw(list_unsubscribe: str) -> bytes:
+    return (
+        "From: collections@example-bank.test\r\nTo: a@example.test\r\nSubject: hi\r\n"
+        "Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <x.1@example-bank.test>\r\n"
+        f"List-Unsubscribe: {list_unsubscribe}\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nbody\r\n"
+    ).encode()
+
+
+def test_the_smtp_sandbox_refuses_what_bulk_sender_rules_refuse(sandboxes: Sandboxes) -> None:
+    encoded = "=?utf-8?q?=3Cmailto=3Au=40example-bank=2Etest=3E=2C_=3Chttps=3A=2F=2Fb=2Etest=2Fu=3E?="
+    with smtplib.SMTP(sandboxes.smtp.host, sandboxes.smtp.port) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("collections@example-bank.test", ["a@example.test"], _raw(encoded))
+        assert refused.value.smtp_code == 550 and b"RFC 2369" in refused.value.smtp_error
+        with pytest.raises(smtplib.SMTPDataError) as no_https:
+            client.sendmail("collections@example-bank.test", ["a@example.test"], _raw("<mailto:u@example-bank.test>"))
+        assert b"RFC 8058" in no_https.value.smtp_error
+        client.sendmail(
+            "collections@example-bank.test", ["a@example.test"], _raw("<mailto:u@x.test>, <https://b.test/u>")
+        )
+
+
+def test_a_policy_refusal_of_the_whole_message_is_our_misconfiguration() -> None:
+    refused = aiosmtplib.SMTPDataError(550, "5.7.26 This mail is unauthenticated: DKIM and SPF did not pass")
+    translated = translate_smtp_error(refused)
+    assert isinstance(translated, ProviderMisconfigured) and translated.setting == "DISPATCHER_DKIM_SELECTOR"
+    mailbox = aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "5.1.1 no such user", "a@b")])
+    assert not isinstance(translate_smtp_error(mailbox), ProviderMisconfigured)  # the debtor's address
