@@ -15,8 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dispatcher.adhoc import AlreadyMade, request_contact
 from dispatcher.engine import UnknownAccount
-from dispatcher.events import EventRejected, parse_external_event
+from dispatcher.events import AdhocContact, EventRejected, parse_external_event
 from dispatcher.models import Account, Channel, Contact
 from workers.app import app
 from workers.archiver import archive  # noqa: F401  (registers dispatcher.archive)
@@ -137,8 +138,10 @@ def ingest_event(account_id: str, event: dict[str, Any]) -> str:
     except EventRejected as exc:
         return refused(ingest_event, str(exc), [account_id, event])
     try:
+        if isinstance(parsed, AdhocContact):  # the same answer as POST /v1/contacts: a denial records only itself
+            return request_contact(runtime.engine, account_id, parsed).verdict
         return runtime.engine.record_event(account_id, parsed).status  # what it queued goes out via on_queued
-    except UnknownAccount as exc:
+    except (UnknownAccount, AlreadyMade) as exc:
         return refused(ingest_event, str(exc), [account_id, event])
 
 

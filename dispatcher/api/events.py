@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated, Literal
 
 import structlog
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field
 
 from config.settings import CONFIG_DIR
+from dispatcher.adhoc import AlreadyMade, request_contact
 from dispatcher.api.accounts import AccountId, engine_of
 from dispatcher.api.auth import EVENTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
@@ -17,7 +19,6 @@ from dispatcher.api.idempotency import IdempotencyKey, mark_written
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import (
     AdhocContact,
-    AdhocDenied,
     AgentDisposition,
     Dispute,
     DisputeResolved,
@@ -29,7 +30,6 @@ from dispatcher.events import (
     PromiseToPay,
 )
 from dispatcher.models import ACCOUNT_ID_PATTERN, AccountState, Channel
-from dispatcher.planner import ADHOC_STAGE, ContactRef, adhoc_ruling
 
 router = APIRouter(prefix="/v1", tags=["events"])
 log = structlog.get_logger("dispatcher.api")
@@ -115,49 +115,20 @@ def post_contact(
     """Send now (queued), defer until a time, or deny by a named rule: the same policy as every contact.
 
     A denial records only the denial; a deferral longer than the strategy's maximum is a denial."""
-    contact_id = str(ContactRef(request.account_id, ADHOC_STAGE, request.key, 0))
     loaded = engine.store.load(request.account_id)
     if loaded.record is None:
         raise UnknownAccount(request.account_id)
     _check_template(request.template, loaded.record.account.locale)
-    if engine.store.claim_status(request.account_id, contact_id) not in (None, "queued"):
-        message = f"contact {contact_id!r} was already made; use a new key"  # nothing is recorded
-        raise ApiError(409, "conflict", message, [FieldError(field="key", message=message)])
-    now = engine.clock.now()
-    ruling = adhoc_ruling(loaded.record, loaded.history, engine.strategy, request.channel, now)
-    if ruling.verdict == "deny":
-        denied = AdhocDenied(
-            key=request.key, channel=request.channel, template=request.template, rule=ruling.rule or ""
-        )
-        engine.record_event(request.account_id, denied)
-        mark_written(http_request)
-        return _answer(request, contact_id, "deny", ruling.rule, None, None, False)
     event = AdhocContact(channel=request.channel, template=request.template, key=request.key)
-    result = engine.record_event(request.account_id, event)
-    mark_written(http_request)
-    decision = next((d for d in result.plan.decisions if d.contact_id == contact_id), None) if result.plan else None
-    verdict, rule, until = (decision.verdict, decision.rule, decision.until) if decision else (
-        ruling.verdict, ruling.rule, ruling.until,
-    )  # fmt: skip
-    queued = any(c.id == contact_id for c in result.queued)
-    lapses = now + timedelta(hours=engine.strategy.compliance.pressure.adhoc_max_deferral_hours)
-    return _answer(request, contact_id, verdict, rule, until, lapses if verdict == "defer" else None, queued)  # type: ignore[arg-type]
-
-
-def _answer(
-    request: ContactRequest,
-    contact_id: str,
-    verdict: Literal["send", "defer", "deny"],
-    rule: str | None,
-    until: datetime | None,
-    lapses_at: datetime | None,
-    queued: bool,
-) -> ContactDecision:
-    log.info("contact.adhoc", account_id=request.account_id, contact_id=contact_id, verdict=verdict, rule=rule)
-    return ContactDecision(
-        contact_id=contact_id, account_id=request.account_id, verdict=verdict, rule=rule, until=until,
-        lapses_at=lapses_at, queued=queued,
-    )  # fmt: skip
+    try:
+        answer = request_contact(engine, request.account_id, event)
+    except AlreadyMade as exc:
+        message = str(exc).removeprefix("key: ")  # nothing is recorded
+        raise ApiError(409, "conflict", message, [FieldError(field="key", message=message)]) from None
+    mark_written(http_request)  # the request, or only its denial, is in the history: keep this answer
+    log.info("contact.adhoc", account_id=request.account_id, contact_id=answer.contact_id, verdict=answer.verdict,
+             rule=answer.rule)  # fmt: skip
+    return ContactDecision(account_id=request.account_id, **asdict(answer))
 
 
 def _check_template(template: str, locale: str) -> None:
