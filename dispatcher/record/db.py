@@ -6,12 +6,17 @@ lock, so every process may call `migrate` at start (the API, each worker) and on
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import structlog
 from psycopg_pool import ConnectionPool
 from yoyo import get_backend, read_migrations
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+log = structlog.get_logger("dispatcher.record")
+# yoyo logs every step of every migration at INFO; one line of ours says what was applied.
+logging.getLogger("yoyo").setLevel(logging.WARNING)
 
 
 def _yoyo_url(url: str) -> str:
@@ -27,7 +32,10 @@ def migrate(url: str) -> list[str]:
     with backend.lock():
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
-    return [migration.id for migration in pending]
+    applied = [migration.id for migration in pending]
+    if applied:
+        log.info("record.migrated", migrations=applied)
+    return applied
 
 
 def open_pool(url: str, max_size: int = 4) -> ConnectionPool:
