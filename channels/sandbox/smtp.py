@@ -55,7 +55,7 @@ def message_problem(data: bytes) -> str | None:
         if "=?" in unsubscribe or not uris:
             return "List-Unsubscribe is not a list of <URI>s (RFC 2369)"
         if (
-            not any(uri.startswith("https://") for uri in uris)
+            not any(uri.startswith(ONE_CLICK_SCHEMES) for uri in uris)
             or headers.get("list-unsubscribe-post") != "List-Unsubscribe=One-Click"
         ):
             return "no one-click unsubscribe: an https URI and List-Unsubscribe-Post (RFC 8058)"

@@ -10,6 +10,7 @@ carries one event id per account, so it is recorded once).
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
@@ -36,8 +37,11 @@ def _secret(request: Request) -> str:
     return str(request.app.state.settings.unsubscribe_secret.get_secret_value())
 
 
+_UNKNOWN_TOKEN: dict[int | str, dict[str, Any]] = {404: {"description": "The token is not one we signed"}}
+
+
 @router.get("/{token}", response_class=HTMLResponse, summary="The unsubscribe page (a button; GET changes nothing)",
-            operation_id="unsubscribePage")  # fmt: skip
+            operation_id="unsubscribePage", responses=_UNKNOWN_TOKEN)  # fmt: skip
 def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     if account_of_token(_secret(request), token) is None:
         return HTMLResponse("<p>Not found.</p>", status_code=404)
@@ -45,7 +49,7 @@ def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
 
 
 @router.post("/{token}", summary="One-click unsubscribe (RFC 8058): opt the account out of email",
-             operation_id="unsubscribeOneClick")  # fmt: skip
+             operation_id="unsubscribeOneClick", responses=_UNKNOWN_TOKEN)  # fmt: skip
 def unsubscribe(token: str, request: Request) -> Response:
     account_id = account_of_token(_secret(request), token)
     if account_id is None:
