@@ -74,7 +74,9 @@ def test_an_invalid_number_becomes_an_outcome_the_strategy_answers(
     assert "phone" in loaded.record.state.invalid_addresses
     outcomes = [(e.contact_id, e.outcome) for e in loaded.history if e.kind == "outcome"]
     assert outcomes == [(contact.id, "invalid_address")]
-    fallback = f"{contact.id}/fb"  # the strategy's answer: an email instead, dispatched by the worker at once
+    fallback = f"{contact.id}/fb"  # the strategy's answer: an email instead, once the spacing has passed
+    clock.advance(timedelta(minutes=runtime.engine.strategy.compliance.pressure.spacing_minutes))
+    dispatch(runtime.engine.pump(), batch=10)
     eventually(lambda: runtime.engine.store.claim_status("FBAD", fallback) == "sent")
     attempts = [(e.contact_id, e.channel) for e in runtime.engine.store.load("FBAD").history if e.kind == "attempt"]
     assert attempts == [(contact.id, "sms"), (fallback, "email")]

@@ -13,7 +13,7 @@ from celery.contrib.testing.worker import start_worker
 from twilio.request_validator import RequestValidator
 
 from channels.sandbox import Sandboxes, start_sandboxes
-from config.settings import load_settings
+from config.settings import DEFAULT_STRATEGY, load_settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread, bind_loopback
 from dispatcher.clock import ManualClock
@@ -52,7 +52,15 @@ def deployment(redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
     sock = bind_loopback()
     api_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     sandboxes = start_sandboxes(tmp_path / "sandboxes", callback_base_url=api_url)
-    settings = load_settings(redis_url=redis_url, public_base_url=api_url, **sandboxes.settings_overrides())
+    # Outcome mechanics, not contact pressure (tests/property/test_contact_pressure.py): no spacing, so a
+    # step's channels are due together as the tests below expect.
+    unspaced = tmp_path / "strategy.yaml"
+    unspaced.write_text(
+        DEFAULT_STRATEGY.read_text(encoding="utf-8").replace("spacing_minutes: 120", "spacing_minutes: 0")
+    )
+    settings = load_settings(
+        redis_url=redis_url, public_base_url=api_url, strategy_path=unspaced, **sandboxes.settings_overrides()
+    )
     runtime = build_runtime(settings, clock=clock, retry_wait=0.01)
     install_runtime(runtime)
     configure(settings)
