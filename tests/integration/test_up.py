@@ -124,7 +124,7 @@ def up(tmp_path: Path, ports: dict[str, int]) -> Iterator[tuple[Up, str]]:
         "DISPATCHER_API_KEYS": entry,
         "DISPATCHER_TWILIO_API_BASE_URL": f"http://127.0.0.1:{ports['twilio']}",
         "DISPATCHER_SMTP_PORT": str(ports["smtp"]),
-        "DISPATCHER_PRINT_VENDOR_URL": f"http://127.0.0.1:{ports['print']}",
+        "DISPATCHER_PRINT_VENDOR_URL": f"http://127.0.0.1:{ports['print']}/v1",  # the API root with its version
         "DISPATCHER_AGENCY_URL": f"http://127.0.0.1:{ports['agency']}/cases",
         "DISPATCHER_CLOCK_START": CLOCK_START.isoformat(),
         "DISPATCHER_CLOCK_FACTOR": str(CLOCK_FACTOR),

@@ -70,15 +70,16 @@ def test_every_worker_line_is_json_with_task_ids_and_no_phone_or_email_whole(
     runtime: WorkerRuntime, json_worker: WorkerProcess, worker_sandboxes: Sandboxes, clock: ManualClock
 ) -> None:
     configure(runtime.settings)
-    due = clock.now().date() - timedelta(days=20)  # the early multi-channel stage: an SMS and an email
-    queued = runtime.engine.upsert(make_account("LOG1", due_date=due, phone=PHONE, email=EMAIL)).queued
-    contacts = [c for c in queued if c.channel.value in ("sms", "email")]
-    assert len(contacts) == 2
+    # Two contacts at once, an SMS and an email: two accounts, since contacts to one debtor are spaced.
+    texted = runtime.engine.upsert(make_account("LOG1", due_date=clock.now().date() - timedelta(days=1), phone=PHONE))
+    mailed = runtime.engine.upsert(make_account("LOG3", due_date=clock.now().date() - timedelta(days=20), email=EMAIL))
+    contacts = [c for result in (texted, mailed) for c in result.queued if c.channel.value in ("sms", "email")]
+    assert sorted(c.channel.value for c in contacts) == ["email", "sms"]
     dispatch(contacts, batch=10)
     # A service's upsert over the broker: its arguments (the phone, the email) are in Celery's DEBUG lines.
     app.send_task("dispatcher.upsert_account", args=[account_body("LOG2", phone=PHONE, email=EMAIL)], queue="plan")
     store = runtime.engine.store
-    eventually(lambda: all(store.claim_status("LOG1", c.id) == "sent" for c in contacts), timeout=30)
+    eventually(lambda: all(store.claim_status(c.account_id, c.id) == "sent" for c in contacts), timeout=30)
     eventually(lambda: store.load("LOG2").record is not None, timeout=15)
     time.sleep(0.5)  # the tasks' last lines
     json_worker.stop()
