@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures imported from test_worker_survival come back as test parameters
 """An idle cluster costs nothing: beat pumps the schedule itself and sends a plan task only for due
 accounts, so a minute with nothing due puts (almost) nothing on the broker and the worker logs nothing at
 INFO. Real `dispatcher beat` and `dispatcher worker` processes on their own embedded Redis."""
@@ -42,7 +43,7 @@ def test_the_beat_pump_sends_nothing_while_nothing_is_due_and_one_task_per_batch
 
 
 def test_an_idle_cluster_puts_almost_nothing_on_the_broker_and_logs_nothing_at_info(
-    own_redis: EmbeddedRedis, tmp_path: Path  # noqa: F811
+    own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
     client = redis.Redis.from_url(own_redis.url)
     (tmp_path / "worker").mkdir()

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures imported from test_worker_survival come back as test parameters
 """Messages a worker held when Redis went away come back as soon as it reconnects, not after the broker's
 visibility timeout (10 minutes by default): a real `dispatcher worker` process on its own redis-server."""
 
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def test_tasks_held_when_redis_restarted_run_once_it_is_back_not_after_the_visibility_timeout(
-    own_redis: EmbeddedRedis, worker_process: WorkerProcess, producer: Celery  # noqa: F811
+    own_redis: EmbeddedRedis, worker_process: WorkerProcess, producer: Celery
 ) -> None:
     _hold_unacked(worker_process, producer, own_redis.url, countdown=3)
     with contextlib.suppress(redis.ConnectionError):
