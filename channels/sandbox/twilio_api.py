@@ -26,6 +26,19 @@ Lists answer as Twilio's do, from the sandbox's memory, most recent first, with 
 A date filter never matches a resource whose date is still null (a message not yet sent, a call not yet
 started), which is why find_sent filters by number and reads date_created itself.
 
+Creates are refused as Twilio refuses them (twilio/twilio-oai `spec/json/twilio_api_v2010.json`, CreateMessage
+and CreateCall, and Twilio's error dictionary): 400 with Twilio's code.
+
+    Messages.json   21604 no To; 21603 neither From nor MessagingServiceSid; 21602 none of Body, MediaUrl,
+                    ContentSid (21619 when sent through a MessagingServiceSid); 21617 Body over 1,600 characters;
+                    21624 ValidityPeriod not an integer from 1 to 36000; 21609 StatusCallback not an absolute
+                    http(s) URL or with `_` in its host name.
+    Calls.json      21201 no To; 21213 no From; 21205 none of Url, Twiml, ApplicationSid, or a Url that is not
+                    absolute; 32018 Twiml over 4,000 characters; 21209 Method, FallbackMethod or
+                    StatusCallbackMethod not GET or POST; 21626 a StatusCallbackEvent not initiated, ringing,
+                    answered or completed; 21234 MachineDetection not Enable or DetectMessageEnd, AsyncAmd not
+                    true or false, or MachineDetectionTimeout not an integer.
+
 Faults: `accept_then_hang=N` makes the next N creates succeed (stored, callbacks scheduled) and then hold
 the answer `accept_hang_seconds`: the client times out after its request left (an ambiguous send).
 """
@@ -39,7 +52,7 @@ from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
@@ -62,6 +75,14 @@ CALL_FINAL = {
     "0004": ("completed", "machine_end_beep"),
     "0006": ("completed", "machine_start"),
 }
+BODY_MAX = 1600  # characters of a Message Body
+TWIML_MAX = 4000  # characters of a Call's inline Twiml
+VALIDITY_PERIOD = range(1, 36001)  # seconds
+HTTP_METHODS = frozenset({"GET", "POST"})
+CALL_METHOD_FIELDS = ("Method", "FallbackMethod", "StatusCallbackMethod")
+CALL_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
+MACHINE_DETECTION = frozenset({"Enable", "DetectMessageEnd"})
+ASYNC_AMD = frozenset({"true", "false"})
 _GSM7 = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€\f"
@@ -220,12 +241,38 @@ def _resource(sandbox: TwilioSandbox, prefix: str, kind: str, form: Mapping[str,
     }
 
 
+def _absolute_url(value: str, underscore_ok: bool = True) -> bool:
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    return parts.scheme in ("http", "https") and bool(host) and (underscore_ok or "_" not in host)
+
+
+def _message_refusal(form: Mapping[str, str]) -> tuple[int, str] | None:
+    """Twilio's code and message for a Message create it would refuse, checked in Twilio's order."""
+    if not form.get("To"):
+        return 21604, "A 'To' phone number is required."
+    if not (form.get("From") or form.get("MessagingServiceSid")):
+        return 21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message."
+    if not any(form.get(name) for name in ("Body", "MediaUrl", "ContentSid")):
+        if form.get("MessagingServiceSid"):
+            return 21619, "A text message body, media URL or Content SID is required."
+        return 21602, "Message body is required."
+    if len(form.get("Body", "")) > BODY_MAX:
+        return 21617, "The concatenated message body exceeds the 1600 character limit."
+    validity = form.get("ValidityPeriod")
+    if validity is not None and not (validity.isdigit() and int(validity) in VALIDITY_PERIOD):
+        return 21624, "Invalid validity period value"
+    callback = form.get("StatusCallback")
+    if callback is not None and not _absolute_url(callback, underscore_ok=False):
+        return 21609, "The StatusCallback URL is not a valid URL."
+    return None
+
+
 def _message(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
-    to, body = form.get("To", ""), form.get("Body", "")
-    if not to or not body or not (form.get("From") or form.get("MessagingServiceSid")):
-        return JSONResponse(
-            twilio_error(400, 21604, "A 'To', 'Body' and 'From' or 'MessagingServiceSid' are required"), 400
-        )
+    refusal = _message_refusal(form)
+    if refusal is not None:
+        return JSONResponse(twilio_error(400, *refusal), 400)
+    to, body = form["To"], form.get("Body", "")
     if to[-4:] in SMS_REJECTIONS:
         code, text = SMS_REJECTIONS[to[-4:]]
         return JSONResponse(twilio_error(400, code, text), 400)
@@ -251,10 +298,38 @@ def _message(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
     return JSONResponse(message, 201)
 
 
-def _call(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
-    to = form.get("To", "")
-    if not to or not form.get("From") or not (form.get("Twiml") or form.get("Url")):
-        return JSONResponse(twilio_error(400, 21205, "A 'To', 'From' and 'Twiml' or 'Url' are required"), 400)
+def _call_refusal(form: Mapping[str, str], events: list[str]) -> tuple[int, str] | None:
+    """Twilio's code and message for a Call create it would refuse; `events` are every StatusCallbackEvent."""
+    if not form.get("To"):
+        return 21201, "No 'To' number is specified"
+    if not form.get("From"):
+        return 21213, "No 'From' number is specified"
+    if not any(form.get(name) for name in ("Url", "Twiml", "ApplicationSid")):
+        return 21205, "Url parameter is required."
+    if form.get("Url") and not _absolute_url(form["Url"]):
+        return 21205, f"Url is not a valid URL: {form['Url']}"
+    if len(form.get("Twiml", "")) > TWIML_MAX:
+        return 32018, "Twiml size exceeded maximum allowed value of 4000 characters"
+    for name in CALL_METHOD_FIELDS:
+        if name in form and form[name] not in HTTP_METHODS:
+            return 21209, f"{name} must be GET or POST"
+    if any(event not in CALL_EVENTS for event in events):
+        return 21626, "One or more of the StatusCallbackEvents provided were invalid."
+    timeout = form.get("MachineDetectionTimeout")
+    if (
+        form.get("MachineDetection", "Enable") not in MACHINE_DETECTION
+        or form.get("AsyncAmd", "false") not in ASYNC_AMD
+        or (timeout is not None and not timeout.isdigit())
+    ):
+        return 21234, "Invalid Machine Detection configuration value"
+    return None
+
+
+def _call(sandbox: TwilioSandbox, form: Mapping[str, str], events: list[str] | None = None) -> JSONResponse:
+    refusal = _call_refusal(form, events or [])
+    if refusal is not None:
+        return JSONResponse(twilio_error(400, *refusal), 400)
+    to = form["To"]
     if to.endswith("0005"):
         return JSONResponse(twilio_error(400, 21211, "The 'To' number is not a valid phone number."), 400)
     call = _resource(sandbox, "CA", "Calls", form) | {
@@ -313,7 +388,11 @@ def create_app(sandbox: TwilioSandbox) -> FastAPI:
     @app.post(API_PREFIX + "/Calls.json")
     async def create_call(request: Request, account_sid: str) -> Response:
         form = await guarded(request, account_sid)
-        return form if isinstance(form, Response) else await created(_call(sandbox, form))
+        if isinstance(form, Response):
+            return form
+        pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True)
+        events = [value for name, value in pairs if name == "StatusCallbackEvent"]  # repeated, one per event
+        return await created(_call(sandbox, form, events))
 
     async def listing(request: Request, account_sid: str, kind: str) -> Response:
         fault = await sandbox.faults.intercept(lambda status: twilio_error(status, 20000 + status, "Injected fault"))
