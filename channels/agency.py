@@ -19,13 +19,13 @@ from channels.base import (
     MISCONFIGURED_STATUSES,
     DeliveryError,
     Evidence,
-    LookupUnavailable,
     OutboundMessage,
     PermanentDeliveryError,
     ProviderMisconfigured,
     Receipt,
     SentQuery,
     TransientDeliveryError,
+    lookup_error,
     misconfiguration_of,
     parse_retry_after,
     pass_request_gate,
@@ -109,13 +109,8 @@ def translate_agency_error(response: httpx.Response) -> DeliveryError:
 
 
 def translate_lookup_error(response: httpx.Response) -> DeliveryError:
-    """For find_sent: 429, 5xx and also 401/403/404 mean ask again later (a wrong key or URL is never
-    evidence of absence); any other 4xx means asking this way cannot tell (LookupUnavailable)."""
-    status = response.status_code
-    label = f"agency lookup {status}: {response.text[:200]}"
-    if status in (401, 403, 404, 429) or status >= 500:
-        return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
-    return LookupUnavailable(label)
+    label = f"agency lookup {response.status_code}: {response.text[:200]}"
+    return lookup_error(label, response.status_code, response.headers.get("Retry-After"))
 
 
 def _case_id(response: httpx.Response) -> str:

@@ -244,6 +244,14 @@ class Reconcilable(Protocol):
         ...
 
 
+def lookup_error(label: str, status: int, retry_after: str | None) -> DeliveryError:
+    """For find_sent over HTTP: 429, 5xx and also 401/403/404 mean ask again later (a wrong key or URL is
+    never evidence of absence); any other 4xx means asking this way cannot tell (LookupUnavailable)."""
+    if status in (401, 403, 404, 429) or status >= 500:
+        return TransientDeliveryError(label, retry_after=parse_retry_after(retry_after))
+    return LookupUnavailable(label)
+
+
 class WebhookRejected(Exception):
     """A callback failed its signature or freshness check; answer 403 and record nothing."""
 

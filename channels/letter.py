@@ -40,6 +40,7 @@ from channels.base import (
     SentQuery,
     TransientDeliveryError,
     WebhookRejected,
+    lookup_error,
     misconfiguration_of,
     parse_retry_after,
     pass_request_gate,
@@ -251,13 +252,8 @@ def _error_message(response: httpx.Response) -> str:
 
 
 def translate_lookup_error(response: httpx.Response) -> DeliveryError:
-    """For find_sent: 429, 5xx and also 401/403/404 mean ask again later (a wrong key or URL is never
-    evidence of absence); any other 4xx means asking this way cannot tell (LookupUnavailable)."""
-    status = response.status_code
-    label = f"print vendor lookup {status}: {response.text[:200]}"
-    if status in (401, 403, 404, 429) or status >= 500:
-        return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))
-    return LookupUnavailable(label)
+    label = f"print vendor lookup {response.status_code}: {response.text[:200]}"
+    return lookup_error(label, response.status_code, response.headers.get("Retry-After"))
 
 
 def letter_status(letter: Mapping[str, Any]) -> str:
