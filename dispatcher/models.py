@@ -296,3 +296,30 @@ class Plan:
     next_wakeup: datetime | None = None
     note: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+FALLBACK_SUFFIX = "fb"
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRef:
+    """The parts of a contact id: account/stage/step/occurrence, plus /fb for an outcome's fallback."""
+
+    account_id: str
+    stage: str
+    step: str
+    occurrence: int
+    fallback: bool = False
+
+    def __str__(self) -> str:
+        base = f"{self.account_id}/{self.stage}/{self.step}/{self.occurrence}"
+        return f"{base}/{FALLBACK_SUFFIX}" if self.fallback else base
+
+    @classmethod
+    def parse(cls, contact_id: str) -> ContactRef | None:
+        parts = contact_id.split("/")
+        if len(parts) not in (4, 5) or not parts[3].isdigit():
+            return None
+        if len(parts) == 5 and parts[4] != FALLBACK_SUFFIX:
+            return None
+        return cls(parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5)

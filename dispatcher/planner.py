@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -22,6 +21,7 @@ from dispatcher.models import (
     AccountState,
     Channel,
     Contact,
+    ContactRef,
     Decision,
     HistoryEntry,
     OutcomeKind,
@@ -30,33 +30,8 @@ from dispatcher.models import (
 )
 from dispatcher.strategy import Stage, Step, Strategy
 
-FALLBACK_SUFFIX = "fb"
 ADHOC_STAGE = "adhoc"
 _MAX_OCCURRENCES = 400  # an open-ended `every` step without max_attempts still ends somewhere
-
-
-@dataclass(frozen=True, slots=True)
-class ContactRef:
-    """The parts of a contact id: account/stage/step/occurrence, plus /fb for an outcome's fallback."""
-
-    account_id: str
-    stage: str
-    step: str
-    occurrence: int
-    fallback: bool = False
-
-    def __str__(self) -> str:
-        base = f"{self.account_id}/{self.stage}/{self.step}/{self.occurrence}"
-        return f"{base}/{FALLBACK_SUFFIX}" if self.fallback else base
-
-    @classmethod
-    def parse(cls, contact_id: str) -> ContactRef | None:
-        parts = contact_id.split("/")
-        if len(parts) not in (4, 5) or not parts[3].isdigit():
-            return None
-        if len(parts) == 5 and parts[4] != FALLBACK_SUFFIX:
-            return None
-        return cls(parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5)
 
 
 def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, now: datetime) -> Plan:
