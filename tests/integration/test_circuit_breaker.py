@@ -75,7 +75,9 @@ def test_a_404_from_the_print_vendor_fails_no_letter_and_each_goes_once_when_fix
         assert state.is_open and state.setting == URL_SETTING
         errors = [e for e in logs if e.get("event") == "provider.misconfigured"]
         assert errors and all(e["log_level"] == "error" and e["setting"] == URL_SETTING for e in errors)
-        assert PROVIDER_MISCONFIGURED.labels("letter", URL_SETTING)._value.get() - metric_before == state.trips
+        # One count per opening; the breaker may open once more while the test reads (it keeps probing).
+        counted = PROVIDER_MISCONFIGURED.labels("letter", URL_SETTING)._value.get() - metric_before
+        assert state.trips <= counted <= quick_breaker.state("letter").trips
         # Nothing failed, nothing counts against the caps: each letter is still queued, with no attempt (polled
         # for a moment between probes: a probe holds its letter's claim for the length of one request).
         eventually(lambda: all(_untouched(runtime, letter) for letter in letters), timeout=10)
