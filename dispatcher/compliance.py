@@ -210,12 +210,7 @@ def _cap_free_at(ask: Ask, at: datetime) -> tuple[datetime, str] | None:
     times = ask.log.attempts.get(ask.channel)
     if not times:
         return None
-    latest: tuple[datetime, str] | None = None
-    for cap in ask.policy.caps.get(ask.channel, ()):
-        free = _free_under(cap, times, at)
-        if free > at and (latest is None or free > latest[0]):
-            latest = (free, f"cap:{ask.channel}:{cap.max}/{cap.days}d")
-    return latest
+    return _latest_free(ask.policy.caps.get(ask.channel, ()), times, at, f"cap:{ask.channel}")
 
 
 def _total_free_at(ask: Ask, at: datetime) -> tuple[datetime, str] | None:
@@ -223,11 +218,18 @@ def _total_free_at(ask: Ask, at: datetime) -> tuple[datetime, str] | None:
     pressure, times = ask.policy.pressure, ask.log.outbound
     if not times or ask.channel not in pressure.channels:
         return None
+    return _latest_free(pressure.totals, times, at, "total")
+
+
+def _latest_free(
+    caps: Iterable[Cap], times: Sequence[datetime], at: datetime, label: str
+) -> tuple[datetime, str] | None:
+    """The latest moment any of `caps` frees up after `at`, and the rule that holds until then."""
     latest: tuple[datetime, str] | None = None
-    for cap in pressure.totals:
+    for cap in caps:
         free = _free_under(cap, times, at)
         if free > at and (latest is None or free > latest[0]):
-            latest = (free, f"total:{cap.max}/{cap.days}d")
+            latest = (free, f"{label}:{cap.max}/{cap.days}d")
     return latest
 
 

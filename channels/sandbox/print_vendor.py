@@ -331,8 +331,8 @@ def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
         sandbox.refusing = (await request.json()).get("status")
         return {"refusing": sandbox.refusing}
 
-    @app.post("/v1/letters")
-    async def create_letter(request: Request) -> Response:
+    async def _turned_away(request: Request) -> Response | None:
+        """What a Lob API request meets before its handler: injected faults, a refusal, the API key."""
         fault = await sandbox.faults.intercept(lambda status: lob_error(status, "Injected fault"))
         if fault is not None:
             return fault
@@ -341,6 +341,13 @@ def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
             return refused
         if not sandbox.authorized(request):
             return JSONResponse(lob_error(401, "Your API key is not valid."), 401)
+        return None
+
+    @app.post("/v1/letters")
+    async def create_letter(request: Request) -> Response:
+        turned_away = await _turned_away(request)
+        if turned_away is not None:
+            return turned_away
         key = request.headers.get("idempotency-key")
         if key and key in sandbox.by_idempotency_key:
             return JSONResponse(sandbox.letters[sandbox.by_idempotency_key[key]], 200)
@@ -354,14 +361,9 @@ def create_app(sandbox: PrintVendorSandbox) -> FastAPI:
 
     @app.get("/v1/letters")
     async def list_letters(request: Request) -> Response:
-        fault = await sandbox.faults.intercept(lambda status: lob_error(status, "Injected fault"))
-        if fault is not None:
-            return fault
-        refused = sandbox.refusal()
-        if refused is not None:
-            return refused
-        if not sandbox.authorized(request):
-            return JSONResponse(lob_error(401, "Your API key is not valid."), 401)
+        turned_away = await _turned_away(request)
+        if turned_away is not None:
+            return turned_away
         return sandbox.list_letters(str(request.base_url), request.query_params)
 
     @app.get("/v1/letters/{letter_id}")
