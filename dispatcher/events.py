@@ -183,7 +183,7 @@ ExternalEvent = Annotated[
     | AgentDisposition,
     Field(discriminator="kind"),
 ]
-EXTERNAL_EVENT_ADAPTER: TypeAdapter[ExternalEvent] = TypeAdapter[ExternalEvent](ExternalEvent)  # type: ignore[arg-type]
+EXTERNAL_EVENT_ADAPTER: TypeAdapter[ExternalEvent] = TypeAdapter[ExternalEvent](ExternalEvent)
 # Kinds only time or the dispatcher itself produces; refused from outside.
 INTERNAL_KINDS = frozenset({"promise_kept", "promise_broken", "hold_lapsed", "adhoc_lapsed", "adhoc_denied"})
 
@@ -206,7 +206,7 @@ Event = Annotated[
     | AdhocDenied,
     Field(discriminator="kind"),
 ]
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter[Event](Event)  # type: ignore[arg-type]  # pydantic 2.14 stubs vs Annotated unions
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter[Event](Event)
 
 # Outcomes that prove an address bad whatever the step says: hard bounces and returned mail suppress it.
 _ALWAYS_INVALIDATES = {OutcomeKind.INVALID_ADDRESS, OutcomeKind.BOUNCED, OutcomeKind.RETURNED}
