@@ -5,14 +5,19 @@ on a Redis Cluster):
 
     {a:ID}:acct      hash  v = version, d = AccountRecord JSON, r = releases (history entries removed)
     {a:ID}:hist      list  HistoryEntry JSON, append-only
-    {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown (dispatcher.claims, with
-                           its indexes {s:N}:queued, {s:N}:inflight and {s:N}:unverified)
-    {a:ID}:ranks     hash  contact id -> rank of the last provider status recorded (webhooks drop older ones)
+    {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown (dispatcher.claims)
+    {a:ID}:ranks     hash  contact id -> rank of the last provider status recorded, so an older callback is
+                           dropped (dispatcher.ranks: `Store.ranks`)
     {a:ID}:events    set   event ids already applied (a repeat is ignored)
     {p:PHONE}:accounts set  account ids with that phone number (the inbound STOP index; written by upserts)
     {a:ID}:voice     hash  contact id -> its call's TwiML scripts (human, machine); expires after a day
     {s:N}:wake       zset  account id -> next wake-up (epoch seconds)
+    {s:N}:queued     zset  "CHANNEL CONTACT_ID" -> wall-clock time of its last dispatch (dispatcher.claims)
+    {s:N}:inflight   zset  contact id -> wall-clock time of its claim, while sending or unknown (the claims
+                           in doubt the reconciler asks about; dispatcher.claims)
+    {s:N}:unverified zset  contact id -> when it was set aside, in doubt for good (dispatcher.claims)
     {s:N}:audit      stream  one entry per write, field e = JSON array of its events and decisions
+    {s:N}:accounts   hash  "STAGE STATUS" -> accounts of the shard so (dispatcher.metrics, after each commit)
 
 Writes that must agree go through Lua scripts with an optimistic version check, so a planner holding a
 stale view retries instead of overwriting. On a single Redis a commit is atomic across the account's, the
@@ -36,6 +41,7 @@ from pydantic_core import to_json
 
 from dispatcher.claims import ClaimStore, queued_member
 from dispatcher.models import AccountRecord, Contact, HistoryEntry
+from dispatcher.ranks import StatusRanks
 
 # ARGV[1] is the version read, or 'new': the writer did not read and assumes the account has no record and
 # no history yet (a bulk import's first try); anything else there is a conflict, and it reads after all.
@@ -144,6 +150,7 @@ class Store:
         self.shards = shards
         self.wallclock = wallclock
         self.ledger = ClaimStore(client, shards, wallclock)
+        self.ranks = StatusRanks(client)
         self._history_cache: OrderedDict[str, tuple[str, tuple[HistoryEntry, ...]]] = OrderedDict()
         self._history_cache_size = history_cache
         self._commit = client.register_script(_COMMIT)

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 import structlog
 
-log = structlog.get_logger("workers.callback_spool")
+log = structlog.get_logger("dispatcher.api.callback_spool")
 
 REDIS_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
 RETRY_EVERY = 1.0
