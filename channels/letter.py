@@ -17,8 +17,6 @@ again by Lob's documented metadata filter on the letter list (`find_sent`).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Mapping
@@ -39,7 +37,6 @@ from channels.base import (
     Receipt,
     SentQuery,
     TransientDeliveryError,
-    WebhookRejected,
     lookup_error,
     misconfiguration_of,
     parse_retry_after,
@@ -47,9 +44,9 @@ from channels.base import (
 )
 from channels.pdf import LetterContent, MissingGlyphs, PageSetup, render_letter
 from channels.postal import address_lines, address_problems
+from channels.signatures import LOB_SIGNATURE
 from config.settings import Settings
 
-SIGNATURE_MAX_AGE = 300.0  # seconds; an older signed webhook may be a replay
 TRACKING_KIND = {
     "letter.mailed": "sent",
     "letter.delivered": "delivered",
@@ -210,7 +207,7 @@ class LetterAdapter:
     def parse_callback(self, url: str, headers: Mapping[str, str], body: bytes) -> list[ProviderOutcome]:
         """Verify a tracking webhook and map it to an outcome (in-transit events give none)."""
         secret = self._settings.print_vendor_webhook_secret.get_secret_value()
-        verify_signature(secret, headers, body, now=time.time())
+        LOB_SIGNATURE.verify(secret, headers, body, now=time.time())
         return tracking_outcomes(json.loads(body))
 
     def close(self) -> None:
@@ -268,29 +265,6 @@ def letter_status(letter: Mapping[str, Any]) -> str:
 
 def _ambiguous(exc: httpx.TransportError) -> bool:
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """Lob's webhook signature: hex HMAC-SHA256 over "{timestamp}.{raw body}"."""
-    payload = timestamp.encode("ascii") + b"." + body
-    return hmac.new(secret.encode("utf-8"), payload, hashlib.sha256).hexdigest()
-
-
-def verify_signature(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> None:
-    lowered = {key.lower(): value for key, value in headers.items()}
-    signature = lowered.get("lob-signature", "")
-    timestamp = lowered.get("lob-signature-timestamp", "")
-    if not signature or not timestamp.isdigit():
-        raise WebhookRejected("missing Lob-Signature or Lob-Signature-Timestamp")
-    if abs(now - _seconds(timestamp)) > SIGNATURE_MAX_AGE:
-        raise WebhookRejected("stale Lob-Signature-Timestamp")
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature):
-        raise WebhookRejected("Lob-Signature does not match the body")
-
-
-def _seconds(timestamp: str) -> float:
-    value = int(timestamp)
-    return value / 1000 if value > 10**11 else float(value)  # Lob sends milliseconds
 
 
 def tracking_outcomes(event: Mapping[str, Any]) -> list[ProviderOutcome]:

@@ -8,9 +8,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from channels.base import Evidence, LookupUnavailable, OutboundMessage, ProviderOutcome, Receipt, SentQuery
+from channels.callbacks import TWILIO_MESSAGE_STATUS, callback_url
 from channels.twilio_common import (
     LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
@@ -25,8 +25,6 @@ from channels.twilio_common import (
     verified_params,
 )
 from config.settings import Settings
-
-STATUS_CALLBACK_PATH = "/v1/webhooks/twilio/message-status"
 
 _GSM7_BASIC = (
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -72,10 +70,6 @@ def message_status_rank(status: str) -> int:
 def is_newer_status(previous: str | None, current: str) -> bool:
     """Whether a callback with `current` moves the message forward from `previous`."""
     return previous is None or message_status_rank(current) > message_status_rank(previous)
-
-
-def status_callback_url(public_base_url: str, contact_id: str) -> str:
-    return f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?contact_id={quote(contact_id, safe='')}"
 
 
 class SmsAdapter:
@@ -160,7 +154,7 @@ class SmsAdapter:
         params: dict[str, Any] = {
             "to": str(message.to),
             "body": message.text,
-            "status_callback": status_callback_url(self._settings.public_base_url, message.contact_id),
+            "status_callback": callback_url(self._settings.public_base_url, TWILIO_MESSAGE_STATUS, message.contact_id),
         }
         if self._settings.twilio_messaging_service_sid:
             params["messaging_service_sid"] = self._settings.twilio_messaging_service_sid

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from twilio.twiml.voice_response import VoiceResponse
 
 from channels.base import Evidence, OutboundMessage, ProviderOutcome, Receipt, SentQuery
+from channels.callbacks import TWILIO_CALL_STATUS, TWILIO_VOICE_TWIML, callback_url
 from channels.twilio_common import (
     LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
@@ -35,8 +35,6 @@ from channels.twilio_common import (
 )
 from config.settings import Settings
 
-STATUS_CALLBACK_PATH = "/v1/webhooks/twilio/call-status"
-TWIML_PATH = "/v1/webhooks/twilio/voice-twiml"
 HANGUP_TWIML = str(VoiceResponse().hangup())  # nothing stored for the call: say nothing rather than guess
 SAY_LANGUAGE = {"zh": "zh-CN", "en": "en-US"}
 
@@ -84,11 +82,8 @@ def script_for(answered_by: str | None) -> str:
 
 
 def twiml_url(public_base_url: str, contact_id: str) -> str:
-    return f"{public_base_url.rstrip('/')}{TWIML_PATH}?contact_id={quote(contact_id, safe='')}"
-
-
-def call_status_callback_url(public_base_url: str, contact_id: str) -> str:
-    return f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?contact_id={quote(contact_id, safe='')}"
+    """Where Twilio fetches a connected call's TwiML (the call's `Url`)."""
+    return callback_url(public_base_url, TWILIO_VOICE_TWIML, contact_id)
 
 
 def call_status_rank(status: str) -> int:
@@ -119,7 +114,7 @@ class VoiceAdapter:
                 **source,
                 machine_detection="DetectMessageEnd",
                 machine_detection_timeout=self._amd_timeout,
-                status_callback=call_status_callback_url(self._settings.public_base_url, message.contact_id),
+                status_callback=callback_url(self._settings.public_base_url, TWILIO_CALL_STATUS, message.contact_id),
                 status_callback_method="POST",
             ),
             self._http,

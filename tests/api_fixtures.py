@@ -20,7 +20,6 @@ from dispatcher.api.app import ServerThread
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
 from dispatcher.store import Store
-from workers.webhooks import webhook_router
 
 PUBLIC_BASE_URL = "https://dispatcher.example-bank.test"
 SCOPES = {
@@ -86,7 +85,7 @@ class Api:
 @pytest.fixture
 def api(api_settings: Settings, engine: Engine, store: Store, clock: ManualClock,
         api_keys: dict[str, tuple[str, str]]) -> Iterator[Api]:  # fmt: skip
-    app = create_app(engine, api_settings, extra_routers=[webhook_router])
+    app = create_app(engine, api_settings)
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield Api(server.url, client, api_keys, api_settings, engine, store, clock)
 

@@ -48,10 +48,10 @@ from pypdf import PdfReader
 from pypdf.errors import PdfReadError
 from starlette.datastructures import QueryParams
 
+from channels.callbacks import PRINT_VENDOR, callback_url
 from channels.postal import address_problems
 from channels.sandbox.server import EventLog, FaultInjector
 
-WEBHOOK_PATH = "/v1/webhooks/print-vendor"
 OBJECT_FIELDS = ("to", "from", "metadata")
 USE_TYPES = ("marketing", "operational")
 MAIL_TYPES = ("usps_first_class", "usps_standard")
@@ -174,7 +174,7 @@ class PrintVendorSandbox:
         self.log = EventLog(state_dir / "print_vendor.ndjson")
         self.api_key = api_key
         self.webhook_secret = webhook_secret
-        self.webhook_url = f"{callback_base_url.rstrip('/')}{WEBHOOK_PATH}" if callback_base_url else None
+        self.webhook_url = callback_url(callback_base_url, PRINT_VENDOR) if callback_base_url else None
         self.faults = FaultInjector()
         self.letters: dict[str, dict[str, Any]] = {}
         self.by_idempotency_key: dict[str, str] = {}

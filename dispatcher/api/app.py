@@ -1,17 +1,11 @@
-"""The HTTP API: the app factory, and `serve` for the `dispatcher api` command.
-
-Provider webhooks live in workers/webhooks.py (they parse with channels/, which dispatcher may not
-import); they join the app as extra routers, given as objects or, for `serve`, by "module:attribute"
-name, the way uvicorn and Celery name an app.
-"""
+"""The HTTP API: the app factory, and `serve` for the `dispatcher api` command."""
 
 from __future__ import annotations
 
-import importlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -19,8 +13,9 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from channels.callbacks import WEBHOOK_PREFIX
 from config.settings import Settings
-from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe
+from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe, webhooks
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
@@ -30,10 +25,7 @@ from dispatcher.engine import Engine
 from dispatcher.logging import RequestIdMiddleware, configure_logging
 from dispatcher.runtime import open_runtime
 
-RouterFactory = Callable[[Engine, Settings], APIRouter]
 _SHED = errors.responses(408, 413, 503)  # what any route may answer before it runs (limits.py, outage.py)
-WEBHOOKS = "workers.webhooks:webhook_router"
-WEBHOOK_PREFIX = "/v1/webhooks/"
 log = structlog.get_logger("dispatcher.api")
 
 _DESCRIPTION = """Upsert delinquent accounts, post their events, ask for ad-hoc contacts and read their
@@ -46,11 +38,12 @@ def create_app(
     engine: Engine,
     settings: Settings,
     *,
-    extra_routers: Iterable[APIRouter | RouterFactory] = (),
+    extra_routers: Iterable[APIRouter] = (),
     limits: HttpLimits | None = None,
 ) -> FastAPI:
-    """The API over `engine` (its store, strategy and clock); `extra_routers` are mounted as they are,
-    or built with (engine, settings) when given as factories. `limits`: body sizes and read timeouts."""
+    """The API over `engine` (its store, strategy and clock), the provider webhooks included; `extra_routers`
+    are mounted next to its own routes (the throughput benchmark's no-op). `limits`: body sizes and read
+    timeouts."""
     app = FastAPI(
         title="collections contact dispatcher", version="1", description=_DESCRIPTION,
         docs_url=None, redoc_url=None, openapi_url="/openapi.json",  # docs.install serves both pages offline
@@ -59,13 +52,14 @@ def create_app(
     app.state.settings = settings
     app.state.keys = KeyRing(settings.api_keys)
     app.state.limits = limits or HttpLimits()
+    app.state.callbacks = webhooks.CallbackRecorder.for_settings(engine, settings)  # replays a spool left behind
     docs.install(app)
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
     for router in (accounts.router, admin.router, batch.router, events.router, health.router, unsubscribe.router):
         app.include_router(router, responses=_SHED if router is not health.router else None)
-    for extra in extra_routers:
-        app.include_router(extra if isinstance(extra, APIRouter) else extra(engine, settings), responses=_SHED)
+    for router in (*webhooks.ROUTERS, *extra_routers):
+        app.include_router(router, responses=_SHED)
     app.add_middleware(
         IdempotencyMiddleware, client=engine.store.redis, keys=app.state.keys,
         ttl=settings.idempotency_ttl_seconds, exempt=(WEBHOOK_PREFIX,),
@@ -83,19 +77,11 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return errors.error_response(500, "internal", "unexpected error; it is logged with this request's id")
 
 
-def load_router_factory(name: str) -> RouterFactory:
-    """`package.module:attribute` → the router factory it names."""
-    module_name, _, attribute = name.partition(":")
-    factory: RouterFactory = getattr(importlib.import_module(module_name), attribute)
-    return factory
-
-
-def serve(settings: Settings, extra_routers: Iterable[str | RouterFactory] = (WEBHOOKS,)) -> None:
+def serve(settings: Settings) -> None:
     """Run the API with uvicorn on settings.api_host:api_port until interrupted (what `dispatcher api` does)."""
     configure_logging(settings)
-    factories = [load_router_factory(item) if isinstance(item, str) else item for item in extra_routers]
     with open_runtime(settings) as runtime:
-        app = create_app(runtime.engine, settings, extra_routers=factories)
+        app = create_app(runtime.engine, settings)
         log.info("api.starting", host=settings.api_host, port=settings.api_port)
         uvicorn.run(
             app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False,

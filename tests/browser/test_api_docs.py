@@ -15,7 +15,6 @@ from fastapi.routing import APIRoute
 from dispatcher.api import create_app
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.browser.chromium import dump_dom, screenshot
-from workers.webhooks import webhook_router
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 CAMEL_CASE = re.compile(r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)+|[a-z][a-z0-9]*")
@@ -33,7 +32,7 @@ def operations(api: Api) -> list[tuple[str, str, dict]]:
 
 
 def test_every_route_has_a_hand_chosen_camel_case_operation_id(api: Api) -> None:
-    app = create_app(api.engine, api.settings, extra_routers=[webhook_router])
+    app = create_app(api.engine, api.settings)
     unnamed = [f"{sorted(r.methods)} {r.path}" for r in app.routes
                if isinstance(r, APIRoute) and r.include_in_schema and r.operation_id is None]  # fmt: skip
     assert not unnamed, f"give these routes operation_id= (FastAPI would invent snake_case ids): {unnamed}"

@@ -27,7 +27,6 @@ from dispatcher.store import Store
 from dispatcher.strategy import Strategy
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 from tests.worker_fixtures import eventually
-from workers.webhooks import webhook_router
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +125,7 @@ def test_a_batch_over_its_own_limit_is_413_naming_it(api: Api) -> None:
 def strict_server(api_settings: Settings, engine: Engine) -> Iterator[ServerThread]:
     """The API with a 1-second read timeout and keep-alive, to watch slow clients being let go."""
     limits = HttpLimits(read_timeout=1.0, keep_alive=1)
-    app = create_app(engine, api_settings, extra_routers=[webhook_router], limits=limits)
+    app = create_app(engine, api_settings, limits=limits)
     with ServerThread(app, limits=limits) as server:
         yield server
 
@@ -181,7 +180,7 @@ def test_a_chunked_batch_over_its_limit_is_413_and_its_key_stays_free(
     api_settings: Settings, engine: Engine, api: Api
 ) -> None:  # fmt: skip
     limits = HttpLimits(route_body_bytes={"POST /v1/accounts:batch": 64 * 1024})
-    app = create_app(engine, api_settings, extra_routers=[webhook_router], limits=limits)
+    app = create_app(engine, api_settings, limits=limits)
     lines = [(json.dumps(account_body(f"B{i}")) + "\n").encode() for i in range(400)]  # ~150 KB
     headers = {**api.auth(), "Idempotency-Key": "batch-big", "Content-Type": "application/x-ndjson"}
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
@@ -252,7 +251,7 @@ def test_while_redis_is_away_every_call_is_503_with_retry_after_callbacks_are_sp
 ) -> None:  # fmt: skip
     store = Store.from_url(own_redis.url)
     engine = Engine(store, strategy, clock, on_queued=lambda contacts: None)
-    app = create_app(engine, api_settings, extra_routers=[webhook_router])
+    app = create_app(engine, api_settings)
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         api = Api(server.url, client, api_keys, api_settings, engine, store, clock)
         assert api.put_account("A1", account_body()).status_code == 201

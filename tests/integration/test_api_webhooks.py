@@ -12,9 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from channels.letter import sign
+from channels.signatures import EMAIL_SIGNATURE, LOB_SIGNATURE
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
-from workers.webhooks import email_signature_headers
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +167,7 @@ def lob_event(event_type: str, contact_id: str = "A1/letter/demand/0") -> bytes:
 def lob_post(api: Api, body: bytes, secret: str | None = None, timestamp: int | None = None):
     secret = secret or api.settings.print_vendor_webhook_secret.get_secret_value()
     stamp = str(timestamp or int(time.time()))
-    headers = {"Lob-Signature": sign(secret, stamp, body), "Lob-Signature-Timestamp": stamp,
+    headers = {"Lob-Signature": LOB_SIGNATURE.sign(secret, stamp, body), "Lob-Signature-Timestamp": stamp,
                "Content-Type": "application/json"}  # fmt: skip
     return api.client.post("/v1/webhooks/print-vendor", content=body, headers=headers)
 
@@ -197,10 +196,10 @@ def test_a_hard_email_bounce_invalidates_the_email_address(api: Api) -> None:
     claimed(api, "A1/early/email/0")
     body = json.dumps({"id": "b1", "type": "hard", "contact_id": "A1/early/email/0"}).encode()
     secret = api.settings.email_webhook_secret.get_secret_value()
-    headers = {**email_signature_headers(secret, body, time.time()), "Content-Type": "application/json"}
+    headers = {**EMAIL_SIGNATURE.headers(secret, body, time.time()), "Content-Type": "application/json"}
     assert api.client.post("/v1/webhooks/email-bounce", content=body, headers=headers).json()["outcomes"] == ["bounced"]
     assert "email" in api.store.load("A1").record.state.invalid_addresses
-    forged = {**email_signature_headers("guess", body, time.time()), "Content-Type": "application/json"}
+    forged = {**EMAIL_SIGNATURE.headers("guess", body, time.time()), "Content-Type": "application/json"}
     assert api.client.post("/v1/webhooks/email-bounce", content=body, headers=forged).status_code == 403
 
 
@@ -265,7 +264,7 @@ def test_a_contact_id_with_a_newline_is_422_and_writes_nothing(api: Api, contact
     response = api.twilio(status_path("message-status", contact_id), delivered)
     assert (response.status_code, response.json()["fields"][0]["field"]) == (422, "contact_id")
     body = json.dumps({"id": "b1", "type": "hard", "contact_id": contact_id}).encode()
-    headers = {**email_signature_headers(api.settings.email_webhook_secret.get_secret_value(), body, time.time()),
+    headers = {**EMAIL_SIGNATURE.headers(api.settings.email_webhook_secret.get_secret_value(), body, time.time()),
                "Content-Type": "application/json"}  # fmt: skip
     bounce = api.client.post("/v1/webhooks/email-bounce", content=body, headers=headers)
     assert (bounce.status_code, bounce.json()["fields"][0]["field"]) == (422, "contact_id")

@@ -13,11 +13,10 @@ import pytest
 import redis
 
 from dispatcher.api import create_app
+from dispatcher.api.callback_spool import CallbackSpool
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
-from workers.callback_spool import CallbackSpool
-from workers.webhooks import webhook_router
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +50,7 @@ def test_a_spool_left_by_a_dead_api_process_is_replayed_by_the_next_one(api: Api
     found = [{"contact_id": contact.id, "kind": "delivered", "provider_id": "SM9", "detail": {}}]
     record = {"kind": "outcomes", "channel": "sms", "rank": 3, "source": "twilio:delivered", "found": found}
     left.write_text(json.dumps(record) + "\n")
-    create_app(api.engine, api.settings, extra_routers=[webhook_router])  # the next process starts
+    create_app(api.engine, api.settings)  # the next process starts
     eventually(lambda: not left.exists(), timeout=10)
     outcomes = [e.outcome for e in api.store.load("A1").history if e.kind == "outcome"]
     assert "delivered" in outcomes

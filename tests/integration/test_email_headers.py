@@ -25,12 +25,12 @@ import pytest
 from channels.base import OutboundMessage, ProviderMisconfigured
 from channels.email import EmailAdapter, message_id_for, translate_smtp_error
 from channels.sandbox import Sandboxes
+from channels.signatures import EMAIL_SIGNATURE
 from config.settings import Settings
 from dispatcher.unsubscribe import account_of_token, unsubscribe_token
 from tests import channel_fixtures
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
-from workers.webhooks import email_signature_headers
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +164,7 @@ def test_an_rfc_3464_bounce_invalidates_the_email_address(api: Api) -> None:
     message_id = message_id_for(contact_id, api.settings.email_from, api.settings.unsubscribe_secret.get_secret_value())
 
     def post(body: bytes) -> dict[str, object]:
-        headers = {**email_signature_headers(secret, body, time.time()), "Content-Type": "message/rfc822"}
+        headers = {**EMAIL_SIGNATURE.headers(secret, body, time.time()), "Content-Type": "message/rfc822"}
         response = api.client.post("/v1/webhooks/email-dsn", content=body, headers=headers)
         assert response.status_code == 200, response.text
         return dict(json.loads(response.text))
@@ -174,7 +174,7 @@ def test_an_rfc_3464_bounce_invalidates_the_email_address(api: Api) -> None:
     assert "email" not in api.store.load("D1").record.state.invalid_addresses
     assert post(dsn(message_id, "xiaoming@example.com", "5.1.1"))["outcomes"] == ["invalid_address"]
     assert "email" in api.store.load("D1").record.state.invalid_addresses
-    forged = {**email_signature_headers("guess", b"x", time.time()), "Content-Type": "message/rfc822"}
+    forged = {**EMAIL_SIGNATURE.headers("guess", b"x", time.time()), "Content-Type": "message/rfc822"}
     assert api.client.post("/v1/webhooks/email-dsn", content=b"x", headers=forged).status_code == 403
 
 

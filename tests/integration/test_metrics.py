@@ -28,7 +28,6 @@ from tests.worker_fixtures import eventually
 from workers.app import QUEUES as WORKER_QUEUES
 from workers.app import configure
 from workers.runtime import WorkerRuntime
-from workers.webhooks import webhook_router
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -81,7 +80,7 @@ def metrics_port(
 def worker_api(runtime: WorkerRuntime, api_settings: Settings) -> Iterator[httpx.Client]:
     """The API over the worker runtime's engine: what it queues goes to Celery, as in a deployment."""
     configure(runtime.settings)
-    app = create_app(runtime.engine, api_settings, extra_routers=[webhook_router])
+    app = create_app(runtime.engine, api_settings)
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
 

@@ -24,7 +24,6 @@ from tests.worker_fixtures import eventually
 from workers.app import QUEUES, app, configure
 from workers.runtime import WorkerRuntime, build_runtime, install_runtime
 from workers.tasks import dispatch
-from workers.webhooks import webhook_router
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +63,7 @@ def deployment(redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
     runtime = build_runtime(settings, clock=clock, retry_wait=0.01)
     install_runtime(runtime)
     configure(settings)
-    api = create_app(runtime.engine, settings, extra_routers=[webhook_router])
+    api = create_app(runtime.engine, settings)
     try:
         with ServerThread(api, sock), start_worker(
             app, pool="threads", concurrency=4, queues=list(QUEUES), perform_ping_check=False, loglevel="WARNING"
