@@ -12,8 +12,10 @@ from urllib.parse import quote
 
 import pytest
 
+from channels import callbacks
 from channels.signatures import EMAIL_SIGNATURE, LOB_SIGNATURE
-from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
+from channels.voice import twiml_url
+from tests.api_fixtures import PUBLIC_BASE_URL, Api, account_body, api, api_keys, api_settings  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -270,3 +272,11 @@ def test_a_contact_id_with_a_newline_is_422_and_writes_nothing(api: Api, contact
     assert (bounce.status_code, bounce.json()["fields"][0]["field"]) == (422, "contact_id")
     assert set(api.store.redis.keys("*")) == keys
     assert outcomes(api) == []
+
+
+def test_the_webhook_routes_are_the_paths_the_providers_are_given(api: Api) -> None:
+    given = {value for name, value in vars(callbacks).items() if name.isupper() and name != "WEBHOOK_PREFIX"}
+    served = {path for path in api.client.get("/openapi.json").json()["paths"] if path.startswith("/v1/webhooks/")}
+    assert served == given
+    twiml = twiml_url(PUBLIC_BASE_URL, "A1/reminder/call/0").removeprefix(PUBLIC_BASE_URL)
+    assert api.twilio(twiml, {"AnsweredBy": "human"}).status_code == 200  # no script stored: the hang-up TwiML
