@@ -52,7 +52,7 @@ from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
 from dispatcher.store import Store  # noqa: E402
 from dispatcher.strategy import load_strategy  # noqa: E402
 from workers.app import app, configure  # noqa: E402
-from workers.tasks import contact_payload, dispatch  # noqa: E402
+from workers.queueing import contact_payload, dispatch  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: inside the SMS window
 QUEUES = "sms,plan"

@@ -21,7 +21,7 @@ from dispatcher.cli import app as cli
 def _with_settings_clock(original: Any) -> Any:
     def open_runtime(settings: Any, clock: Any = None, *args: Any, **kwargs: Any) -> Any:
         if clock is None and getattr(settings, "clock_start", None) is not None:
-            from workers.runtime import clock_from
+            from dispatcher.runtime import clock_from
 
             clock = clock_from(settings)
         return original(settings, clock, *args, **kwargs)
