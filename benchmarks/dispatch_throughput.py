@@ -202,7 +202,7 @@ def main() -> None:
         own = [os.getpid(), server._process.pid]  # type: ignore[union-attr]  # this process (sandbox, sink) and Redis
         flags = ["-Q", QUEUES, "-c", str(args.concurrency), "-P", "threads", "--loglevel", "WARNING", "-n"]
         noop_command = [sys.executable, "-m", "celery", "-A", "benchmarks._noop_app", "worker", *flags]
-        real_command = [sys.executable, "-m", "dispatcher.cli", "worker", "--queues", QUEUES, "--concurrency",
+        real_command = [sys.executable, "-m", "workers.cli", "worker", "--queues", QUEUES, "--concurrency",
                         str(args.concurrency), "--pool", "threads", "--loglevel", "WARNING", "--name"]  # fmt: skip
 
         counted = lambda *_: int(client.get(DONE_KEY) or 0)  # noqa: E731

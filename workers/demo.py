@@ -166,7 +166,7 @@ def _workers(env: dict[str, str], count: int, root: Path) -> Iterator[None]:
     processes = []
     for index in range(count):
         log = (root / f"worker-{index}.log").open("w")
-        command = [sys.executable, "-m", "dispatcher.cli", "worker", "--queues", queues, "--concurrency", "8",
+        command = [sys.executable, "-m", "workers.cli", "worker", "--queues", queues, "--concurrency", "8",
                    "--pool", "threads", "--name", f"demo{index}@%h"]  # fmt: skip
         processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     try:

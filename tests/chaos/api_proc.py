@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.api import app as api_app
-from dispatcher.cli import app as cli
+from workers.cli import app as cli
 
 
 def _with_settings_clock(original: Any) -> Any:

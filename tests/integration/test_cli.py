@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from config.settings import DEFAULT_STRATEGY
-from dispatcher.cli import app
+from workers.cli import app
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
