@@ -44,7 +44,11 @@ def build_runtime(
     }
     limiter = RateLimiter(settings.redis_url, limits)
     deliverer = Deliverer(engine, adapters, Renderer(), limiter, settings, retry_wait)
-    engine.on_queued = lambda contacts: hand_off(contacts, settings.send_batch)
+
+    def queued(contacts: Sequence[Contact]) -> None:
+        hand_off(contacts, settings.send_batch)
+
+    engine.on_queued = queued
     return WorkerRuntime(settings, engine, deliverer)
 
 
