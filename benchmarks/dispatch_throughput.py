@@ -52,7 +52,7 @@ from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
 from dispatcher.store import Store  # noqa: E402
 from dispatcher.strategy import load_strategy  # noqa: E402
 from workers.app import app, configure  # noqa: E402
-from workers.tasks import contact_payload, dispatch  # noqa: E402
+from workers.queueing import contact_payload, dispatch  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: inside the SMS window
 QUEUES = "sms,plan"
@@ -202,7 +202,7 @@ def main() -> None:
         own = [os.getpid(), server._process.pid]  # type: ignore[union-attr]  # this process (sandbox, sink) and Redis
         flags = ["-Q", QUEUES, "-c", str(args.concurrency), "-P", "threads", "--loglevel", "WARNING", "-n"]
         noop_command = [sys.executable, "-m", "celery", "-A", "benchmarks._noop_app", "worker", *flags]
-        real_command = [sys.executable, "-m", "dispatcher.cli", "worker", "--queues", QUEUES, "--concurrency",
+        real_command = [sys.executable, "-m", "workers.cli", "worker", "--queues", QUEUES, "--concurrency",
                         str(args.concurrency), "--pool", "threads", "--loglevel", "WARNING", "--name"]  # fmt: skip
 
         counted = lambda *_: int(client.get(DONE_KEY) or 0)  # noqa: E731

@@ -1,6 +1,6 @@
 """`dispatcher dead-letters`: list, show, replay and purge the dead-letter stream (dispatcher/deadletters.py).
 
-Its own module so dispatcher/cli.py stays the hub that only adds it.
+Its own module so dispatcher/cli.py only adds it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Wiring from settings to a running engine: Redis (configured or embedded), store, strategy, clock."""
+"""Wiring from settings to a running engine: Redis (configured or embedded), store, strategy, clock.
+
+The one composition of the engine: `dispatcher` commands and the API open it here, the workers build it
+through `build_engine` too, so every process reads the clock and the strategy the same way.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +38,19 @@ class Runtime:
     engine: Engine
 
 
-def _clock(settings: Settings) -> Clock:
-    """The deployment's one clock (DISPATCHER_CLOCK_*), the API's as much as the workers'."""
+def clock_from(settings: Settings) -> Clock:
+    """The deployment's one clock (DISPATCHER_CLOCK_*): the API's, the beat's and every worker's."""
     return deployment_clock(settings.clock_start, settings.clock_factor, settings.clock_origin)
+
+
+def build_engine(
+    settings: Settings, url: str, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
+) -> Runtime:
+    """Store, strategy and engine on the Redis at `url`: what every process builds, commands, the API and
+    the workers alike (workers/runtime.py adds the adapters and the deliverer)."""
+    strategy = strategy or load_strategy(settings.strategy_path)
+    store = Store.from_url(url, settings.schedule_shards, history_cache)
+    return Runtime(settings, url, store, strategy, Engine(store, strategy, clock or clock_from(settings)))
 
 
 @contextlib.contextmanager
@@ -44,10 +58,10 @@ def open_runtime(
     settings: Settings, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
 ) -> Iterator[Runtime]:
     """Everything a command needs, torn down (embedded Redis included) when the block ends."""
-    strategy = strategy or load_strategy(settings.strategy_path)
+    strategy = strategy or load_strategy(settings.strategy_path)  # a broken file stops before Redis starts
     with redis_url(settings.redis_url, settings.state_dir) as url:
-        store = Store.from_url(url, settings.schedule_shards, history_cache)
+        runtime = build_engine(settings, url, clock, strategy, history_cache)
         try:
-            yield Runtime(settings, url, store, strategy, Engine(store, strategy, clock or _clock(settings)))
+            yield runtime
         finally:
-            store.redis.close()
+            runtime.store.redis.close()

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from typer.main import get_command
 
-from dispatcher.cli import app
+from workers.cli import app
 
 
 class CommandLineError(ValueError):

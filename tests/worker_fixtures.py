@@ -14,6 +14,7 @@ from channels.sandbox import Sandboxes, start_sandboxes
 from config.settings import Settings, load_settings
 from dispatcher.clock import ManualClock
 from workers.app import QUEUES, app, configure
+from workers.queueing import dispatch
 from workers.runtime import WorkerRuntime, build_runtime, install_runtime
 
 
@@ -31,7 +32,7 @@ def worker_settings(redis_url: str, worker_sandboxes: Sandboxes) -> Settings:
 
 @pytest.fixture
 def runtime(worker_settings: Settings, clock: ManualClock) -> Iterator[WorkerRuntime]:
-    built = build_runtime(worker_settings, clock=clock, retry_wait=0.01)
+    built = build_runtime(worker_settings, dispatch, clock=clock, retry_wait=0.01)
     install_runtime(built)
     yield built
     install_runtime(None)

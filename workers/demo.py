@@ -34,8 +34,8 @@ from dispatcher.redis_server import EmbeddedRedis
 from dispatcher.store import Store
 from dispatcher.synthetic import synthetic_accounts
 from workers.app import configure
+from workers.queueing import dispatch
 from workers.runtime import WorkerRuntime, build_runtime
-from workers.tasks import dispatch
 
 DEMO_START = datetime(2026, 3, 2, tzinfo=UTC)
 PUMP_EVERY = 0.05  # real seconds; an accelerated hour is 0.04 s, so windows are never stepped over
@@ -63,7 +63,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console) -> Path:
         env = _worker_env(settings, redis_server.url, sandboxes, factor, origin)
         demo_settings = settings.model_copy(update=_settings_update(redis_server.url, sandboxes, factor, origin))
         configure(demo_settings)
-        runtime = build_runtime(demo_settings, clock=clock)
+        runtime = build_runtime(demo_settings, dispatch, clock=clock)
         api = create_app(runtime.engine, demo_settings)
         with (root / "api.log").open("w", encoding="utf-8") as api_log, ServerThread(api, api_socket):
             configure_logging(demo_settings, stream=api_log)  # the live table owns the terminal
@@ -165,7 +165,7 @@ def _workers(env: dict[str, str], count: int, root: Path) -> Iterator[None]:
     processes = []
     for index in range(count):
         log = (root / f"worker-{index}.log").open("w")
-        command = [sys.executable, "-m", "dispatcher.cli", "worker", "--queues", queues, "--concurrency", "8",
+        command = [sys.executable, "-m", "workers.cli", "worker", "--queues", queues, "--concurrency", "8",
                    "--pool", "threads", "--name", f"demo{index}@%h"]  # fmt: skip
         processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     try:

@@ -1,23 +1,28 @@
 """One runtime per worker process: settings, store, engine, adapters, renderer, limiter, deliverer.
 
 Built lazily on first use, after the fork, so no connection or event loop is shared between processes.
+The engine comes from the same builder the API and the commands use (dispatcher/runtime.py); what the
+engine queues goes to the hand-off it is given, the send queues for a worker process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from channels import REGISTRY, build_adapter
 from channels.render import Renderer
 from config.settings import Settings, load_settings
-from dispatcher.clock import Clock, deployment_clock
+from dispatcher.clock import Clock
 from dispatcher.engine import Engine
 from dispatcher.models import Contact
-from dispatcher.store import Store
-from dispatcher.strategy import load_strategy
+from dispatcher.runtime import build_engine
 from workers.delivery import Deliverer
 from workers.limiter import Limit, RateLimiter
+from workers.queueing import dispatch
+
+# Contacts the engine queued, and the most one send task carries.
+HandOff = Callable[[Sequence[Contact], int], object]
 
 
 @dataclass(frozen=True)
@@ -27,14 +32,11 @@ class WorkerRuntime:
     deliverer: Deliverer
 
 
-def clock_from(settings: Settings) -> Clock:
-    return deployment_clock(settings.clock_start, settings.clock_factor, settings.clock_origin)
-
-
-def build_runtime(settings: Settings, clock: Clock | None = None, retry_wait: float = 0.5) -> WorkerRuntime:
+def build_runtime(
+    settings: Settings, hand_off: HandOff, clock: Clock | None = None, retry_wait: float = 0.5
+) -> WorkerRuntime:
     assert settings.redis_url, "configure() refuses to start without DISPATCHER_REDIS_URL"
-    store = Store.from_url(settings.redis_url, settings.schedule_shards)
-    engine = Engine(store, load_strategy(settings.strategy_path), clock or clock_from(settings))
+    engine = build_engine(settings, settings.redis_url, clock).engine
     adapters = {name: build_adapter(name, settings) for name in REGISTRY}
     limits = {
         key: Limit(rate, settings.rate_limit_burst, settings.rate_limit_guard_seconds)
@@ -42,24 +44,22 @@ def build_runtime(settings: Settings, clock: Clock | None = None, retry_wait: fl
     }
     limiter = RateLimiter(settings.redis_url, limits)
     deliverer = Deliverer(engine, adapters, Renderer(), limiter, settings, retry_wait)
-    engine.on_queued = lambda contacts: _dispatch(contacts, settings.send_batch)
+
+    def queued(contacts: Sequence[Contact]) -> None:
+        hand_off(contacts, settings.send_batch)
+
+    engine.on_queued = queued
     return WorkerRuntime(settings, engine, deliverer)
-
-
-def _dispatch(contacts: Sequence[Contact], batch: int) -> None:
-    from workers.tasks import dispatch  # the tasks module imports this one
-
-    dispatch(contacts, batch)
 
 
 _installed: WorkerRuntime | None = None
 
 
 def worker_runtime() -> WorkerRuntime:
-    """This process's runtime, built from the environment on first use."""
+    """This process's runtime, built from the environment on first use, handing off to the send queues."""
     global _installed
     if _installed is None:
-        _installed = build_runtime(load_settings())
+        _installed = build_runtime(load_settings(), dispatch)
     return _installed
 
 

@@ -16,8 +16,8 @@ from celery.beat import PersistentScheduler
 
 from config.settings import Settings, load_settings
 from dispatcher.clock import Clock
+from dispatcher.runtime import clock_from
 from dispatcher.store import Store
-from workers.runtime import clock_from
 
 log = structlog.get_logger("workers.scheduler")
 

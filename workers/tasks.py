@@ -7,10 +7,7 @@ Task names are part of the external contract (docs/operations.md): `dispatcher.p
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,51 +15,18 @@ from pydantic import ValidationError
 from dispatcher.adhoc import AlreadyMade, request_contact
 from dispatcher.engine import UnknownAccount
 from dispatcher.events import AdhocContact, EventRejected, parse_external_event
-from dispatcher.models import Account, Channel, Contact
+from dispatcher.models import Account, Contact
 from workers.app import app
 from workers.archiver import archive  # noqa: F401  (registers dispatcher.archive)
 from workers.arguments import account_id_problem, checked_payloads, refused, validation_problem
-from workers.housekeeping import DISPATCHED_AT, sweep
+from workers.housekeeping import sweep
+from workers.queueing import contact_from, dispatch, enqueue
 from workers.runtime import worker_runtime
 
 PRIVATE_ARGS = "workers.task_base:PrivateArgsRequest"  # what Flower shows of arguments with personal data
 # The most contacts one send task carries; a bigger batch from outside is split before anything is sent.
 MAX_SEND_BATCH = 500
 WAITING = "waiting"  # payload key: this contact's rate-limit wait is already audited
-
-
-def contact_payload(contact: Contact) -> dict[str, str]:
-    return {
-        "id": contact.id, "account_id": contact.account_id, "channel": contact.channel.value,
-        "template": contact.template, "stage": contact.stage, "step": contact.step,
-        "due_at": contact.due_at.isoformat(),
-    }  # fmt: skip
-
-
-def contact_from(payload: dict[str, str]) -> Contact:
-    return Contact(
-        payload["id"], payload["account_id"], Channel(payload["channel"]), payload["template"],
-        payload["stage"], payload["step"], datetime.fromisoformat(payload["due_at"]),
-    )  # fmt: skip
-
-
-def dispatch(contacts: Iterable[Contact], batch: int) -> int:
-    """Queue send tasks, one per channel and batch; returns how many contacts went out."""
-    by_channel: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for contact in contacts:
-        by_channel[contact.channel.value].append(contact_payload(contact))
-    count = 0
-    for channel, payloads in by_channel.items():
-        for start in range(0, len(payloads), batch):
-            _enqueue(payloads[start : start + batch], channel)
-            count += len(payloads[start : start + batch])
-    return count
-
-
-def _enqueue(payloads: Sequence[dict[str, str]], channel: str, countdown: float | None = None) -> None:
-    """One send task; its dispatch time rides in a header so the stranded sweep can tell what still waits."""
-    headers = {DISPATCHED_AT: time.time()}
-    send.apply_async(args=[list(payloads)], queue=channel, countdown=countdown, headers=headers)
 
 
 @app.task(name="dispatcher.plan")
@@ -99,7 +63,7 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
         return {}
     if len(payloads) > MAX_SEND_BATCH:
         for start in range(0, len(payloads), MAX_SEND_BATCH):
-            _enqueue(payloads[start : start + MAX_SEND_BATCH], payloads[0]["channel"])
+            enqueue(payloads[start : start + MAX_SEND_BATCH], payloads[0]["channel"])
         return {"split": len(payloads)}
     contacts = [contact_from(payload) for payload in payloads]
     waiting = frozenset(payload["id"] for payload in payloads if payload.get(WAITING))
@@ -112,7 +76,7 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
             marked = {**payload, WAITING: "1"} if delivery.result in ("throttled", "circuit_open") else payload
             again[round(delivery.retry_in, 3)].append((marked, contact))
     for wait, batch in again.items():
-        _enqueue([payload for payload, _ in batch], batch[0][1].channel.value, countdown=wait)
+        enqueue([payload for payload, _ in batch], batch[0][1].channel.value, countdown=wait)
         runtime.engine.gate.requeued([contact for _, contact in batch])
     return dict(results)
 

@@ -70,7 +70,7 @@ class UpError(RuntimeError):
 
 
 def dispatcher_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dispatcher.cli", *args]
+    return [sys.executable, "-m", "workers.cli", *args]
 
 
 def flower_auth(environ: Mapping[str, str]) -> FlowerAuth:

@@ -15,13 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.api import app as api_app
-from dispatcher.cli import app as cli
+from workers.cli import app as cli
 
 
 def _with_settings_clock(original: Any) -> Any:
     def open_runtime(settings: Any, clock: Any = None, *args: Any, **kwargs: Any) -> Any:
         if clock is None and getattr(settings, "clock_start", None) is not None:
-            from workers.runtime import clock_from
+            from dispatcher.runtime import clock_from
 
             clock = clock_from(settings)
         return original(settings, clock, *args, **kwargs)

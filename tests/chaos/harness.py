@@ -445,7 +445,7 @@ class Deployment:
             env[f"DISPATCHER_{key.upper()}"] = str(value)
         env.update(cfg.extra_env)
         self.env = env
-        cli = [sys.executable, "-m", "dispatcher.cli"]
+        cli = [sys.executable, "-m", "workers.cli"]
         logs = self.root / "logs"
         logs.mkdir()
         # `dispatcher api` itself, on the run's clock (tests/chaos/api_proc.py says why).

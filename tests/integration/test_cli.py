@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from config.settings import DEFAULT_STRATEGY
-from dispatcher.cli import app
+from dispatcher.cli import app as library_app
+from workers.cli import app
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -30,6 +33,18 @@ def env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict
     monkeypatch.setenv("DISPATCHER_REDIS_URL", redis_url)
     monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
     return {"DISPATCHER_REDIS_URL": redis_url}
+
+
+def test_the_console_command_holds_the_librarys_commands_and_the_clusters() -> None:
+    names, library = _command_names(app), _command_names(library_app)
+    cluster = {"worker", "beat", "demo", "sandbox", "up", "redis", "strategy"}
+    assert library == {"import", "account", "simulate", "api", "api-key", "dead-letters", "config"}
+    assert names == library | cluster
+
+
+def _command_names(typer_app: typer.Typer) -> set[str]:
+    group = get_command(typer_app)
+    return set(group.list_commands(group.context_class(group)))  # type: ignore[attr-defined]
 
 
 def test_strategy_check_prints_the_ladder_and_exits_zero() -> None:

@@ -34,8 +34,9 @@ from tests.integration.test_worker_survival import (  # the real worker process 
     worker_process,  # noqa: F401
 )
 from tests.worker_fixtures import eventually
+from workers.queueing import contact_payload
 from workers.runtime import WorkerRuntime
-from workers.tasks import contact_payload, send
+from workers.tasks import send
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -19,9 +19,10 @@ from tests.conftest import make_account
 from tests.worker_fixtures import eventually
 from workers.housekeeping import DISPATCHED_AT, offer_stranded
 from workers.limiter import Limit, RateLimiter
+from workers.queueing import contact_payload
 from workers.reconcile import reconcile
 from workers.runtime import WorkerRuntime
-from workers.tasks import contact_payload, send
+from workers.tasks import send
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from config.settings import DEFAULT_STRATEGY
 
-DISPATCHER = [sys.executable, "-m", "dispatcher.cli"]
+DISPATCHER = [sys.executable, "-m", "workers.cli"]
 
 
 def check(path: Path) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,7 @@ from dispatcher.store import Store
 from tests.api_fixtures import account_body
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
+from workers.queueing import dispatch
 from workers.runtime import WorkerRuntime, build_runtime, install_runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -155,7 +156,7 @@ def test_a_send_failing_on_a_redis_connection_error_is_given_back_and_sends_once
 ) -> None:
     # The worker's own Redis client points at a port nobody listens on: every store call raises ConnectionError.
     unreachable = runtime.settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
-    install_runtime(build_runtime(unreachable, clock=clock, retry_wait=0.01))
+    install_runtime(build_runtime(unreachable, dispatch, clock=clock, retry_wait=0.01))
     try:
         due = clock.now().date() - timedelta(days=1)
         # The upsert (on the test's own, healthy engine) hands the contact to the worker at once.

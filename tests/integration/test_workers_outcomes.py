@@ -60,7 +60,7 @@ def deployment(redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
     settings = load_settings(
         redis_url=redis_url, public_base_url=api_url, strategy_path=unspaced, **sandboxes.settings_overrides()
     )
-    runtime = build_runtime(settings, clock=clock, retry_wait=0.01)
+    runtime = build_runtime(settings, dispatch, clock=clock, retry_wait=0.01)
     install_runtime(runtime)
     configure(settings)
     api = create_app(runtime.engine, settings)

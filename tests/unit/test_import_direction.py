@@ -1,11 +1,13 @@
 """The house's import direction, read from the code: `config` ← `channels` ← `workers` → `dispatcher` →
 `config`, and the API's edge `dispatcher/api/` → `channels` (docs/architecture.md). Module-level imports
-only: the `dispatcher` command's hub reaches the workers' commands lazily, inside the functions that run
-them."""
+for every package; for `dispatcher`, imports inside functions too: the commands that need the workers or the
+channels live in workers/cli.py, which includes dispatcher/cli.py's commands, so nothing in dispatcher/
+reaches back, not even lazily."""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -25,16 +27,25 @@ FORBIDDEN_MODULES = {"workers": ("dispatcher.api",)}
 SERVES_THE_API = {"workers/demo.py"}
 
 
-def _module_level_imports(path: Path) -> set[str]:
-    """The modules imported at the top level, by their full dotted names."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+def _imported(nodes: Iterable[ast.AST]) -> set[str]:
+    """The modules these nodes import, by their full dotted names."""
     found: set[str] = set()
-    for node in tree.body:  # top level only; `if TYPE_CHECKING:` blocks are types, not imports at run time
+    for node in nodes:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found |= {f"{node.module}.{alias.name}" for alias in node.names}
     return found
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    # Top level only; `if TYPE_CHECKING:` blocks are types, not imports at run time.
+    return _imported(ast.parse(path.read_text(encoding="utf-8")).body)
+
+
+def _every_import(path: Path) -> set[str]:
+    """Imports anywhere in the module, inside functions as much as at the top."""
+    return _imported(ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
 
 
 def _forbidden_for(path: Path, package: str) -> set[str]:
@@ -68,6 +79,16 @@ def test_only_the_api_edge_of_dispatcher_may_import_channels() -> None:
     assert "channels" not in _forbidden_for(api, "dispatcher")
     assert "channels" in _forbidden_for(core, "dispatcher")
     assert "channels" in _forbidden_for(ROOT / "dispatcher" / "api.py", "dispatcher")  # a sibling named like it
+
+
+def test_no_dispatcher_module_reaches_workers_or_channels_even_inside_a_function() -> None:
+    wrong = {
+        str(path.relative_to(ROOT)): sorted(
+            name for name in _every_import(path) if name.split(".")[0] in _forbidden_for(path, "dispatcher")
+        )
+        for path in sorted((ROOT / "dispatcher").rglob("*.py"))
+    }
+    assert {name: imports for name, imports in wrong.items() if imports} == {}
 
 
 def test_no_module_of_the_product_is_over_400_lines() -> None:

