@@ -30,6 +30,7 @@ from channels.base import (
     parse_retry_after,
     pass_request_gate,
 )
+from channels.spec import ChannelSpec, Draft
 from config.settings import Settings
 
 
@@ -94,6 +95,13 @@ class AgencyAdapter:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _with_case_file(draft: Draft) -> OutboundMessage:
+    return draft.message(case_file=draft.case_file())
+
+
+SPEC = ChannelSpec(name="agency", adapter=AgencyAdapter, compose=_with_case_file)
 
 
 def translate_agency_error(response: httpx.Response) -> DeliveryError:

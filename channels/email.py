@@ -41,6 +41,7 @@ from channels.base import (
     misconfiguration_of,
     pass_request_gate,
 )
+from channels.spec import ChannelSpec
 from config.settings import Settings
 
 T = TypeVar("T")
@@ -234,6 +235,13 @@ class EmailAdapter:
             if reason is None:
                 raise TransientDeliveryError(f"smtp: {exc!r}") from exc
             raise ProviderMisconfigured(f"smtp {reason}: {exc!r}", "email", _transport_setting(reason)) from exc
+
+
+def _sender(settings: Settings) -> str:
+    return settings.email_from
+
+
+SPEC = ChannelSpec(name="email", adapter=EmailAdapter, sender=_sender)
 
 
 def translate_smtp_error(exc: aiosmtplib.SMTPException) -> DeliveryError:

@@ -47,6 +47,7 @@ from channels.base import (
 )
 from channels.pdf import LetterContent, MissingGlyphs, PageSetup, render_letter
 from channels.postal import address_lines, address_problems
+from channels.spec import ChannelSpec, Draft
 from config.settings import Settings
 
 SIGNATURE_MAX_AGE = 300.0  # seconds; an older signed webhook may be a replay
@@ -215,6 +216,14 @@ class LetterAdapter:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _dated(draft: Draft) -> OutboundMessage:
+    """Dated in the debtor's own zone; the PDF writes the date in their locale."""
+    return draft.message(letter_date=draft.local_today.isoformat())
+
+
+SPEC = ChannelSpec(name="letter", adapter=LetterAdapter, compose=_dated)
 
 
 def translate_vendor_error(response: httpx.Response) -> DeliveryError:
