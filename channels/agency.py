@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from channels import spec
 from channels.base import (
     MISCONFIGURED_STATUSES,
     DeliveryError,
@@ -30,7 +31,6 @@ from channels.base import (
     parse_retry_after,
     pass_request_gate,
 )
-from channels.spec import ChannelSpec, Draft
 from config.settings import Settings
 
 
@@ -97,11 +97,11 @@ class AgencyAdapter:
         self._http.close()
 
 
-def _with_case_file(draft: Draft) -> OutboundMessage:
+def _with_case_file(draft: spec.Draft) -> OutboundMessage:
     return draft.message(case_file=draft.case_file())
 
 
-SPEC = ChannelSpec(name="agency", adapter=AgencyAdapter, compose=_with_case_file)
+SPEC = spec.ChannelSpec(name="agency", adapter=AgencyAdapter, compose=_with_case_file)
 
 
 def translate_agency_error(response: httpx.Response) -> DeliveryError:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import aiosmtplib
 import dkim
 
+from channels import spec
 from channels.base import (
     DeliveryError,
     Evidence,
@@ -41,7 +42,6 @@ from channels.base import (
     misconfiguration_of,
     pass_request_gate,
 )
-from channels.spec import ChannelSpec
 from config.settings import Settings
 
 T = TypeVar("T")
@@ -241,7 +241,7 @@ def _sender(settings: Settings) -> str:
     return settings.email_from
 
 
-SPEC = ChannelSpec(name="email", adapter=EmailAdapter, sender=_sender)
+SPEC = spec.ChannelSpec(name="email", adapter=EmailAdapter, sender=_sender)
 
 
 def translate_smtp_error(exc: aiosmtplib.SMTPException) -> DeliveryError:

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from channels import spec
 from channels.base import (
     MISCONFIGURED_STATUSES,
     DeliveryError,
@@ -47,7 +48,6 @@ from channels.base import (
 )
 from channels.pdf import LetterContent, MissingGlyphs, PageSetup, render_letter
 from channels.postal import address_lines, address_problems
-from channels.spec import ChannelSpec, Draft
 from config.settings import Settings
 
 SIGNATURE_MAX_AGE = 300.0  # seconds; an older signed webhook may be a replay
@@ -218,12 +218,12 @@ class LetterAdapter:
         self._http.close()
 
 
-def _dated(draft: Draft) -> OutboundMessage:
+def _dated(draft: spec.Draft) -> OutboundMessage:
     """Dated in the debtor's own zone; the PDF writes the date in their locale."""
     return draft.message(letter_date=draft.local_today.isoformat())
 
 
-SPEC = ChannelSpec(name="letter", adapter=LetterAdapter, compose=_dated)
+SPEC = spec.ChannelSpec(name="letter", adapter=LetterAdapter, compose=_dated)
 
 
 def translate_vendor_error(response: httpx.Response) -> DeliveryError:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from channels import spec
 from channels.base import Evidence, LookupUnavailable, OutboundMessage, ProviderOutcome, Receipt, SentQuery
-from channels.spec import ChannelSpec, Draft
 from channels.twilio_common import (
     LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
@@ -177,7 +177,7 @@ class SmsAdapter:
         return self._settings.twilio_auth_token.get_secret_value()
 
 
-def _with_validity(draft: Draft) -> OutboundMessage:
+def _with_validity(draft: spec.Draft) -> OutboundMessage:
     """A text still queued at the provider when the debtor's window closes expires rather than lands late."""
     return draft.message(validity_period=draft.window_seconds_left)
 
@@ -186,7 +186,7 @@ def _sender(settings: Settings) -> str:
     return settings.twilio_messaging_service_sid or settings.twilio_from_number
 
 
-SPEC = ChannelSpec(name="sms", adapter=SmsAdapter, compose=_with_validity, sender=_sender)
+SPEC = spec.ChannelSpec(name="sms", adapter=SmsAdapter, compose=_with_validity, sender=_sender)
 
 
 def _same_body(stored: str | None, text: str) -> bool:

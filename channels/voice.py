@@ -20,9 +20,8 @@ from urllib.parse import quote
 
 from twilio.twiml.voice_response import VoiceResponse
 
+from channels import render, spec
 from channels.base import Evidence, OutboundMessage, ProviderOutcome, Receipt, SentQuery
-from channels.render import Renderer
-from channels.spec import ChannelSpec, Draft, Stash
 from channels.twilio_common import (
     LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
@@ -173,19 +172,19 @@ GENERIC_VOICEMAIL = "voicemail"
 SCRIPT_TTL = 86_400  # a call connects within minutes; a day leaves room for a retried task
 
 
-def voicemail_template(template: str, locale: str, renderer: Renderer) -> str:
+def voicemail_template(template: str, locale: str, renderer: render.Renderer) -> str:
     """`{step}_voicemail` for `{step}_call` when the locale has one, else the generic limited-content
     `voicemail`: a machine never gets the debt message, since anyone may play the recording back."""
     own = template.removesuffix("_call") + "_voicemail"
     return own if renderer.has(own, locale) else GENERIC_VOICEMAIL
 
 
-def _with_voicemail(draft: Draft) -> OutboundMessage:
+def _with_voicemail(draft: spec.Draft) -> OutboundMessage:
     variant = voicemail_template(draft.template, draft.locale, draft.renderer)
     return draft.message(voicemail_text=draft.renderer.render(variant, draft.locale, draft.context).text)
 
 
-def _stash_scripts(message: OutboundMessage, settings: Settings, stash: Stash) -> OutboundMessage:
+def _stash_scripts(message: OutboundMessage, settings: Settings, stash: spec.Stash) -> OutboundMessage:
     """Twilio fetches the script once detection knows who answered: both are stored before the call, and
     the call carries the URL it fetches them from."""
     stash(message.account_id, message.contact_id, scripts(message), SCRIPT_TTL)
@@ -197,7 +196,9 @@ def _sender(settings: Settings) -> str:
     return settings.twilio_from_number
 
 
-SPEC = ChannelSpec(name="voice", adapter=VoiceAdapter, compose=_with_voicemail, sender=_sender, prepare=_stash_scripts)
+SPEC = spec.ChannelSpec(
+    name="voice", adapter=VoiceAdapter, compose=_with_voicemail, sender=_sender, prepare=_stash_scripts
+)
 
 
 def call_status_outcomes(contact_id: str, params: Mapping[str, str]) -> list[ProviderOutcome]:
