@@ -1,17 +1,17 @@
 """One module per channel behind one small contract (channels.base); provider sandboxes in channels.sandbox.
 
-REGISTRY maps a channel name to a factory taking the settings (and keyword options such as timeout).
-Adapters are imported lazily so that a worker for one channel does not load every provider's SDK.
+REGISTRY maps a channel's name to the `ChannelSpec` its module declares (channels.spec): its adapter, its
+queue, who it sends as, how its message is composed and any step before a send. Adding a channel is one
+module here and one line below; the workers read everything else from the spec.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
 
+from channels import agency, email, letter, sms, voice
 from channels.base import (
     OUTCOME_KINDS,
-    REGISTRY,
     ChannelAdapter,
     DeliveryError,
     OutboundMessage,
@@ -21,43 +21,35 @@ from channels.base import (
     TransientDeliveryError,
     WebhookRejected,
 )
+from channels.spec import ChannelSpec, Draft
 from config.settings import Settings
 
-_ADAPTERS = {
-    "sms": ("channels.sms", "SmsAdapter"),
-    "voice": ("channels.voice", "VoiceAdapter"),
-    "email": ("channels.email", "EmailAdapter"),
-    "letter": ("channels.letter", "LetterAdapter"),
-    "agency": ("channels.agency", "AgencyAdapter"),
+REGISTRY: dict[str, ChannelSpec] = {
+    spec.name: spec for spec in (sms.SPEC, voice.SPEC, email.SPEC, letter.SPEC, agency.SPEC)
 }
 
 
-def _factory(module: str, attribute: str) -> Any:
-    def build(settings: Settings, **options: Any) -> ChannelAdapter:
-        adapter_class = getattr(import_module(module), attribute)
-        adapter: ChannelAdapter = adapter_class(settings, **options)
-        return adapter
-
-    return build
-
-
-REGISTRY.update({name: _factory(module, attribute) for name, (module, attribute) in _ADAPTERS.items()})
+def spec_of(name: str) -> ChannelSpec:
+    """The spec of a channel name; an unknown name lists the known ones."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown channel {name!r}; known: {sorted(REGISTRY)}") from None
 
 
 def build_adapter(name: str, settings: Settings, **options: Any) -> ChannelAdapter:
     """The adapter for a channel name; an unknown name lists the known ones."""
-    try:
-        factory = REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown channel {name!r}; known: {sorted(REGISTRY)}") from None
-    return factory(settings, **options)
+    adapter: ChannelAdapter = spec_of(name).adapter(settings, **options)
+    return adapter
 
 
 __all__ = [
     "OUTCOME_KINDS",
     "REGISTRY",
     "ChannelAdapter",
+    "ChannelSpec",
     "DeliveryError",
+    "Draft",
     "OutboundMessage",
     "PermanentDeliveryError",
     "ProviderOutcome",
@@ -65,4 +57,5 @@ __all__ = [
     "TransientDeliveryError",
     "WebhookRejected",
     "build_adapter",
+    "spec_of",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from channels import spec
 from channels.base import (
     MISCONFIGURED_STATUSES,
     DeliveryError,
@@ -94,6 +95,13 @@ class AgencyAdapter:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _with_case_file(draft: spec.Draft) -> OutboundMessage:
+    return draft.message(case_file=draft.case_file())
+
+
+SPEC = spec.ChannelSpec(name="agency", adapter=AgencyAdapter, compose=_with_case_file)
 
 
 def translate_agency_error(response: httpx.Response) -> DeliveryError:

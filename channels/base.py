@@ -282,6 +282,3 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 AdapterFactory = Callable[..., ChannelAdapter]
-
-# name -> factory(settings) ; filled by channels/__init__.py so importing base stays cheap.
-REGISTRY: dict[str, AdapterFactory] = {}

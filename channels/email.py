@@ -28,6 +28,7 @@ from urllib.parse import quote
 import aiosmtplib
 import dkim
 
+from channels import spec
 from channels.base import (
     DeliveryError,
     Evidence,
@@ -234,6 +235,13 @@ class EmailAdapter:
             if reason is None:
                 raise TransientDeliveryError(f"smtp: {exc!r}") from exc
             raise ProviderMisconfigured(f"smtp {reason}: {exc!r}", "email", _transport_setting(reason)) from exc
+
+
+def _sender(settings: Settings) -> str:
+    return settings.email_from
+
+
+SPEC = spec.ChannelSpec(name="email", adapter=EmailAdapter, sender=_sender)
 
 
 def translate_smtp_error(exc: aiosmtplib.SMTPException) -> DeliveryError:

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from channels import spec
 from channels.base import (
     MISCONFIGURED_STATUSES,
     DeliveryError,
@@ -212,6 +213,14 @@ class LetterAdapter:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _dated(draft: spec.Draft) -> OutboundMessage:
+    """Dated in the debtor's own zone; the PDF writes the date in their locale."""
+    return draft.message(letter_date=draft.local_today.isoformat())
+
+
+SPEC = spec.ChannelSpec(name="letter", adapter=LetterAdapter, compose=_dated)
 
 
 def translate_vendor_error(response: httpx.Response) -> DeliveryError:

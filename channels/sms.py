@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from channels import spec
 from channels.base import Evidence, LookupUnavailable, OutboundMessage, ProviderOutcome, Receipt, SentQuery
 from channels.callbacks import TWILIO_MESSAGE_STATUS, callback_url
 from channels.twilio_common import (
@@ -168,6 +169,18 @@ class SmsAdapter:
 
     def _auth_token(self) -> str:
         return self._settings.twilio_auth_token.get_secret_value()
+
+
+def _with_validity(draft: spec.Draft) -> OutboundMessage:
+    """A text still queued at the provider when the debtor's window closes expires rather than lands late."""
+    return draft.message(validity_period=draft.window_seconds_left)
+
+
+def _sender(settings: Settings) -> str:
+    return settings.twilio_messaging_service_sid or settings.twilio_from_number
+
+
+SPEC = spec.ChannelSpec(name="sms", adapter=SmsAdapter, compose=_with_validity, sender=_sender)
 
 
 def _same_body(stored: str | None, text: str) -> bool:

@@ -13,11 +13,13 @@ A call in doubt is looked up in Twilio's list of calls (`find_sent`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from twilio.twiml.voice_response import VoiceResponse
 
+from channels import render, spec
 from channels.base import Evidence, OutboundMessage, ProviderOutcome, Receipt, SentQuery
 from channels.callbacks import TWILIO_CALL_STATUS, TWILIO_VOICE_TWIML, callback_url
 from channels.twilio_common import (
@@ -159,6 +161,39 @@ class VoiceAdapter:
 
     def close(self) -> None:
         self._http.close()
+
+
+GENERIC_VOICEMAIL = "voicemail"
+SCRIPT_TTL = 86_400  # a call connects within minutes; a day leaves room for a retried task
+
+
+def voicemail_template(template: str, locale: str, renderer: render.Renderer) -> str:
+    """`{step}_voicemail` for `{step}_call` when the locale has one, else the generic limited-content
+    `voicemail`: a machine never gets the debt message, since anyone may play the recording back."""
+    own = template.removesuffix("_call") + "_voicemail"
+    return own if renderer.has(own, locale) else GENERIC_VOICEMAIL
+
+
+def _with_voicemail(draft: spec.Draft) -> OutboundMessage:
+    variant = voicemail_template(draft.template, draft.locale, draft.renderer)
+    return draft.message(voicemail_text=draft.renderer.render(variant, draft.locale, draft.context).text)
+
+
+def _stash_scripts(message: OutboundMessage, settings: Settings, stash: spec.Stash) -> OutboundMessage:
+    """Twilio fetches the script once detection knows who answered: both are stored before the call, and
+    the call carries the URL it fetches them from."""
+    stash(message.account_id, message.contact_id, scripts(message), SCRIPT_TTL)
+    url = twiml_url(settings.public_base_url, message.contact_id)
+    return dataclasses.replace(message, extra={**message.extra, "twiml_url": url})
+
+
+def _sender(settings: Settings) -> str:
+    return settings.twilio_from_number
+
+
+SPEC = spec.ChannelSpec(
+    name="voice", adapter=VoiceAdapter, compose=_with_voicemail, sender=_sender, prepare=_stash_scripts
+)
 
 
 def call_status_outcomes(contact_id: str, params: Mapping[str, str]) -> list[ProviderOutcome]:

@@ -177,6 +177,14 @@ class SendGate:
         """The contacts went back on the broker: the stranded sweep counts their wait from now."""
         self.store.ledger.dispatched([(c.account_id, c.id, c.channel.value) for c in contacts])
 
+    def wake_no_later(self, account_id: str, moment: datetime) -> None:
+        """A contact that must wait longer than the broker should hold it: the planner looks again by `moment`."""
+        self.store.wake_no_later(account_id, moment)
+
+    def stash_voice_scripts(self, account_id: str, contact_id: str, scripts: dict[str, str], ttl: int) -> None:
+        """A call's TwiML scripts, kept before the call for the API to hand to Twilio when it connects."""
+        self.store.stash_voice_scripts(account_id, contact_id, scripts, ttl)
+
 
 def _claimed(reply: int, account: Loaded, attempt: HistoryEntry) -> ClaimResult | None:
     """What the claim script said: this caller sends (1), another already did (0), or None: look again."""

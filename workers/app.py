@@ -21,12 +21,19 @@ from celery import Celery, signals
 from celery.utils.log import mlevel
 from kombu import Queue
 
+from channels import REGISTRY
 from config.settings import Settings, SettingsError, load_settings
 from dispatcher.logging import configure_logging
 from workers.broker import transport_for
 from workers.metrics import start_exporter
 
-QUEUES = ("plan", "sms", "voice", "email", "letter", "agency")
+
+def queues() -> tuple[str, ...]:
+    """The planning queue, then one queue per channel in the registry: a slow provider holds up only its own."""
+    return ("plan", *(spec.queue for spec in REGISTRY.values()))
+
+
+QUEUES = queues()
 
 # task_cls: every task gives its message back on a Redis/broker error and dead-letters arguments that do
 # not fit (workers/task_base.py).
@@ -70,7 +77,7 @@ def configure(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue="plan",
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=[Queue(name) for name in queues()],
         task_routes={
             "dispatcher.plan": {"queue": "plan"},
             "dispatcher.pump": {"queue": "plan"},

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from channels import voice
+from channels import spec_of
 from channels.base import (
     ChannelAdapter,
     OutboundMessage,
@@ -36,7 +36,7 @@ from dispatcher.engine import Engine
 from dispatcher.events import Event, Outcome
 from dispatcher.gate import ClaimResult
 from dispatcher.metrics import CONTACTS, tally
-from dispatcher.models import Channel, Contact, HistoryEntry, OutcomeKind
+from dispatcher.models import Contact, HistoryEntry, OutcomeKind
 from workers.circuit import CircuitBreaker
 from workers.limiter import RateLimiter
 from workers.messages import build_message
@@ -44,7 +44,6 @@ from workers.metrics import timed_send, waited
 
 # A wait longer than this goes back to the schedule instead of the broker: no long ETAs on Redis.
 MAX_REQUEUE_SECONDS = 60.0
-VOICE_SCRIPT_TTL = 86_400  # a call connects within minutes; a day leaves room for a retried task
 
 
 @dataclass(frozen=True)
@@ -192,13 +191,10 @@ class Deliverer:
             contact, claim.record, claim.history, self.renderer, self.settings, self.engine.strategy,
             self.engine.clock.now(),
         )  # fmt: skip
-        if contact.channel is Channel.VOICE:
-            # Twilio fetches the script once detection knows who answered: both are stored before the call.
-            scripts = voice.scripts(message)
-            self.engine.store.stash_voice_scripts(contact.account_id, contact.id, scripts, VOICE_SCRIPT_TTL)
-            url = voice.twiml_url(self.settings.public_base_url, contact.id)
-            message = dataclasses.replace(message, extra={**message.extra, "twiml_url": url})
-        return message
+        prepare = spec_of(contact.channel.value).prepare
+        if prepare is None:
+            return message
+        return prepare(message, self.settings, self.engine.gate.stash_voice_scripts)
 
     def _send(self, contact: Contact, claim: ClaimResult, message: OutboundMessage, batch: _Endings) -> Delivery:
         try:
@@ -261,16 +257,10 @@ class Deliverer:
         gate.release_many(batch.released, "transient_error")
         gate.release_many(batch.forgotten, "transient_error", forget=True)
         for account_id, moment in batch.wake_later:
-            self.engine.store.wake_no_later(account_id, moment)
+            gate.wake_no_later(account_id, moment)
         if batch.outcomes:
             self.engine.record_events(batch.outcomes)
 
     def sender(self, channel: str) -> str:
         """Who a channel sends as: the rate limit is per provider and sender."""
-        settings = self.settings
-        senders = {
-            "sms": settings.twilio_messaging_service_sid or settings.twilio_from_number,
-            "voice": settings.twilio_from_number,
-            "email": settings.email_from,
-        }
-        return senders.get(channel, "default")
+        return spec_of(channel).sender(self.settings)

@@ -1,6 +1,7 @@
 """From a contact and its account's fresh record to a rendered, addressed OutboundMessage.
 
-Personal data is read here, in the worker, from the store; tasks carry only ids.
+Personal data is read here, in the worker, from the store; tasks carry only ids. The worker builds a
+channel-neutral Draft from the account; the channel's spec (channels.REGISTRY) composes its message.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from channels import spec_of
 from channels.base import OutboundMessage
 from channels.render import Renderer
+from channels.spec import Draft
 from config.settings import Settings
 from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry, PostalAddress, zone
 from dispatcher.strategy import Strategy
 from dispatcher.timeline import timeline
 from dispatcher.unsubscribe import unsubscribe_token
-
-GENERIC_VOICEMAIL = "voicemail"
 
 
 def build_message(
@@ -33,33 +34,23 @@ def build_message(
     account = record.account
     context = _context(contact, record, settings, now)
     rendered = renderer.render(contact.template, account.locale, context)
-    extra: dict[str, Any] = {"unsubscribe_url": context["unsubscribe_url"], "unsubscribe_token": context["token"]}
-    if contact.channel is Channel.SMS:
-        extra["validity_period"] = _seconds_left_in_window(record, strategy, contact.channel, now)
-    if contact.channel is Channel.LETTER:  # dated in the debtor's own zone; the PDF writes it in their locale
-        extra["letter_date"] = now.astimezone(zone(account.timezone)).date().isoformat()
-    if contact.channel is Channel.AGENCY:
-        extra["case_file"] = _case_file(record, history)
-    if contact.channel is Channel.VOICE:
-        variant = voicemail_template(contact.template, account.locale, renderer)
-        extra["voicemail_text"] = renderer.render(variant, account.locale, context).text
-    return OutboundMessage(
+    draft = Draft(
         contact_id=contact.id,
         account_id=account.id,
-        to=address_of(contact.channel, record),
+        template=contact.template,
         locale=account.locale,
+        to=address_of(contact.channel, record),
         text=rendered.text,
         subject=rendered.subject,
         html=rendered.html,
-        extra=extra,
+        extra={"unsubscribe_url": context["unsubscribe_url"], "unsubscribe_token": context["token"]},
+        renderer=renderer,
+        context=context,
+        local_today=now.astimezone(zone(account.timezone)).date(),
+        window_seconds_left=_seconds_left_in_window(record, strategy, contact.channel, now),
+        case_file=lambda: _case_file(record, history),
     )
-
-
-def voicemail_template(template: str, locale: str, renderer: Renderer) -> str:
-    """`{step}_voicemail` for `{step}_call` when the locale has one, else the generic limited-content
-    `voicemail`: a machine never gets the debt message, since anyone may play the recording back."""
-    own = template.removesuffix("_call") + "_voicemail"
-    return own if renderer.has(own, locale) else GENERIC_VOICEMAIL
+    return spec_of(contact.channel.value).compose(draft)
 
 
 def _context(contact: Contact, record: AccountRecord, settings: Settings, now: datetime) -> dict[str, Any]:
@@ -83,12 +74,10 @@ def _context(contact: Contact, record: AccountRecord, settings: Settings, now: d
 
 
 def address_of(channel: Channel, record: AccountRecord) -> str | dict[str, str]:
-    account = record.account
-    if channel is Channel.LETTER and account.address is not None:
-        return _postal(account.name, account.address)
-    if channel is Channel.AGENCY:
-        return "agency"
-    address = account.address_for(channel)
+    """Where the channel reaches the debtor (the account says which of its addresses that is)."""
+    address = record.account.address_for(channel)
+    if isinstance(address, PostalAddress):
+        return _postal(record.account.name, address)
     return str(address)
 
 
@@ -106,7 +95,8 @@ def _postal(name: str, address: PostalAddress) -> dict[str, str]:
 
 
 def _seconds_left_in_window(record: AccountRecord, strategy: Strategy, channel: Channel, now: datetime) -> int:
-    """Until the window closes in the debtor's zone: a text still queued at the provider then expires."""
+    """Until the channel's window closes in the debtor's zone (36000, the longest a provider holds a message,
+    when it has none)."""
     window = strategy.compliance.windows.get(channel)
     if window is None:
         return 36000

@@ -10,15 +10,18 @@ from datetime import timedelta
 import pytest
 import redis
 
-from channels.base import OutboundMessage, Receipt
+from channels import REGISTRY, ChannelSpec
+from channels.base import OutboundMessage, Receipt, pass_request_gate
 from channels.render import TemplateContextError
 from channels.sandbox import Sandboxes
+from channels.spec import Draft, Stash
+from config.settings import Settings
 from dispatcher.clock import ManualClock
 from dispatcher.models import Contact
 from tests.conftest import make_account
 from workers.limiter import ARRIVAL_JITTER_GUARD, Limit, RateLimiter
 from workers.reconcile import reconcile
-from workers.runtime import WorkerRuntime
+from workers.runtime import WorkerRuntime, build_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +133,48 @@ def test_a_worker_dying_mid_batch_leaves_one_claim_in_doubt_and_the_redelivered_
     assert [_sent_to(worker_sandboxes, runtime, c) for c in contacts] == [1] * 6
     reasons = [e.get("reason") for e in store.audit(contacts[2].account_id) if e["type"] == "contact"]
     assert "provider_has_none" in reasons
+
+
+class _Loft:
+    """A channel's adapter as its registry entry names it: keeps what it was asked to send."""
+
+    name = "sms"
+    sent: list[OutboundMessage] = []
+
+    def __init__(self, settings: object, **options: object) -> None:
+        pass
+
+    def send(self, message: OutboundMessage) -> Receipt:
+        pass_request_gate()  # where every adapter takes its rate-limit token
+        self.sent.append(message)
+        return Receipt(provider_id=f"loft-{len(self.sent)}", status="sent")
+
+    def close(self) -> None:
+        pass
+
+
+def _rung(draft: Draft) -> OutboundMessage:
+    return draft.message(local_day=draft.local_today.isoformat())
+
+
+def _with_script(message: OutboundMessage, settings: object, stash: Stash) -> OutboundMessage:
+    stash(message.account_id, message.contact_id, {"human": message.text}, 60)
+    return dataclasses.replace(message, extra={**message.extra, "prepared": "yes"})
+
+
+def test_the_deliverer_sends_a_channel_as_its_registry_entry_says(
+    monkeypatch: pytest.MonkeyPatch, worker_settings: Settings, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    spec = ChannelSpec(name="sms", adapter=_Loft, compose=_rung, sender=lambda settings: "loft-7", prepare=_with_script)
+    monkeypatch.setitem(REGISTRY, "sms", spec)
+    monkeypatch.setattr(_Loft, "sent", [])
+    runtime = build_runtime(worker_settings, clock=clock, retry_wait=0.01)  # the workers' own wiring, unchanged
+    runtime.deliverer.limiter = RateLimiter(worker_settings.redis_url or "", {"sms": Limit(rate=100)})
+    contacts = _queued(runtime, clock, "LF", 2)
+    assert [d.result for d in runtime.deliverer.deliver_many(contacts)] == ["sent", "sent"]
+    assert [m.contact_id for m in _Loft.sent] == [c.id for c in contacts]
+    assert {m.extra["local_day"] for m in _Loft.sent} == {"2026-03-02"} and _Loft.sent[0].extra["prepared"] == "yes"
+    store = runtime.engine.store
+    assert store.voice_scripts(contacts[0].account_id, contacts[0].id) == {"human": _Loft.sent[0].text}
+    assert redis.Redis.from_url(worker_settings.redis_url or "").llen("{rl:sms:loft-7}:1s") == 2
+    assert _sent_to(worker_sandboxes, runtime, contacts[0]) == 0  # the registry's adapter, not Twilio

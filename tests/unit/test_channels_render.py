@@ -69,7 +69,7 @@ def test_an_unknown_locale_is_refused() -> None:
 
 
 def test_a_call_without_its_own_voicemail_variant_falls_back_to_the_generic_limited_one() -> None:
-    from workers.messages import voicemail_template
+    from channels.voice import voicemail_template
 
     renderer = Renderer()
     assert voicemail_template("reminder_call", "zh-CN", renderer) == "reminder_voicemail"

@@ -1,0 +1,83 @@
+"""What the rest of the house knows of a channel: one `ChannelSpec`, declared by the channel's own module and
+listed in `channels.REGISTRY`.
+
+A worker turns a contact into a channel-neutral `Draft` (the rendered text, the address, and the facts of
+the account a channel may add: plain values, or callables for the costly ones); the channel's spec turns it
+into its `OutboundMessage`, takes any step of its own before the send, and says who it sends as. Each
+channel has its own Celery queue, named after it, so a slow provider holds up only its own contacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from channels.base import AdapterFactory, OutboundMessage, PostalAddress
+from channels.render import Renderer
+from config.settings import Settings
+
+# Keeps what the provider fetches from us while the contact goes out (a call's TwiML scripts), for `ttl`
+# seconds: (account_id, contact_id, scripts, ttl). The worker passes the send gate's own method.
+Stash = Callable[[str, str, dict[str, str], int], None]
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One contact rendered for the debtor, before its channel adds what only it needs."""
+
+    contact_id: str
+    account_id: str
+    template: str
+    locale: str
+    to: str | PostalAddress
+    text: str
+    subject: str | None
+    html: str | None
+    extra: dict[str, Any]  # what every message carries: the unsubscribe link and its token
+    renderer: Renderer  # with `context`, renders another template for the same contact
+    context: Mapping[str, Any]
+    local_today: date  # in the debtor's zone
+    window_seconds_left: int  # until the channel's sending window closes in the debtor's zone
+    case_file: Callable[[], dict[str, Any]] = field(default=dict)  # the account's file, built only when asked
+
+    def message(self, **extra: Any) -> OutboundMessage:
+        """The provider's message: the draft with what the channel adds to `extra`."""
+        return OutboundMessage(
+            contact_id=self.contact_id,
+            account_id=self.account_id,
+            to=self.to,
+            locale=self.locale,
+            text=self.text,
+            subject=self.subject,
+            html=self.html,
+            extra={**self.extra, **extra},
+        )
+
+
+def plain_message(draft: Draft) -> OutboundMessage:
+    """A channel that adds nothing to the draft."""
+    return draft.message()
+
+
+def default_sender(settings: Settings) -> str:
+    """A channel without a sender identity of its own: one rate limit for the whole provider."""
+    return "default"
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A channel's name (also its queue's and its rate limit's key in settings.rate_limits), its adapter,
+    who it sends as (the rate limit is per provider and sender), how its message is composed, and the step
+    it takes before each send, if any."""
+
+    name: str
+    adapter: AdapterFactory  # adapter(settings, **options)
+    compose: Callable[[Draft], OutboundMessage] = plain_message
+    sender: Callable[[Settings], str] = default_sender
+    prepare: Callable[[OutboundMessage, Settings, Stash], OutboundMessage] | None = None
+
+    @property
+    def queue(self) -> str:
+        return self.name
