@@ -100,8 +100,9 @@ def demo(
 @app.command()
 def worker(
     queues: Annotated[
-        str, typer.Option("--queues", "-Q", help="Comma-separated: plan,sms,voice,email,letter,agency.")
-    ] = "plan,sms,voice,email,letter,agency",
+        str | None,
+        typer.Option("--queues", "-Q", help="Comma-separated queue names; default: plan and every channel's queue."),
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Processes or threads.")] = 4,
     pool: Annotated[str, typer.Option(help="prefork (CPU-bound planning) or threads (I/O-bound sends).")] = "prefork",
     name: Annotated[str, typer.Option(help="Worker node name.")] = "dispatcher@%h",
@@ -112,8 +113,10 @@ def worker(
 ) -> None:
     """Start a Celery worker on the shared Redis (DISPATCHER_REDIS_URL) for the given queues."""
     from workers.app import configure
+    from workers.app import queues as every_queue
 
     celery_app = configure(load_settings())
+    queues = queues or ",".join(every_queue())
     # app.start, not worker_main: worker_main drops the worker's exit code, and a worker that stopped on an
     # unrecoverable error exited 0, which a supervisor that restarts on failure leaves dead.
     exit_code = celery_app.start(

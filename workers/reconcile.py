@@ -133,7 +133,7 @@ def _release(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, attempt: 
     released = (doubt.account_id, doubt.contact_id, channel.value, attempt)
     if not engine.store.release_many([released], forget=True, audit=[audit])[0]:
         return "moved_meanwhile"
-    engine.store.wake_no_later(doubt.account_id, engine.clock.now())
+    engine.gate.wake_no_later(doubt.account_id, engine.clock.now())
     log.warning("claim.released_absent", contact_id=doubt.contact_id)
     return "released"
 

@@ -20,6 +20,7 @@ from dispatcher.clock import ManualClock
 from dispatcher.models import Contact
 from tests.conftest import make_account
 from workers.limiter import ARRIVAL_JITTER_GUARD, Limit, RateLimiter
+from workers.queueing import dispatch
 from workers.reconcile import reconcile
 from workers.runtime import WorkerRuntime, build_runtime
 
@@ -168,7 +169,7 @@ def test_the_deliverer_sends_a_channel_as_its_registry_entry_says(
     spec = ChannelSpec(name="sms", adapter=_Loft, compose=_rung, sender=lambda settings: "loft-7", prepare=_with_script)
     monkeypatch.setitem(REGISTRY, "sms", spec)
     monkeypatch.setattr(_Loft, "sent", [])
-    runtime = build_runtime(worker_settings, clock=clock, retry_wait=0.01)  # the workers' own wiring, unchanged
+    runtime = build_runtime(worker_settings, dispatch, clock=clock, retry_wait=0.01)  # the workers' own wiring
     runtime.deliverer.limiter = RateLimiter(worker_settings.redis_url or "", {"sms": Limit(rate=100)})
     contacts = _queued(runtime, clock, "LF", 2)
     assert [d.result for d in runtime.deliverer.deliver_many(contacts)] == ["sent", "sent"]
