@@ -37,7 +37,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-# Mirrors dispatcher.models.OutcomeKind; channels may not import dispatcher, so the strings live here too.
+from config.errors import DispatcherError, InputRejected
+
+# Mirrors dispatcher.models.OutcomeKind; channels may not import dispatcher, so the strings live here too
+# (tests/unit/test_outcome_kinds.py keeps the two equal).
 OUTCOME_KINDS: frozenset[str] = frozenset(
     {
         "sent",
@@ -99,7 +102,7 @@ class ProviderOutcome:
             raise ValueError(f"unknown outcome kind {self.kind!r}")
 
 
-class DeliveryError(Exception):
+class DeliveryError(DispatcherError):
     """The provider did not accept the contact; see the subclasses for what to do next."""
 
 
@@ -252,7 +255,7 @@ def lookup_error(label: str, status: int, retry_after: str | None) -> DeliveryEr
     return LookupUnavailable(label)
 
 
-class WebhookRejected(Exception):
+class WebhookRejected(InputRejected):
     """A callback failed its signature or freshness check; answer 403 and record nothing."""
 
 

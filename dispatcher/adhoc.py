@@ -11,14 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from config.errors import InputRejected
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import AdhocContact, AdhocDenied
 from dispatcher.models import Verdict
 from dispatcher.planner import ADHOC_STAGE, ContactRef, adhoc_ruling
 
 
-class AlreadyMade(ValueError):
+class AlreadyMade(InputRejected, ValueError):
     """The key's contact was already made (claimed or sent); nothing is recorded: use a new key."""
+
+    field = "key"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
 
-from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_settings
+from config.errors import exit_on_configuration_error
+from config.settings import DEFAULT_STRATEGY, TEMPLATES_DIR, Settings, load_settings
 from dispatcher import reports
 from dispatcher.clock import ManualClock
 from dispatcher.config_cli import app as config_app
@@ -28,8 +31,17 @@ from dispatcher.runtime import open_runtime, tune_gc
 from dispatcher.simulate import Simulation, load_model
 from dispatcher.synthetic import synthetic_accounts
 
-TEMPLATES_DIR = CONFIG_DIR / "templates"
+
+class _Hub(TyperGroup):
+    """Every command: a bad setting or strategy file ends it with the message and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        with exit_on_configuration_error():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_Hub,
     help="Plan, send and re-plan collection contacts under the contact rules of debt collection.",
     no_args_is_help=True,
     add_completion=False,
