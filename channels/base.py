@@ -18,8 +18,8 @@ Errors (each adapter translates its provider's errors into these in exactly one 
                                        (SMTP, or an answer we cannot read as yes or no); the claim stays
                                        `unknown`, counts against caps and is reported, never called sent
 
-Reconciling a claim in doubt (`Reconcilable.find_sent`): a claim taken but never settled (its worker died,
-or the request timed out after it left) is settled from the provider's own records. `find_sent` answers
+Reconciling a claim in doubt (`Reconcilable.find_sent`): a claim taken but never ended (its worker died,
+or the request timed out after it left) is resolved from the provider's own records. `find_sent` answers
 Evidence(found=True, provider_id, status) when the provider has the contact, Evidence(found=False) when
 the provider definitely has no such request, raises TransientDeliveryError when the provider could not be
 asked right now (timeouts, 429, 5xx, and 401/403/404 too: a misconfiguration is never evidence of

@@ -254,7 +254,7 @@ class ClaimStore:
         ]
 
     def set_aside(self, account_id: str, contact_id: str) -> None:
-        """An in-doubt claim no provider can settle: out of the reconciler's way, into the unverified report."""
+        """An in-doubt claim no provider can resolve: out of the reconciler's way, into the unverified report."""
         shard = self.shard_of(account_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(self.inflight_key(shard), contact_id)

@@ -1,11 +1,11 @@
 """The send gate: the last look at compliance on fresh state, the atomic claim, and every way out of a claim.
 
-    last look ─▶ claim ─▶ (the caller sends) ─▶ settle: sent | failed | unknown
+    last look ─▶ claim ─▶ (the caller sends) ─▶ end: sent | failed | unknown
          │                                   └▶ release: back to queued, or forgotten for the planner
          └▶ not now: the queued claim is given back, the decision audited, the account woken at `until`
 
 A contact id passes the gate once: the claim script refuses a second caller, and every path out of a
-claim settles or releases it (dispatcher.claims draws the states).
+claim ends or releases it (dispatcher.claims draws the states).
 """
 
 from __future__ import annotations
@@ -137,18 +137,18 @@ class SendGate:
         return evaluate(contact.channel, account, state, log, now, policy, contact.due_at, contact.template)
 
     # The ways out of a claim.
-    def settle(self, contact: Contact, status: str, detail: dict[str, str] | None = None) -> bool:
+    def end_claim(self, contact: Contact, status: str, detail: dict[str, str] | None = None) -> bool:
         """Record how a claimed send ended: 'sent', 'failed' (refused for good) or 'unknown' (ambiguous)."""
-        return self.settle_many([(contact, status, detail or {})])[0]
+        return self.end_claims([(contact, status, detail or {})])[0]
 
-    def settle_many(self, endings: Sequence[tuple[Contact, str, dict[str, str]]]) -> list[bool]:
-        """settle() for several contacts, in one round trip."""
+    def end_claims(self, endings: Sequence[tuple[Contact, str, dict[str, str]]]) -> list[bool]:
+        """end_claim() for several contacts, in one round trip."""
         if not endings:
             return []
         now = self.clock.now()
         moves = [(c.account_id, c.id, c.channel.value, "sending", status) for c, status, _ in endings]
         audit = [contact_audit(contact, now, status, **detail) for contact, status, detail in endings]
-        return self.store.settle_many(moves, audit)
+        return self.store.move_claims(moves, audit)
 
     def release(self, contact: Contact, attempt: HistoryEntry, reason: str | None, forget: bool = False) -> bool:
         """A claimed contact definitely did not leave: give the claim back and take its attempt off the caps.

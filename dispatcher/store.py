@@ -287,11 +287,11 @@ class Store:
     def earliest_wakeup(self) -> datetime | None:
         return min(self.earliest_wakeups().values(), default=None)
 
-    def settle_many(
+    def move_claims(
         self, moves: Sequence[tuple[str, str, str, str, str | None]], audit: Sequence[dict[str, object]] = ()
     ) -> list[bool]:
-        """Move each claim (account id, contact id, channel, expected, status), with the moves' audit entries,
-        in one round trip (see dispatcher.claims)."""
+        """Move each claim (account id, contact id, channel, expected, status) only from its expected status,
+        with the moves' audit entries, in one round trip (see dispatcher.claims)."""
         pipe = self.redis.pipeline(transaction=False)
         self.ledger.move_many(moves, pipe)
         self._queue_audit(pipe, audit)

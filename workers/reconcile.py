@@ -1,6 +1,6 @@
-"""The reconciler: claims in doubt are settled only by evidence.
+"""The reconciler: claims in doubt are resolved only by evidence.
 
-A claim is in doubt when it was taken and never settled (its worker died mid-call) or settled `unknown`
+A claim is in doubt when it was taken and never ended (its worker died mid-call) or ended `unknown`
 (the request timed out after it may have left). Once no task can still be sending it (the hard time limit
 plus a margin has passed since the claim), the reconciler looks for evidence, in this order:
 
@@ -60,7 +60,7 @@ def _reconcile_one(runtime: WorkerRuntime, doubt: InDoubt) -> str:
         return "set_aside"
     channel = attempt.channel
     if _called_back(loaded, doubt.contact_id):
-        return _settle_sent(runtime, doubt, channel, status, Evidence(True, "callback", "callback"))
+        return _record_sent(runtime, doubt, channel, status, Evidence(True, "callback", "callback"))
     adapter = runtime.deliverer.adapters.get(channel.value)
     try:
         if not isinstance(adapter, Reconcilable):
@@ -75,7 +75,7 @@ def _reconcile_one(runtime: WorkerRuntime, doubt: InDoubt) -> str:
         # What the provider found is another contact's message to the same address: no word on this one.
         return _set_aside(runtime, doubt, channel, status, "the provider's match belongs to another contact")
     if evidence.found:
-        return _settle_sent(runtime, doubt, channel, status, evidence)
+        return _record_sent(runtime, doubt, channel, status, evidence)
     return _release(runtime, doubt, channel, attempt)
 
 
@@ -110,13 +110,13 @@ def _query(runtime: WorkerRuntime, doubt: InDoubt, loaded: Loaded, channel: Chan
     return SentQuery(doubt.contact_id, doubt.account_id, to, sender, since, until, exclude_ids=others)
 
 
-def _settle_sent(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: str, evidence: Evidence) -> str:
+def _record_sent(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: str, evidence: Evidence) -> str:
     engine = runtime.engine
     provider_id = evidence.provider_id or ""
     move = (doubt.account_id, doubt.contact_id, channel.value, status, "sent")
     audit = claim_audit(doubt.account_id, doubt.contact_id, engine.clock.now(), "sent", channel=channel.value,
                         reason=f"reconciled_{status}", provider_id=provider_id)  # fmt: skip
-    if not engine.store.settle_many([move], [audit])[0]:
+    if not engine.store.move_claims([move], [audit])[0]:
         return "moved_meanwhile"
     detail = {"provider_id": provider_id, "provider_status": evidence.status or "", "reconciled": status}
     engine.record_event(doubt.account_id, Outcome(contact_id=doubt.contact_id, outcome=OutcomeKind.SENT,
@@ -142,7 +142,7 @@ def _set_aside(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status:
     """No evidence to be had: unknown for good, counted against the caps, reported; never called sent."""
     store = runtime.engine.store
     if status == "sending":
-        store.settle_many([(doubt.account_id, doubt.contact_id, channel.value, "sending", "unknown")])
+        store.move_claims([(doubt.account_id, doubt.contact_id, channel.value, "sending", "unknown")])
     store.ledger.set_aside(doubt.account_id, doubt.contact_id)
     entry = claim_audit(doubt.account_id, doubt.contact_id, runtime.engine.clock.now(), "unknown",
                         channel=channel.value, reason="unverifiable", detail=reason)  # fmt: skip

@@ -40,7 +40,7 @@ def _worked_and_paid(engine: Engine, clock: ManualClock, account_id: str = "A1",
         for result in engine.replan_many([account_id]):
             for contact in result.queued:
                 if engine.gate.claim(contact).verdict == "send":
-                    engine.gate.settle(contact, "sent")
+                    engine.gate.end_claim(contact, "sent")
         clock.advance(timedelta(days=1))
     engine.record_event(account_id, Payment(amount=Decimal("5000.00")))
 

@@ -121,7 +121,7 @@ def test_a_claim_on_a_stale_version_conflicts(store: Store) -> None:
     assert store.load("A1").history == ()
 
 
-def test_settle_moves_a_claim_only_from_the_expected_status(store: Store) -> None:
+def test_a_claim_moves_only_from_the_expected_status(store: Store) -> None:
     created(store, queue=("c/0",))
     store.ledger.claim("A1", "c/0", "sms", store.load("A1").version, attempt("c/0"))
     assert store.ledger.move("A1", "c/0", "sms", "queued", "sent") is False

@@ -223,7 +223,7 @@ class Driver:
                 assert self.engine.gate.release(contact, claim.attempt, "connection_refused", forget=True)
             else:
                 self.ledger.sends.append(Sent(contact, self.now(), self.ledger.tick()))
-                assert self.engine.gate.settle(contact, result)
+                assert self.engine.gate.end_claim(contact, result)
 
     def check_plan_is_deterministic(self) -> None:
         loaded = self.store.load(self.account_id)
