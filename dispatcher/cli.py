@@ -11,9 +11,8 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,7 +34,7 @@ from dispatcher.synthetic import synthetic_accounts
 class _Hub(TyperGroup):
     """Every command: a bad setting or strategy file ends it with the message and exit status 1."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # typer's own copy of click.Context
         with exit_on_configuration_error():
             return super().invoke(ctx)
 

@@ -34,7 +34,7 @@ class EventRejected(InputRejected, ValueError):
 
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
-        self.field = field
+        self.field: str = field
 
 
 class _Event(BaseModel):

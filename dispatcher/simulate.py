@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, Result
 from dispatcher.events import Event, Outcome, Payment, PromiseToPay
@@ -147,7 +148,7 @@ class Simulation:
                     report.deferrals[(claim.rule or "?").split(":")[0]] += 1
                 if claim.verdict == "send":
                     kind = self._draw(contact.channel)
-                    self.engine.gate.end_claim(contact, "sent")
+                    self.engine.gate.end_claim(contact, ClaimStatus.SENT)
                     report.sends[(contact.channel.value, kind.value)] += 1
                     sent.append((contact, kind))
             events = [(c.account_id, Outcome(contact_id=c.id, outcome=k, channel=c.channel)) for c, k in sent]

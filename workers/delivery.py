@@ -32,6 +32,7 @@ from channels.base import (
 from channels.render import Renderer, TemplateContextError
 from channels.retry import retry_transient
 from config.settings import Settings
+from dispatcher.claims import ClaimStatus
 from dispatcher.engine import Engine
 from dispatcher.events import Event, Outcome
 from dispatcher.gate import ClaimResult
@@ -60,13 +61,15 @@ class Delivery:
 class _Endings:
     """What a batch's sends ended in, written together once the sends are done."""
 
-    ended: list[tuple[Contact, str, dict[str, str]]] = field(default_factory=list)
+    ended: list[tuple[Contact, ClaimStatus, dict[str, str]]] = field(default_factory=list)
     outcomes: list[tuple[str, Event]] = field(default_factory=list)
     released: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
     forgotten: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
     wake_later: list[tuple[str, datetime]] = field(default_factory=list)
 
-    def note_ending(self, contact: Contact, status: str, detail: dict[str, str], outcome: OutcomeKind | None) -> None:
+    def note_ending(
+        self, contact: Contact, status: ClaimStatus, detail: dict[str, str], outcome: OutcomeKind | None
+    ) -> None:
         self.ended.append((contact, status, detail))
         if outcome is not None:
             event = Outcome(contact_id=contact.id, outcome=outcome, channel=contact.channel, detail=detail)
@@ -207,7 +210,7 @@ class Deliverer:
             raise
         except PermanentDeliveryError as exc:
             detail = {"error": str(exc)}
-            batch.note_ending(contact, "failed", detail, OutcomeKind(exc.outcome_kind))
+            batch.note_ending(contact, ClaimStatus.FAILED, detail, OutcomeKind(exc.outcome_kind))
             return Delivery(contact.id, "failed", detail=exc.outcome_kind)
         except TransientDeliveryError as exc:
             return self._transient(contact, _attempt_of(claim), exc, batch)
@@ -215,7 +218,7 @@ class Deliverer:
         if receipt.segments is not None:
             detail["segments"] = str(receipt.segments)
         kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
-        batch.note_ending(contact, "sent", detail, kind)
+        batch.note_ending(contact, ClaimStatus.SENT, detail, kind)
         return Delivery(contact.id, "sent", detail=receipt.provider_id)
 
     def _with_retries(self, contact: Contact, message: OutboundMessage) -> Receipt:
@@ -243,7 +246,7 @@ class Deliverer:
     ) -> Delivery:
         if exc.ambiguous:
             # The request may have reached the provider: never resend blind; callbacks or housekeeping decide.
-            batch.note_ending(contact, "unknown", {"error": str(exc)}, None)
+            batch.note_ending(contact, ClaimStatus.UNKNOWN, {"error": str(exc)}, None)
             return Delivery(contact.id, "unknown", detail=str(exc))
         wait = exc.retry_after or self.settings.retry_backoff_seconds
         if wait <= MAX_REQUEUE_SECONDS:
