@@ -31,7 +31,7 @@ from enum import StrEnum
 
 import redis
 
-from dispatcher.models import HistoryEntry
+from dispatcher.models import HistoryEntry, account_of
 
 
 class ClaimStatus(StrEnum):
@@ -115,11 +115,6 @@ def claims_key(account_id: str) -> str:
 
 def queued_member(channel: str, contact_id: str) -> str:
     return f"{channel} {contact_id}"
-
-
-def account_of(contact_id: str) -> str:
-    """Every contact id starts with its account's id (dispatcher.planner.ContactRef)."""
-    return contact_id.split("/", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
