@@ -1,7 +1,8 @@
 """Every setting the dispatcher reads, from DISPATCHER_* environment variables and an optional .env.
 
 Settings are read once, at start, and passed down; nothing deeper in the code reads the environment.
-A bad value stops the process with the variable's name and what is expected.
+A bad value raises SettingsError naming the variable and what is expected; the entry points (the
+`dispatcher` command, a Celery worker's start-up) end the process with that message and exit status 1.
 """
 
 from __future__ import annotations

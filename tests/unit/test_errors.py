@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from config.errors import DispatcherError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,3 +48,14 @@ def test_a_bad_setting_stops_a_command_with_its_message_and_exit_status_1() -> N
         "configuration error:\n  DISPATCHER_TWILIO_ACCOUNT_SID: Value error, a Twilio Account SID is 'AC' followed"
         " by 32 hex characters (got 'not-a-sid')\n"
     )
+
+
+def test_a_bad_setting_stops_a_celery_worker_at_start_up_rather_than_being_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers.app import _worker_starting
+
+    monkeypatch.setenv("DISPATCHER_TWILIO_ACCOUNT_SID", "not-a-sid")
+    with pytest.raises(SystemExit) as stopped:
+        _worker_starting(instance=object(), options={})
+    assert str(stopped.value.code).startswith("configuration error:\n  DISPATCHER_TWILIO_ACCOUNT_SID:")
