@@ -6,7 +6,7 @@ sandbox, against raw Celery no-op tasks on the same broker with the same worker 
 Both phases start N workers (threads pool, queues sms,plan, acks late, prefetch 1 from workers.app),
 warm them with one single-contact task per thread, then time from the first publish of contacts/batch
 tasks until the last contact is done. Real: `dispatcher worker` runs dispatcher.send (claim, limiter,
-render, HTTP to the Twilio sandbox, settle, outcome); done = every claim reads `sent` in Redis. Baseline:
+render, HTTP to the Twilio sandbox, end the claim, outcome); done = every claim reads `sent` in Redis. Baseline:
 `celery -A benchmarks._noop_app worker` runs bench.noop (it only INCRBYs a counter), first on one task per
 contact (raw Celery task throughput: the baseline of the goal), then on the same batches as the real run
 (what Celery itself costs per contact inside a batch). The sandbox's status callbacks go to a small HTTP

@@ -18,8 +18,8 @@ Errors (each adapter translates its provider's errors into these in exactly one 
                                        (SMTP, or an answer we cannot read as yes or no); the claim stays
                                        `unknown`, counts against caps and is reported, never called sent
 
-Reconciling a claim in doubt (`Reconcilable.find_sent`): a claim taken but never settled (its worker died,
-or the request timed out after it left) is settled from the provider's own records. `find_sent` answers
+Reconciling a claim in doubt (`Reconcilable.find_sent`): a claim taken but never ended (its worker died,
+or the request timed out after it left) is resolved from the provider's own records. `find_sent` answers
 Evidence(found=True, provider_id, status) when the provider has the contact, Evidence(found=False) when
 the provider definitely has no such request, raises TransientDeliveryError when the provider could not be
 asked right now (timeouts, 429, 5xx, and 401/403/404 too: a misconfiguration is never evidence of
@@ -37,7 +37,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-# Mirrors dispatcher.models.OutcomeKind; channels may not import dispatcher, so the strings live here too.
+from config.errors import DispatcherError, InputRejected
+
+# Mirrors dispatcher.models.OutcomeKind; channels may not import dispatcher, so the strings live here too
+# (tests/unit/test_outcome_kinds.py keeps the two equal).
 OUTCOME_KINDS: frozenset[str] = frozenset(
     {
         "sent",
@@ -99,7 +102,7 @@ class ProviderOutcome:
             raise ValueError(f"unknown outcome kind {self.kind!r}")
 
 
-class DeliveryError(Exception):
+class DeliveryError(DispatcherError):
     """The provider did not accept the contact; see the subclasses for what to do next."""
 
 
@@ -252,7 +255,7 @@ def lookup_error(label: str, status: int, retry_after: str | None) -> DeliveryEr
     return LookupUnavailable(label)
 
 
-class WebhookRejected(Exception):
+class WebhookRejected(InputRejected):
     """A callback failed its signature or freshness check; answer 403 and record nothing."""
 
 

@@ -32,6 +32,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate, Paragraph, Spacer
 
+from config.errors import InputRejected
 from config.settings import CONFIG_DIR, Settings
 
 FONT_NAME = "NotoSansSC"
@@ -42,7 +43,7 @@ BODY_SIZE = 10.5
 LEADING = 16
 
 
-class MissingGlyphs(ValueError):
+class MissingGlyphs(InputRejected, ValueError):
     """The letter holds characters the embedded font cannot draw; they would print blank."""
 
 

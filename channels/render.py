@@ -20,14 +20,14 @@ from babel import Locale
 from babel.dates import format_date
 from babel.numbers import format_currency
 
-from config.settings import CONFIG_DIR
+from config.errors import ConfigurationError
+from config.settings import TEMPLATES_DIR
 
-TEMPLATES_DIR = CONFIG_DIR / "templates"
 TEXT_EXTENSIONS = ("sms.txt", "voice.txt", "email.txt", "letter.txt")
 ALL_EXTENSIONS = (*TEXT_EXTENSIONS, "email.subject.txt", "email.html", "letter.html")
 
 
-class TemplateContextError(ValueError):
+class TemplateContextError(ConfigurationError, ValueError):
     """A template needs a variable the context does not give, or the template does not exist."""
 
 

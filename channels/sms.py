@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from channels import spec
@@ -96,11 +95,6 @@ class SmsAdapter:
         """Verify a message-status callback and turn it into outcomes (none for in-flight statuses)."""
         params = verified_params(self._auth_token(), url, headers, body)
         return message_status_outcomes(contact_id_of(url), params)
-
-    def parse_inbound(self, url: str, headers: Mapping[str, str], body: bytes) -> InboundSms:
-        """Verify an inbound-message webhook and read what the person asked for."""
-        params = verified_params(self._auth_token(), url, headers, body)
-        return inbound_sms(params)
 
     def find_sent(self, query: SentQuery) -> Evidence:
         """Whether Twilio holds a message for this claim, from Twilio's documented Message list
@@ -205,28 +199,6 @@ def _message_outcome_kind(status: str, code: int | None) -> str | None:
     if status in ("undelivered", "failed"):
         return PERMANENT_CODES.get(code, "undelivered") if code is not None else "undelivered"
     return None
-
-
-@dataclass(frozen=True)
-class InboundSms:
-    """A text the debtor sent us; `intent` is opt_out, opt_in, help or None (free text)."""
-
-    provider_id: str
-    from_number: str
-    to_number: str
-    body: str
-    intent: str | None
-
-
-def inbound_sms(params: Mapping[str, str]) -> InboundSms:
-    body = params.get("Body", "")
-    return InboundSms(
-        provider_id=params.get("MessageSid", ""),
-        from_number=params.get("From", ""),
-        to_number=params.get("To", ""),
-        body=body,
-        intent=inbound_intent(body),
-    )
 
 
 def inbound_intent(body: str) -> str | None:

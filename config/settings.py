@@ -1,7 +1,8 @@
 """Every setting the dispatcher reads, from DISPATCHER_* environment variables and an optional .env.
 
 Settings are read once, at start, and passed down; nothing deeper in the code reads the environment.
-A bad value stops the process with the variable's name and what is expected.
+A bad value raises SettingsError naming the variable and what is expected; the entry points (the
+`dispatcher` command, a Celery worker's start-up) end the process with that message and exit status 1.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.errors import ConfigurationError
 from config.production import production_problems
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_STRATEGY = CONFIG_DIR / "strategy.yaml"
+TEMPLATES_DIR = CONFIG_DIR / "templates"  # {locale}/{template}.{channel}.txt and the email and letter HTML
 ENV_PREFIX = "DISPATCHER_"
 
 
@@ -205,8 +208,9 @@ class Settings(BaseSettings):
         return self
 
 
-class SettingsError(SystemExit):
-    """Configuration could not be read; the message names every bad variable."""
+class SettingsError(ConfigurationError):
+    """Configuration could not be read; the message names every bad variable. Entry points exit 1 with it
+    (config.errors.exit_on_configuration_error); library code only raises it."""
 
 
 def load_settings(**overrides: object) -> Settings:

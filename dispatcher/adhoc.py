@@ -11,14 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from config.errors import InputRejected
+from dispatcher.claims import ClaimStatus
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import AdhocContact, AdhocDenied
 from dispatcher.models import Verdict
 from dispatcher.planner import ADHOC_STAGE, ContactRef, adhoc_ruling
 
 
-class AlreadyMade(ValueError):
+class AlreadyMade(InputRejected, ValueError):
     """The key's contact was already made (claimed or sent); nothing is recorded: use a new key."""
+
+    field = "key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,7 @@ def request_contact(engine: Engine, account_id: str, request: AdhocContact) -> A
     loaded = engine.store.load(account_id)
     if loaded.record is None:
         raise UnknownAccount(account_id)
-    if engine.store.claim_status(account_id, contact_id) not in (None, "queued"):
+    if engine.store.claim_status(account_id, contact_id) not in (None, ClaimStatus.QUEUED):
         raise AlreadyMade(f"key: contact {contact_id!r} was already made; use a new key")
     now = engine.clock.now()
     ruling = adhoc_ruling(loaded.record, loaded.history, engine.strategy, request.channel, now)
@@ -49,7 +53,7 @@ def request_contact(engine: Engine, account_id: str, request: AdhocContact) -> A
     result = engine.record_event(account_id, request)
     decisions = result.plan.decisions if result.plan else ()
     decision = next((d for d in decisions if d.contact_id == contact_id), None)
-    verdict: Verdict = decision.verdict if decision else ruling.verdict  # type: ignore[assignment]
+    verdict: Verdict = decision.verdict if decision else ruling.verdict
     rule, until = (decision.rule, decision.until) if decision else (ruling.rule, ruling.until)
     lapses = now + timedelta(hours=engine.strategy.compliance.pressure.adhoc_max_deferral_hours)
     queued = any(c.id == contact_id for c in result.queued)

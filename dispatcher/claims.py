@@ -27,10 +27,28 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import redis
 
-from dispatcher.models import HistoryEntry
+from dispatcher.models import HistoryEntry, account_of
+
+
+class ClaimStatus(StrEnum):
+    """Where a contact id stands in the ledger (the diagram above). The Lua scripts below spell the same
+    values: they run inside Redis, where the enum cannot reach."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+# The request may have left: only the provider's word ends these (workers/reconcile.py asks it).
+IN_DOUBT = frozenset({ClaimStatus.SENDING, ClaimStatus.UNKNOWN})
+# A move between statuses: (account id, contact id, channel, expected status, new status or None to forget).
+ClaimMove = tuple[str, str, str, ClaimStatus, ClaimStatus | None]
 
 # queued (or never queued) -> sending, only while the account is at the version the last look saw; the
 # attempt is written in the same step so the caps count it from this moment on.
@@ -99,11 +117,6 @@ def queued_member(channel: str, contact_id: str) -> str:
     return f"{channel} {contact_id}"
 
 
-def account_of(contact_id: str) -> str:
-    """Every contact id starts with its account's id (dispatcher.planner.ContactRef)."""
-    return contact_id.split("/", 1)[0]
-
-
 @dataclass(frozen=True, slots=True)
 class Stranded:
     """A queued contact whose last dispatch is older than the sweep's bound."""
@@ -146,11 +159,14 @@ class ClaimStore:
         return f"{{s:{shard}}}:unverified"
 
     # Reading.
-    def of(self, account_id: str) -> dict[str, str]:
-        return dict(self.redis.hgetall(claims_key(account_id)))
+    def of(self, account_id: str) -> dict[str, ClaimStatus]:
+        return {
+            contact_id: ClaimStatus(status) for contact_id, status in self.redis.hgetall(claims_key(account_id)).items()
+        }
 
-    def status(self, account_id: str, contact_id: str) -> str | None:
-        return self.redis.hget(claims_key(account_id), contact_id)
+    def status(self, account_id: str, contact_id: str) -> ClaimStatus | None:
+        status = self.redis.hget(claims_key(account_id), contact_id)
+        return None if status is None else ClaimStatus(status)
 
     # Claiming.
     def claim(self, account_id: str, contact_id: str, channel: str, version: str, attempt: HistoryEntry) -> int:
@@ -182,22 +198,29 @@ class ClaimStore:
         return keys, args
 
     # Moving.
-    def move(self, account_id: str, contact_id: str, channel: str, expected: str, status: str | None) -> bool:
+    def move(
+        self, account_id: str, contact_id: str, channel: str, expected: ClaimStatus, status: ClaimStatus | None
+    ) -> bool:
         """`expected` -> `status` (None forgets the claim so a later plan may queue it again)."""
         return bool(self._move(*self._move_call(account_id, contact_id, channel, expected, status)))
 
-    def move_many(self, moves: Sequence[tuple[str, str, str, str, str | None]], pipe: redis.client.Pipeline) -> None:
+    def move_many(self, moves: Sequence[ClaimMove], pipe: redis.client.Pipeline) -> None:
         """move() for each (account id, contact id, channel, expected, status), onto the caller's pipeline."""
         for move in moves:
             keys, args = self._move_call(*move)
             self._move(keys=keys, args=args, client=pipe)
 
     def _move_call(
-        self, account_id: str, contact_id: str, channel: str, expected: str, status: str | None
+        self, account_id: str, contact_id: str, channel: str, expected: ClaimStatus, status: ClaimStatus | None
     ) -> tuple[list[str], list[object]]:
         shard = self.shard_of(account_id)
         keys = [claims_key(account_id), self.inflight_key(shard), self.queued_key(shard), self.unverified_key(shard)]
-        return keys, [contact_id, expected, status or "", queued_member(channel, contact_id)]
+        return keys, [
+            contact_id,
+            str(expected),
+            "" if status is None else str(status),
+            queued_member(channel, contact_id),
+        ]
 
     def release_many(
         self, releases: Sequence[tuple[str, str, str, HistoryEntry]], forget: bool, pipe: redis.client.Pipeline
@@ -254,7 +277,7 @@ class ClaimStore:
         ]
 
     def set_aside(self, account_id: str, contact_id: str) -> None:
-        """An in-doubt claim no provider can settle: out of the reconciler's way, into the unverified report."""
+        """An in-doubt claim no provider can resolve: out of the reconciler's way, into the unverified report."""
         shard = self.shard_of(account_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(self.inflight_key(shard), contact_id)

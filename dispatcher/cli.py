@@ -12,12 +12,14 @@ import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
 
+from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
 from dispatcher import reports
 from dispatcher.clock import ManualClock
@@ -29,8 +31,19 @@ from dispatcher.simulate import Simulation, load_model
 from dispatcher.synthetic import synthetic_accounts
 
 HELP = "Plan, send and re-plan collection contacts under the contact rules of debt collection."
-# No callback: the full command includes this app's commands as its own, which typer allows only without one.
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
+
+
+class CommandGroup(TyperGroup):
+    """Every command: a bad setting or strategy file ends it with the message and exit status 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own copy of click.Context
+        with exit_on_configuration_error():
+            return super().invoke(ctx)
+
+
+# No callback: the full command (workers/cli.py) includes this app's commands as its own, which typer allows
+# only without one; it uses the same CommandGroup, so a configuration error ends any command the same way.
+app = typer.Typer(cls=CommandGroup, help=HELP, no_args_is_help=True, add_completion=False)
 account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(dead_letters_app, name="dead-letters")

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 from dispatcher import calendar
-from dispatcher.models import ADDRESS_OF_CHANNEL, Account, AccountState, Channel, HistoryEntry, OutcomeKind, zone
+from dispatcher.models import (
+    ADDRESS_OF_CHANNEL,
+    Account,
+    AccountState,
+    Channel,
+    HistoryEntry,
+    OutcomeKind,
+    Verdict,
+    zone,
+)
 from dispatcher.strategy import Cap, CompliancePolicy, Pressure, Window
 
 _MAX_ADJUSTMENTS = 64  # each pass moves time forward; the constraints settle in a handful of passes
@@ -22,7 +31,7 @@ _MAX_ADJUSTMENTS = 64  # each pass moves time forward; the constraints settle in
 
 @dataclass(frozen=True, slots=True)
 class Ruling:
-    verdict: str  # "send" | "defer" | "deny"
+    verdict: Verdict
     rule: str | None = None
     until: datetime | None = None
     spread: bool = False  # the debtor's place in the spread may matter: the ruling is this account's own

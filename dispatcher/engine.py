@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from config.errors import NotFound
 from dispatcher.audit import decision_audit, entry_audit
 from dispatcher.clock import Clock
 from dispatcher.events import Event, EventRejected, Outcome, apply_event, event_detail, lapsed_events
@@ -26,7 +27,9 @@ from dispatcher.strategy import Strategy
 MAX_CONFLICT_RETRIES = 16
 
 
-class UnknownAccount(LookupError):
+class UnknownAccount(NotFound, LookupError):
+    """No account has this id; upsert it first."""
+
     def __init__(self, account_id: str):
         super().__init__(f"account_id: no account {account_id!r}; upsert it first")
         self.account_id = account_id

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
+from config.errors import InputRejected
 from dispatcher.models import (
     ADDRESS_OF_CHANNEL,
     AccountRecord,
@@ -28,12 +29,12 @@ from dispatcher.planner import ContactRef, adhoc_due_to_lapse, hold_ends, promis
 from dispatcher.strategy import Strategy
 
 
-class EventRejected(ValueError):
+class EventRejected(InputRejected, ValueError):
     """The event is well-formed but cannot apply to this account; `field` names the culprit."""
 
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
-        self.field = field
+        self.field: str = field
 
 
 class _Event(BaseModel):

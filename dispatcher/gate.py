@@ -1,11 +1,11 @@
 """The send gate: the last look at compliance on fresh state, the atomic claim, and every way out of a claim.
 
-    last look ─▶ claim ─▶ (the caller sends) ─▶ settle: sent | failed | unknown
+    last look ─▶ claim ─▶ (the caller sends) ─▶ end: sent | failed | unknown
          │                                   └▶ release: back to queued, or forgotten for the planner
          └▶ not now: the queued claim is given back, the decision audited, the account woken at `until`
 
 A contact id passes the gate once: the claim script refuses a second caller, and every path out of a
-claim settles or releases it (dispatcher.claims draws the states).
+claim ends or releases it (dispatcher.claims draws the states).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from dispatcher.audit import contact_audit, decision_audit
+from dispatcher.claims import ClaimMove, ClaimStatus
 from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
 from dispatcher.metrics import LAST_LOOK
-from dispatcher.models import AccountRecord, Contact, Decision, HistoryEntry
+from dispatcher.models import AccountRecord, Contact, Decision, HistoryEntry, Verdict
 from dispatcher.planner import ADHOC_STAGE, stage_index_at
 from dispatcher.store import Loaded, Store
 from dispatcher.strategy import Strategy
@@ -28,7 +30,7 @@ MAX_CLAIM_PASSES = 16
 
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
-    verdict: str  # "send" | "defer" | "deny" | "claimed_elsewhere"
+    verdict: Verdict | Literal["claimed_elsewhere"]
     rule: str | None = None
     until: datetime | None = None
     record: AccountRecord | None = None
@@ -107,8 +109,8 @@ class SendGate:
 
     def _not_now(self, contact: Contact, ruling: Ruling, record: AccountRecord, now: datetime) -> ClaimResult:
         """The last look said no: give the queued claim back so the planner decides again, and say why."""
-        self.store.ledger.move(contact.account_id, contact.id, contact.channel.value, "queued", None)
-        decision = Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until)  # type: ignore[arg-type]
+        self.store.ledger.move(contact.account_id, contact.id, contact.channel.value, ClaimStatus.QUEUED, None)
+        decision = Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until)
         self.store.append_audit(contact.account_id, [decision_audit(contact.account_id, decision, now, "last_look")])
         LAST_LOOK.labels(contact.channel.value, ruling.verdict, ruling.rule or "").inc()
         if ruling.until is not None:
@@ -137,18 +139,20 @@ class SendGate:
         return evaluate(contact.channel, account, state, log, now, policy, contact.due_at, contact.template)
 
     # The ways out of a claim.
-    def settle(self, contact: Contact, status: str, detail: dict[str, str] | None = None) -> bool:
+    def end_claim(self, contact: Contact, status: ClaimStatus, detail: dict[str, str] | None = None) -> bool:
         """Record how a claimed send ended: 'sent', 'failed' (refused for good) or 'unknown' (ambiguous)."""
-        return self.settle_many([(contact, status, detail or {})])[0]
+        return self.end_claims([(contact, status, detail or {})])[0]
 
-    def settle_many(self, endings: Sequence[tuple[Contact, str, dict[str, str]]]) -> list[bool]:
-        """settle() for several contacts, in one round trip."""
+    def end_claims(self, endings: Sequence[tuple[Contact, ClaimStatus, dict[str, str]]]) -> list[bool]:
+        """end_claim() for several contacts, in one round trip."""
         if not endings:
             return []
         now = self.clock.now()
-        moves = [(c.account_id, c.id, c.channel.value, "sending", status) for c, status, _ in endings]
+        moves: list[ClaimMove] = [
+            (c.account_id, c.id, c.channel.value, ClaimStatus.SENDING, status) for c, status, _ in endings
+        ]
         audit = [contact_audit(contact, now, status, **detail) for contact, status, detail in endings]
-        return self.store.settle_many(moves, audit)
+        return self.store.move_claims(moves, audit)
 
     def release(self, contact: Contact, attempt: HistoryEntry, reason: str | None, forget: bool = False) -> bool:
         """A claimed contact definitely did not leave: give the claim back and take its attempt off the caps.

@@ -323,3 +323,9 @@ class ContactRef:
         if len(parts) == 5 and parts[4] != FALLBACK_SUFFIX:
             return None
         return cls(parts[0], parts[1], parts[2], int(parts[3]), len(parts) == 5)
+
+
+def account_of(contact_id: str) -> str:
+    """The account a contact id belongs to: its first segment (CONTACT_ID is the whole format). The one
+    place that reads it, so the ledger, the tasks and the webhooks agree on whose contact it is."""
+    return contact_id.split("/", 1)[0]

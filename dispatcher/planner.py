@@ -281,7 +281,7 @@ def _judge(
         ruling = evaluate(
             contact.channel, record.account, record.state, log, now, policy, contact.due_at, contact.template
         )
-        decisions.append(Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until))  # type: ignore[arg-type]
+        decisions.append(Decision(contact.id, contact.channel, ruling.verdict, ruling.rule, ruling.until))
         spread = spread or ruling.spread
         if ruling.verdict == "send":
             contacts.append(contact)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -86,20 +86,20 @@ def compliance_table(strategy: Strategy) -> Table:
 
 
 def account_json(
-    record: AccountRecord, history: Sequence[HistoryEntry], claims: dict[str, str], wake: datetime | None
+    record: AccountRecord, history: Sequence[HistoryEntry], claims: Mapping[str, str], wake: datetime | None
 ) -> dict[str, Any]:
     return {
         "account": record.account.model_dump(mode="json"),
         "state": record.state.model_dump(mode="json"),
         "stage": record.stage,
         "next_wakeup": wake,
-        "claims": claims,
+        "claims": dict(claims),
         "timeline": timeline(record, history),
     }
 
 
 def account_tables(
-    record: AccountRecord, history: Sequence[HistoryEntry], claims: dict[str, str], wake: datetime | None
+    record: AccountRecord, history: Sequence[HistoryEntry], claims: Mapping[str, str], wake: datetime | None
 ) -> Iterator[Table]:
     account, state = record.account, record.state
     summary = Table(title=f"account {account.id}", show_header=False)

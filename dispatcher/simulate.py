@@ -2,7 +2,7 @@
 
 Time jumps from one due moment to the next (the earliest wake-up or the next debtor response), so 120
 days of a ladder take minutes, not months. Sends are simulated by a seeded outcome model; everything
-else is the production code path: pump → last look and claim → settle → outcome event → re-plan.
+else is the production code path: pump → last look and claim → end the claim → outcome event → re-plan.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, Result
 from dispatcher.events import Event, Outcome, Payment, PromiseToPay
@@ -147,7 +148,7 @@ class Simulation:
                     report.deferrals[(claim.rule or "?").split(":")[0]] += 1
                 if claim.verdict == "send":
                     kind = self._draw(contact.channel)
-                    self.engine.gate.settle(contact, "sent")
+                    self.engine.gate.end_claim(contact, ClaimStatus.SENT)
                     report.sends[(contact.channel.value, kind.value)] += 1
                     sent.append((contact, kind))
             events = [(c.account_id, Outcome(contact_id=c.id, outcome=k, channel=c.channel)) for c, k in sent]

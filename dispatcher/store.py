@@ -39,7 +39,7 @@ import redis
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
-from dispatcher.claims import ClaimStore, queued_member
+from dispatcher.claims import ClaimMove, ClaimStatus, ClaimStore, queued_member
 from dispatcher.models import AccountRecord, Contact, HistoryEntry
 from dispatcher.ranks import StatusRanks
 
@@ -201,10 +201,10 @@ class Store:
     def load(self, account_id: str) -> Loaded:
         return self.load_many([account_id])[0]
 
-    def claims(self, account_id: str) -> dict[str, str]:
+    def claims(self, account_id: str) -> dict[str, ClaimStatus]:
         return self.ledger.of(account_id)
 
-    def claim_status(self, account_id: str, contact_id: str) -> str | None:
+    def claim_status(self, account_id: str, contact_id: str) -> ClaimStatus | None:
         return self.ledger.status(account_id, contact_id)
 
     def next_wakeup(self, account_id: str) -> datetime | None:
@@ -294,11 +294,9 @@ class Store:
     def earliest_wakeup(self) -> datetime | None:
         return min(self.earliest_wakeups().values(), default=None)
 
-    def settle_many(
-        self, moves: Sequence[tuple[str, str, str, str, str | None]], audit: Sequence[dict[str, object]] = ()
-    ) -> list[bool]:
-        """Move each claim (account id, contact id, channel, expected, status), with the moves' audit entries,
-        in one round trip (see dispatcher.claims)."""
+    def move_claims(self, moves: Sequence[ClaimMove], audit: Sequence[dict[str, object]] = ()) -> list[bool]:
+        """Move each claim (account id, contact id, channel, expected, status) only from its expected status,
+        with the moves' audit entries, in one round trip (see dispatcher.claims)."""
         pipe = self.redis.pipeline(transaction=False)
         self.ledger.move_many(moves, pipe)
         self._queue_audit(pipe, audit)

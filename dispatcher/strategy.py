@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from config.errors import ConfigurationError
 from dispatcher.models import Channel, OutcomeKind
 
 
@@ -276,7 +277,7 @@ def ladder_problems(stages: Sequence[LadderStage], windows: Mapping[Channel, Win
     return problems
 
 
-class StrategyError(ValueError):
+class StrategyError(ConfigurationError, ValueError):
     """The strategy file is unreadable or invalid; `errors` holds one `path: message` line each."""
 
     def __init__(self, source: str, errors: list[str]):

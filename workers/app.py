@@ -22,6 +22,7 @@ from celery.utils.log import mlevel
 from kombu import Queue
 
 from channels import REGISTRY
+from config.errors import exit_on_configuration_error
 from config.settings import Settings, SettingsError, load_settings
 from dispatcher.logging import configure_logging
 from workers.broker import transport_for
@@ -113,11 +114,13 @@ def _own_logging(loglevel: int | str | None) -> None:
 
 
 @signals.setup_logging.connect
+@exit_on_configuration_error()  # Celery would log the error and start anyway
 def _setup_logging(loglevel: int | None = None, **_: Any) -> None:
     _own_logging(loglevel)  # a receiver here means Celery adds no handler of its own
 
 
 @signals.celeryd_init.connect
+@exit_on_configuration_error()
 def _worker_starting(instance: Any, options: dict[str, Any], **_: Any) -> None:
     """In the worker's main process, before the pool forks (and before Celery's first warning): our logging,
     no text banner in JSON mode, the metrics exporter."""

@@ -18,13 +18,12 @@ from celery import Task
 from pydantic import ValidationError
 
 from dispatcher.claims import claims_key
-from dispatcher.models import ACCOUNT_ID_PATTERN, Channel
+from dispatcher.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
 from dispatcher.store import Store
 from workers.deadletter import refuse
 
 PAYLOAD_FIELDS = ("id", "account_id", "channel", "template", "stage", "step", "due_at")
 ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN.removeprefix("^").removesuffix("$"))
-CONTACT_ID_PART = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 CHANNELS = frozenset(channel.value for channel in Channel)
 
 
@@ -61,10 +60,9 @@ def payload_problem(payload: object) -> str | None:
     account_id, contact_id = payload["account_id"], payload["id"]
     if not ACCOUNT_ID.fullmatch(account_id):
         return f"account_id {account_id!r} is not an account id"
-    if not contact_id.startswith(account_id + "/"):
+    if account_of(contact_id) != account_id:
         return f"contact id {contact_id!r} does not belong to account {account_id!r}"
-    parts = contact_id.removeprefix(account_id + "/").split("/")
-    if not 3 <= len(parts) <= 4 or not all(CONTACT_ID_PART.fullmatch(part) for part in parts):
+    if not CONTACT_ID.match(contact_id):
         return f"contact id {contact_id!r} is not ACCOUNT/stage/step/occurrence[/fb]"
     if payload["channel"] not in CHANNELS:
         return f"channel {payload['channel']!r} is not one of {', '.join(sorted(CHANNELS))}"

@@ -19,7 +19,7 @@ import typer
 from channels.render import Renderer, TemplateContextError
 from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_settings
 from dispatcher import reports
-from dispatcher.cli import HELP, console, errors
+from dispatcher.cli import HELP, CommandGroup, console, errors
 from dispatcher.cli import app as library_app
 from dispatcher.models import Account, AccountRecord, Channel, Contact, PostalAddress
 from dispatcher.runtime import tune_gc
@@ -28,7 +28,7 @@ from dispatcher.strategy_check import RenderCheck, check_strategy
 from workers.messages import build_message
 
 TEMPLATES_DIR = CONFIG_DIR / "templates"
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
+app = typer.Typer(cls=CommandGroup, help=HELP, no_args_is_help=True, add_completion=False)
 app.add_typer(library_app)  # no name: its commands and groups become this app's own
 strategy_app = typer.Typer(help="Check and show collection strategies.", no_args_is_help=True)
 app.add_typer(strategy_app, name="strategy")

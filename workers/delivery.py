@@ -2,10 +2,10 @@
 
     one read of the accounts → per contact: last look + claim → render → send with short retries, each
     request taking its rate-limit token at the adapter's last step before the wire → then, for the batch:
-    settle the claims → record the outcomes
+    end the claims → record the outcomes
 
 What the caller (a Celery task) must do next comes back per contact as a `Delivery`: nothing, or retry in
-N seconds. A contact id is never sent twice: the claim is the gate, and every path out of it settles or
+N seconds. A contact id is never sent twice: the claim is the gate, and every path out of it ends or
 releases the claim.
 """
 
@@ -32,6 +32,7 @@ from channels.base import (
 from channels.render import Renderer, TemplateContextError
 from channels.retry import retry_transient
 from config.settings import Settings
+from dispatcher.claims import ClaimStatus
 from dispatcher.engine import Engine
 from dispatcher.events import Event, Outcome
 from dispatcher.gate import ClaimResult
@@ -59,14 +60,16 @@ class Delivery:
 class _Endings:
     """What a batch's sends ended in, written together once the sends are done."""
 
-    settled: list[tuple[Contact, str, dict[str, str]]] = field(default_factory=list)
+    ended: list[tuple[Contact, ClaimStatus, dict[str, str]]] = field(default_factory=list)
     outcomes: list[tuple[str, Event]] = field(default_factory=list)
     released: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
     forgotten: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
     wake_later: list[tuple[str, datetime]] = field(default_factory=list)
 
-    def settle(self, contact: Contact, status: str, detail: dict[str, str], outcome: OutcomeKind | None) -> None:
-        self.settled.append((contact, status, detail))
+    def note_ending(
+        self, contact: Contact, status: ClaimStatus, detail: dict[str, str], outcome: OutcomeKind | None
+    ) -> None:
+        self.ended.append((contact, status, detail))
         if outcome is not None:
             event = Outcome(contact_id=contact.id, outcome=outcome, channel=contact.channel, detail=detail)
             self.outcomes.append((contact.account_id, event))
@@ -103,7 +106,7 @@ class Deliverer:
         self, contacts: Sequence[Contact], already_waiting: frozenset[str] = frozenset()
     ) -> list[Delivery]:
         """The pipeline for a batch, in the order given. One round trip each for the read of the accounts, the
-        settlements and the outcomes; each contact's token and claim go just before its send, so the provider
+        claims' endings and the outcomes; each contact's token and claim go just before its send, so the provider
         sees no more than the limit in any second, and a worker killed mid-batch leaves at most one claim in
         doubt (the reconciler asks the provider about it). `already_waiting`: contacts whose rate-limit wait
         is already audited (a re-queued batch), so a wait is recorded once, not at every re-check."""
@@ -156,7 +159,7 @@ class Deliverer:
         self._finish(batch)
         tally(CONTACTS, ((c.channel.value, done[c.id].result) for c in contacts if c.id in done))
         if broken:
-            # Loudly, once the rest of the batch is settled: a strategy names a template that cannot render;
+            # Loudly, once the rest of the batch has ended: a strategy names a template that cannot render;
             # its claim was given back, so nothing half-filled went out.
             raise broken[0]
         return [done[contact.id] for contact in contacts]
@@ -203,7 +206,7 @@ class Deliverer:
             raise
         except PermanentDeliveryError as exc:
             detail = {"error": str(exc)}
-            batch.settle(contact, "failed", detail, OutcomeKind(exc.outcome_kind))
+            batch.note_ending(contact, ClaimStatus.FAILED, detail, OutcomeKind(exc.outcome_kind))
             return Delivery(contact.id, "failed", detail=exc.outcome_kind)
         except TransientDeliveryError as exc:
             return self._transient(contact, _attempt_of(claim), exc, batch)
@@ -211,7 +214,7 @@ class Deliverer:
         if receipt.segments is not None:
             detail["segments"] = str(receipt.segments)
         kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
-        batch.settle(contact, "sent", detail, kind)
+        batch.note_ending(contact, ClaimStatus.SENT, detail, kind)
         return Delivery(contact.id, "sent", detail=receipt.provider_id)
 
     def _with_retries(self, contact: Contact, message: OutboundMessage) -> Receipt:
@@ -239,7 +242,7 @@ class Deliverer:
     ) -> Delivery:
         if exc.ambiguous:
             # The request may have reached the provider: never resend blind; callbacks or housekeeping decide.
-            batch.settle(contact, "unknown", {"error": str(exc)}, None)
+            batch.note_ending(contact, ClaimStatus.UNKNOWN, {"error": str(exc)}, None)
             return Delivery(contact.id, "unknown", detail=str(exc))
         wait = exc.retry_after or self.settings.retry_backoff_seconds
         if wait <= MAX_REQUEUE_SECONDS:
@@ -250,10 +253,10 @@ class Deliverer:
         return Delivery(contact.id, "retry_later", detail=str(exc))
 
     def _finish(self, batch: _Endings) -> None:
-        """Settle what the batch sent or refused, give back what briefly failed, then record the outcomes
+        """End the claims of what the batch sent or refused, give back what briefly failed, then record the outcomes
         (a fallback an outcome queues goes out through the engine's on_queued, the worker's dispatch)."""
         gate = self.engine.gate
-        gate.settle_many(batch.settled)
+        gate.end_claims(batch.ended)
         gate.release_many(batch.released, "transient_error")
         gate.release_many(batch.forgotten, "transient_error", forget=True)
         for account_id, moment in batch.wake_later:

@@ -5,7 +5,7 @@
    was lost: a killed pump, a task acked after a connection error, a Redis restart. Its claim is forgotten
    and its account woken now, so the planner queues it again if it is still due. A message that turns up
    late after all meets the claim gate: never two sends.
-2. The reconciler (workers/reconcile.py) settles claims in doubt from the provider's own records.
+2. The reconciler (workers/reconcile.py) resolves claims in doubt from the provider's own records.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The reconciler: claims in doubt are settled only by evidence.
+"""The reconciler: claims in doubt are resolved only by evidence.
 
-A claim is in doubt when it was taken and never settled (its worker died mid-call) or settled `unknown`
+A claim is in doubt when it was taken and never ended (its worker died mid-call) or ended `unknown`
 (the request timed out after it may have left). Once no task can still be sending it (the hard time limit
 plus a margin has passed since the claim), the reconciler looks for evidence, in this order:
 
@@ -25,7 +25,7 @@ import structlog
 
 from channels.base import Evidence, LookupUnavailable, Reconcilable, SentQuery, TransientDeliveryError
 from dispatcher.audit import claim_audit
-from dispatcher.claims import InDoubt
+from dispatcher.claims import IN_DOUBT, ClaimMove, ClaimStatus, InDoubt
 from dispatcher.events import Outcome
 from dispatcher.models import Channel, HistoryEntry, OutcomeKind
 from dispatcher.store import Loaded
@@ -37,11 +37,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("workers.reconcile")
 
 MARGIN_SECONDS = 60.0  # after the hard time limit, before a claim counts as no longer being sent
-IN_DOUBT = ("sending", "unknown")
 
 
 def reconcile(runtime: WorkerRuntime, now: float | None = None) -> Counter[str]:
-    """Settle every claim in doubt old enough to be safe to judge; counts by what happened."""
+    """Resolve every claim in doubt old enough to be safe to judge; counts by what happened."""
     now = time.time() if now is None else now
     horizon = now - runtime.settings.task_time_limit - MARGIN_SECONDS
     counts: Counter[str] = Counter()
@@ -55,12 +54,12 @@ def _reconcile_one(runtime: WorkerRuntime, doubt: InDoubt) -> str:
     status = store.ledger.status(doubt.account_id, doubt.contact_id)
     loaded = store.load(doubt.account_id)
     attempt = _attempt(loaded, doubt.contact_id)
-    if status not in IN_DOUBT or attempt is None or attempt.channel is None or loaded.record is None:
+    if status is None or status not in IN_DOUBT or attempt is None or attempt.channel is None or loaded.record is None:
         store.ledger.set_aside(doubt.account_id, doubt.contact_id)  # nothing left to judge: report, never sent
         return "set_aside"
     channel = attempt.channel
     if _called_back(loaded, doubt.contact_id):
-        return _settle_sent(runtime, doubt, channel, status, Evidence(True, "callback", "callback"))
+        return _record_sent(runtime, doubt, channel, status, Evidence(True, "callback", "callback"))
     adapter = runtime.deliverer.adapters.get(channel.value)
     try:
         if not isinstance(adapter, Reconcilable):
@@ -75,7 +74,7 @@ def _reconcile_one(runtime: WorkerRuntime, doubt: InDoubt) -> str:
         # What the provider found is another contact's message to the same address: no word on this one.
         return _set_aside(runtime, doubt, channel, status, "the provider's match belongs to another contact")
     if evidence.found:
-        return _settle_sent(runtime, doubt, channel, status, evidence)
+        return _record_sent(runtime, doubt, channel, status, evidence)
     return _release(runtime, doubt, channel, attempt)
 
 
@@ -110,13 +109,15 @@ def _query(runtime: WorkerRuntime, doubt: InDoubt, loaded: Loaded, channel: Chan
     return SentQuery(doubt.contact_id, doubt.account_id, to, sender, since, until, exclude_ids=others)
 
 
-def _settle_sent(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: str, evidence: Evidence) -> str:
+def _record_sent(
+    runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: ClaimStatus, evidence: Evidence
+) -> str:
     engine = runtime.engine
     provider_id = evidence.provider_id or ""
-    move = (doubt.account_id, doubt.contact_id, channel.value, status, "sent")
+    move: ClaimMove = (doubt.account_id, doubt.contact_id, channel.value, status, ClaimStatus.SENT)
     audit = claim_audit(doubt.account_id, doubt.contact_id, engine.clock.now(), "sent", channel=channel.value,
                         reason=f"reconciled_{status}", provider_id=provider_id)  # fmt: skip
-    if not engine.store.settle_many([move], [audit])[0]:
+    if not engine.store.move_claims([move], [audit])[0]:
         return "moved_meanwhile"
     detail = {"provider_id": provider_id, "provider_status": evidence.status or "", "reconciled": status}
     engine.record_event(doubt.account_id, Outcome(contact_id=doubt.contact_id, outcome=OutcomeKind.SENT,
@@ -138,11 +139,11 @@ def _release(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, attempt: 
     return "released"
 
 
-def _set_aside(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: str, reason: str) -> str:
+def _set_aside(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: ClaimStatus, reason: str) -> str:
     """No evidence to be had: unknown for good, counted against the caps, reported; never called sent."""
     store = runtime.engine.store
-    if status == "sending":
-        store.settle_many([(doubt.account_id, doubt.contact_id, channel.value, "sending", "unknown")])
+    if status == ClaimStatus.SENDING:
+        store.move_claims([(doubt.account_id, doubt.contact_id, channel.value, status, ClaimStatus.UNKNOWN)])
     store.ledger.set_aside(doubt.account_id, doubt.contact_id)
     entry = claim_audit(doubt.account_id, doubt.contact_id, runtime.engine.clock.now(), "unknown",
                         channel=channel.value, reason="unverifiable", detail=reason)  # fmt: skip

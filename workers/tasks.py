@@ -83,7 +83,7 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
 
 @app.task(name="dispatcher.housekeeping")
 def housekeeping() -> dict[str, int]:
-    """Offer stranded queued contacts again, and settle claims in doubt from what their provider says."""
+    """Offer stranded queued contacts again, and resolve claims in doubt from what their provider says."""
     return sweep(worker_runtime())
 
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import redis
 from honcho.manager import Manager
 
+from config.errors import ConfigurationError
 from config.settings import Settings
 from dispatcher.redis_server import EmbeddedRedis
 
@@ -65,7 +66,7 @@ class Part:
     env: Mapping[str, str] | None = None
 
 
-class UpError(RuntimeError):
+class UpError(ConfigurationError, RuntimeError):
     """`dispatcher up` cannot start as asked; the message says what to change."""
 
 

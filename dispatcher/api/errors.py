@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from config.errors import DispatcherError
 from dispatcher.engine import UnknownAccount
 from dispatcher.events import Event, EventRejected
 
@@ -33,7 +34,7 @@ class ErrorBody(BaseModel):
     fields: list[FieldError] = []
 
 
-class ApiError(Exception):
+class ApiError(DispatcherError):
     """Raised anywhere under a route; rendered as ErrorBody with `status`."""
 
     def __init__(

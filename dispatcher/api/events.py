@@ -10,7 +10,7 @@ import structlog
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field
 
-from config.settings import CONFIG_DIR
+from config.settings import TEMPLATES_DIR
 from dispatcher.adhoc import AlreadyMade, request_contact
 from dispatcher.api.accounts import AccountId, engine_of
 from dispatcher.api.auth import EVENTS_WRITE, Principal, require
@@ -33,7 +33,6 @@ from dispatcher.models import ACCOUNT_ID_PATTERN, AccountState, Channel
 
 router = APIRouter(prefix="/v1", tags=["events"])
 log = structlog.get_logger("dispatcher.api")
-TEMPLATES_DIR = CONFIG_DIR / "templates"
 
 ApiEvent = Annotated[
     Payment | PromiseToPay | Dispute | DisputeResolved | Hardship | OptOut | OptIn | DoNotContact | AgentDisposition,

@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from dispatcher.claims import IN_DOUBT, ClaimStatus
 from dispatcher.store import Loaded, Store, account_key, phone_key
 
 CURSOR_KEY = "{archive}:closed-cursor"
-BUSY = frozenset({"queued", "sending", "unknown"})
+BUSY = frozenset({ClaimStatus.QUEUED, *IN_DOUBT})
 ACCOUNT_PARTS = ("acct", "hist", "claims", "ranks", "events", "voice")
 
 # KEYS: the account's parts (acct first), then its shard's wake-up set; ARGV: the version copied, its id.
@@ -92,7 +93,7 @@ class ClosedMover:
                     )
         return moved
 
-    def _closed(self, account_ids: list[str], now: datetime) -> list[tuple[Loaded, dict[str, str]]]:
+    def _closed(self, account_ids: list[str], now: datetime) -> list[tuple[Loaded, dict[str, ClaimStatus]]]:
         found = []
         for loaded in self.store.load_many(account_ids):
             record, when = loaded.record, closed_at(loaded)
@@ -104,7 +105,7 @@ class ClosedMover:
         return found
 
     @staticmethod
-    def _row(loaded: Loaded, claims: dict[str, str], now: datetime) -> tuple[object, ...]:
+    def _row(loaded: Loaded, claims: dict[str, ClaimStatus], now: datetime) -> tuple[object, ...]:
         assert loaded.record is not None
         history = [json.loads(entry.model_dump_json(exclude_defaults=True)) for entry in loaded.history]
         return (

@@ -8,7 +8,7 @@ and the delete) is shown once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -98,7 +98,7 @@ class AccountView:
 
     record: AccountRecord
     history: tuple[HistoryEntry, ...]
-    claims: dict[str, str]
+    claims: Mapping[str, str]  # contact id -> its ClaimStatus
     next_wakeup: datetime | None
     archived: bool
 

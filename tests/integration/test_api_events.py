@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from dispatcher.claims import ClaimStatus
 from dispatcher.events import Outcome
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 
@@ -104,7 +105,7 @@ def make_the_ladder_text(api: Api) -> None:
     """The ladder's text of 10:00 goes out (claimed and sent): the debtor was contacted now."""
     contact = next(c for c in api.engine.replan_many(["A1"])[0].plan.contacts if c.channel == "sms")
     assert api.engine.gate.claim(contact).verdict == "send"
-    api.engine.gate.settle(contact, "sent")
+    api.engine.gate.end_claim(contact, ClaimStatus.SENT)
 
 
 def test_an_adhoc_contact_in_the_window_is_queued(api: Api, account: str) -> None:

@@ -225,7 +225,7 @@ def test_a_body_over_the_limit_leaves_its_idempotency_key_free(api: Api) -> None
 
 def test_a_contact_that_was_already_made_is_409_and_not_remembered(api: Api) -> None:
     api.put_account("A1", account_body())
-    api.store.redis.hset("{a:A1}:claims", "A1/adhoc/agent-1/0", "sent")  # as a worker's settle leaves it
+    api.store.redis.hset("{a:A1}:claims", "A1/adhoc/agent-1/0", "sent")  # as a worker's end_claim leaves it
     ask = {"account_id": "A1", "channel": "sms", "template": "reminder_sms", "key": "agent-1"}
     assert api.post("/v1/contacts", ask, idempotency="ask-1").status_code == 409
     assert api.post("/v1/contacts", {**ask, "key": "agent-2"}, idempotency="ask-1").status_code == 200
@@ -255,7 +255,7 @@ def test_while_redis_is_away_every_call_is_503_with_retry_after_callbacks_are_sp
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         api = Api(server.url, client, api_keys, api_settings, engine, store, clock)
         assert api.put_account("A1", account_body()).status_code == 201
-        store.redis.hset("{a:A1}:claims", "A1/reminder/sms/0", "sent")  # as a worker's settle leaves it
+        store.redis.hset("{a:A1}:claims", "A1/reminder/sms/0", "sent")  # as a worker's end_claim leaves it
         delivered = {"MessageSid": "SM1", "MessageStatus": "delivered"}
         callback = "/v1/webhooks/twilio/message-status?contact_id=A1%2Freminder%2Fsms%2F0"
         payment = {"kind": "payment", "amount": "10.00"}

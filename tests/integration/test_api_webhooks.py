@@ -37,7 +37,7 @@ def _account(account_id: str, **overrides):
 
 
 def claimed(api: Api, *contact_ids: str) -> None:
-    """Each contact claimed and sent, as a worker's claim and settle leave it."""
+    """Each contact claimed and sent, as a worker's claim and end_claim leave it."""
     for contact_id in contact_ids:
         api.store.redis.hset(f"{{a:{contact_id.split('/')[0]}}}:claims", contact_id, "sent")
 

@@ -14,6 +14,7 @@ import redis
 
 from dispatcher.api import create_app
 from dispatcher.api.callback_spool import CallbackSpool
+from dispatcher.claims import ClaimStatus
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
@@ -44,7 +45,7 @@ def test_a_spool_keeps_what_redis_refused_in_order_and_replays_it_when_redis_ans
 def test_a_spool_left_by_a_dead_api_process_is_replayed_by_the_next_one(api: Api) -> None:
     [contact] = api.engine.upsert(make_account("A1")).queued
     assert api.engine.gate.claim(contact).verdict == "send"
-    api.engine.gate.settle(contact, "sent")
+    api.engine.gate.end_claim(contact, ClaimStatus.SENT)
     left = api.settings.state_dir / "spool" / "callbacks.ndjson"
     left.parent.mkdir(parents=True, exist_ok=True)
     found = [{"contact_id": contact.id, "kind": "delivered", "provider_id": "SM9", "detail": {}}]

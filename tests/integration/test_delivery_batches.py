@@ -116,7 +116,7 @@ def test_a_worker_dying_mid_batch_leaves_one_claim_in_doubt_and_the_redelivered_
     with pytest.raises(_WorkerDies):
         runtime.deliverer.deliver_many(contacts)
     store = runtime.engine.store
-    # Two went out unsettled, the third was claimed and not sent; the last three were never claimed.
+    # Two went out with their claims not ended, the third was claimed and not sent; the last three were never claimed.
     assert [store.claim_status(c.account_id, c.id) for c in contacts] == ["sending"] * 3 + ["queued"] * 3
 
     runtime.deliverer.adapters["sms"] = real  # the broker hands the unacknowledged task to another worker

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dispatcher import phone_index
+from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.compliance import spread_offset
 from dispatcher.engine import Engine, UnknownAccount
@@ -35,9 +36,9 @@ def queued_ids(contacts: tuple[Contact, ...] | list[Contact]) -> list[str]:
 
 
 def send(engine: Engine, contact: Contact) -> None:
-    """Claim and settle as a worker would after the provider accepted the contact."""
+    """Claim and end the claim as a worker would after the provider accepted the contact."""
     assert engine.gate.claim(contact).verdict == "send"
-    assert engine.gate.settle(contact, "sent") is True
+    assert engine.gate.end_claim(contact, ClaimStatus.SENT) is True
 
 
 def test_an_upserted_account_is_planned_at_once(engine: Engine, store: Store) -> None:
@@ -176,10 +177,10 @@ def test_a_released_and_forgotten_contact_is_queued_again_by_the_next_plan(engin
     assert queued_ids(engine.replan_many(["A1"])[0].queued) == [contact.id]
 
 
-def test_a_contact_refused_for_good_is_settled_failed_and_never_queued_again(engine: Engine, store: Store) -> None:
+def test_a_contact_refused_for_good_ends_failed_and_never_queued_again(engine: Engine, store: Store) -> None:
     [contact] = engine.upsert(make_account()).queued
     engine.gate.claim(contact)
-    assert engine.gate.settle(contact, "failed") is True
+    assert engine.gate.end_claim(contact, ClaimStatus.FAILED) is True
     assert store.claim_status("A1", contact.id) == "failed"
     assert engine.replan_many(["A1"])[0].queued == ()
     assert engine.gate.claim(contact).verdict == "claimed_elsewhere"
@@ -188,7 +189,7 @@ def test_a_contact_refused_for_good_is_settled_failed_and_never_queued_again(eng
 def test_an_unknown_send_stays_in_doubt_and_is_never_resent(engine: Engine, store: Store, clock: ManualClock) -> None:
     [contact] = engine.upsert(make_account()).queued
     engine.gate.claim(contact)
-    engine.gate.settle(contact, "unknown")
+    engine.gate.end_claim(contact, ClaimStatus.UNKNOWN)
     clock.advance(timedelta(days=1, hours=6))  # the afternoon: past any place in the morning's spread
     assert store.claim_status("A1", contact.id) == "unknown"
     assert [d.contact_id for d in store.ledger.in_doubt_before(store.wallclock() + 1)] == [contact.id]

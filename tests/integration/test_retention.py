@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from config.settings import load_settings
 from dispatcher.api import create_app, new_api_key
+from dispatcher.claims import ClaimStatus
 from dispatcher.cli import app as cli
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
@@ -40,7 +41,7 @@ def _worked_and_paid(engine: Engine, clock: ManualClock, account_id: str = "A1",
         for result in engine.replan_many([account_id]):
             for contact in result.queued:
                 if engine.gate.claim(contact).verdict == "send":
-                    engine.gate.settle(contact, "sent")
+                    engine.gate.end_claim(contact, ClaimStatus.SENT)
         clock.advance(timedelta(days=1))
     engine.record_event(account_id, Payment(amount=Decimal("5000.00")))
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.crc import key_slot
 
+from dispatcher.claims import ClaimStatus
 from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry
 from dispatcher.store import CONFLICT, DUPLICATE, Commit, Store, account_key
 from tests.conftest import make_account
@@ -121,18 +122,18 @@ def test_a_claim_on_a_stale_version_conflicts(store: Store) -> None:
     assert store.load("A1").history == ()
 
 
-def test_settle_moves_a_claim_only_from_the_expected_status(store: Store) -> None:
+def test_a_claim_moves_only_from_the_expected_status(store: Store) -> None:
     created(store, queue=("c/0",))
     store.ledger.claim("A1", "c/0", "sms", store.load("A1").version, attempt("c/0"))
-    assert store.ledger.move("A1", "c/0", "sms", "queued", "sent") is False
-    assert store.ledger.move("A1", "c/0", "sms", "sending", "sent") is True
+    assert store.ledger.move("A1", "c/0", "sms", ClaimStatus.QUEUED, ClaimStatus.SENT) is False
+    assert store.ledger.move("A1", "c/0", "sms", ClaimStatus.SENDING, ClaimStatus.SENT) is True
     assert store.claim_status("A1", "c/0") == "sent"
     assert store.ledger.claim("A1", "c/0", "sms", store.load("A1").version, attempt("c/0")) == 0
 
 
 def test_settling_to_nothing_forgets_the_claim(store: Store) -> None:
     created(store, queue=("c/0",))
-    assert store.ledger.move("A1", "c/0", "sms", "queued", None) is True
+    assert store.ledger.move("A1", "c/0", "sms", ClaimStatus.QUEUED, None) is True
     assert store.claims("A1") == {}
 
 

@@ -20,6 +20,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, Result
 from dispatcher.events import (
@@ -223,7 +224,7 @@ class Driver:
                 assert self.engine.gate.release(contact, claim.attempt, "connection_refused", forget=True)
             else:
                 self.ledger.sends.append(Sent(contact, self.now(), self.ledger.tick()))
-                assert self.engine.gate.settle(contact, result)
+                assert self.engine.gate.end_claim(contact, ClaimStatus(result))
 
     def check_plan_is_deterministic(self) -> None:
         loaded = self.store.load(self.account_id)

@@ -8,7 +8,8 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from channels.base import WebhookRejected
-from channels.sms import SmsAdapter, count_segments, inbound_intent, is_newer_status, message_status_outcomes
+from channels.sms import count_segments, inbound_intent, is_newer_status, message_status_outcomes
+from channels.twilio_common import verified_params
 from config.settings import load_settings
 
 
@@ -84,12 +85,12 @@ def test_in_flight_statuses_give_no_outcome() -> None:
 
 
 def test_inbound_stop_is_verified_then_read() -> None:
-    settings = load_settings()
-    url = "https://api.bank.test/v1/webhooks/twilio/inbound"
+    """The inbound-SMS webhook's two steps: the signature check, then the keyword read from the body."""
+    token = load_settings().twilio_auth_token.get_secret_value()
+    url = "https://api.bank.test/v1/webhooks/twilio/inbound-sms"
     params = {"MessageSid": "SM9", "From": "+8613800000000", "To": "+15005550006", "Body": "退订"}
-    signature = RequestValidator(settings.twilio_auth_token.get_secret_value()).compute_signature(url, params)
-    adapter = SmsAdapter(settings)
-    inbound = adapter.parse_inbound(url, {"X-Twilio-Signature": signature}, urlencode(params).encode())
-    assert (inbound.intent, inbound.from_number) == ("opt_out", "+8613800000000")
+    signature = RequestValidator(token).compute_signature(url, params)
+    verified = verified_params(token, url, {"X-Twilio-Signature": signature}, urlencode(params).encode())
+    assert (inbound_intent(verified["Body"]), verified["From"]) == ("opt_out", "+8613800000000")
     with pytest.raises(WebhookRejected):
-        adapter.parse_inbound(url, {"X-Twilio-Signature": "forged"}, urlencode(params).encode())
+        verified_params(token, url, {"X-Twilio-Signature": "forged"}, urlencode(params).encode())

@@ -29,6 +29,7 @@ from dispatcher.api.callback_spool import REDIS_AWAY, CallbackSpool
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import EventRejected, OptIn, OptOut, Outcome
+from dispatcher import models
 from dispatcher.models import CONTACT_ID, Channel, OutcomeKind
 
 log = structlog.get_logger("dispatcher.api.webhooks")
@@ -160,7 +161,7 @@ def account_of(contact_id: str) -> str:
     if not CONTACT_ID.match(contact_id):
         message = f"{contact_id!r} is not a contact id (account/stage/step/occurrence)"
         raise ApiError(422, "validation", message, [FieldError(field="contact_id", message=message)])
-    return contact_id.split("/", 1)[0]
+    return models.account_of(contact_id)
 
 
 def json_object(body: bytes) -> dict[str, Any]:

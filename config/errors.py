@@ -1,0 +1,62 @@
+"""The root of every exception the dispatcher raises on purpose, and the kinds a caller acts on.
+
+It lives in config/, the bottom of the import direction, so channels/ and dispatcher/ can both derive from
+it. A caller catches the kind that says what to do next, not the leaf:
+
+    DispatcherError
+    ├── ConfigurationError            an operator fixes a setting or file; an entry point exits 1 with the message
+    │   ├── SettingsError             config.settings: a DISPATCHER_* variable
+    │   ├── StrategyError             dispatcher.strategy: the strategy file
+    │   ├── TemplateContextError      channels.render: a template is missing or needs what the context lacks
+    │   └── UpError                   workers.up: `dispatcher up` cannot start as asked
+    ├── InputRejected                 the caller's input cannot apply: refuse it naming `field`; never retry as is
+    │   ├── EventRejected             dispatcher.events
+    │   ├── AlreadyMade               dispatcher.adhoc: the key's contact was made already (use a new key)
+    │   ├── WebhookRejected           channels.base: a callback's signature or freshness failed (record nothing)
+    │   └── MissingGlyphs             channels.pdf: the letter holds characters the font cannot draw
+    ├── NotFound                      the named thing does not exist: create it first, or drop the request
+    │   └── UnknownAccount            dispatcher.engine
+    ├── ApiError                      dispatcher.api.errors: an HTTP answer decided under a route, rendered as is
+    └── DeliveryError                 channels.base: the provider did not take the contact
+        ├── TransientDeliveryError    try again later (`retry_after` says when, if known)
+        │   ├── RateLimited           our own rate limit: the request never left
+        │   └── ProviderMisconfigured give the claim back and open the provider's circuit
+        ├── PermanentDeliveryError    record `outcome_kind`; the strategy answers it
+        └── LookupUnavailable         the provider cannot tell: the claim stays `unknown`
+
+A leaf keeps the built-in base it had before the tree (ValueError, LookupError, RuntimeError), so a caller
+that catches the built-in, or a pydantic validator that turns a ValueError into a field error, is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class DispatcherError(Exception):
+    """Something the dispatcher names on purpose; see the kinds below for what to do next."""
+
+
+class ConfigurationError(DispatcherError):
+    """A setting or a configuration file is wrong; nothing runs right until an operator fixes it."""
+
+
+class InputRejected(DispatcherError):
+    """The caller's input cannot apply; `field` names the culprit when one field is."""
+
+    field: str | None = None
+
+
+class NotFound(DispatcherError):
+    """The request names something that does not exist (yet)."""
+
+
+@contextmanager
+def exit_on_configuration_error() -> Iterator[None]:
+    """Around a process's start (a command, a worker's start-up): a ConfigurationError ends the process with
+    its message on stderr and exit status 1, as a SystemExit with a message does, instead of a traceback."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise SystemExit(str(exc)) from None
