@@ -40,7 +40,7 @@ def test_every_exception_of_the_project_derives_from_the_one_root() -> None:
 def test_a_bad_setting_stops_a_command_with_its_message_and_exit_status_1() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DISPATCHER_TWILIO_ACCOUNT_SID": "not-a-sid"}
     done = subprocess.run(
-        [sys.executable, "-m", "dispatcher.cli", "config", "show"],
+        [sys.executable, "-m", "workers.cli", "config", "show"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 1

@@ -24,12 +24,11 @@ from pydantic import BaseModel
 
 from channels.base import ProviderOutcome, WebhookRejected
 from config.settings import Settings
-from dispatcher import phone_index
+from dispatcher import models, phone_index
 from dispatcher.api.callback_spool import REDIS_AWAY, CallbackSpool
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import EventRejected, OptIn, OptOut, Outcome
-from dispatcher import models
 from dispatcher.models import CONTACT_ID, Channel, OutcomeKind
 
 log = structlog.get_logger("dispatcher.api.webhooks")
