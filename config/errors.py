@@ -49,7 +49,9 @@ class InputRejected(DispatcherError):
 
 
 class NotFound(DispatcherError):
-    """The request names something that does not exist (yet)."""
+    """The request names something that does not exist (yet); `field` names where it was named."""
+
+    field: str | None = None
 
 
 @contextmanager

@@ -33,6 +33,7 @@ class UnknownAccount(NotFound, LookupError):
     def __init__(self, account_id: str):
         super().__init__(f"account_id: no account {account_id!r}; upsert it first")
         self.account_id = account_id
+        self.field = "account_id"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from config.errors import DispatcherError
-from dispatcher.engine import UnknownAccount
-from dispatcher.events import Event, EventRejected
+from config.errors import DispatcherError, InputRejected, NotFound
+from dispatcher.events import Event
 
 
 class FieldError(BaseModel):
@@ -96,16 +95,20 @@ def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.error, exc.message, exc.fields, exc.headers)
 
 
-def _unknown_account(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UnknownAccount)
-    message = f"no account {exc.account_id!r}; upsert it first with PUT /v1/accounts/{{account_id}}"
-    return error_response(404, "not_found", message, [FieldError(field="account_id", message=message)])
+def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    """Any NotFound: 404 naming the field that named the missing thing."""
+    assert isinstance(exc, NotFound)
+    field = exc.field or "path"
+    message = str(exc).removeprefix(f"{field}: ")
+    return error_response(404, "not_found", message, [FieldError(field=field, message=message)])
 
 
 def _rejected(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EventRejected)
-    message = str(exc).removeprefix(f"{exc.field}: ")
-    return error_response(422, "validation", str(exc), [FieldError(field=exc.field, message=message)])
+    """Any InputRejected that reaches the app: 422 naming its field (the body when it names none)."""
+    assert isinstance(exc, InputRejected)
+    field = exc.field or "body"
+    message = str(exc).removeprefix(f"{field}: ")
+    return error_response(422, "validation", str(exc), [FieldError(field=field, message=message)])
 
 
 _NAMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media"}
@@ -122,8 +125,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ValidationError, _validation)
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(UnknownAccount, _unknown_account)
-    app.add_exception_handler(EventRejected, _rejected)
+    # By kind, not by leaf: a new NotFound or InputRejected is answered rightly without touching this list.
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(InputRejected, _rejected)
     app.add_exception_handler(StarletteHTTPException, _http)
 
 

@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from config.errors import DispatcherError
+from config.errors import DispatcherError, InputRejected, NotFound
+from dispatcher.api.errors import install
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("config", "channels", "dispatcher", "workers")
@@ -59,3 +62,34 @@ def test_a_bad_setting_stops_a_celery_worker_at_start_up_rather_than_being_logge
     with pytest.raises(SystemExit) as stopped:
         _worker_starting(instance=object(), options={})
     assert str(stopped.value.code).startswith("configuration error:\n  DISPATCHER_TWILIO_ACCOUNT_SID:")
+
+
+class _MissingWidget(NotFound):
+    field = "widget_id"
+
+
+class _BadColour(InputRejected):
+    field = "colour"
+
+
+def _app_raising(exc: Exception) -> TestClient:
+    app = FastAPI()
+    install(app)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise exc
+
+    return TestClient(app)
+
+
+def test_the_api_answers_any_not_found_by_its_kind_naming_the_field() -> None:
+    response = _app_raising(_MissingWidget("widget_id: no widget 'W1'")).get("/boom")
+    assert response.status_code == 404
+    assert response.json()["fields"] == [{"field": "widget_id", "message": "no widget 'W1'"}]
+
+
+def test_the_api_answers_any_rejected_input_by_its_kind_naming_the_field() -> None:
+    response = _app_raising(_BadColour("colour: mauve is not offered")).get("/boom")
+    assert response.status_code == 422
+    assert response.json()["fields"] == [{"field": "colour", "message": "mauve is not offered"}]
