@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from config.api_keys import parse_api_keys
+
 if TYPE_CHECKING:
     from config.settings import Settings
 
@@ -80,8 +82,6 @@ def _twilio_problems(settings: Settings) -> list[tuple[str, str]]:
 
 
 def _api_key_problems(settings: Settings) -> list[tuple[str, str]]:
-    from config.settings import parse_api_keys
-
     keys = parse_api_keys(settings.api_keys)
     if not keys:
         return [("api_keys", "no API keys: nothing could call the API (make one with `dispatcher api-key`)")]

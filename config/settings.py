@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.api_keys import parse_api_keys
 from config.errors import ConfigurationError
 from config.production import production_problems
 
@@ -227,25 +228,3 @@ def load_settings(**overrides: object) -> Settings:
             variable = ENV_PREFIX + field.upper()
             lines.append(f"  {variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("\n".join(lines)) from None
-
-
-API_SCOPES = ("accounts:write", "events:write", "accounts:read", "admin")
-
-
-def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:
-    """`sha256hex:scope+scope` entries (comma-separated or a JSON list) as {hash: scopes}; ValueError if bad."""
-    import json
-
-    text = raw.strip()
-    entries = json.loads(text) if text.startswith("[") else [part for part in text.split(",") if part.strip()]
-    keys: dict[str, frozenset[str]] = {}
-    for entry in entries:
-        digest, _, scopes = str(entry).strip().partition(":")
-        if len(digest) != 64 or any(char not in "0123456789abcdef" for char in digest):
-            raise ValueError(f"{digest[:8]}...: expected the key's SHA-256 as 64 lowercase hex characters")
-        names = frozenset(scope for scope in scopes.split("+") if scope)
-        unknown = names - set(API_SCOPES)
-        if not names or unknown:
-            raise ValueError(f"{digest[:8]}...: scopes must be among {'+'.join(API_SCOPES)}, got {scopes!r}")
-        keys[digest] = names
-    return keys

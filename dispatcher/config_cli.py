@@ -19,7 +19,8 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from config.settings import ENV_PREFIX, Settings, load_settings, parse_api_keys
+from config.api_keys import parse_api_keys
+from config.settings import ENV_PREFIX, Settings, load_settings
 
 MASK = "********"
 

@@ -20,6 +20,7 @@ import structlog
 
 from dispatcher.audit import claim_audit
 from dispatcher.claims import Stranded
+from workers.queueing import DISPATCHED_AT
 from workers.reconcile import reconcile
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("workers.housekeeping")
 
-DISPATCHED_AT = "dispatched_at"  # the send task's header: wall-clock time it was put on the broker
 CLOCK_SKEW = 30.0  # seconds between a worker's clock and another's that the sweep tolerates
 
 

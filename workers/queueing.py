@@ -13,7 +13,8 @@ from datetime import datetime
 
 from dispatcher.models import Channel, Contact
 from workers.app import app
-from workers.housekeeping import DISPATCHED_AT
+
+DISPATCHED_AT = "dispatched_at"  # the send task's header: wall-clock time it was put on the broker
 
 SEND_TASK = "dispatcher.send"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from config.settings import API_SCOPES, parse_api_keys
+from config.api_keys import API_SCOPES, parse_api_keys
 from dispatcher.api.errors import ApiError
 
 ACCOUNTS_WRITE, EVENTS_WRITE, ACCOUNTS_READ, ADMIN = API_SCOPES

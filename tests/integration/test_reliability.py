@@ -17,9 +17,9 @@ from dispatcher.clock import ManualClock
 from dispatcher.models import Contact
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
-from workers.housekeeping import DISPATCHED_AT, offer_stranded
+from workers.housekeeping import offer_stranded
 from workers.limiter import Limit, RateLimiter
-from workers.queueing import contact_payload
+from workers.queueing import DISPATCHED_AT, contact_payload
 from workers.reconcile import reconcile
 from workers.runtime import WorkerRuntime
 from workers.tasks import send
