@@ -1,5 +1,6 @@
 """The archiver task (`dispatcher.archive`, on beat every minute): the audit streams and closed accounts
-move from Redis to the record in PostgreSQL, with history no plan reads any more, and expired personal data is erased there.
+move from Redis to the record in PostgreSQL, with history no plan reads any more, and expired personal
+data is erased there.
 
 Each worker process opens its own pool on first use (after the fork) and brings the schema up to date
 (yoyo takes a lock, so many processes at once are fine). With no DISPATCHER_DATABASE_URL the process

@@ -2,10 +2,10 @@
 passed since it closed (DISPATCHER_PERSONAL_DATA_RETENTION_DAYS); the audit of what was sent stays.
 
 Erased: the debtor's name (replaced by a marker), phone, email and postal address in the account record,
-and any of PERSONAL_KEYS in its history details (closed or trimmed) and archived audit entries. Kept: the account id (the
-bank's own reference, which the bank can unlink), balances, dates, stages, and every contact id, channel,
-status, decision and rule with its time, so "what was sent, when, and under which rule" still answers.
-Each run erases at most `batch` accounts in one transaction; the partial index on closed_accounts
+and any of PERSONAL_KEYS in its history details (closed or trimmed) and archived audit entries. Kept: the
+account id (the bank's own reference, which the bank can unlink), balances, dates, stages, and every
+contact id, channel, status, decision and rule with its time, so "what was sent, when, and under which
+rule" still answers. Each run erases at most `batch` accounts in one transaction; the partial index on closed_accounts
 (pseudonymised_at IS NULL) keeps finding them cheap however long the record grows.
 """
 

@@ -20,13 +20,13 @@ from dispatcher.cli import app as cli
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
 from dispatcher.events import Payment
+from dispatcher.planner import plan
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.closed import ClosedMover
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.lookback import lookback
 from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.record.retention import ERASED_NAME, pseudonymise_closed
-from dispatcher.planner import plan
 from dispatcher.store import account_key
 from dispatcher.strategy import Strategy
 from dispatcher.timeline import timeline

@@ -44,8 +44,8 @@ def histories(draw: st.DrawFn, strategy: Strategy) -> tuple[AccountRecord, list[
         else:
             key = f"k{draw(st.integers(0, 5))}"
             channel = draw(st.sampled_from([Channel.SMS, Channel.EMAIL]))
-            entries.append(HistoryEntry(kind="event", at=at, event="adhoc_contact",
-                                        detail={"key": key, "channel": channel.value, "template": "reminder"}))  # fmt: skip
+            asked = {"key": key, "channel": channel.value, "template": "reminder"}
+            entries.append(HistoryEntry(kind="event", at=at, event="adhoc_contact", detail=asked))
             done = draw(st.sampled_from(["open", "attempted", "lapsed"]))
             later = at + timedelta(hours=draw(st.integers(0, 30)))
             if done == "attempted":
