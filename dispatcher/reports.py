@@ -188,10 +188,10 @@ def _whole(
                 yield loaded.record, loaded.history
             continue
         last_trim = store.last_trim(loaded.account_id) if loaded.record is not None else None
-        closures, history = whole_history(reader, loaded.account_id, loaded.history, last_trim)
-        record = loaded.record or (closures[-1].record if closures else None)
+        whole = whole_history(reader, loaded.account_id, loaded.history, last_trim)
+        record = loaded.record or (whole.closures[-1].record if whole.closures else None)
         if record is not None:
-            yield record, history
+            yield record, whole.history
 
 
 def _audit_one(

@@ -3,9 +3,11 @@ account's Redis list for history_entries, so Redis memory per account stays boun
 
 Each run looks at one page of the account keys (SCAN with its own cursor, as the closed-account mover).
 Per account, in this order: the entries to drop are computed from what was read (record, version, history,
-claims); rows of any pass that never reached Redis (newer than the last pass Redis names, `t`) are
-deleted and this pass's rows written, and committed; then Store.trim_history drops the same entries only
-if the account is still at the version read. A conflict takes the pass's rows back out; a crash before the
+claims), with the ended claims of the attempts among them (sent or failed; not ad-hoc, letter or agency:
+see _ended_claim): a plan never names those contacts again, so the claim has nothing left to guard. Rows
+of any pass that never reached Redis (newer than the last pass Redis names, `t`) are deleted and this
+pass's rows written, and committed; then Store.trim_history drops the same entries and claims only if the
+account is still at the version read. A conflict takes the pass's rows back out; a crash before the
 trim leaves rows that the next run deletes first. So every entry is in Redis, in the record, or both
 (readers de-duplicate) and never in neither.
 """
@@ -13,22 +15,24 @@ trim leaves rows that the next run deletes first. So every entry is in Redis, in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from dispatcher.record.lookback import trimmable
+from dispatcher.models import Channel, HistoryEntry
+from dispatcher.planner import ADHOC_STAGE
+from dispatcher.record.lookback import FINAL_CLAIMS, trimmable
 from dispatcher.store import Loaded, Store
 from dispatcher.strategy import Strategy
 
 CURSOR_KEY = "{archive}:history-cursor"
 
 INSERT = """
-INSERT INTO history_entries (account_id, trimmed_at, position, kept_before, at, entry)
-VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+INSERT INTO history_entries (account_id, trimmed_at, position, kept_before, at, entry, claim)
+VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 
 # Passes after the last one Redis names (or, with none named, after the account's last closure: a reopened
@@ -74,16 +78,19 @@ class HistoryTrimmer:
         for loaded in self.store.load_many(list(account_ids)):
             if loaded.record is None or not loaded.history:
                 continue
-            drop = trimmable(loaded.record, loaded.history, self.store.claims(loaded.account_id), self.strategy, now)
+            claims = self.store.claims(loaded.account_id)
+            drop = trimmable(loaded.record, loaded.history, claims, self.strategy, now)
             if drop:
-                due.append(_Pass(loaded, drop, self._pass_at(loaded.account_id, now)))
+                ended = {i: claims[c] for i in drop if (c := _ended_claim(loaded.history[i], claims)) is not None}
+                due.append(_Pass(loaded, drop, self._pass_at(loaded.account_id, now), ended))
         if not due:
             return Trimmed()
         self._write(due)
         accounts = entries = 0
         for one in due:
             account_id = one.loaded.account_id
-            if self.store.trim_history(account_id, one.loaded.version, one.drop, one.at.isoformat()):
+            gone = [one.loaded.history[index].contact_id or "" for index in one.ended]
+            if self.store.trim_history(account_id, one.loaded.version, one.drop, one.at.isoformat(), gone):
                 accounts, entries = accounts + 1, entries + len(one.drop)
             else:  # written to since it was read: this pass did not happen
                 with self.pool.connection() as conn:
@@ -106,7 +113,8 @@ class HistoryTrimmer:
             for position, index in enumerate(one.drop):
                 entry = one.loaded.history[index]
                 body = Jsonb(json.loads(entry.model_dump_json(exclude_defaults=True)))
-                rows.append((one.loaded.account_id, one.at, position, index - position, entry.at, body))
+                claim = one.ended.get(index)
+                rows.append((one.loaded.account_id, one.at, position, index - position, entry.at, body, claim))
                 months.add(entry.at.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
         with self.pool.connection() as conn:
             for one in due:  # rows of passes that never reached Redis (a crash before the trim)
@@ -124,3 +132,19 @@ class _Pass:
     loaded: Loaded
     drop: list[int]
     at: datetime
+    ended: dict[int, str]  # index of a dropped attempt -> its ended claim, which leaves Redis with it
+
+
+# A letter's return and an agency's word can come weeks after the send; their claims stay (few, and small).
+_LATE_NEWS = frozenset({Channel.LETTER, Channel.AGENCY})
+
+
+def _ended_claim(entry: HistoryEntry, claims: Mapping[str, str]) -> str | None:
+    """The contact id whose claim goes with this dropped entry: an attempt's, once the claim has ended.
+    Ad-hoc claims stay: they answer a request that reuses a key (dispatcher.adhoc)."""
+    contact_id = entry.contact_id
+    if entry.kind != "attempt" or contact_id is None or entry.channel in _LATE_NEWS:
+        return None
+    if f"/{ADHOC_STAGE}/" in contact_id or claims.get(contact_id) not in FINAL_CLAIMS:
+        return None
+    return contact_id

@@ -19,6 +19,7 @@ So `lookback` is a time horizon (the longest of the timed rules, plus two days f
 in any zone) and `trimmable` picks the entries older than it that no rule above still reads. Attempts
 whose claim is not final (queued, sending, in doubt) stay too: a release takes its attempt back out.
 Earlier stages' contacts are not kept: the stage only moves forward while the account's due date stands.
+The newest entry is always kept: the closed-account mover dates an account's closing by it.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def trimmable(
         due = latest.get((ref.stage, ref.step))
         return due is None or ref.occurrence >= due
 
-    return [index for index, entry in enumerate(history) if entry.at < horizon and not pinned(entry)]
+    # The newest entry stays whatever its age: it dates a closed account's closing (record.closed).
+    last = len(history) - 1
+    return [i for i, entry in enumerate(history) if i < last and entry.at < horizon and not pinned(entry)]
 
 
 def _refs(contact_ids: set[str]) -> list[ContactRef]:

@@ -41,6 +41,7 @@ class TrimPass:
 
     at: datetime
     entries: tuple[tuple[int, HistoryEntry], ...]
+    claims: dict[str, str]  # the ended claims that left Redis with their attempts
 
 
 class RecordReader:
@@ -71,14 +72,18 @@ class RecordReader:
         """The account's trim passes, oldest first."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT trimmed_at, kept_before, entry FROM history_entries WHERE account_id = %s "
+                "SELECT trimmed_at, kept_before, entry, claim FROM history_entries WHERE account_id = %s "
                 "ORDER BY trimmed_at, position",
                 (account_id,),
             ).fetchall()
-        passes: dict[datetime, list[tuple[int, HistoryEntry]]] = {}
-        for trimmed_at, kept_before, entry in rows:
-            passes.setdefault(trimmed_at, []).append((kept_before, HistoryEntry.model_validate(entry)))
-        return [TrimPass(at, tuple(entries)) for at, entries in passes.items()]
+        passes: dict[datetime, TrimPass] = {}
+        for trimmed_at, kept_before, entry, claim in rows:
+            found = passes.setdefault(trimmed_at, TrimPass(trimmed_at, (), {}))
+            history = HistoryEntry.model_validate(entry)
+            passes[trimmed_at] = TrimPass(trimmed_at, (*found.entries, (kept_before, history)), found.claims)
+            if claim is not None and history.contact_id:
+                found.claims[history.contact_id] = claim
+        return list(passes.values())
 
     def decisions(self, account_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
         """The account's archived compliance decisions, last looks and send statuses, oldest first."""
@@ -142,38 +147,52 @@ def restored(kept: Sequence[HistoryEntry], passes: Sequence[TrimPass]) -> list[H
     return history
 
 
+@dataclass(frozen=True, slots=True)
+class Whole:
+    """An account's closures, its whole history and the ended claims that left Redis with it."""
+
+    closures: list[Closure]
+    history: tuple[HistoryEntry, ...]
+    claims: dict[str, str]
+
+
 def whole_history(
     reader: RecordReader | None, account_id: str, live: Sequence[HistoryEntry], last_trim: str | None = None
-) -> tuple[list[Closure], tuple[HistoryEntry, ...]]:
+) -> Whole:
     """The account's closures and its whole history: each closure's and the live list with what trim passes
     took out of them (`last_trim`, the last pass the live list says it had: later rows never applied)."""
     if reader is None:
-        return [], tuple(live)
+        return Whole([], tuple(live), {})
     closures = reader.closures(account_id)
     passes = reader.trim_passes(account_id)
     parts: list[Sequence[HistoryEntry]] = []
+    claims: dict[str, str] = {}
     since: datetime | None = None
     for closure in closures:
         until = closure.archived_at
         mine = [p for p in passes if (since is None or p.at > since) and (until is None or p.at <= until)]
         parts.append(restored(closure.history, mine))
+        claims.update(c for p in mine for c in p.claims.items())
         since = until
     mine = []  # with no pass named in Redis the live list was never trimmed: rows there never applied
     if last_trim is not None:
         limit = datetime.fromisoformat(last_trim)
         mine = [p for p in passes if (since is None or p.at > since) and p.at <= limit]
     parts.append(restored(live, mine))
-    return closures, merged_history(*parts)
+    claims.update(c for p in mine for c in p.claims.items())
+    return Whole(closures, merged_history(*parts), claims)
 
 
 def read_account(store: Store, reader: RecordReader | None, account_id: str) -> AccountView | None:
     """The account with its whole history, live part from Redis and archived part from PostgreSQL."""
     loaded: Loaded = store.load(account_id)
     last_trim = store.last_trim(account_id) if loaded.record is not None else None
-    closures, history = whole_history(reader, account_id, loaded.history, last_trim)
+    whole = whole_history(reader, account_id, loaded.history, last_trim)
+    closures, history = whole.closures, whole.history
     if loaded.record is not None:
-        return AccountView(loaded.record, history, store.claims(account_id), store.next_wakeup(account_id), False)
+        claims = {**whole.claims, **store.claims(account_id)}
+        return AccountView(loaded.record, history, claims, store.next_wakeup(account_id), False)
     if not closures:
         return None
     last = closures[-1]
-    return AccountView(last.record, history, last.claims, None, True)
+    return AccountView(last.record, history, {**whole.claims, **last.claims}, None, True)

@@ -175,6 +175,7 @@ def test_history_past_the_look_back_leaves_redis_and_the_timeline_stays_whole(
     _worked(engine, clock, "A1", days=3 * 40)  # forty days of an active account, three plans a day
     before = engine.store.load("A1")
     assert before.record is not None and before.record.state.status == "active"
+    claims = engine.store.claims("A1")
     trimmer = HistoryTrimmer(engine.store, record_pool, strategy)
     assert trimmer.run_all(clock.now()).entries > 0
     assert trimmer.run_all(clock.now()).entries == 0  # once
@@ -186,6 +187,8 @@ def test_history_past_the_look_back_leaves_redis_and_the_timeline_stays_whole(
     found = read_account(engine.store, RecordReader(record_pool), "A1")
     assert found is not None and not found.archived
     assert found.history == before.history  # ... and is back in its place for the readers
+    assert len(engine.store.claims("A1")) < len(claims)  # ended claims of old attempts left with them
+    assert found.claims == claims
     assert timeline(found.record, found.history) == timeline(before.record, before.history)
     for moment in (clock.now(), clock.now() + timedelta(days=3)):
         assert plan(after.record, after.history, strategy, moment) == plan(

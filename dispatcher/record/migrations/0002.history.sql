@@ -11,6 +11,7 @@ CREATE TABLE history_entries (
     kept_before integer     NOT NULL,
     at          timestamptz NOT NULL,
     entry       jsonb       NOT NULL,  -- HistoryEntry JSON as Redis held it
+    claim       text,                  -- an attempt's ended claim (sent, failed), which left Redis with it
     PRIMARY KEY (account_id, trimmed_at, position, at)
 ) PARTITION BY RANGE (at);
 
