@@ -106,22 +106,25 @@ def main() -> None:
         last = [clock.now().date()]
         figures: list[int] = []
 
-        def tick(_: float) -> None:
-            if clock.now().date() == last[0]:
-                return
-            last[0] = clock.now().date()
+        def archive_and_measure(day: int) -> None:
             archiver.run()
             trimmer.run_all(clock.now())
             mover.run_all(clock.now())
-            day = (clock.now() - START).days
             if day and day % args.every == 0:
                 found = measure(store, empty)
                 figures.append(int(str(found["per_active_account"])))
                 print(f"day {day}: {json.dumps(found)}", flush=True)
 
+        def tick(_: float) -> None:
+            if clock.now().date() != last[0]:
+                last[0] = clock.now().date()
+                archive_and_measure((clock.now() - START).days)
+
         began = time.perf_counter()
         simulation = Simulation(engine, clock, load_model(None), seed=1)
         simulation.run([], args.days, tick, staggered(args.accounts, args.days))
+        clock.set(START + timedelta(days=args.days))  # the last day's run ends before the clock gets there
+        archive_and_measure(args.days)
         print(f"simulated in {time.perf_counter() - began:.1f} s")
         pool.close()
         pg.stop()

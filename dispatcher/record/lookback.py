@@ -4,9 +4,11 @@ Every read of the history by the planner, the compliance rules, the last look an
 how far back it reaches:
 
 - rolling caps per channel and the totals across channels: the longest `days` of any cap or total;
-- the quiet period after a conversation: its last conversation, until local midnight `days` later;
-- spacing: minutes; the spread after a release: that day's release only; an ad-hoc request: its maximum
-  deferral (after which it is made, lapsed, or lapses at the next plan);
+- the quiet period after a conversation: its last conversation, until local midnight `days` later (so
+  at most `days` days after it, give or take a daylight-saving hour);
+- spacing: minutes; the spread after a release: that day's release only (one before the day's opening
+  is no longer the later of the two); an ad-hoc request: its maximum deferral (after which it is made,
+  lapsed, or lapses at the next plan);
 - attempted contact ids of the current stage (a step's occurrence is not made twice, a step's attempts
   count against its limit), and outcomes whose step gives a fallback not yet made: back to the stage's
   entry, which for the open-ended last stage has no bound in time. These are kept by what they are, not
@@ -15,8 +17,8 @@ how far back it reaches:
   fallback;
 - answered calls, when best time is on (the hour answered most): kept however old, as they are few.
 
-So `lookback` is a time horizon (the longest of the timed rules, plus two days for local-day boundaries
-in any zone) and `trimmable` picks the entries older than it that no rule above still reads. Attempts
+So `lookback` is a time horizon (the longest of the timed rules, plus a day for daylight saving: 8 days
+for the default strategy) and `trimmable` picks the entries older than it that no rule above still reads. Attempts
 whose claim is not final (queued, sending, in doubt) stay too: a release takes its attempt back out.
 Earlier stages' contacts are not kept: the stage only moves forward while the account's due date stands.
 The newest entry is always kept: the closed-account mover dates an account's closing by it.
@@ -32,7 +34,7 @@ from dispatcher.planner import ADHOC_STAGE, _around, _entry_date, stage_index_at
 from dispatcher.strategy import Strategy
 
 FINAL_CLAIMS = frozenset({"sent", "failed"})
-_MARGIN = timedelta(days=2)  # local calendar days in any zone (UTC-12..+14) around a rolling window
+_MARGIN = timedelta(days=1)  # a daylight-saving change inside a period counted in local days (the quiet period)
 
 
 def lookback(strategy: Strategy) -> timedelta:
@@ -41,8 +43,8 @@ def lookback(strategy: Strategy) -> timedelta:
     pressure = policy.pressure
     days = [cap.days for caps in policy.caps.values() for cap in caps]
     days += [cap.days for cap in pressure.totals]
-    if policy.quiet_after_conversation is not None:
-        days.append(policy.quiet_after_conversation.days + 1)
+    if policy.quiet_after_conversation is not None:  # ends by local midnight `days` after the conversation's day
+        days.append(policy.quiet_after_conversation.days)
     longest = max([timedelta(days=d) for d in days] + [timedelta(days=1)])
     longest = max(longest, timedelta(minutes=pressure.spacing_minutes))
     longest = max(longest, timedelta(hours=pressure.adhoc_max_deferral_hours))
