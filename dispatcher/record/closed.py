@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from dispatcher.metrics import ARCHIVED
 from dispatcher.store import Loaded, Store, account_key, phone_key
 
 CURSOR_KEY = "{archive}:closed-cursor"
@@ -90,6 +91,7 @@ class ClosedMover:
                         "DELETE FROM closed_accounts WHERE account_id = %s AND closed_at = %s",
                         (loaded.account_id, closed_at(loaded)),
                     )
+        ARCHIVED.labels("closed_accounts").inc(moved)
         return moved
 
     def _closed(self, account_ids: list[str], now: datetime) -> list[tuple[Loaded, dict[str, str]]]:

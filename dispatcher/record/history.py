@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from dispatcher.metrics import ARCHIVED
 from dispatcher.models import Channel, HistoryEntry
 from dispatcher.planner import ADHOC_STAGE
 from dispatcher.record.lookback import FINAL_CLAIMS, trimmable
@@ -97,6 +98,7 @@ class HistoryTrimmer:
                     conn.execute(
                         "DELETE FROM history_entries WHERE account_id = %s AND trimmed_at = %s", (account_id, one.at)
                     )
+        ARCHIVED.labels("history").inc(entries)
         return Trimmed(accounts, entries)
 
     def _pass_at(self, account_id: str, now: datetime) -> datetime:

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from psycopg_pool import ConnectionPool
 
+from dispatcher.metrics import ARCHIVED
+
 ERASED_NAME = "(erased)"
 PERSONAL_KEYS = ("name", "phone", "email", "address", "to", "from", "recipient", "body", "note")
 
@@ -63,4 +65,5 @@ def pseudonymise_closed(pool: ConnectionPool, now: datetime, after: timedelta, b
             conn.execute(_ERASE_AUDIT, params)
             conn.execute(_ERASE_HISTORY, params)
         conn.commit()
+    ARCHIVED.labels("pseudonymised").inc(len(due))
     return len(due)
