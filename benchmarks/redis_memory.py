@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--every", type=int, default=30, help="Days between checkpoints.")
+    parser.add_argument("--no-trim", action="store_true", help="Leave history in Redis (the figure before the trim).")
     args = parser.parse_args()
     print(f"machine: {speed_reference()}")
     with tempfile.TemporaryDirectory() as root, EmbeddedRedis(Path(root) / "redis", appendonly=False) as server:
@@ -108,7 +109,8 @@ def main() -> None:
 
         def archive_and_measure(day: int) -> None:
             archiver.run()
-            trimmer.run_all(clock.now())
+            if not args.no_trim:
+                trimmer.run_all(clock.now())
             mover.run_all(clock.now())
             if day and day % args.every == 0:
                 found = measure(store, empty)
