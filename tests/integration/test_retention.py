@@ -205,3 +205,33 @@ def test_history_past_the_look_back_leaves_redis_and_the_timeline_stays_whole(
     closed = read_account(engine.store, RecordReader(record_pool), "A1")
     assert closed is not None and closed.archived
     assert closed.history == whole.history
+
+
+class Crash(Exception):
+    """The trimmer stopped between its commit and the trim in Redis."""
+
+
+def test_a_trim_stopped_after_its_commit_loses_and_repeats_nothing(
+    engine: Engine, clock: ManualClock, record_pool: ConnectionPool, strategy: Strategy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _worked(engine, clock, "A1", days=3 * 20)
+    before = engine.store.load("A1")
+
+    def crash(*_: object, **__: object) -> bool:
+        raise Crash
+
+    trimmer = HistoryTrimmer(engine.store, record_pool, strategy)
+    with monkeypatch.context() as patched:
+        patched.setattr(engine.store, "trim_history", crash)
+        with pytest.raises(Crash):
+            trimmer.run_all(clock.now())
+    assert engine.store.load("A1").history == before.history  # Redis untouched, rows of a pass that never was
+    found = read_account(engine.store, RecordReader(record_pool), "A1")
+    assert found is not None and found.history == before.history  # ... which the readers leave out
+    clock.advance(timedelta(hours=1))
+    assert trimmer.run_all(clock.now()).entries > 0  # the next run replaces them and trims
+    found = read_account(engine.store, RecordReader(record_pool), "A1")
+    assert found is not None and found.history == before.history
+    with record_pool.connection() as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM history_entries").fetchone() or (0,)
+    assert rows == len(before.history) - len(engine.store.load("A1").history)
