@@ -68,9 +68,19 @@ HTTP_REQUESTS = Counter(
 HTTP_DURATION = Histogram(
     "dispatcher_http_request_duration_seconds", "API request duration by route template.", ["method", "route"]
 )
+ARCHIVED = Counter(
+    "dispatcher_archived", "What the archiver moved from Redis to the record (audit rows, history entries, "
+    "closed accounts) or erased there (accounts pseudonymised).", ["kind"],
+)  # fmt: skip
+ARCHIVE_BATCHES = Counter("dispatcher_archive_batches", "Audit stream batches committed to the record.", ["shard"])
 # Every metric defined above, for the dashboard test and the exporter's check (a new one needs no listing).
 ALL = tuple(value for value in list(globals().values()) if isinstance(value, MetricWrapperBase))
-SCRAPED = ("dispatcher_queue_depth", "dispatcher_unacked_messages", "dispatcher_accounts")  # the collectors' names
+SCRAPED = (
+    "dispatcher_queue_depth",
+    "dispatcher_unacked_messages",
+    "dispatcher_accounts",
+    "dispatcher_archive_lag_seconds",
+)
 
 
 def tally(metric: Counter, labels: Iterable[tuple[str, ...]]) -> None:
@@ -130,6 +140,9 @@ class ClusterCollector:
         pipe.hlen("unacked")
         for shard in range(self.store.shards):
             pipe.hgetall(accounts_key(shard))
+        for shard in range(self.store.shards):
+            pipe.xrange(self.store.audit_key(shard), "-", "+", count=1)
+        pipe.time()
         try:
             replies = pipe.execute()
         except redis.RedisError:
@@ -144,14 +157,26 @@ class ClusterCollector:
             "dispatcher_unacked_messages", "Messages delivered to a worker and not yet acked (countdowns included).",
             value=replies[unacked],
         )  # fmt: skip
+        shards = self.store.shards
+        oldest, (seconds, micros) = replies[unacked + 1 + shards : -1], replies[-1]
+        yield GaugeMetricFamily(
+            "dispatcher_archive_lag_seconds", "Age of the oldest audit entry not yet archived (0: all archived).",
+            value=_lag(oldest, seconds * 1000 + micros // 1000),
+        )  # fmt: skip
         counts: Tally[str] = Tally()
-        for shard_counts in replies[unacked + 1 :]:
+        for shard_counts in replies[unacked + 1 : unacked + 1 + shards]:
             counts.update({_text(field): int(count) for field, count in shard_counts.items()})
         accounts = GaugeMetricFamily("dispatcher_accounts", "Accounts by stage and status.", labels=["stage", "status"])
         for field, count in sorted(counts.items()):
             stage, _, status = field.partition("\t")
             accounts.add_metric([stage, status], count)
         yield accounts
+
+
+def _lag(oldest: Sequence[list[tuple[str, Any]]], now_ms: int) -> float:
+    """From the first entry of each shard's stream (ids are Redis's clock in ms) to Redis's clock now."""
+    firsts = [int(_text(entries[0][0]).partition("-")[0]) for entries in oldest if entries]
+    return max(0.0, (now_ms - min(firsts)) / 1000) if firsts else 0.0
 
 
 def recount_accounts(store: Store, batch: int = 1000) -> dict[str, int]:

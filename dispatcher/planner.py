@@ -46,7 +46,7 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
         first = _stage_start(account, strategy, 0, tz)
         return Plan(account.id, None, next_wakeup=first, note="not yet past due")
     stage = strategy.stages[index]
-    entry = _entry_date(account, state, strategy, index)
+    entry = stage_entry_date(account, state, strategy, index)
     attempted = {e.contact_id for e in history if e.kind == "attempt" and e.contact_id}
     stage = _with_best_time(stage, history, strategy, tz)
     candidates, wakes = _ladder_candidates(account.id, stage, entry, tz, attempted, now)
@@ -153,7 +153,7 @@ def _ladder_candidates(
         limit = step.attempt_limit
         if limit is not None and tried >= limit:
             continue
-        latest_due, upcoming = _around(stage, step, entry, tz, now)
+        latest_due, upcoming = occurrences_around(stage, step, entry, tz, now)
         if upcoming is not None:
             wakes.append(upcoming)
         if latest_due is not None and upcoming is not None and _superseded(latest_due[1], upcoming, tz, now):
@@ -310,7 +310,7 @@ def _offset(stage: Stage, step: Step, occurrence: int) -> int | None:
     return None if offset is None or (span is not None and offset > span) else offset
 
 
-def _around(
+def occurrences_around(
     stage: Stage, step: Step, entry: date, tz: ZoneInfo, now: datetime
 ) -> tuple[tuple[int, datetime] | None, datetime | None]:
     """The step's latest occurrence due by `now` (index and time) and the time of the one after it.
@@ -348,7 +348,7 @@ def stage_index_at(account: Account, state: AccountState, strategy: Strategy, no
     return max(by_days or 0, state.stage_floor)
 
 
-def _entry_date(account: Account, state: AccountState, strategy: Strategy, index: int) -> date:
+def stage_entry_date(account: Account, state: AccountState, strategy: Strategy, index: int) -> date:
     by_days = account.due_date + timedelta(days=strategy.stages[index].first_day)
     if state.stage_floor >= index and state.floor_since is not None:
         return min(by_days, state.floor_since)

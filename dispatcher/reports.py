@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -18,6 +18,9 @@ from dispatcher.simulate import Report
 from dispatcher.store import Store
 from dispatcher.strategy import Strategy
 from dispatcher.timeline import audit_sends, timeline
+
+if TYPE_CHECKING:  # the record's reader brings psycopg; only a caller that has a record passes one
+    from dispatcher.record.readers import RecordReader
 
 STAGE_ORDER_TAIL = ("resolved", "handed_off")
 
@@ -144,23 +147,28 @@ class SendAudit:
     examples: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
-def compliance_audit(store: Store, strategy: Strategy, account_ids: Sequence[str], json_out: Path | None) -> SendAudit:
-    """Re-check every send of every account; stream each timeline to `json_out` when asked."""
+def compliance_audit(
+    store: Store,
+    strategy: Strategy,
+    account_ids: Sequence[str],
+    json_out: Path | None,
+    reader: RecordReader | None = None,
+    period: tuple[datetime, datetime] | None = None,
+) -> SendAudit:
+    """Re-check every send of every account (those made in `period` when given); stream each timeline to
+    `json_out` when asked. With a `reader`, each history is the whole one: what was trimmed from Redis and
+    what left with a closed account is read back from the record (the caps need the sends before too)."""
     audit = SendAudit()
     out = json_out.open("w", encoding="utf-8") if json_out else None
     try:
         if out:
             out.write('{"accounts": [\n')
         for start in range(0, len(account_ids), 500):
-            for index, loaded in enumerate(store.load_many(account_ids[start : start + 500])):
-                if loaded.record is None:
-                    continue
-                _audit_one(loaded.record, loaded.history, strategy, audit)
+            for index, (record, history) in enumerate(_whole(store, reader, account_ids[start : start + 500])):
+                _audit_one(record, history, strategy, audit, period)
                 if out:
-                    out.write(
-                        ("" if start + index == 0 else ",\n")
-                        + json.dumps(_account_doc(loaded), default=str, ensure_ascii=False)
-                    )
+                    doc = _account_doc(record, history)
+                    out.write(("" if start + index == 0 else ",\n") + json.dumps(doc, default=str, ensure_ascii=False))
         if out:
             out.write("\n]}\n")
     finally:
@@ -169,10 +177,39 @@ def compliance_audit(store: Store, strategy: Strategy, account_ids: Sequence[str
     return audit
 
 
-def _audit_one(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, audit: SendAudit) -> None:
+def _whole(
+    store: Store, reader: RecordReader | None, account_ids: Sequence[str]
+) -> Iterator[tuple[AccountRecord, Sequence[HistoryEntry]]]:
+    from dispatcher.record.readers import whole_history
+
+    for loaded in store.load_many(account_ids):
+        if reader is None:
+            if loaded.record is not None:
+                yield loaded.record, loaded.history
+            continue
+        last_trim = store.last_trim(loaded.account_id) if loaded.record is not None else None
+        whole = whole_history(reader, loaded.account_id, loaded.history, last_trim)
+        record = loaded.record or (whole.closures[-1].record if whole.closures else None)
+        if record is not None:
+            yield record, whole.history
+
+
+def _audit_one(
+    record: AccountRecord,
+    history: Sequence[HistoryEntry],
+    strategy: Strategy,
+    audit: SendAudit,
+    period: tuple[datetime, datetime] | None = None,
+) -> None:
+    def inside(at: datetime) -> bool:
+        return period is None or period[0] <= at < period[1]
+
     attempts = [entry for entry in history if entry.kind == "attempt" and entry.channel is not None]
-    audit.sends += len(attempts)
+    made = {entry.contact_id: entry.at for entry in attempts}
+    audit.sends += sum(1 for entry in attempts if inside(entry.at))
     for contact_id, broken in audit_sends(record, history, strategy.compliance):
+        if contact_id in made and not inside(made[contact_id]):
+            continue
         kinds = {rule.split(":")[0] for rule in broken}
         audit.outside_window += bool(kinds & {"window", "holiday", "weekend"})
         audit.over_cap += "cap" in kinds
@@ -180,11 +217,15 @@ def _audit_one(record: AccountRecord, history: Sequence[HistoryEntry], strategy:
         audit.over_total += "total" in kinds
         if len(audit.examples) < 10:
             audit.examples.append((contact_id, broken))
-    _recheck_pressure(record, attempts, strategy, audit)
+    _recheck_pressure(record, attempts, strategy, audit, inside)
 
 
 def _recheck_pressure(
-    record: AccountRecord, attempts: Sequence[HistoryEntry], strategy: Strategy, audit: SendAudit
+    record: AccountRecord,
+    attempts: Sequence[HistoryEntry],
+    strategy: Strategy,
+    audit: SendAudit,
+    inside: Callable[[datetime], bool],
 ) -> None:
     """Independent of the policy's code: spacing by pairs, rest days by the calendar, hours by the clock."""
     policy, account = strategy.compliance, record.account
@@ -195,8 +236,11 @@ def _recheck_pressure(
         e.at for e in attempts if e.channel in pressure.channels
         and e.detail.get("template") not in pressure.spacing_exempt_templates
     )  # fmt: skip
-    audit.too_close += sum(1 for before, after in zip(spaced, spaced[1:], strict=False) if after - before < gap)
+    pairs = zip(spaced, spaced[1:], strict=False)
+    audit.too_close += sum(1 for before, after in pairs if after - before < gap and inside(after))
     for entry in attempts:
+        if not inside(entry.at):
+            continue
         local = entry.at.astimezone(tz)
         audit.hours[local.hour] += 1
         channel = entry.channel
@@ -209,15 +253,14 @@ def _recheck_pressure(
         )
 
 
-def _account_doc(loaded: Any) -> dict[str, Any]:
-    record = loaded.record
+def _account_doc(record: AccountRecord, history: Sequence[HistoryEntry]) -> dict[str, Any]:
     return {
         "id": record.account.id,
         "name": record.account.name,
         "timezone": record.account.timezone,
         "stage": record.stage,
         "status": record.state.status,
-        "timeline": timeline(record, loaded.history),
+        "timeline": timeline(record, history),
     }
 
 

@@ -101,22 +101,33 @@ class Simulation:
         self.note_of: dict[str, str] = {}
         self._sequence = 0
 
-    def run(self, accounts: Sequence[Account], days: int, tick: Callable[[float], None] | None = None) -> Report:
-        report = Report(len(accounts), days)
+    def run(
+        self,
+        accounts: Sequence[Account],
+        days: int,
+        tick: Callable[[float], None] | None = None,
+        arrivals: Sequence[tuple[datetime, Sequence[Account]]] = (),
+    ) -> Report:
+        """`accounts` come in at the start, each of `arrivals` (moment, accounts) when the clock reaches it: a
+        book whose accounts fall due on different days keeps a steady number active."""
+        pending = sorted(arrivals, key=lambda arrival: arrival[0], reverse=True)
+        report = Report(len(accounts) + sum(len(batch) for _, batch in arrivals), days)
         start = self.clock.now()
         end = start + timedelta(days=days)
-        for index in range(0, len(accounts), 1000):
-            self._observe(self.engine.upsert_many(accounts[index : index + 1000]), report)
+        self._upsert(accounts, report)
         next_week = start
         while True:
             now = self.clock.now()
+            while pending and pending[-1][0] <= now:
+                self._upsert(pending.pop()[1], report)
             if now >= next_week:
                 report.funnel.append(((now - start).days // 7, self._funnel()))
                 next_week += timedelta(days=7)
             self._deliver_responses(now, report)
             self._pump(report)
             wakeup = self.engine.store.earliest_wakeup()
-            upcoming = [t for t in (wakeup, self._next_response(), next_week) if t]
+            arrival = pending[-1][0] if pending else None
+            upcoming = [t for t in (wakeup, self._next_response(), next_week, arrival) if t]
             following = min(upcoming)
             if following > end:
                 break
@@ -127,6 +138,10 @@ class Simulation:
             report.funnel.append(((end - start).days // 7, self._funnel()))
         report.resolved = sum(1 for note in self.note_of.values() if note == "resolved")
         return report
+
+    def _upsert(self, accounts: Sequence[Account], report: Report) -> None:
+        for index in range(0, len(accounts), 1000):
+            self._observe(self.engine.upsert_many(accounts[index : index + 1000]), report)
 
     def _pump(self, report: Report) -> None:
         store, now = self.engine.store, self.clock.now()

@@ -82,6 +82,27 @@ for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
 return due
 """
 
+# History that no plan reads any more leaves Redis once the record holds it (dispatcher.record.history):
+# only if the account is still at the version the trimmer read, so the dropped indexes are still the ones
+# it copied. `r` is bumped as for a release (a history cache reads the whole list again); `t` names the
+# last pass applied (ARGV[2]), so rows of a pass that never got here can be told apart and dropped.
+# ARGV[3] indexes follow, then the ended claims of the dropped attempts, which go too.
+_TRIM = """
+if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
+local entries = redis.call('LRANGE', KEYS[2], 0, -1)
+local drop = {}
+local count = tonumber(ARGV[3])
+for i = 4, 3 + count do drop[tonumber(ARGV[i]) + 1] = true end
+for i = 4 + count, #ARGV do redis.call('HDEL', KEYS[3], ARGV[i]) end
+redis.call('DEL', KEYS[2])
+for i, entry in ipairs(entries) do
+  if not drop[i] then redis.call('RPUSH', KEYS[2], entry) end
+end
+redis.call('HINCRBY', KEYS[1], 'r', 1)
+redis.call('HSET', KEYS[1], 't', ARGV[2])
+return 1
+"""
+
 
 def _audit_payload(entries: Sequence[dict[str, object]]) -> bytes:
     """One stream entry per write: a JSON array of that write's audit entries (pydantic-core's fast encoder)."""
@@ -155,6 +176,7 @@ class Store:
         self._history_cache_size = history_cache
         self._commit = client.register_script(_COMMIT)
         self._lease = client.register_script(_LEASE)
+        self._trim = client.register_script(_TRIM)
 
     @classmethod
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
@@ -357,3 +379,16 @@ class Store:
 
     def forget_wakeup(self, account_id: str) -> None:
         self.redis.zrem(self.wake_key(self.shard_of(account_id)), account_id)
+
+    def trim_history(
+        self, account_id: str, version: str, drop: Sequence[int], trim_pass: str, claims: Sequence[str] = ()
+    ) -> bool:
+        """Take the entries at `drop` out of the account's history, and the `claims` (contact ids) out of its
+        claims, if it is still at `version`."""
+        keys = [account_key(account_id, "acct"), account_key(account_id, "hist"), account_key(account_id, "claims")]
+        return bool(self._trim(keys=keys, args=[version, trim_pass, len(drop), *drop, *claims]))
+
+    def last_trim(self, account_id: str) -> str | None:
+        """The last trim pass applied to the account's history (see _TRIM), if any."""
+        found = self.redis.hget(account_key(account_id, "acct"), "t")
+        return None if found is None else str(found)

@@ -23,7 +23,7 @@ def pg_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embe
 @pytest.fixture(name="database_url")
 def database_url_fixture(pg_server: EmbeddedPostgres) -> str:
     with open_pool(pg_server.url, max_size=1) as pool, pool.connection() as conn:
-        conn.execute("TRUNCATE audit_entries, closed_accounts")
+        conn.execute("TRUNCATE audit_entries, closed_accounts, history_entries")
     return pg_server.url
 
 

@@ -1,5 +1,6 @@
 """The archiver task (`dispatcher.archive`, on beat every minute): the audit streams and closed accounts
-move from Redis to the record in PostgreSQL, and expired personal data is erased there.
+move from Redis to the record in PostgreSQL, with history no plan reads any more, and expired personal
+data is erased there.
 
 Each worker process opens its own pool on first use (after the fork) and brings the schema up to date
 (yoyo takes a lock, so many processes at once are fine). With no DISPATCHER_DATABASE_URL the process
@@ -17,6 +18,7 @@ from dispatcher.pg_server import embedded_url
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.closed import ClosedMover
 from dispatcher.record.db import migrate, open_pool
+from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.retention import pseudonymise_closed
 from workers.app import app
 from workers.runtime import WorkerRuntime, worker_runtime
@@ -39,13 +41,20 @@ def record_pool(settings: Settings) -> ConnectionPool:
 
 
 def archive_once(runtime: WorkerRuntime, pool: ConnectionPool) -> dict[str, int]:
-    """One archiver run: audit, then closed accounts, then retention."""
+    """One archiver run: audit, then history older than the planner's look-back, closed accounts, retention."""
     settings, store = runtime.settings, runtime.engine.store
     now = runtime.engine.clock.now()
     audit = AuditArchiver(store, pool, settings.archive_batch).run(max_batches=MAX_BATCHES)
+    trimmed = HistoryTrimmer(store, pool, runtime.engine.strategy).run(now)
     moved = ClosedMover(store, pool, timedelta(days=settings.closed_retention_days)).run(now)
     erased = pseudonymise_closed(pool, now, timedelta(days=settings.personal_data_retention_days))
-    return {"audit_rows": audit.rows, "stream_entries": audit.trimmed, "accounts_moved": moved, "erased": erased}
+    return {
+        "audit_rows": audit.rows,
+        "stream_entries": audit.trimmed,
+        "history_entries": trimmed.entries,
+        "accounts_moved": moved,
+        "erased": erased,
+    }
 
 
 @app.task(name="dispatcher.archive")

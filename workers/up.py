@@ -1,5 +1,9 @@
 """`dispatcher up` and `dispatcher redis`: the whole deployment on one machine, one process per part.
 
+With no DISPATCHER_REDIS_URL `up` runs the embedded Redis as a part, and with no DISPATCHER_DATABASE_URL
+the embedded PostgreSQL of the record (`python -m workers.up postgres`): started before the workers, whose
+archiver opens the same server by its data directory, and stopped with the rest.
+
 honcho runs each part in its own process group, prefixes its output with the part's name and, on Ctrl-C or
 SIGTERM, sends SIGTERM to every group (Celery's prefork children and redis-server go with their parent),
 then SIGKILL to whatever is left 5 s later. The parts share settings only through the environment: what
@@ -25,11 +29,12 @@ from urllib.parse import urlsplit
 import redis
 from honcho.manager import Manager
 
+from channels import REGISTRY
 from config.errors import ConfigurationError
 from config.settings import Settings
 from dispatcher.redis_server import EmbeddedRedis
 
-SEND_QUEUES = "sms,voice,email,letter,agency"
+SEND_QUEUES = ",".join(spec.queue for spec in REGISTRY.values())  # every channel's queue
 SEND_THREADS_PER_WORKER = 8  # sends wait on providers: docs/operations.md's threads x16 for the default 2
 FLOWER_PORT = 5555
 FLOWER_MAX_TASKS = 10_000  # Flower keeps tasks in memory; a busy cluster would otherwise grow it without end
@@ -140,6 +145,10 @@ def topology(settings: Settings, plan: UpPlan, redis_url: str, auth: FlowerAuth 
     if not settings.redis_url:
         data = settings.state_dir.resolve() / "redis"
         parts.append(Part("redis", dispatcher_argv("redis", "--port", str(plan.redis_port)), f"{redis_url} ({data})"))
+    if not settings.database_url:
+        data = settings.state_dir.resolve() / "pg"
+        where = f"embedded PostgreSQL, the record; unix socket only, data in {data}"
+        parts.append(Part("postgres", [sys.executable, "-m", "workers.up", "postgres"], where))
     api = f"http://{settings.api_host}:{settings.api_port}"
     parts.append(Part("api", dispatcher_argv("api"), f"{api} (docs {api}/docs, health {api}/readyz)"))
     parts.append(Part("beat", dispatcher_argv("beat"), "the one scheduler"))
@@ -240,6 +249,23 @@ def run_redis(state_dir: Path, port: int, out: TextIO) -> None:
         server.stop()  # SHUTDOWN: the AOF is flushed before the process goes
 
 
+def run_postgres(state_dir: Path, out: TextIO) -> None:
+    """The embedded PostgreSQL of the record until SIGINT/SIGTERM; it stops then unless another process of
+    this deployment (a worker's archiver) still uses it, in which case the last of them stops it."""
+    from dispatcher.pg_server import EmbeddedPostgres  # only this part needs the server's package
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server = EmbeddedPostgres(state_dir.resolve() / "pg").start()
+    try:
+        print(f"DISPATCHER_DATABASE_URL={server.url}", file=out)
+        print(f"data in {server.data_dir}; Ctrl-C stops it", file=out, flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+
+
 def _watch(client: redis.Redis, stop: threading.Event, data: Path) -> None:
     """Until told to stop; a server that dies on its own ends the process non-zero, so a supervisor sees it."""
     while not stop.wait(1.0):
@@ -247,3 +273,9 @@ def _watch(client: redis.Redis, stop: threading.Event, data: Path) -> None:
             client.ping()
         except redis.ConnectionError:
             raise UpError(f"redis-server went away; see {data / 'redis.log'}") from None
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["postgres"]:  # `up`'s postgres part (see topology)
+    from config.settings import load_settings
+
+    run_postgres(load_settings().state_dir, sys.stdout)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
+from dispatcher.metrics import ARCHIVE_BATCHES, ARCHIVED
 from dispatcher.store import Store
 
 STAGING = """
@@ -120,5 +121,7 @@ class AuditArchiver:
                 self.fault("copied")
             conn.commit()
         self.fault("committed")
+        ARCHIVE_BATCHES.labels(str(shard)).inc()
+        ARCHIVED.labels("audit").inc(rows)
         trimmed = self.store.redis.xtrim(key, minid=_after(items[-1][0]), approximate=False)
         return Archived(len(items), rows, int(trimmed))

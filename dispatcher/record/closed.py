@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from dispatcher.claims import IN_DOUBT, ClaimStatus
+from dispatcher.metrics import ARCHIVED
 from dispatcher.store import Loaded, Store, account_key, phone_key
 
 CURSOR_KEY = "{archive}:closed-cursor"
@@ -91,6 +92,7 @@ class ClosedMover:
                         "DELETE FROM closed_accounts WHERE account_id = %s AND closed_at = %s",
                         (loaded.account_id, closed_at(loaded)),
                     )
+        ARCHIVED.labels("closed_accounts").inc(moved)
         return moved
 
     def _closed(self, account_ids: list[str], now: datetime) -> list[tuple[Loaded, dict[str, ClaimStatus]]]:

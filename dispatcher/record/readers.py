@@ -2,8 +2,10 @@
 
 What the API, `dispatcher account show` and the reports call to see past Redis: an account that left
 Redis is read from its last closure; one still in Redis has its older closures (if the bank reopened it)
-put in front of what Redis holds. The same entry in both places (a move interrupted between the commit
-and the delete) is shown once.
+put in front of what Redis holds. History entries trimmed from Redis while the account was live
+(history_entries, dispatcher.record.history) go back in their places, newest pass first, into the list
+they were trimmed from. The same entry in both places (a move interrupted between the commit and the
+delete) is shown once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ class Closure:
     claims: dict[str, str]
     closed_at: datetime
     pseudonymised: bool
+    archived_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrimPass:
+    """The entries one trim pass took out of an account's Redis list: (entries kept ahead of it, entry)."""
+
+    at: datetime
+    entries: tuple[tuple[int, HistoryEntry], ...]
+    claims: dict[str, str]  # the ended claims that left Redis with their attempts
 
 
 class RecordReader:
@@ -40,8 +52,8 @@ class RecordReader:
         """The account's closures, oldest first."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT record, history, claims, closed_at, pseudonymised_at IS NOT NULL FROM closed_accounts "
-                "WHERE account_id = %s ORDER BY closed_at",
+                "SELECT record, history, claims, closed_at, pseudonymised_at IS NOT NULL, archived_at "
+                "FROM closed_accounts WHERE account_id = %s ORDER BY closed_at",
                 (account_id,),
             ).fetchall()
         return [
@@ -51,9 +63,27 @@ class RecordReader:
                 dict(claims),
                 closed_at,
                 pseudonymised,
+                archived_at,
             )  # fmt: skip
-            for record, history, claims, closed_at, pseudonymised in rows
+            for record, history, claims, closed_at, pseudonymised, archived_at in rows
         ]
+
+    def trim_passes(self, account_id: str) -> list[TrimPass]:
+        """The account's trim passes, oldest first."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT trimmed_at, kept_before, entry, claim FROM history_entries WHERE account_id = %s "
+                "ORDER BY trimmed_at, position",
+                (account_id,),
+            ).fetchall()
+        passes: dict[datetime, TrimPass] = {}
+        for trimmed_at, kept_before, entry, claim in rows:
+            found = passes.setdefault(trimmed_at, TrimPass(trimmed_at, (), {}))
+            history = HistoryEntry.model_validate(entry)
+            passes[trimmed_at] = TrimPass(trimmed_at, (*found.entries, (kept_before, history)), found.claims)
+            if claim is not None and history.contact_id:
+                found.claims[history.contact_id] = claim
+        return list(passes.values())
 
     def decisions(self, account_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
         """The account's archived compliance decisions, last looks and send statuses, oldest first."""
@@ -103,15 +133,66 @@ class AccountView:
     archived: bool
 
 
+def restored(kept: Sequence[HistoryEntry], passes: Sequence[TrimPass]) -> list[HistoryEntry]:
+    """The list before `passes` (oldest first) trimmed it: each pass's entries back in their places."""
+    history = list(kept)
+    for one in reversed(passes):
+        rebuilt: list[HistoryEntry] = []
+        pending = list(one.entries)
+        for index, entry in enumerate(history):
+            while pending and pending[0][0] <= index:
+                rebuilt.append(pending.pop(0)[1])
+            rebuilt.append(entry)
+        history = rebuilt + [entry for _, entry in pending]
+    return history
+
+
+@dataclass(frozen=True, slots=True)
+class Whole:
+    """An account's closures, its whole history and the ended claims that left Redis with it."""
+
+    closures: list[Closure]
+    history: tuple[HistoryEntry, ...]
+    claims: dict[str, str]
+
+
+def whole_history(
+    reader: RecordReader | None, account_id: str, live: Sequence[HistoryEntry], last_trim: str | None = None
+) -> Whole:
+    """The account's closures and its whole history: each closure's and the live list with what trim passes
+    took out of them (`last_trim`, the last pass the live list says it had: later rows never applied)."""
+    if reader is None:
+        return Whole([], tuple(live), {})
+    closures = reader.closures(account_id)
+    passes = reader.trim_passes(account_id)
+    parts: list[Sequence[HistoryEntry]] = []
+    claims: dict[str, str] = {}
+    since: datetime | None = None
+    for closure in closures:
+        until = closure.archived_at
+        mine = [p for p in passes if (since is None or p.at > since) and (until is None or p.at <= until)]
+        parts.append(restored(closure.history, mine))
+        claims.update(c for p in mine for c in p.claims.items())
+        since = until
+    mine = []  # with no pass named in Redis the live list was never trimmed: rows there never applied
+    if last_trim is not None:
+        limit = datetime.fromisoformat(last_trim)
+        mine = [p for p in passes if (since is None or p.at > since) and p.at <= limit]
+    parts.append(restored(live, mine))
+    claims.update(c for p in mine for c in p.claims.items())
+    return Whole(closures, merged_history(*parts), claims)
+
+
 def read_account(store: Store, reader: RecordReader | None, account_id: str) -> AccountView | None:
     """The account with its whole history, live part from Redis and archived part from PostgreSQL."""
     loaded: Loaded = store.load(account_id)
-    closures = reader.closures(account_id) if reader is not None else []
-    older = [entry for closure in closures for entry in closure.history]
+    last_trim = store.last_trim(account_id) if loaded.record is not None else None
+    whole = whole_history(reader, account_id, loaded.history, last_trim)
+    closures, history = whole.closures, whole.history
     if loaded.record is not None:
-        history = merged_history(older, loaded.history)
-        return AccountView(loaded.record, history, store.claims(account_id), store.next_wakeup(account_id), False)
+        claims = {**whole.claims, **store.claims(account_id)}
+        return AccountView(loaded.record, history, claims, store.next_wakeup(account_id), False)
     if not closures:
         return None
     last = closures[-1]
-    return AccountView(last.record, merged_history(older), last.claims, None, True)
+    return AccountView(last.record, history, {**whole.claims, **last.claims}, None, True)

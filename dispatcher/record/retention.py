@@ -2,10 +2,10 @@
 passed since it closed (DISPATCHER_PERSONAL_DATA_RETENTION_DAYS); the audit of what was sent stays.
 
 Erased: the debtor's name (replaced by a marker), phone, email and postal address in the account record,
-and any of PERSONAL_KEYS in its history details and archived audit entries. Kept: the account id (the
-bank's own reference, which the bank can unlink), balances, dates, stages, and every contact id, channel,
-status, decision and rule with its time, so "what was sent, when, and under which rule" still answers.
-Each run erases at most `batch` accounts in one transaction; the partial index on closed_accounts
+and any of PERSONAL_KEYS in its history details (closed or trimmed) and archived audit entries. Kept: the
+account id (the bank's own reference, which the bank can unlink), balances, dates, stages, and every
+contact id, channel, status, decision and rule with its time, so "what was sent, when, and under which
+rule" still answers. Each run erases at most `batch` accounts in one transaction; the partial index on closed_accounts
 (pseudonymised_at IS NULL) keeps finding them cheap however long the record grows.
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from psycopg_pool import ConnectionPool
+
+from dispatcher.metrics import ARCHIVED
 
 ERASED_NAME = "(erased)"
 PERSONAL_KEYS = ("name", "phone", "email", "address", "to", "from", "recipient", "body", "note")
@@ -44,6 +46,12 @@ WHERE account_id = %(account_id)s AND at <= %(closed_at)s AND entry ?| %(keys)s:
 """
 
 
+_ERASE_HISTORY = """
+UPDATE history_entries SET entry = jsonb_set(entry, '{detail}', (entry->'detail') - %(keys)s::text[])
+WHERE account_id = %(account_id)s AND at <= %(closed_at)s AND entry ? 'detail'
+"""
+
+
 def pseudonymise_closed(pool: ConnectionPool, now: datetime, after: timedelta, batch: int = 500) -> int:
     """Erase the personal data of accounts closed more than `after` ago; returns how many."""
     with pool.connection() as conn:
@@ -55,5 +63,7 @@ def pseudonymise_closed(pool: ConnectionPool, now: datetime, after: timedelta, b
             }  # fmt: skip
             conn.execute(_ERASE_ACCOUNT, params)
             conn.execute(_ERASE_AUDIT, params)
+            conn.execute(_ERASE_HISTORY, params)
         conn.commit()
+    ARCHIVED.labels("pseudonymised").inc(len(due))
     return len(due)

@@ -8,12 +8,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 from psycopg_pool import ConnectionPool
 from pydantic_core import to_json
 
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
 from dispatcher.events import Payment
+from dispatcher.metrics import ClusterCollector
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.store import Store
 from tests.conftest import make_account
@@ -94,3 +96,31 @@ def test_partitions_are_made_for_the_months_of_the_entries(
     with record_pool.connection() as conn:
         months = conn.execute("SELECT DISTINCT tableoid::regclass::text FROM audit_entries ORDER BY 1").fetchall()
     assert [name for (name,) in months] == ["audit_entries_y2026m03", "audit_entries_y2026m05"]
+
+
+def test_the_archiver_counts_what_it_moves_and_the_lag_of_what_waits(
+    engine: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    _fill(engine, clock, accounts=5, days=2)
+    store = engine.store
+    seconds, _ = store.redis.time()
+    store.redis.xadd(store.audit_key(0), {"e": "[]"}, id=f"{(seconds - 120) * 1000}-0")  # waiting two minutes
+    assert _lag(store) >= 120
+    rows, batches = _sample("dispatcher_archived_total", kind="audit"), _batches()
+    moved = AuditArchiver(store, record_pool).run()
+    assert _sample("dispatcher_archived_total", kind="audit") - rows == moved.rows > 0
+    assert _batches() - batches >= 1
+    assert _lag(store) == 0
+
+
+def _lag(store: Store) -> float:
+    (family,) = [f for f in ClusterCollector(store).collect() if f.name == "dispatcher_archive_lag_seconds"]
+    return float(family.samples[0].value)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _batches() -> float:
+    return sum(_sample("dispatcher_archive_batches_total", shard=str(shard)) for shard in range(16))

@@ -21,11 +21,15 @@ from dispatcher.cli import app as cli
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
 from dispatcher.events import Payment
+from dispatcher.planner import plan
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.closed import ClosedMover
+from dispatcher.record.history import HistoryTrimmer
+from dispatcher.record.lookback import lookback
 from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.record.retention import ERASED_NAME, pseudonymise_closed
 from dispatcher.store import account_key
+from dispatcher.strategy import Strategy
 from dispatcher.timeline import timeline
 from tests.conftest import make_account
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
@@ -154,3 +158,81 @@ def test_the_api_and_the_cli_read_a_closed_account_from_the_record(
     shown = CliRunner().invoke(cli, ["account", "show", "A1", "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["archived"] is True
+
+
+def _worked(engine: Engine, clock: ManualClock, account_id: str, days: int) -> None:
+    engine.upsert(make_account(account_id))
+    for _ in range(days):
+        for result in engine.replan_many([account_id]):
+            for contact in result.queued:
+                if engine.gate.claim(contact).verdict == "send":
+                    engine.gate.end_claim(contact, ClaimStatus.SENT)
+        clock.advance(timedelta(hours=8))
+
+
+def test_history_past_the_look_back_leaves_redis_and_the_timeline_stays_whole(
+    engine: Engine, clock: ManualClock, record_pool: ConnectionPool, strategy: Strategy
+) -> None:
+    _worked(engine, clock, "A1", days=3 * 40)  # forty days of an active account, three plans a day
+    before = engine.store.load("A1")
+    assert before.record is not None and before.record.state.status == "active"
+    claims = engine.store.claims("A1")
+    trimmer = HistoryTrimmer(engine.store, record_pool, strategy)
+    assert trimmer.run_all(clock.now()).entries > 0
+    assert trimmer.run_all(clock.now()).entries == 0  # once
+    after = engine.store.load("A1")
+    horizon = clock.now() - lookback(strategy)
+    gone = [entry for entry in before.history if entry not in after.history]
+    assert gone and all(entry.at < horizon for entry in gone)
+    assert after.history[0].event != "account_created"  # the oldest entry left Redis ...
+    found = read_account(engine.store, RecordReader(record_pool), "A1")
+    assert found is not None and not found.archived
+    assert found.history == before.history  # ... and is back in its place for the readers
+    assert len(engine.store.claims("A1")) < len(claims)  # ended claims of old attempts left with them
+    assert found.claims == claims
+    assert timeline(found.record, found.history) == timeline(before.record, before.history)
+    for moment in (clock.now(), clock.now() + timedelta(days=3)):
+        assert plan(after.record, after.history, strategy, moment) == plan(
+            before.record, before.history, strategy, moment
+        )
+
+    _worked(engine, clock, "A1", days=3 * 20)  # it goes on, is trimmed again, then pays and leaves Redis
+    engine.record_event("A1", Payment(amount=Decimal("5000.00")))
+    whole = read_account(engine.store, RecordReader(record_pool), "A1")
+    assert whole is not None
+    trimmer.run_all(clock.now())
+    clock.advance(IN_REDIS + timedelta(days=1))
+    assert ClosedMover(engine.store, record_pool, IN_REDIS).run_all(clock.now()) == 1
+    closed = read_account(engine.store, RecordReader(record_pool), "A1")
+    assert closed is not None and closed.archived
+    assert closed.history == whole.history
+
+
+class Crash(Exception):
+    """The trimmer stopped between its commit and the trim in Redis."""
+
+
+def test_a_trim_stopped_after_its_commit_loses_and_repeats_nothing(
+    engine: Engine, clock: ManualClock, record_pool: ConnectionPool, strategy: Strategy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _worked(engine, clock, "A1", days=3 * 20)
+    before = engine.store.load("A1")
+
+    def crash(*_: object, **__: object) -> bool:
+        raise Crash
+
+    trimmer = HistoryTrimmer(engine.store, record_pool, strategy)
+    with monkeypatch.context() as patched:
+        patched.setattr(engine.store, "trim_history", crash)
+        with pytest.raises(Crash):
+            trimmer.run_all(clock.now())
+    assert engine.store.load("A1").history == before.history  # Redis untouched, rows of a pass that never was
+    found = read_account(engine.store, RecordReader(record_pool), "A1")
+    assert found is not None and found.history == before.history  # ... which the readers leave out
+    clock.advance(timedelta(hours=1))
+    assert trimmer.run_all(clock.now()).entries > 0  # the next run replaces them and trims
+    found = read_account(engine.store, RecordReader(record_pool), "A1")
+    assert found is not None and found.history == before.history
+    with record_pool.connection() as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM history_entries").fetchone() or (0,)
+    assert rows == len(before.history) - len(engine.store.load("A1").history)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
+import psycopg
 import pytest
 
 from config.settings import load_settings
@@ -265,7 +266,7 @@ def unconfigured(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_part_runs_when_nothing_is_configured() -> None:
     settings = load_settings(_env_file=None)
     parts = topology(settings, UpPlan(), "redis://127.0.0.1:6379/0", flower_auth({}))
-    assert [part.name for part in parts] == ["redis", "api", "beat", "plan", "send", "flower", "sandbox"]
+    assert [part.name for part in parts] == ["redis", "postgres", "api", "beat", "plan", "send", "flower", "sandbox"]
     assert sandbox_ports(settings) == {"twilio": 8701, "smtp": 8725, "print": 8702, "agency": 8703}
     env = shared_env(settings, UpPlan(), "redis://127.0.0.1:6379/0")
     assert env["DISPATCHER_TWILIO_API_BASE_URL"] == "http://127.0.0.1:8701"
@@ -275,7 +276,8 @@ def test_every_part_runs_when_nothing_is_configured() -> None:
 @pytest.mark.usefixtures("unconfigured")
 def test_real_providers_and_a_configured_redis_start_neither_sandboxes_nor_redis() -> None:
     settings = load_settings(
-        _env_file=None, redis_url="redis://redis.internal:6379/0", twilio_account_sid="AC" + "1" * 32,
+        _env_file=None, redis_url="redis://redis.internal:6379/0", database_url="postgresql://db.internal/dispatcher",
+        twilio_account_sid="AC" + "1" * 32,
         smtp_host="smtp.example-bank.test", print_vendor_url="https://print.example.test",
         agency_url="https://agency.example.test/cases",
     )  # fmt: skip
@@ -290,3 +292,21 @@ def test_flower_password_comes_from_the_environment_or_is_made_once() -> None:
     assert made.user == "admin" and made.generated and len(made.password) >= 16
     with pytest.raises(UpError, match="FLOWER_"):
         flower_auth({"FLOWER_PASSWORD": "a,b"})  # Flower would split it into two logins
+
+
+def test_the_postgres_part_serves_the_record_until_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "DISPATCHER_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    env.pop("DISPATCHER_DATABASE_URL", None)
+    part = subprocess.Popen([sys.executable, "-m", "workers.up", "postgres"], env=env, stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    try:
+        assert part.stdout is not None
+        url = part.stdout.readline().strip().removeprefix("DISPATCHER_DATABASE_URL=")
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("dispatcher",)
+        part.send_signal(signal.SIGTERM)
+        assert part.wait(timeout=30) == 0
+    finally:
+        part.kill()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=3)  # it went with the part: nothing else used it
