@@ -183,8 +183,9 @@ class Engine:
         history = (*loaded.history, *entries)
         account_plan = plan_shared(shapes, record, history, self.strategy, now)
         record = AccountRecord(
-            account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup
-        )
+            account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup,
+            trimmed=record.trimmed, trimmed_fallbacks=record.trimmed_fallbacks,
+        )  # fmt: skip
         audit = [entry_audit(record.account.id, entry) for entry in entries]
         audit += [decision_audit(record.account.id, d, now) for d in account_plan.decisions]
         wake = now if wake_now and account_plan.contacts else account_plan.next_wakeup
@@ -233,6 +234,11 @@ def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
     kind = "account_created" if previous is None else "account_updated"
     entry = HistoryEntry(kind="event", at=now, event=kind, detail={"balance": str(account.balance)})
     record = AccountRecord(account=account, state=state)
+    if previous is not None and (previous.trimmed or previous.trimmed_fallbacks):
+        # What left the history stays attempted: a new due date may bring its stage back (record.lookback).
+        record = record.model_copy(
+            update={"trimmed": previous.trimmed, "trimmed_fallbacks": previous.trimmed_fallbacks}
+        )
     return Change(record, [entry], phone=account.phone)
 
 

@@ -86,14 +86,19 @@ return due
 # only if the account is still at the version the trimmer read, so the dropped indexes are still the ones
 # it copied. `r` is bumped as for a release (a history cache reads the whole list again); `t` names the
 # last pass applied (ARGV[2]), so rows of a pass that never got here can be told apart and dropped.
-# ARGV[3] indexes follow, then the ended claims of the dropped attempts, which go too.
+# ARGV[3] is the record with the dropped attempts marked (dispatcher.record.lookback.marked), or '' when it
+# is unchanged; a new record is a new version, so a planner that read the old one retries instead of
+# writing it back without the marks. ARGV[4] indexes follow, then the ended claims of the dropped
+# attempts, which go too.
 _TRIM = """
-if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
+local version = redis.call('HGET', KEYS[1], 'v') or '0'
+if version ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'v', tonumber(version) + 1, 'd', ARGV[3]) end
 local entries = redis.call('LRANGE', KEYS[2], 0, -1)
 local drop = {}
-local count = tonumber(ARGV[3])
-for i = 4, 3 + count do drop[tonumber(ARGV[i]) + 1] = true end
-for i = 4 + count, #ARGV do redis.call('HDEL', KEYS[3], ARGV[i]) end
+local count = tonumber(ARGV[4])
+for i = 5, 4 + count do drop[tonumber(ARGV[i]) + 1] = true end
+for i = 5 + count, #ARGV do redis.call('HDEL', KEYS[3], ARGV[i]) end
 redis.call('DEL', KEYS[2])
 for i, entry in ipairs(entries) do
   if not drop[i] then redis.call('RPUSH', KEYS[2], entry) end
@@ -381,12 +386,20 @@ class Store:
         self.redis.zrem(self.wake_key(self.shard_of(account_id)), account_id)
 
     def trim_history(
-        self, account_id: str, version: str, drop: Sequence[int], trim_pass: str, claims: Sequence[str] = ()
+        self,
+        account_id: str,
+        version: str,
+        drop: Sequence[int],
+        trim_pass: str,
+        claims: Sequence[str] = (),
+        record: AccountRecord | None = None,
     ) -> bool:
         """Take the entries at `drop` out of the account's history, and the `claims` (contact ids) out of its
-        claims, if it is still at `version`."""
+        claims, and write `record` (the marks of the attempts dropped) as its next version, if it is still
+        at `version`."""
         keys = [account_key(account_id, "acct"), account_key(account_id, "hist"), account_key(account_id, "claims")]
-        return bool(self._trim(keys=keys, args=[version, trim_pass, len(drop), *drop, *claims]))
+        data = "" if record is None else record.model_dump_json(exclude_defaults=True)
+        return bool(self._trim(keys=keys, args=[version, trim_pass, data, len(drop), *drop, *claims]))
 
     def last_trim(self, account_id: str) -> str | None:
         """The last trim pass applied to the account's history (see _TRIM), if any."""

@@ -142,3 +142,26 @@ def _latest_due(
         if due is not None:
             found[(stage.name, step.name)] = due[0]
     return found
+
+
+def marked(record: AccountRecord, history: Sequence[HistoryEntry], drop: Sequence[int]) -> AccountRecord:
+    """The record with the attempts at `drop` (leaving the history) entered in its marks, which the planner
+    counts as attempted: per step the highest occurrence and the number of attempts, and the exact
+    occurrences whose fallback was made. The record itself when no such attempt leaves."""
+    dropped = set(drop)
+    kept = {e.contact_id for i, e in enumerate(history) if i not in dropped and e.kind == "attempt"}
+    leaving = {e.contact_id or "" for i in drop if (e := history[i]).kind == "attempt" and e.contact_id not in kept}
+    # Ad-hoc attempts are not marked: their request leaves with them or before them, and their claim stays.
+    refs = [ref for ref in _refs(leaving) if ref.stage != ADHOC_STAGE]
+    if not refs:
+        return record
+    ladder, fallbacks = dict(record.trimmed), {key: set(found) for key, found in record.trimmed_fallbacks.items()}
+    for ref in refs:
+        key = f"{ref.stage}/{ref.step}"
+        if ref.fallback:
+            fallbacks.setdefault(key, set()).add(ref.occurrence)
+        else:
+            highest, count = ladder.get(key, (-1, 0))
+            ladder[key] = (max(highest, ref.occurrence), count + 1)
+    exact = {key: tuple(sorted(found)) for key, found in fallbacks.items()}
+    return record.model_copy(update={"trimmed": ladder, "trimmed_fallbacks": exact})
