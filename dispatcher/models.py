@@ -242,10 +242,9 @@ class AccountRecord(BaseModel):
     state: AccountState = Field(default_factory=AccountState)
     stage: str | None = None
     next_wakeup: datetime | None = None
-    # "stage/step" -> (highest occurrence, attempts): every occurrence up to it counts as attempted.
-    trimmed: dict[str, tuple[int, int]] = Field(default_factory=dict)
-    # "stage/step" -> the occurrences whose fallback was attempted (few, so kept exactly).
-    trimmed_fallbacks: dict[str, tuple[int, ...]] = Field(default_factory=dict)
+    # stage -> step -> (highest occurrence attempted, attempts, *occurrences whose fallback was attempted):
+    # every occurrence up to the highest counts as attempted; the fallbacks, few, are named exactly.
+    trimmed: dict[str, dict[str, tuple[int, ...]]] = Field(default_factory=dict)
 
 
 HistoryKind = Literal["attempt", "outcome", "event"]

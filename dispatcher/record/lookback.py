@@ -148,7 +148,7 @@ def _latest_due(
 def marked(record: AccountRecord, history: Sequence[HistoryEntry], drop: Sequence[int]) -> AccountRecord:
     """The record with the attempts at `drop` (leaving the history) entered in its marks, which the planner
     counts as attempted: per step the highest occurrence and the number of attempts, and the exact
-    occurrences whose fallback was made. The record itself when no such attempt leaves."""
+    occurrences whose fallback was made (AccountRecord.trimmed). The record itself when none leaves."""
     dropped = set(drop)
     kept = {e.contact_id for i, e in enumerate(history) if i not in dropped and e.kind == "attempt"}
     leaving = {e.contact_id or "" for i in drop if (e := history[i]).kind == "attempt" and e.contact_id not in kept}
@@ -156,13 +156,12 @@ def marked(record: AccountRecord, history: Sequence[HistoryEntry], drop: Sequenc
     refs = [ref for ref in _refs(leaving) if ref.stage != ADHOC_STAGE]
     if not refs:
         return record
-    ladder, fallbacks = dict(record.trimmed), {key: set(found) for key, found in record.trimmed_fallbacks.items()}
+    marks = {stage: {step: list(mark) for step, mark in steps.items()} for stage, steps in record.trimmed.items()}
     for ref in refs:
-        key = f"{ref.stage}/{ref.step}"
+        mark = marks.setdefault(ref.stage, {}).setdefault(ref.step, [-1, 0])
         if ref.fallback:
-            fallbacks.setdefault(key, set()).add(ref.occurrence)
+            mark[2:] = sorted({*mark[2:], ref.occurrence})
         else:
-            highest, count = ladder.get(key, (-1, 0))
-            ladder[key] = (max(highest, ref.occurrence), count + 1)
-    exact = {key: tuple(sorted(found)) for key, found in fallbacks.items()}
-    return record.model_copy(update={"trimmed": ladder, "trimmed_fallbacks": exact})
+            mark[0], mark[1] = max(mark[0], ref.occurrence), mark[1] + 1
+    trimmed = {stage: {step: tuple(mark) for step, mark in steps.items()} for stage, steps in marks.items()}
+    return record.model_copy(update={"trimmed": trimmed})
