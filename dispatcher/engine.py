@@ -44,6 +44,7 @@ class Change:
     entries: list[HistoryEntry] = field(default_factory=list)
     event_id: str | None = None
     phone: str | None = None  # an upsert's number, for the phone index (an inbound STOP finds the account)
+    event_lapses: bool = False  # a provider's outcome: its id guards repeats for the store's EVENT_WINDOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,14 +184,15 @@ class Engine:
         history = (*loaded.history, *entries)
         account_plan = plan_shared(shapes, record, history, self.strategy, now)
         record = AccountRecord(
-            account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup
-        )
+            account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup,
+            trimmed=record.trimmed,
+        )  # fmt: skip
         audit = [entry_audit(record.account.id, entry) for entry in entries]
         audit += [decision_audit(record.account.id, d, now) for d in account_plan.decisions]
         wake = now if wake_now and account_plan.contacts else account_plan.next_wakeup
         commit = Commit(
             loaded, record, entries, account_plan.contacts, wake, audit, change.event_id,
-            change.phone,
+            change.phone, change.event_lapses,
         )  # fmt: skip
         return commit, account_plan
 
@@ -210,7 +212,9 @@ class Engine:
             record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
             history.append(entry)
             entries.append(entry)
-        return Change(record, entries, events[0].dedup_key if len(events) == 1 else None)
+        if len(events) != 1:
+            return Change(record, entries)
+        return Change(record, entries, events[0].dedup_key, event_lapses=isinstance(events[0], Outcome))
 
 
 _RESOLVED_STATE = AccountState(status="resolved")  # frozen: safe to share
@@ -233,6 +237,9 @@ def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
     kind = "account_created" if previous is None else "account_updated"
     entry = HistoryEntry(kind="event", at=now, event=kind, detail={"balance": str(account.balance)})
     record = AccountRecord(account=account, state=state)
+    if previous is not None and previous.trimmed:
+        # What left the history stays attempted: a new due date may bring its stage back (record.lookback).
+        record = record.model_copy(update={"trimmed": previous.trimmed})
     return Change(record, [entry], phone=account.phone)
 
 

@@ -233,7 +233,8 @@ class AccountState(BaseModel):
 
 
 class AccountRecord(BaseModel):
-    """One account as stored: the bank's description, its state and the last plan's summary."""
+    """One account as stored: the bank's description, its state, the last plan's summary, and what its
+    history held of the attempts that left it for the record (dispatcher.record.lookback.marked)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -241,6 +242,9 @@ class AccountRecord(BaseModel):
     state: AccountState = Field(default_factory=AccountState)
     stage: str | None = None
     next_wakeup: datetime | None = None
+    # stage -> step -> (highest occurrence attempted, attempts, *occurrences whose fallback was attempted):
+    # every occurrence up to the highest counts as attempted; the fallbacks, few, are named exactly.
+    trimmed: dict[str, dict[str, tuple[int, ...]]] = Field(default_factory=dict)
 
 
 HistoryKind = Literal["attempt", "outcome", "event"]

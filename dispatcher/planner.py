@@ -49,14 +49,17 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     entry = stage_entry_date(account, state, strategy, index)
     attempted = {e.contact_id for e in history if e.kind == "attempt" and e.contact_id}
     stage = _with_best_time(stage, history, strategy, tz)
-    candidates, wakes = _ladder_candidates(account.id, stage, entry, tz, attempted, now)
-    candidates += _fallback_candidates(account.id, stage, history, attempted)
+    trimmed = record.trimmed.get(stage.name, _NONE_TRIMMED)
+    candidates, wakes = _ladder_candidates(account.id, stage, entry, tz, attempted, now, trimmed)
+    candidates += _fallback_candidates(account.id, stage, history, attempted, trimmed)
     candidates += _adhoc_candidates(account.id, history, attempted, strategy, now, wakes)
     if index + 1 < len(strategy.stages):
         wakes.append(_stage_start(account, strategy, index + 1, tz))
     return _judge(record, history, strategy, now, stage, candidates, wakes)
 
 
+_NONE_TRIMMED: dict[str, tuple[int, ...]] = {}
+_NO_MARK = (-1, 0)  # no occurrence of the step left the history (AccountRecord.trimmed)
 _FRESH_EVENTS = frozenset({"account_created", "account_updated"})
 FRESH_STATE = AccountState()
 
@@ -66,6 +69,8 @@ def fresh_shape(record: AccountRecord, history: Sequence[HistoryEntry]) -> tuple
     otherwise. Accounts of one shape planned at one moment get the same plan but for their ids, which is
     what lets a bulk import plan each shape once (`rebased`)."""
     if record.state is not FRESH_STATE and record.state != FRESH_STATE:
+        return None
+    if record.trimmed:  # attempts left its history: not fresh, however it looks
         return None
     if any(e.kind != "event" or e.event not in _FRESH_EVENTS for e in history):
         return None
@@ -143,13 +148,22 @@ def _paused(account: Account, state: AccountState, strategy: Strategy, now: date
 
 
 def _ladder_candidates(
-    account_id: str, stage: Stage, entry: date, tz: ZoneInfo, attempted: set[str], now: datetime
+    account_id: str,
+    stage: Stage,
+    entry: date,
+    tz: ZoneInfo,
+    attempted: set[str],
+    now: datetime,
+    trimmed: dict[str, tuple[int, ...]],
 ) -> tuple[list[Contact], list[datetime]]:
+    """Each step's latest occurrence due, unless attempted: in the history, or up to the step's mark of the
+    attempts trimmed from it (a later due date can bring an earlier stage or occurrence back)."""
     candidates: list[Contact] = []
     wakes: list[datetime] = []
     for step in stage.steps:
         prefix = f"{account_id}/{stage.name}/{step.name}/"
-        tried = sum(1 for cid in attempted if cid.startswith(prefix) and not cid.endswith("/fb"))
+        highest, tried = trimmed.get(step.name, _NO_MARK)[:2]
+        tried += sum(1 for cid in attempted if cid.startswith(prefix) and not cid.endswith("/fb"))
         limit = step.attempt_limit
         if limit is not None and tried >= limit:
             continue
@@ -158,7 +172,7 @@ def _ladder_candidates(
             wakes.append(upcoming)
         if latest_due is not None and upcoming is not None and _superseded(latest_due[1], upcoming, tz, now):
             continue  # a catch-up from an earlier day whose next occurrence comes today: only that one goes
-        if latest_due is not None:
+        if latest_due is not None and latest_due[0] > highest:
             ref = ContactRef(account_id, stage.name, step.name, latest_due[0])
             if str(ref) not in attempted:
                 candidates.append(_contact(ref, step.channel, step.template, latest_due[1]))
@@ -166,7 +180,11 @@ def _ladder_candidates(
 
 
 def _fallback_candidates(
-    account_id: str, stage: Stage, history: Sequence[HistoryEntry], attempted: set[str]
+    account_id: str,
+    stage: Stage,
+    history: Sequence[HistoryEntry],
+    attempted: set[str],
+    trimmed: dict[str, tuple[int, ...]],
 ) -> list[Contact]:
     steps = {step.name: step for step in stage.steps}
     found: dict[str, Contact] = {}
@@ -177,7 +195,7 @@ def _fallback_candidates(
         if ref is None or ref.fallback or ref.stage != stage.name or ref.step not in steps:
             continue
         action = steps[ref.step].outcomes.get(entry.outcome)
-        if action is None or action.fallback is None:
+        if action is None or action.fallback is None or ref.occurrence in trimmed.get(ref.step, _NO_MARK)[2:]:
             continue
         fallback = ContactRef(account_id, ref.stage, ref.step, ref.occurrence, fallback=True)
         if str(fallback) not in attempted and str(fallback) not in found:

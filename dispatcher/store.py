@@ -8,7 +8,8 @@ on a Redis Cluster):
     {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown (dispatcher.claims)
     {a:ID}:ranks     hash  contact id -> rank of the last provider status recorded, so an older callback is
                            dropped (dispatcher.ranks: `Store.ranks`)
-    {a:ID}:events    set   event ids already applied (a repeat is ignored)
+    {a:ID}:events    zset  event ids already applied (a repeat is ignored) -> when each may lapse: a provider
+                           callback's after EVENT_WINDOW, any other's never (it leaves with the account)
     {p:PHONE}:accounts set  account ids with that phone number (the inbound STOP index; written by upserts)
     {a:ID}:voice     hash  contact id -> its call's TwiML scripts (human, machine); expires after a day
     {s:N}:wake       zset  account id -> next wake-up (epoch seconds)
@@ -41,67 +42,8 @@ from pydantic_core import to_json
 
 from dispatcher.claims import ClaimMove, ClaimStatus, ClaimStore, queued_member
 from dispatcher.models import AccountRecord, Contact, HistoryEntry
-from dispatcher.ranks import StatusRanks
-
-# ARGV[1] is the version read, or 'new': the writer did not read and assumes the account has no record and
-# no history yet (a bulk import's first try); anything else there is a conflict, and it reads after all.
-_COMMIT = """
-local version = redis.call('HGET', KEYS[1], 'v') or '0'
-local expected = ARGV[1]
-if expected == 'new' then
-  if version ~= '0' or redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
-  expected = '0'
-end
-if version ~= expected then return {-1} end
-if ARGV[5] ~= '' and redis.call('SADD', KEYS[6], ARGV[5]) == 0 then return {-2} end
-local next_version = tonumber(version) + 1
-redis.call('HSET', KEYS[1], 'v', next_version, 'd', ARGV[2])
-local i = 8
-local count = tonumber(ARGV[6])
-for _ = 1, count do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
-local result = {next_version}
-count = tonumber(ARGV[i]); i = i + 1
-for _ = 1, count do
-  -- new ids, and ids still queued (planned before but not yet claimed: their dispatch may have been lost);
-  -- ARGV[i + 1] is its queued-index member, dispatched now (wall clock in ARGV[7])
-  if redis.call('HSETNX', KEYS[3], ARGV[i], 'queued') == 1 or redis.call('HGET', KEYS[3], ARGV[i]) == 'queued' then
-    table.insert(result, ARGV[i])
-    redis.call('ZADD', KEYS[7], ARGV[7], ARGV[i + 1])
-  end
-  i = i + 2
-end
-if ARGV[i] ~= '' then redis.call('XADD', KEYS[5], '*', 'e', ARGV[i]) end
-if ARGV[4] == '' then redis.call('ZREM', KEYS[4], ARGV[3]) else redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3]) end
-if KEYS[8] then redis.call('SADD', KEYS[8], ARGV[3]) end
-return result
-"""
-
-_LEASE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
-return due
-"""
-
-# History that no plan reads any more leaves Redis once the record holds it (dispatcher.record.history):
-# only if the account is still at the version the trimmer read, so the dropped indexes are still the ones
-# it copied. `r` is bumped as for a release (a history cache reads the whole list again); `t` names the
-# last pass applied (ARGV[2]), so rows of a pass that never got here can be told apart and dropped.
-# ARGV[3] indexes follow, then the ended claims of the dropped attempts, which go too.
-_TRIM = """
-if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
-local entries = redis.call('LRANGE', KEYS[2], 0, -1)
-local drop = {}
-local count = tonumber(ARGV[3])
-for i = 4, 3 + count do drop[tonumber(ARGV[i]) + 1] = true end
-for i = 4 + count, #ARGV do redis.call('HDEL', KEYS[3], ARGV[i]) end
-redis.call('DEL', KEYS[2])
-for i, entry in ipairs(entries) do
-  if not drop[i] then redis.call('RPUSH', KEYS[2], entry) end
-end
-redis.call('HINCRBY', KEYS[1], 'r', 1)
-redis.call('HSET', KEYS[1], 't', ARGV[2])
-return 1
-"""
+from dispatcher.ranks import RANKS_TTL, StatusRanks
+from dispatcher.store_scripts import COMMIT, LEASE, TRIM
 
 
 def _audit_payload(entries: Sequence[dict[str, object]]) -> bytes:
@@ -149,10 +91,16 @@ class Commit:
     audit: Sequence[dict[str, object]] = ()
     event_id: str | None = None
     phone: str | None = None  # an upsert's phone number, added to the phone index in the same step
+    event_lapses: bool = False  # the event id guards repeats for EVENT_WINDOW only (a provider callback's)
 
 
 CONFLICT, DUPLICATE = -1, -2
-NEW = "new"  # the version of an account assumed unknown (see _COMMIT)
+# How long a provider callback's event id makes its repeat a no-op: providers retry within hours, and no
+# provider sends a status for a contact this long after the last one (dispatcher.ranks.RANKS_TTL). An
+# active account gets a few callbacks a day for as long as it is worked; the bank's own events are few
+# and their ids stay while the account is in Redis.
+EVENT_WINDOW = RANKS_TTL
+NEW = "new"  # the version of an account assumed unknown (see store_scripts.COMMIT)
 
 
 _HISTORY = TypeAdapter(list[HistoryEntry])
@@ -174,9 +122,9 @@ class Store:
         self.ranks = StatusRanks(client)
         self._history_cache: OrderedDict[str, tuple[str, tuple[HistoryEntry, ...]]] = OrderedDict()
         self._history_cache_size = history_cache
-        self._commit = client.register_script(_COMMIT)
-        self._lease = client.register_script(_LEASE)
-        self._trim = client.register_script(_TRIM)
+        self._commit = client.register_script(COMMIT)
+        self._lease = client.register_script(LEASE)
+        self._trim = client.register_script(TRIM)
 
     @classmethod
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
@@ -294,6 +242,9 @@ class Store:
         for contact in commit.queue:
             args += [contact.id, queued_member(contact.channel.value, contact.id)]
         args.append(_audit_payload(commit.audit) if commit.audit else "")
+        if commit.event_id:
+            now = self.wallclock()
+            args += [repr(now), repr(now + EVENT_WINDOW) if commit.event_lapses else "inf"]
         return args
 
     def lease_due(
@@ -381,14 +332,22 @@ class Store:
         self.redis.zrem(self.wake_key(self.shard_of(account_id)), account_id)
 
     def trim_history(
-        self, account_id: str, version: str, drop: Sequence[int], trim_pass: str, claims: Sequence[str] = ()
+        self,
+        account_id: str,
+        version: str,
+        drop: Sequence[int],
+        trim_pass: str,
+        claims: Sequence[str] = (),
+        record: AccountRecord | None = None,
     ) -> bool:
         """Take the entries at `drop` out of the account's history, and the `claims` (contact ids) out of its
-        claims, if it is still at `version`."""
+        claims, and write `record` (the marks of the attempts dropped) as its next version, if it is still
+        at `version`."""
         keys = [account_key(account_id, "acct"), account_key(account_id, "hist"), account_key(account_id, "claims")]
-        return bool(self._trim(keys=keys, args=[version, trim_pass, len(drop), *drop, *claims]))
+        data = "" if record is None else record.model_dump_json(exclude_defaults=True)
+        return bool(self._trim(keys=keys, args=[version, trim_pass, data, len(drop), *drop, *claims]))
 
     def last_trim(self, account_id: str) -> str | None:
-        """The last trim pass applied to the account's history (see _TRIM), if any."""
+        """The last trim pass applied to the account's history (see store_scripts.TRIM), if any."""
         found = self.redis.hget(account_key(account_id, "acct"), "t")
         return None if found is None else str(found)

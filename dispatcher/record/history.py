@@ -4,7 +4,8 @@ account's Redis list for history_entries, so Redis memory per account stays boun
 Each run looks at one page of the account keys (SCAN with its own cursor, as the closed-account mover).
 Per account, in this order: the entries to drop are computed from what was read (record, version, history,
 claims), with the ended claims of the attempts among them (sent or failed; not ad-hoc, letter or agency:
-see _ended_claim): a plan never names those contacts again, so the claim has nothing left to guard. Rows
+see _ended_claim): a plan never names those contacts again (the record's marks count them as attempted,
+whatever the due date does later: lookback.marked), so the claim has nothing left to guard. Rows
 of any pass that never reached Redis (newer than the last pass Redis names, `t`) are deleted and this
 pass's rows written, and committed; then Store.trim_history drops the same entries and claims only if the
 account is still at the version read. A conflict takes the pass's rows back out; a crash before the
@@ -25,7 +26,7 @@ from psycopg_pool import ConnectionPool
 from dispatcher.metrics import ARCHIVED
 from dispatcher.models import Channel, HistoryEntry
 from dispatcher.planner import ADHOC_STAGE
-from dispatcher.record.lookback import FINAL_CLAIMS, trimmable
+from dispatcher.record.lookback import FINAL_CLAIMS, marked, trimmable
 from dispatcher.store import Loaded, Store, account_key
 from dispatcher.strategy import Strategy
 
@@ -96,7 +97,10 @@ class HistoryTrimmer:
         for one in due:
             account_id = one.loaded.account_id
             gone = [one.loaded.history[index].contact_id or "" for index in one.ended]
-            if self.store.trim_history(account_id, one.loaded.version, one.drop, one.at.isoformat(), gone):
+            assert one.loaded.record is not None
+            record = marked(one.loaded.record, one.loaded.history, one.drop)
+            changed = None if record is one.loaded.record else record
+            if self.store.trim_history(account_id, one.loaded.version, one.drop, one.at.isoformat(), gone, changed):
                 accounts, entries = accounts + 1, entries + len(one.drop)
             else:  # written to since it was read: this pass did not happen
                 with self.pool.connection() as conn:

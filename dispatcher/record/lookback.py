@@ -9,18 +9,20 @@ how far back it reaches:
 - spacing: minutes; the spread after a release: that day's release only (one before the day's opening
   is no longer the later of the two); an ad-hoc request: its maximum deferral (after which it is made,
   lapsed, or lapses at the next plan);
-- attempted contact ids of the current stage (a step's occurrence is not made twice, a step's attempts
-  count against its limit), and outcomes whose step gives a fallback not yet made: back to the stage's
-  entry, which for the open-ended last stage has no bound in time. These are kept by what they are, not
-  by age: every attempt of a step with an attempt limit (at most the limit), the attempt of an open-ended
-  step's latest occurrence due (or a later one), an outcome whose fallback is still to be made and its
-  fallback;
+- attempted contact ids (a step's occurrence is not made twice, a step's attempts count against its
+  limit), and outcomes whose step gives a fallback not yet made. A step's attempt leaves once it is older
+  than the horizon and its claim is final: `marked` enters it in the record (per step the highest
+  occurrence and the number of attempts, the fallbacks by occurrence), and the planner counts every
+  occurrence up to the mark as attempted. It never plans an earlier occurrence than the latest due (a
+  catch-up is dropped), so the mark changes nothing while the due date stands, and guards the stage going
+  back: a later due date (a re-age, an arrangement, a correction) brings an earlier stage, or earlier
+  occurrences, round again, and none of them is made twice. An outcome whose fallback is still to be
+  made in the current or a later stage stays, and with it its fallback once made;
 - answered calls, when best time is on (the hour answered most): kept however old, as they are few.
 
 So `lookback` is a time horizon (the longest of the timed rules, plus a day for daylight saving: 8 days
 for the default strategy) and `trimmable` picks the entries older than it that no rule above still reads. Attempts
 whose claim is not final (queued, sending, in doubt) stay too: a release takes its attempt back out.
-Earlier stages' contacts are not kept: the stage only moves forward while the account's due date stands.
 The newest entry is always kept: the closed-account mover dates an account's closing by it.
 """
 
@@ -111,11 +113,10 @@ def trimmable(
             return False
         if ref.fallback:
             return contact_id in kept_fallbacks
-        step = strategy.step(ref.stage, ref.step)
-        if step is None or step.attempt_limit is not None:
-            return True
+        # The rest leave for the record's marks (marked), which count them and name them attempted, up to
+        # the latest occurrence due; one of a stage not yet reached (after a move back) stays as it was.
         due = latest.get((ref.stage, ref.step))
-        return due is None or ref.occurrence >= due
+        return due is None or ref.occurrence > due
 
     # The newest entry stays whatever its age: it dates a closed account's closing (record.closed).
     last = len(history) - 1
@@ -142,3 +143,25 @@ def _latest_due(
         if due is not None:
             found[(stage.name, step.name)] = due[0]
     return found
+
+
+def marked(record: AccountRecord, history: Sequence[HistoryEntry], drop: Sequence[int]) -> AccountRecord:
+    """The record with the attempts at `drop` (leaving the history) entered in its marks, which the planner
+    counts as attempted: per step the highest occurrence and the number of attempts, and the exact
+    occurrences whose fallback was made (AccountRecord.trimmed). The record itself when none leaves."""
+    dropped = set(drop)
+    kept = {e.contact_id for i, e in enumerate(history) if i not in dropped and e.kind == "attempt"}
+    leaving = {e.contact_id or "" for i in drop if (e := history[i]).kind == "attempt" and e.contact_id not in kept}
+    # Ad-hoc attempts are not marked: their request leaves with them or before them, and their claim stays.
+    refs = [ref for ref in _refs(leaving) if ref.stage != ADHOC_STAGE]
+    if not refs:
+        return record
+    marks = {stage: {step: list(mark) for step, mark in steps.items()} for stage, steps in record.trimmed.items()}
+    for ref in refs:
+        mark = marks.setdefault(ref.stage, {}).setdefault(ref.step, [-1, 0])
+        if ref.fallback:
+            mark[2:] = sorted({*mark[2:], ref.occurrence})
+        else:
+            mark[0], mark[1] = max(mark[0], ref.occurrence), mark[1] + 1
+    trimmed = {stage: {step: tuple(mark) for step, mark in steps.items()} for stage, steps in marks.items()}
+    return record.model_copy(update={"trimmed": trimmed})

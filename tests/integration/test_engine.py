@@ -18,7 +18,7 @@ from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import AdhocContact, DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
 from dispatcher.models import Channel, Contact, OutcomeKind
 from dispatcher.planner import plan
-from dispatcher.store import Store
+from dispatcher.store import EVENT_WINDOW, Store, account_key
 from dispatcher.strategy import Strategy
 from tests.conftest import make_account
 
@@ -107,6 +107,19 @@ def test_a_repeated_event_id_is_a_duplicate_and_applied_once(engine: Engine, sto
     record = store.load("A1").record
     assert record is not None and record.state.paid == Decimal("100")
     assert [entry.event for entry in store.load("A1").history].count("payment") == 1
+
+
+def test_a_providers_outcome_id_guards_repeats_for_the_window_and_a_banks_event_id_for_good(
+    engine: Engine, store: Store
+) -> None:
+    contact = engine.upsert(make_account()).queued[0]
+    engine.record_event("A1", Payment(amount=Decimal("100"), event_id="bank-7"))
+    outcome = Outcome(contact_id=contact.id, outcome=OutcomeKind.DELIVERED, channel=contact.channel, event_id="cb-1")
+    assert engine.record_event("A1", outcome).status == "applied"
+    assert engine.record_event("A1", outcome).status == "duplicate"
+    lapses = dict(store.redis.zrange(account_key("A1", "events"), 0, -1, withscores=True))
+    assert lapses["bank-7"] == float("inf")
+    assert lapses["cb-1"] == pytest.approx(store.wallclock() + EVENT_WINDOW, abs=60)
 
 
 def test_an_event_for_an_unknown_account_is_refused(engine: Engine) -> None:

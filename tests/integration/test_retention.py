@@ -236,3 +236,28 @@ def test_a_trim_stopped_after_its_commit_loses_and_repeats_nothing(
     with record_pool.connection() as conn:
         (rows,) = conn.execute("SELECT count(*) FROM history_entries").fetchone() or (0,)
     assert rows == len(before.history) - len(engine.store.load("A1").history)
+
+
+def test_an_account_moved_back_to_its_first_stage_after_a_trim_repeats_no_contact(
+    engine: Engine, clock: ManualClock, record_pool: ConnectionPool, strategy: Strategy
+) -> None:
+    _worked(engine, clock, "A1", days=3 * 45)  # worked through its first stages for 45 days
+    before = engine.store.load("A1")
+    attempted = {entry.contact_id for entry in before.history if entry.kind == "attempt"}
+    assert any("/reminder/" in contact_id for contact_id in attempted if contact_id)
+    assert HistoryTrimmer(engine.store, record_pool, strategy).run_all(clock.now()).entries > 0
+    assert not any("/reminder/" in (entry.contact_id or "") for entry in engine.store.load("A1").history)
+
+    # The bank re-ages the account: due yesterday, so it is back in its first stage.
+    result = engine.upsert(make_account("A1", due_date=clock.now().date() - timedelta(days=1)))
+    assert result.plan is not None and result.plan.stage == strategy.stages[0].name
+    planned = {contact.id for contact in result.plan.contacts} | {d.contact_id for d in result.plan.decisions}
+    for _ in range(3 * 60):  # worked again through the days it was worked before, and on past them
+        for replanned in engine.replan_many(["A1"]):
+            planned |= {contact.id for contact in replanned.queued}
+            for contact in replanned.queued:
+                if engine.gate.claim(contact).verdict == "send":
+                    engine.gate.end_claim(contact, ClaimStatus.SENT)
+        clock.advance(timedelta(hours=8))
+    assert planned, "past the occurrences made before, it is contacted again"
+    assert not planned & attempted  # no contact id attempted before is planned again

@@ -9,7 +9,7 @@ from redis.crc import key_slot
 
 from dispatcher.claims import ClaimStatus
 from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry
-from dispatcher.store import CONFLICT, DUPLICATE, Commit, Store, account_key
+from dispatcher.store import CONFLICT, DUPLICATE, EVENT_WINDOW, Commit, Store, account_key
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,30 @@ def test_an_event_id_already_applied_is_a_duplicate_and_writes_nothing(store: St
     assert created(store, event_id="bank-42", wake=NOW + timedelta(days=1)) == DUPLICATE
     assert store.load("A1").version == "1"
     assert store.next_wakeup("A1") == NOW
+
+
+def test_a_provider_callbacks_event_id_lapses_after_the_window_and_the_banks_stays(store: Store) -> None:
+    wall = [NOW.timestamp()]
+    store.wallclock = lambda: wall[0]
+    assert created(store, event_id="bank-42") == []
+    assert created(store, event_id="callback-1", event_lapses=True) == []
+    wall[0] += EVENT_WINDOW - 60
+    assert created(store, event_id="callback-1", event_lapses=True) == DUPLICATE  # a retry inside the window
+    wall[0] += 120
+    assert created(store, event_id="callback-2", event_lapses=True) == []
+    events = store.redis.zrange(account_key("A1", "events"), 0, -1)
+    assert events == ["callback-2", "bank-42"]  # the lapsed id left as the next one came: the set stays small
+    assert created(store, event_id="bank-42") == DUPLICATE  # the bank's ids stay while the account is in Redis
+
+
+def test_event_ids_kept_as_a_set_before_they_could_lapse_stay_duplicates(store: Store) -> None:
+    assert created(store) == []
+    store.redis.sadd(account_key("A1", "events"), "bank-41", "callback-0")
+    assert created(store, event_id="bank-41") == DUPLICATE
+    assert created(store, event_id="callback-0", event_lapses=True) == DUPLICATE
+    assert created(store, event_id="bank-43") == []
+    assert store.redis.type(account_key("A1", "events")) == "zset"
+    assert store.redis.zscore(account_key("A1", "events"), "bank-41") == float("inf")
 
 
 def test_queueing_returns_new_and_still_queued_contacts_but_not_claimed_ones(store: Store) -> None:

@@ -1,5 +1,7 @@
-"""History older than the planner's look-back leaves Redis: planning with what stays gives the same plan
-(and the same ad-hoc lapses) as planning with the whole history, now and at any later moment."""
+"""History older than the planner's look-back leaves Redis: planning with what stays (and the record's marks
+of the attempts that left) gives the same plan (and the same ad-hoc lapses) as planning with the whole
+history, now and at any later moment; and should the bank move the due date afterwards, either way, the
+plan names no contact the whole history shows attempted."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from dispatcher.models import AccountRecord, AccountState, Channel, ContactRef, HistoryEntry, OutcomeKind
 from dispatcher.planner import ADHOC_STAGE, adhoc_due_to_lapse, plan
-from dispatcher.record.lookback import lookback, trimmable
+from dispatcher.record.lookback import lookback, marked, trimmable
 from dispatcher.strategy import BestTime, Strategy
 from tests.conftest import make_account
 
@@ -60,27 +62,68 @@ def histories(draw: st.DrawFn, strategy: Strategy) -> tuple[AccountRecord, list[
     return AccountRecord(account=account, state=state), entries, claims
 
 
-def _check(strategy: Strategy, drawn: tuple[AccountRecord, list[HistoryEntry], dict[str, str]], later: int) -> None:
-    record, history, claims = drawn
-    drop = set(trimmable(record, history, claims, strategy, NOW))
-    kept = [entry for index, entry in enumerate(history) if index not in drop]
-    assert all(history[index].at < NOW - lookback(strategy) for index in drop)
-    for moment in (NOW, NOW + timedelta(hours=later)):
-        assert plan(record, kept, strategy, moment) == plan(record, history, strategy, moment)
-        assert adhoc_due_to_lapse(kept, strategy, moment) == adhoc_due_to_lapse(history, strategy, moment)
-
-
-@settings(max_examples=150, deadline=None)
-@given(data=st.data(), later=st.integers(1, 24 * 60))
-def test_the_trimmed_history_plans_as_the_whole_one(strategy: Strategy, data: st.DataObject, later: int) -> None:
-    _check(strategy, data.draw(histories(strategy)), later)
+@st.composite
+def worked(draw: st.DrawFn, strategy: Strategy) -> tuple[AccountRecord, list[HistoryEntry], dict[str, str]]:
+    """An account worked as the engine works it: planned every eight hours, each planned contact made, some
+    answered with an outcome (a fallback follows, if the step gives one)."""
+    due = date(2026, 6, 1) - timedelta(days=draw(st.integers(1, 150)))
+    record = AccountRecord(account=make_account("A1", due_date=due, timezone=draw(st.sampled_from(ZONES))))
+    history: list[HistoryEntry] = []
+    claims: dict[str, str] = {}
+    moment = datetime.combine(due, datetime.min.time(), UTC) + timedelta(minutes=draw(st.integers(0, 479)))
+    while moment < NOW:
+        for contact in plan(record, history, strategy, moment).contacts:
+            history.append(HistoryEntry(kind="attempt", at=moment, contact_id=contact.id, channel=contact.channel))
+            claims[contact.id] = "sent"
+            outcome = draw(st.sampled_from([None, *OutcomeKind]))
+            if outcome is not None:
+                at = moment + timedelta(minutes=1)
+                history.append(HistoryEntry(kind="outcome", at=at, contact_id=contact.id, channel=contact.channel,
+                                            outcome=outcome))  # fmt: skip
+        moment += timedelta(hours=8)
+    return record, history, claims
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), later=st.integers(1, 24 * 60))
-def test_with_best_time_on_too(strategy: Strategy, data: st.DataObject, later: int) -> None:
+@given(data=st.data(), later=st.integers(1, 24 * 60), moved=st.integers(-60, 120))
+def test_a_worked_account_trimmed_then_moved_repeats_nothing(
+    strategy: Strategy, data: st.DataObject, later: int, moved: int
+) -> None:
+    _check(strategy, data.draw(worked(strategy)), later, moved)
+
+
+def _check(
+    strategy: Strategy, drawn: tuple[AccountRecord, list[HistoryEntry], dict[str, str]], later: int, moved: int
+) -> None:
+    record, history, claims = drawn
+    drop = trimmable(record, history, claims, strategy, NOW)
+    kept = [entry for index, entry in enumerate(history) if index not in set(drop)]
+    trimmed = marked(record, history, drop)
+    assert all(history[index].at < NOW - lookback(strategy) for index in drop)
+    for moment in (NOW, NOW + timedelta(hours=later)):
+        assert plan(trimmed, kept, strategy, moment) == plan(record, history, strategy, moment)
+        assert adhoc_due_to_lapse(kept, strategy, moment) == adhoc_due_to_lapse(history, strategy, moment)
+    # The bank moves the due date (a re-age, an arrangement, a correction): the stage may go back.
+    account = record.account.model_copy(update={"due_date": record.account.due_date + timedelta(days=moved)})
+    attempted = {entry.contact_id for entry in history if entry.kind == "attempt"}
+    for moment in (NOW, NOW + timedelta(hours=later)):
+        again = plan(trimmed.model_copy(update={"account": account}), kept, strategy, moment)
+        assert not {contact.id for contact in again.contacts} & attempted
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), later=st.integers(1, 24 * 60), moved=st.integers(-60, 120))
+def test_the_trimmed_history_plans_as_the_whole_one(
+    strategy: Strategy, data: st.DataObject, later: int, moved: int
+) -> None:
+    _check(strategy, data.draw(histories(strategy)), later, moved)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), later=st.integers(1, 24 * 60), moved=st.integers(-60, 120))
+def test_with_best_time_on_too(strategy: Strategy, data: st.DataObject, later: int, moved: int) -> None:
     best = strategy.model_copy(update={"best_time": BestTime(enabled=True, min_answers=2)})
-    _check(best, data.draw(histories(best)), later)
+    _check(best, data.draw(histories(best)), later, moved)
 
 
 def test_the_look_back_of_the_default_policy_is_its_longest_window_and_a_day(strategy: Strategy) -> None:
