@@ -1,0 +1,178 @@
+"""An account that left Redis for the record is reopened from it when the bank or an event names it again:
+the same account goes on (its state, its marks of attempts, its history, its claims), never a fresh one.
+Whether or not the account had been moved, a change to it does the same."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from dispatcher.claims import ClaimStatus
+from dispatcher.clock import ManualClock
+from dispatcher.engine import Engine, RecordRequired
+from dispatcher.events import Outcome, Payment
+from dispatcher.models import Channel, OutcomeKind
+from dispatcher.record.closed import ClosedMover
+from dispatcher.record.history import HistoryTrimmer
+from dispatcher.record.readers import RecordReader, read_account
+from dispatcher.record.restore import RecordRestorer
+from dispatcher.store import Store, account_key, moved_key
+from dispatcher.strategy import Strategy
+from tests.conftest import make_account
+from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
+
+pytestmark = pytest.mark.integration
+IN_REDIS = timedelta(days=30)
+
+
+@pytest.fixture
+def reopening(store: Store, strategy: Strategy, clock: ManualClock, record_pool: ConnectionPool) -> Iterator[Engine]:
+    """An engine wired as the composition root wires it when the deployment has a record."""
+    yield Engine(store, strategy, clock, on_queued=lambda contacts: None, restorer=RecordRestorer(store, record_pool))
+
+
+def _send(engine: Engine, results: list[object]) -> list[str]:
+    """Claim and send what the results queued, as a worker would; a hand-off is accepted by the agency."""
+    sent = []
+    for result in results:
+        for contact in getattr(result, "queued", ()):
+            if engine.gate.claim(contact).verdict != "send":
+                continue
+            engine.gate.end_claim(contact, ClaimStatus.SENT)
+            sent.append(contact.id)
+            if contact.channel is Channel.AGENCY:
+                engine.record_event(contact.account_id, Outcome(contact_id=contact.id, outcome=OutcomeKind.HANDED_OFF))
+    return sent
+
+
+def _work(engine: Engine, clock: ManualClock, account_ids: list[str], days: int) -> list[str]:
+    """Run the pump day by day, sending whatever it queues."""
+    sent = []
+    for _ in range(days):
+        sent += _send(engine, [engine.replan_many(account_ids)][0])
+        clock.advance(timedelta(days=1))
+    return sent
+
+
+def _handed_off(engine: Engine, clock: ManualClock, account_id: str) -> list[str]:
+    engine.upsert(make_account(account_id, due_date=date(2026, 3, 2)))
+    sent: list[str] = []
+    for _ in range(500):
+        wake = engine.store.next_wakeup(account_id)
+        if wake is None:
+            break
+        clock.set(max(wake, clock.now()))
+        sent += _send(engine, engine.replan_many([account_id]))
+    record = engine.store.load(account_id).record
+    assert record is not None and record.state.status == "handed_off"
+    return sent
+
+
+def _move(engine: Engine, pool: ConnectionPool, clock: ManualClock, account_ids: list[str]) -> None:
+    clock.advance(IN_REDIS + timedelta(days=1))
+    HistoryTrimmer(engine.store, pool, engine.strategy).run_all(clock.now())
+    assert ClosedMover(engine.store, pool, IN_REDIS).move(account_ids, clock.now()) == len(account_ids)
+    for account_id in account_ids:
+        assert not engine.store.redis.exists(account_key(account_id, "acct"), account_key(account_id, "hist"))
+
+
+def test_a_handed_off_account_upserted_again_after_its_move_stays_handed_off(
+    reopening: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    engine = reopening
+    sent = _handed_off(engine, clock, "H1")
+    assert sent[-1] == "H1/legal/handoff/0"
+    reader = RecordReader(record_pool)
+    clock.advance(timedelta(days=1))
+    before = read_account(engine.store, reader, "H1")
+    assert before is not None
+    _move(engine, record_pool, clock, ["H1"])
+
+    # The bank's routine refresh: the same data, once alone and once in a batch (an import's first try).
+    again = engine.upsert(make_account("H1", due_date=date(2026, 3, 2)))
+    assert again.status == "unchanged" and not again.queued
+    engine._created_share = 1.0  # the next batch assumes its accounts are new and does not read them
+    (batch,) = engine.upsert_many([make_account("H1", due_date=date(2026, 3, 2))])
+    assert batch.status == "unchanged" and not batch.queued and not batch.created
+    record = engine.store.load("H1").record
+    assert record is not None and record.state.status == "handed_off"
+    assert record.trimmed == before.record.trimmed
+    clock.advance(timedelta(days=10))
+    assert engine.pump() == []
+    after = read_account(engine.store, reader, "H1")
+    assert after is not None and not after.archived
+    assert after.history == before.history
+    assert after.claims == before.claims
+    # A balance refresh of the agency's case: recorded, and still nothing sent.
+    changed = engine.upsert(make_account("H1", due_date=date(2026, 3, 2), balance=Decimal("4200.00")))
+    assert changed.status == "applied" and not changed.queued and not changed.created
+    assert engine.store.load("H1").record.state.status == "handed_off"  # type: ignore[union-attr]
+    assert engine.store.redis.smembers(moved_key(engine.store.shard_of("H1"))) == set()
+
+
+def test_a_resolved_account_with_a_new_delinquency_does_the_same_moved_or_not(
+    reopening: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    engine = reopening
+    ids = ["KEPT", "MOVED"]
+    engine.upsert_many([make_account(account_id) for account_id in ids])
+    sent = _work(engine, clock, ids, 8)
+    for account_id in ids:
+        engine.record_event(account_id, Payment(amount=Decimal("5000.00")))
+    clock.advance(IN_REDIS + timedelta(days=1))
+    HistoryTrimmer(engine.store, record_pool, engine.strategy).run_all(clock.now())
+    assert ClosedMover(engine.store, record_pool, IN_REDIS).move(["MOVED"], clock.now()) == 1
+    assert engine.store.load("MOVED").record is None
+
+    new_due = clock.now().date() - timedelta(days=1)
+    results = engine.upsert_many([make_account(account_id, due_date=new_due) for account_id in ids])
+    kept, moved = (engine.store.load(account_id) for account_id in ids)
+    assert kept.record is not None and moved.record is not None
+    assert moved.record.model_dump(exclude={"account"}) == kept.record.model_dump(exclude={"account"})
+    assert [_own(result.queued) for result in results] == [_own(results[0].queued)] * 2
+    assert [result.created for result in results] == [False, False]
+    later = _work(engine, clock, ids, 40)
+    assert _own_ids(later, "MOVED") == _own_ids(later, "KEPT")
+    again = set(sent) & {contact.id for result in results for contact in result.queued}.union(later)
+    assert again == set()
+
+
+def test_a_payment_for_a_moved_resolved_account_is_accepted_and_recorded(
+    reopening: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    engine = reopening
+    engine.upsert(make_account("P1"))
+    engine.record_event("P1", Payment(amount=Decimal("5000.00")))
+    _move(engine, record_pool, clock, ["P1"])
+    result = engine.record_event("P1", Payment(amount=Decimal("20.00"), event_id="late-1"))
+    assert result.status == "applied" and not result.queued
+    loaded = engine.store.load("P1")
+    assert loaded.record is not None and loaded.record.state.status == "resolved"
+    assert [entry.event for entry in loaded.history][-1] == "payment"
+    assert [entry.event for entry in loaded.history][0] == "account_created"
+
+
+def test_without_a_record_a_moved_account_is_refused_not_started_fresh(
+    reopening: Engine, engine: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    reopening.upsert(make_account("N1", balance=Decimal("0")))
+    _move(reopening, record_pool, clock, ["N1"])
+    with pytest.raises(RecordRequired, match="DISPATCHER_DATABASE_URL"):
+        engine.upsert(make_account("N1"))
+    with pytest.raises(RecordRequired, match="DISPATCHER_DATABASE_URL"):
+        engine.record_event("N1", Payment(amount=Decimal("1.00")))
+    assert engine.store.load("N1").record is None
+    fresh = engine.upsert(make_account("N2"))  # an account never seen still starts fresh
+    assert fresh.created and fresh.queued
+
+
+def _own(contacts: object) -> list[str]:
+    return [contact.id.split("/", 1)[1] for contact in contacts]  # type: ignore[attr-defined]
+
+
+def _own_ids(ids: list[str], account_id: str) -> list[str]:
+    return [contact_id.split("/", 1)[1] for contact_id in ids if contact_id.startswith(account_id + "/")]
