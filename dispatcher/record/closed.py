@@ -10,6 +10,10 @@ same however large the book. Order: the row is committed in PostgreSQL first, th
 the account's keys only if its version is still the one copied; if someone wrote in between (the bank
 reopened it), the row is taken back out. A crash between the two leaves the account in both places,
 which the readers tolerate (they merge and de-duplicate history), and the next run finishes the move.
+
+The delete leaves the account's id in its shard's moved set (`{s:N}:moved`, in the same step): the one
+thing Redis keeps of it, so that when the bank or an event names it again the engine reopens it from
+here (dispatcher.record.restore) instead of starting a stranger with the same id.
 """
 
 from __future__ import annotations
@@ -22,17 +26,19 @@ from psycopg_pool import ConnectionPool
 
 from dispatcher.claims import IN_DOUBT, ClaimStatus
 from dispatcher.metrics import ARCHIVED
-from dispatcher.store import Loaded, Store, account_key, phone_key
+from dispatcher.store import Loaded, Store, account_key, moved_key, phone_key
 
 CURSOR_KEY = "{archive}:closed-cursor"
 BUSY = frozenset({ClaimStatus.QUEUED, *IN_DOUBT})
 ACCOUNT_PARTS = ("acct", "hist", "claims", "ranks", "events", "voice")
 
-# KEYS: the account's parts (acct first), then its shard's wake-up set; ARGV: the version copied, its id.
+# KEYS: the account's parts (acct first), then its shard's wake-up and moved sets; ARGV: the version
+# copied, its id.
 _EVICT = """
 if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
-redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
-redis.call('ZREM', KEYS[#KEYS], ARGV[2])
+redis.call('DEL', unpack(KEYS, 1, #KEYS - 2))
+redis.call('ZREM', KEYS[#KEYS - 1], ARGV[2])
+redis.call('SADD', KEYS[#KEYS], ARGV[2])
 return 1
 """
 
@@ -118,7 +124,8 @@ class ClosedMover:
     def _evicted(self, loaded: Loaded) -> bool:
         account_id = loaded.account_id
         keys = [account_key(account_id, part) for part in ACCOUNT_PARTS]
-        keys.append(self.store.wake_key(self.store.shard_of(account_id)))
+        shard = self.store.shard_of(account_id)
+        keys += [self.store.wake_key(shard), moved_key(shard)]
         if not self._evict(keys=keys, args=[loaded.version, account_id]):
             return False
         phone = loaded.record.account.phone if loaded.record else None

@@ -4,7 +4,7 @@ Whether or not the account had been moved, a change to it does the same."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -15,7 +15,7 @@ from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, RecordRequired
 from dispatcher.events import Outcome, Payment
-from dispatcher.models import Channel, OutcomeKind
+from dispatcher.models import AccountRecord, Channel, OutcomeKind
 from dispatcher.record.closed import ClosedMover
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader, read_account
@@ -29,10 +29,14 @@ pytestmark = pytest.mark.integration
 IN_REDIS = timedelta(days=30)
 
 
-@pytest.fixture
-def reopening(store: Store, strategy: Strategy, clock: ManualClock, record_pool: ConnectionPool) -> Iterator[Engine]:
+def _reopening(store: Store, strategy: Strategy, clock: ManualClock, pool: ConnectionPool) -> Engine:
     """An engine wired as the composition root wires it when the deployment has a record."""
-    yield Engine(store, strategy, clock, on_queued=lambda contacts: None, restorer=RecordRestorer(store, record_pool))
+    return Engine(store, strategy, clock, on_queued=lambda contacts: None, restorer=RecordRestorer(store, pool))
+
+
+@pytest.fixture
+def reopening(store: Store, strategy: Strategy, clock: ManualClock, record_pool: ConnectionPool) -> Engine:
+    return _reopening(store, strategy, clock, record_pool)
 
 
 def _send(engine: Engine, results: list[object]) -> list[str]:
@@ -100,7 +104,8 @@ def test_a_handed_off_account_upserted_again_after_its_move_stays_handed_off(
     assert batch.status == "unchanged" and not batch.queued and not batch.created
     record = engine.store.load("H1").record
     assert record is not None and record.state.status == "handed_off"
-    assert record.trimmed == before.record.trimmed
+    (closure,) = reader.closures("H1")
+    assert record.trimmed == closure.record.trimmed and record.trimmed  # the marks of what the trimmer took
     clock.advance(timedelta(days=10))
     assert engine.pump() == []
     after = read_account(engine.store, reader, "H1")
@@ -114,46 +119,66 @@ def test_a_handed_off_account_upserted_again_after_its_move_stays_handed_off(
     assert engine.store.redis.smembers(moved_key(engine.store.shard_of("H1"))) == set()
 
 
-def test_a_resolved_account_with_a_new_delinquency_does_the_same_moved_or_not(
-    reopening: Engine, clock: ManualClock, record_pool: ConnectionPool
-) -> None:
-    engine = reopening
-    ids = ["KEPT", "MOVED"]
-    engine.upsert_many([make_account(account_id) for account_id in ids])
-    sent = _work(engine, clock, ids, 8)
-    for account_id in ids:
-        engine.record_event(account_id, Payment(amount=Decimal("5000.00")))
+def _paid_then_owing_again(engine: Engine, clock: ManualClock, pool: ConnectionPool, move: bool) -> Reopened:
+    """Worked, paid in full, left alone past the retention (moved out or not), then a new delinquency."""
+    engine.upsert(make_account("R1"))
+    sent = _work(engine, clock, ["R1"], 8)
+    engine.record_event("R1", Payment(amount=Decimal("5000.00")))
     clock.advance(IN_REDIS + timedelta(days=1))
-    HistoryTrimmer(engine.store, record_pool, engine.strategy).run_all(clock.now())
-    assert ClosedMover(engine.store, record_pool, IN_REDIS).move(["MOVED"], clock.now()) == 1
-    assert engine.store.load("MOVED").record is None
+    HistoryTrimmer(engine.store, pool, engine.strategy).run_all(clock.now())
+    if move:
+        assert ClosedMover(engine.store, pool, IN_REDIS).move(["R1"], clock.now()) == 1
+        assert engine.store.load("R1").record is None
+    owing = make_account("R1", balance=Decimal("800.00"), due_date=clock.now().date() - timedelta(days=1))
+    (result,) = engine.upsert_many([owing])
+    record = engine.store.load("R1").record
+    assert record is not None and result.plan is not None
+    later = _work(engine, clock, ["R1"], 40)
+    return Reopened(result.status, result.created, record, [c.id for c in result.queued], sent, later)
 
-    new_due = clock.now().date() - timedelta(days=1)
-    results = engine.upsert_many([make_account(account_id, due_date=new_due) for account_id in ids])
-    kept, moved = (engine.store.load(account_id) for account_id in ids)
-    assert kept.record is not None and moved.record is not None
-    assert moved.record.model_dump(exclude={"account"}) == kept.record.model_dump(exclude={"account"})
-    assert [_own(result.queued) for result in results] == [_own(results[0].queued)] * 2
-    assert [result.created for result in results] == [False, False]
-    later = _work(engine, clock, ids, 40)
-    assert _own_ids(later, "MOVED") == _own_ids(later, "KEPT")
-    again = set(sent) & {contact.id for result in results for contact in result.queued}.union(later)
-    assert again == set()
+
+@dataclass(frozen=True)
+class Reopened:
+    status: str
+    created: bool
+    record: AccountRecord
+    queued: list[str]
+    sent_before: list[str]
+    sent_after: list[str]
+
+
+def test_a_resolved_account_with_a_new_delinquency_does_the_same_moved_or_not(
+    store: Store, strategy: Strategy, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    start = clock.now()
+    kept = _paid_then_owing_again(_reopening(store, strategy, clock, record_pool), clock, record_pool, move=False)
+    store.redis.flushall()
+    with record_pool.connection() as conn:
+        conn.execute("TRUNCATE audit_entries, closed_accounts, history_entries")
+    again = ManualClock(start)  # the same days over again
+    moved = _paid_then_owing_again(_reopening(store, strategy, again, record_pool), again, record_pool, move=True)
+    assert kept.record.state.status == "active" and kept.sent_after  # what Redis does: the ladder again
+    assert moved == kept
+    assert set(moved.sent_before) & {*moved.queued, *moved.sent_after} == set()
 
 
 def test_a_payment_for_a_moved_resolved_account_is_accepted_and_recorded(
     reopening: Engine, clock: ManualClock, record_pool: ConnectionPool
 ) -> None:
     engine = reopening
-    engine.upsert(make_account("P1"))
+    _send(engine, [engine.upsert(make_account("P1"))])
     engine.record_event("P1", Payment(amount=Decimal("5000.00")))
     _move(engine, record_pool, clock, ["P1"])
     result = engine.record_event("P1", Payment(amount=Decimal("20.00"), event_id="late-1"))
     assert result.status == "applied" and not result.queued
     loaded = engine.store.load("P1")
     assert loaded.record is not None and loaded.record.state.status == "resolved"
-    assert [entry.event for entry in loaded.history][-1] == "payment"
-    assert [entry.event for entry in loaded.history][0] == "account_created"
+    assert loaded.history[-1].detail == {"amount": "20.00"}
+    whole = read_account(engine.store, RecordReader(record_pool), "P1")
+    assert whole is not None and not whole.archived
+    assert [entry.event for entry in whole.history if entry.kind == "event"] == [
+        "account_created", "payment", "payment"
+    ]  # fmt: skip
 
 
 def test_without_a_record_a_moved_account_is_refused_not_started_fresh(
@@ -167,12 +192,4 @@ def test_without_a_record_a_moved_account_is_refused_not_started_fresh(
         engine.record_event("N1", Payment(amount=Decimal("1.00")))
     assert engine.store.load("N1").record is None
     fresh = engine.upsert(make_account("N2"))  # an account never seen still starts fresh
-    assert fresh.created and fresh.queued
-
-
-def _own(contacts: object) -> list[str]:
-    return [contact.id.split("/", 1)[1] for contact in contacts]  # type: ignore[attr-defined]
-
-
-def _own_ids(ids: list[str], account_id: str) -> list[str]:
-    return [contact_id.split("/", 1)[1] for contact_id in ids if contact_id.startswith(account_id + "/")]
+    assert fresh.created and fresh.record is not None and fresh.record.state.status == "active"
