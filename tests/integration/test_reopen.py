@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from psycopg_pool import ConnectionPool
 
+from config.settings import load_settings
 from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, RecordRequired
@@ -20,6 +22,7 @@ from dispatcher.record.closed import ClosedMover
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.record.restore import RecordRestorer
+from dispatcher.runtime import build_engine
 from dispatcher.store import Store, account_key, moved_key
 from dispatcher.strategy import Strategy
 from tests.conftest import make_account
@@ -193,3 +196,19 @@ def test_without_a_record_a_moved_account_is_refused_not_started_fresh(
     assert engine.store.load("N1").record is None
     fresh = engine.upsert(make_account("N2"))  # an account never seen still starts fresh
     assert fresh.created and fresh.record is not None and fresh.record.state.status == "active"
+
+
+def test_the_composition_root_reopens_from_the_deployments_record_or_refuses_without_one(
+    redis_url: str, database_url: str, record_pool: ConnectionPool, clock: ManualClock, tmp_path: Path
+) -> None:
+    settings = load_settings(redis_url=redis_url, database_url=database_url, state_dir=tmp_path, _env_file=None)
+    runtime = build_engine(settings, redis_url, clock)
+    _send(runtime.engine, [runtime.engine.upsert(make_account("C1"))])
+    runtime.engine.record_event("C1", Payment(amount=Decimal("5000.00")))
+    _move(runtime.engine, record_pool, clock, ["C1"])
+    none = settings.model_copy(update={"database_url": None, "state_dir": tmp_path / "no-record"})
+    with pytest.raises(RecordRequired, match="DISPATCHER_DATABASE_URL"):
+        build_engine(none, redis_url, clock).engine.upsert(make_account("C1", balance=Decimal("0")))
+    result = runtime.engine.upsert(make_account("C1", balance=Decimal("0")))
+    assert (result.status, result.created) == ("applied", False)
+    runtime.store.redis.close()
