@@ -49,7 +49,7 @@ class RecordRequired(ConfigurationError, RuntimeError):
 
 
 class Restorer(Protocol):
-    """Puts accounts that left Redis for the record back as they left (dispatcher.record.restore)."""
+    """Puts accounts that left Redis for the record back as they left (dispatcher.record.closed)."""
 
     def __call__(self, account_ids: Sequence[str]) -> None: ...
 

@@ -44,7 +44,7 @@ def clock_from(settings: Settings) -> Clock:
 
 
 class RecordOnFirstUse:
-    """The engine's restorer (dispatcher.record.restore), on the record this deployment has: the configured
+    """The engine's restorer (dispatcher.record.closed), on the record this deployment has: the configured
     DISPATCHER_DATABASE_URL or the embedded server an archiver started. Opened when a moved account is first
     named again, so a process that never meets one never connects (nor loads psycopg); with no record at
     all, a moved account is refused (RecordRequired), never started afresh."""
@@ -56,8 +56,8 @@ class RecordOnFirstUse:
 
     def __call__(self, account_ids: Sequence[str]) -> None:
         if self._restorer is None:
+            from dispatcher.record.closed import RecordRestorer
             from dispatcher.record.db import open_pool, record_url
-            from dispatcher.record.restore import RecordRestorer
 
             url = record_url(self.settings.database_url, self.settings.state_dir)
             if url is None:

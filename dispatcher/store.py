@@ -20,7 +20,7 @@ on a Redis Cluster):
     {s:N}:audit      stream  one entry per write, field e = JSON array of its events and decisions
     {s:N}:accounts   hash  "STAGE STATUS" -> accounts of the shard so (dispatcher.metrics, after each commit)
     {s:N}:moved      set   ids of the shard's accounts moved to the record (dispatcher.record.closed), each
-                           until it is restored from there (dispatcher.record.restore); a commit that would
+                           until it is restored from there (dispatcher.record.closed); a commit that would
                            start such an id afresh gets MOVED instead
 
 Writes that must agree go through Lua scripts with an optimistic version check, so a planner holding a

@@ -49,7 +49,7 @@ if KEYS[9] then redis.call('SADD', KEYS[9], ARGV[3]) end
 return result
 """
 
-# An account moved to the record, put back as it left (dispatcher.record.restore): only while its id is
+# An account moved to the record, put back as it left (dispatcher.record.closed): only while its id is
 # still in the moved set (KEYS[4]), which it leaves in the same step, so of two restorers one writes.
 # ARGV: its id, the version to write, its record, the count of history entries, the entries, then
 # (contact id, status) pairs of its claims.

@@ -18,10 +18,9 @@ from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, RecordRequired
 from dispatcher.events import Outcome, Payment
 from dispatcher.models import AccountRecord, Channel, OutcomeKind
-from dispatcher.record.closed import ClosedMover
+from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader, read_account
-from dispatcher.record.restore import RecordRestorer
 from dispatcher.runtime import build_engine
 from dispatcher.store import Store, account_key, moved_key
 from dispatcher.strategy import Strategy

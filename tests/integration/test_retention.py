@@ -23,11 +23,10 @@ from dispatcher.engine import Engine
 from dispatcher.events import Payment
 from dispatcher.planner import plan
 from dispatcher.record.archive import AuditArchiver
-from dispatcher.record.closed import ClosedMover
+from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.lookback import lookback
 from dispatcher.record.readers import RecordReader, read_account
-from dispatcher.record.restore import RecordRestorer
 from dispatcher.record.retention import ERASED_NAME, pseudonymise_closed
 from dispatcher.store import account_key
 from dispatcher.strategy import Strategy
