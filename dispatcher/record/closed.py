@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from config.errors import ConfigurationError
 from dispatcher.claims import IN_DOUBT, ClaimStatus
 from dispatcher.metrics import ARCHIVED
 from dispatcher.models import AccountRecord, HistoryEntry
@@ -148,8 +149,9 @@ FROM closed_accounts WHERE account_id = ANY(%s) ORDER BY account_id, closed_at D
 """
 
 
-class ClosureMissing(RuntimeError):
-    """Redis says the account moved to the record, and the record has no closure of it."""
+class ClosureMissing(ConfigurationError, RuntimeError):
+    """Redis says the account moved to the record, and the record has no closure of it: the process reads
+    another record than the archiver wrote (DISPATCHER_DATABASE_URL)."""
 
 
 class RecordRestorer:
@@ -171,7 +173,10 @@ class RecordRestorer:
         found = {row[0]: row for row in rows}
         missing = [account_id for account_id in account_ids if account_id not in found]
         if missing:
-            raise ClosureMissing(f"accounts moved to the record but not found there: {missing[:5]}")
+            raise ClosureMissing(
+                f"accounts {missing[:5]} were moved to the record but are not in this one: is "
+                "DISPATCHER_DATABASE_URL the record the archiver writes? (refusing to start them afresh)"
+            )
         for account_id, version, data, history, claims in found.values():
             record = AccountRecord.model_validate(data)
             entries = [HistoryEntry.model_validate(entry) for entry in history]
