@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
-from config.errors import NotFound
+from config.errors import ConfigurationError, NotFound
 from dispatcher.audit import decision_audit, entry_audit
 from dispatcher.clock import Clock
 from dispatcher.events import Event, EventRejected, Outcome, apply_event, event_detail, lapsed_events
@@ -21,7 +22,7 @@ from dispatcher.gate import SendGate
 from dispatcher.metrics import observe_commits
 from dispatcher.models import Account, AccountRecord, AccountState, Contact, HistoryEntry, Plan
 from dispatcher.planner import FRESH_STATE, plan_shared
-from dispatcher.store import CONFLICT, DUPLICATE, Commit, Loaded, Store
+from dispatcher.store import CONFLICT, DUPLICATE, MOVED, Commit, Loaded, Store
 from dispatcher.strategy import Strategy
 
 MAX_CONFLICT_RETRIES = 16
@@ -34,6 +35,23 @@ class UnknownAccount(NotFound, LookupError):
         super().__init__(f"account_id: no account {account_id!r}; upsert it first")
         self.account_id = account_id
         self.field = "account_id"
+
+
+class RecordRequired(ConfigurationError, RuntimeError):
+    """An account named again left Redis for the record, and this process has no record to reopen it from."""
+
+    def __init__(self, account_ids: Sequence[str]):
+        super().__init__(
+            f"accounts {list(account_ids)[:5]} were moved to the record (PostgreSQL) and this process has none to "
+            "reopen them from: set DISPATCHER_DATABASE_URL (refusing to start them afresh)"
+        )
+        self.account_ids = list(account_ids)
+
+
+class Restorer(Protocol):
+    """Puts accounts that left Redis for the record back as they left (dispatcher.record.closed)."""
+
+    def __call__(self, account_ids: Sequence[str]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +80,9 @@ Mutator = Callable[[Loaded, datetime], Change | None]
 
 class Engine:
     """`on_queued` receives the contacts an upsert or event queued (the workers send them to Celery); without
-    it those accounts wake now, so the pump offers the contacts again within a second."""
+    it those accounts wake now, so the pump offers the contacts again within a second. `restorer` reopens
+    an account the archiver moved to the record when a change names it again; without one such a change
+    raises RecordRequired, as an account must never start afresh under an id it had."""
 
     def __init__(
         self,
@@ -70,11 +90,13 @@ class Engine:
         strategy: Strategy,
         clock: Clock,
         on_queued: Callable[[Sequence[Contact]], None] | None = None,
+        restorer: Restorer | None = None,
     ):
         self.store = store
         self.strategy = strategy
         self.clock = clock
         self.on_queued = on_queued
+        self.restorer = restorer
         self.gate = SendGate(store, strategy, clock)
         self._created_share = 1.0  # of the last upsert batch: whether the next one may assume new accounts
 
@@ -149,8 +171,15 @@ class Engine:
                 read, assume_new = [Loaded.assumed_new(account_id) for account_id in pending], False
             else:
                 read = self.store.load_many(pending)
+            moved: list[str] = []
             for loaded in read:
-                change = mutate(loaded, now)
+                try:
+                    change = mutate(loaded, now)
+                except UnknownAccount:  # an event's account may have moved to the record (rare: one look each)
+                    if not self.store.moved([loaded.account_id]):
+                        raise
+                    moved.append(loaded.account_id)
+                    continue
                 if change is None:
                     results[loaded.account_id] = Result(loaded.account_id, "unchanged", record=loaded.record)
                 else:
@@ -161,6 +190,8 @@ class Engine:
                 account_id = commit.loaded.account_id
                 if reply == CONFLICT:
                     pending.append(account_id)
+                elif reply == MOVED:
+                    moved.append(account_id)
                 elif reply == DUPLICATE:  # the reply still carries the account's state
                     results[account_id] = Result(account_id, "duplicate", record=commit.loaded.record)
                 else:
@@ -170,9 +201,17 @@ class Engine:
             # Decisions, wake-up lag (a re-plan is the pump's) and account counts: one call per batch.
             written = [pair for pair, reply in zip(staged, replies, strict=True) if isinstance(reply, list)]
             observe_commits(self.store, written, now, due=mutate is _replanned)
+            if moved:  # back into Redis as they left; the next round applies the change to them
+                self._reopen(moved)
+                pending += moved
         if pending:
             raise RuntimeError(f"accounts kept changing under the planner: {pending[:5]}")
         return [results[account_id] for account_id in account_ids if account_id in results]
+
+    def _reopen(self, account_ids: list[str]) -> None:
+        if self.restorer is None:
+            raise RecordRequired(account_ids)
+        self.restorer(account_ids)
 
     def _stage(
         self, loaded: Loaded, change: Change, now: datetime, shapes: dict[tuple[object, ...], Plan], wake_now: bool

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from config.settings import Settings
 from dispatcher.clock import Clock, deployment_clock
-from dispatcher.engine import Engine
+from dispatcher.engine import Engine, RecordRequired, Restorer
 from dispatcher.redis_server import redis_url
 from dispatcher.store import Store
 from dispatcher.strategy import Strategy, load_strategy
@@ -43,6 +43,29 @@ def clock_from(settings: Settings) -> Clock:
     return deployment_clock(settings.clock_start, settings.clock_factor, settings.clock_origin)
 
 
+class RecordOnFirstUse:
+    """The engine's restorer (dispatcher.record.closed), on the record this deployment has: the configured
+    DISPATCHER_DATABASE_URL or the embedded server an archiver started. Opened when a moved account is first
+    named again, so a process that never meets one never connects (nor loads psycopg); with no record at
+    all, a moved account is refused (RecordRequired), never started afresh."""
+
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+        self._restorer: Restorer | None = None
+
+    def __call__(self, account_ids: Sequence[str]) -> None:
+        if self._restorer is None:
+            from dispatcher.record.closed import RecordRestorer
+            from dispatcher.record.db import open_pool, record_url
+
+            url = record_url(self.settings.database_url, self.settings.state_dir)
+            if url is None:
+                raise RecordRequired(account_ids)
+            self._restorer = RecordRestorer(self.store, open_pool(url, max_size=2))
+        self._restorer(account_ids)
+
+
 def build_engine(
     settings: Settings, url: str, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
 ) -> Runtime:
@@ -50,7 +73,8 @@ def build_engine(
     the workers alike (workers/runtime.py adds the adapters and the deliverer)."""
     strategy = strategy or load_strategy(settings.strategy_path)
     store = Store.from_url(url, settings.schedule_shards, history_cache)
-    return Runtime(settings, url, store, strategy, Engine(store, strategy, clock or clock_from(settings)))
+    engine = Engine(store, strategy, clock or clock_from(settings), restorer=RecordOnFirstUse(settings, store))
+    return Runtime(settings, url, store, strategy, engine)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,9 @@ on a Redis Cluster):
     {s:N}:unverified zset  contact id -> when it was set aside, in doubt for good (dispatcher.claims)
     {s:N}:audit      stream  one entry per write, field e = JSON array of its events and decisions
     {s:N}:accounts   hash  "STAGE STATUS" -> accounts of the shard so (dispatcher.metrics, after each commit)
+    {s:N}:moved      set   ids of the shard's accounts moved to the record (dispatcher.record.closed), each
+                           until it is restored from there (dispatcher.record.closed); a commit that would
+                           start such an id afresh gets MOVED instead
 
 Writes that must agree go through Lua scripts with an optimistic version check, so a planner holding a
 stale view retries instead of overwriting. On a single Redis a commit is atomic across the account's, the
@@ -43,7 +46,7 @@ from pydantic_core import to_json
 from dispatcher.claims import ClaimMove, ClaimStatus, ClaimStore, queued_member
 from dispatcher.models import AccountRecord, Contact, HistoryEntry
 from dispatcher.ranks import RANKS_TTL, StatusRanks
-from dispatcher.store_scripts import COMMIT, LEASE, TRIM
+from dispatcher.store_scripts import COMMIT, LEASE, RESTORE, TRIM
 
 
 def _audit_payload(entries: Sequence[dict[str, object]]) -> bytes:
@@ -58,6 +61,11 @@ def account_key(account_id: str, part: str) -> str:
 def phone_key(phone: str) -> str:
     """The accounts of one phone number (see dispatcher.phone_index)."""
     return f"{{p:{phone}}}:accounts"
+
+
+def moved_key(shard: int) -> str:
+    """The ids of a shard's accounts that left Redis for the record and were not restored since."""
+    return f"{{s:{shard}}}:moved"
 
 
 def epoch(moment: datetime) -> float:
@@ -94,7 +102,8 @@ class Commit:
     event_lapses: bool = False  # the event id guards repeats for EVENT_WINDOW only (a provider callback's)
 
 
-CONFLICT, DUPLICATE = -1, -2
+# MOVED: the commit would start afresh an account that left Redis for the record (store_scripts.COMMIT).
+CONFLICT, DUPLICATE, MOVED = -1, -2, -3
 # How long a provider callback's event id makes its repeat a no-op: providers retry within hours, and no
 # provider sends a status for a contact this long after the last one (dispatcher.ranks.RANKS_TTL). An
 # active account gets a few callbacks a day for as long as it is worked; the bank's own events are few
@@ -125,6 +134,8 @@ class Store:
         self._commit = client.register_script(COMMIT)
         self._lease = client.register_script(LEASE)
         self._trim = client.register_script(TRIM)
+        self._restore = client.register_script(RESTORE)
+        self._moved_keys = [moved_key(shard) for shard in range(shards)]
 
     @classmethod
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
@@ -224,6 +235,7 @@ class Store:
             self.audit_key(shard),
             account_key(account_id, "events"),
             self.ledger.queued_key(shard),
+            self._moved_keys[shard],
             *([phone_key(commit.phone)] if commit.phone else []),
         ]
 
@@ -246,6 +258,31 @@ class Store:
             now = self.wallclock()
             args += [repr(now), repr(now + EVENT_WINDOW) if commit.event_lapses else "inf"]
         return args
+
+    def moved(self, account_ids: Sequence[str]) -> set[str]:
+        """Those of the accounts that left Redis for the record and were not restored since."""
+        pipe = self.redis.pipeline(transaction=False)
+        for account_id in account_ids:
+            pipe.sismember(self._moved_keys[self.shard_of(account_id)], account_id)
+        return {account_id for account_id, found in zip(account_ids, pipe.execute(), strict=True) if found}
+
+    def restore(
+        self,
+        account_id: str,
+        record: AccountRecord,
+        version: int,
+        history: Sequence[HistoryEntry],
+        claims: dict[str, str],
+    ) -> bool:
+        """Put a moved account back as it left (its id leaves the moved set in the same step); False when it
+        is not moved (any more: another process restored it first)."""
+        keys = [account_key(account_id, part) for part in ("acct", "hist", "claims")]
+        keys.append(self._moved_keys[self.shard_of(account_id)])
+        args: list[object] = [account_id, version, record.model_dump_json(exclude_defaults=True), len(history)]
+        args += [entry.model_dump_json(exclude_defaults=True) for entry in history]
+        args += [part for pair in claims.items() for part in pair]
+        self._history_cache.pop(account_id, None)
+        return bool(self._restore(keys=keys, args=args))
 
     def lease_due(
         self, now: datetime, lease_seconds: int, limit: int, shards: Iterable[int] | None = None

@@ -3,6 +3,9 @@ key layout the store's docstring gives."""
 
 # ARGV[1] is the version read, or 'new': the writer did not read and assumes the account has no record and
 # no history yet (a bulk import's first try); anything else there is a conflict, and it reads after all.
+# An account without a record whose id is in its shard's moved set (KEYS[8]) left Redis for the record:
+# -3, so the engine reopens it from there instead of starting it afresh. Only an account with no record
+# pays for the look.
 # The last two ARGV: the wall clock and when the event id (ARGV[5]) may lapse ('inf': never). Ids lapsed
 # by then go first; a set of ids from before they could lapse becomes a sorted set of ids that never do.
 COMMIT = """
@@ -13,6 +16,7 @@ if expected == 'new' then
   expected = '0'
 end
 if version ~= expected then return {-1} end
+if version == '0' and redis.call('SISMEMBER', KEYS[8], ARGV[3]) == 1 then return {-3} end
 if ARGV[5] ~= '' then
   if redis.call('TYPE', KEYS[6]).ok == 'set' then
     local kept = redis.call('SMEMBERS', KEYS[6])
@@ -41,8 +45,23 @@ for _ = 1, count do
 end
 if ARGV[i] ~= '' then redis.call('XADD', KEYS[5], '*', 'e', ARGV[i]) end
 if ARGV[4] == '' then redis.call('ZREM', KEYS[4], ARGV[3]) else redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3]) end
-if KEYS[8] then redis.call('SADD', KEYS[8], ARGV[3]) end
+if KEYS[9] then redis.call('SADD', KEYS[9], ARGV[3]) end
 return result
+"""
+
+# An account moved to the record, put back as it left (dispatcher.record.closed): only while its id is
+# still in the moved set (KEYS[4]), which it leaves in the same step, so of two restorers one writes.
+# ARGV: its id, the version to write, its record, the count of history entries, the entries, then
+# (contact id, status) pairs of its claims.
+RESTORE = """
+if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+local count = tonumber(ARGV[4])
+for i = 5, 4 + count do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 5 + count, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('SREM', KEYS[4], ARGV[1])
+return 1
 """
 
 LEASE = """

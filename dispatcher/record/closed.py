@@ -10,29 +10,44 @@ same however large the book. Order: the row is committed in PostgreSQL first, th
 the account's keys only if its version is still the one copied; if someone wrote in between (the bank
 reopened it), the row is taken back out. A crash between the two leaves the account in both places,
 which the readers tolerate (they merge and de-duplicate history), and the next run finishes the move.
+
+The delete leaves the account's id in its shard's moved set (`{s:N}:moved`, in the same step): the one
+thing Redis keeps of it. When the bank upserts that id again or an event names it, the engine hands the id
+to a RecordRestorer: the account's last closure (its record with its state and the marks of attempts
+trimmed earlier, the history Redis held, its ended claims) goes back in one step that also takes the id
+out of the moved set, and the change applies to it as to any account in Redis. So a handed-off account
+stays with the agency, a resolved one with a new due date reopens as it would have in Redis, and no
+contact id is planned a second time. The closure stays here (the readers show it ahead of the live
+account, an entry in both places once). What the move dropped stays dropped: the ids of events already
+applied and the providers' status ranks (both lapse within weeks anyway).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from config.errors import ConfigurationError
 from dispatcher.claims import IN_DOUBT, ClaimStatus
 from dispatcher.metrics import ARCHIVED
-from dispatcher.store import Loaded, Store, account_key, phone_key
+from dispatcher.models import AccountRecord, HistoryEntry
+from dispatcher.store import Loaded, Store, account_key, moved_key, phone_key
 
 CURSOR_KEY = "{archive}:closed-cursor"
 BUSY = frozenset({ClaimStatus.QUEUED, *IN_DOUBT})
 ACCOUNT_PARTS = ("acct", "hist", "claims", "ranks", "events", "voice")
 
-# KEYS: the account's parts (acct first), then its shard's wake-up set; ARGV: the version copied, its id.
+# KEYS: the account's parts (acct first), then its shard's wake-up and moved sets; ARGV: the version
+# copied, its id.
 _EVICT = """
 if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
-redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
-redis.call('ZREM', KEYS[#KEYS], ARGV[2])
+redis.call('DEL', unpack(KEYS, 1, #KEYS - 2))
+redis.call('ZREM', KEYS[#KEYS - 1], ARGV[2])
+redis.call('SADD', KEYS[#KEYS], ARGV[2])
 return 1
 """
 
@@ -118,10 +133,54 @@ class ClosedMover:
     def _evicted(self, loaded: Loaded) -> bool:
         account_id = loaded.account_id
         keys = [account_key(account_id, part) for part in ACCOUNT_PARTS]
-        keys.append(self.store.wake_key(self.store.shard_of(account_id)))
+        shard = self.store.shard_of(account_id)
+        keys += [self.store.wake_key(shard), moved_key(shard)]
         if not self._evict(keys=keys, args=[loaded.version, account_id]):
             return False
         phone = loaded.record.account.phone if loaded.record else None
         if phone:  # the phone index is a hint that lookups re-check; its own slot, so a step of its own
             self.store.redis.srem(phone_key(phone), account_id)
         return True
+
+
+LAST_CLOSURES = """
+SELECT DISTINCT ON (account_id) account_id, version, record, history, claims
+FROM closed_accounts WHERE account_id = ANY(%s) ORDER BY account_id, closed_at DESC
+"""
+
+
+class ClosureMissing(ConfigurationError, RuntimeError):
+    """Redis says the account moved to the record, and the record has no closure of it: the process reads
+    another record than the archiver wrote (DISPATCHER_DATABASE_URL)."""
+
+
+class RecordRestorer:
+    """Puts moved accounts back into Redis from their last closure. `pool` is the record's pool, or what
+    opens it on first use (most processes never meet a moved account)."""
+
+    def __init__(self, store: Store, pool: ConnectionPool | Callable[[], ConnectionPool]):
+        self.store = store
+        self._pool = pool
+
+    def pool(self) -> ConnectionPool:
+        if not isinstance(self._pool, ConnectionPool):
+            self._pool = self._pool()
+        return self._pool
+
+    def __call__(self, account_ids: Sequence[str]) -> None:
+        with self.pool().connection() as conn:
+            rows = conn.execute(LAST_CLOSURES, (list(account_ids),)).fetchall()
+        found = {row[0]: row for row in rows}
+        missing = [account_id for account_id in account_ids if account_id not in found]
+        if missing:
+            raise ClosureMissing(
+                f"accounts {missing[:5]} were moved to the record but are not in this one: is "
+                "DISPATCHER_DATABASE_URL the record the archiver writes? (refusing to start them afresh)"
+            )
+        for account_id, version, data, history, claims in found.values():
+            record = AccountRecord.model_validate(data)
+            entries = [HistoryEntry.model_validate(entry) for entry in history]
+            # A new version: a writer holding a view from before the move reads again.
+            restored = self.store.restore(account_id, record, int(version) + 1, entries, dict(claims))
+            if restored and record.account.phone:  # the phone index's own slot, as the mover's removal
+                self.store.redis.sadd(phone_key(record.account.phone), account_id)

@@ -23,7 +23,7 @@ from dispatcher.engine import Engine
 from dispatcher.events import Payment
 from dispatcher.planner import plan
 from dispatcher.record.archive import AuditArchiver
-from dispatcher.record.closed import ClosedMover
+from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.lookback import lookback
 from dispatcher.record.readers import RecordReader, read_account
@@ -82,15 +82,17 @@ def test_active_accounts_stay_in_redis(engine: Engine, clock: ManualClock, recor
 def test_a_reopened_account_reads_its_closed_past_before_its_live_present(
     engine: Engine, clock: ManualClock, record_pool: ConnectionPool
 ) -> None:
+    engine.restorer = RecordRestorer(engine.store, record_pool)  # as the composition root wires it
     _worked_and_paid(engine, clock)
     old = engine.store.load("A1").history
     clock.advance(IN_REDIS + timedelta(days=1))
     ClosedMover(engine.store, record_pool, IN_REDIS).run_all(clock.now())
-    engine.upsert(make_account("A1", balance=Decimal("800.00")))  # the bank sends it again
+    engine.upsert(make_account("A1", balance=Decimal("800.00")))  # the bank sends it again: it reopens
     found = read_account(engine.store, RecordReader(record_pool), "A1")
     assert found is not None and not found.archived
     assert found.history[: len(old)] == old
-    assert found.history[len(old)].event == "account_created"
+    assert found.history[len(old)].event == "account_updated"
+    assert found.record.state.status == "active"
 
 
 def test_retention_erases_personal_data_and_keeps_the_audit_of_sends(
