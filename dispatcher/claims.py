@@ -68,7 +68,13 @@ return 1
 _MOVE = """
 local status = redis.call('HGET', KEYS[1], ARGV[1])
 if status ~= ARGV[2] then return 0 end
-if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[5], ARGV[6])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
 if ARGV[3] ~= 'sending' and ARGV[3] ~= 'unknown' then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
@@ -85,6 +91,8 @@ local status = redis.call('HGET', KEYS[2], ARGV[1])
 if status ~= 'sending' and status ~= 'unknown' then return 0 end
 if ARGV[3] == '1' then
   redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[7], ARGV[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[7], ARGV[6])
 else
   redis.call('HSET', KEYS[2], ARGV[1], 'queued')
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
@@ -103,6 +111,8 @@ _OFFER_AGAIN = """
 redis.call('ZREM', KEYS[2], ARGV[2])
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'queued' then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+redis.call('EXPIRE', KEYS[4], ARGV[6])
 redis.call('ZADD', KEYS[3], 'LT', ARGV[4], ARGV[3])
 redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[3])
 return 1
@@ -111,6 +121,16 @@ return 1
 
 def claims_key(account_id: str) -> str:
     return f"{{a:{account_id}}}:claims"
+
+
+def let_go_key(account_id: str) -> str:
+    """Contacts whose claim was forgotten lately (contact id -> wall time): a send task that turns up for one
+    afterwards is a stale duplicate of its dispatch, skipped quietly; one for a contact never claimed is not."""
+    return f"{{a:{account_id}}}:let-go"
+
+
+# How long a forgotten claim is remembered: longer than any send task waits on its queue.
+LET_GO_TTL = 86_400
 
 
 def queued_member(channel: str, contact_id: str) -> str:
@@ -215,11 +235,14 @@ class ClaimStore:
     ) -> tuple[list[str], list[object]]:
         shard = self.shard_of(account_id)
         keys = [claims_key(account_id), self.inflight_key(shard), self.queued_key(shard), self.unverified_key(shard)]
+        keys.append(let_go_key(account_id))
         return keys, [
             contact_id,
             str(expected),
             "" if status is None else str(status),
             queued_member(channel, contact_id),
+            repr(self.wallclock()),
+            LET_GO_TTL,
         ]
 
     def release_many(
@@ -230,9 +253,10 @@ class ClaimStore:
         for account_id, contact_id, channel, attempt in releases:
             shard = self.shard_of(account_id)
             keys = [*_account_keys(account_id), self.inflight_key(shard), self.queued_key(shard)]
-            keys.append(self.unverified_key(shard))
+            keys += [self.unverified_key(shard), let_go_key(account_id)]
             args = [contact_id, attempt.model_dump_json(exclude_defaults=True), "1" if forget else "0"]
-            self._release(keys=keys, args=[*args, queued_member(channel, contact_id), now], client=pipe)
+            args += [queued_member(channel, contact_id), now, str(LET_GO_TTL)]
+            self._release(keys=keys, args=args, client=pipe)
 
     # The stranded sweep.
     def dispatched(self, contacts: Sequence[tuple[str, str, str]]) -> None:
@@ -260,8 +284,9 @@ class ClaimStore:
     def offer_again(self, stranded: Stranded, wake_key: str, now_epoch: float) -> bool:
         """Forget a still-queued claim and wake its account at `now_epoch` (domain clock), so it is planned anew."""
         keys = [claims_key(stranded.account_id), self.queued_key(self.shard_of(stranded.account_id)), wake_key]
+        keys.append(let_go_key(stranded.account_id))
         member = queued_member(stranded.channel, stranded.contact_id)
-        args = [stranded.contact_id, member, stranded.account_id, repr(now_epoch)]
+        args = [stranded.contact_id, member, stranded.account_id, repr(now_epoch), repr(self.wallclock()), LET_GO_TTL]
         return bool(self._offer_again(keys=keys, args=args))
 
     # Claims in doubt.

@@ -6,6 +6,7 @@ on a Redis Cluster):
     {a:ID}:acct      hash  v = version, d = AccountRecord JSON, r = releases (history entries removed)
     {a:ID}:hist      list  HistoryEntry JSON, append-only
     {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown (dispatcher.claims)
+    {a:ID}:let-go    hash  contact id -> when its claim was forgotten; a later send task for it is a stale duplicate
     {a:ID}:ranks     hash  contact id -> rank of the last provider status recorded, so an older callback is
                            dropped (dispatcher.ranks: `Store.ranks`)
     {a:ID}:events    zset  event ids already applied (a repeat is ignored) -> when each may lapse: a provider

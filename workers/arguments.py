@@ -4,7 +4,10 @@ never half-applied.
 
 A send payload is the most dangerous argument: it names who is contacted. Its contact id must belong to its
 account (`ACCOUNT/stage/step/occurrence[/fb]`, dispatcher.planner.ContactRef) and a claim must exist for it,
-which only the planner writes; a payload forged or garbled on the broker cannot reach a debtor.
+which only the planner writes; a payload forged or garbled on the broker cannot reach a debtor. A payload
+whose claim was forgotten lately (the last look denied it, a release, the stranded sweep) is a stale
+duplicate of its contact's dispatch — a re-plan offers a queued contact again — and is skipped quietly,
+counted, not dead-lettered: dead letters are for messages a person must look at.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+import structlog
 from celery import Task
 from pydantic import ValidationError
 
-from dispatcher.claims import claims_key
+from dispatcher.claims import claims_key, let_go_key
+from dispatcher.metrics import CONTACTS
 from dispatcher.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
 from dispatcher.store import Store
 from workers.deadletter import refuse
+
+log = structlog.get_logger("workers.arguments")
 
 PAYLOAD_FIELDS = ("id", "account_id", "channel", "template", "stage", "step", "due_at")
 ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN.removeprefix("^").removesuffix("$"))
@@ -33,12 +40,17 @@ def checked_payloads(task: Task, payloads: object, store: Store) -> list[dict[st
         refuse(task, f"a send takes a list of contact payloads, not {type(payloads).__name__}", [payloads])
         return []
     problems = [payload_problem(payload) for payload in payloads]
-    claimed = iter(
-        _claimed([payload for payload, problem in zip(payloads, problems, strict=True) if not problem], store)
+    standing = iter(
+        _standing([payload for payload, problem in zip(payloads, problems, strict=True) if not problem], store)
     )
     good = []
     for payload, problem in zip(payloads, problems, strict=True):
-        if problem is None and not next(claimed):
+        claim = next(standing) if problem is None else None
+        if claim == "let go":
+            CONTACTS.labels(payload["channel"], "stale_duplicate").inc()
+            log.debug("contact.stale_duplicate", contact_id=payload["id"], account_id=payload["account_id"])
+            continue
+        if claim == "none":
             problem = (
                 f"no claim for contact {payload['id']!r} on account {payload['account_id']!r}: only contacts "
                 "the planner queued are sent"
@@ -73,14 +85,19 @@ def payload_problem(payload: object) -> str | None:
     return None if due_at.tzinfo is not None else f"due_at {payload['due_at']!r} has no UTC offset"
 
 
-def _claimed(payloads: Sequence[dict[str, str]], store: Store) -> list[bool]:
-    """Whether each payload's contact has a claim, read in one round trip."""
+def _standing(payloads: Sequence[dict[str, str]], store: Store) -> list[Literal["claimed", "let go", "none"]]:
+    """Per payload: its contact has a claim, had one forgotten lately, or never had one; one round trip."""
     if not payloads:
         return []
     with store.redis.pipeline(transaction=False) as pipe:
         for payload in payloads:
             pipe.hexists(claims_key(payload["account_id"]), payload["id"])
-        return [bool(exists) for exists in pipe.execute()]
+            pipe.hexists(let_go_key(payload["account_id"]), payload["id"])
+        replies = pipe.execute()
+    return [
+        "claimed" if claimed else "let go" if let_go else "none"
+        for claimed, let_go in zip(replies[::2], replies[1::2], strict=True)
+    ]
 
 
 def account_id_problem(account_id: object) -> str | None:

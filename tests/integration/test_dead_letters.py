@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from channels.sandbox import Sandboxes
 from dispatcher import deadletters
+from dispatcher.claims import let_go_key
 from dispatcher.cli import app as cli
 from dispatcher.clock import ManualClock
+from dispatcher.events import Dispute
 from dispatcher.redis_server import EmbeddedRedis
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
@@ -112,6 +115,36 @@ def test_a_payload_naming_another_accounts_contact_is_dead_lettered_and_the_rest
     assert letter.task == "dispatcher.send" and letter.queue == "sms"
     assert "does not belong to account 'P000000'" in letter.reason
     assert runtime.engine.store.claims("P000000") == {}
+
+
+def test_send_tasks_for_a_contact_whose_claim_was_let_go_are_skipped_quietly_not_dead_lettered(
+    runtime: WorkerRuntime, celery_worker: object, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    """A re-plan offers a queued contact again, so a contact can have several send tasks on the broker; once the
+    last look lets its claim go (here: a dispute), the ones still coming are stale duplicates, not dead letters."""
+    client = runtime.engine.store.redis
+    runtime.engine.on_queued = lambda contacts: None  # hold the contact's dispatch back for this test
+    [queued] = runtime.engine.upsert(
+        make_account("LG1", phone="+8613900000004", due_date=clock.now().date() - timedelta(days=1))
+    ).queued
+    runtime.engine.record_event("LG1", Dispute())
+    for _ in range(3):
+        send.apply_async(args=[[contact_payload(queued)]], queue="sms")
+    eventually(lambda: client.hexists(let_go_key("LG1"), queued.id))
+    eventually(lambda: _contacts_counted("stale_duplicate") >= 2)
+    assert _letters(client) == []
+    assert "+8613900000004" not in [r["form"].get("To") for r in worker_sandboxes.twilio.state.messages()]
+    assert runtime.engine.store.claims("LG1") == {}
+
+
+def _contacts_counted(result: str) -> float:
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "dispatcher_contacts"
+        for sample in metric.samples
+        if sample.labels.get("result") == result and sample.name.endswith("_total")
+    )
 
 
 def test_a_well_formed_payload_for_a_contact_never_planned_is_dead_lettered(
