@@ -274,14 +274,17 @@ class Store:
         version: int,
         history: Sequence[HistoryEntry],
         claims: dict[str, str],
+        event_ids: dict[str, str] | None = None,
     ) -> bool:
-        """Put a moved account back as it left (its id leaves the moved set in the same step); False when it
-        is not moved (any more: another process restored it first)."""
+        """Put a moved account back as it left (its id leaves the moved set in the same step), with the ids
+        of the events it had applied (id -> lapse score); False when it is not moved (any more: another
+        process restored it first)."""
         keys = [account_key(account_id, part) for part in ("acct", "hist", "claims")]
-        keys.append(self._moved_keys[self.shard_of(account_id)])
+        keys += [self._moved_keys[self.shard_of(account_id)], account_key(account_id, "events")]
         args: list[object] = [account_id, version, record.model_dump_json(exclude_defaults=True), len(history)]
         args += [entry.model_dump_json(exclude_defaults=True) for entry in history]
-        args += [part for pair in claims.items() for part in pair]
+        args += [len(claims), *(part for pair in claims.items() for part in pair)]
+        args += [part for event_id, score in (event_ids or {}).items() for part in (score, event_id)]
         self._history_cache.pop(account_id, None)
         return bool(self._restore(keys=keys, args=args))
 

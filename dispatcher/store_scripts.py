@@ -51,15 +51,19 @@ return result
 
 # An account moved to the record, put back as it left (dispatcher.record.closed): only while its id is
 # still in the moved set (KEYS[4]), which it leaves in the same step, so of two restorers one writes.
-# ARGV: its id, the version to write, its record, the count of history entries, the entries, then
-# (contact id, status) pairs of its claims.
+# ARGV: its id, the version to write, its record, the count of history entries, the entries, the count of
+# its claims, (contact id, status) pairs, then (lapse score, event id) pairs of the events it had applied.
 RESTORE = """
 if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5])
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 local count = tonumber(ARGV[4])
 for i = 5, 4 + count do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-for i = 5 + count, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+local i = 5 + count
+local claims = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, claims do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]); i = i + 2 end
+while i < #ARGV do redis.call('ZADD', KEYS[5], ARGV[i], ARGV[i + 1]); i = i + 2 end
 redis.call('SREM', KEYS[4], ARGV[1])
 return 1
 """

@@ -18,8 +18,9 @@ trimmed earlier, the history Redis held, its ended claims) goes back in one step
 out of the moved set, and the change applies to it as to any account in Redis. So a handed-off account
 stays with the agency, a resolved one with a new due date reopens as it would have in Redis, and no
 contact id is planned a second time. The closure stays here (the readers show it ahead of the live
-account, an entry in both places once). What the move dropped stays dropped: the ids of events already
-applied and the providers' status ranks (both lapse within weeks anyway).
+account, an entry in both places once). The ids of the events it had applied come back with it, so a bank
+event resent after the move is still a repeat; the providers' status ranks stay dropped (they lapse within
+weeks anyway).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ return 1
 """
 
 INSERT = """
-INSERT INTO closed_accounts (account_id, closed_at, archived_at, status, version, record, history, claims)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+INSERT INTO closed_accounts (account_id, closed_at, archived_at, status, version, record, history, claims,
+                             event_ids)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 
 
@@ -95,7 +97,8 @@ class ClosedMover:
             for loaded, _ in due:
                 conn.execute("SELECT record_partition('closed_accounts', %s)", (closed_at(loaded),))
             with conn.cursor() as cur:
-                cur.executemany(INSERT, [self._row(loaded, claims, now) for loaded, claims in due])
+                rows = [self._row(loaded, claims, self._event_ids(loaded.account_id), now) for loaded, claims in due]
+                cur.executemany(INSERT, rows)
             conn.commit()
         moved = 0
         for loaded, _ in due:
@@ -121,13 +124,21 @@ class ClosedMover:
                 found.append((loaded, claims))
         return found
 
+    def _event_ids(self, account_id: str) -> dict[str, str]:
+        """The ids of the events it applied, each with its lapse score as text ('inf' for the bank's own)."""
+        scored = self.store.redis.zrange(account_key(account_id, "events"), 0, -1, withscores=True)
+        return {event_id: repr(score) for event_id, score in scored}
+
     @staticmethod
-    def _row(loaded: Loaded, claims: dict[str, ClaimStatus], now: datetime) -> tuple[object, ...]:
+    def _row(
+        loaded: Loaded, claims: dict[str, ClaimStatus], event_ids: dict[str, str], now: datetime
+    ) -> tuple[object, ...]:
         assert loaded.record is not None
         history = [json.loads(entry.model_dump_json(exclude_defaults=True)) for entry in loaded.history]
         return (
             loaded.account_id, closed_at(loaded), now, loaded.record.state.status, int(loaded.version),
             Jsonb(json.loads(loaded.record.model_dump_json(exclude_defaults=True))), Jsonb(history), Jsonb(claims),
+            Jsonb(event_ids),
         )  # fmt: skip
 
     def _evicted(self, loaded: Loaded) -> bool:
@@ -144,7 +155,7 @@ class ClosedMover:
 
 
 LAST_CLOSURES = """
-SELECT DISTINCT ON (account_id) account_id, version, record, history, claims
+SELECT DISTINCT ON (account_id) account_id, version, record, history, claims, event_ids
 FROM closed_accounts WHERE account_id = ANY(%s) ORDER BY account_id, closed_at DESC
 """
 
@@ -177,10 +188,10 @@ class RecordRestorer:
                 f"accounts {missing[:5]} were moved to the record but are not in this one: is "
                 "DISPATCHER_DATABASE_URL the record the archiver writes? (refusing to start them afresh)"
             )
-        for account_id, version, data, history, claims in found.values():
+        for account_id, version, data, history, claims, event_ids in found.values():
             record = AccountRecord.model_validate(data)
             entries = [HistoryEntry.model_validate(entry) for entry in history]
             # A new version: a writer holding a view from before the move reads again.
-            restored = self.store.restore(account_id, record, int(version) + 1, entries, dict(claims))
+            restored = self.store.restore(account_id, record, int(version) + 1, entries, dict(claims), event_ids)
             if restored and record.account.phone:  # the phone index's own slot, as the mover's removal
                 self.store.redis.sadd(phone_key(record.account.phone), account_id)

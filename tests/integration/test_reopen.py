@@ -183,6 +183,20 @@ def test_a_payment_for_a_moved_resolved_account_is_accepted_and_recorded(
     ]  # fmt: skip
 
 
+def test_an_event_applied_before_the_move_and_resent_after_it_is_still_a_repeat(
+    reopening: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    engine = reopening
+    _send(engine, [engine.upsert(make_account("E1"))])
+    paid = Payment(amount=Decimal("5000.00"), event_id="bank-991", reference="TX-991")
+    assert engine.record_event("E1", paid).status == "applied"
+    _move(engine, record_pool, clock, ["E1"])
+    assert engine.store.load("E1").record is None  # it left Redis, event ids and all
+    assert engine.record_event("E1", paid).status == "duplicate"  # the bank resent it after the move
+    history = engine.store.load("E1").history
+    assert [entry.event for entry in history if entry.kind == "event"].count("payment") == 1
+
+
 def test_without_a_record_a_moved_account_is_refused_not_started_fresh(
     reopening: Engine, engine: Engine, clock: ManualClock, record_pool: ConnectionPool
 ) -> None:
