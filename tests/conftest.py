@@ -4,7 +4,7 @@ strategy, a manual clock, and an engine wired to them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from config.settings import DEFAULT_STRATEGY
+from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
 from dispatcher.models import Account, PostalAddress
@@ -79,3 +80,17 @@ def make_account(account_id: str = "A1", **overrides: object) -> Account:
     }
     fields.update(overrides)
     return Account.model_validate(fields)
+
+
+def work(engine: Engine, clock: ManualClock, account_ids: list[str], rounds: int, every: timedelta) -> list[str]:
+    """Re-plan the accounts `rounds` times, `every` apart, claiming and sending whatever each pass queues as a
+    worker would; the ids sent, in order."""
+    sent = []
+    for _ in range(rounds):
+        for result in engine.replan_many(account_ids):
+            for contact in result.queued:
+                if engine.gate.claim(contact).verdict == "send":
+                    engine.gate.end_claim(contact, ClaimStatus.SENT)
+                    sent.append(contact.id)
+        clock.advance(every)
+    return sent

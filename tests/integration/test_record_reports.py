@@ -9,7 +9,6 @@ from decimal import Decimal
 import pytest
 from psycopg_pool import ConnectionPool
 
-from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
 from dispatcher.events import Payment
@@ -19,7 +18,7 @@ from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader
 from dispatcher.reports import SendAudit, compliance_audit
 from dispatcher.strategy import Strategy
-from tests.conftest import make_account
+from tests.conftest import make_account, work
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -27,12 +26,7 @@ ACCOUNTS = ["R1", "R2", "R3"]
 
 
 def _work(engine: Engine, clock: ManualClock, plans: int) -> None:
-    for _ in range(plans):
-        for result in engine.replan_many(ACCOUNTS):
-            for contact in result.queued:
-                if engine.gate.claim(contact).verdict == "send":
-                    engine.gate.end_claim(contact, ClaimStatus.SENT)
-        clock.advance(timedelta(hours=6))
+    work(engine, clock, ACCOUNTS, plans, timedelta(hours=6))
 
 
 def _figures(audit: SendAudit) -> tuple[object, ...]:

@@ -31,7 +31,7 @@ from dispatcher.record.retention import ERASED_NAME, pseudonymise_closed
 from dispatcher.store import account_key
 from dispatcher.strategy import Strategy
 from dispatcher.timeline import timeline
-from tests.conftest import make_account
+from tests.conftest import make_account, work
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -41,12 +41,7 @@ IN_REDIS = timedelta(days=30)
 def _worked_and_paid(engine: Engine, clock: ManualClock, account_id: str = "A1", days: int = 6) -> None:
     """An account contacted for some days (every queued contact claimed and sent), then paid in full."""
     engine.upsert(make_account(account_id))
-    for _ in range(days):
-        for result in engine.replan_many([account_id]):
-            for contact in result.queued:
-                if engine.gate.claim(contact).verdict == "send":
-                    engine.gate.end_claim(contact, ClaimStatus.SENT)
-        clock.advance(timedelta(days=1))
+    work(engine, clock, [account_id], days, timedelta(days=1))
     engine.record_event(account_id, Payment(amount=Decimal("5000.00")))
 
 
@@ -164,12 +159,7 @@ def test_the_api_and_the_cli_read_a_closed_account_from_the_record(
 
 def _worked(engine: Engine, clock: ManualClock, account_id: str, days: int) -> None:
     engine.upsert(make_account(account_id))
-    for _ in range(days):
-        for result in engine.replan_many([account_id]):
-            for contact in result.queued:
-                if engine.gate.claim(contact).verdict == "send":
-                    engine.gate.end_claim(contact, ClaimStatus.SENT)
-        clock.advance(timedelta(hours=8))
+    work(engine, clock, [account_id], days, timedelta(hours=8))
 
 
 def test_history_past_the_look_back_leaves_redis_and_the_timeline_stays_whole(
