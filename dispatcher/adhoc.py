@@ -38,7 +38,7 @@ class AdhocAnswer:
 def request_contact(engine: Engine, account_id: str, request: AdhocContact) -> AdhocAnswer:
     """Judge, record and answer one ad-hoc request; raises UnknownAccount or AlreadyMade, recording nothing."""
     contact_id = str(ContactRef(account_id, ADHOC_STAGE, request.key, 0))
-    loaded = engine.store.load(account_id)
+    loaded = engine.load(account_id)
     if loaded.record is None:
         raise UnknownAccount(account_id)
     if engine.store.claim_status(account_id, contact_id) not in (None, ClaimStatus.QUEUED):

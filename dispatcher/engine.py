@@ -208,6 +208,15 @@ class Engine:
             raise RuntimeError(f"accounts kept changing under the planner: {pending[:5]}")
         return [results[account_id] for account_id in account_ids if account_id in results]
 
+    def load(self, account_id: str) -> Loaded:
+        """The account as it stands, reopened from the record first if the archiver moved it there; a reader
+        that decides on it (an ad-hoc request) must not take a moved account for an unknown one."""
+        loaded = self.store.load(account_id)
+        if loaded.record is None and self.store.moved([account_id]):
+            self._reopen([account_id])
+            loaded = self.store.load(account_id)
+        return loaded
+
     def _reopen(self, account_ids: list[str]) -> None:
         if self.restorer is None:
             raise RecordRequired(account_ids)

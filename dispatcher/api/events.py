@@ -114,7 +114,7 @@ def post_contact(
     """Send now (queued), defer until a time, or deny by a named rule: the same policy as every contact.
 
     A denial records only the denial; a deferral longer than the strategy's maximum is a denial."""
-    loaded = engine.store.load(request.account_id)
+    loaded = engine.load(request.account_id)
     if loaded.record is None:
         raise UnknownAccount(request.account_id)
     _check_template(request.template, loaded.record.account.locale)

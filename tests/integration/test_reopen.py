@@ -13,10 +13,11 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from config.settings import load_settings
+from dispatcher.adhoc import request_contact
 from dispatcher.claims import ClaimStatus
 from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine, RecordRequired
-from dispatcher.events import Outcome, Payment
+from dispatcher.events import AdhocContact, Outcome, Payment
 from dispatcher.models import AccountRecord, Channel, OutcomeKind
 from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
@@ -119,6 +120,18 @@ def test_a_handed_off_account_upserted_again_after_its_move_stays_handed_off(
     assert changed.status == "applied" and not changed.queued and not changed.created
     assert engine.store.load("H1").record.state.status == "handed_off"  # type: ignore[union-attr]
     assert engine.store.redis.smembers(moved_key(engine.store.shard_of("H1"))) == set()
+
+
+def test_an_agents_ad_hoc_request_for_a_moved_handed_off_account_is_denied_by_its_rule_not_unknown(
+    reopening: Engine, clock: ManualClock, record_pool: ConnectionPool
+) -> None:
+    engine = reopening
+    _handed_off(engine, clock, "H2")
+    clock.advance(timedelta(days=1))
+    _move(engine, record_pool, clock, ["H2"])
+    answer = request_contact(engine, "H2", AdhocContact(channel=Channel.SMS, template="reminder_sms", key="k1"))
+    assert answer.verdict == "deny" and answer.rule and not answer.queued
+    assert engine.store.load("H2").record.state.status == "handed_off"  # type: ignore[union-attr]
 
 
 def _paid_then_owing_again(engine: Engine, clock: ManualClock, pool: ConnectionPool, move: bool) -> Reopened:
