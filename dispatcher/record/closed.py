@@ -93,11 +93,12 @@ class ClosedMover:
         due = [(loaded, claims) for loaded, claims in self._closed(account_ids, now)]
         if not due:
             return 0
+        event_ids = self._event_ids([loaded.account_id for loaded, _ in due])
+        rows = [self._row(loaded, claims, ids, now) for (loaded, claims), ids in zip(due, event_ids, strict=True)]
         with self.pool.connection() as conn:
             for loaded, _ in due:
                 conn.execute("SELECT record_partition('closed_accounts', %s)", (closed_at(loaded),))
             with conn.cursor() as cur:
-                rows = [self._row(loaded, claims, self._event_ids(loaded.account_id), now) for loaded, claims in due]
                 cur.executemany(INSERT, rows)
             conn.commit()
         moved = 0
@@ -124,10 +125,13 @@ class ClosedMover:
                 found.append((loaded, claims))
         return found
 
-    def _event_ids(self, account_id: str) -> dict[str, str]:
-        """The ids of the events it applied, each with its lapse score as text ('inf' for the bank's own)."""
-        scored = self.store.redis.zrange(account_key(account_id, "events"), 0, -1, withscores=True)
-        return {event_id: repr(score) for event_id, score in scored}
+    def _event_ids(self, account_ids: list[str]) -> list[dict[str, str]]:
+        """Per account, the ids of the events it applied with their lapse scores as text ('inf' for the bank's
+        own), read in one round trip."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        for account_id in account_ids:
+            pipe.zrange(account_key(account_id, "events"), 0, -1, withscores=True)
+        return [{event_id: repr(score) for event_id, score in scored} for scored in pipe.execute()]
 
     @staticmethod
     def _row(
