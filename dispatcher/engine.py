@@ -284,10 +284,8 @@ def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
         state = before.model_copy(update={"paid": Decimal("0"), "status": status})
     kind = "account_created" if previous is None else "account_updated"
     entry = HistoryEntry(kind="event", at=now, event=kind, detail={"balance": str(account.balance)})
-    record = AccountRecord(account=account, state=state)
-    if previous is not None and previous.trimmed:
-        # What left the history stays attempted: a new due date may bring its stage back (record.lookback).
-        record = record.model_copy(update={"trimmed": previous.trimmed})
+    # What left the history stays attempted: a new due date may bring its stage back (record.lookback).
+    record = AccountRecord(account=account, state=state, trimmed=previous.trimmed if previous is not None else {})
     return Change(record, [entry], phone=account.phone)
 
 
