@@ -6,8 +6,8 @@ address), 'tempfail…' 451 (try again later); anything else is accepted.
 The message itself is refused (550 5.7.1, as Gmail and Yahoo refuse bulk mail that breaks their sender
 rules) when a header is not plain ASCII or is an RFC 2047 encoded word where a URI list belongs
 (List-Unsubscribe), when List-Unsubscribe lacks an https URI or List-Unsubscribe-Post is not
-`List-Unsubscribe=One-Click` (RFC 8058; http on loopback passes, for development), when From, Date or
-Message-ID is missing (RFC 5322), or when a line is longer than 998 characters.
+`List-Unsubscribe=One-Click` (RFC 8058; http to loopback or to a compose service passes, for development),
+when From, Date or Message-ID is missing (RFC 5322), or when a line is longer than 998 characters.
 
 Eight-bit data is refused (550 5.6.0, as a strict relay such as Postfix with strict_8bitmime does) unless
 the client declared it on MAIL FROM (BODY=8BITMIME or SMTPUTF8, RFC 6152) after the server offered it;
@@ -20,6 +20,7 @@ import itertools
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -33,8 +34,14 @@ RECIPIENT_REPLIES = (
 )
 
 
-# RFC 8058 wants https; a development deployment on loopback has none, so its own API is accepted too.
-ONE_CLICK_SCHEMES = ("https://", "http://127.0.0.1", "http://localhost")
+def is_one_click_uri(uri: str) -> bool:
+    """RFC 8058 wants https. A development deployment has none, so its own API over http is accepted too: on
+    loopback, or at a single-label name such as compose's `api` service (no public host has one)."""
+    parts = urlsplit(uri)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and (host in ("127.0.0.1", "localhost", "::1") or (host != "" and "." not in host))
 
 
 def eight_bit_problem(data: bytes, mail_options: list[str], offered: bool) -> str | None:
@@ -71,7 +78,7 @@ def message_problem(data: bytes) -> str | None:
         if "=?" in unsubscribe or not uris:
             return "List-Unsubscribe is not a list of <URI>s (RFC 2369)"
         if (
-            not any(uri.startswith(ONE_CLICK_SCHEMES) for uri in uris)
+            not any(is_one_click_uri(uri) for uri in uris)
             or headers.get("list-unsubscribe-post") != "List-Unsubscribe=One-Click"
         ):
             return "no one-click unsubscribe: an https URI and List-Unsubscribe-Post (RFC 8058)"

@@ -179,9 +179,10 @@ def test_the_smtp_sandbox_refuses_what_bulk_sender_rules_refuse(sandboxes: Sandb
         with pytest.raises(smtplib.SMTPDataError) as no_https:
             client.sendmail("collections@example-bank.test", ["a@example.test"], _raw("<mailto:u@example-bank.test>"))
         assert b"RFC 8058" in no_https.value.smtp_error
-        client.sendmail(
-            "collections@example-bank.test", ["a@example.test"], _raw("<mailto:u@x.test>, <https://b.test/u>")
-        )
+        with pytest.raises(smtplib.SMTPDataError):
+            client.sendmail("collections@example-bank.test", ["a@example.test"], _raw("<http://b.test/u>"))
+        for one_click in ("<mailto:u@x.test>, <https://b.test/u>", "<http://127.0.0.1:8700/u>", "<http://api:8700/u>"):
+            client.sendmail("collections@example-bank.test", ["a@example.test"], _raw(one_click))
 
 
 def test_a_policy_refusal_of_the_whole_message_is_our_misconfiguration() -> None:
