@@ -19,7 +19,7 @@ import ssl
 import threading
 from collections.abc import Coroutine
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, EmailPolicy
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,9 +50,24 @@ T = TypeVar("T")
 # set, in lines of at most 76 characters (RFC 2045). The signed bytes are then what any relay takes, with or
 # without 8BITMIME, and no relay has to convert them (which would break the DKIM body hash).
 BODY = SMTP.clone(cte_type="7bit", max_line_length=76)
-# Headers are written unfolded up to RFC 5322's 998 characters: folding a long List-Unsubscribe made the
-# email package write it as an RFC 2047 encoded word, which no receiver parses as URIs.
-HEADERS = SMTP.clone(cte_type="7bit", max_line_length=998)
+UNFOLDED_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+class _HeaderPolicy(EmailPolicy):
+    """SMTP's policy, but the List-Unsubscribe pair is written unfolded up to RFC 5322's 998 characters:
+    folding a long List-Unsubscribe made the email package write it as an RFC 2047 encoded word, which no
+    receiver parses as URIs. Every other header folds at 78, which keeps an encoded word (a Chinese
+    Subject) within RFC 2047's 75 characters."""
+
+    def fold(self, name: str, value: str) -> str:
+        return (_UNFOLDED if name.lower() in UNFOLDED_HEADERS else super()).fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        return (_UNFOLDED if name.lower() in UNFOLDED_HEADERS else super()).fold_binary(name, value)
+
+
+_UNFOLDED = SMTP.clone(cte_type="7bit", max_line_length=998)
+HEADERS = _HeaderPolicy(linesep="\r\n", cte_type="7bit")
 SIGNED_HEADERS = [
     b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe", b"list-unsubscribe-post",
     b"mime-version", b"content-type",

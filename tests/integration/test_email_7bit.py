@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -75,6 +76,10 @@ def test_non_ascii_mail_arrives_7bit_clean_and_its_dkim_signature_verifies(
     assert b"8bit" not in raw.lower()  # no part claims Content-Transfer-Encoding: 8bit
     assert all(len(line) <= 76 for line in raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n"))  # RFC 2045 body lines
     assert "BODY=8BITMIME" not in [option.upper() for option in mail_options]  # 7-bit needs no declaration
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert all(len(word) <= 75 for word in re.findall(r"=\?[^?]+\?[bq]\?[^?]*\?=", head, re.I))  # RFC 2047 2.
+    unsubscribe = next(line for line in head.split("\r\n") if line.startswith("List-Unsubscribe:"))
+    assert unsubscribe.endswith(">") and "=?" not in unsubscribe  # one line of <URI>s, never folded or encoded
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
         return record if name == f"{SELECTOR}._domainkey.{DOMAIN}.".encode() else b""
