@@ -60,10 +60,14 @@ class _HeaderPolicy(EmailPolicy):
     Subject) within RFC 2047's 75 characters."""
 
     def fold(self, name: str, value: str) -> str:
-        return (_UNFOLDED if name.lower() in UNFOLDED_HEADERS else super()).fold(name, value)
+        if name.lower() in UNFOLDED_HEADERS:
+            return _UNFOLDED.fold(name, value)
+        return super().fold(name, value)
 
     def fold_binary(self, name: str, value: str) -> bytes:
-        return (_UNFOLDED if name.lower() in UNFOLDED_HEADERS else super()).fold_binary(name, value)
+        if name.lower() in UNFOLDED_HEADERS:
+            return _UNFOLDED.fold_binary(name, value)
+        return super().fold_binary(name, value)
 
 
 _UNFOLDED = SMTP.clone(cte_type="7bit", max_line_length=998)
