@@ -55,6 +55,7 @@ def production_problems(settings: Settings) -> list[tuple[str, str]]:
     if urlsplit(settings.public_base_url).scheme != "https" and "public_base_url" not in named:
         # Providers call back over the internet; Twilio signs the URL it was given, scheme included.
         problems.append(("public_base_url", f"{settings.public_base_url} is not https"))
+    problems += _unsubscribe_problems(settings, named)
     if _example_host(settings.email_from.rpartition("@")[2]):
         problems.append(("email_from", f"{settings.email_from} is an example address"))
     if _is_sandbox_host(settings.smtp_host) and settings.smtp_port == SANDBOX_SMTP_PORT:
@@ -69,6 +70,19 @@ def production_problems(settings: Settings) -> list[tuple[str, str]]:
     if settings.clock_factor != 1.0:
         problems.append(("clock_factor", "demo only: must be 1"))
     return sorted(problems + _twilio_problems(settings) + _api_key_problems(settings))
+
+
+def _unsubscribe_problems(settings: Settings, named: set[str]) -> list[tuple[str, str]]:
+    """RFC 8058 one-click unsubscribe needs an https URI: mailbox providers ignore (and bulk-sender rules
+    refuse) a List-Unsubscribe-Post whose URI is http."""
+    url = settings.unsubscribe_url
+    if "unsubscribe_url" in named or urlsplit(url).scheme == "https":
+        return []
+    fix = (
+        "set DISPATCHER_UNSUBSCRIBE_URL to an https URL ending /v1/unsubscribe/{token}, or leave it unset and set "
+        "DISPATCHER_PUBLIC_BASE_URL to the API's https address"
+    )
+    return [("unsubscribe_url", f"{url} is not https, which RFC 8058 one-click unsubscribe requires: {fix}")]
 
 
 def _twilio_problems(settings: Settings) -> list[tuple[str, str]]:

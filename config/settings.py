@@ -23,6 +23,8 @@ CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_STRATEGY = CONFIG_DIR / "strategy.yaml"
 TEMPLATES_DIR = CONFIG_DIR / "templates"  # {locale}/{template}.{channel}.txt and the email and letter HTML
 ENV_PREFIX = "DISPATCHER_"
+# The API's one-click unsubscribe route (dispatcher/api/unsubscribe.py), as a template of the signed token.
+UNSUBSCRIBE_PATH = "/v1/unsubscribe/{token}"
 
 
 class Settings(BaseSettings):
@@ -159,8 +161,10 @@ class Settings(BaseSettings):
     callback_phone: str = Field(default="+8640000000000", description="The number debtors are asked to call.")
     pay_url: str = Field(default="https://pay.example-bank.test/a/{account_id}")
     unsubscribe_url: str = Field(
-        default="http://127.0.0.1:8700/v1/unsubscribe/{token}",
-        description="The one-click unsubscribe URL (our API's POST /v1/unsubscribe/{token}); {token} is signed.",
+        default="",
+        description="The one-click unsubscribe URL (our API's POST /v1/unsubscribe/{token}); {token} is signed. "
+        "Unset: public_base_url + /v1/unsubscribe/{token} when public_base_url is set, else the API's "
+        "http://api_host:api_port. Production requires https (RFC 8058).",
     )
     clock_start: datetime | None = Field(default=None, description="Demo only: an accelerated clock's start.")
     clock_factor: float = Field(default=1.0, gt=0, description="Demo only: simulated seconds per real second.")
@@ -195,6 +199,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _derive_unsubscribe_url(self) -> Settings:
+        # Runs before the production guard (validators run in the order they are defined), which checks it.
+        if not self.unsubscribe_url:
+            self.unsubscribe_url = default_unsubscribe_url(self)
+            self.__pydantic_fields_set__.discard("unsubscribe_url")  # derived, not given: `config show` says default
+        return self
+
+    @model_validator(mode="after")
     def _production_guard(self) -> Settings:
         if self.env == "production":
             problems = production_problems(self)
@@ -207,6 +219,20 @@ class Settings(BaseSettings):
                     {"problems": text},
                 )
         return self
+
+
+def default_unsubscribe_url(settings: Settings) -> str:
+    """Where debtors' one-click unsubscribe reaches our API: under DISPATCHER_PUBLIC_BASE_URL when it is
+    set (the address the world reaches the API at), else the API's own listening address and port."""
+    if "public_base_url" in settings.model_fields_set:
+        base = settings.public_base_url.rstrip("/")
+    else:
+        host = settings.api_host
+        if host in ("", "0.0.0.0", "::"):  # listening on every address: this host reaches it on loopback
+            host = "127.0.0.1"
+        base = f"http://{f'[{host}]' if ':' in host else host}:{settings.api_port}"
+    # The result is a str.format template ({token}): braces in the base are literal.
+    return base.replace("{", "{{").replace("}", "}}") + UNSUBSCRIBE_PATH
 
 
 class SettingsError(ConfigurationError):
