@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import redis
 import structlog
+from celery.worker import state as worker_state
 from kombu.message import Message
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
@@ -145,6 +146,8 @@ class Channel(kombu_redis.Channel):
             except REDIS_ERRORS:
                 raise  # Redis itself: the consumer reconnects, the message is still in `unacked`
             except Exception as exc:
+                if worker_state.should_stop is not None or worker_state.should_terminate is not None:
+                    raise  # a pool already closing refuses any message: not this one's fault; it stays unacked
                 self._refuse_taken(message, f"the worker could not take the message: {type(exc).__name__}: {exc}")
                 return None
 

@@ -31,6 +31,7 @@ from tests.integration.test_worker_survival import (  # noqa: F401 - fixtures
 )
 from tests.worker_fixtures import eventually
 from workers.app import QUEUES
+from workers.broker import Channel, envelope_problem
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -134,3 +135,22 @@ def test_a_worker_that_must_stop_exits_non_zero(own_redis: EmbeddedRedis, tmp_pa
     assert "Unrecoverable error" in output and "ReadOnlyError" in output, output[-4000:]
     assert done.returncode == 1, output[-4000:]
     print(f"the worker stopped with exit code {done.returncode} {time.monotonic() - started:.1f} s after its start")
+
+
+def test_what_celery_and_kombu_publish_passes_the_envelope_check(redis_url: str) -> None:
+    """No false alarm: the messages real producers write (plain, delayed, prioritised, compressed, a
+    dead letter's replay envelope) are all envelopes the check lets through."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*client.keys("envcheck*") or ["envcheck"])
+    sender = Celery("producer", broker=redis_url)
+    try:
+        for options in ({}, {"countdown": 30}, {"priority": 5}, {"compression": "zlib"}, {"expires": 60}):
+            sender.send_task("dispatcher.send", args=[[{"id": "A1/reminder/sms/0"}]], queue="envcheck", **options)
+    finally:
+        sender.close()
+    replay = deadletters.task_envelope("envcheck", "dispatcher.plan", "t-1", [["A1"]], {})
+    items = [item for key in client.keys("envcheck*") for item in client.lrange(key, 0, -1)] + [replay.encode()]
+    assert len(items) == 6
+    codecs = Channel.codecs
+    assert [envelope_problem(json.loads(item), codecs) for item in items] == [None] * 6
+    client.close()
