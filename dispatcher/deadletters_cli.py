@@ -68,11 +68,12 @@ def list_command(
     if as_json:
         console.print_json(json.dumps([letter.summary() for letter in letters]))
         return
-    table = Table("id", "at", "queue", "task", "reason", title=f"{total} dead letter(s); newest {len(letters)}")
+    table = Table(
+        "id", "at", "queue", "task", "count", "reason", title=f"{total} dead letter(s); newest {len(letters)}"
+    )
     for letter in letters:
-        table.add_row(
-            letter.id, letter.at.isoformat(timespec="seconds"), letter.queue, letter.task or "-", letter.reason
-        )
+        when = letter.at.isoformat(timespec="seconds")
+        table.add_row(letter.id, when, letter.queue, letter.task or "-", str(letter.count), letter.reason)
     console.print(table)
 
 

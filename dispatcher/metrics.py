@@ -73,6 +73,14 @@ ARCHIVED = Counter(
     "closed accounts) or erased there (accounts pseudonymised).", ["kind"],
 )  # fmt: skip
 ARCHIVE_BATCHES = Counter("dispatcher_archive_batches", "Audit stream batches committed to the record.", ["shard"])
+DEAD_LETTERS = Counter(
+    "dispatcher_dead_letters", "Entries written to the dead-letter stream (a refused send task is one entry "
+    "whatever its count of contacts), by queue.", ["queue"],
+)  # fmt: skip
+DEAD_LETTERS_DROPPED = Counter(
+    "dispatcher_dead_letters_dropped", "Dead letters trimmed from the stream, oldest first, to keep it at its cap "
+    "(about 100,000 entries; operators' purges are not counted).", ["cause"],
+)  # fmt: skip
 # Every metric defined above, for the dashboard test and the exporter's check (a new one needs no listing).
 ALL = tuple(value for value in list(globals().values()) if isinstance(value, MetricWrapperBase))
 SCRAPED = (
