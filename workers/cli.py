@@ -224,5 +224,15 @@ def redis_command(
         raise typer.Exit(1) from None
 
 
+@app.command("postgres")
+def postgres_command() -> None:
+    """Run the embedded PostgreSQL of the record (data under DISPATCHER_STATE_DIR/pg, a unix socket only),
+    migrated, until Ctrl-C or SIGTERM, for hand-run processes: they find it by the state directory, or set
+    the DISPATCHER_DATABASE_URL it prints. This command stops it when it ends, whoever is connected."""
+    from workers.up import run_postgres
+
+    run_postgres(load_settings().state_dir, sys.stdout)
+
+
 if __name__ == "__main__":
     app()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,7 +16,7 @@ from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, requir
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.engine import Engine, Result, UnknownAccount
 from dispatcher.models import ACCOUNT_ID_PATTERN, Account, AccountState
-from dispatcher.record.db import open_pool, record_url
+from dispatcher.record.db import RecordUnavailable, open_record, record_url
 from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.reports import account_json
 
@@ -104,7 +106,7 @@ def put_account(
 @router.get(
     "/{account_id}",
     response_model=AccountView,
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 422, 503),
     summary="An account: state, stage, next wake-up, timeline and decisions",
     operation_id="getAccount",
 )
@@ -125,13 +127,30 @@ def get_account(
     return AccountView(**view, decisions=decisions, decisions_complete=complete, archived=found.archived)
 
 
+RECORD_WAIT = 5.0  # seconds a read waits for the record's pool before answering 503
+RECORD_RETRY = 1.0  # seconds after a failed open during which reads are answered 503 without a new try
+_opening = threading.Lock()  # requests run in a thread pool: one of them opens the record, the others wait
+
+
 def record_of(request: Request) -> RecordReader | None:
-    """The record's reader, opened on first use; None when the deployment has no record (yet)."""
+    """The record's reader, opened (and migrated) on first use; None while the deployment has no record
+    (asked again on the next read: one may appear). RecordUnavailable, a 503, when the record cannot be
+    reached (dispatcher/api/outage.py)."""
     state = request.app.state
-    if not hasattr(state, "record"):
-        url = record_url(state.settings.database_url, state.settings.state_dir)
-        state.record = None if url is None else RecordReader(open_pool(url))
-    reader: RecordReader | None = state.record
+    with _opening:
+        reader: RecordReader | None = getattr(state, "record", None)
+        if reader is not None:
+            return reader
+        failed: RecordUnavailable | None = getattr(state, "record_failed", None)
+        if failed is not None and time.monotonic() < state.record_retry_at:
+            raise failed  # asked a moment ago: the requests behind it are told at once, not one timeout each
+        try:
+            url = record_url(state.settings.database_url, state.settings.state_dir)
+            if url is not None:
+                reader = state.record = RecordReader(open_record(url, timeout=RECORD_WAIT))
+        except RecordUnavailable as exc:
+            state.record_failed, state.record_retry_at = exc, time.monotonic() + RECORD_RETRY
+            raise
     return reader
 
 

@@ -1,0 +1,114 @@
+"""The API's reads of the record (PostgreSQL): a fresh database is migrated before it is read, never a 500
+for a table not made yet; a record that cannot be reached answers 503 with Retry-After on the reads that
+need it, while everything that needs only Redis goes on."""
+
+# ruff: noqa: F811 - the fixtures imported from tests.api_fixtures come back as test parameters
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from config.settings import Settings
+from dispatcher.api import create_app
+from dispatcher.api.app import ServerThread
+from dispatcher.engine import Engine
+from dispatcher.pg_server import EmbeddedPostgres
+from tests.api_fixtures import account_body, api_keys, api_settings  # noqa: F401
+from tests.pg_fixtures import pg_server_fixture  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, read, closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(engine: Engine, settings: Settings) -> Iterator[httpx.Client]:
+    with ServerThread(create_app(engine, settings)) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+def auth(keys: dict[str, tuple[str, str]]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys['admin'][0]}"}
+
+
+@pytest.fixture
+def fresh_database(pg_server: EmbeddedPostgres) -> str:
+    """A database nothing has migrated, as a new DISPATCHER_DATABASE_URL is."""
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_server.url.replace("/dispatcher?", f"/{name}?")
+
+
+def test_a_fresh_database_url_is_migrated_before_the_first_read(
+    engine: Engine, api_settings: Settings, api_keys: dict[str, tuple[str, str]], fresh_database: str
+) -> None:
+    settings = api_settings.model_copy(update={"database_url": fresh_database})
+    with serve(engine, settings) as client:
+        assert client.put("/v1/accounts/F1", json=account_body("F1"), headers=auth(api_keys)).status_code == 201
+        answer = client.get("/v1/accounts/F1", headers=auth(api_keys))
+        assert answer.status_code == 200, answer.text  # was 500: relation "closed_accounts" does not exist
+        assert answer.json()["archived"] is False
+        missing = client.get("/v1/accounts/NOPE", headers=auth(api_keys))
+        assert missing.status_code == 404, missing.text  # the record was asked, and has none either
+    with psycopg.connect(fresh_database) as conn:
+        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"audit_entries", "closed_accounts", "history_entries"} <= tables
+
+
+def test_an_unreachable_record_answers_503_with_retry_after_on_reads_that_need_it(
+    engine: Engine, api_settings: Settings, api_keys: dict[str, tuple[str, str]]
+) -> None:
+    settings = api_settings.model_copy(update={"database_url": f"postgresql://127.0.0.1:{closed_port()}/dispatcher"})
+    with serve(engine, settings) as client:
+        put = client.put("/v1/accounts/U1", json=account_body("U1"), headers=auth(api_keys))
+        assert put.status_code == 201, put.text  # an upsert needs Redis alone
+        for account_id in ("U1", "NOPE"):  # in Redis or not, its archived part is in the record
+            started = time.monotonic()
+            answer = client.get(f"/v1/accounts/{account_id}", headers=auth(api_keys))
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "5"
+            assert answer.json()["error"] == "unavailable"
+            assert "record" in answer.json()["message"]
+            assert time.monotonic() - started < 10  # told at once, not after a pool's 30 s wait
+        assert client.get("/readyz").status_code == 200  # the instance still serves everything else
+
+
+def test_an_embedded_record_that_is_not_running_answers_503_and_is_not_started_by_the_api(
+    engine: Engine, api_settings: Settings, api_keys: dict[str, tuple[str, str]], tmp_path: Path
+) -> None:
+    state = api_settings.state_dir
+    with EmbeddedPostgres(state / "pg"):
+        pass  # a record was made here, and its server has stopped (its owner went)
+    with serve(engine, api_settings) as client:
+        answer = client.get("/v1/accounts/A1", headers=auth(api_keys))
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "5"
+        assert "record" in answer.json()["message"]
+    assert not (state / "pg" / "postmaster.pid").exists()  # nobody left a server behind to stop
+
+
+def test_a_running_embedded_record_is_read_by_the_api_without_being_owned_by_it(
+    engine: Engine, api_settings: Settings, api_keys: dict[str, tuple[str, str]]
+) -> None:
+    state = api_settings.state_dir
+    with EmbeddedPostgres(state / "pg") as server:  # what `dispatcher up` or `dispatcher postgres` runs
+        with serve(engine, api_settings) as client:
+            assert client.put("/v1/accounts/E1", json=account_body("E1"), headers=auth(api_keys)).status_code == 201
+            answer = client.get("/v1/accounts/E1", headers=auth(api_keys))
+            assert answer.status_code == 200, answer.text  # migrated first: the owner did not have to
+        assert server.url  # still up: the API neither stopped nor took over the server
