@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import psycopg
 import structlog
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
@@ -117,13 +118,17 @@ def get_account(
     _: Principal = Depends(require(ACCOUNTS_READ)),
 ) -> AccountView:
     reader = record_of(request)
-    found = read_account(engine.store, reader, account_id)
-    if found is None:
-        raise UnknownAccount(account_id)
+    try:
+        found = read_account(engine.store, reader, account_id)
+        if found is None:
+            raise UnknownAccount(account_id)
+        decisions, complete = recent_decisions(engine, account_id)
+        if reader is not None:  # the older ones were archived; an entry in both places is shown once
+            decisions = _once([*reader.decisions(account_id), *decisions])
+    except psycopg.OperationalError as exc:  # the record went away under an open pool: a 503 (outage.py)
+        forget_record(request, reader, exc)
+        raise
     view = account_json(found.record, found.history, found.claims, found.next_wakeup)
-    decisions, complete = recent_decisions(engine, account_id)
-    if reader is not None:  # the older ones were archived; an entry in both places is shown once
-        decisions = _once([*reader.decisions(account_id), *decisions])
     return AccountView(**view, decisions=decisions, decisions_complete=complete, archived=found.archived)
 
 
@@ -152,6 +157,19 @@ def record_of(request: Request) -> RecordReader | None:
             state.record_failed, state.record_retry_at = exc, time.monotonic() + RECORD_RETRY
             raise
     return reader
+
+
+def forget_record(request: Request, reader: RecordReader | None, exc: Exception) -> None:
+    """Drop a reader whose record went away: the reads after it are told at once for RECORD_RETRY, then
+    the next one opens the record afresh, so a restarted server is read again at once."""
+    state = request.app.state
+    with _opening:
+        if reader is None or getattr(state, "record", None) is not reader:
+            return  # another request has dropped it already
+        state.record = None
+        state.record_failed = RecordUnavailable(f"the record (PostgreSQL) went away: {exc}")
+        state.record_retry_at = time.monotonic() + RECORD_RETRY
+    reader.pool.close(timeout=1)
 
 
 def _once(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -112,3 +112,27 @@ def test_a_running_embedded_record_is_read_by_the_api_without_being_owned_by_it(
             answer = client.get("/v1/accounts/E1", headers=auth(api_keys))
             assert answer.status_code == 200, answer.text  # migrated first: the owner did not have to
         assert server.url  # still up: the API neither stopped nor took over the server
+
+
+def test_the_api_answers_503_while_the_embedded_record_is_stopped_and_reads_it_again_once_it_is_back(
+    engine: Engine, api_settings: Settings, api_keys: dict[str, tuple[str, str]]
+) -> None:
+    data_dir = api_settings.state_dir / "pg"
+    owner = EmbeddedPostgres(data_dir, stop_at_exit=False).start()
+    try:
+        with serve(engine, api_settings) as client:
+            assert client.put("/v1/accounts/B1", json=account_body("B1"), headers=auth(api_keys)).status_code == 201
+            assert client.get("/v1/accounts/B1", headers=auth(api_keys)).status_code == 200
+            owner.stop()  # `dispatcher postgres` told to stop, the API still holding connections
+            for attempt in range(3):
+                started = time.monotonic()
+                away = client.get("/v1/accounts/B1", headers=auth(api_keys))
+                assert away.status_code == 503, away.text
+                assert away.headers["Retry-After"] == "5"
+                assert time.monotonic() - started < (6 if attempt == 0 else 1)  # then told at once
+            owner.start()
+            time.sleep(1.1)  # past the moment a failed open is remembered
+            back = client.get("/v1/accounts/B1", headers=auth(api_keys))
+            assert back.status_code == 200, back.text  # the next read after it is back, not minutes later
+    finally:
+        owner.stop()
