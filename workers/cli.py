@@ -188,6 +188,8 @@ def up(
 
     Parts: the embedded Redis (unless DISPATCHER_REDIS_URL is set), the API, exactly one beat, a plan worker.
 
+    The embedded PostgreSQL of the record (unless DISPATCHER_DATABASE_URL is set) runs in `up` itself.
+
     More parts: a send worker (threads), Flower, the provider sandboxes (unless every provider is real).
 
     Every line is prefixed with its process's name; Ctrl-C or SIGTERM stops all of them, children included.

@@ -163,13 +163,16 @@ def forget_record(request: Request, reader: RecordReader | None, exc: Exception)
     """Drop a reader whose record went away: the reads after it are told at once for RECORD_RETRY, then
     the next one opens the record afresh, so a restarted server is read again at once."""
     state = request.app.state
+    if reader is None:
+        return
+    pool = reader.pool
     with _opening:
-        if reader is None or getattr(state, "record", None) is not reader:
+        if getattr(state, "record", None) is not reader:
             return  # another request has dropped it already
         state.record = None
         state.record_failed = RecordUnavailable(f"the record (PostgreSQL) went away: {exc}")
         state.record_retry_at = time.monotonic() + RECORD_RETRY
-    reader.pool.close(timeout=1)
+    pool.close(timeout=1)
 
 
 def _once(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
