@@ -179,7 +179,7 @@ def test_a_fresh_deployment_answers_every_documented_call_without_a_server_error
     fresh_up: Callable[[], tuple[Up, str, str, str]],
 ) -> None:
     running, api, _, key = fresh_up()
-    wait_ready(running, api, timeout=90)
+    print(f"ready after {wait_ready(running, api, timeout=90):.1f} s on an empty state directory")
     routes = documented_routes()
     caller = Caller(api, "", "")
     assert routes == set(caller.requests()), "docs/api.md and this test must list the same routes"
@@ -237,7 +237,9 @@ def test_sigterm_three_times_leaves_no_postgres_and_no_stale_pid(
         answer = httpx.get(f"{api}/v1/accounts/R{run}", headers=bearer, timeout=30)
         assert answer.status_code in ACCEPTED_READ, answer.text
         running.note_groups()
+        stopping = time.monotonic()
         stop(running, signal.SIGTERM)
+        print(f"run {run}: up exited {time.monotonic() - stopping:.1f} s after SIGTERM")
         gone_by = time.monotonic() + 15
         while postgres_on(data_dir) and time.monotonic() < gone_by:
             time.sleep(0.2)
