@@ -11,19 +11,25 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
 from config.settings import Settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread
+from dispatcher.clock import ManualClock
 from dispatcher.engine import Engine
 from dispatcher.pg_server import EmbeddedPostgres
+from dispatcher.runtime import build_engine
 from tests.api_fixtures import account_body, api_keys, api_settings  # noqa: F401
-from tests.pg_fixtures import pg_server_fixture  # noqa: F401
+from tests.conftest import make_account
+from tests.integration.test_reopen import _move
+from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -136,3 +142,23 @@ def test_the_api_answers_503_while_the_embedded_record_is_stopped_and_reads_it_a
             assert back.status_code == 200, back.text  # the next read after it is back, not minutes later
     finally:
         owner.stop()
+
+
+def test_a_change_to_an_account_moved_to_the_record_answers_503_while_the_record_is_away(
+    redis_url: str, database_url: str, record_pool: ConnectionPool, clock: ManualClock, api_settings: Settings,
+    api_keys: dict[str, tuple[str, str]],
+) -> None:  # fmt: skip
+    settings = api_settings.model_copy(update={"database_url": database_url})
+    engine = build_engine(settings, redis_url, clock).engine
+    engine.upsert(make_account("M1", balance=Decimal("0")))  # paid: resolved, and moved once closed long enough
+    _move(engine, record_pool, clock, ["M1"])
+    away = settings.model_copy(update={"database_url": f"postgresql://127.0.0.1:{closed_port()}/dispatcher"})
+    with serve(build_engine(away, redis_url, clock).engine, away) as client:
+        put = client.put("/v1/accounts/M1", json=account_body("M1"), headers=auth(api_keys))
+        assert put.status_code == 503, put.text  # it must be reopened from the record, which is away
+        assert put.headers["Retry-After"] == "5"
+    assert engine.store.load("M1").record is None  # not started afresh under an id it had
+    with serve(engine, settings) as client:  # the record back: the same change reopens it
+        put = client.put("/v1/accounts/M1", json=account_body("M1"), headers=auth(api_keys))
+        assert put.status_code == 200, put.text
+        assert put.json()["status"] == "updated"
