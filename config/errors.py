@@ -17,6 +17,7 @@ it. A caller catches the kind that says what to do next, not the leaf:
     ├── NotFound                      the named thing does not exist: create it first, or drop the request
     │   └── UnknownAccount            dispatcher.engine
     ├── ApiError                      dispatcher.api.errors: an HTTP answer decided under a route, rendered as is
+    ├── RecordUnavailable             dispatcher.record.db: PostgreSQL cannot be reached now; retry later (API: 503)
     └── DeliveryError                 channels.base: the provider did not take the contact
         ├── TransientDeliveryError    try again later (`retry_after` says when, if known)
         │   ├── RateLimited           our own rate limit: the request never left

@@ -205,6 +205,8 @@ def up(
 
     Parts: the embedded Redis (unless DISPATCHER_REDIS_URL is set), the API, exactly one beat, a plan worker.
 
+    The embedded PostgreSQL of the record (unless DISPATCHER_DATABASE_URL is set) runs in `up` itself.
+
     More parts: a send worker (threads), Flower, the provider sandboxes (unless every provider is real).
 
     Every line is prefixed with its process's name; Ctrl-C or SIGTERM stops all of them, children included.
@@ -239,6 +241,16 @@ def redis_command(
     except UpError as exc:
         errors.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
+
+
+@app.command("postgres")
+def postgres_command() -> None:
+    """Run the embedded PostgreSQL of the record (data under DISPATCHER_STATE_DIR/pg, a unix socket only),
+    migrated, until Ctrl-C or SIGTERM, for hand-run processes: they find it by the state directory, or set
+    the DISPATCHER_DATABASE_URL it prints. This command stops it when it ends, whoever is connected."""
+    from workers.up import run_postgres
+
+    run_postgres(load_settings().state_dir, sys.stdout)
 
 
 if __name__ == "__main__":
