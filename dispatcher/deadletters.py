@@ -1,6 +1,6 @@
 """Dead letters: broker messages a worker could not decode or whose arguments it refused, kept for a person.
 
-One capped Redis stream on the broker's Redis (the state's Redis too), `dispatcher:dead-letters`; each entry
+One capped Redis stream on the broker's Redis (the state's Redis too), redis_keys.DEAD_LETTERS; each entry
 holds the queue, the task name, the reason, the time, the message body as received and the envelope (kombu's
 Redis list item) that replay pushes back onto the queue. Nothing here imports Celery or kombu: the envelope
 is plain JSON, so the CLI and the API can read, replay and purge without a worker's machinery.
@@ -19,7 +19,9 @@ from typing import Any
 
 import redis
 
-STREAM = "dispatcher:dead-letters"
+from dispatcher.redis_keys import DEAD_LETTERS
+
+STREAM = DEAD_LETTERS
 # Bounded so a poison flood cannot fill Redis; ~ lets Redis trim whole nodes, which is much cheaper.
 MAXLEN = 100_000
 ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
