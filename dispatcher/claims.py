@@ -37,7 +37,7 @@ from dispatcher.redis_keys import (
     queued_key,
     shard_of,
     unverified_key,
-)  # fmt: skip
+)
 
 
 class ClaimStatus(StrEnum):

@@ -1,10 +1,11 @@
 """The Redis store: accounts, their history and claims, the sharded wake-up schedule and the audit trail.
 
-The keys (an account's, hash-tagged `a`, and its shard's, hash-tagged `s`, so the layout holds on a Redis
-Cluster) are named by dispatcher.redis_keys, which says what each holds; docs/architecture.md tabulates them.
-The record hash holds v = version, d = the AccountRecord JSON, r = releases (history entries removed) and t = the last
-trim pass; the history list is append-only but for releases and trims; a commit that would start afresh an
-account whose id is in its shard's moved set gets MOVED instead.
+The keys (an account's, hash-tagged with the account, and its shard's, hash-tagged with the shard, so the
+layout holds on a Redis Cluster) are named by dispatcher.redis_keys, which says what each holds;
+docs/architecture.md tabulates them. The record hash holds v = version, d = the AccountRecord JSON,
+r = releases (history entries removed) and t = the last trim pass; the history list is append-only but for
+releases and trims; a commit that would start afresh an account whose id is in its shard's moved set gets
+MOVED instead.
 
 Writes that must agree go through Lua scripts with an optimistic version check, so a planner holding a
 stale view retries instead of overwriting. On a single Redis a commit is atomic across the account's, the
@@ -41,7 +42,7 @@ from dispatcher.redis_keys import (
     shard_of,
     voice_key,
     wake_key,
-)  # fmt: skip
+)
 from dispatcher.store_scripts import COMMIT, LEASE, RESTORE, TRIM
 
 
@@ -123,7 +124,7 @@ class Store:
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
         return cls(redis.Redis.from_url(url, decode_responses=True), shards, history_cache)
 
-    def shard_of(self, account_id: str) -> int:
+    def shard_of(self, account_id: str) -> int:  # these three: the key module's, with this store's shard count
         return shard_of(account_id, self.shards)
 
     def wake_key(self, shard: int) -> str:
