@@ -1,6 +1,6 @@
 """Dead letters: broker messages a worker could not decode or whose arguments it refused, kept for a person.
 
-One capped Redis stream on the broker's Redis (the state's Redis too), `dispatcher:dead-letters`; each entry
+One capped Redis stream on the broker's Redis (the state's Redis too), redis_keys.DEAD_LETTERS; each entry
 holds the queue, the task name, the reason, the time, the message body as received, the envelope (kombu's
 Redis list item) that replay pushes back onto the queue, and the count of what it stands for (a send task's
 refused contact payloads are one entry, however many). What the cap trims, oldest first, is counted in
@@ -21,9 +21,10 @@ from typing import Any
 
 import redis
 
+from dispatcher import redis_keys
 from dispatcher.metrics import DEAD_LETTERS, DEAD_LETTERS_DROPPED, QUEUES
 
-STREAM = "dispatcher:dead-letters"
+STREAM = redis_keys.DEAD_LETTERS
 # Bounded so a poison flood cannot fill Redis; ~ lets Redis trim whole nodes, which is much cheaper. What falls
 # off is counted (DEAD_LETTERS_DROPPED), so a flood that pushed older entries out is seen.
 MAXLEN = 100_000

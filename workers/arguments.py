@@ -21,9 +21,9 @@ import structlog
 from celery import Task
 from pydantic import ValidationError
 
-from dispatcher.claims import claims_key, let_go_key
 from dispatcher.metrics import CONTACTS
 from dispatcher.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
+from dispatcher.redis_keys import claims_key, let_go_key
 from dispatcher.store import Store
 from workers.deadletter import refuse
 

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from channels.sandbox import Sandboxes
 from dispatcher import deadletters
-from dispatcher.claims import let_go_key
 from dispatcher.cli import app as cli
 from dispatcher.clock import ManualClock
 from dispatcher.events import Dispute
+from dispatcher.redis_keys import let_go_key
 from dispatcher.redis_server import EmbeddedRedis
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
