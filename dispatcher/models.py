@@ -175,6 +175,8 @@ _UNITS = Decimal("1")
 def _plain_amount(value: Decimal) -> Decimal:
     """The amount as written in plain notation: "-0.00" is 0.00 (no minus zero in the record, the API or a
     letter), "1E+2" is 100 and "5.000" is 5.00 (past two places only zeros get this far)."""
+    if value.same_quantum(_CENTS) or value.same_quantum(_UNITS):  # nearly every amount: ~0.2 µs, not ~0.8
+        return value.copy_abs() if value.is_signed() else value  # ge=0 lets only a minus zero be signed
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent > 0:
         value = value.quantize(_UNITS)
