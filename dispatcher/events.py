@@ -22,6 +22,7 @@ from dispatcher.models import (
     HistoryEntry,
     Money,
     OutcomeKind,
+    PositiveMoney,
     Promise,
     zone,
 )
@@ -131,7 +132,7 @@ class AgentDisposition(_Event):
 
     kind: Literal["agent_disposition"] = "agent_disposition"
     disposition: Literal["right_party", "promise", "refused", "wrong_number"]
-    amount: Money | None = Field(default=None, gt=0, validate_default=True, description="Promise only.")
+    amount: PositiveMoney | None = Field(default=None, validate_default=True, description="Promise only.")
     due: date | None = Field(default=None, validate_default=True, description="Promise only.")
     contact_id: str | None = Field(default=None, max_length=256, description="The call this disposition closes.")
 

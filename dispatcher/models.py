@@ -185,7 +185,11 @@ def _plain_amount(value: Decimal) -> Decimal:
     return value.copy_abs() if value.is_zero() else value
 
 
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2), AfterValidator(_plain_amount)]
+_AMOUNT = Field(ge=0, max_digits=14, decimal_places=2)
+Money = Annotated[Decimal, _AMOUNT, AfterValidator(_plain_amount)]
+# `gt` in the type, before the validator: given on a field of `Money | None` it would follow the validator,
+# and reach the JSON schema as an unknown "gt" keyword instead of exclusiveMinimum.
+PositiveMoney = Annotated[Decimal, _AMOUNT, Field(gt=0), AfterValidator(_plain_amount)]
 
 
 class PostalAddress(BaseModel):

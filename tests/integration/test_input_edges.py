@@ -187,3 +187,20 @@ def test_a_payment_in_another_currency_through_celery_is_a_dead_letter_naming_cu
     reasons = eventually(lambda: [letter.reason for letter in deadletters.listing(client, count=100)])
     assert any(reason.startswith("currency: ") for reason in reasons), reasons  # type: ignore[union-attr]
     assert runtime.engine.store.load("CEL1").record.state.status == "active"  # type: ignore[union-attr]
+
+
+def test_the_schema_gains_only_the_payments_optional_currency(api: Api) -> None:
+    schema = api.client.get("/openapi.json").json()["components"]["schemas"]
+    payment = schema["Payment"]
+    assert payment["properties"]["currency"]["anyOf"][0] == {"pattern": "^[A-Z]{3}$", "type": "string"}
+    assert "currency" not in payment.get("required", [])
+    # The amount normaliser must not turn a constraint into a keyword JSON Schema does not know.
+    amount = schema["AgentDisposition"]["properties"]["amount"]["anyOf"][0]
+    assert amount == {"exclusiveMinimum": 0.0, "minimum": 0.0, "type": "number"}
+
+    def keys(node: object) -> set[str]:
+        if isinstance(node, dict):
+            return set(node) | {k for value in node.values() for k in keys(value)}
+        return {k for value in node for k in keys(value)} if isinstance(node, list) else set()
+
+    assert not keys(schema) & {"gt", "ge", "lt", "le"}
