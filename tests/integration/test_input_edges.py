@@ -117,6 +117,18 @@ def test_a_phone_number_with_an_extension_is_refused_by_line_through_the_importe
     assert all(engine.store.load(f"X{n}").record is None for n in range(len(EXTENDED)))
 
 
+def test_the_batch_route_stores_a_plain_zero_and_refuses_an_extension_naming_phone(api: Api) -> None:
+    lines = [json.dumps(account_body("B1", balance="-0.00")), json.dumps(account_body("B2", phone=EXTENDED[1])),
+             json.dumps(account_body("B3/x"))]  # fmt: skip
+    response = api.post("/v1/accounts:batch", content="\n".join(lines) + "\n",
+                        headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+    results = [json.loads(line) for line in response.text.splitlines()]
+    assert results[0] == {"line": 1, "account_id": "B1", "status": "created"}
+    assert stored_account(api.store, "B1")["balance"] == "0.00"
+    assert [(r["line"], [e["field"] for e in r["errors"]]) for r in results[1:3]] == [(2, ["phone"]), (3, ["id"])]
+    assert api.store.load("B2").record is None
+
+
 # An account id with a slash cannot be a path segment: the answer names account_id and what it may hold.
 SLASHED = [("GET", "/v1/accounts/A%2F1"), ("PUT", "/v1/accounts/A%2F1"), ("GET", "/v1/accounts/A/1"),
            ("PUT", "/v1/accounts/A/1"), ("POST", "/v1/accounts/A%2F1/events"), ("POST", "/v1/accounts/A/1/events"),
