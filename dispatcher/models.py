@@ -88,7 +88,7 @@ def _valid_zone(name: str) -> str:
     return name
 
 
-_E164 = re.compile(r"^\+([1-9]\d{6,14})$")
+_E164 = re.compile(r"\+([1-9]\d{6,14})\Z")  # \Z: "$" would also match before a final newline
 
 
 @lru_cache(maxsize=4096)
@@ -132,8 +132,8 @@ def _canonical_e164(number: str) -> str | None:
 # ";ext=5", "#5") and letters ("+1 800 FLOWERS") and formats the number without them: taken silently, the
 # number would reach someone else's desk or a switchboard. An SMS cannot reach an extension and the calls
 # are automated, so a number with one is refused rather than cut short.
-_DIALLABLE = re.compile(r"^\+[0-9 ().\-]+$")
-_EXTENSION = re.compile(r"(?i)(x|ext|#|;)")
+_DIALLABLE = re.compile(r"\+[0-9 ().\-]+\Z")
+_EXTENSION = re.compile(r"[xX#;]")  # x123, ext. 5, ;ext=5, #5
 
 
 def _valid_phone(number: str) -> str:

@@ -99,6 +99,13 @@ def test_the_phone_message_says_what_is_wrong_and_what_is_allowed(api: Api) -> N
     assert "digits" in letters
 
 
+def test_a_phone_number_with_a_trailing_newline_is_refused_not_stored_with_it(api: Api) -> None:
+    # The E.164 fast path's "$" matched before a final newline: the number was stored with the newline.
+    response = api.put_account("A1", account_body(phone="+8613800138000\n"))
+    assert (response.status_code, response.json()["fields"][0]["field"]) == (422, "phone"), response.json()
+    assert api.store.load("A1").record is None
+
+
 def test_a_phone_number_with_spaces_and_dashes_is_still_taken_in_e164(api: Api) -> None:
     assert api.put_account("A1", account_body(phone="+86 138-0013-8000")).status_code == 201
     assert stored_account(api.store, "A1")["phone"] == "+8613800138000"
