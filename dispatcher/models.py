@@ -71,7 +71,7 @@ ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 CONTACT_ID_PATTERN = ACCOUNT_ID_PATTERN[:-1] + r"/[a-z][a-z0-9_]{0,39}/[A-Za-z0-9_\-]{1,64}/[0-9]{1,6}(/fb)?$"
 ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN[:-1] + r"\Z")
 CONTACT_ID = re.compile(CONTACT_ID_PATTERN[:-1] + r"\Z")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")  # \Z: a final newline would reach the mail headers
 
 
 @lru_cache(maxsize=512)

@@ -106,6 +106,12 @@ def test_a_phone_number_with_a_trailing_newline_is_refused_not_stored_with_it(ap
     assert api.store.load("A1").record is None
 
 
+def test_an_email_address_with_a_trailing_newline_is_refused_naming_email(api: Api) -> None:
+    # The same "$" let "name@example.com\n" through, stored with the newline that would reach a mail header.
+    response = api.put_account("A1", account_body(email="xiaoming@example.com\n"))
+    assert (response.status_code, response.json()["fields"][0]["field"]) == (422, "email"), response.json()
+
+
 def test_a_phone_number_with_spaces_and_dashes_is_still_taken_in_e164(api: Api) -> None:
     assert api.put_account("A1", account_body(phone="+86 138-0013-8000")).status_code == 201
     assert stored_account(api.store, "A1")["phone"] == "+8613800138000"
