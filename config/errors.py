@@ -11,7 +11,7 @@ it. A caller catches the kind that says what to do next, not the leaf:
     │   └── UpError                   workers.up: `dispatcher up` cannot start as asked
     ├── InputRejected                 the caller's input cannot apply: refuse it naming `field`; never retry as is
     │   ├── EventRejected             dispatcher.events
-    │   ├── AlreadyMade               dispatcher.adhoc: the key's contact was made already (use a new key)
+    │   ├── AlreadyMade               dispatcher.adhoc: the key is spent: contact made, or request lapsed (new key)
     │   ├── WebhookRejected           channels.base: a callback's signature or freshness failed (record nothing)
     │   └── MissingGlyphs             channels.pdf: the letter holds characters the font cannot draw
     ├── NotFound                      the named thing does not exist: create it first, or drop the request
