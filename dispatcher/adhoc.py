@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from config.errors import InputRejected
-from dispatcher.claims import ClaimStatus
+from dispatcher.core.events import AdhocContact, AdhocDenied
+from dispatcher.core.models import Verdict
+from dispatcher.core.planner import ADHOC_STAGE, ContactRef, adhoc_ruling
 from dispatcher.engine import Engine, UnknownAccount
-from dispatcher.events import AdhocContact, AdhocDenied
-from dispatcher.models import Verdict
-from dispatcher.planner import ADHOC_STAGE, ContactRef, adhoc_ruling
+from dispatcher.state.claims import ClaimStatus
 
 
 class AlreadyMade(InputRejected, ValueError):

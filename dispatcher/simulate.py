@@ -19,11 +19,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.claims import ClaimStatus
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import Event, Outcome, Payment, PromiseToPay
+from dispatcher.core.models import Account, AccountRecord, Channel, Contact, OutcomeKind, zone
 from dispatcher.engine import Engine, Result
-from dispatcher.events import Event, Outcome, Payment, PromiseToPay
-from dispatcher.models import Account, AccountRecord, Channel, Contact, OutcomeKind, zone
+from dispatcher.state.claims import ClaimStatus
 
 PUMP_LIMIT = 2000
 

@@ -14,14 +14,14 @@ from datetime import timedelta
 from psycopg_pool import ConnectionPool
 
 from config.settings import Settings
-from dispatcher.pg_server import embedded_url
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.closed import ClosedMover
 from dispatcher.record.db import migrate, open_pool
 from dispatcher.record.history import HistoryTrimmer
+from dispatcher.record.pg_server import embedded_url
 from dispatcher.record.retention import pseudonymise_closed
 from workers.app import app
-from workers.runtime import WorkerRuntime, worker_runtime
+from workers.process_runtime import WorkerRuntime, worker_runtime
 
 # Batches per shard per run: 20 x 5000 stream entries is about 2 s of COPY; a backlog drains over several
 # runs instead of one run outliving the task's time limit.

@@ -25,7 +25,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from dispatcher import deadletters
+from dispatcher.state import dead_letter_stream
 
 log = structlog.get_logger("workers.broker")
 
@@ -113,7 +113,7 @@ class Channel(kombu_redis.Channel):
         except (ValueError, UnicodeDecodeError) as exc:
             reason = f"not a kombu message envelope: {type(exc).__name__}: {exc}"
         with self.conn_or_acquire() as client:
-            entry = deadletters.record(client, queue=queue, task="", reason=reason, body=item, envelope=item)
+            entry = dead_letter_stream.record(client, queue=queue, task="", reason=reason, body=item, envelope=item)
         log.error("broker.dead_letter", queue=queue, reason=reason, dead_letter=entry)
         return None
 

@@ -23,7 +23,7 @@ import redis
 import structlog
 
 from channels.base import ProviderMisconfigured
-from dispatcher.metrics import PROVIDER_MISCONFIGURED
+from dispatcher.state.metrics import PROVIDER_MISCONFIGURED
 
 log = structlog.get_logger("workers.circuit")
 

@@ -20,7 +20,7 @@ from celery import Task
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
-from workers.deadletter import refuse
+from workers.dead_lettering import refuse
 
 log = structlog.get_logger("workers.task")
 

@@ -32,7 +32,7 @@ from honcho.manager import Manager
 from channels import REGISTRY
 from config.errors import ConfigurationError
 from config.settings import Settings
-from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.state.redis_server import EmbeddedRedis
 
 SEND_QUEUES = ",".join(spec.queue for spec in REGISTRY.values())  # every channel's queue
 SEND_THREADS_PER_WORKER = 8  # sends wait on providers: docs/operations.md's threads x16 for the default 2
@@ -252,7 +252,7 @@ def run_redis(state_dir: Path, port: int, out: TextIO) -> None:
 def run_postgres(state_dir: Path, out: TextIO) -> None:
     """The embedded PostgreSQL of the record until SIGINT/SIGTERM; it stops then unless another process of
     this deployment (a worker's archiver) still uses it, in which case the last of them stops it."""
-    from dispatcher.pg_server import EmbeddedPostgres  # only this part needs the server's package
+    from dispatcher.record.pg_server import EmbeddedPostgres  # only this part needs the server's package
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 
 from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
+from dispatcher.commands.reports import account_json
+from dispatcher.core.models import ACCOUNT_ID_PATTERN, Account, AccountState
 from dispatcher.engine import Engine, Result, UnknownAccount
-from dispatcher.models import ACCOUNT_ID_PATTERN, Account, AccountState
 from dispatcher.record.db import open_pool, record_url
 from dispatcher.record.readers import RecordReader, read_account
-from dispatcher.reports import account_json
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 log = structlog.get_logger("dispatcher.api")

@@ -33,10 +33,10 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from config.errors import ConfigurationError
-from dispatcher.claims import IN_DOUBT, ClaimStatus
-from dispatcher.metrics import ARCHIVED
-from dispatcher.models import AccountRecord, HistoryEntry
-from dispatcher.store import Loaded, Store, account_key, moved_key, phone_key
+from dispatcher.core.models import AccountRecord, HistoryEntry
+from dispatcher.state.claims import IN_DOUBT, ClaimStatus
+from dispatcher.state.metrics import ARCHIVED
+from dispatcher.state.store import Loaded, Store, account_key, moved_key, phone_key
 
 CURSOR_KEY = "{archive}:closed-cursor"
 BUSY = frozenset({ClaimStatus.QUEUED, *IN_DOUBT})

@@ -52,6 +52,6 @@ def record_url(database_url: str | None, state_dir: Path) -> str | None:
         return database_url
     if not (state_dir / "pg" / "PG_VERSION").exists():
         return None
-    from dispatcher.pg_server import embedded_url  # only a deployment with an embedded record starts one
+    from dispatcher.record.pg_server import embedded_url  # only a deployment with an embedded record starts one
 
     return embedded_url(state_dir)

@@ -23,12 +23,12 @@ from datetime import datetime, timedelta
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from dispatcher.metrics import ARCHIVED
-from dispatcher.models import Channel, HistoryEntry
-from dispatcher.planner import ADHOC_STAGE
+from dispatcher.core.models import Channel, HistoryEntry
+from dispatcher.core.planner import ADHOC_STAGE
+from dispatcher.core.strategy import Strategy
 from dispatcher.record.lookback import FINAL_CLAIMS, marked, trimmable
-from dispatcher.store import Loaded, Store, account_key
-from dispatcher.strategy import Strategy
+from dispatcher.state.metrics import ARCHIVED
+from dispatcher.state.store import Loaded, Store, account_key
 
 CURSOR_KEY = "{archive}:history-cursor"
 # SCAN COUNT per run: about a sixth of the keys are account records, so ~1,700 accounts a run; on beat every

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from psycopg_pool import ConnectionPool
 
-from dispatcher.metrics import ARCHIVED
+from dispatcher.state.metrics import ARCHIVED
 
 ERASED_NAME = "(erased)"
 PERSONAL_KEYS = ("name", "phone", "email", "address", "to", "from", "recipient", "body", "note")

@@ -12,7 +12,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from config.settings import DEFAULT_STRATEGY
-from dispatcher.cli import app as library_app
+from dispatcher.commands.cli import app as library_app
 from workers.cli import app
 
 pytestmark = pytest.mark.integration

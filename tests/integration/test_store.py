@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.crc import key_slot
 
-from dispatcher.claims import ClaimStatus
-from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry
-from dispatcher.store import CONFLICT, DUPLICATE, EVENT_WINDOW, Commit, Store, account_key
+from dispatcher.core.models import AccountRecord, Channel, Contact, HistoryEntry
+from dispatcher.state.claims import ClaimStatus
+from dispatcher.state.store import CONFLICT, DUPLICATE, EVENT_WINDOW, Commit, Store, account_key
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """The house's import direction, read from the code: `config` ← `channels` ← `workers` → `dispatcher` →
 `config`, and the API's edge `dispatcher/api/` → `channels` (docs/architecture.md). Module-level imports
 for every package; for `dispatcher`, imports inside functions too: the commands that need the workers or the
-channels live in workers/cli.py, which includes dispatcher/cli.py's commands, so nothing in dispatcher/
+channels live in workers/cli.py, which includes dispatcher/commands/cli.py's commands, so nothing in dispatcher/
 reaches back, not even lazily."""
 
 from __future__ import annotations

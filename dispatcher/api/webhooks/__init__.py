@@ -10,7 +10,7 @@ and event ids derived from the provider's ids make a repeated callback a no-op).
 """
 
 from dispatcher.api.webhooks import email, print_vendor, twilio
-from dispatcher.api.webhooks.shared import CallbackRecorder
+from dispatcher.api.webhooks.recorder import CallbackRecorder
 
 ROUTERS = (twilio.router, print_vendor.router, email.router)
 

@@ -31,7 +31,7 @@ from enum import StrEnum
 
 import redis
 
-from dispatcher.models import HistoryEntry, account_of
+from dispatcher.core.models import HistoryEntry, account_of
 
 
 class ClaimStatus(StrEnum):

@@ -3,7 +3,7 @@ that arrives after a later one (providers do not keep order) is dropped instead 
 
     {a:ID}:ranks     hash  contact id -> rank of the last status recorded; expires RANKS_TTL after the last
 
-Hash-tagged with the account, next to the store's account keys (dispatcher.store).
+Hash-tagged with the account, next to the store's account keys (dispatcher.state.store).
 """
 
 from __future__ import annotations

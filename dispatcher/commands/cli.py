@@ -21,14 +21,14 @@ from typer.core import TyperGroup
 
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
-from dispatcher import reports
-from dispatcher.clock import ManualClock
-from dispatcher.config_cli import app as config_app
-from dispatcher.deadletters_cli import app as dead_letters_app
+from dispatcher.commands import reports
+from dispatcher.commands.config import app as config_app
+from dispatcher.commands.dead_letters import app as dead_letters_app
+from dispatcher.core.clock import ManualClock
 from dispatcher.importer import import_accounts
-from dispatcher.runtime import open_runtime
 from dispatcher.simulate import Simulation, load_model
 from dispatcher.synthetic import synthetic_accounts
+from dispatcher.wiring import open_runtime
 
 HELP = "Plan, send and re-plan collection contacts under the contact rules of debt collection."
 

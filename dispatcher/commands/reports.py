@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from dispatcher import calendar
-from dispatcher.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core import calendar
+from dispatcher.core.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core.strategy import Strategy
+from dispatcher.core.timeline import audit_sends, timeline
 from dispatcher.simulate import Report
-from dispatcher.store import Store
-from dispatcher.strategy import Strategy
-from dispatcher.timeline import audit_sends, timeline
+from dispatcher.state.store import Store
 
 if TYPE_CHECKING:  # the record's reader brings psycopg; only a caller that has a record passes one
     from dispatcher.record.readers import RecordReader

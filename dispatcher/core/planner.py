@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from dispatcher.compliance import ContactLog, Ruling, denial, evaluate, spread_bucket
-from dispatcher.models import (
+from dispatcher.core.compliance import ContactLog, Ruling, denial, evaluate, spread_bucket
+from dispatcher.core.models import (
     Account,
     AccountRecord,
     AccountState,
@@ -28,7 +28,7 @@ from dispatcher.models import (
     Plan,
     zone,
 )
-from dispatcher.strategy import Stage, Step, Strategy
+from dispatcher.core.strategy import Stage, Step, Strategy
 
 ADHOC_STAGE = "adhoc"
 _MAX_OCCURRENCES = 400  # an open-ended `every` step without max_attempts still ends somewhere

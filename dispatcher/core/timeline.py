@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dispatcher.compliance import ContactLog, is_conversation, violations
-from dispatcher.models import AccountRecord, HistoryEntry, zone
-from dispatcher.strategy import CompliancePolicy
+from dispatcher.core.compliance import ContactLog, is_conversation, violations
+from dispatcher.core.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core.strategy import CompliancePolicy
 
 
 def timeline(record: AccountRecord, history: Sequence[HistoryEntry]) -> list[dict[str, Any]]:

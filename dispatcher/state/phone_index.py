@@ -9,7 +9,7 @@ account to its number's set inside the account's commit (`Commit.phone`), so no 
 
 from __future__ import annotations
 
-from dispatcher.store import Store, phone_key
+from dispatcher.state.store import Store, phone_key
 
 
 def accounts_for(store: Store, phone: str) -> list[str]:

@@ -5,21 +5,21 @@ on a Redis Cluster):
 
     {a:ID}:acct      hash  v = version, d = AccountRecord JSON, r = releases (history entries removed)
     {a:ID}:hist      list  HistoryEntry JSON, append-only
-    {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown (dispatcher.claims)
+    {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown (dispatcher.state.claims)
     {a:ID}:let-go    hash  contact id -> when its claim was forgotten; a later send task for it is a stale duplicate
     {a:ID}:ranks     hash  contact id -> rank of the last provider status recorded, so an older callback is
-                           dropped (dispatcher.ranks: `Store.ranks`)
+                           dropped (dispatcher.state.ranks: `Store.ranks`)
     {a:ID}:events    zset  event ids already applied (a repeat is ignored) -> when each may lapse: a provider
                            callback's after EVENT_WINDOW, any other's never (it leaves with the account)
     {p:PHONE}:accounts set  account ids with that phone number (the inbound STOP index; written by upserts)
     {a:ID}:voice     hash  contact id -> its call's TwiML scripts (human, machine); expires after a day
     {s:N}:wake       zset  account id -> next wake-up (epoch seconds)
-    {s:N}:queued     zset  "CHANNEL CONTACT_ID" -> wall-clock time of its last dispatch (dispatcher.claims)
+    {s:N}:queued     zset  "CHANNEL CONTACT_ID" -> wall-clock time of its last dispatch (dispatcher.state.claims)
     {s:N}:inflight   zset  contact id -> wall-clock time of its claim, while sending or unknown (the claims
-                           in doubt the reconciler asks about; dispatcher.claims)
-    {s:N}:unverified zset  contact id -> when it was set aside, in doubt for good (dispatcher.claims)
+                           in doubt the reconciler asks about; dispatcher.state.claims)
+    {s:N}:unverified zset  contact id -> when it was set aside, in doubt for good (dispatcher.state.claims)
     {s:N}:audit      stream  one entry per write, field e = JSON array of its events and decisions
-    {s:N}:accounts   hash  "STAGE STATUS" -> accounts of the shard so (dispatcher.metrics, after each commit)
+    {s:N}:accounts   hash  "STAGE STATUS" -> accounts of the shard so (dispatcher.state.metrics, after each commit)
     {s:N}:moved      set   ids of the shard's accounts moved to the record (dispatcher.record.closed), each
                            until it is restored from there (dispatcher.record.closed); a commit that would
                            start such an id afresh gets MOVED instead
@@ -44,10 +44,10 @@ import redis
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
-from dispatcher.claims import ClaimMove, ClaimStatus, ClaimStore, queued_member
-from dispatcher.models import AccountRecord, Contact, HistoryEntry
-from dispatcher.ranks import RANKS_TTL, StatusRanks
-from dispatcher.store_scripts import COMMIT, LEASE, RESTORE, TRIM
+from dispatcher.core.models import AccountRecord, Contact, HistoryEntry
+from dispatcher.state.claims import ClaimMove, ClaimStatus, ClaimStore, queued_member
+from dispatcher.state.ranks import RANKS_TTL, StatusRanks
+from dispatcher.state.store_scripts import COMMIT, LEASE, RESTORE, TRIM
 
 
 def _audit_payload(entries: Sequence[dict[str, object]]) -> bytes:
@@ -60,7 +60,7 @@ def account_key(account_id: str, part: str) -> str:
 
 
 def phone_key(phone: str) -> str:
-    """The accounts of one phone number (see dispatcher.phone_index)."""
+    """The accounts of one phone number (see dispatcher.state.phone_index)."""
     return f"{{p:{phone}}}:accounts"
 
 
@@ -106,7 +106,7 @@ class Commit:
 # MOVED: the commit would start afresh an account that left Redis for the record (store_scripts.COMMIT).
 CONFLICT, DUPLICATE, MOVED = -1, -2, -3
 # How long a provider callback's event id makes its repeat a no-op: providers retry within hours, and no
-# provider sends a status for a contact this long after the last one (dispatcher.ranks.RANKS_TTL). An
+# provider sends a status for a contact this long after the last one (dispatcher.state.ranks.RANKS_TTL). An
 # active account gets a few callbacks a day for as long as it is worked; the bank's own events are few
 # and their ids stay while the account is in Redis.
 EVENT_WINDOW = RANKS_TTL
@@ -310,7 +310,7 @@ class Store:
 
     def move_claims(self, moves: Sequence[ClaimMove], audit: Sequence[dict[str, object]] = ()) -> list[bool]:
         """Move each claim (account id, contact id, channel, expected, status) only from its expected status,
-        with the moves' audit entries, in one round trip (see dispatcher.claims)."""
+        with the moves' audit entries, in one round trip (see dispatcher.state.claims)."""
         pipe = self.redis.pipeline(transaction=False)
         self.ledger.move_many(moves, pipe)
         self._queue_audit(pipe, audit)
