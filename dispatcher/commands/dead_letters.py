@@ -1,4 +1,5 @@
-"""`dispatcher dead-letters`: list, show, replay and purge the dead-letter stream (dispatcher/state/dead_letter_stream.py).
+"""`dispatcher dead-letters`: list, show, replay and purge the dead-letter stream
+(dispatcher/state/dead_letter_stream.py).
 
 Its own module so dispatcher/commands/cli.py only adds it.
 """

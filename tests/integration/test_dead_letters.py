@@ -176,11 +176,12 @@ def stream(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> I
 
 
 def _two_letters(client: redis.Redis) -> tuple[str, str]:
-    first = dead_letter_stream.record(client, queue="sms", task="", reason="not a kombu message envelope", body=b"junk",
-                               envelope=b"junk")  # fmt: skip
+    first = dead_letter_stream.record(client, queue="sms", task="", reason="not a kombu message envelope",
+                                      body=b"junk", envelope=b"junk")  # fmt: skip
     envelope = dead_letter_stream.task_envelope("plan", "dispatcher.upsert_account", "t-1", [{"id": "x"}], {})
-    second = dead_letter_stream.record(client, queue="plan", task="dispatcher.upsert_account", reason="name: Field required",
-                                body='[[{"id": "x"}], {}]', envelope=envelope)  # fmt: skip
+    second = dead_letter_stream.record(client, queue="plan", task="dispatcher.upsert_account",
+                                       reason="name: Field required", body='[[{"id": "x"}], {}]',
+                                       envelope=envelope)  # fmt: skip
     return first, second
 
 
