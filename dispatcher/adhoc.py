@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 
 from config.errors import InputRejected
 from dispatcher.core.events import AdhocContact, AdhocDenied
-from dispatcher.core.models import Verdict
-from dispatcher.core.planner import ADHOC_STAGE, ContactRef, adhoc_ruling
+from dispatcher.core.models import ClaimStatus, ContactRef, Verdict
+from dispatcher.core.planner import adhoc_ruling
+from dispatcher.core.stages import ADHOC_STAGE
 from dispatcher.engine import Engine, UnknownAccount
-from dispatcher.state.claims import ClaimStatus
 
 
 class AlreadyMade(InputRejected, ValueError):

@@ -21,9 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Event, Outcome, Payment, PromiseToPay
-from dispatcher.core.models import Account, AccountRecord, Channel, Contact, OutcomeKind, zone
+from dispatcher.core.models import Account, AccountRecord, Channel, ClaimStatus, Contact, OutcomeKind, zone
 from dispatcher.engine import Engine, Result
-from dispatcher.state.claims import ClaimStatus
 
 PUMP_LIMIT = 2000
 

@@ -13,10 +13,9 @@ import redis
 
 from config.settings import DEFAULT_STRATEGY
 from dispatcher.core.clock import ManualClock
-from dispatcher.core.models import Account, PostalAddress
+from dispatcher.core.models import Account, ClaimStatus, PostalAddress
 from dispatcher.core.strategy import Strategy, load_strategy
 from dispatcher.engine import Engine
-from dispatcher.state.claims import ClaimStatus
 from dispatcher.state.redis_server import EmbeddedRedis
 from dispatcher.state.store import Store
 

@@ -3,7 +3,7 @@ stream (workers/dead_lettering.py) and the task returns: a bad message is kept f
 never half-applied.
 
 A send payload is the most dangerous argument: it names who is contacted. Its contact id must belong to its
-account (`ACCOUNT/stage/step/occurrence[/fb]`, dispatcher.core.planner.ContactRef) and a claim must exist for it,
+account (`ACCOUNT/stage/step/occurrence[/fb]`, dispatcher.core.models.ContactRef) and a claim must exist for it,
 which only the planner writes; a payload forged or garbled on the broker cannot reach a debtor. A payload
 whose claim was forgotten lately (the last look denied it, a release, the stranded sweep) is a stale
 duplicate of its contact's dispatch — a re-plan offers a queued contact again — and is skipped quietly,

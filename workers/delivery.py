@@ -33,9 +33,8 @@ from channels.render import Renderer, TemplateContextError
 from channels.retry import retry_transient
 from config.settings import Settings
 from dispatcher.core.events import Event, Outcome
-from dispatcher.core.models import Contact, HistoryEntry, OutcomeKind
+from dispatcher.core.models import ClaimStatus, Contact, HistoryEntry, OutcomeKind
 from dispatcher.engine import Engine
-from dispatcher.state.claims import ClaimStatus
 from dispatcher.state.gate import ClaimResult
 from dispatcher.state.metrics import CONTACTS, tally
 from workers.circuit import CircuitBreaker

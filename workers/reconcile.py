@@ -26,8 +26,8 @@ import structlog
 from channels.base import Evidence, LookupUnavailable, Reconcilable, SentQuery, TransientDeliveryError
 from dispatcher.core.audit import claim_audit
 from dispatcher.core.events import Outcome
-from dispatcher.core.models import Channel, HistoryEntry, OutcomeKind
-from dispatcher.state.claims import IN_DOUBT, ClaimMove, ClaimStatus, InDoubt
+from dispatcher.core.models import IN_DOUBT, Channel, ClaimStatus, HistoryEntry, OutcomeKind
+from dispatcher.state.claims import ClaimMove, InDoubt
 from dispatcher.state.store import Loaded
 from workers.messages import address_of
 

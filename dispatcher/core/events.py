@@ -19,13 +19,14 @@ from dispatcher.core.models import (
     AccountState,
     AddressKind,
     Channel,
+    ContactRef,
     HistoryEntry,
     Money,
     OutcomeKind,
     Promise,
     zone,
 )
-from dispatcher.core.planner import ContactRef, adhoc_due_to_lapse, hold_ends, promise_ends, stage_index_at
+from dispatcher.core.stages import adhoc_due_to_lapse, hold_ends, promise_ends, stage_index_at
 from dispatcher.core.strategy import Strategy
 
 

@@ -33,8 +33,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from config.errors import ConfigurationError
-from dispatcher.core.models import AccountRecord, HistoryEntry
-from dispatcher.state.claims import IN_DOUBT, ClaimStatus
+from dispatcher.core.models import IN_DOUBT, AccountRecord, ClaimStatus, HistoryEntry
 from dispatcher.state.metrics import ARCHIVED
 from dispatcher.state.store import Loaded, Store, account_key, moved_key, phone_key
 

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from dispatcher.core.models import Channel, HistoryEntry
-from dispatcher.core.planner import ADHOC_STAGE
+from dispatcher.core.stages import ADHOC_STAGE
 from dispatcher.core.strategy import Strategy
 from dispatcher.record.lookback import FINAL_CLAIMS, marked, trimmable
 from dispatcher.state.metrics import ARCHIVED

@@ -1,4 +1,5 @@
-"""The claim ledger: one small state machine per contact id, and the two indexes that keep it honest.
+"""The claim ledger: one small state machine per contact id (its statuses: `ClaimStatus`, in the core's
+models), and the indexes that keep it honest.
 
     (none) ──planned──▶ queued ──claim──▶ sending ──▶ sent | failed        (evidence: the provider accepted
                           ▲                  │                               or refused it)
@@ -27,26 +28,11 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import redis
 
-from dispatcher.core.models import HistoryEntry, account_of
+from dispatcher.core.models import ClaimStatus, HistoryEntry, account_of
 
-
-class ClaimStatus(StrEnum):
-    """Where a contact id stands in the ledger (the diagram above). The Lua scripts below spell the same
-    values: they run inside Redis, where the enum cannot reach."""
-
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-
-# The request may have left: only the provider's word ends these (workers/reconcile.py asks it).
-IN_DOUBT = frozenset({ClaimStatus.SENDING, ClaimStatus.UNKNOWN})
 # A move between statuses: (account id, contact id, channel, expected status, new status or None to forget).
 ClaimMove = tuple[str, str, str, ClaimStatus, ClaimStatus | None]
 

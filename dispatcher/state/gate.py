@@ -18,10 +18,10 @@ from typing import Literal
 from dispatcher.core.audit import contact_audit, decision_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.compliance import ContactLog, Ruling, evaluate
-from dispatcher.core.models import AccountRecord, Contact, Decision, HistoryEntry, Verdict
-from dispatcher.core.planner import ADHOC_STAGE, stage_index_at
+from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, Decision, HistoryEntry, Verdict
+from dispatcher.core.stages import ADHOC_STAGE, stage_index_at
 from dispatcher.core.strategy import Strategy
-from dispatcher.state.claims import ClaimMove, ClaimStatus
+from dispatcher.state.claims import ClaimMove
 from dispatcher.state.metrics import LAST_LOOK
 from dispatcher.state.store import Loaded, Store
 

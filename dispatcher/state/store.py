@@ -44,8 +44,8 @@ import redis
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
-from dispatcher.core.models import AccountRecord, Contact, HistoryEntry
-from dispatcher.state.claims import ClaimMove, ClaimStatus, ClaimStore, queued_member
+from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, HistoryEntry
+from dispatcher.state.claims import ClaimMove, ClaimStore, queued_member
 from dispatcher.state.ranks import RANKS_TTL, StatusRanks
 from dispatcher.state.store_scripts import COMMIT, LEASE, RESTORE, TRIM
 

@@ -14,7 +14,7 @@ import redis
 
 from dispatcher.api import create_app
 from dispatcher.api.callback_spool import CallbackSpool
-from dispatcher.state.claims import ClaimStatus
+from dispatcher.core.models import ClaimStatus
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually

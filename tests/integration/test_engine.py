@@ -13,12 +13,11 @@ import pytest
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.compliance import spread_offset
 from dispatcher.core.events import AdhocContact, DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
-from dispatcher.core.models import Channel, Contact, OutcomeKind
+from dispatcher.core.models import Channel, ClaimStatus, Contact, OutcomeKind
 from dispatcher.core.planner import plan
 from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.state import phone_index
-from dispatcher.state.claims import ClaimStatus
 from dispatcher.state.store import EVENT_WINDOW, Store, account_key
 from tests.conftest import make_account
 

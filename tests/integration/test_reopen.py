@@ -16,13 +16,12 @@ from config.settings import load_settings
 from dispatcher.adhoc import request_contact
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import AdhocContact, Outcome, Payment
-from dispatcher.core.models import AccountRecord, Channel, OutcomeKind
+from dispatcher.core.models import AccountRecord, Channel, ClaimStatus, OutcomeKind
 from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine, RecordRequired
 from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader, read_account
-from dispatcher.state.claims import ClaimStatus
 from dispatcher.state.store import Store, account_key, moved_key
 from dispatcher.wiring import build_engine
 from tests.conftest import make_account

@@ -19,6 +19,7 @@ from dispatcher.api import create_app, new_api_key
 from dispatcher.commands.cli import app as cli
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Payment
+from dispatcher.core.models import ClaimStatus
 from dispatcher.core.planner import plan
 from dispatcher.core.strategy import Strategy
 from dispatcher.core.timeline import timeline
@@ -29,7 +30,6 @@ from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.lookback import lookback
 from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.record.retention import ERASED_NAME, pseudonymise_closed
-from dispatcher.state.claims import ClaimStatus
 from dispatcher.state.store import account_key
 from tests.conftest import make_account, work
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.crc import key_slot
 
-from dispatcher.core.models import AccountRecord, Channel, Contact, HistoryEntry
-from dispatcher.state.claims import ClaimStatus
+from dispatcher.core.models import AccountRecord, Channel, ClaimStatus, Contact, HistoryEntry
 from dispatcher.state.store import CONFLICT, DUPLICATE, EVENT_WINDOW, Commit, Store, account_key
 from tests.conftest import make_account
 

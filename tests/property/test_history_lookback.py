@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.core.models import AccountRecord, AccountState, Channel, ContactRef, HistoryEntry, OutcomeKind
-from dispatcher.core.planner import ADHOC_STAGE, adhoc_due_to_lapse, plan
+from dispatcher.core.planner import plan
+from dispatcher.core.stages import ADHOC_STAGE, adhoc_due_to_lapse
 from dispatcher.core.strategy import BestTime, Strategy
 from dispatcher.record.lookback import lookback, marked, trimmable
 from tests.conftest import make_account

@@ -40,14 +40,15 @@ from dispatcher.core.models import (
     AccountState,
     AddressKind,
     Channel,
+    ClaimStatus,
     Contact,
+    ContactRef,
     HistoryEntry,
     OutcomeKind,
 )
-from dispatcher.core.planner import ContactRef, plan
+from dispatcher.core.planner import plan
 from dispatcher.core.strategy import HolidayRule, Strategy
 from dispatcher.engine import Engine, Result
-from dispatcher.state.claims import ClaimStatus
 from dispatcher.state.redis_server import EmbeddedRedis
 from dispatcher.state.store import Store
 from tests.conftest import make_account

@@ -26,11 +26,12 @@ from dispatcher.core.models import (
     AccountState,
     AddressKind,
     Channel,
+    ContactRef,
     HistoryEntry,
     OutcomeKind,
     Plan,
 )
-from dispatcher.core.planner import ContactRef, plan
+from dispatcher.core.planner import plan
 from dispatcher.core.strategy import BestTime, Strategy
 from tests.conftest import make_account
 
