@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 
 from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
-from dispatcher.commands.reports import account_json
 from dispatcher.core.models import ACCOUNT_ID_PATTERN, Account, AccountState
+from dispatcher.core.timeline import account_json
 from dispatcher.engine import Engine, Result, UnknownAccount
 from dispatcher.record.db import open_pool, record_url
 from dispatcher.record.readers import RecordReader, read_account

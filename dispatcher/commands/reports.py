@@ -88,19 +88,6 @@ def compliance_table(strategy: Strategy) -> Table:
     return table
 
 
-def account_json(
-    record: AccountRecord, history: Sequence[HistoryEntry], claims: Mapping[str, str], wake: datetime | None
-) -> dict[str, Any]:
-    return {
-        "account": record.account.model_dump(mode="json"),
-        "state": record.state.model_dump(mode="json"),
-        "stage": record.stage,
-        "next_wakeup": wake,
-        "claims": dict(claims),
-        "timeline": timeline(record, history),
-    }
-
-
 def account_tables(
     record: AccountRecord, history: Sequence[HistoryEntry], claims: Mapping[str, str], wake: datetime | None
 ) -> Iterator[Table]:
