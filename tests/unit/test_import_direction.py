@@ -22,11 +22,11 @@ FORBIDDEN = {
     "config": {"dispatcher", "workers", "channels", "celery"},
     "channels": {"dispatcher", "workers", "celery"},
     "dispatcher": {"workers", "channels", "celery", "kombu"},
-    "workers": set(),  # any package; of dispatcher, only its core (below)
+    "workers": set(),  # any package; of dispatcher, anything but its HTTP edge (below)
 }
 # The HTTP edge parses provider callbacks with the channel adapters; the rest of dispatcher never sees them.
 ALLOWED_UNDER = {"dispatcher/api": {"channels"}}
-# Workers reach dispatcher's core, never its HTTP edge: the webhooks live under dispatcher/api, not here.
+# Workers reach dispatcher below its HTTP edge, never the edge: the webhooks live under dispatcher/api, not here.
 FORBIDDEN_MODULES = {"workers": ("dispatcher.api",)}
 # The one-process demo serves the API in a thread next to its workers, so it is the one module that may.
 SERVES_THE_API = {"workers/demo.py"}
