@@ -41,12 +41,12 @@ from dispatcher.api.auth import (  # noqa: E402
 )
 from dispatcher.api.events import ApiEvent  # noqa: E402
 from dispatcher.api.idempotency import IdempotencyKey  # noqa: E402
-from dispatcher.clock import ManualClock  # noqa: E402
+from dispatcher.core.clock import ManualClock  # noqa: E402
+from dispatcher.core.strategy import load_strategy  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.logging import configure_logging  # noqa: E402
-from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
-from dispatcher.store import Store  # noqa: E402
-from dispatcher.strategy import load_strategy  # noqa: E402
+from dispatcher.state.redis_server import EmbeddedRedis  # noqa: E402
+from dispatcher.state.store import Store  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 

@@ -42,16 +42,16 @@ import redis  # noqa: E402
 from benchmarks._machine import speed_reference  # noqa: E402
 from benchmarks._noop_tasks import DONE_KEY, noop  # noqa: E402
 from channels.sandbox import Sandboxes, start_sandboxes  # noqa: E402
-from channels.twilio_common import contact_id_of  # noqa: E402
+from channels.twilio_provider import contact_id_of  # noqa: E402
 from config.settings import DEFAULT_STRATEGY, load_settings  # noqa: E402
 from dispatcher.api.app import ServerThread  # noqa: E402
-from dispatcher.clock import ManualClock  # noqa: E402
+from dispatcher.core.clock import ManualClock  # noqa: E402
+from dispatcher.core.models import Account, Contact  # noqa: E402
+from dispatcher.core.strategy import load_strategy  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
-from dispatcher.models import Account, Contact  # noqa: E402
-from dispatcher.redis_keys import claims_key  # noqa: E402
-from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
-from dispatcher.store import Store  # noqa: E402
-from dispatcher.strategy import load_strategy  # noqa: E402
+from dispatcher.state.redis_keys import claims_key  # noqa: E402
+from dispatcher.state.redis_server import EmbeddedRedis  # noqa: E402
+from dispatcher.state.store import Store  # noqa: E402
 from workers.app import app, configure  # noqa: E402
 from workers.queueing import contact_payload, dispatch  # noqa: E402
 

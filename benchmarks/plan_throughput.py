@@ -26,15 +26,15 @@ import redis  # noqa: E402
 
 from benchmarks._machine import speed_reference  # noqa: E402
 from config.settings import DEFAULT_STRATEGY  # noqa: E402
-from dispatcher.clock import ManualClock  # noqa: E402
+from dispatcher.core.clock import ManualClock  # noqa: E402
+from dispatcher.core.models import Account  # noqa: E402
+from dispatcher.core.strategy import load_strategy  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.importer import BATCH  # noqa: E402  (the batches `dispatcher import` and the API use)
-from dispatcher.models import Account  # noqa: E402
-from dispatcher.redis_keys import account_record_key, audit_key, history_key, wake_key  # noqa: E402
-from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
-from dispatcher.runtime import tune_gc  # noqa: E402
-from dispatcher.store import Store  # noqa: E402
-from dispatcher.strategy import load_strategy  # noqa: E402
+from dispatcher.state.redis_keys import account_record_key, audit_key, history_key, wake_key  # noqa: E402
+from dispatcher.state.redis_server import EmbeddedRedis  # noqa: E402
+from dispatcher.state.store import Store  # noqa: E402
+from dispatcher.wiring import tune_gc  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 ZONES = ["Asia/Shanghai", "America/New_York", "Europe/London", "Asia/Singapore"]

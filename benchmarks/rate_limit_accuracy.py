@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
+from dispatcher.state.redis_server import EmbeddedRedis  # noqa: E402
 from workers.limiter import Limit, RateLimiter  # noqa: E402
 
 KEY, SENDER = "sms", "+15005550006"

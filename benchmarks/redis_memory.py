@@ -28,19 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._machine import speed_reference  # noqa: E402
 from config.settings import DEFAULT_STRATEGY  # noqa: E402
-from dispatcher.clock import ManualClock  # noqa: E402
+from dispatcher.core.clock import ManualClock  # noqa: E402
+from dispatcher.core.models import Account  # noqa: E402
+from dispatcher.core.strategy import load_strategy  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
-from dispatcher.models import Account  # noqa: E402
-from dispatcher.pg_server import EmbeddedPostgres  # noqa: E402
 from dispatcher.record.archive import AuditArchiver  # noqa: E402
 from dispatcher.record.closed import ClosedMover  # noqa: E402
 from dispatcher.record.db import migrate, open_pool  # noqa: E402
 from dispatcher.record.history import HistoryTrimmer  # noqa: E402
-from dispatcher.redis_keys import account_record_key, claims_key, history_key  # noqa: E402
-from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
+from dispatcher.record.pg_server import EmbeddedPostgres  # noqa: E402
 from dispatcher.simulate import Simulation, load_model  # noqa: E402
-from dispatcher.store import Store  # noqa: E402
-from dispatcher.strategy import load_strategy  # noqa: E402
+from dispatcher.state.redis_keys import account_record_key, claims_key, history_key  # noqa: E402
+from dispatcher.state.redis_server import EmbeddedRedis  # noqa: E402
+from dispatcher.state.store import Store  # noqa: E402
 from dispatcher.synthetic import synthetic_accounts  # noqa: E402
 
 START = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)

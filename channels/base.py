@@ -39,7 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from config.errors import DispatcherError, InputRejected
 
-# Mirrors dispatcher.models.OutcomeKind; channels may not import dispatcher, so the strings live here too
+# Mirrors dispatcher.core.models.OutcomeKind; channels may not import dispatcher, so the strings live here too
 # (tests/unit/test_outcome_kinds.py keeps the two equal).
 OUTCOME_KINDS: frozenset[str] = frozenset(
     {

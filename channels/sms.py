@@ -11,7 +11,7 @@ from typing import Any
 from channels import spec
 from channels.base import Evidence, LookupUnavailable, OutboundMessage, ProviderOutcome, Receipt, SentQuery
 from channels.callbacks import TWILIO_MESSAGE_STATUS, callback_url
-from channels.twilio_common import (
+from channels.twilio_provider import (
     LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
     build_client,

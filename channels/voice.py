@@ -22,7 +22,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from channels import render, spec
 from channels.base import Evidence, OutboundMessage, ProviderOutcome, Receipt, SentQuery
 from channels.callbacks import TWILIO_CALL_STATUS, TWILIO_VOICE_TWIML, callback_url
-from channels.twilio_common import (
+from channels.twilio_provider import (
     LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
     build_client,

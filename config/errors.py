@@ -6,11 +6,11 @@ it. A caller catches the kind that says what to do next, not the leaf:
     DispatcherError
     ├── ConfigurationError            an operator fixes a setting or file; an entry point exits 1 with the message
     │   ├── SettingsError             config.settings: a DISPATCHER_* variable
-    │   ├── StrategyError             dispatcher.strategy: the strategy file
+    │   ├── StrategyError             dispatcher.core.strategy: the strategy file
     │   ├── TemplateContextError      channels.render: a template is missing or needs what the context lacks
     │   └── UpError                   workers.up: `dispatcher up` cannot start as asked
     ├── InputRejected                 the caller's input cannot apply: refuse it naming `field`; never retry as is
-    │   ├── EventRejected             dispatcher.events
+    │   ├── EventRejected             dispatcher.core.events
     │   ├── AlreadyMade               dispatcher.adhoc: the key is spent: contact made, or request lapsed (new key)
     │   ├── WebhookRejected           channels.base: a callback's signature or freshness failed (record nothing)
     │   └── MissingGlyphs             channels.pdf: the letter holds characters the font cannot draw

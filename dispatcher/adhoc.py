@@ -15,21 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from config.errors import InputRejected
-from dispatcher.claims import ClaimStatus
-from dispatcher.compliance import Ruling, denial
+from dispatcher.core.compliance import Ruling, denial
+from dispatcher.core.events import AdhocContact, AdhocDenied
+from dispatcher.core.models import ClaimStatus, ContactRef, HistoryEntry, Verdict
+from dispatcher.core.planner import NOT_PAST_DUE
+from dispatcher.core.stages import ADHOC_STAGE, adhoc_due_to_lapse, adhoc_lapsed_keys, stage_index_at
+from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine, Result, UnknownAccount
-from dispatcher.events import AdhocContact, AdhocDenied
-from dispatcher.models import HistoryEntry, Verdict
-from dispatcher.planner import (
-    ADHOC_STAGE,
-    NOT_PAST_DUE,
-    ContactRef,
-    adhoc_due_to_lapse,
-    adhoc_lapsed_keys,
-    stage_index_at,
-)
-from dispatcher.store import Loaded
-from dispatcher.strategy import Strategy
+from dispatcher.state.store import Loaded
 
 
 class AlreadyMade(InputRejected, ValueError):

@@ -15,15 +15,15 @@ from decimal import Decimal
 from typing import Protocol
 
 from config.errors import ConfigurationError, NotFound
-from dispatcher.audit import decision_audit, entry_audit
-from dispatcher.clock import Clock
-from dispatcher.events import Event, EventRejected, Outcome, apply_event, event_detail, lapsed_events
-from dispatcher.gate import SendGate
-from dispatcher.metrics import observe_commits
-from dispatcher.models import Account, AccountRecord, AccountState, Contact, HistoryEntry, Plan
-from dispatcher.planner import FRESH_STATE, plan_shared
-from dispatcher.store import CONFLICT, DUPLICATE, MOVED, Commit, Loaded, Store
-from dispatcher.strategy import Strategy
+from dispatcher.core.audit import decision_audit, entry_audit
+from dispatcher.core.clock import Clock
+from dispatcher.core.events import Event, EventRejected, Outcome, apply_event, event_detail, lapsed_events
+from dispatcher.core.models import Account, AccountRecord, AccountState, Contact, HistoryEntry, Plan
+from dispatcher.core.planner import FRESH_STATE, plan_shared
+from dispatcher.core.strategy import Strategy
+from dispatcher.state.gate import SendGate
+from dispatcher.state.metrics import observe_commits
+from dispatcher.state.store import CONFLICT, DUPLICATE, MOVED, Commit, Loaded, Store
 
 MAX_CONFLICT_RETRIES = 16
 

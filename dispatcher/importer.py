@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dispatcher.core.models import Account
 from dispatcher.engine import Engine
-from dispatcher.models import Account
 
 # Accounts per upsert_many: one read and one write round trip each; fresh accounts of one shape are
 # planned once per batch: larger batches plan less. The plan benchmark uses the same value.

@@ -19,11 +19,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.claims import ClaimStatus
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import Event, Outcome, Payment, PromiseToPay
+from dispatcher.core.models import Account, AccountRecord, Channel, ClaimStatus, Contact, OutcomeKind, zone
 from dispatcher.engine import Engine, Result
-from dispatcher.events import Event, Outcome, Payment, PromiseToPay
-from dispatcher.models import Account, AccountRecord, Channel, Contact, OutcomeKind, zone
 
 PUMP_LIMIT = 2000
 

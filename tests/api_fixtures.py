@@ -17,9 +17,9 @@ from twilio.request_validator import RequestValidator
 from config.settings import Settings, load_settings
 from dispatcher.api import create_app, new_api_key
 from dispatcher.api.app import ServerThread
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
 from dispatcher.engine import Engine
-from dispatcher.store import Store
+from dispatcher.state.store import Store
 
 PUBLIC_BASE_URL = "https://dispatcher.example-bank.test"
 SCOPES = {

@@ -12,13 +12,12 @@ import pytest
 import redis
 
 from config.settings import DEFAULT_STRATEGY
-from dispatcher.claims import ClaimStatus
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import Account, ClaimStatus, PostalAddress
+from dispatcher.core.strategy import Strategy, load_strategy
 from dispatcher.engine import Engine
-from dispatcher.models import Account, PostalAddress
-from dispatcher.redis_server import EmbeddedRedis
-from dispatcher.store import Store
-from dispatcher.strategy import Strategy, load_strategy
+from dispatcher.state.redis_server import EmbeddedRedis
+from dispatcher.state.store import Store
 
 pytest_plugins = ["tests.worker_fixtures"]
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from psycopg_pool import ConnectionPool
 
-from dispatcher.pg_server import EmbeddedPostgres
 from dispatcher.record.db import migrate, open_pool
+from dispatcher.record.pg_server import EmbeddedPostgres
 
 
 @pytest.fixture(scope="session", name="pg_server")

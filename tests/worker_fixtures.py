@@ -12,10 +12,10 @@ from celery.contrib.testing.worker import start_worker
 
 from channels.sandbox import Sandboxes, start_sandboxes
 from config.settings import Settings, load_settings
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
 from workers.app import QUEUES, app, configure
+from workers.process_runtime import WorkerRuntime, build_runtime, install_runtime
 from workers.queueing import dispatch
-from workers.runtime import WorkerRuntime, build_runtime, install_runtime
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from config.errors import exit_on_configuration_error
 from config.settings import Settings, SettingsError, load_settings
 from dispatcher.logging import configure_logging
 from workers.broker import transport_for
-from workers.metrics import start_exporter
+from workers.metrics_exporter import start_exporter
 
 
 def queues() -> tuple[str, ...]:
@@ -60,7 +60,7 @@ def configure(settings: Settings) -> Celery:
         broker_connection_retry=True,
         broker_connection_max_retries=None,
         # Messages the worker cannot decode or does not know go to the dead-letter stream.
-        worker_consumer="workers.deadletter:Consumer",
+        worker_consumer="workers.dead_lettering:Consumer",
         # Redis redelivers an unacked message after this; it must exceed the longest task.
         broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
         # Ack after the task ran, and give the message back if the worker process dies under it.

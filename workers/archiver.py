@@ -22,7 +22,7 @@ from dispatcher.record.db import RecordUnavailable, open_record, record_url
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.retention import pseudonymise_closed
 from workers.app import app
-from workers.runtime import WorkerRuntime, worker_runtime
+from workers.process_runtime import WorkerRuntime, worker_runtime
 
 # Batches per shard per run: 20 x 5000 stream entries is about 2 s of COPY; a backlog drains over several
 # runs instead of one run outliving the task's time limit.

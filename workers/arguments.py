@@ -1,9 +1,9 @@
 """What a task's arguments must be before it acts on them. Anything else is refused into the dead-letter
-stream (workers/deadletter.py) and the task returns: a bad message is kept for a person, not retried, and
+stream (workers/dead_lettering.py) and the task returns: a bad message is kept for a person, not retried, and
 never half-applied.
 
 A send payload is the most dangerous argument: it names who is contacted. Its contact id must belong to its
-account (`ACCOUNT/stage/step/occurrence[/fb]`, dispatcher.planner.ContactRef) and a claim must exist for it,
+account (`ACCOUNT/stage/step/occurrence[/fb]`, dispatcher.core.models.ContactRef) and a claim must exist for it,
 which only the planner writes; a payload forged or garbled on the broker cannot reach a debtor. A payload
 whose claim was forgotten lately (the last look denied it, a release, the stranded sweep) is a stale
 duplicate of its contact's dispatch — a re-plan offers a queued contact again — and is skipped quietly,
@@ -21,11 +21,11 @@ import structlog
 from celery import Task
 from pydantic import ValidationError
 
-from dispatcher.metrics import CONTACTS
-from dispatcher.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
-from dispatcher.redis_keys import claims_key, let_go_key
-from dispatcher.store import Store
-from workers.deadletter import refuse
+from dispatcher.core.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
+from dispatcher.state.metrics import CONTACTS
+from dispatcher.state.redis_keys import claims_key, let_go_key
+from dispatcher.state.store import Store
+from workers.dead_lettering import refuse
 
 log = structlog.get_logger("workers.arguments")
 

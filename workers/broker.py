@@ -36,7 +36,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from dispatcher import deadletters
+from dispatcher.state import dead_letter_stream
 
 log = structlog.get_logger("workers.broker")
 
@@ -128,7 +128,7 @@ class Channel(kombu_redis.Channel):
         # The body as it came when the envelope has one (what the producer meant to send), else the whole item.
         body = envelope["body"] if isinstance(envelope, dict) and isinstance(envelope.get("body"), str) else item
         with self.conn_or_acquire() as client:
-            entry = deadletters.record(client, queue=queue, task=_task_of(envelope), reason=reason, body=body,
+            entry = dead_letter_stream.record(client, queue=queue, task=_task_of(envelope), reason=reason, body=body,
                                        envelope=item)  # fmt: skip
         log.error("broker.dead_letter", queue=queue, reason=reason, dead_letter=entry)
         return None
@@ -157,8 +157,9 @@ class Channel(kombu_redis.Channel):
         raw = getattr(message, "_raw", None)
         queue = str((message.delivery_info or {}).get("routing_key") or "")
         with self.conn_or_acquire() as client:
-            entry = deadletters.record(client, queue=queue, task=_task_of(raw), reason=reason, body=message.body or b"",
-                                       envelope=dumps(raw) if isinstance(raw, dict) else "")  # fmt: skip
+            entry = dead_letter_stream.record(client, queue=queue, task=_task_of(raw), reason=reason,
+                                              body=message.body or b"",
+                                              envelope=dumps(raw) if isinstance(raw, dict) else "")  # fmt: skip
         log.error("broker.dead_letter", queue=queue, reason=reason, dead_letter=entry)
         if not message.acknowledged:
             message.ack()  # out of `unacked`: it would come back after the visibility timeout and fail again

@@ -23,8 +23,8 @@ import redis
 import structlog
 
 from channels.base import ProviderMisconfigured
-from dispatcher.metrics import PROVIDER_MISCONFIGURED
-from dispatcher.redis_keys import breaker_key, probe_key
+from dispatcher.state.metrics import PROVIDER_MISCONFIGURED
+from dispatcher.state.redis_keys import breaker_key, probe_key
 
 log = structlog.get_logger("workers.circuit")
 

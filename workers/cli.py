@@ -1,4 +1,4 @@
-"""The `dispatcher` command, whole: the library's commands (dispatcher/cli.py) and those that run or
+"""The `dispatcher` command, whole: the library's commands (dispatcher/commands/cli.py) and those that run or
 reach the cluster: worker, beat, demo, sandbox, up, redis, and `strategy check`, which renders templates
 with the channels. The console script points here; `python -m workers.cli` is the same command.
 
@@ -19,13 +19,13 @@ import typer
 
 from channels.render import Renderer, TemplateContextError
 from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_settings
-from dispatcher import reports
-from dispatcher.cli import HELP, CommandGroup, console, errors
-from dispatcher.cli import app as library_app
-from dispatcher.models import Account, AccountRecord, Channel, Contact, PostalAddress
-from dispatcher.runtime import tune_gc
-from dispatcher.strategy import load_strategy
-from dispatcher.strategy_check import RenderCheck, check_strategy
+from dispatcher.commands import reports
+from dispatcher.commands.cli import HELP, CommandGroup, console, errors
+from dispatcher.commands.cli import app as library_app
+from dispatcher.core.models import Account, AccountRecord, Channel, Contact, PostalAddress
+from dispatcher.core.strategy import load_strategy
+from dispatcher.core.strategy_check import RenderCheck, check_strategy
+from dispatcher.wiring import tune_gc
 from workers.messages import build_message
 
 TEMPLATES_DIR = CONFIG_DIR / "templates"
@@ -60,7 +60,7 @@ def strategy_check(
 
 def _render_check(settings: Settings) -> RenderCheck:
     """Render a template as a send would, for a sample account (rendering lives in channels/ and workers/,
-    which dispatcher/ may not import: this side hands the check to dispatcher.strategy_check)."""
+    which dispatcher/ may not import: this side hands the check to dispatcher.core.strategy_check)."""
     # The shipped strategy: the file under check may be the broken one; only SMS validity reads its windows.
     renderer, strategy, now = Renderer(TEMPLATES_DIR), load_strategy(DEFAULT_STRATEGY), datetime.now(UTC)
     address = PostalAddress(line1="1 Sample Rd", city="Shanghai", postal_code="200000", country="CN")
@@ -121,7 +121,7 @@ def worker(
     exit_code = run_celery(
         celery_app,
         ["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", name, "--loglevel", loglevel]
-        + ([] if metrics_port is None else ["--metrics-port", str(metrics_port)]),  # workers/metrics.py
+        + ([] if metrics_port is None else ["--metrics-port", str(metrics_port)]),  # workers/metrics_exporter.py
     )
     if exit_code:
         raise typer.Exit(exit_code)

@@ -32,16 +32,15 @@ from channels.base import (
 from channels.render import Renderer, TemplateContextError
 from channels.retry import retry_transient
 from config.settings import Settings
-from dispatcher.claims import ClaimStatus
+from dispatcher.core.events import Event, Outcome
+from dispatcher.core.models import ClaimStatus, Contact, HistoryEntry, OutcomeKind
 from dispatcher.engine import Engine
-from dispatcher.events import Event, Outcome
-from dispatcher.gate import ClaimResult
-from dispatcher.metrics import CONTACTS, tally
-from dispatcher.models import Contact, HistoryEntry, OutcomeKind
+from dispatcher.state.gate import ClaimResult
+from dispatcher.state.metrics import CONTACTS, tally
 from workers.circuit import CircuitBreaker
 from workers.limiter import RateLimiter
 from workers.messages import build_message
-from workers.metrics import timed_send, waited
+from workers.metrics_exporter import timed_send, waited
 
 # A wait longer than this goes back to the schedule instead of the broker: no long ETAs on Redis.
 MAX_REQUEUE_SECONDS = 60.0

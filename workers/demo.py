@@ -28,14 +28,14 @@ from channels.sandbox import Sandboxes, start_sandboxes
 from config.settings import Settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread, bind_loopback
-from dispatcher.clock import AcceleratedClock
+from dispatcher.core.clock import AcceleratedClock
 from dispatcher.logging import configure_logging
-from dispatcher.redis_server import EmbeddedRedis
-from dispatcher.store import Store
+from dispatcher.state.redis_server import EmbeddedRedis
+from dispatcher.state.store import Store
 from dispatcher.synthetic import synthetic_accounts
 from workers.app import configure
+from workers.process_runtime import WorkerRuntime, build_runtime
 from workers.queueing import dispatch
-from workers.runtime import WorkerRuntime, build_runtime
 
 DEMO_START = datetime(2026, 3, 2, tzinfo=UTC)
 PUMP_EVERY = 0.05  # real seconds; an accelerated hour is 0.04 s, so windows are never stepped over

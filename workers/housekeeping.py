@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 import redis
 import structlog
 
-from dispatcher.audit import claim_audit
-from dispatcher.claims import Stranded
+from dispatcher.core.audit import claim_audit
+from dispatcher.state.claims import Stranded
 from workers.queueing import DISPATCHED_AT
 from workers.reconcile import reconcile
 
 if TYPE_CHECKING:
-    from workers.runtime import WorkerRuntime
+    from workers.process_runtime import WorkerRuntime
 
 log = structlog.get_logger("workers.housekeeping")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
-from dispatcher.redis_keys import rate_window_key
+from dispatcher.state.redis_keys import rate_window_key
 
 _AVERAGING_SECONDS = 10
 # The provider counts requests by when they arrive, some milliseconds after their token was granted, and

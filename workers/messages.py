@@ -15,10 +15,10 @@ from channels.base import OutboundMessage
 from channels.render import Renderer
 from channels.spec import Draft
 from config.settings import Settings
-from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry, PostalAddress, zone
-from dispatcher.strategy import Strategy
-from dispatcher.timeline import timeline
-from dispatcher.unsubscribe import unsubscribe_token
+from dispatcher.core.models import AccountRecord, Channel, Contact, HistoryEntry, PostalAddress, zone
+from dispatcher.core.strategy import Strategy
+from dispatcher.core.timeline import timeline
+from dispatcher.core.unsubscribe import unsubscribe_token
 
 
 def build_message(

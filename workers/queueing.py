@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from dispatcher.models import Channel, Contact
+from dispatcher.core.models import Channel, Contact
 from workers.app import app
 
 DISPATCHED_AT = "dispatched_at"  # the send task's header: wall-clock time it was put on the broker

@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING
 import structlog
 
 from channels.base import Evidence, LookupUnavailable, Reconcilable, SentQuery, TransientDeliveryError
-from dispatcher.audit import claim_audit
-from dispatcher.claims import IN_DOUBT, ClaimMove, ClaimStatus, InDoubt
-from dispatcher.events import Outcome
-from dispatcher.models import Channel, HistoryEntry, OutcomeKind
-from dispatcher.store import Loaded
+from dispatcher.core.audit import claim_audit
+from dispatcher.core.events import Outcome
+from dispatcher.core.models import IN_DOUBT, Channel, ClaimStatus, HistoryEntry, OutcomeKind
+from dispatcher.state.claims import ClaimMove, InDoubt
+from dispatcher.state.store import Loaded
 from workers.messages import address_of
 
 if TYPE_CHECKING:
-    from workers.runtime import WorkerRuntime
+    from workers.process_runtime import WorkerRuntime
 
 log = structlog.get_logger("workers.reconcile")
 

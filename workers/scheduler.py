@@ -15,9 +15,9 @@ import structlog
 from celery.beat import PersistentScheduler
 
 from config.settings import Settings, load_settings
-from dispatcher.clock import Clock
-from dispatcher.runtime import clock_from
-from dispatcher.store import Store
+from dispatcher.core.clock import Clock
+from dispatcher.state.store import Store
+from dispatcher.wiring import clock_from
 
 log = structlog.get_logger("workers.scheduler")
 

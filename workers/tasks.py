@@ -13,15 +13,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from dispatcher.adhoc import AlreadyMade, request_contact
+from dispatcher.core.events import AdhocContact, EventRejected, parse_external_event
+from dispatcher.core.models import Account, Contact
 from dispatcher.engine import UnknownAccount
-from dispatcher.events import AdhocContact, EventRejected, parse_external_event
-from dispatcher.models import Account, Contact
 from workers.app import app
 from workers.archiver import archive  # noqa: F401  (registers dispatcher.archive)
 from workers.arguments import account_id_problem, checked_payloads, refused, validation_problem
 from workers.housekeeping import sweep
+from workers.process_runtime import worker_runtime
 from workers.queueing import contact_from, dispatch, enqueue
-from workers.runtime import worker_runtime
 
 PRIVATE_ARGS = "workers.task_base:PrivateArgsRequest"  # what Flower shows of arguments with personal data
 # The most contacts one send task carries; a bigger batch from outside is split before anything is sent.

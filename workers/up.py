@@ -34,7 +34,7 @@ from honcho.manager import Manager
 from channels import REGISTRY
 from config.errors import ConfigurationError
 from config.settings import Settings
-from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.state.redis_server import EmbeddedRedis
 
 SEND_QUEUES = ",".join(spec.queue for spec in REGISTRY.values())  # every channel's queue
 SEND_THREADS_PER_WORKER = 8  # sends wait on providers: docs/operations.md's threads x16 for the default 2
@@ -250,8 +250,8 @@ def owned_record(configured: str | None, state_dir: Path) -> Iterator[str | None
     if configured:
         yield None
         return
-    from dispatcher.pg_server import EmbeddedPostgres, stop_server  # only an embedded record needs the package
     from dispatcher.record.db import migrate
+    from dispatcher.record.pg_server import EmbeddedPostgres, stop_server  # only an embedded record needs the package
 
     server = EmbeddedPostgres(state_dir.resolve() / "pg")
     try:

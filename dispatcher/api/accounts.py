@@ -15,11 +15,11 @@ from pydantic import BaseModel, Field
 
 from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
+from dispatcher.core.models import ACCOUNT_ID_PATTERN, Account, AccountState
+from dispatcher.core.timeline import account_json
 from dispatcher.engine import Engine, Result, UnknownAccount
-from dispatcher.models import ACCOUNT_ID_PATTERN, Account, AccountState
 from dispatcher.record.db import RecordUnavailable, open_record, record_url
 from dispatcher.record.readers import RecordReader, read_account
-from dispatcher.reports import account_json
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 log = structlog.get_logger("dispatcher.api")

@@ -23,7 +23,7 @@ from dispatcher.api.outage import StoreOutageMiddleware
 from dispatcher.api.protocol import with_head_timeout
 from dispatcher.engine import Engine
 from dispatcher.logging import RequestIdMiddleware, configure_logging
-from dispatcher.runtime import open_runtime
+from dispatcher.wiring import open_runtime
 
 _SHED = errors.responses(408, 413, 503)  # what any route may answer before it runs (limits.py, outage.py)
 log = structlog.get_logger("dispatcher.api")

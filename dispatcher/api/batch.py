@@ -23,8 +23,8 @@ from dispatcher.api.accounts import engine_of, upsert_status
 from dispatcher.api.auth import ACCOUNTS_WRITE, Principal, require
 from dispatcher.api.errors import responses, validation_fields
 from dispatcher.api.idempotency import IdempotencyKey
+from dispatcher.core.models import Account
 from dispatcher.engine import Engine
-from dispatcher.models import Account
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.errors import DispatcherError, InputRejected, NotFound
-from dispatcher.events import Event
+from dispatcher.core.events import Event
 
 
 class FieldError(BaseModel):

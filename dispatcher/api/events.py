@@ -16,8 +16,7 @@ from dispatcher.api.accounts import AccountId, engine_of
 from dispatcher.api.auth import EVENTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.api.idempotency import IdempotencyKey, mark_written
-from dispatcher.engine import Engine, UnknownAccount
-from dispatcher.events import (
+from dispatcher.core.events import (
     AdhocContact,
     AgentDisposition,
     Dispute,
@@ -29,7 +28,8 @@ from dispatcher.events import (
     Payment,
     PromiseToPay,
 )
-from dispatcher.models import ACCOUNT_ID_PATTERN, AccountState, Channel
+from dispatcher.core.models import ACCOUNT_ID_PATTERN, AccountState, Channel
+from dispatcher.engine import Engine, UnknownAccount
 
 router = APIRouter(prefix="/v1", tags=["events"])
 log = structlog.get_logger("dispatcher.api")

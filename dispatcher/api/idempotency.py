@@ -9,7 +9,7 @@ different request is a 422 naming the header; a retry while the first is still r
 Keys are per API key (the caller's key hash is part of the Redis key, with the SHA-256 of the
 Idempotency-Key) and hash-tagged, so one idempotency record lives in one Cluster slot: a meta string
 ({"state": "processing"} or the stored answer) and a body list (the response body, zlib-compressed base64
-chunks), named by dispatcher.redis_keys.
+chunks), named by dispatcher.state.redis_keys.
 
 Large answers (a million-line batch) are stored in chunks as they stream, never held whole.
 
@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher.api.auth import KeyRing, token_of
 from dispatcher.api.errors import ErrorBody, FieldError
-from dispatcher.redis_keys import idempotency_body_key, idempotency_meta_key
+from dispatcher.state.redis_keys import idempotency_body_key, idempotency_meta_key
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from dispatcher.metrics import HTTP_DURATION, HTTP_REQUESTS, ClusterCollector
+from dispatcher.state.metrics import HTTP_DURATION, HTTP_REQUESTS, ClusterCollector
 
 UNMATCHED = "<unmatched>"
 

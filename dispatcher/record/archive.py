@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
-from dispatcher.metrics import ARCHIVE_BATCHES, ARCHIVED
-from dispatcher.store import Store
+from dispatcher.state.metrics import ARCHIVE_BATCHES, ARCHIVED
+from dispatcher.state.store import Store
 
 STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS audit_staging (

@@ -33,10 +33,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from config.errors import ConfigurationError
-from dispatcher.claims import IN_DOUBT, ClaimStatus
-from dispatcher.metrics import ARCHIVED
-from dispatcher.models import AccountRecord, HistoryEntry
-from dispatcher.redis_keys import (
+from dispatcher.core.models import IN_DOUBT, AccountRecord, ClaimStatus, HistoryEntry
+from dispatcher.state.metrics import ARCHIVED
+from dispatcher.state.redis_keys import (
     ACCOUNT_RECORDS,
     CLOSED_CURSOR,
     account_id_of,
@@ -45,7 +44,7 @@ from dispatcher.redis_keys import (
     moved_key,
     phone_key,
 )
-from dispatcher.store import Loaded, Store
+from dispatcher.state.store import Loaded, Store
 
 CURSOR_KEY = CLOSED_CURSOR
 BUSY = frozenset({ClaimStatus.QUEUED, *IN_DOUBT})

@@ -83,7 +83,7 @@ def record_url(database_url: str | None, state_dir: Path) -> str | None:
     data_dir = state_dir / "pg"
     if not (data_dir / "PG_VERSION").exists():
         return None
-    from dispatcher.pg_server import running_url  # only a deployment with an embedded record loads the package
+    from dispatcher.record.pg_server import running_url  # only a deployment with an embedded record loads the package
 
     url = running_url(data_dir)
     if url is None:

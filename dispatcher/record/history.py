@@ -23,13 +23,13 @@ from datetime import datetime, timedelta
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from dispatcher.metrics import ARCHIVED
-from dispatcher.models import Channel, HistoryEntry
-from dispatcher.planner import ADHOC_STAGE
+from dispatcher.core.models import Channel, HistoryEntry
+from dispatcher.core.stages import ADHOC_STAGE
+from dispatcher.core.strategy import Strategy
 from dispatcher.record.lookback import FINAL_CLAIMS, marked, trimmable
-from dispatcher.redis_keys import ACCOUNT_RECORDS, HISTORY_CURSOR, account_id_of, claims_key
-from dispatcher.store import Loaded, Store
-from dispatcher.strategy import Strategy
+from dispatcher.state.metrics import ARCHIVED
+from dispatcher.state.redis_keys import ACCOUNT_RECORDS, HISTORY_CURSOR, account_id_of, claims_key
+from dispatcher.state.store import Loaded, Store
 
 CURSOR_KEY = HISTORY_CURSOR
 # SCAN COUNT per run: about a sixth of the keys are account records, so ~1,700 accounts a run; on beat every

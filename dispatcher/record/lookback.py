@@ -31,10 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from dispatcher.claims import ClaimStatus
-from dispatcher.models import AccountRecord, ContactRef, HistoryEntry, OutcomeKind, zone
-from dispatcher.planner import ADHOC_STAGE, occurrences_around, stage_entry_date, stage_index_at
-from dispatcher.strategy import Strategy
+from dispatcher.core.models import AccountRecord, ClaimStatus, ContactRef, HistoryEntry, OutcomeKind, zone
+from dispatcher.core.stages import ADHOC_STAGE, occurrences_around, stage_entry_date, stage_index_at
+from dispatcher.core.strategy import Strategy
 
 FINAL_CLAIMS = frozenset({ClaimStatus.SENT, ClaimStatus.FAILED})
 _MARGIN = timedelta(days=1)  # a daylight-saving change inside a period counted in local days (the quiet period)

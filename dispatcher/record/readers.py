@@ -17,8 +17,8 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from dispatcher.models import AccountRecord, HistoryEntry
-from dispatcher.store import Loaded, Store
+from dispatcher.core.models import AccountRecord, HistoryEntry
+from dispatcher.state.store import Loaded, Store
 
 DECISION_TYPES = ("decision", "last_look", "contact")
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from celery import Celery
 
-from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.state.redis_server import EmbeddedRedis
 from tests.browser.chromium import chromium, dump_dom, screenshot
 from tests.flower_fixtures import FlowerProcess
 from tests.integration.test_worker_survival import (  # noqa: F401

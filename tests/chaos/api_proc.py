@@ -1,7 +1,7 @@
 """`dispatcher api` on the run's shared clock, for the chaos runs.
 
 Before 9365be7, `dispatcher api` built its engine on the system clock whatever DISPATCHER_CLOCK_* said, while
-workers and beat honoured those settings (workers.runtime.clock_from); since then it follows them itself and
+workers and beat honoured those settings (workers.process_runtime.clock_from); since then it follows them itself and
 this wrapper changes nothing. On older commits (the baseline in docs/reliability.md) the API would re-plan
 every account a provider callback touches at today's real date — months past due, the legal stage — and
 queue contacts the workers' last look has to refuse; this runs the same command with the clock the settings
@@ -21,7 +21,7 @@ from workers.cli import app as cli
 def _with_settings_clock(original: Any) -> Any:
     def open_runtime(settings: Any, clock: Any = None, *args: Any, **kwargs: Any) -> Any:
         if clock is None and getattr(settings, "clock_start", None) is not None:
-            from dispatcher.runtime import clock_from
+            from dispatcher.wiring import clock_from
 
             clock = clock_from(settings)
         return original(settings, clock, *args, **kwargs)

@@ -1,7 +1,7 @@
 """The chaos harness: a whole deployment as real processes on one machine, faults, and an honest count.
 
 A `Deployment` runs what production runs, as separate processes: the embedded redis-server
-(dispatcher.redis_server, AOF on), the provider sandboxes (tests.chaos.sandbox_proc: channels.sandbox plus
+(dispatcher.state.redis_server, AOF on), the provider sandboxes (tests.chaos.sandbox_proc: channels.sandbox plus
 a per-request log), `dispatcher api`, `dispatcher worker` processes (threads pool, every queue) and one
 `dispatcher beat`. A small supervisor restarts a process that dies *with a failure* (a signal or a non-zero
 exit) after one second, as systemd's `Restart=on-failure` would, and first kills whatever is left of its
@@ -205,7 +205,7 @@ class RedisNode:
     """The embedded redis-server, stoppable by SHUTDOWN or kill -9 and restartable on the same port and data."""
 
     def __init__(self, data_dir: Path) -> None:
-        from dispatcher.redis_server import EmbeddedRedis
+        from dispatcher.state.redis_server import EmbeddedRedis
 
         self._factory = EmbeddedRedis
         self.data_dir = data_dir
@@ -500,17 +500,17 @@ class Deployment:
         return self._client
 
     def clock(self) -> Any:
-        from dispatcher.clock import AcceleratedClock
+        from dispatcher.core.clock import AcceleratedClock
 
         return AcceleratedClock(CLOCK_START, self.config.clock_factor, self.origin)
 
     def seed(self) -> int:
         """Upsert the accounts (their SMS claims are written `queued` and they wake now: the pump sends them)."""
         from config.settings import DEFAULT_STRATEGY
+        from dispatcher.core.models import Account
+        from dispatcher.core.strategy import load_strategy
         from dispatcher.engine import Engine
-        from dispatcher.models import Account
-        from dispatcher.store import Store
-        from dispatcher.strategy import load_strategy
+        from dispatcher.state.store import Store
 
         assert self.redis_node is not None
         store = Store.from_url(self.redis_node.url, int(self.env.get("DISPATCHER_SCHEDULE_SHARDS", "16")))

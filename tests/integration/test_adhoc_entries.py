@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dispatcher.adhoc import AlreadyMade, request_contact
+from dispatcher.core.events import AdhocContact, Dispute, DisputeResolved
+from dispatcher.core.models import Channel
 from dispatcher.engine import Engine
-from dispatcher.events import AdhocContact, Dispute, DisputeResolved
-from dispatcher.models import Channel
 from tests.conftest import make_account
 
 

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.claims import ClaimStatus
-from dispatcher.models import Channel, Contact, HistoryEntry
+from dispatcher.core.models import Channel, ClaimStatus, Contact, HistoryEntry
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from dispatcher.claims import ClaimStatus
-from dispatcher.events import Outcome
+from dispatcher.core.events import Outcome
+from dispatcher.core.models import ClaimStatus
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -22,10 +22,10 @@ from psycopg_pool import ConnectionPool
 from config.settings import Settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
 from dispatcher.engine import Engine
-from dispatcher.pg_server import EmbeddedPostgres
-from dispatcher.runtime import build_engine
+from dispatcher.record.pg_server import EmbeddedPostgres
+from dispatcher.wiring import build_engine
 from tests.api_fixtures import account_body, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 from tests.integration.test_reopen import _move

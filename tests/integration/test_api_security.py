@@ -12,7 +12,7 @@ import pytest
 
 from dispatcher.api.auth import hash_key
 from dispatcher.api.idempotency import _digest
-from dispatcher.redis_keys import idempotency_meta_key
+from dispatcher.state.redis_keys import idempotency_meta_key
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -12,12 +12,12 @@ from prometheus_client import REGISTRY
 from psycopg_pool import ConnectionPool
 from pydantic_core import to_json
 
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import Payment
 from dispatcher.engine import Engine
-from dispatcher.events import Payment
-from dispatcher.metrics import ClusterCollector
 from dispatcher.record.archive import AuditArchiver
-from dispatcher.store import Store
+from dispatcher.state.metrics import ClusterCollector
+from dispatcher.state.store import Store
 from tests.conftest import make_account
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 

@@ -14,7 +14,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from dispatcher.record.archive import AuditArchiver
-from dispatcher.store import Store
+from dispatcher.state.store import Store
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ ARCHIVER = """
 import sys
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.db import open_pool
-from dispatcher.store import Store
+from dispatcher.state.store import Store
 store = Store.from_url(sys.argv[1], shards=16)
 AuditArchiver(store, open_pool(sys.argv[2]), batch=400).run()
 """

@@ -22,12 +22,12 @@ from config.settings import Settings
 from dispatcher.api import callback_spool, create_app
 from dispatcher.api.app import ServerThread
 from dispatcher.api.callback_spool import CallbackSpool
-from dispatcher.claims import ClaimStatus
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import ClaimStatus
+from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine
-from dispatcher.redis_server import EmbeddedRedis
-from dispatcher.store import Store
-from dispatcher.strategy import Strategy
+from dispatcher.state.redis_server import EmbeddedRedis
+from dispatcher.state.store import Store
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually

@@ -25,7 +25,7 @@ from channels.letter import LetterAdapter
 from channels.letter import translate_lookup_error as letter_lookup_error
 from channels.sandbox import Sandboxes
 from channels.sms import SmsAdapter
-from channels.twilio_common import translate_lookup_error as twilio_lookup_error
+from channels.twilio_provider import translate_lookup_error as twilio_lookup_error
 from channels.voice import VoiceAdapter
 from config.settings import Settings
 from tests import channel_fixtures
@@ -164,7 +164,7 @@ def test_the_lookup_reads_every_page(settings: Settings, monkeypatch: pytest.Mon
         adapter.send(sms(f"c-l-sms-pages-{n}", "+15554440500", body=f"later {n}"))
     monkeypatch.setattr("channels.sms.LOOKUP_PAGE_SIZE", 1)  # the oldest message is on the fourth page
     assert adapter.find_sent(query("c-l-sms-pages", "+15554440500", text="first")).provider_id == first.provider_id
-    monkeypatch.setattr("channels.twilio_common.LOOKUP_MAX_PAGES", 2)  # a list not read to the end decides nothing
+    monkeypatch.setattr("channels.twilio_provider.LOOKUP_MAX_PAGES", 2)  # a list not read to the end decides nothing
     with pytest.raises(LookupUnavailable):
         adapter.find_sent(query("c-l-sms-pages", "+15554440500", text="first"))
 

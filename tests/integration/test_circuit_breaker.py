@@ -12,13 +12,13 @@ from structlog.testing import capture_logs
 
 from channels.base import ProviderMisconfigured
 from channels.sandbox import Sandboxes
-from dispatcher.clock import ManualClock
-from dispatcher.metrics import PROVIDER_MISCONFIGURED
-from dispatcher.models import Contact
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import Contact
+from dispatcher.state.metrics import PROVIDER_MISCONFIGURED
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
 from workers.circuit import CircuitBreaker
-from workers.runtime import WorkerRuntime
+from workers.process_runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
 

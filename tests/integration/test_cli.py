@@ -12,9 +12,9 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from config.settings import DEFAULT_STRATEGY
-from dispatcher.cli import app as library_app
-from dispatcher.pg_server import EmbeddedPostgres, running_url
+from dispatcher.commands.cli import app as library_app
 from dispatcher.record.db import migrate
+from dispatcher.record.pg_server import EmbeddedPostgres, running_url
 from workers.cli import app
 
 pytestmark = pytest.mark.integration

@@ -20,12 +20,12 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from channels.sandbox import Sandboxes
-from dispatcher import deadletters
-from dispatcher.cli import app as cli
-from dispatcher.clock import ManualClock
-from dispatcher.events import Dispute
-from dispatcher.redis_keys import let_go_key
-from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.commands.cli import app as cli
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import Dispute
+from dispatcher.state import dead_letter_stream
+from dispatcher.state.redis_keys import let_go_key
+from dispatcher.state.redis_server import EmbeddedRedis
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 from tests.integration.test_worker_survival import (  # the real worker process and its Redis
@@ -37,8 +37,8 @@ from tests.integration.test_worker_survival import (  # the real worker process 
     worker_process,  # noqa: F401
 )
 from tests.worker_fixtures import eventually
+from workers.process_runtime import WorkerRuntime
 from workers.queueing import contact_payload
-from workers.runtime import WorkerRuntime
 from workers.tasks import send
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -54,8 +54,8 @@ def _kombu_item(body: bytes, task: str = "dispatcher.send", queue: str = "sms") 
     })  # fmt: skip
 
 
-def _letters(client: redis.Redis) -> list[deadletters.DeadLetter]:
-    return deadletters.listing(client, count=1000)
+def _letters(client: redis.Redis) -> list[dead_letter_stream.DeadLetter]:
+    return dead_letter_stream.listing(client, count=1000)
 
 
 def test_poison_and_refused_arguments_are_dead_lettered_and_the_worker_keeps_consuming(
@@ -86,7 +86,7 @@ def test_poison_and_refused_arguments_are_dead_lettered_and_the_worker_keeps_con
     assert (raw.queue, raw.body) == ("sms", "this is not json at all")
 
     # Replay of a body that is still invalid simply dead-letters it again.
-    deadletters.replay(client, raw.id)
+    dead_letter_stream.replay(client, raw.id)
     eventually(lambda: len(_letters(client)) == 7 and raw.id not in {x.id for x in _letters(client)}, timeout=10)
     assert worker_process.process.poll() is None
     client.close()
@@ -179,7 +179,7 @@ def test_one_send_task_of_20000_malformed_contacts_is_one_dead_letter_with_its_c
     written = _sample("dispatcher_dead_letters_total", queue="sms")
 
     send.apply_async(args=[payloads], queue="sms")
-    eventually(lambda: deadletters.count(client) >= 1, timeout=60)
+    eventually(lambda: dead_letter_stream.count(client) >= 1, timeout=60)
     eventually(lambda: client.llen("sms") == 0 and client.hlen("unacked") == 0, timeout=60)  # the task is done
     [letter] = _letters(client)
     assert (letter.count, letter.task, letter.queue) == (20_000, "dispatcher.send", "sms")
@@ -189,7 +189,7 @@ def test_one_send_task_of_20000_malformed_contacts_is_one_dead_letter_with_its_c
     assert json.loads(letter.body)[0] == [payloads]  # every refused payload, as one send
     assert _sample("dispatcher_dead_letters_total", queue="sms") - written == 1
 
-    deadletters.replay(client, letter.id)  # one task with all of them, refused again as one entry
+    dead_letter_stream.replay(client, letter.id)  # one task with all of them, refused again as one entry
     eventually(lambda: [x.id for x in _letters(client)] not in ([], [letter.id]), timeout=60)
     [again] = _letters(client)
     assert again.count == 20_000
@@ -202,14 +202,14 @@ def _sample(name: str, **labels: str) -> float:
 def test_the_cap_drops_the_oldest_dead_letters_and_counts_them(
     stream: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(deadletters, "MAXLEN", 150)  # 100,000 in production
+    monkeypatch.setattr(dead_letter_stream, "MAXLEN", 150)  # 100,000 in production
     dropped = _sample("dispatcher_dead_letters_dropped_total", cause="cap")
     for index in range(400):
-        deadletters.record(stream, queue="sms", task="", reason=f"r{index}", body=b"x", envelope=b"x")
-    kept = deadletters.count(stream)
+        dead_letter_stream.record(stream, queue="sms", task="", reason=f"r{index}", body=b"x", envelope=b"x")
+    kept = dead_letter_stream.count(stream)
     assert 150 <= kept < 400  # trimmed in whole stream nodes (~), never below the cap
     assert _sample("dispatcher_dead_letters_dropped_total", cause="cap") - dropped == 400 - kept
-    assert deadletters.listing(stream, count=kept)[-1].reason == f"r{400 - kept}"  # the oldest went
+    assert dead_letter_stream.listing(stream, count=kept)[-1].reason == f"r{400 - kept}"  # the oldest went
 
 
 # --- reading, replaying and purging: the CLI and the admin API over the same stream ---
@@ -225,11 +225,12 @@ def stream(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> I
 
 
 def _two_letters(client: redis.Redis) -> tuple[str, str]:
-    first = deadletters.record(client, queue="sms", task="", reason="not a kombu message envelope", body=b"junk",
-                               envelope=b"junk")  # fmt: skip
-    envelope = deadletters.task_envelope("plan", "dispatcher.upsert_account", "t-1", [{"id": "x"}], {})
-    second = deadletters.record(client, queue="plan", task="dispatcher.upsert_account", reason="name: Field required",
-                                body='[[{"id": "x"}], {}]', envelope=envelope)  # fmt: skip
+    first = dead_letter_stream.record(client, queue="sms", task="", reason="not a kombu message envelope",
+                                      body=b"junk", envelope=b"junk")  # fmt: skip
+    envelope = dead_letter_stream.task_envelope("plan", "dispatcher.upsert_account", "t-1", [{"id": "x"}], {})
+    second = dead_letter_stream.record(client, queue="plan", task="dispatcher.upsert_account",
+                                       reason="name: Field required", body='[[{"id": "x"}], {}]',
+                                       envelope=envelope)  # fmt: skip
     return first, second
 
 
@@ -252,10 +253,10 @@ def test_the_cli_lists_shows_replays_and_purges_dead_letters(stream: redis.Redis
     assert replayed.exit_code == 0, replayed.output
     [item] = stream.lrange("plan", 0, -1)
     assert json.loads(item)["headers"]["task"] == "dispatcher.upsert_account"
-    assert deadletters.get(stream, second) is None
+    assert dead_letter_stream.get(stream, second) is None
 
     assert runner.invoke(cli, ["dead-letters", "purge", "--before", "2000-01-01T00:00:00+00:00"]).exit_code == 0
-    assert deadletters.count(stream) == 1  # nothing that old
+    assert dead_letter_stream.count(stream) == 1  # nothing that old
     assert runner.invoke(cli, ["dead-letters", "purge"], input="n\n").exit_code == 1
     purged = runner.invoke(cli, ["dead-letters", "purge", "--yes"])
     assert purged.exit_code == 0 and "purged 1" in purged.output

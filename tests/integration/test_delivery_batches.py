@@ -16,13 +16,13 @@ from channels.render import TemplateContextError
 from channels.sandbox import Sandboxes
 from channels.spec import Draft, Stash
 from config.settings import Settings
-from dispatcher.clock import ManualClock
-from dispatcher.models import Contact
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import Contact
 from tests.conftest import make_account
 from workers.limiter import ARRIVAL_JITTER_GUARD, Limit, RateLimiter
+from workers.process_runtime import WorkerRuntime, build_runtime
 from workers.queueing import dispatch
 from workers.reconcile import reconcile
-from workers.runtime import WorkerRuntime, build_runtime
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from dispatcher.redis_server import EmbeddedRedis, redis_url
+from dispatcher.state.redis_server import EmbeddedRedis, redis_url
 
 pytestmark = pytest.mark.integration
 

@@ -10,17 +10,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatcher import phone_index
-from dispatcher.claims import ClaimStatus
-from dispatcher.clock import ManualClock
-from dispatcher.compliance import spread_offset
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.compliance import spread_offset
+from dispatcher.core.events import AdhocContact, DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
+from dispatcher.core.models import Channel, ClaimStatus, Contact, OutcomeKind
+from dispatcher.core.planner import plan
+from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine, UnknownAccount
-from dispatcher.events import AdhocContact, DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
-from dispatcher.models import Channel, Contact, OutcomeKind
-from dispatcher.planner import plan
-from dispatcher.redis_keys import events_key
-from dispatcher.store import EVENT_WINDOW, Store
-from dispatcher.strategy import Strategy
+from dispatcher.state import phone_index
+from dispatcher.state.redis_keys import events_key
+from dispatcher.state.store import EVENT_WINDOW, Store
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 from celery import Celery
 
 from config.settings import load_settings
-from dispatcher.pg_server import running_url
 from dispatcher.record.db import RecordUnavailable
+from dispatcher.record.pg_server import running_url
 from tests.api_fixtures import account_body
 from tests.integration.test_up import DISPATCHER, group_alive
 from tests.integration.test_up_record import postgres_on, stale_handles

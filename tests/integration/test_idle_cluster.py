@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from dispatcher.clock import ManualClock
-from dispatcher.redis_server import EmbeddedRedis
-from dispatcher.store import Store
+from dispatcher.core.clock import ManualClock
+from dispatcher.state.redis_server import EmbeddedRedis
+from dispatcher.state.store import Store
 from tests.integration.test_worker_survival import DISPATCHER, WorkerProcess, own_redis  # noqa: F401
 from workers.scheduler import BeatPump
 

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher import deadletters
 from dispatcher.engine import Engine
 from dispatcher.importer import import_accounts
-from dispatcher.store import Store
+from dispatcher.state import dead_letter_stream
+from dispatcher.state.store import Store
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
-from workers.runtime import WorkerRuntime
+from workers.process_runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +209,7 @@ def test_a_payment_in_another_currency_through_celery_is_a_dead_letter_naming_cu
                                                             "currency": "CNY"}], queue="plan")  # fmt: skip
     eventually(lambda: runtime.engine.store.load("CEL1").record.state.paid == 10)  # type: ignore[union-attr]
     client = redis.Redis.from_url(runtime.settings.redis_url)
-    reasons = eventually(lambda: [letter.reason for letter in deadletters.listing(client, count=100)])
+    reasons = eventually(lambda: [letter.reason for letter in dead_letter_stream.listing(client, count=100)])
     assert any(reason.startswith("currency: ") for reason in reasons), reasons  # type: ignore[union-attr]
     assert runtime.engine.store.load("CEL1").record.state.status == "active"  # type: ignore[union-attr]
 

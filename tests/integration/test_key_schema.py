@@ -1,4 +1,4 @@
-"""Giving the key schema one home (dispatcher/redis_keys.py) renamed nothing: state a deployment wrote before,
+"""Giving the key schema one home (dispatcher/state/redis_keys.py) renamed nothing: state a deployment wrote before,
 under the names spelled out here as the code spelled them then, is read through the real store, claim ledger,
 ranks, phone index, dead letters, circuit breaker and rate limiter on a real Redis; and what the engine
 writes lands under those names."""
@@ -11,13 +11,12 @@ from datetime import timedelta
 
 import pytest
 
-from dispatcher import deadletters
-from dispatcher.claims import ClaimStatus
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import AccountRecord, ClaimStatus, HistoryEntry
 from dispatcher.engine import Engine
-from dispatcher.models import AccountRecord, HistoryEntry
-from dispatcher.phone_index import accounts_for
-from dispatcher.store import Store
+from dispatcher.state import dead_letter_stream
+from dispatcher.state.phone_index import accounts_for
+from dispatcher.state.store import Store
 from tests.conftest import make_account
 from workers.circuit import CircuitBreaker
 from workers.limiter import Limit, RateLimiter
@@ -65,7 +64,7 @@ def test_state_written_under_the_names_a_deployment_has_is_read_after(
     assert store.moved(["GONE1", "OLD1"]) == {"GONE1"}
     assert accounts_for(store, PHONE) == ["OLD1"]
     assert store.ranks.raise_to("OLD1", "OLD1/reminder/sms/0", 3) is False  # below the rank stored before
-    assert [letter.reason for letter in deadletters.listing(raw)] == ["bad"]
+    assert [letter.reason for letter in dead_letter_stream.listing(raw)] == ["bad"]
     assert CircuitBreaker(raw).state("sms").setting == "S"
     assert RateLimiter(redis_url, {"sms": Limit(rate=1)}).acquire("sms", "+15005550006") > 0  # the grant counts
 

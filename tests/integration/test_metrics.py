@@ -19,16 +19,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from config.settings import Settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread
-from dispatcher.clock import ManualClock
-from dispatcher.metrics import QUEUES, recount_accounts
-from dispatcher.redis_keys import shard_counts_key
+from dispatcher.core.clock import ManualClock
+from dispatcher.state.metrics import QUEUES, recount_accounts
+from dispatcher.state.redis_keys import shard_counts_key
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 from tests.integration.test_worker_logs import worker_env
 from tests.integration.test_worker_survival import DISPATCHER, WorkerProcess
 from tests.worker_fixtures import eventually
 from workers.app import QUEUES as WORKER_QUEUES
 from workers.app import configure
-from workers.runtime import WorkerRuntime
+from workers.process_runtime import WorkerRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

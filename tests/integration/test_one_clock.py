@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config.settings import load_settings
-from dispatcher.runtime import open_runtime
+from dispatcher.wiring import open_runtime
+from workers.process_runtime import build_runtime
 from workers.queueing import dispatch
-from workers.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
 

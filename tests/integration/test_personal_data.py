@@ -1,4 +1,4 @@
-"""One list of personal fields (dispatcher.personal_data): every field the record's erasure clears is masked in
+"""One list of personal fields (dispatcher.core.personal_data): every field the record's erasure clears is masked in
 the logs and in the task arguments Flower shows, and every field they mask is erased. Each set is found by
 running the real thing on the same fields: the logging processor configured as a process configures it, a
 worker's task request as Flower sees it, and the retention run on a real PostgreSQL after the real archiver
@@ -18,16 +18,16 @@ import structlog
 from psycopg_pool import ConnectionPool
 
 from config.settings import load_settings
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import Payment
+from dispatcher.core.models import HistoryEntry
+from dispatcher.core.personal_data import PERSONAL_FIELDS
 from dispatcher.engine import Engine
-from dispatcher.events import Payment
 from dispatcher.logging import configure_logging
-from dispatcher.models import HistoryEntry
-from dispatcher.personal_data import PERSONAL_FIELDS
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.closed import ClosedMover
 from dispatcher.record.retention import pseudonymise_closed
-from dispatcher.store import Commit
+from dispatcher.state.store import Commit
 from tests.conftest import make_account, work
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 from tests.unit.test_private_task_args import _request

@@ -18,8 +18,8 @@ import pytest
 import redis
 from celery import Celery
 
-from dispatcher import deadletters
-from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.state import dead_letter_stream
+from dispatcher.state.redis_server import EmbeddedRedis
 from tests.integration.test_worker_survival import (  # noqa: F401 - fixtures
     DISPATCHER,
     WorkerProcess,
@@ -80,14 +80,14 @@ def test_every_undecodable_envelope_on_every_queue_is_a_dead_letter_and_the_work
         for (queue, _), item in pushed.items():
             client.lpush(queue, item)
 
-        eventually(lambda: deadletters.count(client) >= len(pushed) or worker.process.poll() is not None, 30)
+        eventually(lambda: dead_letter_stream.count(client) >= len(pushed) or worker.process.poll() is not None, 30)
         assert worker.process.poll() is None, f"the worker exited:\n{worker.log()[-4000:]}"
         _upsert(producer, "AFTER")  # a normal task sent afterwards is taken and done
         eventually(lambda: _exists(own_redis.url, "AFTER"), timeout=20)
         replies = producer.control.ping(timeout=3)
         assert any("ok" in reply.get(name, {}) for reply in replies for name in reply), replies
 
-        letters = deadletters.listing(client, count=1000)
+        letters = dead_letter_stream.listing(client, count=1000)
         assert len(letters) == len(pushed)
         assert all(client.llen(queue) == 0 for queue in QUEUES)
         assert client.hlen("unacked") == (3 if busy else 0)  # the held tasks, nothing of the poison
@@ -148,7 +148,7 @@ def test_what_celery_and_kombu_publish_passes_the_envelope_check(redis_url: str)
             sender.send_task("dispatcher.send", args=[[{"id": "A1/reminder/sms/0"}]], queue="envcheck", **options)
     finally:
         sender.close()
-    replay = deadletters.task_envelope("envcheck", "dispatcher.plan", "t-1", [["A1"]], {})
+    replay = dead_letter_stream.task_envelope("envcheck", "dispatcher.plan", "t-1", [["A1"]], {})
     items = [item for key in client.keys("envcheck*") for item in client.lrange(key, 0, -1)] + [replay.encode()]
     assert len(items) == 6
     codecs = Channel.codecs

@@ -9,15 +9,15 @@ from decimal import Decimal
 import pytest
 from psycopg_pool import ConnectionPool
 
-from dispatcher.clock import ManualClock
+from dispatcher.commands.reports import SendAudit, compliance_audit
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import Payment
+from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine
-from dispatcher.events import Payment
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.closed import ClosedMover
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader
-from dispatcher.reports import SendAudit, compliance_audit
-from dispatcher.strategy import Strategy
 from tests.conftest import make_account, work
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 

@@ -13,15 +13,15 @@ import pytest
 
 from channels.base import RateLimited, request_gate
 from channels.sandbox import Sandboxes
-from dispatcher.clock import ManualClock
-from dispatcher.models import Contact
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import Contact
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
 from workers.housekeeping import offer_stranded
 from workers.limiter import Limit, RateLimiter
+from workers.process_runtime import WorkerRuntime
 from workers.queueing import DISPATCHED_AT, contact_payload
 from workers.reconcile import reconcile
-from workers.runtime import WorkerRuntime
 from workers.tasks import send
 
 pytestmark = pytest.mark.integration

@@ -14,18 +14,17 @@ from psycopg_pool import ConnectionPool
 
 from config.settings import load_settings
 from dispatcher.adhoc import request_contact
-from dispatcher.claims import ClaimStatus
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import AdhocContact, Outcome, Payment
+from dispatcher.core.models import AccountRecord, Channel, ClaimStatus, OutcomeKind
+from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine, RecordRequired
-from dispatcher.events import AdhocContact, Outcome, Payment
-from dispatcher.models import AccountRecord, Channel, OutcomeKind
 from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader, read_account
-from dispatcher.redis_keys import account_record_key, history_key, moved_key
-from dispatcher.runtime import build_engine
-from dispatcher.store import Store
-from dispatcher.strategy import Strategy
+from dispatcher.state.redis_keys import account_record_key, history_key, moved_key
+from dispatcher.state.store import Store
+from dispatcher.wiring import build_engine
 from tests.conftest import make_account
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 

@@ -16,21 +16,21 @@ from typer.testing import CliRunner
 
 from config.settings import load_settings
 from dispatcher.api import create_app, new_api_key
-from dispatcher.claims import ClaimStatus
-from dispatcher.cli import app as cli
-from dispatcher.clock import ManualClock
+from dispatcher.commands.cli import app as cli
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import Payment
+from dispatcher.core.models import ClaimStatus
+from dispatcher.core.planner import plan
+from dispatcher.core.strategy import Strategy
+from dispatcher.core.timeline import timeline
 from dispatcher.engine import Engine
-from dispatcher.events import Payment
-from dispatcher.planner import plan
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.lookback import lookback
 from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.record.retention import ERASED_NAME, pseudonymise_closed
-from dispatcher.redis_keys import account_record_key, history_key
-from dispatcher.strategy import Strategy
-from dispatcher.timeline import timeline
+from dispatcher.state.redis_keys import account_record_key, history_key
 from tests.conftest import make_account, work
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 

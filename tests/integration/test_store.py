@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.crc import key_slot
 
-from dispatcher.claims import ClaimStatus
-from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry
-from dispatcher.redis_keys import account_record_key, claims_key, events_key, history_key
-from dispatcher.store import CONFLICT, DUPLICATE, EVENT_WINDOW, Commit, Store
+from dispatcher.core.models import AccountRecord, Channel, ClaimStatus, Contact, HistoryEntry
+from dispatcher.state.redis_keys import account_record_key, claims_key, events_key, history_key
+from dispatcher.state.store import CONFLICT, DUPLICATE, EVENT_WINDOW, Commit, Store
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration

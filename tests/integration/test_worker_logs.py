@@ -15,13 +15,13 @@ from celery import Celery
 
 from channels.sandbox import Sandboxes
 from config.settings import Settings
-from dispatcher.clock import ManualClock
+from dispatcher.core.clock import ManualClock
 from tests.api_fixtures import account_body
 from tests.conftest import make_account
 from tests.integration.test_worker_survival import WorkerProcess
 from tests.worker_fixtures import eventually
 from workers.app import app, configure
-from workers.runtime import WorkerRuntime
+from workers.process_runtime import WorkerRuntime
 from workers.tasks import dispatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

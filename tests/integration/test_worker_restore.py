@@ -11,7 +11,7 @@ import pytest
 import redis
 from celery import Celery
 
-from dispatcher.redis_server import EmbeddedRedis
+from dispatcher.state.redis_server import EmbeddedRedis
 from tests.integration.test_worker_survival import (  # noqa: F401 - fixtures
     WorkerProcess,
     _exists,

@@ -19,14 +19,14 @@ import redis
 from celery import Celery
 
 from channels.sandbox import Sandboxes
-from dispatcher.clock import ManualClock
-from dispatcher.redis_server import EmbeddedRedis
-from dispatcher.store import Store
+from dispatcher.core.clock import ManualClock
+from dispatcher.state.redis_server import EmbeddedRedis
+from dispatcher.state.store import Store
 from tests.api_fixtures import account_body
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
+from workers.process_runtime import WorkerRuntime, build_runtime, install_runtime
 from workers.queueing import dispatch
-from workers.runtime import WorkerRuntime, build_runtime, install_runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 DISPATCHER = str(Path(sys.executable).with_name("dispatcher"))

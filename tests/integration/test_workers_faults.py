@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 
 from channels.sandbox import Sandboxes
-from dispatcher.clock import ManualClock
-from dispatcher.models import Contact
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import Contact
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
-from workers.runtime import WorkerRuntime
+from workers.process_runtime import WorkerRuntime
 from workers.tasks import dispatch
 
 pytestmark = pytest.mark.integration

@@ -16,13 +16,13 @@ from channels.sandbox import Sandboxes, start_sandboxes
 from config.settings import DEFAULT_STRATEGY, load_settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread, bind_loopback
-from dispatcher.clock import ManualClock
-from dispatcher.events import AdhocContact, Payment
-from dispatcher.models import Channel, Contact, PostalAddress
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import AdhocContact, Payment
+from dispatcher.core.models import Channel, Contact, PostalAddress
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
 from workers.app import QUEUES, app, configure
-from workers.runtime import WorkerRuntime, build_runtime, install_runtime
+from workers.process_runtime import WorkerRuntime, build_runtime, install_runtime
 from workers.tasks import dispatch
 
 pytestmark = pytest.mark.integration

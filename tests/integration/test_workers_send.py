@@ -9,12 +9,12 @@ from email.policy import default as default_policy
 import pytest
 
 from channels.sandbox import Sandboxes
-from dispatcher.clock import ManualClock
-from dispatcher.events import Payment
-from dispatcher.models import Contact
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import Payment
+from dispatcher.core.models import Contact
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
-from workers.runtime import WorkerRuntime
+from workers.process_runtime import WorkerRuntime
 from workers.tasks import dispatch
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.settings import DEFAULT_STRATEGY
-from dispatcher.compliance import ContactLog, evaluate, violations
-from dispatcher.models import Account, AccountState, Channel, HistoryEntry, OutcomeKind
-from dispatcher.strategy import CompliancePolicy, HolidayRule, load_strategy
+from dispatcher.core.compliance import ContactLog, evaluate, violations
+from dispatcher.core.models import Account, AccountState, Channel, HistoryEntry, OutcomeKind
+from dispatcher.core.strategy import CompliancePolicy, HolidayRule, load_strategy
 from tests.conftest import make_account
 
 ZONES = ("Asia/Shanghai", "America/New_York", "Pacific/Auckland", "Europe/London")

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.settings import DEFAULT_STRATEGY
-from dispatcher import calendar
-from dispatcher.compliance import spread_offset
-from dispatcher.events import Dispute, DisputeResolved, Event, Outcome, apply_event, lapsed_events
-from dispatcher.models import AccountRecord, Channel, HistoryEntry, OutcomeKind, zone
-from dispatcher.planner import plan
-from dispatcher.strategy import load_strategy
+from dispatcher.core import calendar
+from dispatcher.core.compliance import spread_offset
+from dispatcher.core.events import Dispute, DisputeResolved, Event, Outcome, apply_event, lapsed_events
+from dispatcher.core.models import AccountRecord, Channel, HistoryEntry, OutcomeKind, zone
+from dispatcher.core.planner import plan
+from dispatcher.core.strategy import load_strategy
 from tests.conftest import make_account
 
 STRATEGY = load_strategy(Path(DEFAULT_STRATEGY))

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.models import AccountRecord, Channel, HistoryEntry, Plan
-from dispatcher.planner import fresh_shape, plan, plan_shared, rebased
-from dispatcher.strategy import Strategy
+from dispatcher.core.models import AccountRecord, Channel, HistoryEntry, Plan
+from dispatcher.core.planner import fresh_shape, plan, plan_shared, rebased
+from dispatcher.core.strategy import Strategy
 from tests.conftest import make_account
 
 ZONES = ["Asia/Shanghai", "America/New_York", "Europe/London", "Pacific/Auckland"]

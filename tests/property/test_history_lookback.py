@@ -10,10 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.models import AccountRecord, AccountState, Channel, ContactRef, HistoryEntry, OutcomeKind
-from dispatcher.planner import ADHOC_STAGE, adhoc_due_to_lapse, plan
+from dispatcher.core.models import AccountRecord, AccountState, Channel, ContactRef, HistoryEntry, OutcomeKind
+from dispatcher.core.planner import plan
+from dispatcher.core.stages import ADHOC_STAGE, adhoc_due_to_lapse
+from dispatcher.core.strategy import BestTime, Strategy
 from dispatcher.record.lookback import lookback, marked, trimmable
-from dispatcher.strategy import BestTime, Strategy
 from tests.conftest import make_account
 
 NOW = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)

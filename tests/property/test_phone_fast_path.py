@@ -6,7 +6,7 @@ import phonenumbers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.models import _canonical_e164
+from dispatcher.core.models import _canonical_e164
 
 COUNTRY_CODES = [1, 7, 20, 33, 39, 44, 49, 55, 61, 65, 81, 82, 86, 91, 852, 886, 971, 998]
 

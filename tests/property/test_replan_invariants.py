@@ -20,10 +20,8 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.claims import ClaimStatus
-from dispatcher.clock import ManualClock
-from dispatcher.engine import Engine, Result
-from dispatcher.events import (
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.events import (
     Dispute,
     DisputeResolved,
     DoNotContact,
@@ -35,21 +33,24 @@ from dispatcher.events import (
     Payment,
     PromiseToPay,
 )
-from dispatcher.models import (
+from dispatcher.core.models import (
     ADDRESS_OF_CHANNEL,
     Account,
     AccountRecord,
     AccountState,
     AddressKind,
     Channel,
+    ClaimStatus,
     Contact,
+    ContactRef,
     HistoryEntry,
     OutcomeKind,
 )
-from dispatcher.planner import ContactRef, plan
-from dispatcher.redis_server import EmbeddedRedis
-from dispatcher.store import Store
-from dispatcher.strategy import HolidayRule, Strategy
+from dispatcher.core.planner import plan
+from dispatcher.core.strategy import HolidayRule, Strategy
+from dispatcher.engine import Engine, Result
+from dispatcher.state.redis_server import EmbeddedRedis
+from dispatcher.state.store import Store
 from tests.conftest import make_account
 from tests.property.test_compliance_invariants import (
     POLICY,

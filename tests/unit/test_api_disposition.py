@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.compliance import ContactLog, is_conversation
-from dispatcher.events import AgentDisposition, EventRejected, apply_event
-from dispatcher.models import AccountRecord, AddressKind, HistoryEntry
-from dispatcher.strategy import Strategy
+from dispatcher.core.compliance import ContactLog, is_conversation
+from dispatcher.core.events import AgentDisposition, EventRejected, apply_event
+from dispatcher.core.models import AccountRecord, AddressKind, HistoryEntry
+from dispatcher.core.strategy import Strategy
 from tests.conftest import make_account
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)

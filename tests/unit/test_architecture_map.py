@@ -1,5 +1,6 @@
 """docs/architecture.md's map matches the tree: every module of the product is named in its package's part of
-the map, every folder by `name/`, and every module the dispatcher column names exists."""
+the map, every folder by `name/`, and every module the dispatcher column names exists (in the folder it is
+drawn under)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,21 @@ def test_every_module_and_folder_of_the_product_is_on_the_map() -> None:
 
 
 def test_every_module_the_dispatcher_column_names_exists() -> None:
-    named = re.findall(r"^(?:dispatcher/)?\s{2,}([a-z_]+/?)\s{2,}", _map_sections()["dispatcher"], re.MULTILINE)
+    """A name in the column (`name  what it holds`) is a module or a folder of dispatcher/; one indented under a
+    folder's line (`core/`) is that folder's."""
     base = ROOT / "dispatcher"
-    absent = [
-        name
-        for name in named
-        if not ((base / name.rstrip("/")).is_dir() if name.endswith("/") else (base / f"{name}.py").exists())
-    ]
+    folders: list[tuple[int, str]] = []  # (indent, folder) of the folders the current line is under
+    named, absent = [], []
+    for line in _map_sections()["dispatcher"].splitlines():
+        found = re.match(r"^((?:dispatcher/)?\s{2,})([a-z_]+/?)\s{2,}", line)
+        if not found:
+            continue
+        indent, name = len(found.group(1)), found.group(2)
+        folders = [(at, folder) for at, folder in folders if at < indent]
+        where = base.joinpath(*(folder for _, folder in folders))
+        named.append(name)
+        if not ((where / name.rstrip("/")).is_dir() if name.endswith("/") else (where / f"{name}.py").exists()):
+            absent.append(str((where / name).relative_to(ROOT)))
+        if name.endswith("/"):
+            folders.append((indent, name.rstrip("/")))
     assert named and absent == []

@@ -9,7 +9,7 @@ import pytest
 
 from channels import REGISTRY, ChannelSpec, OutboundMessage, Receipt, build_adapter, spec_of
 from config.settings import Settings, load_settings
-from dispatcher.models import Channel
+from dispatcher.core.models import Channel
 from workers.app import QUEUES, app, configure
 
 

@@ -14,7 +14,7 @@ from channels.email import translate_smtp_error
 from channels.letter import tracking_outcomes
 from channels.retry import retry_transient
 from channels.signatures import LOB_SIGNATURE
-from channels.twilio_common import translate_rest_error
+from channels.twilio_provider import translate_rest_error
 from channels.voice import answered_kind, call_outcome_kind
 
 

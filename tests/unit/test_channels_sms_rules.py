@@ -9,7 +9,7 @@ from twilio.request_validator import RequestValidator
 
 from channels.base import WebhookRejected
 from channels.sms import count_segments, inbound_intent, is_newer_status, message_status_outcomes
-from channels.twilio_common import verified_params
+from channels.twilio_provider import verified_params
 from config.settings import load_settings
 
 

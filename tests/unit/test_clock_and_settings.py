@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import DEFAULT_STRATEGY, SettingsError, load_settings
-from dispatcher.clock import AcceleratedClock, ManualClock, SystemClock
+from dispatcher.core.clock import AcceleratedClock, ManualClock, SystemClock
 
 START = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import holidays
 import pytest
 
-from dispatcher.compliance import ContactLog, Ruling, evaluate, spread_offset, violations
-from dispatcher.models import Account, AccountState, AddressKind, Channel, HistoryEntry, OutcomeKind
-from dispatcher.strategy import Cap, CompliancePolicy, HolidayRule, Strategy, Window
+from dispatcher.core.compliance import ContactLog, Ruling, evaluate, spread_offset, violations
+from dispatcher.core.models import Account, AccountState, AddressKind, Channel, HistoryEntry, OutcomeKind
+from dispatcher.core.strategy import Cap, CompliancePolicy, HolidayRule, Strategy, Window
 from tests.conftest import make_account
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

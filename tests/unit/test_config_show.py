@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from config.settings import ENV_PREFIX, Settings
-from dispatcher.cli import app
+from dispatcher.commands.cli import app
 
 KEY_HASH = "cd" * 32
 

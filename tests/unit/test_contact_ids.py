@@ -1,10 +1,10 @@
-"""A contact id names its account first; dispatcher.models.account_of is the one reader of that."""
+"""A contact id names its account first; dispatcher.core.models.account_of is the one reader of that."""
 
 from __future__ import annotations
 
 import pytest
 
-from dispatcher.models import CONTACT_ID, ContactRef, account_of
+from dispatcher.core.models import CONTACT_ID, ContactRef, account_of
 from workers.arguments import payload_problem
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.events import (
+from dispatcher.core.events import (
     EVENT_ADAPTER,
     AdhocLapsed,
     Dispute,
@@ -29,8 +29,8 @@ from dispatcher.events import (
     lapsed_events,
     parse_external_event,
 )
-from dispatcher.models import AccountRecord, AccountState, AddressKind, Channel, HistoryEntry, OutcomeKind
-from dispatcher.strategy import Strategy
+from dispatcher.core.models import AccountRecord, AccountState, AddressKind, Channel, HistoryEntry, OutcomeKind
+from dispatcher.core.strategy import Strategy
 from tests.conftest import make_account
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 on 2 March in Shanghai

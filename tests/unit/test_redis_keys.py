@@ -1,4 +1,4 @@
-"""One home for the Redis key schema (dispatcher/redis_keys.py): no other module of the product, the benchmarks
+"""One home for the Redis key schema (dispatcher/state/redis_keys.py): no other module of the product, the benchmarks
 or the scripts spells a key name; the Lua scripts take every key as KEYS; docs/architecture.md's "## Keys" table
 names exactly the keys the module builds; and the names are byte for byte the ones a running deployment has
 written (tests/integration/test_store.py reads keys written under those names through the real store)."""
@@ -13,11 +13,11 @@ import re
 import tokenize
 from pathlib import Path
 
-from dispatcher import redis_keys
+from dispatcher.state import redis_keys
 from workers.limiter import Limit
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY_MODULE = ROOT / "dispatcher" / "redis_keys.py"
+KEY_MODULE = ROOT / "dispatcher" / "state" / "redis_keys.py"
 SOURCES = ("config", "channels", "dispatcher", "workers", "benchmarks", "scripts")
 # A hash tag of the schema (`{a:`, `{s:`, `{p:`, `{rl:`, `{cb:`, `{i:`, `{archive}`), the closing `}:` an
 # f-string writes as `}}:`, the record's suffix, the dead-letter stream. Read in string constants (the
@@ -139,7 +139,7 @@ def test_every_public_function_of_the_key_module_builds_keys_or_is_named_here() 
 
 def test_the_keys_table_in_the_docs_is_the_key_modules() -> None:
     module, table = _module_keys(), _table_keys()
-    assert sorted(module - table) == [], "built by dispatcher/redis_keys.py, missing from docs/architecture.md"
+    assert sorted(module - table) == [], "built by dispatcher/state/redis_keys.py, missing from docs/architecture.md"
     assert sorted(table - module) == [], "in docs/architecture.md, built by nothing"
 
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from config.settings import CONFIG_DIR, DEFAULT_STRATEGY
-from dispatcher.models import Channel
-from dispatcher.strategy import Strategy, StrategyError, load_strategy, parse_strategy
-from dispatcher.strategy_check import check_strategy
+from dispatcher.core.models import Channel
+from dispatcher.core.strategy import Strategy, StrategyError, load_strategy, parse_strategy
+from dispatcher.core.strategy_check import check_strategy
 
 TEMPLATES = CONFIG_DIR / "templates"
 

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from config.settings import ENV_PREFIX, UNSUBSCRIBE_PATH, load_settings
 from dispatcher.api.unsubscribe import router
-from dispatcher.config_cli import effective_settings
+from dispatcher.commands.config import effective_settings
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from channels import callbacks
 from channels.base import ProviderOutcome
 from channels.dsn import dsn_outcomes
 from channels.signatures import EMAIL_SIGNATURE
-from dispatcher.api.webhooks.shared import (
+from dispatcher.api.webhooks.recorder import (
     FINAL_RANK,
     JSON_BODY,
     STATUS_ROUTE,
@@ -21,7 +21,7 @@ from dispatcher.api.webhooks.shared import (
     json_object,
     verified,
 )
-from dispatcher.models import Channel, OutcomeKind
+from dispatcher.core.models import Channel, OutcomeKind
 
 router = APIRouter(tags=["webhooks"])
 EMAIL_BOUNCE_KIND = {"hard": OutcomeKind.BOUNCED, "complaint": OutcomeKind.OPTED_OUT}

@@ -10,7 +10,7 @@ from channels import callbacks
 from channels.letter import tracking_outcomes
 from channels.signatures import LOB_SIGNATURE
 from dispatcher.api.errors import ApiError, FieldError
-from dispatcher.api.webhooks.shared import (
+from dispatcher.api.webhooks.recorder import (
     JSON_BODY,
     STATUS_ROUTE,
     AppSettings,
@@ -19,7 +19,7 @@ from dispatcher.api.webhooks.shared import (
     json_object,
     verified,
 )
-from dispatcher.models import Channel
+from dispatcher.core.models import Channel
 
 router = APIRouter(tags=["webhooks"])
 LETTER_RANK = {"sent": 1, "delivered": 2, "returned": 2}

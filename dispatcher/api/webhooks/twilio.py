@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from channels import callbacks
 from channels.base import ProviderOutcome, WebhookRejected
 from channels.sms import inbound_intent, message_status_outcomes
-from channels.twilio_common import contact_id_of, verified_params
+from channels.twilio_provider import contact_id_of, verified_params
 from channels.voice import HANGUP_TWIML, answered_kind, call_status_outcomes, script_for
 from dispatcher.api.accounts import engine_of
 from dispatcher.api.errors import ApiError, FieldError, responses
-from dispatcher.api.webhooks.shared import (
+from dispatcher.api.webhooks.recorder import (
     FINAL_RANK,
     FORM_BODY,
     STATUS_ROUTE,
@@ -29,8 +29,8 @@ from dispatcher.api.webhooks.shared import (
     account_of,
     verified,
 )
+from dispatcher.core.models import Channel
 from dispatcher.engine import Engine
-from dispatcher.models import Channel
 
 router = APIRouter(tags=["webhooks"])
 log = structlog.get_logger("dispatcher.api.webhooks")

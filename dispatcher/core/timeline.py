@@ -1,14 +1,31 @@
-"""An account's timeline as people read it (UTC and the debtor's local time), and the compliance audit of
-what was actually sent: every send re-checked against the windows and caps it had to respect."""
+"""An account's timeline as people read it (UTC and the debtor's local time), the account view built on it,
+and the compliance audit of what was actually sent: every send re-checked against the windows and caps it
+had to respect."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from dispatcher.compliance import ContactLog, is_conversation, violations
-from dispatcher.models import AccountRecord, HistoryEntry, zone
-from dispatcher.strategy import CompliancePolicy
+from dispatcher.core.compliance import ContactLog, is_conversation, violations
+from dispatcher.core.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core.strategy import CompliancePolicy
+
+
+def account_json(
+    record: AccountRecord, history: Sequence[HistoryEntry], claims: Mapping[str, str], wake: datetime | None
+) -> dict[str, Any]:
+    """One account as the API's GET and `dispatcher account show --json` give it: the account, its state,
+    stage, next wake-up, claims and timeline."""
+    return {
+        "account": record.account.model_dump(mode="json"),
+        "state": record.state.model_dump(mode="json"),
+        "stage": record.stage,
+        "next_wakeup": wake,
+        "claims": dict(claims),
+        "timeline": timeline(record, history),
+    }
 
 
 def timeline(record: AccountRecord, history: Sequence[HistoryEntry]) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
-from dispatcher.models import Account, Channel
-from dispatcher.strategy import (
+from dispatcher.core.models import Account, Channel
+from dispatcher.core.strategy import (
     LadderStage,
     Strategy,
     Window,

@@ -8,14 +8,12 @@ decisions for the audit trail.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from dispatcher.compliance import ContactLog, evaluate, spread_bucket
-from dispatcher.models import (
+from dispatcher.core.compliance import ContactLog, evaluate, spread_bucket
+from dispatcher.core.models import (
     Account,
     AccountRecord,
     AccountState,
@@ -28,11 +26,19 @@ from dispatcher.models import (
     Plan,
     zone,
 )
-from dispatcher.strategy import Stage, Step, Strategy
+from dispatcher.core.stages import (
+    ADHOC_STAGE,
+    adhoc_lapsed_keys,
+    hold_ends,
+    occurrences_around,
+    promise_ends,
+    stage_entry_date,
+    stage_index_at,
+    stage_start,
+)
+from dispatcher.core.strategy import Stage, Strategy
 
-ADHOC_STAGE = "adhoc"
 NOT_PAST_DUE = "not_past_due"  # the rule that denies an ad-hoc contact before the ladder's first stage
-_MAX_OCCURRENCES = 400  # an open-ended `every` step without max_attempts still ends somewhere
 
 
 def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, now: datetime) -> Plan:
@@ -44,7 +50,7 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     tz = zone(account.timezone)
     index = stage_index_at(account, state, strategy, now)
     if index is None:
-        first = _stage_start(account, strategy, 0, tz)
+        first = stage_start(account, strategy, 0, tz)
         return Plan(account.id, None, next_wakeup=first, note="not yet past due")
     stage = strategy.stages[index]
     entry = stage_entry_date(account, state, strategy, index)
@@ -55,7 +61,7 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     candidates += _fallback_candidates(account.id, stage, history, attempted, trimmed)
     candidates += _adhoc_candidates(account.id, history, attempted, strategy, now, wakes)
     if index + 1 < len(strategy.stages):
-        wakes.append(_stage_start(account, strategy, index + 1, tz))
+        wakes.append(stage_start(account, strategy, index + 1, tz))
     return _judge(record, history, strategy, now, stage, candidates, wakes)
 
 
@@ -119,20 +125,6 @@ def rebased(shared: Plan, account_id: str) -> Plan:
     )
     decisions = tuple(Decision(own(d.contact_id), d.channel, d.verdict, d.rule, d.until) for d in shared.decisions)
     return Plan(account_id, shared.stage, contacts, decisions, shared.next_wakeup, shared.note, shared.extra)
-
-
-def promise_ends(account: Account, state: AccountState, strategy: Strategy) -> datetime | None:
-    """The end of the promised day plus grace, in the debtor's zone: when a promise is kept or broken."""
-    if state.promise is None:
-        return None
-    grace = strategy.events.promise_to_pay.grace_days
-    return _local_start(state.promise.due + timedelta(days=grace + 1), zone(account.timezone))
-
-
-def hold_ends(account: Account, state: AccountState) -> datetime | None:
-    """When the earliest timed hold lapses; None when every hold is open-ended."""
-    untils = [until for until in state.holds.values() if until is not None]
-    return _local_start(min(untils), zone(account.timezone)) if untils else None
 
 
 def _paused(account: Account, state: AccountState, strategy: Strategy, now: datetime) -> Plan | None:
@@ -229,23 +221,6 @@ def _adhoc_candidates(
     return found
 
 
-def adhoc_lapsed_keys(history: Sequence[HistoryEntry]) -> set[str]:
-    return {e.detail.get("key", "") for e in history if e.kind == "event" and e.event == "adhoc_lapsed"}
-
-
-def adhoc_due_to_lapse(history: Sequence[HistoryEntry], strategy: Strategy, now: datetime) -> list[str]:
-    """Keys of ad-hoc requests not made within the maximum deferral and not yet lapsed."""
-    limit = timedelta(hours=strategy.compliance.pressure.adhoc_max_deferral_hours)
-    attempted = {e.contact_id for e in history if e.kind == "attempt" and e.contact_id}
-    lapsed = adhoc_lapsed_keys(history)
-    return [
-        e.detail["key"]
-        for e in history
-        if e.kind == "event" and e.event == "adhoc_contact" and e.detail["key"] not in lapsed
-        and now >= e.at + limit and not any(c.endswith(f"/{ADHOC_STAGE}/{e.detail['key']}/0") for c in attempted)
-    ]  # fmt: skip
-
-
 def _with_best_time(stage: Stage, history: Sequence[HistoryEntry], strategy: Strategy, tz: ZoneInfo) -> Stage:
     """The stage with its calls moved to the local hour the debtor answered most, inside the window."""
     best = strategy.best_time
@@ -297,83 +272,8 @@ def _judge(
 _SPREAD_EXTRA = {"spread": "1"}  # the plan depends on the account's place in the spread (plan_shared)
 
 
-def _offset(stage: Stage, step: Step, occurrence: int) -> int | None:
-    """The day offset of a step's occurrence after stage entry, or None when there is no such occurrence."""
-    cadence = step.cadence
-    if occurrence < 0 or occurrence >= _MAX_OCCURRENCES:
-        return None
-    if cadence.days is not None:
-        offset = cadence.days[occurrence] if occurrence < len(cadence.days) else None
-    else:
-        offset = cadence.start + occurrence * (cadence.every or 1)
-    span = None if stage.last_day is None else stage.last_day - stage.first_day
-    return None if offset is None or (span is not None and offset > span) else offset
-
-
-def occurrences_around(
-    stage: Stage, step: Step, entry: date, tz: ZoneInfo, now: datetime
-) -> tuple[tuple[int, datetime] | None, datetime | None]:
-    """The step's latest occurrence due by `now` (index and time) and the time of the one after it.
-
-    Computed, not iterated: the occurrence on or before today is found by arithmetic (or bisection for an
-    explicit list), then checked against the hour.
-    """
-    cadence = step.cadence
-    today = (now.astimezone(tz).date() - entry).days
-    if cadence.days is not None:
-        index = bisect_right(cadence.days, today) - 1
-    else:
-        index = -1 if today < cadence.start else (today - cadence.start) // (cadence.every or 1)
-    index = min(index, _MAX_OCCURRENCES - 1)
-    while index >= 0 and _offset(stage, step, index) is None:
-        index -= 1  # past the stage's end or the list: step back to the last occurrence that exists
-    at = _occurrence_at(stage, step, entry, tz, index)
-    if at is not None and at > now:
-        index, at = index - 1, _occurrence_at(stage, step, entry, tz, index - 1)
-    upcoming = _occurrence_at(stage, step, entry, tz, index + 1)
-    return ((index, at) if at is not None else None), upcoming
-
-
-def _occurrence_at(stage: Stage, step: Step, entry: date, tz: ZoneInfo, occurrence: int) -> datetime | None:
-    offset = _offset(stage, step, occurrence)
-    return None if offset is None else _at_hour(entry + timedelta(days=offset), step.hour, tz)
-
-
-def stage_index_at(account: Account, state: AccountState, strategy: Strategy, now: datetime) -> int | None:
-    """The index of the stage the account is in at `now`: by days past due, raised by escalations."""
-    days_past_due = (now.astimezone(zone(account.timezone)).date() - account.due_date).days
-    by_days = strategy.stage_index(days_past_due)
-    if by_days is None and state.stage_floor == 0:
-        return None
-    return max(by_days or 0, state.stage_floor)
-
-
-def stage_entry_date(account: Account, state: AccountState, strategy: Strategy, index: int) -> date:
-    by_days = account.due_date + timedelta(days=strategy.stages[index].first_day)
-    if state.stage_floor >= index and state.floor_since is not None:
-        return min(by_days, state.floor_since)
-    return by_days
-
-
-def _stage_start(account: Account, strategy: Strategy, index: int, tz: ZoneInfo) -> datetime:
-    stage = strategy.stages[index]
-    entry = account.due_date + timedelta(days=stage.first_day)
-    firsts = [at for step in stage.steps if (at := _occurrence_at(stage, step, entry, tz, 0)) is not None]
-    return min(firsts) if firsts else _local_start(entry, tz)
-
-
 def _contact(ref: ContactRef, channel: object, template: str, due_at: datetime) -> Contact:
     return Contact(str(ref), ref.account_id, channel, template, ref.stage, ref.step, due_at)  # type: ignore[arg-type]
 
 
-@lru_cache(maxsize=65536)
-def _at_hour(day: date, hour: int, tz: ZoneInfo) -> datetime:
-    """Cached: a handful of (day, hour, zone) triples recur across millions of accounts."""
-    return datetime.combine(day, time(hour, 0), tz).astimezone(UTC)
-
-
-def _local_start(day: date, tz: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(0, 0), tz).astimezone(UTC)
-
-
-__all__ = ["ContactRef", "OutcomeKind", "hold_ends", "plan", "promise_ends", "stage_index_at"]
+__all__ = ["ContactRef", "OutcomeKind", "plan"]

@@ -62,6 +62,22 @@ ADDRESS_OF_CHANNEL: dict[Channel, AddressKind | None] = {
     Channel.AGENCY: None,
 }
 
+
+class ClaimStatus(StrEnum):
+    """Where a contact id stands in the claim ledger (the state machine drawn in dispatcher/state/claims.py,
+    which keeps it in Redis). Here, apart from the ledger, so the pure rules can read a claim's status
+    without Redis; the ledger's Lua scripts spell the same values, inside Redis, where the enum cannot reach."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+# The request may have left: only the provider's word ends these (workers/reconcile.py asks it).
+IN_DOUBT = frozenset({ClaimStatus.SENDING, ClaimStatus.UNKNOWN})
+
 # Pydantic checks `pattern=` with Rust's regex, where `$` is the end of the text; in Python's `re` it also
 # matches before a final newline, so "A1\n" would pass a re.match. Python code checks ids with ACCOUNT_ID
 # and CONTACT_ID, anchored with \Z (which Rust's regex does not know, hence two spellings of each).

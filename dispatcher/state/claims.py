@@ -7,7 +7,7 @@
                                              └──▶ unknown   (ambiguous: the request may have left; only the
                                                              provider's word turns it into sent or released)
 
-Its keys (dispatcher.redis_keys): the claims hash of each account, and per shard three indexes: queued
+Its keys (dispatcher.state.redis_keys): the claims hash of each account, and per shard three indexes: queued
 contacts by the wall-clock time of their last dispatch (the stranded sweep finds a queued contact whose
 message was lost: a killed pump, an acked failure), claims in doubt by the time of their claim (the
 reconciler asks the provider about them once no task can still be sending them), and claims found
@@ -23,12 +23,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import redis
 
-from dispatcher.models import HistoryEntry, account_of
-from dispatcher.redis_keys import (
+from dispatcher.core.models import ClaimStatus, HistoryEntry, account_of
+from dispatcher.state.redis_keys import (
     account_record_key,
     claims_key,
     history_key,
@@ -39,20 +38,6 @@ from dispatcher.redis_keys import (
     unverified_key,
 )
 
-
-class ClaimStatus(StrEnum):
-    """Where a contact id stands in the ledger (the diagram above). The Lua scripts below spell the same
-    values: they run inside Redis, where the enum cannot reach."""
-
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-
-# The request may have left: only the provider's word ends these (workers/reconcile.py asks it).
-IN_DOUBT = frozenset({ClaimStatus.SENDING, ClaimStatus.UNKNOWN})
 # A move between statuses: (account id, contact id, channel, expected status, new status or None to forget).
 ClaimMove = tuple[str, str, str, ClaimStatus, ClaimStatus | None]
 

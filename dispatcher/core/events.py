@@ -13,12 +13,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
 from config.errors import InputRejected
-from dispatcher.models import (
+from dispatcher.core.models import (
     ADDRESS_OF_CHANNEL,
     AccountRecord,
     AccountState,
     AddressKind,
     Channel,
+    ContactRef,
     HistoryEntry,
     Money,
     OutcomeKind,
@@ -26,8 +27,8 @@ from dispatcher.models import (
     Promise,
     zone,
 )
-from dispatcher.planner import ContactRef, adhoc_due_to_lapse, hold_ends, promise_ends, stage_index_at
-from dispatcher.strategy import Strategy
+from dispatcher.core.stages import adhoc_due_to_lapse, hold_ends, promise_ends, stage_index_at
+from dispatcher.core.strategy import Strategy
 
 
 class EventRejected(InputRejected, ValueError):

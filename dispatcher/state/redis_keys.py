@@ -38,13 +38,13 @@ def history_key(account_id: str) -> str:
 
 
 def claims_key(account_id: str) -> str:
-    """hash: contact id -> queued | sending | sent | failed | unknown (dispatcher.claims)."""
+    """hash: contact id -> queued | sending | sent | failed | unknown (dispatcher.state.claims)."""
     return f"{{a:{account_id}}}:claims"
 
 
 def let_go_key(account_id: str) -> str:
     """hash: contact id -> when its claim was forgotten; a send task for it still on the broker is a stale
-    duplicate. Expires a day after the last (dispatcher.claims.LET_GO_TTL)."""
+    duplicate. Expires a day after the last (dispatcher.state.claims.LET_GO_TTL)."""
     return f"{{a:{account_id}}}:let-go"
 
 
@@ -54,7 +54,7 @@ def events_key(account_id: str) -> str:
 
 
 def ranks_key(account_id: str) -> str:
-    """hash: contact id -> rank of the last provider status recorded (dispatcher.ranks)."""
+    """hash: contact id -> rank of the last provider status recorded (dispatcher.state.ranks)."""
     return f"{{a:{account_id}}}:ranks"
 
 
@@ -82,7 +82,7 @@ def account_id_of(record_key: str) -> str:
     return record_key[len(_RECORD_PREFIX) : -len(_RECORD_SUFFIX)]
 
 
-# A phone number's key, `{p:PHONE}:accounts` (dispatcher.phone_index).
+# A phone number's key, `{p:PHONE}:accounts` (dispatcher.state.phone_index).
 def phone_key(phone: str) -> str:
     """set: the ids of the accounts with that phone number (the inbound STOP index)."""
     return f"{{p:{phone}}}:accounts"
@@ -128,7 +128,7 @@ def moved_key(shard: int) -> str:
 CLOSED_CURSOR = "{archive}:closed-cursor"
 HISTORY_CURSOR = "{archive}:history-cursor"
 
-# The dead letters (dispatcher.deadletters): one capped stream on the broker's Redis.
+# The dead letters (dispatcher.state.dead_letter_stream): one capped stream on the broker's Redis.
 DEAD_LETTERS = "dispatcher:dead-letters"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from dispatcher.models import Contact, Decision, HistoryEntry
+from dispatcher.core.models import Contact, Decision, HistoryEntry
 
 
 def entry_audit(account_id: str, entry: HistoryEntry) -> dict[str, object]:

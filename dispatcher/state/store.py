@@ -1,7 +1,7 @@
 """The Redis store: accounts, their history and claims, the sharded wake-up schedule and the audit trail.
 
 The keys (an account's, hash-tagged with the account, and its shard's, hash-tagged with the shard, so the
-layout holds on a Redis Cluster) are named by dispatcher.redis_keys, which says what each holds;
+layout holds on a Redis Cluster) are named by dispatcher.state.redis_keys, which says what each holds;
 docs/architecture.md tabulates them. The record hash holds v = version, d = the AccountRecord JSON,
 r = releases (history entries removed) and t = the last trim pass; the history list is append-only but for
 releases and trims; a commit that would start afresh an account whose id is in its shard's moved set gets
@@ -26,10 +26,10 @@ import redis
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
-from dispatcher.claims import ClaimMove, ClaimStatus, ClaimStore, queued_member
-from dispatcher.models import AccountRecord, Contact, HistoryEntry
-from dispatcher.ranks import RANKS_TTL, StatusRanks
-from dispatcher.redis_keys import (
+from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, HistoryEntry
+from dispatcher.state.claims import ClaimMove, ClaimStore, queued_member
+from dispatcher.state.ranks import RANKS_TTL, StatusRanks
+from dispatcher.state.redis_keys import (
     ACCOUNT_RECORDS,
     account_id_of,
     account_record_key,
@@ -43,7 +43,7 @@ from dispatcher.redis_keys import (
     voice_key,
     wake_key,
 )
-from dispatcher.store_scripts import COMMIT, LEASE, RESTORE, TRIM
+from dispatcher.state.store_scripts import COMMIT, LEASE, RESTORE, TRIM
 
 
 def _audit_payload(entries: Sequence[dict[str, object]]) -> bytes:
@@ -88,7 +88,7 @@ class Commit:
 # MOVED: the commit would start afresh an account that left Redis for the record (store_scripts.COMMIT).
 CONFLICT, DUPLICATE, MOVED = -1, -2, -3
 # How long a provider callback's event id makes its repeat a no-op: providers retry within hours, and no
-# provider sends a status for a contact this long after the last one (dispatcher.ranks.RANKS_TTL). An
+# provider sends a status for a contact this long after the last one (dispatcher.state.ranks.RANKS_TTL). An
 # active account gets a few callbacks a day for as long as it is worked; the bank's own events are few
 # and their ids stay while the account is in Redis.
 EVENT_WINDOW = RANKS_TTL
@@ -292,7 +292,7 @@ class Store:
 
     def move_claims(self, moves: Sequence[ClaimMove], audit: Sequence[dict[str, object]] = ()) -> list[bool]:
         """Move each claim (account id, contact id, channel, expected, status) only from its expected status,
-        with the moves' audit entries, in one round trip (see dispatcher.claims)."""
+        with the moves' audit entries, in one round trip (see dispatcher.state.claims)."""
         pipe = self.redis.pipeline(transaction=False)
         self.ledger.move_many(moves, pipe)
         self._queue_audit(pipe, audit)

@@ -1,6 +1,7 @@
-"""`dispatcher dead-letters`: list, show, replay and purge the dead-letter stream (dispatcher/deadletters.py).
+"""`dispatcher dead-letters`: list, show, replay and purge the dead-letter stream
+(dispatcher/state/dead_letter_stream.py).
 
-Its own module so dispatcher/cli.py only adds it.
+Its own module so dispatcher/commands/cli.py only adds it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import load_settings
-from dispatcher import deadletters
-from dispatcher.redis_keys import DEAD_LETTERS
-from dispatcher.runtime import open_runtime
+from dispatcher.state import dead_letter_stream
+from dispatcher.state.redis_keys import DEAD_LETTERS
+from dispatcher.wiring import open_runtime
 
 HELP = (
     f"Messages the workers could not use, kept in the Redis stream `{DEAD_LETTERS}` (at most ~100,000)."
@@ -64,8 +65,8 @@ def list_command(
 ) -> None:
     """The newest dead letters: id, time, queue, task and reason. `show ID` prints one whole."""
     with _stream() as client:
-        letters = deadletters.listing(client, limit, _when(before))
-        total = deadletters.count(client)
+        letters = dead_letter_stream.listing(client, limit, _when(before))
+        total = dead_letter_stream.count(client)
     if as_json:
         console.print_json(json.dumps([letter.summary() for letter in letters]))
         return
@@ -85,7 +86,7 @@ def show_command(
 ) -> None:
     """One dead letter with its whole body and the envelope replay would put back on the queue."""
     with _stream() as client:
-        letter = deadletters.get(client, entry_id)
+        letter = dead_letter_stream.get(client, entry_id)
     if letter is None:
         errors.print(f"[red]no dead letter {entry_id!r}[/]; `dispatcher dead-letters list` shows the ids")
         raise typer.Exit(1)
@@ -104,7 +105,7 @@ def replay_command(
 
     Fix the cause first: a message that is still invalid is dead-lettered again (with a new id)."""
     with _stream() as client:
-        letter = deadletters.replay(client, entry_id)
+        letter = dead_letter_stream.replay(client, entry_id)
     if letter is None:
         errors.print(f"[red]no dead letter {entry_id!r}[/]; `dispatcher dead-letters list` shows the ids")
         raise typer.Exit(1)
@@ -121,5 +122,5 @@ def purge_command(
     if moment is None and not yes and not typer.confirm("Drop every dead letter?"):
         raise typer.Exit(1)
     with _stream() as client:
-        removed = deadletters.purge(client, moment)
+        removed = dead_letter_stream.purge(client, moment)
     console.print(f"purged {removed} dead letter(s)", highlight=False)

@@ -1,7 +1,7 @@
 """The provider-status ranks: per contact, the rank of the last provider status recorded, so a callback
 that arrives after a later one (providers do not keep order) is dropped instead of undoing it.
 
-Kept in the account's ranks hash (dispatcher.redis_keys.ranks_key: contact id -> rank of the last status
+Kept in the account's ranks hash (dispatcher.state.redis_keys.ranks_key: contact id -> rank of the last status
 recorded), hash-tagged with the account's other keys; it expires RANKS_TTL after the last.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import redis
 
-from dispatcher.redis_keys import ranks_key
+from dispatcher.state.redis_keys import ranks_key
 
 RANKS_TTL = 30 * 86_400  # seconds; no provider sends a status for a contact this long after the last one
 

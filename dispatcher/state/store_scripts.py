@@ -1,4 +1,4 @@
-"""The store's Lua scripts (dispatcher.store): each runs as one atomic step on the account's keys, in the
+"""The store's Lua scripts (dispatcher.state.store): each runs as one atomic step on the account's keys, in the
 key layout the store's docstring gives."""
 
 # ARGV[1] is the version read, or 'new': the writer did not read and assumes the account has no record and

@@ -21,14 +21,15 @@ from typer.core import TyperGroup
 
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
-from dispatcher import reports
-from dispatcher.clock import ManualClock
-from dispatcher.config_cli import app as config_app
-from dispatcher.deadletters_cli import app as dead_letters_app
+from dispatcher.commands import reports
+from dispatcher.commands.config import app as config_app
+from dispatcher.commands.dead_letters import app as dead_letters_app
+from dispatcher.core.clock import ManualClock
+from dispatcher.core.timeline import account_json
 from dispatcher.importer import import_accounts
-from dispatcher.runtime import open_runtime
 from dispatcher.simulate import Simulation, load_model
 from dispatcher.synthetic import synthetic_accounts
+from dispatcher.wiring import open_runtime
 
 HELP = "Plan, send and re-plan collection contacts under the contact rules of debt collection."
 
@@ -86,8 +87,8 @@ def account_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """State, stage, next wake-up and the timeline of one account."""
-    from dispatcher.pg_server import record_for_command
     from dispatcher.record.db import open_record
+    from dispatcher.record.pg_server import record_for_command
     from dispatcher.record.readers import RecordReader, read_account
 
     settings = _settings()
@@ -100,7 +101,7 @@ def account_show(
             raise typer.Exit(1)
     view = (found.record, found.history, found.claims, found.next_wakeup)
     if as_json:
-        console.print_json(json.dumps({**reports.account_json(*view), "archived": found.archived}, default=str))
+        console.print_json(json.dumps({**account_json(*view), "archived": found.archived}, default=str))
         return
     for renderable in reports.account_tables(*view):
         console.print(renderable)

@@ -21,8 +21,8 @@ from typing import Any
 
 import redis
 
-from dispatcher import redis_keys
-from dispatcher.metrics import DEAD_LETTERS, DEAD_LETTERS_DROPPED, QUEUES
+from dispatcher.state import redis_keys
+from dispatcher.state.metrics import DEAD_LETTERS, DEAD_LETTERS_DROPPED, QUEUES
 
 STREAM = redis_keys.DEAD_LETTERS
 # Bounded so a poison flood cannot fill Redis; ~ lets Redis trim whole nodes, which is much cheaper. What falls

@@ -1,7 +1,7 @@
 """One runtime per worker process: settings, store, engine, adapters, renderer, limiter, deliverer.
 
 Built lazily on first use, after the fork, so no connection or event loop is shared between processes.
-The engine comes from the same builder the API and the commands use (dispatcher/runtime.py); what the
+The engine comes from the same builder the API and the commands use (dispatcher/wiring.py); what the
 engine queues goes to the hand-off it is given, the send queues for a worker process.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from channels import REGISTRY, build_adapter
 from channels.render import Renderer
 from config.settings import Settings, load_settings
-from dispatcher.clock import Clock
+from dispatcher.core.clock import Clock
+from dispatcher.core.models import Contact
 from dispatcher.engine import Engine
-from dispatcher.models import Contact
-from dispatcher.runtime import build_engine
+from dispatcher.wiring import build_engine
 from workers.delivery import Deliverer
 from workers.limiter import Limit, RateLimiter
 from workers.queueing import dispatch

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from dispatcher import calendar
-from dispatcher.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core import calendar
+from dispatcher.core.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core.strategy import Strategy
+from dispatcher.core.timeline import audit_sends, timeline
 from dispatcher.simulate import Report
-from dispatcher.store import Store
-from dispatcher.strategy import Strategy
-from dispatcher.timeline import audit_sends, timeline
+from dispatcher.state.store import Store
 
 if TYPE_CHECKING:  # the record's reader brings psycopg; only a caller that has a record passes one
     from dispatcher.record.readers import RecordReader
@@ -86,19 +86,6 @@ def compliance_table(strategy: Strategy) -> Table:
     )
     table.caption = "; ".join(lines)
     return table
-
-
-def account_json(
-    record: AccountRecord, history: Sequence[HistoryEntry], claims: Mapping[str, str], wake: datetime | None
-) -> dict[str, Any]:
-    return {
-        "account": record.account.model_dump(mode="json"),
-        "state": record.state.model_dump(mode="json"),
-        "stage": record.stage,
-        "next_wakeup": wake,
-        "claims": dict(claims),
-        "timeline": timeline(record, history),
-    }
 
 
 def account_tables(

@@ -25,7 +25,7 @@ import structlog
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server, values
 
 from channels.base import PermanentDeliveryError, RateLimited, TransientDeliveryError
-from dispatcher.metrics import ALL, PROVIDER_ERRORS, PROVIDER_LATENCY, RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from dispatcher.state.metrics import ALL, PROVIDER_ERRORS, PROVIDER_LATENCY, RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 
 log = structlog.get_logger("workers.metrics")
 T = TypeVar("T")

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from dispatcher import calendar
-from dispatcher.models import (
+from dispatcher.core import calendar
+from dispatcher.core.models import (
     ADDRESS_OF_CHANNEL,
     Account,
     AccountState,
@@ -24,7 +24,7 @@ from dispatcher.models import (
     Verdict,
     zone,
 )
-from dispatcher.strategy import Cap, CompliancePolicy, Pressure, Window
+from dispatcher.core.strategy import Cap, CompliancePolicy, Pressure, Window
 
 _MAX_ADJUSTMENTS = 64  # each pass moves time forward; the constraints settle in a handful of passes
 

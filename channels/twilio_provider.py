@@ -104,7 +104,7 @@ def verified_params(auth_token: str, url: str, headers: Mapping[str, str], body:
 def contact_id_of(url: str) -> str:
     """The contact id we put in the StatusCallback URL's query string: segments of id characters, matched
     to the last character (a `$`-anchored match would let "A1/reminder/sms/0\n" through). Only the shape:
-    channels/ may not import dispatcher/, whose dispatcher.models.CONTACT_ID and account_of the caller applies."""
+    channels/ may not import dispatcher/, whose dispatcher.core.models.CONTACT_ID and account_of the caller applies."""
     for name, value in parse_qsl(urlsplit(url).query):
         if name == "contact_id" and value:
             if re.fullmatch(r"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+){3,4}", value) is None:

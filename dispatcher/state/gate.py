@@ -5,7 +5,7 @@
          └▶ not now: the queued claim is given back, the decision audited, the account woken at `until`
 
 A contact id passes the gate once: the claim script refuses a second caller, and every path out of a
-claim ends or releases it (dispatcher.claims draws the states).
+claim ends or releases it (dispatcher.state.claims draws the states).
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from dispatcher.audit import contact_audit, decision_audit
-from dispatcher.claims import ClaimMove, ClaimStatus
-from dispatcher.clock import Clock
-from dispatcher.compliance import ContactLog, Ruling, evaluate
-from dispatcher.metrics import LAST_LOOK
-from dispatcher.models import AccountRecord, Contact, Decision, HistoryEntry, Verdict
-from dispatcher.planner import ADHOC_STAGE, NOT_PAST_DUE, stage_index_at
-from dispatcher.store import Loaded, Store
-from dispatcher.strategy import Strategy
+from dispatcher.core.audit import contact_audit, decision_audit
+from dispatcher.core.clock import Clock
+from dispatcher.core.compliance import ContactLog, Ruling, evaluate
+from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, Decision, HistoryEntry, Verdict
+from dispatcher.core.planner import NOT_PAST_DUE
+from dispatcher.core.stages import ADHOC_STAGE, stage_index_at
+from dispatcher.core.strategy import Strategy
+from dispatcher.state.claims import ClaimMove
+from dispatcher.state.metrics import LAST_LOOK
+from dispatcher.state.store import Loaded, Store
 
 MAX_CLAIM_PASSES = 16
 

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config.errors import ConfigurationError
-from dispatcher.models import Channel, OutcomeKind
+from dispatcher.core.models import Channel, OutcomeKind
 
 
 class _Strict(BaseModel):
@@ -121,7 +121,7 @@ class QuietPeriod(_Strict):
 
 
 class HolidayRule(_Strict):
-    """Rest days by the account's country (dispatcher.calendar): public holidays, the official schedule's
+    """Rest days by the account's country (dispatcher.core.calendar): public holidays, the official schedule's
     whole rest periods, and plain weekends for the channels listed in `weekends`."""
 
     enabled: bool = Field(default=True, description="Public holidays, where the calendar knows the country.")

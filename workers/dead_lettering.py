@@ -1,4 +1,4 @@
-"""Dead letters on the worker side (the stream itself is dispatcher/deadletters.py).
+"""Dead letters on the worker side (the stream itself is dispatcher/state/dead_letter_stream.py).
 
 Two ways in: the consumer's hooks, for a message the worker cannot decode or does not know (Celery logs
 those and drops them), and `refuse()`, which a task calls when its arguments do not validate — it writes
@@ -18,8 +18,8 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.message import Message
 from kombu.utils.json import dumps
 
-from dispatcher import deadletters
-from workers.runtime import worker_runtime
+from dispatcher.state import dead_letter_stream
+from workers.process_runtime import worker_runtime
 
 log = structlog.get_logger("workers.deadletter")
 
@@ -52,7 +52,9 @@ def dead_letter_message(message: Message, reason: str) -> str:
     raw = getattr(message, "_raw", None)  # the virtual transports' envelope, as it sat in the list
     envelope = dumps(raw) if isinstance(raw, dict) else ""
     with message.channel.conn_or_acquire() as client:
-        entry = deadletters.record(client, queue=queue, task=task, reason=reason, body=message.body, envelope=envelope)
+        entry = dead_letter_stream.record(
+            client, queue=queue, task=task, reason=reason, body=message.body, envelope=envelope
+        )
     log.error("worker.dead_letter", queue=queue, task=task, reason=reason, dead_letter=entry)
     return entry
 
@@ -66,10 +68,10 @@ def refuse(
     queue = str((request.delivery_info or {}).get("routing_key") or "plan")
     task_id = request.id or str(uuid.uuid4())
     kwargs = dict(kwargs or {})
-    envelope = deadletters.task_envelope(queue, task.name, task_id, args, kwargs)
+    envelope = dead_letter_stream.task_envelope(queue, task.name, task_id, args, kwargs)
     body = json.dumps([list(args), kwargs], default=str, ensure_ascii=False)
     client = worker_runtime().engine.store.redis
-    entry = deadletters.record(
+    entry = dead_letter_stream.record(
         client, queue=queue, task=task.name, reason=reason, body=body, envelope=envelope, count=count
     )
     log.error("task.dead_letter", task=task.name, task_id=task_id, queue=queue, reason=reason[:500], count=count,

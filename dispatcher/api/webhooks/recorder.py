@@ -24,12 +24,13 @@ from pydantic import BaseModel
 
 from channels.base import ProviderOutcome, WebhookRejected
 from config.settings import Settings
-from dispatcher import models, phone_index
 from dispatcher.api.callback_spool import REDIS_AWAY, CallbackSpool
 from dispatcher.api.errors import ApiError, FieldError, responses
+from dispatcher.core import models
+from dispatcher.core.events import EventRejected, OptIn, OptOut, Outcome
+from dispatcher.core.models import CONTACT_ID, Channel, OutcomeKind
 from dispatcher.engine import Engine, UnknownAccount
-from dispatcher.events import EventRejected, OptIn, OptOut, Outcome
-from dispatcher.models import CONTACT_ID, Channel, OutcomeKind
+from dispatcher.state import phone_index
 
 log = structlog.get_logger("dispatcher.api.webhooks")
 

@@ -12,11 +12,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from config.settings import Settings
-from dispatcher.clock import Clock, deployment_clock
+from dispatcher.core.clock import Clock, deployment_clock
+from dispatcher.core.strategy import Strategy, load_strategy
 from dispatcher.engine import Engine, RecordRequired, Restorer
-from dispatcher.redis_server import redis_url
-from dispatcher.store import Store
-from dispatcher.strategy import Strategy, load_strategy
+from dispatcher.state.redis_server import redis_url
+from dispatcher.state.store import Store
 
 # CPython collects its youngest generation every 700 allocations. Ingesting and planning allocate tens of
 # thousands of short-lived objects per batch, and those collections took a quarter of the ingest CPU
@@ -70,7 +70,7 @@ def build_engine(
     settings: Settings, url: str, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
 ) -> Runtime:
     """Store, strategy and engine on the Redis at `url`: what every process builds, commands, the API and
-    the workers alike (workers/runtime.py adds the adapters and the deliverer)."""
+    the workers alike (workers/process_runtime.py adds the adapters and the deliverer)."""
     strategy = strategy or load_strategy(settings.strategy_path)
     store = Store.from_url(url, settings.schedule_shards, history_cache)
     engine = Engine(store, strategy, clock or clock_from(settings), restorer=RecordOnFirstUse(settings, store))
