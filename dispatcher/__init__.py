@@ -2,7 +2,8 @@
 
     core/      the functional core: the rules as pure functions (models, strategy, compliance, planner, stages,
                events), no I/O
-    state/     the working state in Redis: store, claim ledger, send gate, ranks, phone index, dead letters
+    state/     the working state in Redis: key schema, store, claim ledger, send gate, ranks, phone index,
+               dead letters
     record/    the durable record in PostgreSQL: archive, trimmed history, closed accounts, retention
     (here)     the shell: the engine (load, apply, plan, commit), its wiring, ad-hoc requests, imports,
                simulation, logging
