@@ -131,9 +131,8 @@ class Deliverer:
         broken: list[TemplateContextError] = []
         admissions = {channel: self.breaker.admit(channel) for channel in {c.channel.value for c in contacts}}
         for channel, admission in admissions.items():
-            held = [contact for contact in contacts if contact.channel.value == channel]
             if admission.wait > 0:  # the provider's circuit is open: nothing is claimed, back to the schedule
-                self._park(channel, held, admission.wait, done)
+                self._park(channel, [c for c in contacts if c.channel.value == channel], admission.wait, done)
         admitted = [contact for contact in contacts if contact.id not in done]
         claims = gate.claim_each(admitted)
         for index, contact in enumerate(admitted):
@@ -212,7 +211,8 @@ class Deliverer:
         started = [contact for contact in held if contact.account_id in newly_held]
         if started:
             self.engine.gate.waiting(started, "provider_unhealthy")
-        self.engine.gate.park(held, self.engine.clock.now() + timedelta(seconds=wait))
+        # The opening is wall-clock time; the schedule runs on the deployment's clock (faster in the demo).
+        self.engine.gate.park(held, self.engine.clock.now() + timedelta(seconds=wait * self.settings.clock_factor))
         done.update((contact.id, Delivery(contact.id, "circuit_open", detail=f"{wait:.1f} s")) for contact in held)
 
     def _message(self, contact: Contact, claim: ClaimResult) -> OutboundMessage:
