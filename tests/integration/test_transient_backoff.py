@@ -105,7 +105,7 @@ def test_through_a_worker_the_waits_between_tries_grow_to_the_cap_and_the_contac
     tries = list(faults.arrivals)[before:]
     assert len(tries) == 6
     gaps = [later - earlier for earlier, later in zip(tries, tries[1:], strict=False)]
-    slack = 0.5  # the re-queued task's way through the broker and the worker's timer
+    slack = 1.0  # the re-queued task's way through the broker and the worker's timer, on a loaded machine
     for gap, (low, high) in zip(gaps, [(0.4, 0.5), (0.8, 1.0), (1.6, 2.0), (1.6, 2.0), (1.6, 2.0)], strict=True):
         assert low <= gap <= high + slack, gaps
     assert len([m for m in outage.twilio.state.messages() if m["form"]["To"] == _phone(contact.account_id)]) == 1
