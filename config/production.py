@@ -86,7 +86,7 @@ def _record_problems(settings: Settings) -> list[tuple[str, str]]:
     state directory: in containers each one has its own, the archiver moves the audit into a worker's
     (lost when the container is recreated) and the API reads another, empty one."""
     if settings.database_url is None:
-        return [("database_url", "unset: the embedded PostgreSQL is for development (every process must share one record)")]
+        return [("database_url", "unset: the embedded PostgreSQL is for development (every process shares one record)")]
     return []
 
 

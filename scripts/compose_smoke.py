@@ -91,6 +91,8 @@ def main() -> int:
         with _step("PUT SMOKE2, its SMS sent by the new workers"):
             _put_account("SMOKE2", "+8613800138002")
             _wait("SMOKE2's SMS at the Twilio sandbox", lambda: _sms_sent(run, "+8613800138002"), 60)
+        with _step("every provider callback the sandbox posted answered 200"):
+            _check_callbacks(run)
         ok = True
     except SmokeFailed as failure:
         print(f"compose-smoke: FAILED: {failure}", flush=True)
@@ -213,11 +215,22 @@ def _account(account_id: str) -> dict[str, Any]:
     return dict(answer)
 
 
-def _sms_sent(run: Callable[..., str], phone: str) -> bool:
+def _twilio_log(run: Callable[..., str]) -> list[dict[str, Any]]:
     """The Twilio sandbox's own log, read in its container: what it received, not what a worker says."""
     log = run("exec", "-T", "sandbox", "sh", "-c", f"cat {TWILIO_LOG} 2>/dev/null || true", quiet=True)
-    records = [json.loads(line) for line in log.splitlines() if line.strip()]
-    return any(r["event"] == "message.created" and r["form"]["To"] == phone for r in records)
+    return [json.loads(line) for line in log.splitlines() if line.strip()]
+
+
+def _sms_sent(run: Callable[..., str], phone: str) -> bool:
+    return any(r["event"] == "message.created" and r["form"]["To"] == phone for r in _twilio_log(run))
+
+
+def _check_callbacks(run: Callable[..., str]) -> None:
+    posted = [r for r in _twilio_log(run) if r["event"] == "callback.posted"]
+    refused = [(r.get("status"), r["url"], r["params"].get("MessageStatus")) for r in posted if r.get("status") != 200]
+    if not posted or refused:
+        raise SmokeFailed(f"{len(posted)} status callbacks posted, refused: {refused}")
+    print(f"compose-smoke:   {len(posted)} status callbacks, all 200", flush=True)
 
 
 def _migrated(run: Callable[..., str]) -> bool:

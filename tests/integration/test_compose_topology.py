@@ -114,7 +114,8 @@ class Container:
 
     def __init__(self, name: str, service: dict[str, Any], root: Path, host: Host, services: set[str]) -> None:
         self.name = name
-        volumes = dict(reversed(volume.split(":")[:2]) for volume in service.get("volumes", []))
+        # "name:/path" -> {"/path": "name"}: what is mounted where.
+        volumes = {mount: volume for volume, mount, *_ in (v.split(":") for v in service.get("volumes", []))}
         own = root / "containers" / f"{name}-{uuid.uuid4().hex[:8]}"  # a recreated container starts empty
         state = root / "volumes" / volumes[IMAGE_STATE_DIR] if IMAGE_STATE_DIR in volumes else own / "state"
         for directory in (state, own / "tmp"):
