@@ -48,6 +48,7 @@ from dispatcher.api.app import ServerThread  # noqa: E402
 from dispatcher.clock import ManualClock  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.models import Account, Contact  # noqa: E402
+from dispatcher.redis_keys import claims_key  # noqa: E402
 from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
 from dispatcher.store import Store  # noqa: E402
 from dispatcher.strategy import load_strategy  # noqa: E402
@@ -139,7 +140,7 @@ def timed(publish: Callable[[], object], done: Callable[..., int], total: int, e
 def claims(client: redis.Redis, contacts: list[Contact]) -> list[bytes | None]:
     pipe = client.pipeline(transaction=False)
     for contact in contacts:
-        pipe.hget(f"{{a:{contact.account_id}}}:claims", contact.id)
+        pipe.hget(claims_key(contact.account_id), contact.id)
     return pipe.execute()
 
 

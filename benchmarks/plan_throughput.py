@@ -30,6 +30,7 @@ from dispatcher.clock import ManualClock  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.importer import BATCH  # noqa: E402  (the batches `dispatcher import` and the API use)
 from dispatcher.models import Account  # noqa: E402
+from dispatcher.redis_keys import account_record_key, audit_key, history_key, wake_key  # noqa: E402
 from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
 from dispatcher.runtime import tune_gc  # noqa: E402
 from dispatcher.store import Store  # noqa: E402
@@ -82,10 +83,10 @@ def raw_worker(url: str, start: int, stop: int, shards: int) -> float:
         for index, line in enumerate(lines[offset : offset + BATCH], start=start + offset):
             account_id = f"B{index:08d}"
             shard = index % shards
-            pipe.hset(f"raw{{a:{account_id}}}:acct", mapping={"v": 1, "d": line})
-            pipe.rpush(f"raw{{a:{account_id}}}:hist", entry)
-            pipe.zadd(f"raw{{s:{shard}}}:wake", {account_id: score})
-            pipe.xadd(f"raw{{s:{shard}}}:audit", {"e": entry})
+            pipe.hset("raw" + account_record_key(account_id), mapping={"v": 1, "d": line})
+            pipe.rpush("raw" + history_key(account_id), entry)
+            pipe.zadd("raw" + wake_key(shard), {account_id: score})
+            pipe.xadd("raw" + audit_key(shard), {"e": entry})
         pipe.execute()
     return time.perf_counter() - began
 
@@ -119,7 +120,7 @@ def main() -> None:
         base_memory = used_memory(server.url)
         engine_seconds = run_parallel(engine_worker, server.url, args.accounts, args.workers, args.shards)
         engine_memory = used_memory(server.url) - base_memory
-        planned = sum(client.zcard(f"{{s:{shard}}}:wake") for shard in range(args.shards))
+        planned = sum(client.zcard(wake_key(shard)) for shard in range(args.shards))
     print(speed_reference())
     engine_rate, raw_rate = args.accounts / engine_seconds, args.accounts / raw_seconds
     print(f"accounts ingested and planned: {args.accounts} ({planned} with a wake-up) by {args.workers} workers")

@@ -36,9 +36,10 @@ from dispatcher.record.archive import AuditArchiver  # noqa: E402
 from dispatcher.record.closed import ClosedMover  # noqa: E402
 from dispatcher.record.db import migrate, open_pool  # noqa: E402
 from dispatcher.record.history import HistoryTrimmer  # noqa: E402
+from dispatcher.redis_keys import account_record_key, claims_key, history_key  # noqa: E402
 from dispatcher.redis_server import EmbeddedRedis  # noqa: E402
 from dispatcher.simulate import Simulation, load_model  # noqa: E402
-from dispatcher.store import Store, account_key  # noqa: E402
+from dispatcher.store import Store  # noqa: E402
 from dispatcher.strategy import load_strategy  # noqa: E402
 from dispatcher.synthetic import synthetic_accounts  # noqa: E402
 
@@ -69,8 +70,8 @@ def measure(store: Store, empty: int) -> dict[str, object]:
             status = loaded.record.state.status
             statuses[status] += 1
             sizes = by_status.setdefault(status, Counter())
-            for part in ("acct", "hist", "claims"):
-                sizes[part] += int(store.redis.memory_usage(account_key(loaded.account_id, part), samples=0) or 0)
+            for part, key_of in (("acct", account_record_key), ("hist", history_key), ("claims", claims_key)):
+                sizes[part] += int(store.redis.memory_usage(key_of(loaded.account_id), samples=0) or 0)
     in_redis, active = sum(statuses.values()), statuses["active"]
     record = kinds["acct"] // max(in_redis, 1)
     per_active = used // max(active, 1)

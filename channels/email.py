@@ -19,7 +19,7 @@ import ssl
 import threading
 from collections.abc import Coroutine
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, EmailPolicy
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,9 +46,32 @@ from config.settings import Settings
 
 T = TypeVar("T")
 
-# Headers are written unfolded up to RFC 5322's 998 characters: folding a long List-Unsubscribe made the
-# email package write it as an RFC 2047 encoded word, which no receiver parses as URIs.
-HEADERS = SMTP.clone(max_line_length=998)
+# Every part is 7-bit: a non-ASCII (or long-lined) part is encoded as quoted-printable or base64 when it is
+# set, in lines of at most 76 characters (RFC 2045). The signed bytes are then what any relay takes, with or
+# without 8BITMIME, and no relay has to convert them (which would break the DKIM body hash).
+BODY = SMTP.clone(cte_type="7bit", max_line_length=76)
+UNFOLDED_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+class _HeaderPolicy(EmailPolicy):
+    """SMTP's policy, but the List-Unsubscribe pair is written unfolded up to RFC 5322's 998 characters:
+    folding a long List-Unsubscribe made the email package write it as an RFC 2047 encoded word, which no
+    receiver parses as URIs. Every other header folds at 78, which keeps an encoded word (a Chinese
+    Subject) within RFC 2047's 75 characters."""
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() in UNFOLDED_HEADERS:
+            return _UNFOLDED.fold(name, value)
+        return super().fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in UNFOLDED_HEADERS:
+            return _UNFOLDED.fold_binary(name, value)
+        return super().fold_binary(name, value)
+
+
+_UNFOLDED = SMTP.clone(cte_type="7bit", max_line_length=998)
+HEADERS = _HeaderPolicy(linesep="\r\n", cte_type="7bit")
 SIGNED_HEADERS = [
     b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe", b"list-unsubscribe-post",
     b"mime-version", b"content-type",
@@ -128,7 +151,8 @@ def unsubscribe_mailto(message: OutboundMessage, settings: Settings) -> str:
 
 def build_email(message: OutboundMessage, settings: Settings) -> EmailMessage:
     """multipart/alternative with List-Unsubscribe (RFC 2369) and List-Unsubscribe-Post (RFC 8058) in plain
-    ASCII; the text always carries the unsubscribe link."""
+    ASCII; the text always carries the unsubscribe link. Written with `as_bytes(policy=HEADERS)` it is 7-bit
+    throughout, so it needs no BODY=8BITMIME and survives any relay unchanged."""
     unsubscribe_url = str(message.extra.get("unsubscribe_url") or "")
     if not unsubscribe_url:
         raise PermanentDeliveryError("a collection email needs an unsubscribe_url (Regulation F)", "failed")
@@ -138,7 +162,7 @@ def build_email(message: OutboundMessage, settings: Settings) -> EmailMessage:
             f"List-Unsubscribe needs plain ASCII URIs, got {unsubscribe_url!r}", "email", "DISPATCHER_UNSUBSCRIBE_URL"
         )
     sender = settings.email_from
-    email = EmailMessage(policy=HEADERS)
+    email = EmailMessage(policy=BODY)  # the parts take their encoding from this policy; as_bytes folds headers
     email["From"] = sender
     email["To"] = str(message.to)
     email["Subject"] = message.subject or ""

@@ -2,7 +2,8 @@
 
 A template that uses a variable the context lacks raises TemplateContextError naming both, so a
 half-filled message is never sent. Amounts are Decimal formatted in the account's currency and the
-debtor's locale; dates are formatted for the locale.
+debtor's locale; dates are formatted for the locale; a counted noun takes the form the locale's CLDR plural
+rule picks for the number (`{{ days_past_due|plural(one="{n} day", other="{n} days") }}`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import jinja2
 from babel import Locale
 from babel.dates import format_date
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_decimal
 
 from config.errors import ConfigurationError
 from config.settings import TEMPLATES_DIR
@@ -54,6 +55,7 @@ class Renderer:
         self._parts: dict[tuple[str, str], list[str]] = {}
         self._env.filters["money"] = _money
         self._env.filters["localdate"] = _localdate
+        self._env.filters["plural"] = _plural
 
     def render(self, template_name: str, locale: str, context: Mapping[str, Any]) -> RenderedMessage:
         """Render every file of `template_name` for the locale; the text part is required."""
@@ -125,3 +127,21 @@ def _localdate(context: jinja2.runtime.Context, value: date, format: str = "long
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
     return format_date(value, format=format, locale=babel_locale(context["locale"]))
+
+
+@jinja2.pass_context
+def _plural(context: jinja2.runtime.Context, count: int, **forms: str) -> str:
+    """The form of a counted noun that the locale's plural rule (CLDR, through Babel) picks for `count`:
+    `one`, `two`, `few`, `many`, `zero` or `other`, with `{n}` replaced by the number formatted for the
+    locale. English needs `one` and `other`, Chinese only `other`, Russian `one`, `few` and `many`; a form
+    the number needs and the template lacks is a TemplateContextError naming it, never a wrong word."""
+    if isinstance(count, jinja2.Undefined):
+        count._fail_with_undefined_error()
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TemplateContextError(f"plural needs a whole number, got {type(count).__name__}")
+    locale = babel_locale(context["locale"])
+    category = locale.plural_form(count)
+    form = forms.get(category)
+    if form is None:
+        raise TemplateContextError(f"plural: {count} needs the {category!r} form in {context['locale']}, not given")
+    return form.replace("{n}", format_decimal(count, locale=locale))

@@ -11,12 +11,13 @@ it. A caller catches the kind that says what to do next, not the leaf:
     │   └── UpError                   workers.up: `dispatcher up` cannot start as asked
     ├── InputRejected                 the caller's input cannot apply: refuse it naming `field`; never retry as is
     │   ├── EventRejected             dispatcher.events
-    │   ├── AlreadyMade               dispatcher.adhoc: the key's contact was made already (use a new key)
+    │   ├── AlreadyMade               dispatcher.adhoc: the key is spent: contact made, or request lapsed (new key)
     │   ├── WebhookRejected           channels.base: a callback's signature or freshness failed (record nothing)
     │   └── MissingGlyphs             channels.pdf: the letter holds characters the font cannot draw
     ├── NotFound                      the named thing does not exist: create it first, or drop the request
     │   └── UnknownAccount            dispatcher.engine
     ├── ApiError                      dispatcher.api.errors: an HTTP answer decided under a route, rendered as is
+    ├── RecordUnavailable             dispatcher.record.db: PostgreSQL cannot be reached now; retry later (API: 503)
     └── DeliveryError                 channels.base: the provider did not take the contact
         ├── TransientDeliveryError    try again later (`retry_after` says when, if known)
         │   ├── RateLimited           our own rate limit: the request never left

@@ -9,15 +9,12 @@ so an operator fixes them all in one pass.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from config.api_keys import parse_api_keys
-
-if TYPE_CHECKING:
-    from config.settings import Settings
+from config.settings_fields import SettingsFields
 
 # The SHA-256 of the demo key `dsp_demo-not-secret-compose-only` that .env.example ships so the compose
 # file's API starts; the key is public, so production refuses it.
@@ -41,7 +38,7 @@ _EXAMPLE_TLDS = ("test", "example", "invalid", "localhost")
 _EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net")
 
 
-def production_problems(settings: Settings) -> list[tuple[str, str]]:
+def production_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     """(field, why) for every setting production must not run with; empty when all are real."""
     problems = [(name, "the sandbox's value") for name in _SECRETS if _default(settings, name)]
     problems += [(name, "the example value") for name in _EXAMPLE_TEXT if _default(settings, name)]
@@ -55,6 +52,7 @@ def production_problems(settings: Settings) -> list[tuple[str, str]]:
     if urlsplit(settings.public_base_url).scheme != "https" and "public_base_url" not in named:
         # Providers call back over the internet; Twilio signs the URL it was given, scheme included.
         problems.append(("public_base_url", f"{settings.public_base_url} is not https"))
+    problems += _unsubscribe_problems(settings, named)
     if _example_host(settings.email_from.rpartition("@")[2]):
         problems.append(("email_from", f"{settings.email_from} is an example address"))
     if _is_sandbox_host(settings.smtp_host) and settings.smtp_port == SANDBOX_SMTP_PORT:
@@ -71,7 +69,20 @@ def production_problems(settings: Settings) -> list[tuple[str, str]]:
     return sorted(problems + _twilio_problems(settings) + _api_key_problems(settings) + _record_problems(settings))
 
 
-def _twilio_problems(settings: Settings) -> list[tuple[str, str]]:
+def _unsubscribe_problems(settings: SettingsFields, named: set[str]) -> list[tuple[str, str]]:
+    """RFC 8058 one-click unsubscribe needs an https URI: mailbox providers ignore (and bulk-sender rules
+    refuse) a List-Unsubscribe-Post whose URI is http."""
+    url = settings.unsubscribe_url
+    if "unsubscribe_url" in named or urlsplit(url).scheme == "https":
+        return []
+    fix = (
+        "set DISPATCHER_UNSUBSCRIBE_URL to an https URL ending /v1/unsubscribe/{token}, or leave it unset and set "
+        "DISPATCHER_PUBLIC_BASE_URL to the API's https address"
+    )
+    return [("unsubscribe_url", f"{url} is not https, which RFC 8058 one-click unsubscribe requires: {fix}")]
+
+
+def _twilio_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     problems = []
     if _default(settings, "twilio_account_sid"):
         problems.append(("twilio_account_sid", "the sandbox's test Account SID"))
@@ -81,7 +92,7 @@ def _twilio_problems(settings: Settings) -> list[tuple[str, str]]:
     return problems
 
 
-def _record_problems(settings: Settings) -> list[tuple[str, str]]:
+def _record_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     """The record must be one PostgreSQL every process reaches. The embedded server lives in one process's
     state directory: in containers each one has its own, the archiver moves the audit into a worker's
     (lost when the container is recreated) and the API reads another, empty one."""
@@ -90,7 +101,7 @@ def _record_problems(settings: Settings) -> list[tuple[str, str]]:
     return []
 
 
-def _api_key_problems(settings: Settings) -> list[tuple[str, str]]:
+def _api_key_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     keys = parse_api_keys(settings.api_keys)
     if not keys:
         return [("api_keys", "no API keys: nothing could call the API (make one with `dispatcher api-key`)")]
@@ -99,18 +110,18 @@ def _api_key_problems(settings: Settings) -> list[tuple[str, str]]:
     return []
 
 
-def _default(settings: Settings, name: str) -> bool:
+def _default(settings: SettingsFields, name: str) -> bool:
     value, default = getattr(settings, name), type(settings).model_fields[name].default
     if isinstance(value, SecretStr) and isinstance(default, SecretStr):
         return value.get_secret_value() == default.get_secret_value()
     return bool(value == default)
 
 
-def _url(settings: Settings, name: str) -> str:
+def _url(settings: SettingsFields, name: str) -> str:
     return str(getattr(settings, name) or "")
 
 
-def _sandbox_url(settings: Settings, name: str) -> bool:
+def _sandbox_url(settings: SettingsFields, name: str) -> bool:
     url = _url(settings, name)
     return bool(url) and _is_sandbox_host(urlsplit(url).hostname or "")
 
@@ -119,7 +130,7 @@ def _is_sandbox_host(host: str) -> bool:
     return host.lower() == SANDBOX_SERVICE or _is_loopback(host)
 
 
-def _example_url(settings: Settings, name: str) -> bool:
+def _example_url(settings: SettingsFields, name: str) -> bool:
     host = urlsplit(_url(settings, name)).hostname or ""
     return _is_loopback(host) or _example_host(host)
 

@@ -7,15 +7,12 @@
                                              └──▶ unknown   (ambiguous: the request may have left; only the
                                                              provider's word turns it into sent or released)
 
-Keys (next to the store's; account keys share `{a:ID}`, shard keys `{s:N}`):
-
-    {a:ID}:claims      hash  contact id -> queued | sending | sent | failed | unknown
-    {s:N}:queued       zset  "CHANNEL CONTACT_ID" -> wall-clock time of its last dispatch: the stranded sweep
-                             finds a queued contact whose message was lost (a killed pump, an acked failure)
-    {s:N}:inflight     zset  contact id -> wall-clock time of its claim: the claims in doubt the reconciler
-                             asks the provider about once no task can still be sending them
-    {s:N}:unverified   zset  contact id -> when it was found unanswerable: in doubt for good (a provider that
-                             cannot be asked, e.g. SMTP); counted against the caps, never called sent
+Its keys (dispatcher.redis_keys): the claims hash of each account, and per shard three indexes: queued
+contacts by the wall-clock time of their last dispatch (the stranded sweep finds a queued contact whose
+message was lost: a killed pump, an acked failure), claims in doubt by the time of their claim (the
+reconciler asks the provider about them once no task can still be sending them), and claims found
+unanswerable (in doubt for good: a provider that cannot be asked, e.g. SMTP; counted against the caps,
+never called sent). A forgotten claim leaves a let-go mark on its account for a day.
 
 The indexes hold wall-clock times (not the domain clock, which the demo accelerates): they measure how long
 a message has really been waiting or a request could really still be in flight.
@@ -24,7 +21,6 @@ a message has really been waiting or a request could really still be in flight.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,6 +28,16 @@ from enum import StrEnum
 import redis
 
 from dispatcher.models import HistoryEntry, account_of
+from dispatcher.redis_keys import (
+    account_record_key,
+    claims_key,
+    history_key,
+    inflight_key,
+    let_go_key,
+    queued_key,
+    shard_of,
+    unverified_key,
+)
 
 
 class ClaimStatus(StrEnum):
@@ -119,17 +125,9 @@ return 1
 """
 
 
-def claims_key(account_id: str) -> str:
-    return f"{{a:{account_id}}}:claims"
-
-
-def let_go_key(account_id: str) -> str:
-    """Contacts whose claim was forgotten lately (contact id -> wall time): a send task that turns up for one
-    afterwards is a stale duplicate of its dispatch, skipped quietly; one for a contact never claimed is not."""
-    return f"{{a:{account_id}}}:let-go"
-
-
-# How long a forgotten claim is remembered: longer than any send task waits on its queue.
+# Contacts whose claim was forgotten lately (redis_keys.let_go_key: contact id -> wall time): a send task that
+# turns up for one afterwards is a stale duplicate of its dispatch, skipped quietly; one for a contact never
+# claimed is not. How long a forgotten claim is remembered: longer than any send task waits on its queue.
 LET_GO_TTL = 86_400
 
 
@@ -167,16 +165,16 @@ class ClaimStore:
         self._offer_again = client.register_script(_OFFER_AGAIN)
 
     def shard_of(self, account_id: str) -> int:
-        return zlib.crc32(account_id.encode()) % self.shards
+        return shard_of(account_id, self.shards)
 
     def queued_key(self, shard: int) -> str:
-        return f"{{s:{shard}}}:queued"
+        return queued_key(shard)
 
     def inflight_key(self, shard: int) -> str:
-        return f"{{s:{shard}}}:inflight"
+        return inflight_key(shard)
 
     def unverified_key(self, shard: int) -> str:
-        return f"{{s:{shard}}}:unverified"
+        return unverified_key(shard)
 
     # Reading.
     def of(self, account_id: str) -> dict[str, ClaimStatus]:
@@ -322,4 +320,4 @@ class ClaimStore:
 
 
 def _account_keys(account_id: str) -> list[str]:
-    return [f"{{a:{account_id}}}:acct", claims_key(account_id), f"{{a:{account_id}}}:hist"]
+    return [account_record_key(account_id), claims_key(account_id), history_key(account_id)]

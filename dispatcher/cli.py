@@ -86,13 +86,14 @@ def account_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """State, stage, next wake-up and the timeline of one account."""
-    from dispatcher.record.db import open_pool, record_url
+    from dispatcher.pg_server import record_for_command
+    from dispatcher.record.db import open_record
     from dispatcher.record.readers import RecordReader, read_account
 
     settings = _settings()
-    with open_runtime(settings) as runtime:
-        url = record_url(settings.database_url, settings.state_dir)  # the archived part, where there is one
-        reader = None if url is None else RecordReader(open_pool(url, max_size=1))
+    # The archived part, where there is one; an embedded record nobody runs is started for this command.
+    with open_runtime(settings) as runtime, record_for_command(settings.database_url, settings.state_dir) as url:
+        reader = None if url is None else RecordReader(open_record(url, max_size=1))
         found = read_account(runtime.store, reader, account_id)
         if found is None:
             errors.print(f"[red]no account {account_id!r}[/]; import or upsert it first")

@@ -1,8 +1,10 @@
 """Dead letters: broker messages a worker could not decode or whose arguments it refused, kept for a person.
 
-One capped Redis stream on the broker's Redis (the state's Redis too), `dispatcher:dead-letters`; each entry
-holds the queue, the task name, the reason, the time, the message body as received and the envelope (kombu's
-Redis list item) that replay pushes back onto the queue. Nothing here imports Celery or kombu: the envelope
+One capped Redis stream on the broker's Redis (the state's Redis too), redis_keys.DEAD_LETTERS; each entry
+holds the queue, the task name, the reason, the time, the message body as received, the envelope (kombu's
+Redis list item) that replay pushes back onto the queue, and the count of what it stands for (a send task's
+refused contact payloads are one entry, however many). What the cap trims, oldest first, is counted in
+`dispatcher_dead_letters_dropped_total`. Nothing here imports Celery or kombu: the envelope
 is plain JSON, so the CLI and the API can read, replay and purge without a worker's machinery.
 """
 
@@ -19,8 +21,12 @@ from typing import Any
 
 import redis
 
-STREAM = "dispatcher:dead-letters"
-# Bounded so a poison flood cannot fill Redis; ~ lets Redis trim whole nodes, which is much cheaper.
+from dispatcher import redis_keys
+from dispatcher.metrics import DEAD_LETTERS, DEAD_LETTERS_DROPPED, QUEUES
+
+STREAM = redis_keys.DEAD_LETTERS
+# Bounded so a poison flood cannot fill Redis; ~ lets Redis trim whole nodes, which is much cheaper. What falls
+# off is counted (DEAD_LETTERS_DROPPED), so a flood that pushed older entries out is seen.
 MAXLEN = 100_000
 ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 # Shown and returned whole up to this size; a longer body is cut in listings (replay uses the envelope).
@@ -36,13 +42,14 @@ class DeadLetter:
     at: datetime
     body: str
     envelope: str
+    count: int = 1  # contact payloads (a refused send's) or messages this entry stands for
 
-    def summary(self) -> dict[str, str]:
+    def summary(self) -> dict[str, str | int]:
         body = self.body if len(self.body) <= BODY_PREVIEW else self.body[:BODY_PREVIEW] + "…"
         return {"id": self.id, "queue": self.queue, "task": self.task, "reason": self.reason,
-                "at": self.at.isoformat(), "body": body}  # fmt: skip
+                "at": self.at.isoformat(), "body": body, "count": self.count}  # fmt: skip
 
-    def as_json(self) -> dict[str, str]:
+    def as_json(self) -> dict[str, str | int]:
         return {**asdict(self), "at": self.at.isoformat()}
 
 
@@ -56,13 +63,21 @@ def as_text(raw: bytes | str) -> str:
         return "base64:" + base64.b64encode(raw).decode("ascii")
 
 
-def record(client: redis.Redis, *, queue: str, task: str, reason: str, body: bytes | str, envelope: bytes | str) -> str:
-    """Write one dead letter; its stream id."""
+def record(client: redis.Redis, *, queue: str, task: str, reason: str, body: bytes | str, envelope: bytes | str,
+           count: int = 1) -> str:  # fmt: skip
+    """Write one dead letter and trim the stream to its cap, counting what the trim dropped; its stream id."""
     fields = {
         "queue": queue, "task": task, "reason": reason[:2000], "at": datetime.now(UTC).isoformat(),
-        "body": as_text(body), "envelope": as_text(envelope),
+        "body": as_text(body), "envelope": as_text(envelope), "count": str(count),
     }  # fmt: skip
-    return _str(client.xadd(STREAM, fields, maxlen=MAXLEN, approximate=True))
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(STREAM, fields)
+        pipe.xtrim(STREAM, maxlen=MAXLEN, approximate=True)  # XADD's own MAXLEN does not say what it trimmed
+        entry_id, dropped = pipe.execute()
+    DEAD_LETTERS.labels(queue if queue in QUEUES else "other").inc()  # a forged routing key adds no series
+    if dropped:
+        DEAD_LETTERS_DROPPED.labels("cap").inc(dropped)
+    return _str(entry_id)
 
 
 def task_envelope(queue: str, task: str, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
@@ -155,8 +170,12 @@ def _entry(entry_id: bytes | str, fields: Mapping[Any, Any]) -> DeadLetter:
     return DeadLetter(
         _str(entry_id), text.get("queue", ""), text.get("task", ""), text.get("reason", ""),
         datetime.fromisoformat(text["at"]) if "at" in text else datetime.fromtimestamp(0, UTC),
-        text.get("body", ""), text.get("envelope", ""),
+        text.get("body", ""), text.get("envelope", ""), _count(text.get("count", "1")),
     )  # fmt: skip
+
+
+def _count(text: str) -> int:
+    return int(text) if text.isdigit() and int(text) > 0 else 1  # entries written before the field: one each
 
 
 def _str(value: bytes | str) -> str:

@@ -19,10 +19,11 @@ from rich.table import Table
 
 from config.settings import load_settings
 from dispatcher import deadletters
+from dispatcher.redis_keys import DEAD_LETTERS
 from dispatcher.runtime import open_runtime
 
 HELP = (
-    "Messages the workers could not use, kept in the Redis stream `dispatcher:dead-letters` (at most ~100,000)."
+    f"Messages the workers could not use, kept in the Redis stream `{DEAD_LETTERS}` (at most ~100,000)."
     "\n\nA message lands there when a worker cannot decode it (not a kombu envelope, a body that is not JSON), "
     "does not know its task, or refuses its arguments (a field missing or invalid, an event for an unknown "
     "account, a send payload whose contact id is not its account's or was never planned). The worker logs it "
@@ -68,11 +69,12 @@ def list_command(
     if as_json:
         console.print_json(json.dumps([letter.summary() for letter in letters]))
         return
-    table = Table("id", "at", "queue", "task", "reason", title=f"{total} dead letter(s); newest {len(letters)}")
+    table = Table(
+        "id", "at", "queue", "task", "count", "reason", title=f"{total} dead letter(s); newest {len(letters)}"
+    )
     for letter in letters:
-        table.add_row(
-            letter.id, letter.at.isoformat(timespec="seconds"), letter.queue, letter.task or "-", letter.reason
-        )
+        when = letter.at.isoformat(timespec="seconds")
+        table.add_row(letter.id, when, letter.queue, letter.task or "-", str(letter.count), letter.reason)
     console.print(table)
 
 

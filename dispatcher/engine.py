@@ -217,6 +217,11 @@ class Engine:
             loaded = self.store.load(account_id)
         return loaded
 
+    def preview(self, loaded: Loaded, event: Event, now: datetime) -> Plan:
+        """The plan recording `event` on the account as read would make, nothing written: what an ad-hoc
+        request is judged by before it is recorded (dispatcher.adhoc), so the answer is the plan's own."""
+        return self._stage(loaded, self._evented(loaded, [event], now), now, {}, wake_now=False)[1]
+
     def _reopen(self, account_ids: list[str]) -> None:
         if self.restorer is None:
             raise RecordRequired(account_ids)

@@ -22,6 +22,7 @@ from dispatcher.models import (
     HistoryEntry,
     Money,
     OutcomeKind,
+    PositiveMoney,
     Promise,
     zone,
 )
@@ -55,6 +56,12 @@ class Payment(_Event):
     amount: Money = Field(gt=0)
     reference: str | None = Field(
         default=None, max_length=128, description="The bank's reference; a second payment with it is a duplicate."
+    )
+    currency: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217; the account's currency when left out. A payment in another currency is refused "
+        "(422 naming `currency`): convert it to the account's currency first.",
     )
 
     @property
@@ -125,7 +132,7 @@ class AgentDisposition(_Event):
 
     kind: Literal["agent_disposition"] = "agent_disposition"
     disposition: Literal["right_party", "promise", "refused", "wrong_number"]
-    amount: Money | None = Field(default=None, gt=0, validate_default=True, description="Promise only.")
+    amount: PositiveMoney | None = Field(default=None, validate_default=True, description="Promise only.")
     due: date | None = Field(default=None, validate_default=True, description="Promise only.")
     contact_id: str | None = Field(default=None, max_length=256, description="The call this disposition closes.")
 
@@ -218,7 +225,14 @@ def apply_event(record: AccountRecord, event: Event, strategy: Strategy, now: da
     state, account = record.state, record.account
     today = now.astimezone(zone(account.timezone)).date()
     match event:
-        case Payment(amount=amount):
+        case Payment(amount=amount, currency=currency):
+            if currency is not None and currency != account.currency:
+                # No rate is known here, and paid counts against a balance in the account's currency.
+                raise EventRejected(
+                    "currency",
+                    f"the payment is in {currency} and the account in {account.currency}: send the amount in "
+                    f"{account.currency}",
+                )
             paid = state.paid + amount
             status = "resolved" if paid >= account.balance else state.status
             return state.model_copy(update={"paid": paid, "status": status})

@@ -21,7 +21,7 @@ from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
 from dispatcher.metrics import LAST_LOOK
 from dispatcher.models import AccountRecord, Contact, Decision, HistoryEntry, Verdict
-from dispatcher.planner import ADHOC_STAGE, stage_index_at
+from dispatcher.planner import ADHOC_STAGE, NOT_PAST_DUE, stage_index_at
 from dispatcher.store import Loaded, Store
 from dispatcher.strategy import Strategy
 
@@ -129,6 +129,8 @@ class SendGate:
             current = None if index is None else self.strategy.stages[index].name
             if contact.stage != current and contact.stage != ADHOC_STAGE:
                 return Ruling("deny", f"stage_changed:{current}")
+            if index is None:  # an ad-hoc contact queued before a new due date put the account back
+                return Ruling("deny", NOT_PAST_DUE)
         policy = self.strategy.compliance
         lapses = contact.due_at + timedelta(hours=policy.pressure.adhoc_max_deferral_hours)
         if contact.stage == ADHOC_STAGE and now >= lapses:

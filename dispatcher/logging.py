@@ -2,8 +2,9 @@
 
 Every line (ours, and the standard library's, uvicorn's included) passes the same processors, the last
 of which before rendering is `mask_pii`: phone numbers and email addresses are masked wherever they
-appear, and the values of personal fields (name, address, phone, email, to ...) are masked whatever
-they hold. JSON lines when `log_format` is json (production), aligned colours in a terminal otherwise.
+appear, and the values of personal fields (dispatcher.personal_data.PERSONAL_FIELDS: name, address, phone,
+email, to ...) are masked whatever they hold. JSON lines when `log_format` is json (production), aligned
+colours in a terminal otherwise.
 """
 
 from __future__ import annotations
@@ -20,24 +21,8 @@ import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from config.settings import Settings
+from dispatcher.personal_data import PERSONAL_FIELDS, masked
 
-PERSONAL_FIELDS = frozenset(
-    {"name", "address", "phone", "email", "to", "from", "from_number", "to_number", "recipient",
-     "line1", "line2", "postal_code", "body"}
-)  # fmt: skip
-MASK = "***"
-_MAX_DEPTH = 6
-
-# E.164 (possibly spaced or dashed), Chinese mobiles, North American and leading-zero national forms.
-_PHONE = re.compile(
-    r"(?<![\w.+])(?:"
-    r"\+[1-9](?:[\s\-().]{0,2}\d){6,14}"
-    r"|1[3-9]\d(?:[\s\-]?\d{4}){2}"
-    r"|(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}"
-    r"|0\d{1,3}[\s\-]?\d{3,4}[\s\-]?\d{4}"
-    r")(?![\w])"
-)
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,})")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 # Celery's per-message INFO lines: "Task ... received" and "... succeeded" for every task, "Sending due task"
 # for every beat entry. Our own events say what each task did; at INFO these would be the bulk of the log and
@@ -45,29 +30,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 PER_MESSAGE_LINES = {"celery.worker.strategy": "", "celery.app.trace": "", "celery.beat": "Scheduler: Sending due"}
 
 
-def mask_text(text: str) -> str:
-    """The text with every phone number reduced to its last two digits and every email to its domain."""
-    text = _EMAIL.sub(lambda match: f"{MASK}@{match.group(1)}", text)
-    return _PHONE.sub(lambda match: MASK + re.sub(r"\D", "", match.group(0))[-2:], text)
-
-
-def _masked(value: Any, personal: bool, depth: int = 0) -> Any:
-    if depth > _MAX_DEPTH:
-        return MASK
-    if isinstance(value, Mapping):
-        return {key: _masked(item, personal or key in PERSONAL_FIELDS, depth + 1) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_masked(item, personal, depth + 1) for item in value]
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if personal:
-        return MASK
-    return mask_text(value if isinstance(value, str) else str(value))
-
-
 def mask_pii(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask personal data in every value of the event dict, nested ones included."""
-    return {key: _masked(value, key in PERSONAL_FIELDS) for key, value in event_dict.items()}
+    return {key: masked(value, key in PERSONAL_FIELDS) for key, value in event_dict.items()}
 
 
 def _shared_processors() -> list[Processor]:

@@ -23,10 +23,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 
 from dispatcher.models import AccountRecord, Channel
+from dispatcher.redis_keys import ACCOUNT_RECORDS, UNACKED, queue_keys, shard_counts_key
 from dispatcher.store import Store
 
 QUEUES = ("plan", *(channel.value for channel in Channel))  # the Celery queues, as workers/app.py names them
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis lists per priority step
 
 CONTACTS = Counter(
     "dispatcher_contacts", "Contacts through the send pipeline, by how each one ended this time.",
@@ -73,6 +73,14 @@ ARCHIVED = Counter(
     "closed accounts) or erased there (accounts pseudonymised).", ["kind"],
 )  # fmt: skip
 ARCHIVE_BATCHES = Counter("dispatcher_archive_batches", "Audit stream batches committed to the record.", ["shard"])
+DEAD_LETTERS = Counter(
+    "dispatcher_dead_letters", "Entries written to the dead-letter stream (a refused send task is one entry "
+    "whatever its count of contacts), by queue.", ["queue"],
+)  # fmt: skip
+DEAD_LETTERS_DROPPED = Counter(
+    "dispatcher_dead_letters_dropped", "Dead letters trimmed from the stream, oldest first, to keep it at its cap "
+    "(about 100,000 entries; operators' purges are not counted).", ["cause"],
+)  # fmt: skip
 # Every metric defined above, for the dashboard test and the exporter's check (a new one needs no listing).
 ALL = tuple(value for value in list(globals().values()) if isinstance(value, MetricWrapperBase))
 SCRAPED = (
@@ -87,11 +95,6 @@ def tally(metric: Counter, labels: Iterable[tuple[str, ...]]) -> None:
     """Count label tuples tallied first, so a batch costs one label lookup per distinct tuple, not per item."""
     for values, count in Tally(labels).items():
         metric.labels(*values).inc(count)
-
-
-def accounts_key(shard: int) -> str:
-    """The shard's account counts: a hash "stage\tstatus" -> accounts of that shard, kept by every commit."""
-    return f"{{s:{shard}}}:accounts"
 
 
 def observe_commits(store: Store, committed: Sequence[tuple[Any, Any]], now: datetime, due: bool) -> None:
@@ -120,7 +123,7 @@ def observe_commits(store: Store, committed: Sequence[tuple[Any, Any]], now: dat
     if changed:
         pipe = store.redis.pipeline(transaction=False)
         for (shard, field), delta in changed.items():
-            pipe.hincrby(accounts_key(shard), field, delta)
+            pipe.hincrby(shard_counts_key(shard), field, delta)
         pipe.execute()
 
 
@@ -134,12 +137,12 @@ class ClusterCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pipe = self.store.redis.pipeline(transaction=False)
-        for queue in self.queues:
-            for suffix in _PRIORITY_SUFFIXES:
-                pipe.llen(queue + suffix)
-        pipe.hlen("unacked")
+        lists = [queue_keys(queue) for queue in self.queues]
+        for key in (key for keys in lists for key in keys):
+            pipe.llen(key)
+        pipe.hlen(UNACKED)
         for shard in range(self.store.shards):
-            pipe.hgetall(accounts_key(shard))
+            pipe.hgetall(shard_counts_key(shard))
         for shard in range(self.store.shards):
             pipe.xrange(self.store.audit_key(shard), "-", "+", count=1)
         pipe.time()
@@ -148,11 +151,12 @@ class ClusterCollector:
         except redis.RedisError:
             return  # Redis away: these series are absent from this scrape, the process's own are still served
         depth = GaugeMetricFamily("dispatcher_queue_depth", "Messages waiting on a Celery queue.", labels=["queue"])
-        step = len(_PRIORITY_SUFFIXES)
-        for index, queue in enumerate(self.queues):
-            depth.add_metric([queue], sum(replies[index * step : (index + 1) * step]))
+        start = 0
+        for queue, keys in zip(self.queues, lists, strict=True):
+            depth.add_metric([queue], sum(replies[start : start + len(keys)]))
+            start += len(keys)
         yield depth
-        unacked = len(self.queues) * step
+        unacked = start
         yield GaugeMetricFamily(
             "dispatcher_unacked_messages", "Messages delivered to a worker and not yet acked (countdowns included).",
             value=replies[unacked],
@@ -185,7 +189,7 @@ def recount_accounts(store: Store, batch: int = 1000) -> dict[str, int]:
     cluster's counts."""
     client = store.redis
     counts: Tally[tuple[int, str]] = Tally()
-    keys = [_text(key) for key in client.scan_iter(match="{a:*}:acct", count=batch)]
+    keys = [_text(key) for key in client.scan_iter(match=ACCOUNT_RECORDS, count=batch)]
     for start in range(0, len(keys), batch):
         pipe = client.pipeline(transaction=False)
         for key in keys[start : start + batch]:
@@ -196,10 +200,10 @@ def recount_accounts(store: Store, batch: int = 1000) -> dict[str, int]:
                 counts[store.shard_of(record.account.id), _field(record)] += 1
     pipe = client.pipeline(transaction=False)
     for shard in range(store.shards):
-        pipe.delete(accounts_key(shard))
+        pipe.delete(shard_counts_key(shard))
         mapping = {field: count for (where, field), count in counts.items() if where == shard}
         if mapping:
-            pipe.hset(accounts_key(shard), mapping=mapping)
+            pipe.hset(shard_counts_key(shard), mapping=mapping)
     pipe.execute()
     total: Tally[str] = Tally()
     for (_, field), count in counts.items():

@@ -71,7 +71,7 @@ ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 CONTACT_ID_PATTERN = ACCOUNT_ID_PATTERN[:-1] + r"/[a-z][a-z0-9_]{0,39}/[A-Za-z0-9_\-]{1,64}/[0-9]{1,6}(/fb)?$"
 ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN[:-1] + r"\Z")
 CONTACT_ID = re.compile(CONTACT_ID_PATTERN[:-1] + r"\Z")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")  # \Z: a final newline would reach the mail headers
 
 
 @lru_cache(maxsize=512)
@@ -88,7 +88,7 @@ def _valid_zone(name: str) -> str:
     return name
 
 
-_E164 = re.compile(r"^\+([1-9]\d{6,14})$")
+_E164 = re.compile(r"\+([1-9]\d{6,14})\Z")  # \Z: "$" would also match before a final newline
 
 
 @lru_cache(maxsize=4096)
@@ -128,10 +128,28 @@ def _canonical_e164(number: str) -> str | None:
     return None
 
 
+# What a written number may hold besides its digits. phonenumbers also reads an extension ("x123", "ext. 5",
+# ";ext=5", "#5") and letters ("+1 800 FLOWERS") and formats the number without them: taken silently, the
+# number would reach someone else's desk or a switchboard. An SMS cannot reach an extension and the calls
+# are automated, so a number with one is refused rather than cut short.
+_DIALLABLE = re.compile(r"\+[0-9 ().\-]+\Z")
+_EXTENSION = re.compile(r"[xX#;]")  # x123, ext. 5, ;ext=5, #5
+
+
 def _valid_phone(number: str) -> str:
     fast = _canonical_e164(number)
     if fast is not None:
         return fast  # parsing costs ~50 µs a number, a third of ingesting an account
+    if not _DIALLABLE.match(number):
+        if number.startswith("+") and _EXTENSION.search(number):
+            raise ValueError(
+                "phone has an extension, which neither an SMS nor an automated call can reach: give the "
+                "number alone in E.164 form, e.g. +8613800138000"
+            )
+        raise ValueError(
+            "phone must be in E.164 form, e.g. +8613800138000: a '+', then digits (spaces, '-', '.' and "
+            "parentheses between them are ignored)"
+        )
     try:
         parsed = phonenumbers.parse(number, None)
     except phonenumbers.NumberParseException:
@@ -150,7 +168,28 @@ def _valid_email(value: str) -> str:
 TimeZoneName = Annotated[str, AfterValidator(_valid_zone)]
 PhoneNumber = Annotated[str, AfterValidator(_valid_phone)]
 EmailAddress = Annotated[str, AfterValidator(_valid_email)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+_CENTS = Decimal("0.01")
+_UNITS = Decimal("1")
+
+
+def _plain_amount(value: Decimal) -> Decimal:
+    """The amount as written in plain notation: "-0.00" is 0.00 (no minus zero in the record, the API or a
+    letter), "1E+2" is 100 and "5.000" is 5.00 (past two places only zeros get this far)."""
+    if value.same_quantum(_CENTS) or value.same_quantum(_UNITS):  # nearly every amount: ~0.2 µs, not ~0.8
+        return value.copy_abs() if value.is_signed() else value  # ge=0 lets only a minus zero be signed
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        value = value.quantize(_UNITS)
+    elif isinstance(exponent, int) and exponent < -2:
+        value = value.quantize(_CENTS)
+    return value.copy_abs() if value.is_zero() else value
+
+
+_AMOUNT = Field(ge=0, max_digits=14, decimal_places=2)
+Money = Annotated[Decimal, _AMOUNT, AfterValidator(_plain_amount)]
+# `gt` in the type, before the validator: given on a field of `Money | None` it would follow the validator,
+# and reach the JSON schema as an unknown "gt" keyword instead of exclusiveMinimum.
+PositiveMoney = Annotated[Decimal, _AMOUNT, Field(gt=0), AfterValidator(_plain_amount)]
 
 
 class PostalAddress(BaseModel):

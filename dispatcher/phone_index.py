@@ -1,6 +1,6 @@
 """Which accounts a phone number belongs to, so an inbound STOP reaches every account of that debtor.
 
-One Redis set per number, `{p:<E.164>}:accounts` (a hash tag per number, so they spread over a Cluster),
+One Redis set per number (dispatcher.redis_keys.phone_key: a hash tag per number, so they spread over a Cluster),
 holding account ids (a debtor with two cards has two
 accounts and one phone). The index is only a hint: a lookup re-reads each account and drops ids whose
 phone has since changed, so a stale entry costs a read, never a wrong opt-out. Every upsert adds its
@@ -9,7 +9,8 @@ account to its number's set inside the account's commit (`Commit.phone`), so no 
 
 from __future__ import annotations
 
-from dispatcher.store import Store, phone_key
+from dispatcher.redis_keys import phone_key
+from dispatcher.store import Store
 
 
 def accounts_for(store: Store, phone: str) -> list[str]:

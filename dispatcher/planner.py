@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from dispatcher.compliance import ContactLog, Ruling, denial, evaluate, spread_bucket
+from dispatcher.compliance import ContactLog, evaluate, spread_bucket
 from dispatcher.models import (
     Account,
     AccountRecord,
@@ -31,6 +31,7 @@ from dispatcher.models import (
 from dispatcher.strategy import Stage, Step, Strategy
 
 ADHOC_STAGE = "adhoc"
+NOT_PAST_DUE = "not_past_due"  # the rule that denies an ad-hoc contact before the ladder's first stage
 _MAX_OCCURRENCES = 400  # an open-ended `every` step without max_attempts still ends somewhere
 
 
@@ -243,25 +244,6 @@ def adhoc_due_to_lapse(history: Sequence[HistoryEntry], strategy: Strategy, now:
         if e.kind == "event" and e.event == "adhoc_contact" and e.detail["key"] not in lapsed
         and now >= e.at + limit and not any(c.endswith(f"/{ADHOC_STAGE}/{e.detail['key']}/0") for c in attempted)
     ]  # fmt: skip
-
-
-def adhoc_ruling(
-    record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, channel: Channel, now: datetime
-) -> Ruling:
-    """What the policy says of an ad-hoc contact asked for now, before anything is recorded: the answer to
-    an agent. Deferrals beyond the maximum deferral are denials: the contact would lapse unmade."""
-    account, state = record.account, record.state
-    denied = denial(channel, account, state, strategy.compliance)
-    if denied is None and state.promise is not None:
-        denied = "promise_to_pay"
-    if denied is not None:
-        return Ruling("deny", denied)
-    log = ContactLog.from_history(history, strategy.compliance.pressure)
-    ruling = evaluate(channel, account, state, log, now, strategy.compliance, due_at=now)
-    limit = timedelta(hours=strategy.compliance.pressure.adhoc_max_deferral_hours)
-    if ruling.until is not None and ruling.until >= now + limit:
-        return Ruling("deny", f"max_deferral:{ruling.rule}", ruling.until)
-    return ruling
 
 
 def _with_best_time(stage: Stage, history: Sequence[HistoryEntry], strategy: Strategy, tz: ZoneInfo) -> Stage:

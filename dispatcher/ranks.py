@@ -1,14 +1,15 @@
 """The provider-status ranks: per contact, the rank of the last provider status recorded, so a callback
 that arrives after a later one (providers do not keep order) is dropped instead of undoing it.
 
-    {a:ID}:ranks     hash  contact id -> rank of the last status recorded; expires RANKS_TTL after the last
-
-Hash-tagged with the account, next to the store's account keys (dispatcher.store).
+Kept in the account's ranks hash (dispatcher.redis_keys.ranks_key: contact id -> rank of the last status
+recorded), hash-tagged with the account's other keys; it expires RANKS_TTL after the last.
 """
 
 from __future__ import annotations
 
 import redis
+
+from dispatcher.redis_keys import ranks_key
 
 RANKS_TTL = 30 * 86_400  # seconds; no provider sends a status for a contact this long after the last one
 
@@ -20,10 +21,6 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
-
-
-def ranks_key(account_id: str) -> str:
-    return f"{{a:{account_id}}}:ranks"
 
 
 class StatusRanks:

@@ -45,7 +45,7 @@ def clock_from(settings: Settings) -> Clock:
 
 class RecordOnFirstUse:
     """The engine's restorer (dispatcher.record.closed), on the record this deployment has: the configured
-    DISPATCHER_DATABASE_URL or the embedded server an archiver started. Opened when a moved account is first
+    DISPATCHER_DATABASE_URL or the embedded server its owner runs (migrated first). Opened when a moved account is first
     named again, so a process that never meets one never connects (nor loads psycopg); with no record at
     all, a moved account is refused (RecordRequired), never started afresh."""
 
@@ -57,12 +57,12 @@ class RecordOnFirstUse:
     def __call__(self, account_ids: Sequence[str]) -> None:
         if self._restorer is None:
             from dispatcher.record.closed import RecordRestorer
-            from dispatcher.record.db import open_pool, record_url
+            from dispatcher.record.db import open_record, record_url
 
-            url = record_url(self.settings.database_url, self.settings.state_dir)
+            url = record_url(self.settings.database_url, self.settings.state_dir)  # RecordUnavailable: try later
             if url is None:
                 raise RecordRequired(account_ids)
-            self._restorer = RecordRestorer(self.store, open_pool(url, max_size=2))
+            self._restorer = RecordRestorer(self.store, open_record(url, max_size=2))
         self._restorer(account_ids)
 
 

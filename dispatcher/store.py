@@ -1,28 +1,11 @@
 """The Redis store: accounts, their history and claims, the sharded wake-up schedule and the audit trail.
 
-Key layout (each account's keys share the hash tag `{a:ID}`, each shard's `{s:N}`, so the layout holds
-on a Redis Cluster):
-
-    {a:ID}:acct      hash  v = version, d = AccountRecord JSON, r = releases (history entries removed)
-    {a:ID}:hist      list  HistoryEntry JSON, append-only
-    {a:ID}:claims    hash  contact id -> queued | sending | sent | failed | unknown (dispatcher.claims)
-    {a:ID}:let-go    hash  contact id -> when its claim was forgotten; a later send task for it is a stale duplicate
-    {a:ID}:ranks     hash  contact id -> rank of the last provider status recorded, so an older callback is
-                           dropped (dispatcher.ranks: `Store.ranks`)
-    {a:ID}:events    zset  event ids already applied (a repeat is ignored) -> when each may lapse: a provider
-                           callback's after EVENT_WINDOW, any other's never (it leaves with the account)
-    {p:PHONE}:accounts set  account ids with that phone number (the inbound STOP index; written by upserts)
-    {a:ID}:voice     hash  contact id -> its call's TwiML scripts (human, machine); expires after a day
-    {s:N}:wake       zset  account id -> next wake-up (epoch seconds)
-    {s:N}:queued     zset  "CHANNEL CONTACT_ID" -> wall-clock time of its last dispatch (dispatcher.claims)
-    {s:N}:inflight   zset  contact id -> wall-clock time of its claim, while sending or unknown (the claims
-                           in doubt the reconciler asks about; dispatcher.claims)
-    {s:N}:unverified zset  contact id -> when it was set aside, in doubt for good (dispatcher.claims)
-    {s:N}:audit      stream  one entry per write, field e = JSON array of its events and decisions
-    {s:N}:accounts   hash  "STAGE STATUS" -> accounts of the shard so (dispatcher.metrics, after each commit)
-    {s:N}:moved      set   ids of the shard's accounts moved to the record (dispatcher.record.closed), each
-                           until it is restored from there (dispatcher.record.closed); a commit that would
-                           start such an id afresh gets MOVED instead
+The keys (an account's, hash-tagged with the account, and its shard's, hash-tagged with the shard, so the
+layout holds on a Redis Cluster) are named by dispatcher.redis_keys, which says what each holds;
+docs/architecture.md tabulates them. The record hash holds v = version, d = the AccountRecord JSON,
+r = releases (history entries removed) and t = the last trim pass; the history list is append-only but for
+releases and trims; a commit that would start afresh an account whose id is in its shard's moved set gets
+MOVED instead.
 
 Writes that must agree go through Lua scripts with an optimistic version check, so a planner holding a
 stale view retries instead of overwriting. On a single Redis a commit is atomic across the account's, the
@@ -34,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,26 +29,26 @@ from pydantic_core import to_json
 from dispatcher.claims import ClaimMove, ClaimStatus, ClaimStore, queued_member
 from dispatcher.models import AccountRecord, Contact, HistoryEntry
 from dispatcher.ranks import RANKS_TTL, StatusRanks
+from dispatcher.redis_keys import (
+    ACCOUNT_RECORDS,
+    account_id_of,
+    account_record_key,
+    audit_key,
+    claims_key,
+    events_key,
+    history_key,
+    moved_key,
+    phone_key,
+    shard_of,
+    voice_key,
+    wake_key,
+)
 from dispatcher.store_scripts import COMMIT, LEASE, RESTORE, TRIM
 
 
 def _audit_payload(entries: Sequence[dict[str, object]]) -> bytes:
     """One stream entry per write: a JSON array of that write's audit entries (pydantic-core's fast encoder)."""
     return to_json(entries, fallback=str)
-
-
-def account_key(account_id: str, part: str) -> str:
-    return f"{{a:{account_id}}}:{part}"
-
-
-def phone_key(phone: str) -> str:
-    """The accounts of one phone number (see dispatcher.phone_index)."""
-    return f"{{p:{phone}}}:accounts"
-
-
-def moved_key(shard: int) -> str:
-    """The ids of a shard's accounts that left Redis for the record and were not restored since."""
-    return f"{{s:{shard}}}:moved"
 
 
 def epoch(moment: datetime) -> float:
@@ -142,22 +124,22 @@ class Store:
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
         return cls(redis.Redis.from_url(url, decode_responses=True), shards, history_cache)
 
-    def shard_of(self, account_id: str) -> int:
-        return zlib.crc32(account_id.encode()) % self.shards
+    def shard_of(self, account_id: str) -> int:  # these three: the key module's, with this store's shard count
+        return shard_of(account_id, self.shards)
 
     def wake_key(self, shard: int) -> str:
-        return f"{{s:{shard}}}:wake"
+        return wake_key(shard)
 
     def audit_key(self, shard: int) -> str:
-        return f"{{s:{shard}}}:audit"
+        return audit_key(shard)
 
     # Reading.
     def load_many(self, account_ids: Sequence[str]) -> list[Loaded]:
         pipe = self.redis.pipeline(transaction=False)
         known = [self._history_cache.get(account_id, ("", ())) for account_id in account_ids]
         for account_id, (_, cached) in zip(account_ids, known, strict=True):
-            pipe.hmget(account_key(account_id, "acct"), "v", "d", "r")
-            pipe.lrange(account_key(account_id, "hist"), len(cached), -1)
+            pipe.hmget(account_record_key(account_id), "v", "d", "r")
+            pipe.lrange(history_key(account_id), len(cached), -1)
         replies = pipe.execute()
         loaded = []
         for index, account_id in enumerate(account_ids):
@@ -166,7 +148,7 @@ class Store:
             cached_releases, cached = known[index]
             if cached and cached_releases != (releases or ""):
                 # A release removed an entry since the cache was filled: the cached prefix is stale.
-                cached, appended = (), self.redis.lrange(account_key(account_id, "hist"), 0, -1)
+                cached, appended = (), self.redis.lrange(history_key(account_id), 0, -1)
             history = cached + tuple(_HISTORY.validate_json("[" + ",".join(appended) + "]"))
             self._remember(account_id, releases or "", history)
             loaded.append(Loaded(account_id, record, version or "0", history))
@@ -229,12 +211,12 @@ class Store:
         account_id = commit.loaded.account_id
         shard = self.shard_of(account_id)
         return [
-            account_key(account_id, "acct"),
-            account_key(account_id, "hist"),
-            account_key(account_id, "claims"),
+            account_record_key(account_id),
+            history_key(account_id),
+            claims_key(account_id),
             self.wake_key(shard),
             self.audit_key(shard),
-            account_key(account_id, "events"),
+            events_key(account_id),
             self.ledger.queued_key(shard),
             self._moved_keys[shard],
             *([phone_key(commit.phone)] if commit.phone else []),
@@ -279,8 +261,8 @@ class Store:
         """Put a moved account back as it left (its id leaves the moved set in the same step), with the ids
         of the events it had applied (id -> lapse score); False when it is not moved (any more: another
         process restored it first)."""
-        keys = [account_key(account_id, part) for part in ("acct", "hist", "claims")]
-        keys += [self._moved_keys[self.shard_of(account_id)], account_key(account_id, "events")]
+        keys = [account_record_key(account_id), history_key(account_id), claims_key(account_id)]
+        keys += [self._moved_keys[self.shard_of(account_id)], events_key(account_id)]
         args: list[object] = [account_id, version, record.model_dump_json(exclude_defaults=True), len(history)]
         args += [entry.model_dump_json(exclude_defaults=True) for entry in history]
         args += [len(claims), *(part for pair in claims.items() for part in pair)]
@@ -349,19 +331,19 @@ class Store:
 
     def stash_voice_scripts(self, account_id: str, contact_id: str, scripts: dict[str, str], ttl: int) -> None:
         """A call's TwiML scripts, for the API to hand to Twilio when the call connects (workers write them)."""
-        key = account_key(account_id, "voice")
+        key = voice_key(account_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, contact_id, json.dumps(scripts, ensure_ascii=False))
         pipe.expire(key, ttl)
         pipe.execute()
 
     def voice_scripts(self, account_id: str, contact_id: str) -> dict[str, str] | None:
-        stored = self.redis.hget(account_key(account_id, "voice"), contact_id)
+        stored = self.redis.hget(voice_key(account_id), contact_id)
         return None if stored is None else dict(json.loads(stored))
 
     def account_ids(self) -> Iterable[str]:
-        for key in self.redis.scan_iter(match="{a:*}:acct", count=1000):
-            yield key[3 : -len("}:acct")]
+        for key in self.redis.scan_iter(match=ACCOUNT_RECORDS, count=1000):
+            yield account_id_of(key)
 
     def wake_no_later(self, account_id: str, moment: datetime) -> None:
         """Bring the account's wake-up forward to `moment` if it is later (or absent)."""
@@ -384,11 +366,11 @@ class Store:
         """Take the entries at `drop` out of the account's history, and the `claims` (contact ids) out of its
         claims, and write `record` (the marks of the attempts dropped) as its next version, if it is still
         at `version`."""
-        keys = [account_key(account_id, "acct"), account_key(account_id, "hist"), account_key(account_id, "claims")]
+        keys = [account_record_key(account_id), history_key(account_id), claims_key(account_id)]
         data = "" if record is None else record.model_dump_json(exclude_defaults=True)
         return bool(self._trim(keys=keys, args=[version, trim_pass, data, len(drop), *drop, *claims]))
 
     def last_trim(self, account_id: str) -> str | None:
         """The last trim pass applied to the account's history (see store_scripts.TRIM), if any."""
-        found = self.redis.hget(account_key(account_id, "acct"), "t")
+        found = self.redis.hget(account_record_key(account_id), "t")
         return None if found is None else str(found)

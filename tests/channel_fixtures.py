@@ -3,6 +3,9 @@ and settings pointing the real clients at both. Test modules import the fixtures
 
 from __future__ import annotations
 
+import base64
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,3 +87,17 @@ def sandboxes(tmp_path_factory: pytest.TempPathFactory, recorder: CallbackRecord
 @pytest.fixture(scope="module")
 def settings(sandboxes: Sandboxes, recorder: CallbackRecorder) -> Settings:
     return load_settings(**sandboxes.settings_overrides(), public_base_url=recorder.url)
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A fresh 2048-bit RSA key (PKCS#1 PEM) and its DNS TXT record, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a DKIM test key")
+    folder = tmp_path_factory.mktemp("dkim")
+    key = folder / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(key), "2048"], check=True, capture_output=True)
+    der = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True
+    ).stdout
+    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)

@@ -4,7 +4,9 @@ data is erased there.
 
 Each worker process opens its own pool on first use (after the fork) and brings the schema up to date
 (yoyo takes a lock, so many processes at once are fine). With no DISPATCHER_DATABASE_URL the process
-opens the embedded server under the state directory, shared by every process on this host.
+connects to the embedded server under the state directory that its owner runs (`dispatcher up`, or
+`dispatcher postgres` for hand-run workers); it never starts one, since a prefork child killed by a signal
+could not stop it. With none running the run fails, says so, and the next one (a minute later) tries again.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from datetime import timedelta
 from psycopg_pool import ConnectionPool
 
 from config.settings import Settings
-from dispatcher.pg_server import embedded_url
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.record.closed import ClosedMover
-from dispatcher.record.db import migrate, open_pool
+from dispatcher.record.db import RecordUnavailable, open_record, record_url
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.retention import pseudonymise_closed
 from workers.app import app
@@ -34,9 +35,13 @@ def record_pool(settings: Settings) -> ConnectionPool:
     """This process's pool on the record, migrated on first use."""
     global _pool
     if _pool is None:
-        url = settings.database_url or embedded_url(settings.state_dir)
-        migrate(url)
-        _pool = open_pool(url)
+        url = record_url(settings.database_url, settings.state_dir)
+        if url is None:
+            raise RecordUnavailable(
+                f"no record to archive to: no embedded record runs in {settings.state_dir.resolve() / 'pg'}; start "
+                "`dispatcher postgres` (or run `dispatcher up`), or set DISPATCHER_DATABASE_URL"
+            )
+        _pool = open_record(url)
     return _pool
 
 

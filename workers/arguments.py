@@ -21,9 +21,9 @@ import structlog
 from celery import Task
 from pydantic import ValidationError
 
-from dispatcher.claims import claims_key, let_go_key
 from dispatcher.metrics import CONTACTS
 from dispatcher.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
+from dispatcher.redis_keys import claims_key, let_go_key
 from dispatcher.store import Store
 from workers.deadletter import refuse
 
@@ -32,10 +32,13 @@ log = structlog.get_logger("workers.arguments")
 PAYLOAD_FIELDS = ("id", "account_id", "channel", "template", "stage", "step", "due_at")
 ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN.removeprefix("^").removesuffix("$"))
 CHANNELS = frozenset(channel.value for channel in Channel)
+REASONS_SHOWN = 5  # problems named in the reason of a send's dead letter; the body has every payload
 
 
 def checked_payloads(task: Task, payloads: object, store: Store) -> list[dict[str, str]]:
-    """The payloads a send may act on; each other one is dead-lettered alone, so the rest of the batch goes."""
+    """The payloads a send may act on, so the rest of the batch goes. Those refused are one dead letter, a send
+    of them alone with their count: one malformed task of 20,000 contacts is one entry, not 20,000 that would
+    push every older dead letter off the stream's cap."""
     if not isinstance(payloads, list):
         refuse(task, f"a send takes a list of contact payloads, not {type(payloads).__name__}", [payloads])
         return []
@@ -43,7 +46,7 @@ def checked_payloads(task: Task, payloads: object, store: Store) -> list[dict[st
     standing = iter(
         _standing([payload for payload, problem in zip(payloads, problems, strict=True) if not problem], store)
     )
-    good = []
+    good, refused = [], []
     for payload, problem in zip(payloads, problems, strict=True):
         claim = next(standing) if problem is None else None
         if claim == "let go":
@@ -58,8 +61,21 @@ def checked_payloads(task: Task, payloads: object, store: Store) -> list[dict[st
         if problem is None:
             good.append(payload)
         else:
-            refuse(task, problem, [[payload]])
+            refused.append((payload, problem))
+    if refused:
+        rejects = [payload for payload, _ in refused]
+        refuse(task, refusal(refused, len(payloads)), [rejects], count=len(refused))
     return good
+
+
+def refusal(refused: Sequence[tuple[object, str]], total: int) -> str:
+    """The reason of a send's dead letter: one payload's problem as it is; for several, how many and the first
+    few problems (the entry's body holds every refused payload)."""
+    if len(refused) == 1:
+        return refused[0][1]
+    shown = [problem for _, problem in refused[:REASONS_SHOWN]]
+    more = f"; and {len(refused) - len(shown)} more" if len(refused) > len(shown) else ""
+    return f"{len(refused)} of {total} contact payloads refused: " + "; ".join(shown) + more
 
 
 def payload_problem(payload: object) -> str | None:

@@ -24,6 +24,7 @@ import structlog
 
 from channels.base import ProviderMisconfigured
 from dispatcher.metrics import PROVIDER_MISCONFIGURED
+from dispatcher.redis_keys import breaker_key, probe_key
 
 log = structlog.get_logger("workers.circuit")
 
@@ -31,14 +32,6 @@ FIRST_OPEN_SECONDS = 5.0
 MAX_OPEN_SECONDS = 300.0
 PROBE_HOLD_SECONDS = 30.0  # how long a half-open probe may take before another caller may probe
 PROBE_BUSY_WAIT = 2.0  # what the others wait while one caller probes
-
-
-def breaker_key(provider: str) -> str:
-    return f"{{cb:{provider}}}:state"
-
-
-def probe_key(provider: str) -> str:
-    return f"{{cb:{provider}}}:probe"
 
 
 @dataclass(frozen=True)

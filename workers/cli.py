@@ -12,8 +12,9 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 
 from channels.render import Renderer, TemplateContextError
@@ -117,14 +118,30 @@ def worker(
 
     celery_app = configure(load_settings())
     queues = queues or ",".join(every_queue())
-    # app.start, not worker_main: worker_main drops the worker's exit code, and a worker that stopped on an
-    # unrecoverable error exited 0, which a supervisor that restarts on failure leaves dead.
-    exit_code = celery_app.start(
+    exit_code = run_celery(
+        celery_app,
         ["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", name, "--loglevel", loglevel]
-        + ([] if metrics_port is None else ["--metrics-port", str(metrics_port)])  # workers/metrics.py
+        + ([] if metrics_port is None else ["--metrics-port", str(metrics_port)]),  # workers/metrics.py
     )
     if exit_code:
         raise typer.Exit(exit_code)
+
+
+def run_celery(celery_app: Any, argv: list[str]) -> int:
+    """Celery's command line on `celery_app`, in this process; its exit code. Neither `worker_main` nor
+    `Celery.start` returns it: click hands the code of `ctx.exit(worker.exitcode)` back from `main()` when not
+    in standalone mode, and `Celery.start` drops that value, so a worker that stopped on an unrecoverable
+    error exited 0, which a supervisor that restarts on failure leaves dead."""
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = celery_app  # the --app option's default, as Celery.start sets it
+    try:
+        code = celery_command.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        code = stop.exit_code
+    finally:
+        celery_command.params[0].default = None
+    return code if isinstance(code, int) else 0
 
 
 @app.command()
@@ -188,6 +205,8 @@ def up(
 
     Parts: the embedded Redis (unless DISPATCHER_REDIS_URL is set), the API, exactly one beat, a plan worker.
 
+    The embedded PostgreSQL of the record (unless DISPATCHER_DATABASE_URL is set) runs in `up` itself.
+
     More parts: a send worker (threads), Flower, the provider sandboxes (unless every provider is real).
 
     Every line is prefixed with its process's name; Ctrl-C or SIGTERM stops all of them, children included.
@@ -222,6 +241,16 @@ def redis_command(
     except UpError as exc:
         errors.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
+
+
+@app.command("postgres")
+def postgres_command() -> None:
+    """Run the embedded PostgreSQL of the record (data under DISPATCHER_STATE_DIR/pg, a unix socket only),
+    migrated, until Ctrl-C or SIGTERM, for hand-run processes: they find it by the state directory, or set
+    the DISPATCHER_DATABASE_URL it prints. This command stops it when it ends, whoever is connected."""
+    from workers.up import run_postgres
+
+    run_postgres(load_settings().state_dir, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,11 @@ def dead_letter_message(message: Message, reason: str) -> str:
     return entry
 
 
-def refuse(task: Task, reason: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -> str:
-    """Dead-letter a call of `task` with these arguments; replay sends the same call to the same queue."""
+def refuse(
+    task: Task, reason: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None, count: int = 1
+) -> str:
+    """Dead-letter a call of `task` with these arguments; replay sends the same call to the same queue. `count`:
+    how many contacts (or calls) the entry stands for."""
     request = task.request
     queue = str((request.delivery_info or {}).get("routing_key") or "plan")
     task_id = request.id or str(uuid.uuid4())
@@ -66,6 +69,9 @@ def refuse(task: Task, reason: str, args: Sequence[Any], kwargs: Mapping[str, An
     envelope = deadletters.task_envelope(queue, task.name, task_id, args, kwargs)
     body = json.dumps([list(args), kwargs], default=str, ensure_ascii=False)
     client = worker_runtime().engine.store.redis
-    entry = deadletters.record(client, queue=queue, task=task.name, reason=reason, body=body, envelope=envelope)
-    log.error("task.dead_letter", task=task.name, task_id=task_id, queue=queue, reason=reason, dead_letter=entry)
+    entry = deadletters.record(
+        client, queue=queue, task=task.name, reason=reason, body=body, envelope=envelope, count=count
+    )
+    log.error("task.dead_letter", task=task.name, task_id=task_id, queue=queue, reason=reason[:500], count=count,
+              dead_letter=entry)  # fmt: skip
     return entry

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import redis
 
+from dispatcher.redis_keys import rate_window_key
+
 _AVERAGING_SECONDS = 10
 # The provider counts requests by when they arrive, some milliseconds after their token was granted, and
 # that delay varies (a busy worker, the network, a busy provider). Windows `guard` seconds longer than a
@@ -107,9 +109,8 @@ class RateLimiter:
         limit = self._limits.get(key)
         if limit is None or count <= 0:
             return max(0, count), 0.0, 0.0
-        name = ":".join((key, *identifiers))
         windows = limit.windows()
-        keys = [f"{{rl:{name}}}:{int(seconds)}s" for _, seconds in windows]
+        keys = [rate_window_key(key, identifiers, seconds) for _, seconds in windows]
         args = [count, *(value for window in windows for value in window)]
         granted, wait, now = self._script(keys=keys, args=args)
         return int(granted), max(0.001, float(wait)), float(now)

@@ -18,8 +18,10 @@ import redis.exceptions
 import structlog
 from celery import Task
 from celery.exceptions import Reject
+from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
+from dispatcher.personal_data import masked
 from workers.deadletter import refuse
 
 log = structlog.get_logger("workers.task")
@@ -64,12 +66,13 @@ def signature_problem(function: Any, args: tuple[Any, ...], kwargs: dict[str, An
 
 class PrivateArgsRequest(Request):
     """A task whose arguments carry personal data (an account to upsert, an event's details): the
-    task-received event, and so Flower, shows that they were withheld instead of their values."""
+    task-received event, and so Flower, shows them with every personal field masked whatever it holds and
+    phone numbers and emails masked in any other text, as the logs show them (dispatcher.personal_data)."""
 
     @property
     def argsrepr(self) -> str:
-        return "(personal data withheld)"
+        return str(saferepr(masked(list(self.args)), maxlen=self.app.amqp.argsrepr_maxsize))
 
     @property
     def kwargsrepr(self) -> str:
-        return "{}"
+        return str(saferepr(masked(dict(self.kwargs)), maxlen=self.app.amqp.kwargsrepr_maxsize))

@@ -105,7 +105,7 @@ def ingest_event(account_id: str, event: dict[str, Any]) -> str:
         if isinstance(parsed, AdhocContact):  # the same answer as POST /v1/contacts: a denial records only itself
             return request_contact(runtime.engine, account_id, parsed).verdict
         return runtime.engine.record_event(account_id, parsed).status  # what it queued goes out via on_queued
-    except (UnknownAccount, AlreadyMade) as exc:
+    except (UnknownAccount, AlreadyMade, EventRejected) as exc:  # EventRejected: well-formed, cannot apply
         return refused(ingest_event, str(exc), [account_id, event])
 
 

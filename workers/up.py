@@ -1,8 +1,9 @@
 """`dispatcher up` and `dispatcher redis`: the whole deployment on one machine, one process per part.
 
-With no DISPATCHER_REDIS_URL `up` runs the embedded Redis as a part, and with no DISPATCHER_DATABASE_URL
-the embedded PostgreSQL of the record (`python -m workers.up postgres`): started before the workers, whose
-archiver opens the same server by its data directory, and stopped with the rest.
+With no DISPATCHER_REDIS_URL `up` runs the embedded Redis as a part. With no DISPATCHER_DATABASE_URL `up`
+itself owns the embedded PostgreSQL of the record: it starts and migrates it before any part starts, hands
+every part its URL as DISPATCHER_DATABASE_URL, and stops it once the parts have gone, whatever they did (a
+part killed by a signal, a prefork child: none of them starts or stops the server).
 
 honcho runs each part in its own process group, prefixes its output with the part's name and, on Ctrl-C or
 SIGTERM, sends SIGTERM to every group (Celery's prefork children and redis-server go with their parent),
@@ -13,6 +14,7 @@ variables, exactly as a hand-run or compose deployment passes them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
@@ -20,7 +22,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -66,7 +68,7 @@ class Part:
     """One process of the topology: its name (the output prefix), its command and where it listens."""
 
     name: str
-    argv: list[str]
+    argv: list[str]  # empty: `up` runs it in its own process (the embedded PostgreSQL)
     listens: str
     env: Mapping[str, str] | None = None
 
@@ -147,8 +149,8 @@ def topology(settings: Settings, plan: UpPlan, redis_url: str, auth: FlowerAuth 
         parts.append(Part("redis", dispatcher_argv("redis", "--port", str(plan.redis_port)), f"{redis_url} ({data})"))
     if not settings.database_url:
         data = settings.state_dir.resolve() / "pg"
-        where = f"embedded PostgreSQL, the record; unix socket only, data in {data}"
-        parts.append(Part("postgres", [sys.executable, "-m", "workers.up", "postgres"], where))
+        where = f"embedded PostgreSQL, the record (run by `up` itself); unix socket only, data in {data}"
+        parts.append(Part("postgres", [], where))
     api = f"http://{settings.api_host}:{settings.api_port}"
     parts.append(Part("api", dispatcher_argv("api"), f"{api} (docs {api}/docs, health {api}/readyz)"))
     parts.append(Part("beat", dispatcher_argv("beat"), "the one scheduler"))
@@ -213,21 +215,70 @@ def run_up(settings: Settings, plan: UpPlan, out: TextIO, environ: Mapping[str, 
     auth = flower_auth(environ) if plan.flower else None
     parts = topology(settings, plan, redis_url, auth)
     env = {**environ, **shared_env(settings, plan, redis_url)}
-    manager = Manager()
-    for part in parts:
-        manager.add_process(part.name, "exec " + shlex.join(part.argv), env={**env, **(part.env or {})})
+    with _stopped_on_signal(), owned_record(settings.database_url, settings.state_dir) as database_url:
+        if database_url is not None:
+            env["DISPATCHER_DATABASE_URL"] = database_url
+        manager = Manager()
+        for part in parts:
+            if part.argv:
+                manager.add_process(part.name, "exec " + shlex.join(part.argv), env={**env, **(part.env or {})})
+        _banner(parts, env, settings, out)
+        manager.loop()  # honcho takes SIGINT/SIGTERM from here on, stops every part, then returns
+    return int(manager.returncode or 0)
+
+
+def _banner(parts: list[Part], env: Mapping[str, str], settings: Settings, out: TextIO) -> None:
     width = max(len(part.name) for part in parts)
     print("dispatcher up: one machine, every part; Ctrl-C stops them all", file=out)
     for part in parts:
         print(f"  {part.name.ljust(width)}  {part.listens}", file=out)
-    for name in ("DISPATCHER_REDIS_URL", "DISPATCHER_PUBLIC_BASE_URL", "DISPATCHER_TWILIO_API_BASE_URL"):
-        if name in env:
+    names = ("DISPATCHER_REDIS_URL", "DISPATCHER_DATABASE_URL", "DISPATCHER_PUBLIC_BASE_URL",
+             "DISPATCHER_TWILIO_API_BASE_URL")  # fmt: skip
+    for name in names:
+        if name in env and (name != "DISPATCHER_DATABASE_URL" or not settings.database_url):  # no password shown
             print(f"  {name}={env[name]}", file=out)
     if not settings.api_keys:
         print("  no DISPATCHER_API_KEYS: every /v1 call answers 401; `dispatcher api-key admin` makes one", file=out)
     out.flush()
-    manager.loop()
-    return int(manager.returncode or 0)
+
+
+@contextlib.contextmanager
+def owned_record(configured: str | None, state_dir: Path) -> Iterator[str | None]:
+    """With no DISPATCHER_DATABASE_URL: the embedded PostgreSQL under the state directory, started and
+    migrated here, its URL yielded, and stopped when the block ends, however it ends. None otherwise (the
+    configured record is migrated by the processes that open it)."""
+    if configured:
+        yield None
+        return
+    from dispatcher.pg_server import EmbeddedPostgres, stop_server  # only an embedded record needs the package
+    from dispatcher.record.db import migrate
+
+    server = EmbeddedPostgres(state_dir.resolve() / "pg")
+    try:
+        server.start()
+        migrate(server.url)  # before any part reads it: no part ever meets a table not made yet
+        yield server.url
+    finally:
+        server.stop()
+        stop_server(server.data_dir)  # whatever else started one there meanwhile goes too
+
+
+@contextlib.contextmanager
+def _stopped_on_signal() -> Iterator[None]:
+    """Until honcho's loop takes over the signals, SIGINT/SIGTERM end `up` through its `finally` blocks (the
+    record it started is stopped), with the exit code honcho would give."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in previous:
+        signal.signal(signum, _exit)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_redis(state_dir: Path, port: int, out: TextIO) -> None:
@@ -250,20 +301,16 @@ def run_redis(state_dir: Path, port: int, out: TextIO) -> None:
 
 
 def run_postgres(state_dir: Path, out: TextIO) -> None:
-    """The embedded PostgreSQL of the record until SIGINT/SIGTERM; it stops then unless another process of
-    this deployment (a worker's archiver) still uses it, in which case the last of them stops it."""
-    from dispatcher.pg_server import EmbeddedPostgres  # only this part needs the server's package
-
+    """`dispatcher postgres`: the embedded PostgreSQL of the record, migrated, until SIGINT/SIGTERM, for
+    hand-run processes. This process owns it: it stops the server then, whoever is still connected (the
+    API answers 503 for the reads that need the record, the archiver's next run fails, until it is back)."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    server = EmbeddedPostgres(state_dir.resolve() / "pg").start()
-    try:
-        print(f"DISPATCHER_DATABASE_URL={server.url}", file=out)
-        print(f"data in {server.data_dir}; Ctrl-C stops it", file=out, flush=True)
+    with owned_record(None, state_dir) as url:
+        print(f"DISPATCHER_DATABASE_URL={url}", file=out)
+        print(f"data in {state_dir.resolve() / 'pg'}; Ctrl-C stops it", file=out, flush=True)
         stop.wait()
-    finally:
-        server.stop()
 
 
 def _watch(client: redis.Redis, stop: threading.Event, data: Path) -> None:
@@ -273,9 +320,3 @@ def _watch(client: redis.Redis, stop: threading.Event, data: Path) -> None:
             client.ping()
         except redis.ConnectionError:
             raise UpError(f"redis-server went away; see {data / 'redis.log'}") from None
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["postgres"]:  # `up`'s postgres part (see topology)
-    from config.settings import load_settings
-
-    run_postgres(load_settings().state_dir, sys.stdout)

@@ -339,7 +339,7 @@ def create_app(sandbox: TwilioSandbox) -> FastAPI:
             return fault
         if not sandbox.authorized(request, account_sid):
             return JSONResponse(twilio_error(401, 20003, "Authenticate"), 401)
-        return list_resources(sandbox, kind, request.query_params)
+        return list_resources(sandbox.resources, sandbox.account_sid, kind, request.query_params)
 
     @app.get(API_PREFIX + "/Messages.json")
     async def list_messages(request: Request, account_sid: str) -> Response:

@@ -6,13 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi.responses import JSONResponse
-
-if TYPE_CHECKING:
-    from channels.sandbox.twilio_api import TwilioSandbox
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -59,8 +56,11 @@ def _compare(left: Any, op: str, right: Any) -> bool:
     return bool(left <= right if op == "<" else left >= right if op == ">" else left == right)
 
 
-def list_resources(sandbox: TwilioSandbox, kind: str, query: Mapping[str, str]) -> JSONResponse:
-    """One page of Messages or Calls, filtered and paged as Twilio does (most recent first)."""
+def list_resources(
+    resources: Mapping[str, dict[str, Any]], account_sid: str, kind: str, query: Mapping[str, str]
+) -> JSONResponse:
+    """One page of Messages or Calls from a stand-in's `resources` (sid -> resource, in order of creation) under
+    `account_sid`, filtered and paged as Twilio does (most recent first)."""
     try:
         page_size = int(query.get("PageSize") or DEFAULT_PAGE_SIZE)
         page = int(query.get("Page") or 0)
@@ -77,7 +77,7 @@ def list_resources(sandbox: TwilioSandbox, kind: str, query: Mapping[str, str]) 
     exact = {field: query[name] for name, field in EXACT_FILTERS[kind].items() if query.get(name)}
     records = [
         resource
-        for sid, resource in reversed(list(sandbox.resources.items()))
+        for sid, resource in reversed(list(resources.items()))
         if sid.startswith(SID_PREFIX[kind])
         and all(resource.get(field) == value for field, value in exact.items())
         and all(_date_matches(resource.get(field), op, wanted) for field, op, wanted in dates)
@@ -85,7 +85,7 @@ def list_resources(sandbox: TwilioSandbox, kind: str, query: Mapping[str, str]) 
     start = page * page_size
     chunk = records[start : start + page_size]
     filters = {name: value for name, value in query.items() if name not in ("Page", "PageSize", "PageToken")}
-    base = f"/2010-04-01/Accounts/{sandbox.account_sid}/{kind}.json"
+    base = f"/2010-04-01/Accounts/{account_sid}/{kind}.json"
 
     def uri(number: int) -> str:
         paging: dict[str, object] = {"PageSize": page_size, "Page": number}

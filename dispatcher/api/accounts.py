@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import psycopg
 import structlog
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
@@ -14,7 +17,7 @@ from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, requir
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.engine import Engine, Result, UnknownAccount
 from dispatcher.models import ACCOUNT_ID_PATTERN, Account, AccountState
-from dispatcher.record.db import open_pool, record_url
+from dispatcher.record.db import RecordUnavailable, open_record, record_url
 from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.reports import account_json
 
@@ -104,7 +107,7 @@ def put_account(
 @router.get(
     "/{account_id}",
     response_model=AccountView,
-    responses=responses(401, 403, 404, 422),
+    responses=responses(401, 403, 404, 422, 503),
     summary="An account: state, stage, next wake-up, timeline and decisions",
     operation_id="getAccount",
 )
@@ -115,24 +118,61 @@ def get_account(
     _: Principal = Depends(require(ACCOUNTS_READ)),
 ) -> AccountView:
     reader = record_of(request)
-    found = read_account(engine.store, reader, account_id)
-    if found is None:
-        raise UnknownAccount(account_id)
+    try:
+        found = read_account(engine.store, reader, account_id)
+        if found is None:
+            raise UnknownAccount(account_id)
+        decisions, complete = recent_decisions(engine, account_id)
+        if reader is not None:  # the older ones were archived; an entry in both places is shown once
+            decisions = _once([*reader.decisions(account_id), *decisions])
+    except psycopg.OperationalError as exc:  # the record went away under an open pool: a 503 (outage.py)
+        forget_record(request, reader, exc)
+        raise
     view = account_json(found.record, found.history, found.claims, found.next_wakeup)
-    decisions, complete = recent_decisions(engine, account_id)
-    if reader is not None:  # the older ones were archived; an entry in both places is shown once
-        decisions = _once([*reader.decisions(account_id), *decisions])
     return AccountView(**view, decisions=decisions, decisions_complete=complete, archived=found.archived)
 
 
+RECORD_WAIT = 5.0  # seconds a read waits for the record's pool before answering 503
+RECORD_RETRY = 1.0  # seconds after a failed open during which reads are answered 503 without a new try
+_opening = threading.Lock()  # requests run in a thread pool: one of them opens the record, the others wait
+
+
 def record_of(request: Request) -> RecordReader | None:
-    """The record's reader, opened on first use; None when the deployment has no record (yet)."""
+    """The record's reader, opened (and migrated) on first use; None while the deployment has no record
+    (asked again on the next read: one may appear). RecordUnavailable, a 503, when the record cannot be
+    reached (dispatcher/api/outage.py)."""
     state = request.app.state
-    if not hasattr(state, "record"):
-        url = record_url(state.settings.database_url, state.settings.state_dir)
-        state.record = None if url is None else RecordReader(open_pool(url))
-    reader: RecordReader | None = state.record
+    with _opening:
+        reader: RecordReader | None = getattr(state, "record", None)
+        if reader is not None:
+            return reader
+        failed: RecordUnavailable | None = getattr(state, "record_failed", None)
+        if failed is not None and time.monotonic() < state.record_retry_at:
+            raise failed  # asked a moment ago: the requests behind it are told at once, not one timeout each
+        try:
+            url = record_url(state.settings.database_url, state.settings.state_dir)
+            if url is not None:
+                reader = state.record = RecordReader(open_record(url, timeout=RECORD_WAIT))
+        except RecordUnavailable as exc:
+            state.record_failed, state.record_retry_at = exc, time.monotonic() + RECORD_RETRY
+            raise
     return reader
+
+
+def forget_record(request: Request, reader: RecordReader | None, exc: Exception) -> None:
+    """Drop a reader whose record went away: the reads after it are told at once for RECORD_RETRY, then
+    the next one opens the record afresh, so a restarted server is read again at once."""
+    state = request.app.state
+    if reader is None:
+        return
+    pool = reader.pool
+    with _opening:
+        if getattr(state, "record", None) is not reader:
+            return  # another request has dropped it already
+        state.record = None
+        state.record_failed = RecordUnavailable(f"the record (PostgreSQL) went away: {exc}")
+        state.record_retry_at = time.monotonic() + RECORD_RETRY
+    pool.close(timeout=1)
 
 
 def _once(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,6 +30,8 @@ class DeadLetterSummary(BaseModel):
     reason: str
     at: datetime
     body: str = Field(description="The message body as received (cut after 2,000 characters here).")
+    count: int = Field(1, description="Contacts (or messages) the entry stands for: the refused payloads of one "
+                       "send task are one entry, a send of them all.")  # fmt: skip
 
 
 class DeadLetterPage(BaseModel):

@@ -3,8 +3,9 @@
 Twilio does not retry a status callback that failed (unless told to with URL fragments, and then only a
 few times within seconds), so a 503 during a Redis restart would lose the delivery outcome for good. A
 callback whose signature checked out is instead appended to an NDJSON file on the API host's disk (flushed
-and fsynced before the provider gets its 202), and a replayer thread feeds the file back through the same
-recording path once Redis answers. Replaying is safe to repeat: outcomes carry event ids derived from the
+and fsynced before the provider gets its answer: 200 `{"status": "spooled"}`, a success, since the callback
+is safely kept and a provider would retry anything else), and a replayer thread feeds the file back through
+the same recording path once Redis answers. Replaying is safe to repeat: outcomes carry event ids derived from the
 provider's ids, so a record replayed twice is applied once.
 
 One spool per API process (its state directory); a spool left by a process that died is replayed when

@@ -118,7 +118,32 @@ def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:  # FastAPI's "error parsing the body": the body is the bad field
         return error_response(422, "validation", str(exc.detail), [FieldError(field="body", message=str(exc.detail))])
+    if exc.status_code == 404 and "route" not in request.scope:
+        unrouted = _unrouted_account(request)
+        if unrouted is not None:
+            return unrouted
     return error_response(exc.status_code, _NAMES.get(exc.status_code, "error"), str(exc.detail), (), exc.headers)
+
+
+_ACCOUNT_PATHS = "/v1/accounts/"
+ACCOUNT_ID_RULE = (
+    "an account_id is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit, and it is one "
+    "path segment: no '/', not even encoded as %2F"
+)
+
+
+def _unrouted_account(request: Request) -> JSONResponse | None:
+    """No route took a path under /v1/accounts/: its account id is not one path segment (it holds a slash,
+    encoded or not, or it is empty). A 422 naming account_id says what an id may hold, where the router's
+    own 404 said only "Not Found"."""
+    path = request.url.path  # decoded: %2F is a '/' here
+    if not path.startswith(_ACCOUNT_PATHS):
+        return None
+    rest = path.removeprefix(_ACCOUNT_PATHS)
+    account_id = rest.removesuffix("/events") if request.method == "POST" else rest
+    message = f"{account_id!r} is not an account id: {ACCOUNT_ID_RULE}"
+    fields = [FieldError(field="account_id", message=message)]
+    return error_response(422, "validation", f"account_id: {message}", fields)
 
 
 def install(app: FastAPI) -> None:

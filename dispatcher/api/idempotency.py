@@ -6,11 +6,10 @@ its status, headers and body in Redis for `ttl` seconds, together with a fingerp
 the same key and the same request is answered from Redis without reaching the route; the same key with a
 different request is a 422 naming the header; a retry while the first is still running gets 409.
 
-Keys are per API key (the caller's key hash is part of the Redis key) and hash-tagged, so one
-idempotency record lives in one Cluster slot:
-
-    {i:<caller>:<sha256(Idempotency-Key)>}:meta   string  {"state": "processing"} or the stored answer
-    {i:<caller>:<sha256(Idempotency-Key)>}:body   list    the response body, zlib-compressed base64 chunks
+Keys are per API key (the caller's key hash is part of the Redis key, with the SHA-256 of the
+Idempotency-Key) and hash-tagged, so one idempotency record lives in one Cluster slot: a meta string
+({"state": "processing"} or the stored answer) and a body list (the response body, zlib-compressed base64
+chunks), named by dispatcher.redis_keys.
 
 Large answers (a million-line batch) are stored in chunks as they stream, never held whole.
 
@@ -37,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher.api.auth import KeyRing, token_of
 from dispatcher.api.errors import ErrorBody, FieldError
+from dispatcher.redis_keys import idempotency_body_key, idempotency_meta_key
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -64,8 +64,9 @@ def worth_storing(status: int, scope: Scope) -> bool:
     return status < 500 and status != 429 and bool(scope.get("state", {}).get(_WROTE))
 
 
-def _redis_key(caller: str, key: str, part: str) -> str:
-    return f"{{i:{caller}:{hashlib.sha256(key.encode()).hexdigest()[:32]}}}:{part}"
+def _digest(key: str) -> str:
+    """The part of an Idempotency-Key's Redis keys that names the key: its SHA-256, cut to 128 bits."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -134,8 +135,8 @@ class IdempotencyMiddleware:
         if problem is not None or key is None:
             await _send_raw(send, *_error(422, "validation", problem or ""))
             return
-        meta = _redis_key(principal.ident, key, "meta")
-        body = _redis_key(principal.ident, key, "body")
+        meta = idempotency_meta_key(principal.ident, _digest(key))
+        body = idempotency_body_key(principal.ident, _digest(key))
         fingerprint = _Fingerprint(scope)
         claimed = await _run(self.redis.set, meta, json.dumps({"state": "processing"}), nx=True, ex=LEASE_SECONDS)
         if not claimed:

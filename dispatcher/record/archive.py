@@ -1,4 +1,4 @@
-"""The archiver's audit half: each shard's stream `{s:N}:audit` → audit_entries, then the stream trimmed.
+"""The archiver's audit half: each shard's audit stream (redis_keys.audit_key) → audit_entries, then the stream trimmed.
 
 One batch of one shard, in this order:
 

@@ -11,7 +11,7 @@ the account's keys only if its version is still the one copied; if someone wrote
 reopened it), the row is taken back out. A crash between the two leaves the account in both places,
 which the readers tolerate (they merge and de-duplicate history), and the next run finishes the move.
 
-The delete leaves the account's id in its shard's moved set (`{s:N}:moved`, in the same step): the one
+The delete leaves the account's id in its shard's moved set (redis_keys.moved_key, in the same step): the one
 thing Redis keeps of it. When the bank upserts that id again or an event names it, the engine hands the id
 to a RecordRestorer: the account's last closure (its record with its state and the marks of attempts
 trimmed earlier, the history Redis held, its ended claims) goes back in one step that also takes the id
@@ -36,13 +36,21 @@ from config.errors import ConfigurationError
 from dispatcher.claims import IN_DOUBT, ClaimStatus
 from dispatcher.metrics import ARCHIVED
 from dispatcher.models import AccountRecord, HistoryEntry
-from dispatcher.store import Loaded, Store, account_key, moved_key, phone_key
+from dispatcher.redis_keys import (
+    ACCOUNT_RECORDS,
+    CLOSED_CURSOR,
+    account_id_of,
+    account_keys,
+    events_key,
+    moved_key,
+    phone_key,
+)
+from dispatcher.store import Loaded, Store
 
-CURSOR_KEY = "{archive}:closed-cursor"
+CURSOR_KEY = CLOSED_CURSOR
 BUSY = frozenset({ClaimStatus.QUEUED, *IN_DOUBT})
-ACCOUNT_PARTS = ("acct", "hist", "claims", "ranks", "events", "voice")
 
-# KEYS: the account's parts (acct first), then its shard's wake-up and moved sets; ARGV: the version
+# KEYS: the account's keys (its record first), then its shard's wake-up and moved sets; ARGV: the version
 # copied, its id.
 _EVICT = """
 if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
@@ -77,9 +85,9 @@ class ClosedMover:
     def run(self, now: datetime) -> int:
         """One page of the key space; returns how many accounts left Redis."""
         redis = self.store.redis
-        cursor, keys = redis.scan(int(redis.get(CURSOR_KEY) or 0), match="{a:*}:acct", count=self.page)
+        cursor, keys = redis.scan(int(redis.get(CURSOR_KEY) or 0), match=ACCOUNT_RECORDS, count=self.page)
         redis.set(CURSOR_KEY, cursor)
-        return self.move([key[3 : -len("}:acct")] for key in keys], now)
+        return self.move([account_id_of(key) for key in keys], now)
 
     def run_all(self, now: datetime) -> int:
         """Every account once (tests, the benchmark): pages until the cursor comes round."""
@@ -130,7 +138,7 @@ class ClosedMover:
         own), read in one round trip."""
         pipe = self.store.redis.pipeline(transaction=False)
         for account_id in account_ids:
-            pipe.zrange(account_key(account_id, "events"), 0, -1, withscores=True)
+            pipe.zrange(events_key(account_id), 0, -1, withscores=True)
         return [{event_id: repr(score) for event_id, score in scored} for scored in pipe.execute()]
 
     @staticmethod
@@ -147,7 +155,7 @@ class ClosedMover:
 
     def _evicted(self, loaded: Loaded) -> bool:
         account_id = loaded.account_id
-        keys = [account_key(account_id, part) for part in ACCOUNT_PARTS]
+        keys = list(account_keys(account_id))
         shard = self.store.shard_of(account_id)
         keys += [self.store.wake_key(shard), moved_key(shard)]
         if not self._evict(keys=keys, args=[loaded.version, account_id]):

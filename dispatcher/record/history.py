@@ -27,10 +27,11 @@ from dispatcher.metrics import ARCHIVED
 from dispatcher.models import Channel, HistoryEntry
 from dispatcher.planner import ADHOC_STAGE
 from dispatcher.record.lookback import FINAL_CLAIMS, marked, trimmable
-from dispatcher.store import Loaded, Store, account_key
+from dispatcher.redis_keys import ACCOUNT_RECORDS, HISTORY_CURSOR, account_id_of, claims_key
+from dispatcher.store import Loaded, Store
 from dispatcher.strategy import Strategy
 
-CURSOR_KEY = "{archive}:history-cursor"
+CURSOR_KEY = HISTORY_CURSOR
 # SCAN COUNT per run: about a sixth of the keys are account records, so ~1,700 accounts a run; on beat every
 # minute a book of a million accounts comes round in about ten hours, well inside a day.
 PAGE = 10_000
@@ -65,9 +66,9 @@ class HistoryTrimmer:
 
     def run(self, now: datetime) -> Trimmed:
         redis = self.store.redis
-        cursor, keys = redis.scan(int(redis.get(CURSOR_KEY) or 0), match="{a:*}:acct", count=self.page)
+        cursor, keys = redis.scan(int(redis.get(CURSOR_KEY) or 0), match=ACCOUNT_RECORDS, count=self.page)
         redis.set(CURSOR_KEY, cursor)
-        return self.trim([key[3 : -len("}:acct")] for key in keys], now)
+        return self.trim([account_id_of(key) for key in keys], now)
 
     def run_all(self, now: datetime) -> Trimmed:
         """Every account once (tests, the benchmark): pages until the cursor comes round."""
@@ -83,7 +84,7 @@ class HistoryTrimmer:
         found = [loaded for loaded in self.store.load_many(list(account_ids)) if loaded.record and loaded.history]
         pipe = self.store.redis.pipeline(transaction=False)
         for loaded in found:  # after the history: a claim seen ended there stays ended
-            pipe.hgetall(account_key(loaded.account_id, "claims"))
+            pipe.hgetall(claims_key(loaded.account_id))
         for loaded, claims in zip(found, pipe.execute(), strict=True):
             assert loaded.record is not None
             drop = trimmable(loaded.record, loaded.history, claims, self.strategy, now)

@@ -1,8 +1,9 @@
 """Retention: a closed account's personal data is erased from the record once the retention period has
 passed since it closed (DISPATCHER_PERSONAL_DATA_RETENTION_DAYS); the audit of what was sent stays.
 
-Erased: the debtor's name (replaced by a marker), phone, email and postal address in the account record,
-and any of PERSONAL_KEYS in its history details (closed or trimmed) and archived audit entries. Kept: the
+Erased: every field of dispatcher.personal_data.PERSONAL_FIELDS (the list log masking and Flower's masking
+read too): the account record's (the debtor's name, replaced by a marker, phone, email and postal address),
+and any in its history details (closed or trimmed) and archived audit entries. Kept: the
 account id (the bank's own reference, which the bank can unlink), balances, dates, stages, and every
 contact id, channel, status, decision and rule with its time, so "what was sent, when, and under which
 rule" still answers. Each run erases at most `batch` accounts in one transaction; the partial index on closed_accounts
@@ -16,9 +17,13 @@ from datetime import datetime, timedelta
 from psycopg_pool import ConnectionPool
 
 from dispatcher.metrics import ARCHIVED
+from dispatcher.models import Account
+from dispatcher.personal_data import PERSONAL_FIELDS
 
 ERASED_NAME = "(erased)"
-PERSONAL_KEYS = ("name", "phone", "email", "address", "to", "from", "recipient", "body", "note")
+PERSONAL_KEYS = sorted(PERSONAL_FIELDS)
+# The account's own personal fields; its name is required, so it is replaced by ERASED_NAME rather than dropped.
+ACCOUNT_FIELDS = sorted(PERSONAL_FIELDS.intersection(Account.model_fields))
 
 _DUE = """
 SELECT account_id, closed_at FROM closed_accounts
@@ -28,7 +33,7 @@ WHERE pseudonymised_at IS NULL AND closed_at < %(cutoff)s ORDER BY closed_at LIM
 _ERASE_ACCOUNT = """
 UPDATE closed_accounts SET
     record = jsonb_set(
-        record #- '{account,phone}' #- '{account,email}' #- '{account,address}',
+        jsonb_set(record, '{account}', (record->'account') - %(account_fields)s::text[]),
         '{account,name}', to_jsonb(%(marker)s::text)
     ),
     history = coalesce((
@@ -59,7 +64,7 @@ def pseudonymise_closed(pool: ConnectionPool, now: datetime, after: timedelta, b
         for account_id, closed_at in due:
             params = {
                 "account_id": account_id, "closed_at": closed_at, "now": now, "marker": ERASED_NAME,
-                "keys": list(PERSONAL_KEYS),
+                "keys": PERSONAL_KEYS, "account_fields": ACCOUNT_FIELDS,
             }  # fmt: skip
             conn.execute(_ERASE_ACCOUNT, params)
             conn.execute(_ERASE_AUDIT, params)

@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 from dispatcher.api.auth import hash_key
-from dispatcher.api.idempotency import _redis_key
+from dispatcher.api.idempotency import _digest
+from dispatcher.redis_keys import idempotency_meta_key
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -103,7 +104,7 @@ def test_keys_are_per_api_key_and_a_refused_request_does_not_use_one_up(api: Api
 
 
 def test_a_retry_while_the_first_is_running_is_409(api: Api, account: str) -> None:
-    meta = _redis_key(hash_key(api.keys["admin"][0])[:16], "busy", "meta")
+    meta = idempotency_meta_key(hash_key(api.keys["admin"][0])[:16], _digest("busy"))
     api.store.redis.set(meta, json.dumps({"state": "processing"}))  # as the first request leaves it meanwhile
     response = api.post("/v1/accounts/A1/events", PAYMENT, idempotency="busy")
     assert (response.status_code, response.headers["retry-after"]) == (409, "1")

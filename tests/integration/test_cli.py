@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from config.settings import DEFAULT_STRATEGY
 from dispatcher.cli import app as library_app
+from dispatcher.pg_server import EmbeddedPostgres, running_url
+from dispatcher.record.db import migrate
 from workers.cli import app
 
 pytestmark = pytest.mark.integration
@@ -37,7 +39,7 @@ def env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict
 
 def test_the_console_command_holds_the_librarys_commands_and_the_clusters() -> None:
     names, library = _command_names(app), _command_names(library_app)
-    cluster = {"worker", "beat", "demo", "sandbox", "up", "redis", "strategy"}
+    cluster = {"worker", "beat", "demo", "sandbox", "up", "redis", "postgres", "strategy"}
     assert library == {"import", "account", "simulate", "api", "api-key", "dead-letters", "config"}
     assert names == library | cluster
 
@@ -120,6 +122,17 @@ def test_account_show_of_an_unknown_id_says_so(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["account", "show", "NOPE"])
     assert result.exit_code == 1
     assert "no account 'NOPE'" in result.output
+
+
+def test_account_show_starts_an_embedded_record_nobody_runs_for_its_own_duration(env: dict[str, str],
+                                                                                   tmp_path: Path) -> None:  # fmt: skip
+    data_dir = tmp_path / "state" / "pg"
+    with EmbeddedPostgres(data_dir) as server:
+        migrate(server.url)  # a record was made here; its owner has since stopped it
+    result = runner.invoke(app, ["account", "show", "NOPE"])
+    assert result.exit_code == 1, result.output
+    assert "no account 'NOPE'" in result.output  # Redis and the record were both asked
+    assert running_url(data_dir) is None and not (data_dir / "postmaster.pid").exists()  # and it was stopped
 
 
 def test_simulate_moves_accounts_through_the_ladder_without_a_window_or_cap_breach(

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from channels.sandbox import Sandboxes
 from dispatcher import deadletters
-from dispatcher.claims import let_go_key
 from dispatcher.cli import app as cli
 from dispatcher.clock import ManualClock
 from dispatcher.events import Dispute
+from dispatcher.redis_keys import let_go_key
 from dispatcher.redis_server import EmbeddedRedis
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
@@ -163,6 +163,55 @@ def test_a_well_formed_payload_for_a_contact_never_planned_is_dead_lettered(
     assert runtime.engine.store.claims("P000001") == {}
 
 
+def test_one_send_task_of_20000_malformed_contacts_is_one_dead_letter_with_its_count(
+    runtime: WorkerRuntime, celery_worker: object, clock: ManualClock
+) -> None:
+    """It was 20,000 dead letters: five such tasks pushed every older entry off the stream's cap."""
+    client = runtime.engine.store.redis
+    due = clock.now().isoformat()
+    payloads: list[dict[str, str]] = [
+        {"id": f"N{i}/reminder/sms/0", "account_id": f"N{i}", "channel": "sms", "template": "reminder_sms",
+         "stage": "reminder", "step": "sms", "due_at": due}
+        for i in range(20_000)
+    ]  # fmt: skip  # well formed, but never planned: no claim
+    payloads[0] = {**payloads[0], "account_id": "OTHER"}  # forged: not its contact
+    payloads[1] = {"id": "N1/reminder/sms/0"}  # not a payload at all
+    written = _sample("dispatcher_dead_letters_total", queue="sms")
+
+    send.apply_async(args=[payloads], queue="sms")
+    eventually(lambda: deadletters.count(client) >= 1, timeout=60)
+    eventually(lambda: client.llen("sms") == 0 and client.hlen("unacked") == 0, timeout=60)  # the task is done
+    [letter] = _letters(client)
+    assert (letter.count, letter.task, letter.queue) == (20_000, "dispatcher.send", "sms")
+    assert letter.reason.startswith("20000 of 20000 contact payloads refused: ")
+    assert "does not belong to account 'OTHER'" in letter.reason and "missing or not text" in letter.reason
+    assert letter.reason.endswith("; and 19995 more")
+    assert json.loads(letter.body)[0] == [payloads]  # every refused payload, as one send
+    assert _sample("dispatcher_dead_letters_total", queue="sms") - written == 1
+
+    deadletters.replay(client, letter.id)  # one task with all of them, refused again as one entry
+    eventually(lambda: [x.id for x in _letters(client)] not in ([], [letter.id]), timeout=60)
+    [again] = _letters(client)
+    assert again.count == 20_000
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_cap_drops_the_oldest_dead_letters_and_counts_them(
+    stream: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deadletters, "MAXLEN", 150)  # 100,000 in production
+    dropped = _sample("dispatcher_dead_letters_dropped_total", cause="cap")
+    for index in range(400):
+        deadletters.record(stream, queue="sms", task="", reason=f"r{index}", body=b"x", envelope=b"x")
+    kept = deadletters.count(stream)
+    assert 150 <= kept < 400  # trimmed in whole stream nodes (~), never below the cap
+    assert _sample("dispatcher_dead_letters_dropped_total", cause="cap") - dropped == 400 - kept
+    assert deadletters.listing(stream, count=kept)[-1].reason == f"r{400 - kept}"  # the oldest went
+
+
 # --- reading, replaying and purging: the CLI and the admin API over the same stream ---
 
 
@@ -223,6 +272,7 @@ def test_the_admin_api_reads_replays_and_deletes_dead_letters(api: Api) -> None:
     assert listed.status_code == 200
     assert [entry["id"] for entry in listed.json()["items"]] == [second, first]
     assert listed.json()["total"] == 2
+    assert [entry["count"] for entry in listed.json()["items"]] == [1, 1]
 
     shown = api.client.get(f"/v1/admin/dead-letters/{first}", headers=api.auth("admin"))
     assert shown.status_code == 200 and shown.json()["body"] == "junk"

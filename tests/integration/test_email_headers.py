@@ -6,12 +6,9 @@ bounce invalidating the address. Real SMTP sandbox, real API over HTTP."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import shutil
 import smtplib
-import subprocess
 import time
 from email import message_from_bytes
 from email.policy import default
@@ -37,22 +34,9 @@ pytestmark = pytest.mark.integration
 recorder = channel_fixtures.recorder
 sandboxes = channel_fixtures.sandboxes
 settings = channel_fixtures.settings
+dkim_key = channel_fixtures.dkim_key
 
 SELECTOR = "mail2026"
-
-
-@pytest.fixture(scope="module")
-def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    """A fresh 2048-bit RSA key (PKCS#1 PEM) and its DNS TXT record, made with openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a DKIM test key")
-    folder = tmp_path_factory.mktemp("dkim")
-    key = folder / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(key), "2048"], check=True, capture_output=True)
-    der = subprocess.run(
-        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True
-    ).stdout
-    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
 
 
 def mail(settings: Settings, contact_id: str, account_id: str = "acct-7") -> OutboundMessage:
@@ -195,9 +179,10 @@ def test_the_smtp_sandbox_refuses_what_bulk_sender_rules_refuse(sandboxes: Sandb
         with pytest.raises(smtplib.SMTPDataError) as no_https:
             client.sendmail("collections@example-bank.test", ["a@example.test"], _raw("<mailto:u@example-bank.test>"))
         assert b"RFC 8058" in no_https.value.smtp_error
-        client.sendmail(
-            "collections@example-bank.test", ["a@example.test"], _raw("<mailto:u@x.test>, <https://b.test/u>")
-        )
+        with pytest.raises(smtplib.SMTPDataError):
+            client.sendmail("collections@example-bank.test", ["a@example.test"], _raw("<http://b.test/u>"))
+        for one_click in ("<mailto:u@x.test>, <https://b.test/u>", "<http://127.0.0.1:8700/u>", "<http://api:8700/u>"):
+            client.sendmail("collections@example-bank.test", ["a@example.test"], _raw(one_click))
 
 
 def test_a_policy_refusal_of_the_whole_message_is_our_misconfiguration() -> None:

@@ -18,7 +18,8 @@ from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.events import AdhocContact, DoNotContact, EventRejected, Outcome, Payment, PromiseToPay
 from dispatcher.models import Channel, Contact, OutcomeKind
 from dispatcher.planner import plan
-from dispatcher.store import EVENT_WINDOW, Store, account_key
+from dispatcher.redis_keys import events_key
+from dispatcher.store import EVENT_WINDOW, Store
 from dispatcher.strategy import Strategy
 from tests.conftest import make_account
 
@@ -117,7 +118,7 @@ def test_a_providers_outcome_id_guards_repeats_for_the_window_and_a_banks_event_
     outcome = Outcome(contact_id=contact.id, outcome=OutcomeKind.DELIVERED, channel=contact.channel, event_id="cb-1")
     assert engine.record_event("A1", outcome).status == "applied"
     assert engine.record_event("A1", outcome).status == "duplicate"
-    lapses = dict(store.redis.zrange(account_key("A1", "events"), 0, -1, withscores=True))
+    lapses = dict(store.redis.zrange(events_key("A1"), 0, -1, withscores=True))
     assert lapses["bank-7"] == float("inf")
     assert lapses["cb-1"] == pytest.approx(store.wallclock() + EVENT_WINDOW, abs=60)
 

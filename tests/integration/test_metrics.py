@@ -20,7 +20,8 @@ from config.settings import Settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread
 from dispatcher.clock import ManualClock
-from dispatcher.metrics import QUEUES, accounts_key, recount_accounts
+from dispatcher.metrics import QUEUES, recount_accounts
+from dispatcher.redis_keys import shard_counts_key
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 from tests.integration.test_worker_logs import worker_env
 from tests.integration.test_worker_survival import DISPATCHER, WorkerProcess
@@ -134,11 +135,11 @@ def test_the_account_counts_follow_stage_moves_and_a_recount_agrees(api: Api) ->
     for index in range(3):
         api.put_account(f"C{index}", account_body(f"C{index}"))
     api.put_account("C3", account_body("C3", due_date="2026-01-20"))
-    shards = [api.store.redis.hgetall(accounts_key(shard)) for shard in range(api.store.shards)]
+    shards = [api.store.redis.hgetall(shard_counts_key(shard)) for shard in range(api.store.shards)]
     kept = {field: sum(int(counts.get(field, 0)) for counts in shards) for counts in shards for field in counts}
     assert sum(kept.values()) == 4 and len(kept) == 2
     assert recount_accounts(api.store) == kept
-    assert [api.store.redis.hgetall(accounts_key(shard)) for shard in range(api.store.shards)] == shards
+    assert [api.store.redis.hgetall(shard_counts_key(shard)) for shard in range(api.store.shards)] == shards
 
 
 def test_the_metric_queues_are_the_worker_queues() -> None:

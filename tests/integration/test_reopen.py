@@ -22,8 +22,9 @@ from dispatcher.models import AccountRecord, Channel, OutcomeKind
 from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader, read_account
+from dispatcher.redis_keys import account_record_key, history_key, moved_key
 from dispatcher.runtime import build_engine
-from dispatcher.store import Store, account_key, moved_key
+from dispatcher.store import Store
 from dispatcher.strategy import Strategy
 from tests.conftest import make_account
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
@@ -84,7 +85,7 @@ def _move(engine: Engine, pool: ConnectionPool, clock: ManualClock, account_ids:
     HistoryTrimmer(engine.store, pool, engine.strategy).run_all(clock.now())
     assert ClosedMover(engine.store, pool, IN_REDIS).move(account_ids, clock.now()) == len(account_ids)
     for account_id in account_ids:
-        assert not engine.store.redis.exists(account_key(account_id, "acct"), account_key(account_id, "hist"))
+        assert not engine.store.redis.exists(account_record_key(account_id), history_key(account_id))
 
 
 def test_a_handed_off_account_upserted_again_after_its_move_stays_handed_off(

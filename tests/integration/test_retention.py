@@ -28,7 +28,7 @@ from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.lookback import lookback
 from dispatcher.record.readers import RecordReader, read_account
 from dispatcher.record.retention import ERASED_NAME, pseudonymise_closed
-from dispatcher.store import account_key
+from dispatcher.redis_keys import account_record_key, history_key
 from dispatcher.strategy import Strategy
 from dispatcher.timeline import timeline
 from tests.conftest import make_account, work
@@ -58,7 +58,7 @@ def test_a_timeline_archived_months_ago_reads_back_intact(
     assert mover.run_all(clock.now()) == 0  # closed, but not long enough: it stays in Redis
     clock.advance(timedelta(days=2))
     assert mover.run_all(clock.now()) == 1
-    assert not engine.store.redis.exists(account_key("A1", "acct"), account_key("A1", "hist"))
+    assert not engine.store.redis.exists(account_record_key("A1"), history_key("A1"))
     clock.advance(timedelta(days=150))
     found = read_account(engine.store, RecordReader(record_pool), "A1")
     assert found is not None and found.archived

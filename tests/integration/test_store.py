@@ -9,7 +9,8 @@ from redis.crc import key_slot
 
 from dispatcher.claims import ClaimStatus
 from dispatcher.models import AccountRecord, Channel, Contact, HistoryEntry
-from dispatcher.store import CONFLICT, DUPLICATE, EVENT_WINDOW, Commit, Store, account_key
+from dispatcher.redis_keys import account_record_key, claims_key, events_key, history_key
+from dispatcher.store import CONFLICT, DUPLICATE, EVENT_WINDOW, Commit, Store
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def test_every_key_of_one_account_hashes_to_one_cluster_slot(store: Store) -> No
     entry = HistoryEntry(kind="event", at=NOW, event="account_created")
     created(store, new_history=[entry], queue=("A1/reminder/sms/0",), event_id="e1", audit=[{"account_id": "A1"}])
     account_keys = sorted(key for key in store.redis.keys("*") if key.startswith("{a:A1}"))
-    assert account_keys == [account_key("A1", part) for part in ("acct", "claims", "events", "hist")]
+    assert account_keys == [account_record_key("A1"), claims_key("A1"), events_key("A1"), history_key("A1")]
     assert len({key_slot(key.encode()) for key in account_keys}) == 1
     shard = store.shard_of("A1")
     assert key_slot(store.wake_key(shard).encode()) == key_slot(store.audit_key(shard).encode())
@@ -85,19 +86,19 @@ def test_a_provider_callbacks_event_id_lapses_after_the_window_and_the_banks_sta
     assert created(store, event_id="callback-1", event_lapses=True) == DUPLICATE  # a retry inside the window
     wall[0] += 120
     assert created(store, event_id="callback-2", event_lapses=True) == []
-    events = store.redis.zrange(account_key("A1", "events"), 0, -1)
+    events = store.redis.zrange(events_key("A1"), 0, -1)
     assert events == ["callback-2", "bank-42"]  # the lapsed id left as the next one came: the set stays small
     assert created(store, event_id="bank-42") == DUPLICATE  # the bank's ids stay while the account is in Redis
 
 
 def test_event_ids_kept_as_a_set_before_they_could_lapse_stay_duplicates(store: Store) -> None:
     assert created(store) == []
-    store.redis.sadd(account_key("A1", "events"), "bank-41", "callback-0")
+    store.redis.sadd(events_key("A1"), "bank-41", "callback-0")
     assert created(store, event_id="bank-41") == DUPLICATE
     assert created(store, event_id="callback-0", event_lapses=True) == DUPLICATE
     assert created(store, event_id="bank-43") == []
-    assert store.redis.type(account_key("A1", "events")) == "zset"
-    assert store.redis.zscore(account_key("A1", "events"), "bank-41") == float("inf")
+    assert store.redis.type(events_key("A1")) == "zset"
+    assert store.redis.zscore(events_key("A1"), "bank-41") == float("inf")
 
 
 def test_queueing_returns_new_and_still_queued_contacts_but_not_claimed_ones(store: Store) -> None:

@@ -267,6 +267,7 @@ def test_every_part_runs_when_nothing_is_configured() -> None:
     settings = load_settings(_env_file=None)
     parts = topology(settings, UpPlan(), "redis://127.0.0.1:6379/0", flower_auth({}))
     assert [part.name for part in parts] == ["redis", "postgres", "api", "beat", "plan", "send", "flower", "sandbox"]
+    assert [part.name for part in parts if not part.argv] == ["postgres"]  # `up` runs the record itself
     assert sandbox_ports(settings) == {"twilio": 8701, "smtp": 8725, "print": 8702, "agency": 8703}
     env = shared_env(settings, UpPlan(), "redis://127.0.0.1:6379/0")
     assert env["DISPATCHER_TWILIO_API_BASE_URL"] == "http://127.0.0.1:8701"
@@ -294,19 +295,21 @@ def test_flower_password_comes_from_the_environment_or_is_made_once() -> None:
         flower_auth({"FLOWER_PASSWORD": "a,b"})  # Flower would split it into two logins
 
 
-def test_the_postgres_part_serves_the_record_until_sigterm(tmp_path: Path) -> None:
+def test_dispatcher_postgres_serves_the_migrated_record_until_sigterm_and_then_stops_it(tmp_path: Path) -> None:
     env = {**os.environ, "DISPATCHER_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("DISPATCHER_DATABASE_URL", None)
-    part = subprocess.Popen([sys.executable, "-m", "workers.up", "postgres"], env=env, stdout=subprocess.PIPE,
-                            text=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    part = subprocess.Popen([DISPATCHER, "postgres"], env=env, stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert part.stdout is not None
-        url = part.stdout.readline().strip().removeprefix("DISPATCHER_DATABASE_URL=")
-        with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT current_database()").fetchone() == ("dispatcher",)
+        lines = iter(part.stdout.readline, "")
+        url = next(line for line in lines if line.startswith("DISPATCHER_DATABASE_URL=")).strip().split("=", 1)[1]
+        guest = psycopg.connect(url)  # a hand-run API or worker, connected when its owner is told to stop
+        assert guest.execute("SELECT count(*) FROM closed_accounts").fetchone() == (0,)  # migrated at start
         part.send_signal(signal.SIGTERM)
         assert part.wait(timeout=30) == 0
+        guest.close()
     finally:
         part.kill()
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(url, connect_timeout=3)  # it went with the part: nothing else used it
+        psycopg.connect(url, connect_timeout=3)  # the owner stopped it, whoever was still connected
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()

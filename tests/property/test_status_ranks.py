@@ -8,7 +8,8 @@ import fakeredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.ranks import RANKS_TTL, StatusRanks, ranks_key
+from dispatcher.ranks import RANKS_TTL, StatusRanks
+from dispatcher.redis_keys import ranks_key
 
 arrivals = st.lists(st.tuples(st.sampled_from(["A1/s/sms/0", "A1/s/sms/1", "A1/s/voice/0"]), st.integers(0, 4)))
 

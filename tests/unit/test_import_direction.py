@@ -2,7 +2,8 @@
 `config`, and the API's edge `dispatcher/api/` → `channels` (docs/architecture.md). Module-level imports
 for every package; for `dispatcher`, imports inside functions too: the commands that need the workers or the
 channels live in workers/cli.py, which includes dispatcher/cli.py's commands, so nothing in dispatcher/
-reaches back, not even lazily."""
+reaches back, not even lazily. And no circle: no two product modules import each other by any import, one
+under `if TYPE_CHECKING:` included."""
 
 from __future__ import annotations
 
@@ -89,6 +90,68 @@ def test_no_dispatcher_module_reaches_workers_or_channels_even_inside_a_function
         for path in sorted((ROOT / "dispatcher").rglob("*.py"))
     }
     assert {name: imports for name, imports in wrong.items() if imports} == {}
+
+
+def _module_file(name: str) -> str | None:
+    """The product file a dotted name lands in: the module itself, else its package, else the nearest parent."""
+    parts = name.split(".")
+    while parts:
+        base = ROOT.joinpath(*parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate.relative_to(ROOT).as_posix()
+        parts.pop()
+    return None
+
+
+def _import_circles() -> list[list[str]]:
+    """Every set of product files that import each other in a loop, by any import: at the top, inside a
+    function, or under `if TYPE_CHECKING:` (a type-only circle is still two modules that need each other)."""
+    graph: dict[str, set[str]] = {}
+    for package in ("config", "channels", "dispatcher", "workers"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            here = path.relative_to(ROOT).as_posix()
+            names = (name for name in _every_import(path) if name.split(".")[0] in FORBIDDEN)
+            graph[here] = {target for name in names if (target := _module_file(name)) not in (None, here)}
+    # Tarjan's strongly connected components, iteratively; a component of two or more files is a circle.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            node, targets = work[-1]
+            target = next(targets, None)
+            if target is not None:
+                if target not in index:
+                    index[target] = low[target] = len(index)
+                    stack.append(target)
+                    work.append((target, iter(sorted(graph.get(target, ())))))
+                elif target in stack:
+                    low[node] = min(low[node], index[target])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    circles.append(sorted(component))
+    return circles
+
+
+def test_no_two_product_modules_import_each_other_not_even_for_types() -> None:
+    assert _import_circles() == []
 
 
 def test_no_module_of_the_product_is_over_400_lines() -> None:

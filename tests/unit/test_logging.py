@@ -14,7 +14,8 @@ import pytest
 import structlog
 
 from config.settings import load_settings
-from dispatcher.logging import configure_logging, mask_pii, mask_text
+from dispatcher.logging import configure_logging, mask_pii
+from dispatcher.personal_data import mask_text
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 
 PHONES = ["+8613800138000", "+86 138 0013 8000", "13800138000", "138-0013-8000", "+1 (212) 555-0123",

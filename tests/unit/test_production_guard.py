@@ -138,3 +138,15 @@ def test_the_environment_variable_switches_the_guard_on(monkeypatch: pytest.Monk
     monkeypatch.setenv("DISPATCHER_ENV", "production")
     with pytest.raises(SettingsError, match="DISPATCHER_BANK_NAME"):
         load_settings()
+
+
+def test_production_refuses_an_http_unsubscribe_url_naming_the_variable_and_the_fix() -> None:
+    message = _refusal(unsubscribe_url="http://collections.bank.cn/v1/unsubscribe/{token}")
+    lines = message.splitlines()[2:]
+    assert len(lines) == 1 and lines[0].strip().startswith("DISPATCHER_UNSUBSCRIBE_URL: http://collections.bank.cn")
+    assert "RFC 8058" in lines[0] and "https" in lines[0] and "DISPATCHER_PUBLIC_BASE_URL" in lines[0]
+
+
+def test_production_with_the_unsubscribe_url_unset_uses_the_https_public_url() -> None:
+    settings = load_settings(**{key: value for key, value in REAL.items() if key != "unsubscribe_url"})
+    assert settings.unsubscribe_url == "https://collections.bank.cn/v1/unsubscribe/{token}"

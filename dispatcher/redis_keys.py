@@ -1,0 +1,175 @@
+"""Every Redis key name the dispatcher reads or writes is spelled here, and only here: the store, the claim
+ledger, the ranks, the archiver, the API's idempotency records, the dead letters, the workers' rate limiter and
+circuit breaker all build their keys with these functions (tests/unit/test_redis_keys.py greps the rest of the
+source for a hash tag or a key spelled by hand, and holds docs/architecture.md's "## Keys" table against this
+module). The Lua scripts get every key they touch as KEYS, built here; none builds a name.
+
+Hash tags keep what one atomic step touches in one Cluster slot: an account's keys share `{a:ID}`, a shard's
+`{s:N}`, a phone number's `{p:PHONE}`; a rate limit's windows `{rl:...}`, a provider's breaker `{cb:...}` and
+an idempotency record `{i:...}` each have their own. The names are the stored data's: changing one strands
+what a running deployment has written (no migration reads the old name).
+
+Pure: no Redis client here, only names.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+# A shard is crc32(account id) mod the shard count (DISPATCHER_SCHEDULE_SHARDS): the wake-ups, the claim
+# indexes, the audit stream and the moved set of an account are its shard's.
+
+
+def shard_of(account_id: str, shards: int) -> int:
+    """The shard of an account's wake-up, claim indexes, audit entries and moved mark."""
+    return zlib.crc32(account_id.encode()) % shards
+
+
+# An account's keys, `{a:ID}:...`.
+def account_record_key(account_id: str) -> str:
+    """hash: v = version, d = the AccountRecord JSON, r = releases, t = the last history trim pass."""
+    return f"{{a:{account_id}}}:acct"
+
+
+def history_key(account_id: str) -> str:
+    """list: the account's history entries, append-only (a release or a trim takes some out)."""
+    return f"{{a:{account_id}}}:hist"
+
+
+def claims_key(account_id: str) -> str:
+    """hash: contact id -> queued | sending | sent | failed | unknown (dispatcher.claims)."""
+    return f"{{a:{account_id}}}:claims"
+
+
+def let_go_key(account_id: str) -> str:
+    """hash: contact id -> when its claim was forgotten; a send task for it still on the broker is a stale
+    duplicate. Expires a day after the last (dispatcher.claims.LET_GO_TTL)."""
+    return f"{{a:{account_id}}}:let-go"
+
+
+def events_key(account_id: str) -> str:
+    """zset: event ids already applied -> when each may lapse (a repeat is a no-op)."""
+    return f"{{a:{account_id}}}:events"
+
+
+def ranks_key(account_id: str) -> str:
+    """hash: contact id -> rank of the last provider status recorded (dispatcher.ranks)."""
+    return f"{{a:{account_id}}}:ranks"
+
+
+def voice_key(account_id: str) -> str:
+    """hash: contact id -> its call's TwiML scripts (human, machine); expires after a day."""
+    return f"{{a:{account_id}}}:voice"
+
+
+def account_keys(account_id: str) -> tuple[str, ...]:
+    """The keys that leave Redis with a closed account (the record first; dispatcher.record.closed). The let-go
+    record is not among them: it expires by itself within a day."""
+    return (
+        account_record_key(account_id), history_key(account_id), claims_key(account_id), ranks_key(account_id),
+        events_key(account_id), voice_key(account_id),
+    )  # fmt: skip
+
+
+# Every account record, as a SCAN pattern, and the account id back from one record key.
+ACCOUNT_RECORDS = account_record_key("*")
+_RECORD_PREFIX, _RECORD_SUFFIX = ACCOUNT_RECORDS.split("*")
+
+
+def account_id_of(record_key: str) -> str:
+    """The account id in a key that ACCOUNT_RECORDS matched."""
+    return record_key[len(_RECORD_PREFIX) : -len(_RECORD_SUFFIX)]
+
+
+# A phone number's key, `{p:PHONE}:accounts` (dispatcher.phone_index).
+def phone_key(phone: str) -> str:
+    """set: the ids of the accounts with that phone number (the inbound STOP index)."""
+    return f"{{p:{phone}}}:accounts"
+
+
+# A shard's keys, `{s:N}:...`.
+def wake_key(shard: int) -> str:
+    """zset: account id -> next wake-up (epoch seconds)."""
+    return f"{{s:{shard}}}:wake"
+
+
+def queued_key(shard: int) -> str:
+    """zset: "CHANNEL CONTACT_ID" -> wall-clock time of its last dispatch (the stranded sweep)."""
+    return f"{{s:{shard}}}:queued"
+
+
+def inflight_key(shard: int) -> str:
+    """zset: contact id -> wall-clock time of its claim, while sending or unknown (the reconciler)."""
+    return f"{{s:{shard}}}:inflight"
+
+
+def unverified_key(shard: int) -> str:
+    """zset: contact id -> when it was set aside, in doubt for good."""
+    return f"{{s:{shard}}}:unverified"
+
+
+def audit_key(shard: int) -> str:
+    """stream: one entry per write, field e = a JSON array of its audit entries."""
+    return f"{{s:{shard}}}:audit"
+
+
+def shard_counts_key(shard: int) -> str:
+    """hash: "STAGE\\tSTATUS" -> accounts of the shard so (the dispatcher_accounts gauge)."""
+    return f"{{s:{shard}}}:accounts"
+
+
+def moved_key(shard: int) -> str:
+    """set: ids of the shard's accounts moved to the record and not restored since."""
+    return f"{{s:{shard}}}:moved"
+
+
+# The archiver's SCAN cursors (dispatcher.record.closed and .history), one key each.
+CLOSED_CURSOR = "{archive}:closed-cursor"
+HISTORY_CURSOR = "{archive}:history-cursor"
+
+# The dead letters (dispatcher.deadletters): one capped stream on the broker's Redis.
+DEAD_LETTERS = "dispatcher:dead-letters"
+
+
+# The API's idempotency records (dispatcher.api.idempotency), per caller and Idempotency-Key digest.
+def idempotency_meta_key(caller: str, digest: str) -> str:
+    """string: {"state": "processing"} or the stored answer's status, headers and fingerprint."""
+    return _idempotency_key(caller, digest, "meta")
+
+
+def idempotency_body_key(caller: str, digest: str) -> str:
+    """list: the stored answer's body, zlib-compressed base64 chunks."""
+    return _idempotency_key(caller, digest, "body")
+
+
+def _idempotency_key(caller: str, digest: str, part: str) -> str:
+    return f"{{i:{caller}:{digest}}}:{part}"
+
+
+# The workers' shared state (workers/limiter.py, workers/circuit.py).
+def rate_window_key(limit: str, identifiers: Sequence[str], seconds: float) -> str:
+    """list: a rate limit's moving window of grant times, per limit (the channel) and its identifiers (the
+    sender), named by its whole seconds."""
+    return f"{{rl:{':'.join((limit, *identifiers))}}}:{int(seconds)}s"
+
+
+def breaker_key(provider: str) -> str:
+    """hash: a provider's circuit breaker: until, seconds, setting, reason, trips."""
+    return f"{{cb:{provider}}}:state"
+
+
+def probe_key(provider: str) -> str:
+    """string: held by the one caller that probes a half-open circuit."""
+    return f"{{cb:{provider}}}:probe"
+
+
+# kombu's keys on the broker's Redis, which the dispatcher reads (queue depths, the oldest waiting message)
+# and, replaying a dead letter, pushes to: a queue is a list named after it, one more per priority step.
+UNACKED = "unacked"
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def queue_keys(queue: str) -> tuple[str, ...]:
+    """The lists of one Celery queue, priority 0 (the queue's own name) first."""
+    return tuple(queue + suffix for suffix in _PRIORITY_SUFFIXES)
