@@ -6,8 +6,8 @@
    short archiver interval and fixed clock;
 3. an account through the API (PUT), its SMS seen at the sandbox (the sandbox's own log);
 4. a payment in full closes it; the archiver moves it to PostgreSQL (the API answers `archived: true`);
-5. every worker container recreated; the account's archived timeline and decisions read through the API
-   again, and a second account sent by the new workers;
+5. every worker container removed with its volumes and created again; the account's archived timeline
+   and decisions read through the API again, and a second account sent by the new workers;
 6. `compose down -v`, whatever happened; each step's time, and the total.
 
 Needs a running Docker engine, root for debootstrap (only while the base images do not exist yet), and
@@ -75,9 +75,12 @@ def main() -> int:
         with _step("payment in full, the account archived in PostgreSQL"):
             _post_payment("SMOKE1")
             _wait("SMOKE1 archived (archived: true)", lambda: _account("SMOKE1").get("archived") is True, 60)
-        with _step("recreate every worker container"):
+        with _step("remove every worker container with its volumes, create them again"):
             before = _container_ids(run)
-            run("up", "-d", "--no-deps", "--force-recreate", *WORKERS)
+            # Removed with their anonymous volumes (`up --force-recreate` would hand those to the new
+            # containers), then created afresh: nothing of the old containers' filesystems is left.
+            run("rm", "--stop", "--force", "-v", *WORKERS, quiet=True)
+            run("up", "-d", "--no-deps", *WORKERS)
             after = _container_ids(run)
             if set(before) & set(after):
                 raise SmokeFailed(f"worker containers not recreated: {before} -> {after}")

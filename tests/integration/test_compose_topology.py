@@ -1,13 +1,13 @@
 """docker-compose.yml's services run as processes, each with the filesystem its container would have.
 
-A container sees its named volumes and, for everything else, a directory of its own that is gone when
-the container is recreated; the services reach each other by service name on the project's network. Here
-each service runs its compose command with its compose environment (after `cp .env.example .env`, and
-deploy/compose-smoke.yml's short archiver interval and fixed clock, as `make compose-smoke` runs it), in
-a state directory that is its volume or a fresh directory of its own, with its own TMPDIR; service names
-become this host's address and a free port; the redis and postgres services are a redis-server and a
-PostgreSQL of the test's. Nothing else is shared: so a record kept in one container's filesystem is lost
-here as it would be there.
+A container sees its named volumes and, for everything else, a directory of its own that is gone when the
+container is removed (`compose rm -v`, or `down` and `up`) and created again; the services reach each other
+by service name on the project's network. Here each service runs its compose command with its compose
+environment (after `cp .env.example .env`, and deploy/compose-smoke.yml's short archiver interval and fixed
+clock, as `make compose-smoke` runs it), in a state directory that is its volume or a fresh directory of its
+own, with its own TMPDIR; service names become this host's address and a free port; the redis and postgres
+services are a redis-server and a PostgreSQL of the test's. Nothing else is shared: so a record kept in one
+container's filesystem is lost here as it would be there.
 
 The account's path is `make compose-smoke`'s: through the API, its SMS at the sandbox, paid in full, moved
 by the archiver to the record, the worker containers recreated, and its archived timeline read through
