@@ -7,7 +7,8 @@
 3. an account through the API (PUT), its SMS seen at the sandbox (the sandbox's own log);
 4. a payment in full closes it; the archiver moves it to PostgreSQL (the API answers `archived: true`);
 5. every worker container removed with its volumes and created again; the account's archived timeline
-   and decisions read through the API again, and a second account sent by the new workers;
+   and decisions read through the API again, and a second account sent by the new workers; every status
+   callback of the sandbox answered 200; every container running, never restarted, its health check passing;
 6. `compose down -v`, whatever happened; each step's time, and the total.
 
 Needs a running Docker engine, root for debootstrap (only while the base images do not exist yet), and
@@ -92,6 +93,8 @@ def main() -> int:
             _wait("SMOKE2's SMS at the Twilio sandbox", lambda: _sms_sent(run, "+8613800138002"), 60)
         with _step("every provider callback the sandbox posted answered 200"):
             _check_callbacks(run)
+        with _step("every service running, never restarted, its health check passing"):
+            _wait("every health check passing", lambda: _services_healthy(run), 90)
         ok = True
     except SmokeFailed as failure:
         print(f"compose-smoke: FAILED: {failure}", flush=True)
@@ -230,6 +233,23 @@ def _check_callbacks(run: Callable[..., str]) -> None:
     if not posted or refused:
         raise SmokeFailed(f"{len(posted)} status callbacks posted, refused: {refused}")
     print(f"compose-smoke:   {len(posted)} status callbacks, all 200", flush=True)
+
+
+def _services_healthy(run: Callable[..., str]) -> bool:
+    """True once every container with a health check reports healthy; SmokeFailed for one that stopped or
+    was restarted (a crash loop under `restart: unless-stopped` looks like a running service)."""
+    ids = run("ps", "-q", quiet=True).split()
+    inspected = json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True).stdout)
+    waiting = []
+    for container in inspected:
+        name, state = container["Name"].lstrip("/"), container["State"]
+        if state["Status"] != "running" or container["RestartCount"]:
+            raise SmokeFailed(f"{name}: {state['Status']}, restarted {container['RestartCount']} times")
+        if state.get("Health", {}).get("Status", "healthy") != "healthy":
+            waiting.append(name)
+    if not waiting:
+        print(f"compose-smoke:   {len(inspected)} containers running, none restarted, every health check passing")
+    return not waiting
 
 
 def _container_ids(run: Callable[..., str]) -> list[str]:
