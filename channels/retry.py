@@ -1,14 +1,15 @@
-"""Short in-task retries of transient send failures, with tenacity.
+"""Short in-task retries of transient send failures, with tenacity; and the longer back-off between tasks.
 
 Only TransientDeliveryError that is not ambiguous is retried here: an ambiguous failure (the request may
 have reached the provider) must be reconciled from callbacks first, or the debtor could get two texts. A
 misconfigured provider is not retried either: the same key or URL gives the same answer.
 Longer waits (a Retry-After above `max_wait`) are not slept here; the error goes back to the caller,
-which re-queues through the schedule.
+which re-queues through the broker or the schedule, waiting `transient_backoff`.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -71,3 +72,16 @@ def send_with_retries(
     return retry_transient(
         lambda: adapter.send(message), attempts=attempts, initial_wait=initial_wait, max_wait=max_wait
     )
+
+
+def transient_backoff(
+    tries: int, *, first: float, cap: float, jitter: float, draw: Callable[[], float] = random.random
+) -> float:
+    """Seconds a contact waits after its `tries`-th transient failure in a row: `first`, then twice as long
+    each time, never more than `cap`, less a random share of up to `jitter` of it (`draw()` in [0, 1)), so
+    the contacts one outage failed together do not all come back in the same second. With first=30, cap=300,
+    jitter=0.2: 24-30 s, 48-60, 96-120, 192-240, then 240-300."""
+    if tries < 1:
+        raise ValueError(f"tries counts failures and starts at 1, not {tries}")
+    ceiling = min(cap, first * 2.0 ** min(tries - 1, 64))  # the exponent is bounded: 2**1024 overflows a float
+    return ceiling * (1.0 - jitter * draw())

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.api_keys import parse_api_keys
@@ -147,7 +147,15 @@ class SettingsFields(BaseSettings):
     )
     send_batch: int = Field(default=50, ge=1, le=500, description="Contacts per send task.")
     send_retries: int = Field(default=3, ge=1, le=10, description="Short in-task tries on a transient error.")
-    retry_backoff_seconds: float = Field(default=300.0, gt=0, description="Wait before a send is re-planned.")
+    retry_backoff_seconds: float = Field(
+        default=30.0, gt=0, description="First wait after a transient send failure; doubles with each in a row."
+    )
+    retry_backoff_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between transient retries (at least the first wait)."
+    )
+    retry_backoff_jitter: float = Field(
+        default=0.2, ge=0, lt=1, description="Share of each retry wait taken off at random, spreading a failed batch."
+    )
     task_time_limit: int = Field(default=120, ge=5, description="Hard time limit of a task, seconds.")
     broker_visibility_timeout: int = Field(default=600, ge=10, description="Redis broker redelivery, seconds.")
     stranded_after_seconds: int = Field(
@@ -185,6 +193,14 @@ class SettingsFields(BaseSettings):
     @classmethod
     def _api_keys_shape(cls, value: str) -> str:
         parse_api_keys(value)
+        return value
+
+    @field_validator("retry_backoff_max_seconds")
+    @classmethod
+    def _backoff_cap(cls, value: float, info: ValidationInfo) -> float:
+        first = info.data.get("retry_backoff_seconds")
+        if first is not None and value < first:
+            raise ValueError(f"the longest retry wait must be at least DISPATCHER_RETRY_BACKOFF_SECONDS ({first:g})")
         return value
 
     @field_validator("twilio_account_sid")

@@ -281,11 +281,19 @@ class ClaimStore:
 
     def offer_again(self, stranded: Stranded, wake_key: str, now_epoch: float) -> bool:
         """Forget a still-queued claim and wake its account at `now_epoch` (domain clock), so it is planned anew."""
-        keys = [claims_key(stranded.account_id), self.queued_key(self.shard_of(stranded.account_id)), wake_key]
-        keys.append(let_go_key(stranded.account_id))
-        member = queued_member(stranded.channel, stranded.contact_id)
-        args = [stranded.contact_id, member, stranded.account_id, repr(now_epoch), repr(self.wallclock()), LET_GO_TTL]
-        return bool(self._offer_again(keys=keys, args=args))
+        return self.offer_again_many([(stranded, wake_key)], now_epoch)[0]
+
+    def offer_again_many(self, offers: Sequence[tuple[Stranded, str]], wake_epoch: float) -> list[bool]:
+        """offer_again() for each (contact, its account's wake key), waking each account by `wake_epoch`, in
+        one round trip; whether each was still queued."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stranded, wake_key in offers:
+            keys = [claims_key(stranded.account_id), self.queued_key(self.shard_of(stranded.account_id)), wake_key]
+            keys.append(let_go_key(stranded.account_id))
+            member = queued_member(stranded.channel, stranded.contact_id)
+            args = [stranded.contact_id, member, stranded.account_id, repr(wake_epoch), repr(self.wallclock())]
+            self._offer_again(keys=keys, args=[*args, LET_GO_TTL], client=pipe)
+        return [bool(reply) for reply in pipe.execute()]
 
     # Claims in doubt.
     def in_doubt_before(self, moment: float, limit: int = 1000) -> list[InDoubt]:

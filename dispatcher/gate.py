@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from dispatcher.audit import contact_audit, decision_audit
-from dispatcher.claims import ClaimMove, ClaimStatus
+from dispatcher.claims import ClaimMove, ClaimStatus, Stranded
 from dispatcher.clock import Clock
 from dispatcher.compliance import ContactLog, Ruling, evaluate
 from dispatcher.metrics import LAST_LOOK
 from dispatcher.models import AccountRecord, Contact, Decision, HistoryEntry, Verdict
 from dispatcher.planner import ADHOC_STAGE, NOT_PAST_DUE, stage_index_at
-from dispatcher.store import Loaded, Store
+from dispatcher.store import Loaded, Store, epoch
 from dispatcher.strategy import Strategy
 
 MAX_CLAIM_PASSES = 16
@@ -182,6 +182,26 @@ class SendGate:
     def requeued(self, contacts: Sequence[Contact]) -> None:
         """The contacts went back on the broker: the stranded sweep counts their wait from now."""
         self.store.ledger.dispatched([(c.account_id, c.id, c.channel.value) for c in contacts])
+
+    def park(self, contacts: Sequence[Contact], moment: datetime) -> list[bool]:
+        """Queued contacts that must wait unclaimed longer than the broker should hold them (an open circuit):
+        their queued claims are forgotten and their accounts wake by `moment`, for the planner to queue them
+        again; whether each was still queued (a contact another task claimed meanwhile is left alone)."""
+        store = self.store
+        offers = [
+            (Stranded(c.account_id, c.id, c.channel.value, 0.0), store.wake_key(store.shard_of(c.account_id)))
+            for c in contacts
+        ]
+        return store.ledger.offer_again_many(offers, epoch(moment))
+
+    def wake_now(self, account_ids: Sequence[str]) -> None:
+        """The planner looks at these accounts at once (what an open circuit held is free to go)."""
+        store, moment = self.store, epoch(self.clock.now())
+        pipe = store.redis.pipeline(transaction=False)
+        for account_id in account_ids:  # Store.wake_no_later's two steps, for every account in one round trip
+            pipe.zadd(store.wake_key(store.shard_of(account_id)), {account_id: moment}, lt=True)
+            pipe.zadd(store.wake_key(store.shard_of(account_id)), {account_id: moment}, nx=True)
+        pipe.execute()
 
     def wake_no_later(self, account_id: str, moment: datetime) -> None:
         """A contact that must wait longer than the broker should hold it: the planner looks again by `moment`."""

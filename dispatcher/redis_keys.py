@@ -63,9 +63,15 @@ def voice_key(account_id: str) -> str:
     return f"{{a:{account_id}}}:voice"
 
 
+def retries_key(account_id: str) -> str:
+    """hash: contact id -> transient failures it met in a row (the retry back-off grows with them); expires
+    an hour after the last."""
+    return f"{{a:{account_id}}}:retries"
+
+
 def account_keys(account_id: str) -> tuple[str, ...]:
     """The keys that leave Redis with a closed account (the record first; dispatcher.record.closed). The let-go
-    record is not among them: it expires by itself within a day."""
+    record and the transient-failure counts are not among them: they expire by themselves."""
     return (
         account_record_key(account_id), history_key(account_id), claims_key(account_id), ranks_key(account_id),
         events_key(account_id), voice_key(account_id),
@@ -162,6 +168,11 @@ def breaker_key(provider: str) -> str:
 def probe_key(provider: str) -> str:
     """string: held by the one caller that probes a half-open circuit."""
     return f"{{cb:{provider}}}:probe"
+
+
+def held_key(provider: str) -> str:
+    """set: accounts with contacts an open circuit sent back to the schedule, woken when it closes."""
+    return f"{{cb:{provider}}}:held"
 
 
 # kombu's keys on the broker's Redis, which the dispatcher reads (queue depths, the oldest waiting message)

@@ -3,6 +3,7 @@ Celery worker (threads pool) consuming every queue from the same Redis. Test mod
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from dispatcher.clock import ManualClock
 from workers.app import QUEUES, app, configure
 from workers.queueing import dispatch
 from workers.runtime import WorkerRuntime, build_runtime, install_runtime
+from workers.scheduler import BeatPump
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,25 @@ def celery_worker(runtime: WorkerRuntime) -> Iterator[object]:
         shutdown_timeout=10,
     ) as worker:  # fmt: skip
         yield worker
+
+
+@pytest.fixture
+def beat_pump(runtime: WorkerRuntime) -> Iterator[BeatPump]:
+    """Beat's pump, in a thread, on the runtime's clock: the accounts that come due are handed to the plan
+    queue as `dispatcher beat` hands them (what the schedule holds comes back only through it)."""
+    configure(runtime.settings)
+    pump = BeatPump(runtime.engine.store, runtime.engine.clock, runtime.settings, app.send_task)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(0.1):
+            pump.run_once()
+
+    thread = threading.Thread(target=loop, name="beat-pump", daemon=True)
+    thread.start()
+    yield pump
+    stop.set()
+    thread.join(5)
 
 
 def eventually(check: Callable[[], object], timeout: float = 10.0) -> object:

@@ -16,6 +16,7 @@ from typing import Any
 
 import celery.apps.worker
 import click
+import redis
 import structlog
 from celery import Celery, signals
 from celery.utils.log import mlevel
@@ -26,6 +27,7 @@ from config.errors import exit_on_configuration_error
 from config.settings import Settings, SettingsError, load_settings
 from dispatcher.logging import configure_logging
 from workers.broker import transport_for
+from workers.circuit import probe_open_circuits
 from workers.metrics import start_exporter
 
 
@@ -135,6 +137,16 @@ def _worker_starting(instance: Any, options: dict[str, Any], **_: Any) -> None:
         celery.apps.worker.safe_say = _say_json  # and its shutdown notices, from its signal handlers
     if options.get("metrics_port") is not None:
         start_exporter(options["metrics_port"])
+
+
+@signals.worker_ready.connect
+def _probe_open_circuits(**_: Any) -> None:
+    """Once the worker consumes: a provider circuit opened by a setting the restart may have fixed probes now
+    (workers/circuit.py), and the contacts it held go at once if the provider answers."""
+    try:
+        probe_open_circuits(load_settings(), REGISTRY)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:  # held wake when opening ends
+        structlog.get_logger("workers.app").warning("circuit.probe_at_start_failed", error=str(exc))
 
 
 def _say_json(msg: str, f: Any = sys.__stderr__) -> None:

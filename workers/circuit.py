@@ -8,23 +8,31 @@ TLS failure), the one kind of failure that no retry fixes and that must never be
       │                          └──misconfigured again───────┤  (open twice as long, up to the cap)
       └──────────────any other answer (sent, refused, 5xx)────┘
 
-While it is open nothing is claimed on that channel: the contacts stay `queued`, their send tasks come back
-after the wait, and no attempt is written (caps count nothing). Each opening logs one ERROR naming the
-DISPATCHER_* setting that looks wrong and counts `dispatcher_provider_misconfigured`.
+While it is open nothing is claimed on that channel and no attempt is written (caps count nothing): the
+contacts it holds go back to the schedule (workers/delivery.py parks them: their queued claim is forgotten
+and their account wakes when the opening ends), and their accounts are kept in the breaker's held set
+(`redis_keys.held_key`). They never wait as delayed messages on the broker, where a worker stopped with
+Redis (or killed) would leave them in the `unacked` hash until the stranded sweep. When the probe
+succeeds, every held account is woken at once; a worker that starts (say, after the setting was fixed)
+ends every opening at once (`probe_now`), so the next caller probes. Each opening logs one ERROR naming
+the DISPATCHER_* setting that looks wrong and counts `dispatcher_provider_misconfigured`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
 import structlog
 
 from channels.base import ProviderMisconfigured
+from config.settings import Settings
 from dispatcher.metrics import PROVIDER_MISCONFIGURED
-from dispatcher.redis_keys import breaker_key, probe_key
+from dispatcher.redis_keys import breaker_key, held_key, probe_key
+from dispatcher.runtime import clock_from
+from dispatcher.store import Store
 
 log = structlog.get_logger("workers.circuit")
 
@@ -32,6 +40,9 @@ FIRST_OPEN_SECONDS = 5.0
 MAX_OPEN_SECONDS = 300.0
 PROBE_HOLD_SECONDS = 30.0  # how long a half-open probe may take before another caller may probe
 PROBE_BUSY_WAIT = 2.0  # what the others wait while one caller probes
+
+
+HELD_TTL = 86_400  # a held set nobody closes (the channel was left misconfigured) goes after a quiet day
 
 
 @dataclass(frozen=True)
@@ -108,15 +119,51 @@ class CircuitBreaker:
             setting=exc.setting,
             error=str(exc)[:300],
             open_seconds=seconds,
-            hint=f"check {exc.setting}; contacts wait queued and go out once it is fixed",
+            hint=f"check {exc.setting}; contacts wait on the schedule and go once it is fixed (a worker start probes)",
         )
         return seconds
 
-    def succeeded(self, provider: str) -> None:
-        """The provider answered something other than a misconfiguration: close its circuit if it was open."""
-        if self.redis.delete(breaker_key(provider)):
-            self.redis.delete(probe_key(provider))
-            log.info("provider.recovered", provider=provider)
+    def succeeded(self, provider: str) -> list[str]:
+        """The provider answered something other than a misconfiguration: close its circuit if it was open;
+        the accounts it held, for the caller to wake now."""
+        if not self.redis.delete(breaker_key(provider)):
+            return []
+        self.redis.delete(probe_key(provider))
+        held = self.take_held(provider)
+        log.info("provider.recovered", provider=provider, held_accounts=len(held))
+        return held
+
+    def hold(self, provider: str, account_ids: Iterable[str]) -> set[str]:
+        """Note accounts whose contacts the open circuit sent back to the schedule; those not held already."""
+        ids = sorted(set(account_ids))
+        if not ids:
+            return set()
+        pipe = self.redis.pipeline(transaction=True)
+        for account_id in ids:
+            pipe.sadd(held_key(provider), account_id)
+        pipe.expire(held_key(provider), HELD_TTL)
+        added = pipe.execute()[:-1]
+        return {account_id for account_id, new in zip(ids, added, strict=True) if new}
+
+    def take_held(self, provider: str) -> list[str]:
+        """The held accounts, emptying the set (one caller wakes them)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.smembers(held_key(provider))
+        pipe.delete(held_key(provider))
+        members, _ = pipe.execute()
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    def probe_now(self, provider: str) -> list[str]:
+        """End an opening early: the next caller takes the probe. A worker does this as it starts, since a
+        restart is how a fixed setting arrives; a setting still wrong costs one request and re-opens the
+        circuit twice as long. Returns the held accounts (emptied) for the caller to wake, [] when closed."""
+        if not self.redis.hexists(breaker_key(provider), "until"):
+            return []
+        self.redis.hset(breaker_key(provider), "until", self.now())
+        self.redis.delete(probe_key(provider))
+        held = self.take_held(provider)
+        log.warning("provider.probe_now", provider=provider, held_accounts=len(held))
+        return held
 
     def state(self, provider: str) -> CircuitState:
         raw = self.redis.hgetall(breaker_key(provider))
@@ -136,3 +183,19 @@ class CircuitBreaker:
             reason=text("reason"),
             trips=int(text("trips") or 0),
         )
+
+
+def probe_open_circuits(settings: Settings, providers: Iterable[str]) -> int:
+    """A worker starts (a restart is how a fixed setting arrives): every open circuit of `providers` probes
+    at once and the accounts each held are woken, so contacts held for a setting now fixed go within seconds
+    of the restart instead of at the end of an opening of up to MAX_OPEN_SECONDS. How many were woken."""
+    store = Store.from_url(settings.redis_url or "", settings.schedule_shards)
+    try:
+        breaker, now, woken = CircuitBreaker(store.redis), clock_from(settings).now(), 0
+        for provider in providers:
+            for account_id in breaker.probe_now(provider):
+                store.wake_no_later(account_id, now)
+                woken += 1
+        return woken
+    finally:
+        store.redis.close()

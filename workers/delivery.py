@@ -7,6 +7,12 @@
 What the caller (a Celery task) must do next comes back per contact as a `Delivery`: nothing, or retry in
 N seconds. A contact id is never sent twice: the claim is the gate, and every path out of it ends or
 releases the claim.
+
+Waits: a contact the rate limit holds comes back on the broker within a second or so; one that met a
+transient error waits longer each time it meets one in a row (channels.retry.transient_backoff: about
+DISPATCHER_RETRY_BACKOFF_SECONDS, doubling up to DISPATCHER_RETRY_BACKOFF_MAX_SECONDS, less a random share),
+or as long as the provider's Retry-After says; up to a minute on the broker, longer on the schedule. A
+contact an open circuit holds goes back to the schedule (workers/circuit.py says why).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from channels.base import (
     request_gate,
 )
 from channels.render import Renderer, TemplateContextError
-from channels.retry import retry_transient
+from channels.retry import retry_transient, transient_backoff
 from config.settings import Settings
 from dispatcher.claims import ClaimStatus
 from dispatcher.engine import Engine
@@ -38,6 +44,7 @@ from dispatcher.events import Event, Outcome
 from dispatcher.gate import ClaimResult
 from dispatcher.metrics import CONTACTS, tally
 from dispatcher.models import Contact, HistoryEntry, OutcomeKind
+from dispatcher.redis_keys import retries_key
 from workers.circuit import CircuitBreaker
 from workers.limiter import RateLimiter
 from workers.messages import build_message
@@ -45,6 +52,9 @@ from workers.metrics import timed_send, waited
 
 # A wait longer than this goes back to the schedule instead of the broker: no long ETAs on Redis.
 MAX_REQUEUE_SECONDS = 60.0
+# A run of transient failures of one contact is forgotten once it has met none for this long (or for twice
+# the longest back-off, if that is longer): its next failure waits the first back-off again.
+RETRIES_TTL = 3600
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class _Endings:
     released: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
     forgotten: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
     wake_later: list[tuple[str, datetime]] = field(default_factory=list)
+    failing: list[tuple[Contact, HistoryEntry, TransientDeliveryError]] = field(default_factory=list)
 
     def note_ending(
         self, contact: Contact, status: ClaimStatus, detail: dict[str, str], outcome: OutcomeKind | None
@@ -115,10 +126,9 @@ class Deliverer:
         batch = _Endings()
         broken: list[TemplateContextError] = []
         admissions = {channel: self.breaker.admit(channel) for channel in {c.channel.value for c in contacts}}
-        held = [contact for contact in contacts if admissions[contact.channel.value].wait > 0]
-        if held:  # the provider's circuit is open: nothing is claimed, the contacts wait queued
-            wait = max(admissions[contact.channel.value].wait for contact in held)
-            self._waiting(held, wait, already_waiting, done, "circuit_open", "provider_unhealthy")
+        for channel, admission in admissions.items():
+            if admission.wait > 0:  # the provider's circuit is open: nothing is claimed, back to the schedule
+                self._park(channel, [c for c in contacts if c.channel.value == channel], admission.wait, done)
         admitted = [contact for contact in contacts if contact.id not in done]
         claims = gate.claim_each(admitted)
         for index, contact in enumerate(admitted):
@@ -145,17 +155,16 @@ class Deliverer:
                 claims.close()
                 break
             except ProviderMisconfigured as exc:  # our configuration, not the debtor: the claim goes back
-                audited = contact.id in already_waiting
-                gate.release(contact, _attempt_of(claim), None if audited else "provider_unhealthy")
+                gate.release(contact, _attempt_of(claim), None)  # queued again, then parked with the rest
                 wait = self.breaker.trip(exc, contact.channel.value)  # sms and voice share Twilio's key
-                rest = admitted[index:]
-                self._waiting(rest, wait, already_waiting | {contact.id}, done, "circuit_open", "provider_unhealthy")
+                self._park(contact.channel.value, admitted[index:], wait, done)
                 claims.close()
                 break
             if admissions[contact.channel.value].probe:  # the half-open probe got an answer: the circuit closes
-                self.breaker.succeeded(contact.channel.value)
+                gate.wake_now(self.breaker.succeeded(contact.channel.value))  # and what it held goes now
                 admissions[contact.channel.value] = dataclasses.replace(admissions[contact.channel.value], probe=False)
         structlog.contextvars.unbind_contextvars("contact_id")
+        self._back_off(batch, done)
         self._finish(batch)
         tally(CONTACTS, ((c.channel.value, done[c.id].result) for c in contacts if c.id in done))
         if broken:
@@ -180,13 +189,27 @@ class Deliverer:
         result: str,
         reason: str,
     ) -> None:
-        """Contacts that wait unclaimed (a rate limit, an open circuit): audited once per wait, and handed
-        back to the task to come again in `wait` seconds (a minute at most: no long ETAs on the broker)."""
+        """Contacts that wait unclaimed (a rate limit): audited once per wait, and handed back to the task to
+        come again in `wait` seconds (a minute at most: no long ETAs on the broker)."""
         started = [contact for contact in waiting if contact.id not in already_waiting]
         if started:
             self.engine.gate.waiting(started, reason)
         retry_in = min(wait, MAX_REQUEUE_SECONDS)
         done.update((contact.id, Delivery(contact.id, result, retry_in=retry_in)) for contact in waiting)
+
+    def _park(self, channel: str, held: Sequence[Contact], wait: float, done: dict[str, Delivery]) -> None:
+        """Contacts an open circuit holds, unclaimed: back to the schedule, their accounts woken when the
+        opening ends (or at once when a probe succeeds or a worker starts: workers/circuit.py), never a
+        delayed message on the broker. Audited once while the circuit holds their account."""
+        if not held:
+            return
+        newly_held = self.breaker.hold(channel, (contact.account_id for contact in held))
+        started = [contact for contact in held if contact.account_id in newly_held]
+        if started:
+            self.engine.gate.waiting(started, "provider_unhealthy")
+        # The opening is wall-clock time; the schedule runs on the deployment's clock (faster in the demo).
+        self.engine.gate.park(held, self.engine.clock.now() + timedelta(seconds=wait * self.settings.clock_factor))
+        done.update((contact.id, Delivery(contact.id, "circuit_open", detail=f"{wait:.1f} s")) for contact in held)
 
     def _message(self, contact: Contact, claim: ClaimResult) -> OutboundMessage:
         assert claim.record is not None, "a claim that says send carries the record it looked at"
@@ -209,7 +232,7 @@ class Deliverer:
             batch.note_ending(contact, ClaimStatus.FAILED, detail, OutcomeKind(exc.outcome_kind))
             return Delivery(contact.id, "failed", detail=exc.outcome_kind)
         except TransientDeliveryError as exc:
-            return self._transient(contact, _attempt_of(claim), exc, batch)
+            return self._transient(contact, _attempt_of(claim), exc, batch)  # "retry" until _back_off decides
         detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status}
         if receipt.segments is not None:
             detail["segments"] = str(receipt.segments)
@@ -244,13 +267,39 @@ class Deliverer:
             # The request may have reached the provider: never resend blind; callbacks or housekeeping decide.
             batch.note_ending(contact, ClaimStatus.UNKNOWN, {"error": str(exc)}, None)
             return Delivery(contact.id, "unknown", detail=str(exc))
-        wait = exc.retry_after or self.settings.retry_backoff_seconds
-        if wait <= MAX_REQUEUE_SECONDS:
-            batch.released.append((contact, attempt))
-            return Delivery(contact.id, "retry", retry_in=wait, detail=str(exc))
-        batch.forgotten.append((contact, attempt))
-        batch.wake_later.append((contact.account_id, self.engine.clock.now() + timedelta(seconds=wait)))
-        return Delivery(contact.id, "retry_later", detail=str(exc))
+        batch.failing.append((contact, attempt, exc))
+        return Delivery(contact.id, "retry", detail=str(exc))
+
+    def _back_off(self, batch: _Endings, done: dict[str, Delivery]) -> None:
+        """How long each contact that definitely failed for now waits: what the provider's Retry-After says,
+        or the back-off for the transient failures it met in a row (counted in Redis, so the count survives
+        a re-plan); a minute at most on the broker, longer on the schedule."""
+        if not batch.failing:
+            return
+        settings = self.settings
+        for (contact, attempt, exc), tries in zip(batch.failing, self._count_tries(batch.failing), strict=True):
+            wait = exc.retry_after or transient_backoff(
+                tries,
+                first=settings.retry_backoff_seconds,
+                cap=settings.retry_backoff_max_seconds,
+                jitter=settings.retry_backoff_jitter,
+            )
+            if wait <= MAX_REQUEUE_SECONDS:
+                batch.released.append((contact, attempt))
+                done[contact.id] = Delivery(contact.id, "retry", retry_in=wait, detail=str(exc))
+                continue
+            batch.forgotten.append((contact, attempt))
+            batch.wake_later.append((contact.account_id, self.engine.clock.now() + timedelta(seconds=wait)))
+            done[contact.id] = Delivery(contact.id, "retry_later", retry_in=wait, detail=str(exc))
+
+    def _count_tries(self, failing: Sequence[tuple[Contact, HistoryEntry, TransientDeliveryError]]) -> list[int]:
+        """Count one more transient failure for each contact, in one round trip; each one's count."""
+        ttl = int(max(RETRIES_TTL, 2 * self.settings.retry_backoff_max_seconds))
+        pipe = self.engine.store.redis.pipeline(transaction=False)
+        for contact, _, _ in failing:
+            pipe.hincrby(retries_key(contact.account_id), contact.id, 1)
+            pipe.expire(retries_key(contact.account_id), ttl)
+        return [int(count) for count in pipe.execute()[0::2]]
 
     def _finish(self, batch: _Endings) -> None:
         """End the claims of what the batch sent or refused, give back what briefly failed, then record the outcomes

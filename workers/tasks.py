@@ -72,8 +72,8 @@ def send(payloads: list[dict[str, str]]) -> dict[str, int]:
     again: dict[float, list[tuple[dict[str, str], Contact]]] = defaultdict(list)
     for payload, contact, delivery in zip(payloads, contacts, deliveries, strict=True):
         results[delivery.result] += 1
-        if delivery.result in ("throttled", "retry", "circuit_open") and delivery.retry_in is not None:
-            marked = {**payload, WAITING: "1"} if delivery.result in ("throttled", "circuit_open") else payload
+        if delivery.result in ("throttled", "retry") and delivery.retry_in is not None:  # an open circuit parks
+            marked = {**payload, WAITING: "1"} if delivery.result == "throttled" else payload
             again[round(delivery.retry_in, 3)].append((marked, contact))
     for wait, batch in again.items():
         enqueue([payload for payload, _ in batch], batch[0][1].channel.value, countdown=wait)

@@ -231,6 +231,25 @@ def provider_trouble(
     return act, finish
 
 
+def provider_outage(outage: float = 30.0) -> Act:
+    """Twilio answers 503 to every request for `outage` seconds, without Retry-After (as Twilio's own 503s
+    come): the contacts that met it wait the transient back-off of the settings in force."""
+
+    def act(deployment: Deployment, result: Result) -> float:
+        start = _after_first_sends(deployment)
+        while time.time() - start < 2.0:
+            time.sleep(0.05)
+        deployment.set_provider_faults(fail_503=10**9, retry_after=None)
+        t0 = time.time()
+        while time.time() - t0 < outage:
+            time.sleep(0.05)
+        deployment.set_provider_faults(fail_503=0)
+        deployment.fault(f"Twilio 503 (no Retry-After) on every request for {outage:g} s")
+        return time.time()
+
+    return act
+
+
 # ------------------------------------------------------------------------------------------------ 4 poison
 
 
@@ -393,6 +412,15 @@ FULL: dict[str, Scenario] = {
         Scenario("redis-shutdown", "2a. Redis SHUTDOWN under load", RunConfig(accounts=2000), redis_outage("shutdown")),
         Scenario("redis-kill9", "2b. Redis kill -9 under load", RunConfig(accounts=2000), redis_outage("kill9")),
         Scenario("provider", "3. Provider outage and slowness", RunConfig(accounts=3000), *provider_trouble()),
+        Scenario(
+            "provider-defaults",
+            "3b. Provider outage, default settings",
+            # The dispatcher's clock in real time and every wall-clock setting at its default (time limit 120 s,
+            # visibility 600 s, stranded after 180 s): the retry back-off is the one a deployment gets.
+            RunConfig(accounts=3000, clock_factor=1.0, task_time_limit=120, visibility_timeout=600, stranded_after=180),
+            provider_outage(),
+            provider_trouble()[1],  # the provider-side rate check
+        ),
         Scenario("poison", "4. Poison bodies and bad task args", RunConfig(accounts=1000), *poison()),
         Scenario("payments", "5. Payments racing queued contacts", RunConfig(accounts=1500), *payments()),
     )

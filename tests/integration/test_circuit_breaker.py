@@ -1,10 +1,13 @@
-"""A misconfigured provider is not a debtor outcome: through a real Celery worker, the real Redis and the
-print-vendor sandbox answering 404 (a wrong DISPATCHER_PRINT_VENDOR_URL) for a while, then 200."""
+"""A misconfigured provider is not a debtor outcome: through a real Celery worker, beat's pump, the real
+Redis and the print-vendor sandbox answering 404 (a wrong DISPATCHER_PRINT_VENDOR_URL) for a while, then 200.
+The letters the open circuit holds wait on the schedule, not on the broker."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -12,18 +15,25 @@ from structlog.testing import capture_logs
 
 from channels.base import ProviderMisconfigured
 from channels.sandbox import Sandboxes
-from dispatcher.clock import ManualClock
+from dispatcher.clock import AcceleratedClock, Clock
 from dispatcher.metrics import PROVIDER_MISCONFIGURED
 from dispatcher.models import Contact
+from dispatcher.runtime import clock_from
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
-from workers.circuit import CircuitBreaker
+from workers.circuit import CircuitBreaker, held_key, probe_open_circuits
 from workers.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
 
 LETTERS = 6
 URL_SETTING = "DISPATCHER_PRINT_VENDOR_URL"
+
+
+@pytest.fixture
+def clock() -> AcceleratedClock:
+    """Real time from 10:00 in Shanghai: letters parked on the schedule come due as the openings end."""
+    return AcceleratedClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC), 1.0)
 
 
 @pytest.fixture
@@ -36,7 +46,7 @@ def quick_breaker(runtime: WorkerRuntime) -> Iterator[CircuitBreaker]:
     breaker.succeeded("letter")
 
 
-def _letters(runtime: WorkerRuntime, clock: ManualClock, prefix: str) -> list[Contact]:
+def _letters(runtime: WorkerRuntime, clock: Clock, prefix: str) -> list[Contact]:
     """Accounts at the formal-letter stage; the upsert queues (and dispatches) their letters at once."""
     due = clock.now().date() - timedelta(days=60)
     letters = []
@@ -57,8 +67,9 @@ def _status(runtime: WorkerRuntime, contact: Contact) -> str | None:
 def test_a_404_from_the_print_vendor_fails_no_letter_and_each_goes_once_when_fixed(
     runtime: WorkerRuntime,
     celery_worker: object,
+    beat_pump: object,
     worker_sandboxes: Sandboxes,
-    clock: ManualClock,
+    clock: Clock,
     quick_breaker: CircuitBreaker,
 ) -> None:
     vendor = worker_sandboxes.print_vendor.state
@@ -78,9 +89,13 @@ def test_a_404_from_the_print_vendor_fails_no_letter_and_each_goes_once_when_fix
         # One count per opening; the breaker may open once more while the test reads (it keeps probing).
         counted = PROVIDER_MISCONFIGURED.labels("letter", URL_SETTING)._value.get() - metric_before
         assert state.trips <= counted <= quick_breaker.state("letter").trips
-        # Nothing failed, nothing counts against the caps: each letter is still queued, with no attempt (polled
-        # for a moment between probes: a probe holds its letter's claim for the length of one request).
+        # Nothing failed, nothing counts against the caps: each letter is parked or queued, with no attempt
+        # (polled for a moment between probes: a probe holds its letter's claim for the length of one request),
+        # and none waits as a delayed message in the broker's hands, where a stopped worker would leave it.
         eventually(lambda: all(_untouched(runtime, letter) for letter in letters), timeout=10)
+        client = runtime.engine.store.redis
+        assert client.smembers(held_key("letter")) >= {letter.account_id for letter in letters}
+        eventually(lambda: not _on_the_broker(client, letters), timeout=10)
         # The open circuit holds the sends: one probe per opening, not one request per letter per retry.
         assert refused_requests <= state.trips + 2
     finally:
@@ -90,6 +105,7 @@ def test_a_404_from_the_print_vendor_fails_no_letter_and_each_goes_once_when_fix
     sent_ids = sorted(str(letter["metadata"]["contact_id"]) for letter in created)  # type: ignore[index]
     assert sent_ids == sorted(letter.id for letter in letters)  # every letter once, none twice
     assert not quick_breaker.state("letter").is_open
+    assert not runtime.engine.store.redis.exists(held_key("letter"))  # the probe that closed it woke them all
     for letter in letters:
         history = runtime.engine.store.load(letter.account_id).history
         outcomes = [e.outcome for e in history if e.contact_id == letter.id]
@@ -99,7 +115,16 @@ def test_a_404_from_the_print_vendor_fails_no_letter_and_each_goes_once_when_fix
 def _untouched(runtime: WorkerRuntime, letter: Contact) -> bool:
     history = runtime.engine.store.load(letter.account_id).history
     touched = [e for e in history if e.kind in ("attempt", "outcome") and e.contact_id == letter.id]
-    return _status(runtime, letter) == "queued" and not touched
+    return _status(runtime, letter) in (None, "queued") and not touched  # parked, or queued again by the pump
+
+
+def _on_the_broker(client: redis.Redis, letters: list[Contact]) -> list[str]:
+    """Letters named by a delayed message (one with an ETA) on the letter queue or in the broker's `unacked`
+    hash (delivered to a worker, which holds it until its ETA)."""
+    envelopes = [json.loads(raw) for raw in client.lrange("letter", 0, -1)]
+    envelopes += [json.loads(raw)[0] for raw in client.hvals("unacked")]
+    delayed = [base64.b64decode(e["body"]).decode() for e in envelopes if (e.get("headers") or {}).get("eta")]
+    return [letter.id for letter in letters if any(letter.id in body for body in delayed)]
 
 
 def test_the_breaker_opens_longer_each_time_and_one_caller_probes(redis_url: str) -> None:
@@ -120,3 +145,24 @@ def test_the_breaker_opens_longer_each_time_and_one_caller_probes(redis_url: str
     breaker.succeeded("agency")
     assert not breaker.state("agency").is_open and breaker.admit("agency").wait == 0
     client.close()
+
+
+def test_a_starting_worker_ends_an_opening_at_once_and_wakes_the_accounts_it_held(
+    runtime: WorkerRuntime, clock: Clock
+) -> None:
+    store = runtime.engine.store
+    breaker = CircuitBreaker(store.redis, first_open=300)
+    breaker.succeeded("letter")
+    breaker.trip(ProviderMisconfigured("print vendor 404", "letter", URL_SETTING))
+    assert breaker.hold("letter", ["H1", "H2"]) == {"H1", "H2"}
+    assert breaker.hold("letter", ["H2", "H3"]) == {"H3"}  # H2 is held already: its wait is audited once
+    assert breaker.admit("letter").wait > 290
+    assert probe_open_circuits(runtime.settings, ["sms", "letter"]) == 3  # what a worker does as it starts
+    now = clock_from(runtime.settings).now()  # the deployment's clock, as the settings name it
+    for account in ("H1", "H2", "H3"):
+        assert store.next_wakeup(account) == pytest.approx(now, abs=timedelta(seconds=2))
+    assert breaker.admit("letter").probe  # the next caller probes; the setting may have been fixed
+    assert not store.redis.exists(held_key("letter"))
+    assert probe_open_circuits(runtime.settings, ["letter"]) == 0  # the probe is taken: nothing held, no change
+    breaker.succeeded("letter")
+    assert probe_open_circuits(runtime.settings, ["letter"]) == 0 and not breaker.state("letter").is_open
