@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck compose-check clean chaos
+.PHONY: demo test bench lint typecheck compose-check compose-smoke clean chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ compose-check:
 	status=$$?; [ -z "$$made" ] || rm -f .env; \
 	[ $$status -eq 0 ] && echo "compose-check: docker-compose.yml is valid ($$compose, default and staging profiles)"; \
 	exit $$status
+
+# The compose deployment started for real on this host's Docker engine, with base images built from Debian's
+# packages (no registry needed): scripts/compose_smoke.py says what it checks; docs/operations.md how to run it.
+compose-smoke:
+	python3 scripts/compose_smoke.py
 
 clean:
 	rm -rf $(VENV) .dispatcher-state .pytest_cache .hypothesis

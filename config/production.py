@@ -66,7 +66,7 @@ def production_problems(settings: SettingsFields) -> list[tuple[str, str]]:
         problems.append(("clock_start", "demo only: must be unset"))
     if settings.clock_factor != 1.0:
         problems.append(("clock_factor", "demo only: must be 1"))
-    return sorted(problems + _twilio_problems(settings) + _api_key_problems(settings))
+    return sorted(problems + _twilio_problems(settings) + _api_key_problems(settings) + _record_problems(settings))
 
 
 def _unsubscribe_problems(settings: SettingsFields, named: set[str]) -> list[tuple[str, str]]:
@@ -90,6 +90,15 @@ def _twilio_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     if settings.twilio_messaging_service_sid is None and settings.twilio_from_number.startswith("+1500555"):
         problems.append(("twilio_from_number", f"{settings.twilio_from_number} is a Twilio test number"))
     return problems
+
+
+def _record_problems(settings: SettingsFields) -> list[tuple[str, str]]:
+    """The record must be one PostgreSQL every process reaches. The embedded server lives in one process's
+    state directory: in containers each one has its own, the archiver moves the audit into a worker's
+    (lost when the container is recreated) and the API reads another, empty one."""
+    if settings.database_url is None:
+        return [("database_url", "unset: the embedded PostgreSQL is for development (every process shares one record)")]
+    return []
 
 
 def _api_key_problems(settings: SettingsFields) -> list[tuple[str, str]]:

@@ -55,6 +55,9 @@ class SettingsFields(BaseSettings):
     archive_batch: int = Field(
         default=5000, ge=1, le=100_000, description="Audit stream entries the archiver moves per shard and batch."
     )
+    archive_interval_seconds: float = Field(
+        default=60.0, ge=1.0, le=3600.0, description="How often beat sends the archiver task (dispatcher.archive)."
+    )
     closed_retention_days: int = Field(
         default=30, ge=0, le=3650, description="Days a resolved or handed-off account stays in Redis after closing."
     )

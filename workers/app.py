@@ -92,7 +92,12 @@ def configure(settings: Settings) -> Celery:
         beat_scheduler="workers.scheduler:DispatcherScheduler",
         beat_schedule={
             "housekeeping": {"task": "dispatcher.housekeeping", "schedule": 60.0, "options": {"expires": 50}},
-            "archive": {"task": "dispatcher.archive", "schedule": 60.0, "options": {"expires": 50}},
+            # A run not started within 5/6 of the interval is dropped: the next one is about to be sent.
+            "archive": {
+                "task": "dispatcher.archive",
+                "schedule": settings.archive_interval_seconds,
+                "options": {"expires": settings.archive_interval_seconds * 5 / 6},
+            },
         },
         worker_hijack_root_logger=False,
     )

@@ -69,3 +69,14 @@ def test_a_channel_only_in_the_registry_gets_its_queue_its_adapter_and_its_sende
 def test_an_unknown_channel_names_the_known_ones(settings: Settings) -> None:
     with pytest.raises(KeyError, match="known: \\['agency', 'email', 'letter', 'sms', 'voice'\\]"):
         spec_of("carrier-pigeon")
+
+
+def test_beat_sends_the_archiver_at_the_configured_interval(settings: Settings) -> None:
+    try:
+        configure(settings.model_copy(update={"archive_interval_seconds": 5.0}))
+        archive = app.conf.beat_schedule["archive"]
+        assert (archive["task"], archive["schedule"]) == ("dispatcher.archive", 5.0)
+        assert 0 < archive["options"]["expires"] < 5.0  # a run not started before the next is due is dropped
+    finally:
+        configure(settings)
+    assert app.conf.beat_schedule["archive"]["schedule"] == 60.0

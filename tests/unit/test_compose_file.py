@@ -88,7 +88,10 @@ def test_every_service_environment_loads_as_settings(
     monkeypatch.chdir(tmp_path)  # no .env of the working tree; the container has only its environment
     for variable, value in {**DOTENV, **OURS[name]["environment"]}.items():
         monkeypatch.setenv(variable, str(value))
-    assert load_settings().redis_url == "redis://redis:6379/0"
+    settings = load_settings()
+    assert settings.redis_url == "redis://redis:6379/0"
+    # The one record, in the postgres service: never an embedded server in the container's own filesystem.
+    assert settings.database_url is not None and urlsplit(settings.database_url).hostname == "postgres"
 
 
 def test_every_dispatcher_variable_in_compose_and_env_example_is_a_setting() -> None:
@@ -170,3 +173,35 @@ def test_the_staging_profile_adds_sandboxes_that_the_default_urls_point_at() -> 
     assert (env["DISPATCHER_SMTP_HOST"], int(env["DISPATCHER_SMTP_PORT"])) == ("sandbox", params["smtp_port"])
     # Callbacks from the sandboxes reach the API service.
     assert urlsplit(env["DISPATCHER_PUBLIC_BASE_URL"]).hostname == "api"
+
+
+def test_every_service_of_our_image_shares_the_postgres_service_as_its_record() -> None:
+    postgres = SERVICES["postgres"]
+    environment = postgres["environment"]
+    assert any(volume.endswith(":/var/lib/postgresql/data") for volume in postgres["volumes"])
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    for name, service in OURS.items():
+        if name in ("sandbox", "flower"):
+            continue  # neither opens the record
+        url = urlsplit(service["environment"]["DISPATCHER_DATABASE_URL"])
+        assert (url.hostname, url.port or 5432) == ("postgres", 5432)
+        assert (url.username, url.path.lstrip("/")) == (environment["POSTGRES_USER"], environment["POSTGRES_DB"])
+        # libpq's PGPASSWORD: the URL carries no password, the service's password is the one set in .env.
+        assert url.password is None and service["environment"]["PGPASSWORD"] == environment["POSTGRES_PASSWORD"]
+        assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+def test_every_service_of_our_image_runs_under_an_init_that_passes_sigterm_on() -> None:
+    # As PID 1 a process without its own SIGTERM handler (the sandbox) ignores `docker compose stop`.
+    assert {name: service.get("init") for name, service in OURS.items()} == {name: True for name in OURS}
+
+
+def test_the_base_images_can_be_named_for_a_host_without_a_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(DOTENV, "PYTHON_IMAGE", "local/python:3.11")
+    monkeypatch.setitem(DOTENV, "REDIS_IMAGE", "local/redis")
+    monkeypatch.setitem(DOTENV, "POSTGRES_IMAGE", "local/postgres")
+    services = yaml.safe_load(_interpolate(COMPOSE_TEXT))["services"]
+    assert services["api"]["build"]["args"]["PYTHON_IMAGE"] == "local/python:3.11"
+    assert (services["redis"]["image"], services["postgres"]["image"]) == ("local/redis", "local/postgres")
+    # Unset, the usual public images: a host with a registry is unaffected.
+    assert OURS["api"]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim"

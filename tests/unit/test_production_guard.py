@@ -14,6 +14,7 @@ REAL_KEY = "ab" * 32 + ":admin"
 REAL: dict[str, object] = {
     "env": "production",
     "redis_url": "redis://redis.internal:6379/0",
+    "database_url": "postgresql://dispatcher@db.internal:5432/dispatcher",
     "twilio_account_sid": "AC" + "1f" * 16,
     "twilio_auth_token": "a-real-twilio-token",
     "twilio_from_number": "+8613900000000",
@@ -73,6 +74,7 @@ def test_production_on_the_defaults_names_every_offending_variable_in_one_error(
         "EMAIL_FROM", "PRINT_VENDOR_URL", "PRINT_VENDOR_API_KEY", "PRINT_VENDOR_WEBHOOK_SECRET", "AGENCY_URL",
         "AGENCY_API_KEY", "BANK_NAME", "CALLBACK_PHONE", "PAY_URL", "UNSUBSCRIBE_URL", "API_KEYS",
         "EMAIL_WEBHOOK_SECRET", "REDIS_URL", "UNSUBSCRIBE_SECRET", "LETTER_FROM_ADDRESS_LINE1",
+        "DATABASE_URL",
     }  # fmt: skip
     named = {line.split(":")[0].strip()[len(ENV_PREFIX) :] for line in message.splitlines()[2:]}
     assert named == expected
@@ -104,6 +106,7 @@ def test_production_on_the_defaults_names_every_offending_variable_in_one_error(
         ("api_keys", "", "no API keys"),
         ("api_keys", f"{DEMO_API_KEY_HASH}:admin", "demo key"),
         ("redis_url", None, "embedded Redis"),
+        ("database_url", None, "embedded PostgreSQL"),
         ("clock_factor", 86400.0, "demo only"),
     ],
 )
