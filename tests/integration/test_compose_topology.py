@@ -32,9 +32,9 @@ import httpx
 import pytest
 import yaml
 
-from dispatcher.pg_server import EmbeddedPostgres
-from dispatcher.redis_server import EmbeddedRedis
-from dispatcher.store import Store
+from dispatcher.record.pg_server import EmbeddedPostgres
+from dispatcher.state.redis_server import EmbeddedRedis
+from dispatcher.state.store import Store
 from tests.integration.test_up import free_port
 from tests.integration.test_worker_survival import DISPATCHER
 from tests.unit import test_compose_file as compose_file
