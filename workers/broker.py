@@ -47,7 +47,10 @@ _orphaned: set[str] = set()
 _orphaned_lock = threading.Lock()
 
 
-class Channel(kombu_redis.Channel):
+class RedisBrokerChannel(kombu_redis.Channel):
+    """kombu's channel to the Redis broker (a connection's session, not a contact channel), with the failure
+    paths above closed."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._restore_orphans()
@@ -208,15 +211,15 @@ def _task_of(envelope: Any) -> str:
 
 
 class Transport(kombu_redis.Transport):
-    Channel = Channel
+    Channel = RedisBrokerChannel
 
 
-class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+class SentinelBrokerChannel(RedisBrokerChannel, kombu_redis.SentinelChannel):
     pass
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):
-    Channel = SentinelChannel
+    Channel = SentinelBrokerChannel
 
 
 def transport_for(broker_url: str) -> str | None:

@@ -31,7 +31,7 @@ from tests.integration.test_worker_survival import (  # noqa: F401 - fixtures
 )
 from tests.worker_fixtures import eventually
 from workers.app import QUEUES
-from workers.broker import Channel, envelope_problem
+from workers.broker import RedisBrokerChannel, envelope_problem
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -151,6 +151,6 @@ def test_what_celery_and_kombu_publish_passes_the_envelope_check(redis_url: str)
     replay = dead_letter_stream.task_envelope("envcheck", "dispatcher.plan", "t-1", [["A1"]], {})
     items = [item for key in client.keys("envcheck*") for item in client.lrange(key, 0, -1)] + [replay.encode()]
     assert len(items) == 6
-    codecs = Channel.codecs
+    codecs = RedisBrokerChannel.codecs
     assert [envelope_problem(json.loads(item), codecs) for item in items] == [None] * 6
     client.close()
