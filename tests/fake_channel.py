@@ -27,12 +27,15 @@ def registered_channel(name: str = PIGEON, address: AddressKind | None = Address
         channel_registry._REGISTERED.pop(name, None)
 
 
-def strategy_with_pigeon(*, window: bool = True, caps: bool = True, pressure: bool = True) -> dict[str, Any]:
-    """The shipped strategy with a pigeon step first in its first stage (the SMS's template and hour), and
-    the pigeon's compliance entries, each left out when asked."""
+def strategy_with_pigeon(
+    *, window: bool = True, caps: bool = True, pressure: bool = True, every_stage: bool = False
+) -> dict[str, Any]:
+    """The shipped strategy with a pigeon step first in its first stage (or in every stage; the SMS's template
+    and hour), and the pigeon's compliance entries, each left out when asked."""
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(Path(DEFAULT_STRATEGY).read_text(encoding="utf-8")))
     step = {"name": "pigeon", "channel": PIGEON, "template": "reminder_sms", "cadence": {"days": [0]}, "hour": 10}
-    data["stages"][0]["steps"].insert(0, step)
+    for stage in data["stages"] if every_stage else data["stages"][:1]:
+        stage["steps"].insert(0, {**step, "cadence": {"every": 2}} if every_stage else step)
     compliance = data["compliance"]
     if window:
         compliance["windows"][PIGEON] = {"start": "08:00", "end": "21:00"}
