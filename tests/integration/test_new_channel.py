@@ -6,6 +6,8 @@ unchanged, from Redis and from the record, whatever channels are registered sinc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from channels import REGISTRY, ChannelSpec
 from channels.base import OutboundMessage, Receipt, pass_request_gate
 from channels.sandbox import Sandboxes
-from config.settings import Settings, load_settings
+from config.settings import DEFAULT_STRATEGY, Settings, load_settings
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Payment
 from dispatcher.core.models import DEFAULT_CONSENT, Contact
@@ -153,3 +155,17 @@ def test_stored_accounts_read_back_unchanged_from_redis_and_the_record_after_a_c
         view = read_account(store, RecordReader(record_pool), "Z1")
         assert view is not None and view.record.account == closed.account == accounts[2]
         assert view.record.account.consent == frozenset()
+
+
+def test_the_strategy_check_command_refuses_a_channel_without_caps_and_names_it(tmp_path: Path) -> None:
+    data = yaml.safe_load(Path(DEFAULT_STRATEGY).read_text(encoding="utf-8"))
+    del data["compliance"]["caps"]["letter"]  # the shipped ladder sends letters: they need an entry
+    path = tmp_path / "strategy.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "strategy", "check", str(path)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        "  compliance.caps: channel 'letter' (stages.3.steps.2.outcomes.bounced.fallback.channel) has no entry: "
+        "give a list of {max, days}, or [] for none"
+    ) in result.stderr.splitlines(), result.stderr
