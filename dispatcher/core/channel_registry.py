@@ -102,12 +102,13 @@ class Channel(str, metaclass=_Registered):
 
 
 def _validate(value: str) -> Channel:
-    known = _REGISTERED.get(value)
-    if known is None:
+    try:
+        return _REGISTERED[value]
+    except KeyError:
+        # The enum's own wording, so an error names the channels as it always did.
         names = [repr(name) for name in _REGISTERED]
         expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
-        raise PydanticCustomError("enum", "Input should be {expected}", {"expected": expected})
-    return known
+        raise PydanticCustomError("enum", "Input should be {expected}", {"expected": expected}) from None
 
 
 def register_channel(name: str, address: AddressKind | None) -> Channel:
