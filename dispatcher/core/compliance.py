@@ -161,7 +161,7 @@ def denial(channel: Channel, account: Account, state: AccountState, policy: Comp
     if account.address_for(channel) is None:
         return f"no_address:{channel}"
     # Both fail closed: a channel the account has not named, or the policy does not describe, is not used.
-    if channel not in account.consent and channel not in policy.consent_not_required:
+    if policy.needs_consent(channel) and channel not in account.consent:
         return f"no_consent:{channel}"
     if not policy.configured(channel):
         return f"no_policy:{channel}"

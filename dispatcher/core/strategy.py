@@ -146,7 +146,8 @@ class Pressure(_Strict):
     )
     not_counted: tuple[Channel, ...] = Field(
         default=(Channel.AGENCY,),
-        description="The channels spacing and totals leave out, said so (no contact with the debtor: the agency).",
+        description="The channels spacing and totals leave out, said so (no contact with the debtor: the agency); "
+        "one also in `channels` is counted.",
     )
     spacing_minutes: int = Field(default=120, ge=0, le=1440, description="Minimum time between two contacts.")
     spacing_exempt_templates: tuple[str, ...] = Field(
@@ -162,13 +163,6 @@ class Pressure(_Strict):
     adhoc_max_deferral_hours: int = Field(
         default=72, ge=1, le=720, description="An ad-hoc contact not made within this long lapses."
     )
-
-    @model_validator(mode="after")
-    def _counted_or_not(self) -> Pressure:
-        both = [channel.value for channel in self.channels if channel in self.not_counted]
-        if both:
-            raise ValueError(f"{', '.join(both)}: in both `channels` and `not_counted`; a channel is one or the other")
-        return self
 
 
 class BestTime(_Strict):

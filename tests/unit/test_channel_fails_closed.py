@@ -119,3 +119,11 @@ def test_the_simulation_draws_an_outcome_for_a_channel_it_has_no_rates_for() -> 
     with registered_channel() as pigeon:
         simulation = Simulation(engine=None, clock=None, model=OutcomeModel(), seed=1)  # type: ignore[arg-type]
         assert simulation._draw(pigeon) == "sent"
+
+
+def test_a_pressure_that_counts_the_agency_as_before_still_loads_and_counts_it() -> None:
+    data = yaml.safe_load(Path(DEFAULT_STRATEGY).read_text(encoding="utf-8"))
+    del data["compliance"]["pressure"]["not_counted"]
+    data["compliance"]["pressure"]["channels"].append("agency")
+    policy = parse_strategy(yaml.safe_dump(data, allow_unicode=True)).compliance
+    assert Channel.AGENCY in policy.pressure.channels and policy.configured(Channel.AGENCY)
