@@ -16,19 +16,22 @@ from typing import Any
 import pytest
 import yaml
 from psycopg_pool import ConnectionPool
+from rich.console import Console
 
 from channels import REGISTRY, ChannelSpec
 from channels.base import OutboundMessage, Receipt, pass_request_gate
 from channels.sandbox import Sandboxes
 from config.settings import DEFAULT_STRATEGY, Settings, load_settings
+from dispatcher.commands.reports import SendAudit, simulation_tables
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Payment
 from dispatcher.core.models import DEFAULT_CONSENT, Contact
-from dispatcher.core.strategy import Strategy
+from dispatcher.core.strategy import Strategy, parse_strategy
 from dispatcher.engine import Engine
 from dispatcher.record.closed import ClosedMover, RecordRestorer
 from dispatcher.record.history import HistoryTrimmer
 from dispatcher.record.readers import RecordReader, read_account
+from dispatcher.simulate import OutcomeModel, Simulation
 from dispatcher.state.redis_keys import account_record_key
 from dispatcher.state.store import Store
 from tests.conftest import make_account
@@ -169,3 +172,19 @@ def test_the_strategy_check_command_refuses_a_channel_without_caps_and_names_it(
         "  compliance.caps: channel 'letter' (stages.3.steps.2.outcomes.bounced.fallback.channel) has no entry: "
         "give a list of {max, days}, or [] for none"
     ) in result.stderr.splitlines(), result.stderr
+
+
+def test_the_simulation_plans_sends_and_reports_the_new_channel(store: Store, clock: ManualClock) -> None:
+    with registered_channel():
+        strategy = parse_strategy(yaml.safe_dump(strategy_with_pigeon(), allow_unicode=True))
+        engine = Engine(store, strategy, clock, on_queued=lambda contacts: None)
+        due = clock.now().date() - timedelta(days=1)
+        accounts = [make_account("S1", consent=["sms", PIGEON], due_date=due), make_account("S2", due_date=due)]
+        report = Simulation(engine, clock, OutcomeModel(), seed=7).run(accounts, days=3)
+        assert report.sends[(PIGEON, "sent")] == 1  # S1's one pigeon (cadence [0]); S2 has not consented
+        assert report.denials["no_consent"] >= 1
+        console = Console(width=200, record=True)
+        for table in simulation_tables(report, strategy, SendAudit()):
+            console.print(table)
+        rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in console.export_text().splitlines()]
+        assert [PIGEON, "sent", "1"] in rows
