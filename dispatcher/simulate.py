@@ -176,7 +176,9 @@ class Simulation:
             contacts = []  # what the outcomes queued (fallbacks) woke its account: the pump offers it next
 
     def _draw(self, channel: Channel) -> OutcomeKind:
-        table = self.model.outcomes[channel]
+        table = self.model.outcomes.get(channel)
+        if not table:  # a registered channel the model has no rates for: accepted, nothing more known
+            return OutcomeKind.SENT
         return self.rng.choices(list(table), weights=list(table.values()))[0]
 
     def _debtor_reacts(self, contact: Contact, kind: OutcomeKind, record: AccountRecord) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from dispatcher.core import calendar
-from dispatcher.core.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core.models import AccountRecord, Channel, HistoryEntry, zone
 from dispatcher.core.strategy import Strategy
 from dispatcher.core.timeline import audit_sends, timeline
 from dispatcher.simulate import Report
@@ -64,12 +64,15 @@ def compliance_table(strategy: Strategy) -> Table:
     table = Table(title="compliance")
     for column in ("channel", "window (local)", "caps", "consent required"):
         table.add_column(column)
-    for channel in ("sms", "voice", "email", "letter", "agency"):
-        window = policy.windows.get(channel)  # type: ignore[call-overload]
-        caps = ", ".join(f"≤{c.max} in {c.days}d" for c in policy.caps.get(channel, ()))  # type: ignore[call-overload]
+    for channel in Channel:  # every registered channel; one the policy does not describe is said to be denied
+        if not policy.configured(channel):
+            table.add_row(channel, "not configured: denied", "—", "—")
+            continue
+        window = policy.windows[channel]
+        caps = ", ".join(f"≤{c.max} in {c.days}d" for c in policy.caps[channel])
         table.add_row(
             channel, f"{window.start:%H:%M}–{window.end:%H:%M}" if window else "any time", caps or "—",
-            "yes" if channel in policy.require_consent else "no",
+            "yes" if policy.needs_consent(channel) else "no",
         )  # fmt: skip
     quiet, rest, pressure = policy.quiet_after_conversation, policy.holidays, policy.pressure
     lines = [f"no {quiet.channel} for {quiet.days} days after a conversation"] if quiet else []

@@ -15,7 +15,6 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from dispatcher.core import calendar
 from dispatcher.core.models import (
-    ADDRESS_OF_CHANNEL,
     Account,
     AccountState,
     Channel,
@@ -156,13 +155,16 @@ def denial(channel: Channel, account: Account, state: AccountState, policy: Comp
         return "hold:" + next(iter(state.holds))
     if channel in state.opted_out:
         return f"opted_out:{channel}"
-    kind = ADDRESS_OF_CHANNEL[channel]
+    kind = channel.address
     if kind is not None and kind in state.invalid_addresses:
         return f"invalid_address:{kind}"
     if account.address_for(channel) is None:
         return f"no_address:{channel}"
-    if channel in policy.require_consent and channel not in account.consent:
+    # Both fail closed: a channel the account has not named, or the policy does not describe, is not used.
+    if policy.needs_consent(channel) and channel not in account.consent:
         return f"no_consent:{channel}"
+    if not policy.configured(channel):
+        return f"no_policy:{channel}"
     if any(cap.max == 0 for cap in policy.caps.get(channel, ())):
         return f"cap:{channel}:never"
     return None

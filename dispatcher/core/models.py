@@ -19,13 +19,11 @@ import phonenumbers
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-
-class Channel(StrEnum):
-    SMS = "sms"
-    VOICE = "voice"
-    EMAIL = "email"
-    LETTER = "letter"
-    AGENCY = "agency"
+# The channels live in their registry; re-exported here, where the rest of the domain's values are.
+from dispatcher.core.channel_registry import ADDRESS_OF_CHANNEL as ADDRESS_OF_CHANNEL
+from dispatcher.core.channel_registry import DEFAULT_CONSENT as DEFAULT_CONSENT
+from dispatcher.core.channel_registry import AddressKind as AddressKind
+from dispatcher.core.channel_registry import Channel as Channel
 
 
 class OutcomeKind(StrEnum):
@@ -46,21 +44,6 @@ class OutcomeKind(StrEnum):
     WRONG_PARTY = "wrong_party"
     REFUSED = "refused"
     HANDED_OFF = "handed_off"  # agency accepted the case file
-
-
-class AddressKind(StrEnum):
-    PHONE = "phone"
-    EMAIL = "email"
-    POSTAL = "postal"
-
-
-ADDRESS_OF_CHANNEL: dict[Channel, AddressKind | None] = {
-    Channel.SMS: AddressKind.PHONE,
-    Channel.VOICE: AddressKind.PHONE,
-    Channel.EMAIL: AddressKind.EMAIL,
-    Channel.LETTER: AddressKind.POSTAL,
-    Channel.AGENCY: None,
-}
 
 
 class ClaimStatus(StrEnum):
@@ -240,11 +223,11 @@ class Account(BaseModel):
     minimum_payment: Money = Decimal("0")
     due_date: date = Field(description="The missed due date; days past due count from it.")
     consent: frozenset[Channel] = Field(
-        default=frozenset(Channel), description="Channels with the debtor's prior consent to automated contact."
+        default=DEFAULT_CONSENT, description="Channels with the debtor's prior consent to automated contact."
     )
 
     def address_for(self, channel: Channel) -> str | PostalAddress | None:
-        kind = ADDRESS_OF_CHANNEL[channel]
+        kind = channel.address
         if kind is AddressKind.PHONE:
             return self.phone
         if kind is AddressKind.EMAIL:

@@ -144,6 +144,11 @@ class Pressure(_Strict):
         default=(Channel.SMS, Channel.VOICE, Channel.EMAIL, Channel.LETTER),
         description="The outbound channels spacing and totals count.",
     )
+    not_counted: tuple[Channel, ...] = Field(
+        default=(Channel.AGENCY,),
+        description="The channels spacing and totals leave out, said so (no contact with the debtor: the agency); "
+        "one also in `channels` is counted.",
+    )
     spacing_minutes: int = Field(default=120, ge=0, le=1440, description="Minimum time between two contacts.")
     spacing_exempt_templates: tuple[str, ...] = Field(
         default=(), description="Templates (e.g. missed_call_sms) that neither wait for spacing nor hold others."
@@ -168,11 +173,17 @@ class BestTime(_Strict):
 
 
 def _default_windows() -> dict[Channel, Window | None]:
-    return {Channel.SMS: Window(), Channel.VOICE: Window(), Channel.EMAIL: Window(), Channel.LETTER: None}
+    return {
+        Channel.SMS: Window(), Channel.VOICE: Window(), Channel.EMAIL: Window(), Channel.LETTER: None,
+        Channel.AGENCY: None,
+    }  # fmt: skip
 
 
 def _default_caps() -> dict[Channel, tuple[Cap, ...]]:
-    return {Channel.VOICE: (Cap(max=7, days=7),), Channel.SMS: (Cap(max=2, days=1),)}
+    return {
+        Channel.VOICE: (Cap(max=7, days=7),), Channel.SMS: (Cap(max=2, days=1),), Channel.EMAIL: (),
+        Channel.LETTER: (), Channel.AGENCY: (),
+    }  # fmt: skip
 
 
 class CompliancePolicy(_Strict):
@@ -180,8 +191,35 @@ class CompliancePolicy(_Strict):
     holidays: HolidayRule = HolidayRule()
     caps: dict[Channel, tuple[Cap, ...]] = Field(default_factory=_default_caps)
     quiet_after_conversation: QuietPeriod | None = QuietPeriod()
-    require_consent: tuple[Channel, ...] = (Channel.SMS, Channel.VOICE)
+    consent_not_required: tuple[Channel, ...] = Field(
+        default=(Channel.EMAIL, Channel.LETTER, Channel.AGENCY),
+        description="The channels that may reach an account without its consent; every other one needs it.",
+    )
     pressure: Pressure = Pressure()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_require_consent(cls, data: object) -> object:
+        # The old list of channels that need consent let every channel it did not name through, a new one too.
+        if isinstance(data, dict) and "require_consent" in data:
+            raise ValueError(
+                "require_consent is replaced by consent_not_required: list the channels that need no consent "
+                "(e.g. [email, letter, agency]); every other channel needs the account's consent"
+            )
+        return data
+
+    def configured(self, channel: Channel) -> bool:
+        """Whether the policy says how this channel may be used: a window (null: any time), caps (may be
+        empty) and a pressure entry (counted or not). A channel it says nothing of is denied, not let through."""
+        pressure = self.pressure
+        return (
+            channel in self.windows
+            and channel in self.caps
+            and (channel in pressure.channels or channel in pressure.not_counted)
+        )
+
+    def needs_consent(self, channel: Channel) -> bool:
+        return channel not in self.consent_not_required
 
 
 class PromiseRule(_Strict):
@@ -221,7 +259,20 @@ class Strategy(_Strict):
             LadderStage(stage.name, stage.first_day, stage.last_day, [(t.name, t.channel, t.hour) for t in stage.steps])
             for stage in self.stages
         ]
-        return ladder_problems(stages, self.compliance.windows)
+        problems = ladder_problems(stages, self.compliance.windows)
+        return problems + policy_gaps(self.channels_used(), self.compliance)
+
+    def channels_used(self) -> list[tuple[str, Channel]]:
+        """(path, channel) of each step and fallback of the ladder."""
+        used = []
+        for s_index, stage in enumerate(self.stages):
+            for t_index, step in enumerate(stage.steps):
+                used.append((f"stages.{s_index}.steps.{t_index}.channel", step.channel))
+                for kind, action in step.outcomes.items():
+                    if action.fallback is not None:
+                        path = f"stages.{s_index}.steps.{t_index}.outcomes.{kind}.fallback.channel"
+                        used.append((path, action.fallback.channel))
+        return used
 
     def stage_index(self, days_past_due: int) -> int | None:
         """The stage a number of days past due falls in, or None before the first."""
@@ -274,6 +325,27 @@ def ladder_problems(stages: Sequence[LadderStage], windows: Mapping[Channel, Win
                     f"stages.{s_index}.steps.{t_index}.hour: stage {stage.name!r} step {step!r}: hour "
                     f"{hour} lies outside the {channel} window {window.start:%H:%M}-{window.end:%H:%M}"
                 )
+    return problems
+
+
+def policy_gaps(used: Sequence[tuple[str, Channel]], policy: CompliancePolicy) -> list[str]:
+    """A channel the ladder uses but the compliance policy does not describe, one line per missing entry:
+    a new channel fails closed until the strategy gives it a window, caps and a pressure entry."""
+    problems, seen = [], set()
+    for path, channel in used:
+        if channel in seen:
+            continue
+        seen.add(channel)
+        pressure = policy.pressure
+        missing = [
+            (key, hint) for key, hint, present in (
+                ("compliance.windows", "{start, end}, or null for any time", channel in policy.windows),
+                ("compliance.caps", "a list of {max, days}, or [] for none", channel in policy.caps),
+                ("compliance.pressure", "list it in `channels` (counted) or `not_counted`",
+                 channel in pressure.channels or channel in pressure.not_counted),
+            ) if not present
+        ]  # fmt: skip
+        problems += [f"{key}: channel {channel.value!r} ({path}) has no entry: give {hint}" for key, hint in missing]
     return problems
 
 

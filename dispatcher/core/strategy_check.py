@@ -18,12 +18,14 @@ from pydantic import ValidationError
 
 from dispatcher.core.models import Account, Channel
 from dispatcher.core.strategy import (
+    CompliancePolicy,
     LadderStage,
     Strategy,
     Window,
     _default_windows,
     _error_lines,
     ladder_problems,
+    policy_gaps,
 )
 
 # (template, channel, locale) -> what is wrong when rendering it with a sample account, or None.
@@ -51,6 +53,7 @@ def check_strategy(
     except ValidationError as exc:
         errors = _error_lines(exc)
         errors += [line for line in ladder_problems(_raw_stages(data), _raw_windows(data)) if line not in errors]
+        errors += [line for line in _raw_policy_gaps(data) if line not in errors]
     missing = template_problems(data, templates_dir)
     errors += missing
     if render is not None:
@@ -143,8 +146,18 @@ def _raw_windows(data: dict[str, Any]) -> dict[Channel, Window | None]:
     return windows
 
 
+def _raw_policy_gaps(data: dict[str, Any]) -> list[str]:
+    """The channels the readable steps use that a readable compliance section does not describe."""
+    try:
+        policy = CompliancePolicy.model_validate(data.get("compliance") or {})
+    except ValidationError:
+        return []  # its own errors are reported
+    used = [(path.removesuffix(".template") + ".channel", channel) for path, _, channel in template_refs(data)]
+    return policy_gaps(used, policy)
+
+
 def _channel(value: object) -> Channel | None:
-    return Channel(value) if isinstance(value, str) and value in Channel._value2member_map_ else None
+    return Channel(value) if isinstance(value, str) and value in Channel else None
 
 
 def _items(value: object) -> Iterator[tuple[int, Any]]:

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from dispatcher.state import redis_keys
-from dispatcher.state.metrics import DEAD_LETTERS, DEAD_LETTERS_DROPPED, QUEUES
+from dispatcher.state.metrics import DEAD_LETTERS, DEAD_LETTERS_DROPPED, queue_names
 
 STREAM = redis_keys.DEAD_LETTERS
 # Bounded so a poison flood cannot fill Redis; ~ lets Redis trim whole nodes, which is much cheaper. What falls
@@ -74,7 +74,7 @@ def record(client: redis.Redis, *, queue: str, task: str, reason: str, body: byt
         pipe.xadd(STREAM, fields)
         pipe.xtrim(STREAM, maxlen=MAXLEN, approximate=True)  # XADD's own MAXLEN does not say what it trimmed
         entry_id, dropped = pipe.execute()
-    DEAD_LETTERS.labels(queue if queue in QUEUES else "other").inc()  # a forged routing key adds no series
+    DEAD_LETTERS.labels(queue if queue in queue_names() else "other").inc()  # a forged routing key adds no series
     if dropped:
         DEAD_LETTERS_DROPPED.labels("cap").inc(dropped)
     return _str(entry_id)

@@ -26,7 +26,13 @@ from dispatcher.core.models import AccountRecord, Channel
 from dispatcher.state.redis_keys import ACCOUNT_RECORDS, UNACKED, queue_keys, shard_counts_key
 from dispatcher.state.store import Store
 
-QUEUES = ("plan", *(channel.value for channel in Channel))  # the Celery queues, as workers/app.py names them
+
+def queue_names() -> tuple[str, ...]:
+    """The Celery queues, as workers/app.py names them: the plan queue and one per registered channel."""
+    return ("plan", *(channel.value for channel in Channel))
+
+
+QUEUES = queue_names()  # as the process started; a channel registered later is in queue_names()
 
 CONTACTS = Counter(
     "dispatcher_contacts", "Contacts through the send pipeline, by how each one ended this time.",
@@ -131,9 +137,9 @@ class ClusterCollector:
     """Queue depths (LLEN of kombu's lists), unacked messages and accounts by stage and status, read from Redis
     at scrape time in one round trip: a few commands per queue and shard, whatever the number of accounts."""
 
-    def __init__(self, store: Store, queues: Sequence[str] = QUEUES) -> None:
+    def __init__(self, store: Store, queues: Sequence[str] | None = None) -> None:
         self.store = store
-        self.queues = queues
+        self.queues = queue_names() if queues is None else queues
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pipe = self.store.redis.pipeline(transaction=False)

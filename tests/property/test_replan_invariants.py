@@ -364,7 +364,7 @@ def check_sends(ledger: Ledger, strategy: Strategy) -> None:
         earlier.append(at)
         talks = [talked for talk_step, talked in ledger.conversations if talk_step < step]
         assert not in_quiet_period(channel, account, talks, at, policy), f"in the quiet period: {where}"
-        assert channel not in policy.require_consent or channel in account.consent, f"without consent: {where}"
+        assert not policy.needs_consent(channel) or channel in account.consent, f"without consent: {where}"
         assert account.address_for(channel) is not None, f"without an address: {where}"
         for stop_step, why in ledger.stopped:
             assert step < stop_step, f"after {why}: {where}"

@@ -98,7 +98,7 @@ def test_default_compliance_policy_matches_the_design(strategy: Strategy) -> Non
     assert [(cap.max, cap.days) for cap in policy.caps[Channel.VOICE]] == [(7, 7)]
     assert [(cap.max, cap.days) for cap in policy.caps[Channel.SMS]] == [(2, 1)]
     assert policy.quiet_after_conversation is not None and policy.quiet_after_conversation.days == 7
-    assert set(policy.require_consent) == {Channel.SMS, Channel.VOICE}
+    assert set(policy.consent_not_required) == {Channel.EMAIL, Channel.LETTER, Channel.AGENCY}
 
 
 def test_minimal_ladder_parses() -> None:
