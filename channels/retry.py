@@ -15,14 +15,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from channels.base import (
-    ChannelAdapter,
-    OutboundMessage,
-    ProviderMisconfigured,
-    RateLimited,
-    Receipt,
-    TransientDeliveryError,
-)
+from channels.base import ProviderMisconfigured, RateLimited, TransientDeliveryError
 
 T = TypeVar("T")
 
@@ -58,20 +51,6 @@ def retry_transient(call: Callable[[], T], *, attempts: int = 3, initial_wait: f
         reraise=True,
     )
     return retrying(call)
-
-
-def send_with_retries(
-    adapter: ChannelAdapter,
-    message: OutboundMessage,
-    *,
-    attempts: int = 3,
-    initial_wait: float = 0.5,
-    max_wait: float = 5.0,
-) -> Receipt:
-    """adapter.send with short retries; the last error is raised unchanged when they run out."""
-    return retry_transient(
-        lambda: adapter.send(message), attempts=attempts, initial_wait=initial_wait, max_wait=max_wait
-    )
 
 
 def transient_backoff(

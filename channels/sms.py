@@ -67,11 +67,6 @@ def message_status_rank(status: str) -> int:
     return MESSAGE_STATUS_RANK.get(status, -1)
 
 
-def is_newer_status(previous: str | None, current: str) -> bool:
-    """Whether a callback with `current` moves the message forward from `previous`."""
-    return previous is None or message_status_rank(current) > message_status_rank(previous)
-
-
 class SmsAdapter:
     """Sends SMS through Twilio (or its sandbox, by settings.twilio_api_base_url)."""
 

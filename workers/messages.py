@@ -32,30 +32,32 @@ def build_message(
 ) -> OutboundMessage:
     """Render the contact's template for the debtor's locale; a missing variable raises, nothing is sent."""
     account = record.account
-    context = _context(contact, record, settings, now)
+    local = now.astimezone(zone(account.timezone))  # the debtor's own time, read once
+    context = _context(contact, record, settings, local)
     rendered = renderer.render(contact.template, account.locale, context)
+    address = account.address_for(contact.channel)
     draft = Draft(
         contact_id=contact.id,
         account_id=account.id,
         template=contact.template,
         locale=account.locale,
-        to=address_of(contact.channel, record),
+        to=_postal(account.name, address) if isinstance(address, PostalAddress) else str(address),
         text=rendered.text,
         subject=rendered.subject,
         html=rendered.html,
         extra={"unsubscribe_url": context["unsubscribe_url"], "unsubscribe_token": context["token"]},
         renderer=renderer,
         context=context,
-        local_today=now.astimezone(zone(account.timezone)).date(),
-        window_seconds_left=_seconds_left_in_window(record, strategy, contact.channel, now),
+        local_today=local.date(),
+        window_seconds_left=_seconds_left_in_window(strategy, contact.channel, local),
         case_file=lambda: _case_file(record, history),
     )
     return spec_of(contact.channel.value).compose(draft)
 
 
-def _context(contact: Contact, record: AccountRecord, settings: Settings, now: datetime) -> dict[str, Any]:
+def _context(contact: Contact, record: AccountRecord, settings: Settings, local: datetime) -> dict[str, Any]:
     account = record.account
-    local_today = now.astimezone(zone(account.timezone)).date()
+    local_today = local.date()
     token = unsubscribe_token(settings.unsubscribe_secret.get_secret_value(), account.id)
     return {
         "name": account.name,
@@ -94,13 +96,12 @@ def _postal(name: str, address: PostalAddress) -> dict[str, str]:
     return {key: value for key, value in fields.items() if value}
 
 
-def _seconds_left_in_window(record: AccountRecord, strategy: Strategy, channel: Channel, now: datetime) -> int:
-    """Until the channel's window closes in the debtor's zone (36000, the longest a provider holds a message,
-    when it has none)."""
+def _seconds_left_in_window(strategy: Strategy, channel: Channel, local: datetime) -> int:
+    """Until the channel's window closes in the debtor's zone (`local`: the moment there; 36000, the longest
+    a provider holds a message, when it has none)."""
     window = strategy.compliance.windows.get(channel)
     if window is None:
         return 36000
-    local = now.astimezone(zone(record.account.timezone))
     closes = datetime.combine(local.date(), window.end, local.tzinfo)
     return max(1, int((closes - local) / timedelta(seconds=1)))
 

@@ -190,7 +190,7 @@ def test_a_request_refused_at_the_gate_never_reaches_the_provider(
 ) -> None:
     [contact] = _queued(runtime, clock, "SG", 1)
     claim = runtime.engine.gate.claim(contact)
-    message = runtime.deliverer._message(contact, claim)
+    message = runtime.deliverer.message(contact, claim)
     before = worker_sandboxes.twilio.request_count
 
     def refuse() -> None:
