@@ -17,10 +17,11 @@ import base64
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import certifi
@@ -104,8 +105,36 @@ def transport_error(exc: urllib3.exceptions.HTTPError) -> TransientDeliveryError
 
 
 def urlencode_form(values: Mapping[str, object]) -> str:
-    """Form or query encoding as the SDK's own client does it: lists repeat their key, None is left out."""
-    return urlencode({key: value for key, value in values.items() if value is not None}, doseq=True)
+    """Form or query encoding as the SDK's own client does it (urlencode with doseq): lists repeat their
+    key, None is left out. Byte for byte what urlencode gives, but it escapes a run of bytes at once:
+    urlencode looks every byte of a text up in turn, and a message in Chinese is nearly all escapes
+    (about a tenth of a worker's CPU per SMS, measured in docs/benchmarks.md)."""
+    pairs = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        name = _form_quote(key if isinstance(key, str | bytes) else str(key))
+        if isinstance(value, str | bytes):
+            pairs.append(f"{name}={_form_quote(value)}")
+        elif isinstance(value, list | tuple):
+            pairs.extend(f"{name}={_form_quote(v if isinstance(v, str | bytes) else str(v))}" for v in value)
+        else:
+            pairs.append(f"{name}={_form_quote(str(value))}")
+    return "&".join(pairs)
+
+
+# What quote_plus leaves as it is (letters, digits, _.-~) besides the space it turns into '+'.
+_UNSAFE_RUN = re.compile(rb"[^A-Za-z0-9_.~ -]+")
+
+
+def _escape_run(match: re.Match[bytes]) -> bytes:
+    return b"%" + match[0].hex("%").upper().encode()
+
+
+def _form_quote(value: str | bytes) -> str:
+    """quote_plus(value), for str (as UTF-8) or bytes."""
+    raw = value.encode() if isinstance(value, str) else value
+    return _UNSAFE_RUN.sub(_escape_run, raw).replace(b" ", b"+").decode("ascii")
 
 
 def _proxy_for(base_url: str) -> str | None:

@@ -23,6 +23,7 @@ circuit holds goes back to the schedule (workers/circuit.py says why).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,7 +52,7 @@ from dispatcher.state.metrics import CONTACTS, tally
 from dispatcher.state.redis_keys import retries_key
 from dispatcher.state.store import Loaded
 from workers.circuit import Admission, CircuitBreaker
-from workers.limiter import RateLimiter
+from workers.limiter import RateLimiter, TokenRun
 from workers.messages import build_message
 from workers.metrics_exporter import timed_send, waited
 
@@ -99,6 +100,8 @@ class Batch:
     failing: list[tuple[Contact, HistoryEntry, TransientDeliveryError]] = field(default_factory=list)
     broken: list[TemplateContextError] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)  # providers that answered a request (a probe closes)
+    tokens: dict[tuple[str, str], TokenRun] = field(default_factory=dict)  # by provider and sender
+    pending: Counter[str] = field(default_factory=Counter)  # contacts not yet past the limiter, by provider
 
 
 Step = Callable[["Deliverer", Batch, One], Delivery | None]
@@ -155,9 +158,13 @@ def limiter(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     """The contact's rate-limit token, per provider and sender, taken by each request at the adapter's last
     step before the wire: the provider sees the limit we keep, retries included."""
     channel, sender = one.contact.channel.value, run.sender(one.contact.channel.value)
+    tokens = batch.tokens.get((one.provider, sender))
+    if tokens is None:
+        tokens = batch.tokens[one.provider, sender] = TokenRun(run.limiter, one.provider, sender)
+    pending = batch.pending[one.provider] + 1  # this contact and those after it: asked for together
 
     def token() -> None:
-        wait = run.limiter.acquire(one.provider, sender)
+        wait = tokens.take(pending)
         if wait > 0:
             waited(channel, wait)
             raise RateLimited(wait)
@@ -263,6 +270,7 @@ class Deliverer:
         re-queued batch), so a wait is recorded once, not at every re-check."""
         loaded = self.engine.store.load_many(sorted({contact.account_id for contact in contacts}))
         batch = Batch({one.account_id: one for one in loaded}, already_waiting)
+        batch.pending.update(contact.channel.value for contact in contacts)
         for index, contact in enumerate(contacts):
             structlog.contextvars.bind_contextvars(contact_id=contact.id)  # on every line about this contact
             batch.done[contact.id] = self.run_steps(batch, One(contact, contact.channel.value))
@@ -280,6 +288,7 @@ class Deliverer:
 
     def run_steps(self, batch: Batch, one: One) -> Delivery:
         """The steps for one contact, until one answers; a claim that ended is noted for the record step."""
+        batch.pending[one.provider] -= 1
         for step in self.steps:
             delivery = step(self, batch, one)
             if delivery is not None:
