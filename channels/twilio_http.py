@@ -20,6 +20,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -66,7 +67,7 @@ class PooledHttpClient(HttpClient):
         self._local.last = None
         fields = dict(headers or {})
         if auth is not None:
-            fields["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            fields["Authorization"] = _basic(auth)
         if params:
             uri += ("&" if "?" in uri else "?") + urlencode_form(params)
         body = None
@@ -93,6 +94,11 @@ class PooledHttpClient(HttpClient):
 
     def close(self) -> None:
         self._pool.clear()
+
+
+@lru_cache(maxsize=8)
+def _basic(auth: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
 
 
 def transport_error(exc: urllib3.exceptions.HTTPError) -> TransientDeliveryError:
