@@ -345,11 +345,9 @@ class Deliverer:
         for account_id, moment in wake_later:
             gate.wake_no_later(account_id, moment)
         for provider, held in batch.held.items():
-            started = [contact for contact in held if contact.account_id in newly_held[provider]]
-            if started:
-                gate.waiting(started, "provider_unhealthy")
             # The opening is wall-clock time; the schedule runs on the deployment's clock (faster in the demo).
-            gate.park(held, now + timedelta(seconds=batch.admissions[provider].wait * self.settings.clock_factor))
+            until = now + timedelta(seconds=batch.admissions[provider].wait * self.settings.clock_factor)
+            gate.park(held, until, audited=[c for c in held if c.account_id in newly_held[provider]])
         if woken:
             gate.wake_now(woken)  # what the circuit held goes now
         if batch.outcomes:

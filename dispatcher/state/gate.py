@@ -173,11 +173,15 @@ class SendGate:
         """The contacts went back on the broker: the stranded sweep counts their wait from now."""
         self.store.ledger.dispatched([(c.account_id, c.id, c.channel.value) for c in contacts])
 
-    def park(self, contacts: Sequence[Contact], moment: datetime) -> list[bool]:
+    def park(self, contacts: Sequence[Contact], moment: datetime, audited: Sequence[Contact] = ()) -> list[bool]:
         """Queued contacts that must wait unclaimed longer than the broker should hold them (an open circuit):
         their queued claims are forgotten and their accounts wake by `moment`, for the planner to queue them
-        again; whether each was still queued (a contact another task claimed meanwhile is left alone)."""
+        again; whether each was still queued (a contact another task claimed meanwhile is left alone).
+        `audited`: those of them that start waiting now, audited as `not_sent` / `provider_unhealthy`."""
         store = self.store
+        if audited:
+            now = self.clock.now()
+            store.append_audit_many([contact_audit(c, now, "not_sent", reason="provider_unhealthy") for c in audited])
         offers = [
             (Stranded(c.account_id, c.id, c.channel.value, 0.0), store.wake_key(store.shard_of(c.account_id)))
             for c in contacts
