@@ -258,9 +258,6 @@ class Deliverer:
         self.retry_wait = retry_wait
         self.steps = steps
 
-    def deliver(self, contact: Contact) -> Delivery:
-        return self.deliver_many([contact])[0]
-
     def deliver_many(
         self, contacts: Sequence[Contact], already_waiting: frozenset[str] = frozenset()
     ) -> list[Delivery]:
