@@ -126,9 +126,10 @@ def breaker(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
 
 
 def last_look(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
-    """The contact rules again on the state read for the batch; a no gives its queued claim back (the gate
-    audits why and wakes the account when it may go). An account already claimed in this batch is read
-    afresh by the claim step."""
+    """The contact rules again on the state read for the batch, and the atomic claim against the version they
+    looked at (the claim step reads its answer). A no gives the queued claim back (the gate audits why and
+    wakes the account when it may go). An account whose version moved (an earlier contact of this batch
+    claimed on it, or another writer) is read afresh and looked at again."""
     contact, gate = one.contact, run.engine.gate
     account = batch.loaded.pop(contact.account_id, None)
     if account is None:  # the account's version moved with this batch's earlier claim: read it again
@@ -144,7 +145,8 @@ def last_look(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
 
 
 def claim(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
-    """Only the caller whose claim moved the id from queued to sending goes on."""
+    """The gate: only the caller whose claim moved the id from queued to sending goes on; a deferral, a
+    denial or a claim taken elsewhere ends the contact here, nothing sent."""
     result = one.claim
     assert result is not None, "the last look step claims or says why not"
     if result.verdict == "send":
