@@ -15,14 +15,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from channels.base import (
-    ChannelAdapter,
-    OutboundMessage,
-    ProviderMisconfigured,
-    RateLimited,
-    Receipt,
-    TransientDeliveryError,
-)
+from channels.base import ProviderMisconfigured, RateLimited, TransientDeliveryError
 
 T = TypeVar("T")
 
@@ -50,28 +43,30 @@ def _wait(initial: float, max_wait: float) -> Callable[[RetryCallState], float]:
 
 
 def retry_transient(call: Callable[[], T], *, attempts: int = 3, initial_wait: float = 0.5, max_wait: float = 5.0) -> T:
-    """Run `call`, retrying non-ambiguous transient failures up to `attempts` times in all."""
+    """Run `call`, retrying non-ambiguous transient failures up to `attempts` times in all.
+
+    The first try runs bare: nearly every send succeeds at once, and building the retry loop costs more
+    than the call's own Python. Its failure is handed to the loop as the loop's first attempt."""
+    retryable = _retryable(max_wait)
+    try:
+        return call()
+    except BaseException as exc:
+        if attempts <= 1 or not retryable(exc):
+            raise
+        first: list[BaseException] = [exc]
+
+    def again() -> T:
+        if first:
+            raise first.pop()
+        return call()
+
     retrying = Retrying(
-        retry=retry_if_exception(_retryable(max_wait)),
+        retry=retry_if_exception(retryable),
         wait=_wait(initial_wait, max_wait),
         stop=stop_after_attempt(attempts),
         reraise=True,
     )
-    return retrying(call)
-
-
-def send_with_retries(
-    adapter: ChannelAdapter,
-    message: OutboundMessage,
-    *,
-    attempts: int = 3,
-    initial_wait: float = 0.5,
-    max_wait: float = 5.0,
-) -> Receipt:
-    """adapter.send with short retries; the last error is raised unchanged when they run out."""
-    return retry_transient(
-        lambda: adapter.send(message), attempts=attempts, initial_wait=initial_wait, max_wait=max_wait
-    )
+    return retrying(again)
 
 
 def transient_backoff(

@@ -14,6 +14,7 @@ from channels.callbacks import TWILIO_MESSAGE_STATUS, callback_url
 from channels.twilio_provider import (
     LOOKUP_PAGE_SIZE,
     PERMANENT_CODES,
+    MessageCreate,
     build_client,
     call_twilio,
     contact_id_of,
@@ -67,11 +68,6 @@ def message_status_rank(status: str) -> int:
     return MESSAGE_STATUS_RANK.get(status, -1)
 
 
-def is_newer_status(previous: str | None, current: str) -> bool:
-    """Whether a callback with `current` moves the message forward from `previous`."""
-    return previous is None or message_status_rank(current) > message_status_rank(previous)
-
-
 class SmsAdapter:
     """Sends SMS through Twilio (or its sandbox, by settings.twilio_api_base_url)."""
 
@@ -80,15 +76,15 @@ class SmsAdapter:
     def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
         self._settings = settings
         self._client, self._http = build_client(settings, timeout)
+        self._create = MessageCreate(self._client, self._http)
 
     def send(self, message: OutboundMessage) -> Receipt:
-        params = self._create_params(message)
-        created = call_twilio(lambda: self._client.messages.create(**params), self._http)
+        created = call_twilio(lambda: self._create(self._create_form(message)), self._http)
         return Receipt(
-            provider_id=str(created.sid),
-            status=str(created.status),
+            provider_id=str(created["sid"]),
+            status=str(created["status"]),
             segments=count_segments(message.text),
-            detail={"num_segments": created.num_segments},
+            detail={"num_segments": created.get("num_segments")},
         )
 
     def parse_callback(self, url: str, headers: Mapping[str, str], body: bytes) -> list[ProviderOutcome]:
@@ -145,21 +141,22 @@ class SmsAdapter:
     def close(self) -> None:
         self._http.close()
 
-    def _create_params(self, message: OutboundMessage) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "to": str(message.to),
-            "body": message.text,
-            "status_callback": callback_url(self._settings.public_base_url, TWILIO_MESSAGE_STATUS, message.contact_id),
+    def _create_form(self, message: OutboundMessage) -> dict[str, Any]:
+        """The Message create request's form, in the order the SDK writes it."""
+        form: dict[str, Any] = {
+            "To": str(message.to),
+            "StatusCallback": callback_url(self._settings.public_base_url, TWILIO_MESSAGE_STATUS, message.contact_id),
         }
-        if self._settings.twilio_messaging_service_sid:
-            params["messaging_service_sid"] = self._settings.twilio_messaging_service_sid
-        else:
-            params["from_"] = self._settings.twilio_from_number
         validity = message.extra.get("validity_period")
         if validity is not None:
             # Twilio accepts 1..36000 s; past it, a queued collection text could land outside the window.
-            params["validity_period"] = max(1, min(36000, int(validity)))
-        return params
+            form["ValidityPeriod"] = max(1, min(36000, int(validity)))
+        if self._settings.twilio_messaging_service_sid:
+            form["MessagingServiceSid"] = self._settings.twilio_messaging_service_sid
+        else:
+            form["From"] = self._settings.twilio_from_number
+        form["Body"] = message.text
+        return form
 
     def _auth_token(self) -> str:
         return self._settings.twilio_auth_token.get_secret_value()

@@ -7,6 +7,7 @@ and nowhere else.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ from channels.twilio_http import PooledHttpClient, transport_error
 from config.settings import Settings
 
 T = TypeVar("T")
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 # Error code -> outcome kind for errors that no retry will fix.
 PERMANENT_CODES: dict[int, str] = {
@@ -64,6 +66,29 @@ def build_client(settings: Settings, timeout: float) -> tuple[Client, PooledHttp
         # Every domain resolves URLs against its own base_url; only the Api domain is used here.
         client.api.base_url = settings.twilio_api_base_url.rstrip("/")
     return client, http
+
+
+class MessageCreate:
+    """Twilio's Message create (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`), sent through the
+    SDK's own HTTP client with the SDK's own URL, headers, credentials and error parsing, but without its
+    keyword mapping and response model: those took about a tenth of a worker's CPU per SMS (parsing three
+    dates, for one id and a status). Returns the created message's JSON; a non-2xx answer raises the
+    SDK's TwilioRestException (or TwilioServiceException), as `messages.create` would."""
+
+    def __init__(self, client: Client, http: PooledHttpClient) -> None:
+        self._version = client.api.v2010
+        self._uri = f"/Accounts/{client.account_sid}/Messages.json"
+        self._url = client.get_hostname(self._version.absolute_url(self._uri))  # edge and region, if set
+        self._headers = client.get_headers("POST", {"Content-Type": FORM_TYPE, "Accept": "application/json"})
+        self._auth = client.get_auth(None)
+        self._http = http
+
+    def __call__(self, form: Mapping[str, object]) -> dict[str, Any]:
+        response = self._http.request("POST", self._url, data=form, headers=dict(self._headers), auth=self._auth)
+        if not 200 <= response.status_code < 300:
+            raise self._version.exception("POST", self._uri, response, "Unable to create record")
+        created: dict[str, Any] = json.loads(response.text)
+        return created
 
 
 def call_twilio(request: Callable[[], T], http: PooledHttpClient) -> T:

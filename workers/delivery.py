@@ -1,24 +1,30 @@
-"""The send pipeline for a batch of contacts of one channel, in small steps, each testable alone:
+"""The send pipeline: one list of steps that every channel's contacts pass, each a small function of one
+contact in one batch, testable alone. A channel contributes only its spec (channels.spec.ChannelSpec):
+its adapter, who it sends as, how its message is composed and the step it takes before the send.
 
-    one read of the accounts → per contact: last look + claim → render → send with short retries, each
-    request taking its rate-limit token at the adapter's last step before the wire → then, for the batch:
-    end the claims → record the outcomes
+    read the batch's accounts (one round trip)
+    per contact, in order:  breaker → last look → claim → limiter → compose → send
+    for the batch:          record (back-offs, the claims' endings, the outcomes: one round trip each)
 
-What the caller (a Celery task) must do next comes back per contact as a `Delivery`: nothing, or retry in
-N seconds. A contact id is never sent twice: the claim is the gate, and every path out of it ends or
-releases the claim.
+A step returns None to pass the contact on, or the contact's `Delivery` to stop it there. A contact id is
+never sent twice: the claim is the gate, and every step after it ends or releases the claim (a definite
+non-send releases it, an ambiguous one ends it `unknown`). The breaker comes before the last look and the
+claim so that an open circuit claims nothing and writes no attempt: its contacts go back to the schedule.
+The limiter's token is taken at the adapter's last step before the wire (channels.base.request_gate), for
+every request, each short retry included. Providers under a channel (a choice by country, failover after
+a definite non-send) slot in as one step, `choose provider`, before the breaker: the breaker's and the
+limiter's keys become the provider's (`One.provider`, today the channel itself).
 
 Waits: a contact the rate limit holds comes back on the broker within a second or so; one that met a
-transient error waits longer each time it meets one in a row (channels.retry.transient_backoff: about
-DISPATCHER_RETRY_BACKOFF_SECONDS, doubling up to DISPATCHER_RETRY_BACKOFF_MAX_SECONDS, less a random share),
-or as long as the provider's Retry-After says; up to a minute on the broker, longer on the schedule. A
-contact an open circuit holds goes back to the schedule (workers/circuit.py says why).
+transient error waits longer each time it meets one in a row (channels.retry.transient_backoff), or as long
+as the provider's Retry-After says; up to a minute on the broker, longer on the schedule. A contact an open
+circuit holds goes back to the schedule (workers/circuit.py says why).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -44,8 +50,9 @@ from dispatcher.engine import Engine
 from dispatcher.state.gate import ClaimResult
 from dispatcher.state.metrics import CONTACTS, tally
 from dispatcher.state.redis_keys import retries_key
-from workers.circuit import CircuitBreaker
-from workers.limiter import RateLimiter
+from dispatcher.state.store import Loaded
+from workers.circuit import Admission, CircuitBreaker
+from workers.limiter import RateLimiter, TokenRun
 from workers.messages import build_message
 from workers.metrics_exporter import timed_send, waited
 
@@ -66,31 +73,173 @@ class Delivery:
 
 
 @dataclass
-class _Endings:
-    """What a batch's sends ended in, written together once the sends are done."""
+class One:
+    """One contact on its way through the steps; each step fills in what the next needs."""
 
+    contact: Contact
+    provider: str  # whose breaker and rate limit it passes: today the channel (one provider per channel)
+    claim: ClaimResult | None = None
+    attempt: HistoryEntry | None = None  # the attempt the last look wrote down, claimed by the claim step
+    token: Callable[[], None] | None = None  # the limiter's gate, run before each request leaves
+    message: OutboundMessage | None = None
+    ending: tuple[ClaimStatus, dict[str, str], OutcomeKind | None] | None = None  # how its claim ends, if it does
+
+
+@dataclass
+class Batch:
+    """What one batch's steps share and what they leave for the record step, written together at the end."""
+
+    loaded: dict[str, Loaded]
+    already_waiting: frozenset[str] = frozenset()
+    admissions: dict[str, Admission] = field(default_factory=dict)
+    done: dict[str, Delivery] = field(default_factory=dict)
+    held: dict[str, list[Contact]] = field(default_factory=dict)  # by provider: parked once, at the end
+    stop: tuple[str, float] | None = None  # ("throttled", wait): the rest of the batch waits unclaimed
     ended: list[tuple[Contact, ClaimStatus, dict[str, str]]] = field(default_factory=list)
     outcomes: list[tuple[str, Event]] = field(default_factory=list)
-    released: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
-    forgotten: list[tuple[Contact, HistoryEntry]] = field(default_factory=list)
-    wake_later: list[tuple[str, datetime]] = field(default_factory=list)
     failing: list[tuple[Contact, HistoryEntry, TransientDeliveryError]] = field(default_factory=list)
-
-    def note_ending(
-        self, contact: Contact, status: ClaimStatus, detail: dict[str, str], outcome: OutcomeKind | None
-    ) -> None:
-        self.ended.append((contact, status, detail))
-        if outcome is not None:
-            event = Outcome(contact_id=contact.id, outcome=outcome, channel=contact.channel, detail=detail)
-            self.outcomes.append((contact.account_id, event))
+    broken: list[TemplateContextError] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)  # providers that answered a request (a probe closes)
+    tokens: dict[tuple[str, str], TokenRun] = field(default_factory=dict)  # by provider and sender
+    pending: Counter[str] = field(default_factory=Counter)  # contacts not yet past the limiter, by provider
 
 
-def _attempt_of(claim: ClaimResult) -> HistoryEntry:
-    assert claim.attempt is not None, "a claim that says send carries its attempt"
-    return claim.attempt
+Step = Callable[["Deliverer", Batch, One], Delivery | None]
+
+
+def _attempt_of(one: One) -> HistoryEntry:
+    assert one.attempt is not None, "a claimed contact carries its attempt"
+    return one.attempt
+
+
+# The steps, in order. Each takes the deliverer (its parts), the batch and the contact.
+def breaker(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
+    """An open circuit holds the contact unclaimed; the record step parks it on the schedule. The breaker is
+    asked once per provider and batch (one HGET), and the half-open probe is this batch's first send."""
+    admission = batch.admissions.get(one.provider)
+    if admission is None:
+        admission = batch.admissions[one.provider] = run.breaker.admit(one.provider)
+    if admission.wait <= 0:
+        return None
+    batch.held.setdefault(one.provider, []).append(one.contact)
+    return Delivery(one.contact.id, "circuit_open", detail=f"{admission.wait:.1f} s")
+
+
+def last_look(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
+    """The contact rules again on the state read for the batch, and the atomic claim against the version they
+    looked at (the claim step reads its answer). A no gives the queued claim back (the gate audits why and
+    wakes the account when it may go). An account whose version moved (an earlier contact of this batch
+    claimed on it, or another writer) is read afresh and looked at again."""
+    contact, gate = one.contact, run.engine.gate
+    account = batch.loaded.pop(contact.account_id, None)
+    if account is None:  # the account's version moved with this batch's earlier claim: read it again
+        one.claim = gate.claim(contact)
+        return None
+    looked = gate.look(account, contact, run.engine.clock.now())
+    if isinstance(looked, ClaimResult):
+        one.claim = looked
+        return None
+    one.attempt = looked
+    one.claim = gate.claim_looked(account, contact, looked) or gate.claim(contact)  # None: it moved, again
+    return None
+
+
+def claim(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
+    """The gate: only the caller whose claim moved the id from queued to sending goes on; a deferral, a
+    denial or a claim taken elsewhere ends the contact here, nothing sent."""
+    result = one.claim
+    assert result is not None, "the last look step claims or says why not"
+    if result.verdict == "send":
+        one.attempt = result.attempt
+        return None
+    verdict = {"defer": "deferred", "deny": "denied"}.get(result.verdict, result.verdict)
+    return Delivery(one.contact.id, verdict, detail=result.rule)
+
+
+def limiter(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
+    """The contact's rate-limit token, per provider and sender, taken by each request at the adapter's last
+    step before the wire: the provider sees the limit we keep, retries included."""
+    channel, sender = one.contact.channel.value, run.sender(one.contact.channel.value)
+    tokens = batch.tokens.get((one.provider, sender))
+    if tokens is None:
+        tokens = batch.tokens[one.provider, sender] = TokenRun(run.limiter, one.provider, sender)
+    pending = batch.pending[one.provider] + 1  # this contact and those after it: asked for together
+
+    def token() -> None:
+        wait = tokens.take(pending)
+        if wait > 0:
+            waited(channel, wait)
+            raise RateLimited(wait)
+
+    one.token = token
+    return None
+
+
+def compose(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
+    """The channel's message from the account as claimed; a template that cannot render gives the claim back
+    (forgotten, for the planner) and is raised once the batch has ended."""
+    try:
+        one.message = run.message(one.contact, one.claim)
+    except TemplateContextError as exc:
+        run.engine.gate.release(one.contact, _attempt_of(one), "template_error", forget=True)
+        batch.broken.append(exc)
+        return Delivery(one.contact.id, "template_error", detail=str(exc))
+    return None
+
+
+def send(run: Deliverer, batch: Batch, one: One) -> Delivery:
+    """The adapter's send with short retries (channels.retry), and what its answer means for the claim."""
+    contact, channel = one.contact, one.contact.channel.value
+    adapter, message, token = run.adapters[channel], one.message, one.token
+    assert message is not None and token is not None, "compose and limiter come before send"
+
+    def one_try() -> Receipt:
+        with request_gate(token):
+            return timed_send(channel, adapter.send, message)
+
+    settings = run.settings
+    try:
+        receipt = retry_transient(
+            one_try, attempts=settings.send_retries, initial_wait=run.retry_wait, max_wait=MAX_REQUEUE_SECONDS
+        )
+    except RateLimited as exc:  # the request never left: back to queued, the rest of the batch waits
+        gate, waiting = run.engine.gate, contact.id in batch.already_waiting
+        gate.release(contact, _attempt_of(one), None if waiting else "rate_limited")
+        batch.already_waiting |= {contact.id}
+        batch.stop = ("throttled", exc.retry_after or 1.0)
+        return Delivery(contact.id, "throttled", retry_in=min(exc.retry_after or 1.0, MAX_REQUEUE_SECONDS))
+    except ProviderMisconfigured as exc:  # our configuration, not the debtor: the claim goes back
+        run.engine.gate.release(contact, _attempt_of(one), None)  # queued again, then parked with the rest
+        wait = run.breaker.trip(exc, one.provider)  # sms and voice share Twilio's key
+        batch.admissions[one.provider] = Admission(wait, probe=False)
+        batch.held.setdefault(one.provider, []).append(contact)
+        return Delivery(contact.id, "circuit_open", detail=f"{wait:.1f} s")
+    except PermanentDeliveryError as exc:
+        batch.answered.add(one.provider)
+        one.ending = (ClaimStatus.FAILED, {"error": str(exc)}, OutcomeKind(exc.outcome_kind))
+        return Delivery(contact.id, "failed", detail=exc.outcome_kind)
+    except TransientDeliveryError as exc:
+        batch.answered.add(one.provider)
+        if exc.ambiguous:  # it may have reached the provider: never resend blind; callbacks or housekeeping decide
+            one.ending = (ClaimStatus.UNKNOWN, {"error": str(exc)}, None)
+            return Delivery(contact.id, "unknown", detail=str(exc))
+        batch.failing.append((contact, _attempt_of(one), exc))  # the record step says how long it waits
+        return Delivery(contact.id, "retry", detail=str(exc))
+    batch.answered.add(one.provider)
+    detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status}
+    if receipt.segments is not None:
+        detail["segments"] = str(receipt.segments)
+    kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
+    one.ending = (ClaimStatus.SENT, detail, kind)
+    return Delivery(contact.id, "sent", detail=receipt.provider_id)
+
+
+STEPS: tuple[Step, ...] = (breaker, last_look, claim, limiter, compose, send)
 
 
 class Deliverer:
+    """Runs the steps over a batch; its parts are what the steps use."""
+
     def __init__(
         self,
         engine: Engine,
@@ -100,6 +249,7 @@ class Deliverer:
         settings: Settings,
         retry_wait: float = 0.5,
         breaker: CircuitBreaker | None = None,
+        steps: tuple[Step, ...] = STEPS,
     ):
         self.breaker = breaker or CircuitBreaker(engine.store.redis)
         self.engine = engine
@@ -108,110 +258,63 @@ class Deliverer:
         self.limiter = limiter
         self.settings = settings
         self.retry_wait = retry_wait
-
-    def deliver(self, contact: Contact) -> Delivery:
-        return self.deliver_many([contact])[0]
+        self.steps = steps
 
     def deliver_many(
         self, contacts: Sequence[Contact], already_waiting: frozenset[str] = frozenset()
     ) -> list[Delivery]:
-        """The pipeline for a batch, in the order given. One round trip each for the read of the accounts, the
-        claims' endings and the outcomes; each contact's token and claim go just before its send, so the provider
-        sees no more than the limit in any second, and a worker killed mid-batch leaves at most one claim in
-        doubt (the reconciler asks the provider about it). `already_waiting`: contacts whose rate-limit wait
-        is already audited (a re-queued batch), so a wait is recorded once, not at every re-check."""
-        gate = self.engine.gate
-        done: dict[str, Delivery] = {}
-        batch = _Endings()
-        broken: list[TemplateContextError] = []
-        admissions = {channel: self.breaker.admit(channel) for channel in {c.channel.value for c in contacts}}
-        for channel, admission in admissions.items():
-            if admission.wait > 0:  # the provider's circuit is open: nothing is claimed, back to the schedule
-                self._park(channel, [c for c in contacts if c.channel.value == channel], admission.wait, done)
-        admitted = [contact for contact in contacts if contact.id not in done]
-        claims = gate.claim_each(admitted)
-        for index, contact in enumerate(admitted):
+        """The pipeline for a batch, in the order given: each contact's token and claim go just before its
+        send, so the provider sees no more than the limit in any second, and a worker killed mid-batch leaves
+        at most one claim in doubt. `already_waiting`: contacts whose rate-limit wait is already audited (a
+        re-queued batch), so a wait is recorded once, not at every re-check."""
+        loaded = self.engine.store.load_many(sorted({contact.account_id for contact in contacts}))
+        batch = Batch({one.account_id: one for one in loaded}, already_waiting)
+        batch.pending.update(contact.channel.value for contact in contacts)
+        for index, contact in enumerate(contacts):
             structlog.contextvars.bind_contextvars(contact_id=contact.id)  # on every line about this contact
-            _, claim = next(claims)
-            if claim.verdict != "send":
-                result = {"defer": "deferred", "deny": "denied"}.get(claim.verdict, claim.verdict)
-                done[contact.id] = Delivery(contact.id, result, detail=claim.rule)
-                continue
-            try:
-                message = self._message(contact, claim)
-            except TemplateContextError as exc:
-                gate.release(contact, _attempt_of(claim), "template_error", forget=True)
-                done[contact.id] = Delivery(contact.id, "template_error", detail=str(exc))
-                broken.append(exc)
-                continue
-            try:
-                done[contact.id] = self._send(contact, claim, message, batch)
-            except RateLimited as exc:  # the request never left: back to queued, the rest of the batch waits
-                wait = exc.retry_after or 1.0
-                recorded = contact.id in already_waiting
-                gate.release(contact, _attempt_of(claim), None if recorded else "rate_limited")
-                self._throttled(admitted[index:], wait, already_waiting | {contact.id}, done)
-                claims.close()
+            batch.done[contact.id] = self.run_steps(batch, One(contact, contact.channel.value))
+            if batch.stop is not None:
+                self.wait_unclaimed(batch, contacts[index + 1 :])
                 break
-            except ProviderMisconfigured as exc:  # our configuration, not the debtor: the claim goes back
-                gate.release(contact, _attempt_of(claim), None)  # queued again, then parked with the rest
-                wait = self.breaker.trip(exc, contact.channel.value)  # sms and voice share Twilio's key
-                self._park(contact.channel.value, admitted[index:], wait, done)
-                claims.close()
-                break
-            if admissions[contact.channel.value].probe:  # the half-open probe got an answer: the circuit closes
-                gate.wake_now(self.breaker.succeeded(contact.channel.value))  # and what it held goes now
-                admissions[contact.channel.value] = dataclasses.replace(admissions[contact.channel.value], probe=False)
         structlog.contextvars.unbind_contextvars("contact_id")
-        self._back_off(batch, done)
-        self._finish(batch)
-        tally(CONTACTS, ((c.channel.value, done[c.id].result) for c in contacts if c.id in done))
-        if broken:
+        self.record(batch)
+        tally(CONTACTS, ((c.channel.value, batch.done[c.id].result) for c in contacts if c.id in batch.done))
+        if batch.broken:
             # Loudly, once the rest of the batch has ended: a strategy names a template that cannot render;
             # its claim was given back, so nothing half-filled went out.
-            raise broken[0]
-        return [done[contact.id] for contact in contacts]
+            raise batch.broken[0]
+        return [batch.done[contact.id] for contact in contacts]
 
-    def _throttled(
-        self, waiting: Sequence[Contact], wait: float, already_waiting: frozenset[str], done: dict[str, Delivery]
-    ) -> None:
-        """The limit is reached: the rest of the batch waits (the contact that met the limit was given back to
-        queued, the others were never claimed)."""
-        self._waiting(waiting, wait, already_waiting, done, "throttled", "rate_limited")
+    def run_steps(self, batch: Batch, one: One) -> Delivery:
+        """The steps for one contact, until one answers; a claim that ended is noted for the record step."""
+        batch.pending[one.provider] -= 1
+        for step in self.steps:
+            delivery = step(self, batch, one)
+            if delivery is not None:
+                break
+        else:
+            raise AssertionError("the send step always answers")
+        if one.ending is not None:
+            (status, detail, outcome), contact = one.ending, one.contact
+            batch.ended.append((contact, status, detail))
+            if outcome is not None:
+                event = Outcome(contact_id=contact.id, outcome=outcome, channel=contact.channel, detail=detail)
+                batch.outcomes.append((contact.account_id, event))
+        return delivery
 
-    def _waiting(
-        self,
-        waiting: Sequence[Contact],
-        wait: float,
-        already_waiting: frozenset[str],
-        done: dict[str, Delivery],
-        result: str,
-        reason: str,
-    ) -> None:
-        """Contacts that wait unclaimed (a rate limit): audited once per wait, and handed back to the task to
-        come again in `wait` seconds (a minute at most: no long ETAs on the broker)."""
-        started = [contact for contact in waiting if contact.id not in already_waiting]
+    def wait_unclaimed(self, batch: Batch, rest: Sequence[Contact]) -> None:
+        """The rate limit is reached: the rest of the batch waits unclaimed, audited once per wait, and comes
+        back in `wait` seconds (a minute at most: no long ETAs on the broker)."""
+        assert batch.stop is not None
+        result, wait = batch.stop
+        started = [contact for contact in rest if contact.id not in batch.already_waiting]
         if started:
-            self.engine.gate.waiting(started, reason)
+            self.engine.gate.waiting(started, "rate_limited")
         retry_in = min(wait, MAX_REQUEUE_SECONDS)
-        done.update((contact.id, Delivery(contact.id, result, retry_in=retry_in)) for contact in waiting)
+        batch.done.update((contact.id, Delivery(contact.id, result, retry_in=retry_in)) for contact in rest)
 
-    def _park(self, channel: str, held: Sequence[Contact], wait: float, done: dict[str, Delivery]) -> None:
-        """Contacts an open circuit holds, unclaimed: back to the schedule, their accounts woken when the
-        opening ends (or at once when a probe succeeds or a worker starts: workers/circuit.py), never a
-        delayed message on the broker. Audited once while the circuit holds their account."""
-        if not held:
-            return
-        newly_held = self.breaker.hold(channel, (contact.account_id for contact in held))
-        started = [contact for contact in held if contact.account_id in newly_held]
-        if started:
-            self.engine.gate.waiting(started, "provider_unhealthy")
-        # The opening is wall-clock time; the schedule runs on the deployment's clock (faster in the demo).
-        self.engine.gate.park(held, self.engine.clock.now() + timedelta(seconds=wait * self.settings.clock_factor))
-        done.update((contact.id, Delivery(contact.id, "circuit_open", detail=f"{wait:.1f} s")) for contact in held)
-
-    def _message(self, contact: Contact, claim: ClaimResult) -> OutboundMessage:
-        assert claim.record is not None, "a claim that says send carries the record it looked at"
+    def message(self, contact: Contact, claim: ClaimResult | None) -> OutboundMessage:
+        assert claim is not None and claim.record is not None, "a claim that says send carries its record"
         message = build_message(
             contact, claim.record, claim.history, self.renderer, self.settings, self.engine.strategy,
             self.engine.clock.now(),
@@ -221,60 +324,45 @@ class Deliverer:
             return message
         return prepare(message, self.settings, self.engine.gate.stash_voice_scripts)
 
-    def _send(self, contact: Contact, claim: ClaimResult, message: OutboundMessage, batch: _Endings) -> Delivery:
-        try:
-            receipt = self._with_retries(contact, message)
-        except (RateLimited, ProviderMisconfigured):
-            raise
-        except PermanentDeliveryError as exc:
-            detail = {"error": str(exc)}
-            batch.note_ending(contact, ClaimStatus.FAILED, detail, OutcomeKind(exc.outcome_kind))
-            return Delivery(contact.id, "failed", detail=exc.outcome_kind)
-        except TransientDeliveryError as exc:
-            return self._transient(contact, _attempt_of(claim), exc, batch)  # "retry" until _back_off decides
-        detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status}
-        if receipt.segments is not None:
-            detail["segments"] = str(receipt.segments)
-        kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
-        batch.note_ending(contact, ClaimStatus.SENT, detail, kind)
-        return Delivery(contact.id, "sent", detail=receipt.provider_id)
+    # The record step, for the whole batch.
+    def record(self, batch: Batch) -> None:
+        """End the claims of what the batch sent or refused, give back what briefly failed (each after its
+        back-off), park what an open circuit held, close a circuit whose probe got an answer, then record the
+        outcomes (a fallback an outcome queues goes out through the engine's on_queued, the worker's dispatch).
 
-    def _with_retries(self, contact: Contact, message: OutboundMessage) -> Receipt:
-        """The adapter's send with short retries. Every request, each retry included, takes its own token at
-        the adapter's last step before the wire (channels.base.request_gate): the provider sees the limit we
-        keep, and one coming back from an outage sees the limit, not the backlog of retries."""
-        adapter, channel = self.adapters[contact.channel.value], contact.channel.value
+        Parked contacts go back to the schedule unclaimed, their accounts woken when the opening ends (or at
+        once when a probe succeeds or a worker starts: workers/circuit.py), never as delayed messages on the
+        broker; audited once while the circuit holds their account."""
+        released, forgotten, wake_later = self.back_off(batch)
+        breaker, gate, now = self.breaker, self.engine.gate, self.engine.clock.now()
+        newly_held = {p: breaker.hold(p, (c.account_id for c in held)) for p, held in batch.held.items()}
+        probed = [p for p in batch.answered if batch.admissions[p].probe and p not in batch.held]
+        woken = [account_id for provider in probed for account_id in breaker.succeeded(provider)]
+        gate.end_claims(batch.ended)
+        gate.release_many(released, "transient_error")
+        gate.release_many(forgotten, "transient_error", forget=True)
+        for account_id, moment in wake_later:
+            gate.wake_no_later(account_id, moment)
+        for provider, held in batch.held.items():
+            # The opening is wall-clock time; the schedule runs on the deployment's clock (faster in the demo).
+            until = now + timedelta(seconds=batch.admissions[provider].wait * self.settings.clock_factor)
+            gate.park(held, until, audited=[c for c in held if c.account_id in newly_held[provider]])
+        if woken:
+            gate.wake_now(woken)  # what the circuit held goes now
+        if batch.outcomes:
+            self.engine.record_events(batch.outcomes)
 
-        def token() -> None:
-            wait = self.limiter.acquire(channel, self.sender(channel))
-            if wait > 0:
-                waited(channel, wait)
-                raise RateLimited(wait)
-
-        def one_try() -> Receipt:
-            with request_gate(token):
-                return timed_send(channel, adapter.send, message)
-
-        return retry_transient(
-            one_try, attempts=self.settings.send_retries, initial_wait=self.retry_wait, max_wait=MAX_REQUEUE_SECONDS
-        )
-
-    def _transient(
-        self, contact: Contact, attempt: HistoryEntry, exc: TransientDeliveryError, batch: _Endings
-    ) -> Delivery:
-        if exc.ambiguous:
-            # The request may have reached the provider: never resend blind; callbacks or housekeeping decide.
-            batch.note_ending(contact, ClaimStatus.UNKNOWN, {"error": str(exc)}, None)
-            return Delivery(contact.id, "unknown", detail=str(exc))
-        batch.failing.append((contact, attempt, exc))
-        return Delivery(contact.id, "retry", detail=str(exc))
-
-    def _back_off(self, batch: _Endings, done: dict[str, Delivery]) -> None:
+    def back_off(
+        self, batch: Batch
+    ) -> tuple[list[tuple[Contact, HistoryEntry]], list[tuple[Contact, HistoryEntry]], list[tuple[str, datetime]]]:
         """How long each contact that definitely failed for now waits: what the provider's Retry-After says,
         or the back-off for the transient failures it met in a row (counted in Redis, so the count survives
-        a re-plan); a minute at most on the broker, longer on the schedule."""
+        a re-plan); a minute at most on the broker (released, queued), longer on the schedule (forgotten)."""
+        released: list[tuple[Contact, HistoryEntry]] = []
+        forgotten: list[tuple[Contact, HistoryEntry]] = []
+        wake_later: list[tuple[str, datetime]] = []
         if not batch.failing:
-            return
+            return released, forgotten, wake_later
         settings = self.settings
         for (contact, attempt, exc), tries in zip(batch.failing, self._count_tries(batch.failing), strict=True):
             wait = exc.retry_after or transient_backoff(
@@ -284,12 +372,13 @@ class Deliverer:
                 jitter=settings.retry_backoff_jitter,
             )
             if wait <= MAX_REQUEUE_SECONDS:
-                batch.released.append((contact, attempt))
-                done[contact.id] = Delivery(contact.id, "retry", retry_in=wait, detail=str(exc))
+                released.append((contact, attempt))
+                batch.done[contact.id] = Delivery(contact.id, "retry", retry_in=wait, detail=str(exc))
                 continue
-            batch.forgotten.append((contact, attempt))
-            batch.wake_later.append((contact.account_id, self.engine.clock.now() + timedelta(seconds=wait)))
-            done[contact.id] = Delivery(contact.id, "retry_later", retry_in=wait, detail=str(exc))
+            forgotten.append((contact, attempt))
+            wake_later.append((contact.account_id, self.engine.clock.now() + timedelta(seconds=wait)))
+            batch.done[contact.id] = Delivery(contact.id, "retry_later", retry_in=wait, detail=str(exc))
+        return released, forgotten, wake_later
 
     def _count_tries(self, failing: Sequence[tuple[Contact, HistoryEntry, TransientDeliveryError]]) -> list[int]:
         """Count one more transient failure for each contact, in one round trip; each one's count."""
@@ -299,18 +388,6 @@ class Deliverer:
             pipe.hincrby(retries_key(contact.account_id), contact.id, 1)
             pipe.expire(retries_key(contact.account_id), ttl)
         return [int(count) for count in pipe.execute()[0::2]]
-
-    def _finish(self, batch: _Endings) -> None:
-        """End the claims of what the batch sent or refused, give back what briefly failed, then record the outcomes
-        (a fallback an outcome queues goes out through the engine's on_queued, the worker's dispatch)."""
-        gate = self.engine.gate
-        gate.end_claims(batch.ended)
-        gate.release_many(batch.released, "transient_error")
-        gate.release_many(batch.forgotten, "transient_error", forget=True)
-        for account_id, moment in batch.wake_later:
-            gate.wake_no_later(account_id, moment)
-        if batch.outcomes:
-            self.engine.record_events(batch.outcomes)
 
     def sender(self, channel: str) -> str:
         """Who a channel sends as: the rate limit is per provider and sender."""

@@ -14,6 +14,8 @@ allowed when the N-th most recent one is older than the window.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -27,6 +29,9 @@ _AVERAGING_SECONDS = 10
 # `guard` relative to another; the price is guard / (1 + guard) of the rate. Measured on a loaded 2-core
 # machine (docs/reliability.md): 20 ms let 107 arrive in one second against 100/s; 100 ms held.
 ARRIVAL_JITTER_GUARD = 0.1
+# A batch may take several tokens in one call; each must be used within this share of the guard after it
+# was granted (a token used later is as if its request had been delayed that long), the rest is dropped.
+PREFETCH_SHARE_OF_GUARD = 0.25
 
 # ARGV: wanted, then (limit, span) per window in KEYS. Grants as many of `wanted` as every window allows
 # now: c more fit in a window when its entry at index limit - c (newest first) is absent or outside it.
@@ -90,6 +95,9 @@ class RateLimiter:
         self._script = self._redis.register_script(_ACQUIRE)
         self._limits = limits
 
+    def limit_of(self, key: str) -> Limit | None:
+        return self._limits.get(key)
+
     def acquire(self, key: str, *identifiers: str) -> float:
         """0.0 when a send may go now (the token is taken); otherwise the seconds until one frees up."""
         return self.acquire_at(key, *identifiers)[0]
@@ -114,3 +122,31 @@ class RateLimiter:
         args = [count, *(value for window in windows for value in window)]
         granted, wait, now = self._script(keys=keys, args=args)
         return int(granted), max(0.001, float(wait)), float(now)
+
+
+class TokenRun:
+    """Tokens for one batch's requests to one provider and sender, taken several at a time: one Redis call
+    for the requests that leave within `PREFETCH_SHARE_OF_GUARD` of the guard, instead of one per request.
+    Each request still takes its own token at its last step before the wire (`take`); a token unused in its
+    time is dropped, never carried over, so the provider sees no more than the limit in any second."""
+
+    def __init__(self, limiter: RateLimiter, key: str, sender: str, now: Callable[[], float] = time.monotonic) -> None:
+        self.limiter, self.key, self.sender, self.now = limiter, key, sender, now
+        limit = limiter.limit_of(key)
+        # At most what the rate grants in a token's lifetime: an unused token costs the rate little.
+        self.lifetime = 0.0 if limit is None else limit.guard * PREFETCH_SHARE_OF_GUARD
+        self.most = 1 if limit is None else max(1, math.floor((limit.rate + limit.burst) * self.lifetime))
+        self.left, self.until = 0, 0.0
+
+    def take(self, wanted: int = 1) -> float:
+        """0.0 when a request may leave now (its token taken); otherwise the seconds until one frees up.
+        `wanted`: how many requests the batch still has for this provider and sender (this one included)."""
+        if self.left > 0 and self.now() < self.until:
+            self.left -= 1
+            return 0.0
+        granted, wait = self.limiter.acquire_many(max(1, min(wanted, self.most)), self.key, self.sender)
+        if granted == 0:
+            self.left = 0
+            return wait
+        self.left, self.until = granted - 1, self.now() + self.lifetime
+        return 0.0

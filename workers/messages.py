@@ -17,7 +17,7 @@ from channels.spec import Draft
 from config.settings import Settings
 from dispatcher.core.models import AccountRecord, Channel, Contact, HistoryEntry, PostalAddress, zone
 from dispatcher.core.strategy import Strategy
-from dispatcher.core.timeline import timeline
+from dispatcher.core.timeline import case_file
 from dispatcher.core.unsubscribe import unsubscribe_token
 
 
@@ -30,60 +30,60 @@ def build_message(
     strategy: Strategy,
     now: datetime,
 ) -> OutboundMessage:
-    """Render the contact's template for the debtor's locale; a missing variable raises, nothing is sent."""
-    account = record.account
-    context = _context(contact, record, settings, now)
-    rendered = renderer.render(contact.template, account.locale, context)
-    draft = Draft(
-        contact_id=contact.id,
-        account_id=account.id,
-        template=contact.template,
-        locale=account.locale,
-        to=address_of(contact.channel, record),
-        text=rendered.text,
-        subject=rendered.subject,
-        html=rendered.html,
-        extra={"unsubscribe_url": context["unsubscribe_url"], "unsubscribe_token": context["token"]},
-        renderer=renderer,
-        context=context,
-        local_today=now.astimezone(zone(account.timezone)).date(),
-        window_seconds_left=_seconds_left_in_window(record, strategy, contact.channel, now),
-        case_file=lambda: _case_file(record, history),
-    )
-    return spec_of(contact.channel.value).compose(draft)
+    """Render the contact's template for the debtor's locale; a missing variable raises, nothing is sent.
 
-
-def _context(contact: Contact, record: AccountRecord, settings: Settings, now: datetime) -> dict[str, Any]:
+    One pass, each outside call once and in turn (the account's address and zone, the unsubscribe token,
+    the render, the channel's spec): the send pipeline's compose step reads top to bottom."""
     account = record.account
-    local_today = now.astimezone(zone(account.timezone)).date()
+    to = address_of(contact.channel, record)
+    local = now.astimezone(zone(account.timezone))  # the debtor's own time, read once
     token = unsubscribe_token(settings.unsubscribe_secret.get_secret_value(), account.id)
-    return {
+    unsubscribe_url = settings.unsubscribe_url.format(contact_id=contact.id, account_id=account.id, token=token)
+    context: dict[str, Any] = {
         "name": account.name,
         "amount": account.balance - record.state.paid,
         "currency": account.currency,
         "minimum_payment": account.minimum_payment,
         "due_date": account.due_date,
-        "days_past_due": (local_today - account.due_date).days,
+        "days_past_due": (local.date() - account.due_date).days,
         "account_ref": account.id[-4:],
         "pay_url": settings.pay_url.format(account_id=account.id),
-        "unsubscribe_url": settings.unsubscribe_url.format(contact_id=contact.id, account_id=account.id, token=token),
+        "unsubscribe_url": unsubscribe_url,
         "bank_name": settings.bank_name,
         "phone": settings.callback_phone,
         "token": token,
     }
+    rendered = renderer.render(contact.template, account.locale, context)
+    # Until the channel's window closes in the debtor's zone (36000, the longest a provider holds a
+    # message, when it has none): a text still queued then expires rather than lands late.
+    window = strategy.compliance.windows.get(contact.channel)
+    closes = None if window is None else datetime.combine(local.date(), window.end, local.tzinfo)
+    draft = Draft(
+        contact_id=contact.id,
+        account_id=account.id,
+        template=contact.template,
+        locale=account.locale,
+        to=to,
+        text=rendered.text,
+        subject=rendered.subject,
+        html=rendered.html,
+        extra={"unsubscribe_url": unsubscribe_url, "unsubscribe_token": token},
+        renderer=renderer,
+        context=context,
+        local_today=local.date(),
+        window_seconds_left=36000 if closes is None else max(1, int((closes - local) / timedelta(seconds=1))),
+        case_file=lambda: case_file(record, history),
+    )
+    return spec_of(contact.channel.value).compose(draft)
 
 
 def address_of(channel: Channel, record: AccountRecord) -> str | dict[str, str]:
     """Where the channel reaches the debtor (the account says which of its addresses that is)."""
     address = record.account.address_for(channel)
-    if isinstance(address, PostalAddress):
-        return _postal(record.account.name, address)
-    return str(address)
-
-
-def _postal(name: str, address: PostalAddress) -> dict[str, str]:
+    if not isinstance(address, PostalAddress):
+        return str(address)
     fields = {
-        "name": name,
+        "name": record.account.name,
         "address_line1": address.line1,
         "address_line2": address.line2 or "",
         "address_city": address.city,
@@ -92,26 +92,3 @@ def _postal(name: str, address: PostalAddress) -> dict[str, str]:
         "address_country": address.country,
     }
     return {key: value for key, value in fields.items() if value}
-
-
-def _seconds_left_in_window(record: AccountRecord, strategy: Strategy, channel: Channel, now: datetime) -> int:
-    """Until the channel's window closes in the debtor's zone (36000, the longest a provider holds a message,
-    when it has none)."""
-    window = strategy.compliance.windows.get(channel)
-    if window is None:
-        return 36000
-    local = now.astimezone(zone(record.account.timezone))
-    closes = datetime.combine(local.date(), window.end, local.tzinfo)
-    return max(1, int((closes - local) / timedelta(seconds=1)))
-
-
-def _case_file(record: AccountRecord, history: Sequence[HistoryEntry]) -> dict[str, Any]:
-    account = record.account
-    rows = timeline(record, history)
-    return {
-        "account": account.model_dump(mode="json"),
-        "balance": str(account.balance - record.state.paid),
-        "currency": account.currency,
-        "contact_history": rows,
-        "letters": [row for row in rows if row.get("channel") == Channel.LETTER],
-    }

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from dispatcher.core.compliance import ContactLog, is_conversation, violations
-from dispatcher.core.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core.models import AccountRecord, Channel, HistoryEntry, zone
 from dispatcher.core.strategy import CompliancePolicy
 
 
@@ -25,6 +25,19 @@ def account_json(
         "next_wakeup": wake,
         "claims": dict(claims),
         "timeline": timeline(record, history),
+    }
+
+
+def case_file(record: AccountRecord, history: Sequence[HistoryEntry]) -> dict[str, Any]:
+    """The account's file as a collection agency takes it: the account, what is owed, every contact."""
+    account = record.account
+    rows = timeline(record, history)
+    return {
+        "account": account.model_dump(mode="json"),
+        "balance": str(account.balance - record.state.paid),
+        "currency": account.currency,
+        "contact_history": rows,
+        "letters": [row for row in rows if row.get("channel") == Channel.LETTER],
     }
 
 

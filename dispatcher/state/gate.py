@@ -10,7 +10,7 @@ claim ends or releases it (dispatcher.state.claims draws the states).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -65,7 +65,7 @@ class SendGate:
                 if any(claimed.account_id == contact.account_id for claimed, _, _ in claims):
                     later.append(contact)
                     continue
-                looked = self._look(loaded[contact.account_id], contact, now)
+                looked = self.look(loaded[contact.account_id], contact, now)
                 if isinstance(looked, ClaimResult):
                     results[contact.id] = looked
                 else:
@@ -82,24 +82,7 @@ class SendGate:
             raise RuntimeError(f"contacts {[c.id for c in pending[:5]]}: the accounts kept changing; claim abandoned")
         return [results[contact.id] for contact in contacts]
 
-    def claim_each(self, contacts: Sequence[Contact]) -> Generator[tuple[Contact, ClaimResult], None, None]:
-        """claim() for each contact in turn, lazily, so the caller sends one before claiming the next. The
-        accounts are read once for the batch; one that moved since (or was just claimed) is read again."""
-        loaded = {one.account_id: one for one in self.store.load_many(sorted({c.account_id for c in contacts}))}
-        for contact in contacts:
-            account = loaded.pop(contact.account_id, None)
-            result = None if account is None else self._claim_on(account, contact, self.clock.now())
-            yield contact, self.claim(contact) if result is None else result
-
-    def _claim_on(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | None:
-        """Last look and claim against the state as read; None when the account moved since."""
-        looked = self._look(account, contact, now)
-        if isinstance(looked, ClaimResult):
-            return looked
-        reply = self.store.ledger.claim(contact.account_id, contact.id, contact.channel.value, account.version, looked)
-        return _claimed(reply, account, looked)
-
-    def _look(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | HistoryEntry:
+    def look(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | HistoryEntry:
         """The last look on the state as read: the attempt to claim with, or why not (its claim given back)."""
         if account.record is None:
             return ClaimResult("deny", "unknown_account")
@@ -107,6 +90,12 @@ class SendGate:
         if ruling.verdict != "send":
             return self._not_now(contact, ruling, account.record, now)
         return _attempt(contact, now)
+
+    def claim_looked(self, account: Loaded, contact: Contact, attempt: HistoryEntry) -> ClaimResult | None:
+        """The atomic claim after a last look that said send, against the version it read: None when the
+        account moved since (look again: `claim` reads it afresh)."""
+        reply = self.store.ledger.claim(contact.account_id, contact.id, contact.channel.value, account.version, attempt)
+        return _claimed(reply, account, attempt)
 
     def _not_now(self, contact: Contact, ruling: Ruling, record: AccountRecord, now: datetime) -> ClaimResult:
         """The last look said no: give the queued claim back so the planner decides again, and say why."""
@@ -184,11 +173,15 @@ class SendGate:
         """The contacts went back on the broker: the stranded sweep counts their wait from now."""
         self.store.ledger.dispatched([(c.account_id, c.id, c.channel.value) for c in contacts])
 
-    def park(self, contacts: Sequence[Contact], moment: datetime) -> list[bool]:
+    def park(self, contacts: Sequence[Contact], moment: datetime, audited: Sequence[Contact] = ()) -> list[bool]:
         """Queued contacts that must wait unclaimed longer than the broker should hold them (an open circuit):
         their queued claims are forgotten and their accounts wake by `moment`, for the planner to queue them
-        again; whether each was still queued (a contact another task claimed meanwhile is left alone)."""
+        again; whether each was still queued (a contact another task claimed meanwhile is left alone).
+        `audited`: those of them that start waiting now, audited as `not_sent` / `provider_unhealthy`."""
         store = self.store
+        if audited:
+            now = self.clock.now()
+            store.append_audit_many([contact_audit(c, now, "not_sent", reason="provider_unhealthy") for c in audited])
         offers = [
             (Stranded(c.account_id, c.id, c.channel.value, 0.0), store.wake_key(store.shard_of(c.account_id)))
             for c in contacts

@@ -351,9 +351,6 @@ class Store:
         self.redis.zadd(key, {account_id: epoch(moment)}, lt=True)
         self.redis.zadd(key, {account_id: epoch(moment)}, nx=True)
 
-    def forget_wakeup(self, account_id: str) -> None:
-        self.redis.zrem(self.wake_key(self.shard_of(account_id)), account_id)
-
     def trim_history(
         self,
         account_id: str,

@@ -15,7 +15,7 @@ from channels.base import (
     TransientDeliveryError,
     WebhookRejected,
 )
-from channels.retry import send_with_retries
+from channels.retry import retry_transient
 from channels.sandbox import Sandboxes
 from channels.sms import SmsAdapter
 from channels.twilio_http import PooledHttpClient, urlencode_form
@@ -119,9 +119,8 @@ def test_429_gives_a_transient_error_with_retry_after(settings: Settings, sandbo
 def test_two_503s_then_success_sends_exactly_once(settings: Settings, sandboxes: Sandboxes) -> None:
     before_requests = sandboxes.twilio.request_count
     sandboxes.twilio.faults.set(fail_503=2)
-    receipt = send_with_retries(
-        SmsAdapter(settings), text("A1/reminder/sms/503", "+15551110000"), attempts=3, initial_wait=0.01
-    )
+    adapter, message = SmsAdapter(settings), text("A1/reminder/sms/503", "+15551110000")
+    receipt = retry_transient(lambda: adapter.send(message), attempts=3, initial_wait=0.01)
     stored = [
         m
         for m in sandboxes.twilio.state.messages()

@@ -130,7 +130,7 @@ def test_a_worker_dying_mid_batch_leaves_one_claim_in_doubt_and_the_redelivered_
     assert counts == {"sent": 2, "released": 1}
     assert [store.claim_status(c.account_id, c.id) for c in contacts[:3]] == ["sent", "sent", None]
     [again] = [c for result in runtime.engine.replan_many([contacts[2].account_id]) for c in result.queued]
-    assert runtime.deliverer.deliver(again).result == "sent"
+    assert runtime.deliverer.deliver_many([again])[0].result == "sent"
     assert [_sent_to(worker_sandboxes, runtime, c) for c in contacts] == [1] * 6
     reasons = [e.get("reason") for e in store.audit(contacts[2].account_id) if e["type"] == "contact"]
     assert "provider_has_none" in reasons

@@ -57,7 +57,7 @@ def test_a_queued_contact_whose_message_was_lost_is_offered_again_and_sent_once(
     assert store.next_wakeup(contact.account_id) == clock.now()  # planned again at the next pump
     [again] = runtime.engine.pump()
     assert again.id == contact.id
-    assert runtime.deliverer.deliver(again).result == "sent"
+    assert runtime.deliverer.deliver_many([again])[0].result == "sent"
     assert offer_stranded(runtime, now=later + 3600) == 0
     assert _texts(worker_sandboxes, [contact]) == {contact.id: 1}
     audit = [e for e in store.audit(contact.account_id) if e.get("status") == "offered_again"]
@@ -190,7 +190,7 @@ def test_a_request_refused_at_the_gate_never_reaches_the_provider(
 ) -> None:
     [contact] = _queued(runtime, clock, "SG", 1)
     claim = runtime.engine.gate.claim(contact)
-    message = runtime.deliverer._message(contact, claim)
+    message = runtime.deliverer.message(contact, claim)
     before = worker_sandboxes.twilio.request_count
 
     def refuse() -> None:

@@ -54,14 +54,14 @@ def test_with_the_defaults_a_503_waits_about_30_s_then_twice_as_long_each_time_u
     runtime.deliverer.settings = runtime.settings.model_copy(update={"send_retries": 1})  # one request a try
     contact = _sms(runtime, clock, "BO1")
     store = runtime.engine.store
-    first = runtime.deliverer.deliver(contact)
+    first = runtime.deliverer.deliver_many([contact])[0]
     assert first.result == "retry" and first.retry_in is not None and 24 <= first.retry_in <= 30  # on the broker
-    second = runtime.deliverer.deliver(contact)
+    second = runtime.deliverer.deliver_many([contact])[0]
     assert second.result == "retry" and second.retry_in is not None and 48 <= second.retry_in <= 60
     assert store.claim_status(contact.account_id, contact.id) == "queued"
     waits = []
     for _ in range(4):  # longer than a minute: back to the schedule, and the count survives the re-plan
-        delivery = runtime.deliverer.deliver(contact)
+        delivery = runtime.deliverer.deliver_many([contact])[0]
         assert delivery.result == "retry_later" and delivery.retry_in is not None
         assert store.claim_status(contact.account_id, contact.id) is None  # forgotten, for the planner
         assert _woken_in(runtime, clock, contact) == pytest.approx(delivery.retry_in, abs=0.01)
@@ -70,7 +70,7 @@ def test_with_the_defaults_a_503_waits_about_30_s_then_twice_as_long_each_time_u
         [contact] = [again for again in runtime.engine.pump() if again.id == contact.id]
     assert 96 <= waits[0] <= 120 and 192 <= waits[1] <= 240 and 240 <= waits[2] <= 300 and 240 <= waits[3] <= 300
     outage.twilio.faults.set(fail_503=0)
-    assert runtime.deliverer.deliver(contact).result == "sent"
+    assert runtime.deliverer.deliver_many([contact])[0].result == "sent"
 
 
 def test_a_retry_after_from_the_provider_is_the_wait_on_the_broker_or_on_the_schedule(
@@ -79,10 +79,10 @@ def test_a_retry_after_from_the_provider_is_the_wait_on_the_broker_or_on_the_sch
     runtime.deliverer.settings = runtime.settings.model_copy(update={"send_retries": 1})
     outage.twilio.faults.set(fail_503=0, fail_429=2, retry_after=7)
     contact = _sms(runtime, clock, "BO2")
-    short = runtime.deliverer.deliver(contact)
+    short = runtime.deliverer.deliver_many([contact])[0]
     assert (short.result, short.retry_in) == ("retry", 7)  # the provider's word, not the back-off
     outage.twilio.faults.set(retry_after=90)
-    long = runtime.deliverer.deliver(contact)
+    long = runtime.deliverer.deliver_many([contact])[0]
     assert (long.result, long.retry_in) == ("retry_later", 90)
     assert _woken_in(runtime, clock, contact) == pytest.approx(90, abs=0.01)
 

@@ -67,6 +67,7 @@ def test_the_same_send_delivered_three_times_sends_once(
 def test_a_payment_before_the_send_means_the_queued_contact_is_never_sent(
     runtime: WorkerRuntime, celery_worker: object, worker_sandboxes: Sandboxes, clock: ManualClock
 ) -> None:
+    runtime.engine.on_queued = lambda contacts: None  # queued, not handed to the worker before the payment
     contacts = _due(runtime, 1, "PAID1", clock, phone="+8613922223333")
     runtime.engine.record_event("PAID1", Payment(amount=make_account().balance))
     dispatch(contacts, batch=10)

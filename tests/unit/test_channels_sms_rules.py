@@ -8,7 +8,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from channels.base import WebhookRejected
-from channels.sms import count_segments, inbound_intent, is_newer_status, message_status_outcomes
+from channels.sms import count_segments, inbound_intent, message_status_outcomes, message_status_rank
 from channels.twilio_provider import verified_params
 from config.settings import load_settings
 
@@ -56,11 +56,10 @@ def test_inbound_keywords_are_read_as_twilio_reads_them(body: str, intent: str |
     assert inbound_intent(body) == intent
 
 
-def test_a_late_sent_callback_does_not_undo_delivered() -> None:
-    assert is_newer_status("sent", "delivered")
-    assert not is_newer_status("delivered", "sent")
-    assert not is_newer_status("undelivered", "delivered")  # both terminal: the first one stands
-    assert is_newer_status(None, "queued")
+def test_a_late_sent_callback_ranks_below_delivered() -> None:
+    assert message_status_rank("delivered") > message_status_rank("sent") > message_status_rank("queued")
+    assert message_status_rank("undelivered") == message_status_rank("delivered")  # both terminal
+    assert message_status_rank("no-such-status") < message_status_rank("queued")
 
 
 @pytest.mark.parametrize(
