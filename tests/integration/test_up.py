@@ -268,7 +268,7 @@ def test_every_part_runs_when_nothing_is_configured() -> None:
     parts = topology(settings, UpPlan(), "redis://127.0.0.1:6379/0", flower_auth({}))
     assert [part.name for part in parts] == ["redis", "postgres", "api", "beat", "plan", "send", "flower", "sandbox"]
     assert [part.name for part in parts if not part.argv] == ["postgres"]  # `up` runs the record itself
-    assert sandbox_ports(settings) == {"twilio": 8701, "smtp": 8725, "print": 8702, "agency": 8703}
+    assert sandbox_ports(settings) == {"twilio": 8701, "smtp": 8725, "print": 8702, "agency": 8703, "wechat": 8704}
     env = shared_env(settings, UpPlan(), "redis://127.0.0.1:6379/0")
     assert env["DISPATCHER_TWILIO_API_BASE_URL"] == "http://127.0.0.1:8701"
     assert env["DISPATCHER_PUBLIC_BASE_URL"] == "http://127.0.0.1:8700"
