@@ -105,11 +105,11 @@ def open_push(cipher: SafeModeCipher, token: str, query: Mapping[str, str], body
     if query.get("encrypt_type") != "aes" or not query.get("msg_signature"):
         raise WebhookRejected("only safe-mode pushes are accepted (encrypt_type=aes with msg_signature)")
     timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
         raise WebhookRejected("timestamp missing or too far from now")
     encrypted = _element_text(_xml(body), "Encrypt")
     expected = sha1_signature(token, timestamp, nonce, encrypted)
-    if not hmac.compare_digest(expected, query["msg_signature"]):
+    if not hmac.compare_digest(expected.encode(), query["msg_signature"].encode()):
         raise WebhookRejected("msg_signature does not match")
     return {child.tag: (child.text or "") for child in _xml(cipher.decrypt(encrypted).encode())}
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from channels import callbacks
 from channels.base import ProviderOutcome, WebhookRejected
@@ -32,6 +32,9 @@ from dispatcher.state.provider_state import ProviderState
 router = APIRouter(tags=["webhooks"])
 RESULT_RANK = 2  # every TEMPLATESENDJOBFINISH status is final
 XML_BODY = {"requestBody": {"required": True, "content": {"text/xml": {"schema": {"type": "string"}}}}}
+TEXT_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"description": "WeChat's expected answer", "content": {"text/plain": {"schema": {"type": "string"}}}}
+}
 
 
 def outcome_of(status: str) -> str:
@@ -43,7 +46,7 @@ def outcome_of(status: str) -> str:
 
 
 @router.get(callbacks.WECHAT, summary="WeChat server URL check (signature, echostr)", operation_id="wechatVerify",
-            response_class=PlainTextResponse, responses=responses(403))  # fmt: skip
+            response_class=Response, responses={**TEXT_ANSWER, **responses(403)})  # fmt: skip
 async def wechat_verify(
     settings: AppSettings,
     signature: Annotated[str, Query()] = "",
@@ -52,13 +55,13 @@ async def wechat_verify(
     echostr: Annotated[str, Query()] = "",
 ) -> PlainTextResponse:
     expected = sha1_signature(settings.wechat_token.get_secret_value(), timestamp, nonce)
-    if not signature or not hmac.compare_digest(expected, signature):
+    if not signature or not hmac.compare_digest(expected.encode(), signature.encode()):
         raise ApiError(403, "forbidden", "signature does not match", [FieldError(field="signature", message="bad")])
     return PlainTextResponse(echostr)
 
 
 @router.post(callbacks.WECHAT, summary="WeChat pushes, safe mode only (msg_signature)", operation_id="wechatPush",
-             response_class=PlainTextResponse, responses=responses(403), openapi_extra=XML_BODY)  # fmt: skip
+             response_class=Response, responses={**TEXT_ANSWER, **responses(403)}, openapi_extra=XML_BODY)  # fmt: skip
 async def wechat_push(request: Request, settings: AppSettings, recorder: Callbacks) -> PlainTextResponse:
     body = await request.body()
     token = settings.wechat_token.get_secret_value()
