@@ -280,7 +280,7 @@ def test_real_providers_and_a_configured_redis_start_neither_sandboxes_nor_redis
         _env_file=None, redis_url="redis://redis.internal:6379/0", database_url="postgresql://db.internal/dispatcher",
         twilio_account_sid="AC" + "1" * 32,
         smtp_host="smtp.example-bank.test", print_vendor_url="https://print.example.test",
-        agency_url="https://agency.example.test/cases",
+        agency_url="https://agency.example.test/cases", wechat_api_base_url="https://api.weixin.qq.com",
     )  # fmt: skip
     assert sandbox_ports(settings) is None
     names = [part.name for part in topology(settings, UpPlan(flower=False), settings.redis_url or "", None)]
