@@ -219,7 +219,12 @@ class WechatAdapter:
 
     def _fetch(self, force: bool) -> tuple[str, float]:
         self.token_fetches += 1
-        body = {"grant_type": "client_credential", "appid": self._app_id, "secret": self._secret, "force_refresh": force}
+        body = {
+            "grant_type": "client_credential",
+            "appid": self._app_id,
+            "secret": self._secret,
+            "force_refresh": force,
+        }
         try:
             response = self._http.post(f"{self._root}{TOKEN_PATH}", json=body)
         except httpx.TransportError as exc:

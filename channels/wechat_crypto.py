@@ -84,7 +84,9 @@ class SafeModeCipher:
         return Cipher(algorithms.AES(self._key), modes.CBC(self._key[:16]))
 
 
-def encrypted_envelope(cipher: SafeModeCipher, token: str, xml: str, timestamp: str, nonce: str) -> tuple[dict[str, str], str]:
+def encrypted_envelope(
+    cipher: SafeModeCipher, token: str, xml: str, timestamp: str, nonce: str
+) -> tuple[dict[str, str], str]:
     """What WeChat sends in safe mode: the query parameters and the body (the sandbox pushes with it)."""
     encrypted = cipher.encrypt(xml)
     query = {

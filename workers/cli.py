@@ -176,7 +176,8 @@ def sandbox(
     # The sandboxes accept the credentials the workers are configured with, so a staging .env may change them.
     running = start_sandboxes(
         settings.state_dir / "sandboxes", host=host, twilio_port=twilio_port, smtp_port=smtp_port,
-        print_port=print_port, agency_port=agency_port, wechat_port=wechat_port, callback_base_url=settings.public_base_url,
+        print_port=print_port, agency_port=agency_port, wechat_port=wechat_port,
+        callback_base_url=settings.public_base_url,
         credentials=SandboxCredentials.from_settings(settings),
     )  # fmt: skip
     for field, value in running.settings_overrides().items():

@@ -47,7 +47,13 @@ TEXT = {"wechat": "first: Hello\nkeyword1: 1\nkeyword2: 2\nkeyword3: 3\nremark: 
 
 def message(channel: str, contact_id: str) -> OutboundMessage:
     return OutboundMessage(
-        contact_id, "acct-c", GOOD[channel], "en", TEXT.get(channel, "Hello"), subject="Hi", extra=EXTRA.get(channel, {})
+        contact_id,
+        "acct-c",
+        GOOD[channel],
+        "en",
+        TEXT.get(channel, "Hello"),
+        subject="Hi",
+        extra=EXTRA.get(channel, {}),
     )
 
 

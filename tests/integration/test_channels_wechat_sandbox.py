@@ -38,7 +38,9 @@ def openid(prefix: str = "o", seed: str = "") -> str:
     return (prefix + seed + "x" * 28)[:28]
 
 
-def message(contact_id: str, to: str | None = None, text: str = FIELDS, template: str = "early_wechat") -> OutboundMessage:
+def message(
+    contact_id: str, to: str | None = None, text: str = FIELDS, template: str = "early_wechat"
+) -> OutboundMessage:
     return OutboundMessage(contact_id, "A1", to or openid("oDebtor"), "zh-CN", text,
                            extra={"template": template, "url": "https://pay.bank.test/a/A1"})  # fmt: skip
 

@@ -3,6 +3,8 @@ account with an openid and consent gets the early stage's template message once,
 for the push; an approved template withdrawn is a misconfiguration: the breaker opens naming the setting,
 and the contact is not burned (no attempt, still queued)."""
 
+# ruff: noqa: F811 - the fixtures imported from tests.worker_fixtures come back as test parameters
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -38,7 +40,9 @@ def _wechat_contact(runtime: WorkerRuntime, clock: ManualClock, account_id: str)
 
 
 def test_a_debtor_with_an_openid_and_consent_gets_the_template_message_once(
-    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, clock: ManualClock  # noqa: F811
+    runtime: WorkerRuntime,
+    worker_sandboxes: Sandboxes,
+    clock: ManualClock,
 ) -> None:
     contact = _wechat_contact(runtime, clock, "WX1")
     assert [d.result for d in runtime.deliverer.deliver_many([contact])] == ["sent"]
@@ -51,7 +55,10 @@ def test_a_debtor_with_an_openid_and_consent_gets_the_template_message_once(
 
 
 def test_a_withdrawn_template_opens_the_breaker_naming_the_setting_and_burns_no_contact(
-    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, worker_settings: Settings, clock: ManualClock  # noqa: F811
+    runtime: WorkerRuntime,
+    worker_sandboxes: Sandboxes,
+    worker_settings: Settings,
+    clock: ManualClock,
 ) -> None:
     template_id = worker_settings.wechat_template_ids["early_wechat"]
     fields = worker_sandboxes.wechat.state.templates[template_id]

@@ -77,7 +77,8 @@ OUTCOMES: dict[Channel, tuple[OutcomeKind, ...]] = {
     Channel.EMAIL: (OutcomeKind.DELIVERED, OutcomeKind.BOUNCED),
     Channel.LETTER: (OutcomeKind.DELIVERED, OutcomeKind.RETURNED),
     Channel.AGENCY: (OutcomeKind.HANDED_OFF,),
-    Channel.WECHAT: (OutcomeKind.DELIVERED, OutcomeKind.UNDELIVERED, OutcomeKind.OPTED_OUT, OutcomeKind.INVALID_ADDRESS),
+    Channel.WECHAT: (OutcomeKind.DELIVERED, OutcomeKind.UNDELIVERED, OutcomeKind.OPTED_OUT,
+                     OutcomeKind.INVALID_ADDRESS),
 }  # fmt: skip
 # Outcomes that invalidate the address in the default ladder (wrong party: every call step says so).
 INVALIDATING = {OutcomeKind.INVALID_ADDRESS, OutcomeKind.BOUNCED, OutcomeKind.RETURNED}
