@@ -6,7 +6,8 @@ WeChat's errcodes for what WeChat refuses, and pushing TEMPLATESENDJOBFINISH in 
                                         Normal mode hands out the current token while it is valid; force_refresh
                                         issues another (the old one stays valid, as WeChat keeps it a while)
     POST /cgi-bin/message/template/send?access_token=...
-        40001  a token it never issued          42001  a token expired (`expire_tokens()` expires them all)
+        40001  a token it never issued
+        42001  a token expired (`expire_tokens()` expires them all now, `expire_tokens_after = N` after N sends)
         40003  an openid not shaped like one    43004  an openid that unfollowed (starts `o-unfollowed`)
         43101  one that refused the messages (starts `o-refused`)
         40037  a template_id not approved (`remove_template(id)` withdraws one)
@@ -65,6 +66,7 @@ class WechatSandbox:
         self.callback_base_url = callback_base_url
         self.push_delay = push_delay
         self.daily_quota: int | None = None
+        self.expire_tokens_after: int | None = None  # every token expires once this many more are accepted
         self.tokens: dict[str, float] = {}  # token -> expires at
         self.current: str | None = None
         self.sent: dict[str, dict[str, Any]] = {}  # msgid -> the message
@@ -117,6 +119,11 @@ class WechatSandbox:
                          "template_id": body["template_id"], "client_msg_id": client_id})  # fmt: skip
         if self.callback_base_url:
             self._spawn(self._push(msgid, body["touser"]))
+        if self.expire_tokens_after is not None:
+            self.expire_tokens_after -= 1
+            if self.expire_tokens_after <= 0:
+                self.expire_tokens_after = None
+                self.expire_tokens()
         return {"errcode": 0, "errmsg": "ok", "msgid": int(msgid)}
 
     def _refusal(self, access_token: str, body: Any) -> dict[str, Any] | None:

@@ -26,9 +26,10 @@ pytestmark = pytest.mark.integration
 OPENID = "oWorkerDebtor000000000000000"
 
 
-def _wechat_contact(runtime: WorkerRuntime, clock: ManualClock, account_id: str) -> Contact:
+def _wechat_contact(runtime: WorkerRuntime, clock: ManualClock, account_id: str, advance: bool = True) -> Contact:
     """An account 16 days past due (the early stage) reachable only on WeChat, planned at 12:00 in Shanghai."""
-    clock.advance(timedelta(hours=2))  # the default clock is 10:00 in Shanghai; the wechat step's hour is 12
+    if advance:
+        clock.advance(timedelta(hours=2))  # the default clock is 10:00 in Shanghai; the wechat step's hour is 12
     runtime.engine.on_queued = lambda contacts: None  # the test delivers them itself
     account = make_account(
         account_id, phone=None, email=None, address=None, wechat_openid=OPENID, consent=["wechat"],
@@ -75,3 +76,23 @@ def test_a_withdrawn_template_opens_the_breaker_naming_the_setting_and_burns_no_
     history = runtime.engine.store.load("WX2").history
     assert not [e for e in history if e.kind == "attempt" and e.contact_id == contact.id]
     runtime.deliverer.breaker.succeeded("wechat")  # the setting fixed: the rest of the session sends again
+
+
+def test_a_token_expiring_mid_batch_is_refreshed_once_and_each_contact_sent_once(
+    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    contacts = [_wechat_contact(runtime, clock, f"WXB{n}", advance=n == 0) for n in range(6)]
+    sandbox = worker_sandboxes.wechat.state
+    before = len(sandbox.log.read())
+    runtime.deliverer.deliver_many(contacts[:1])  # the workers' shared token, taken before the batch
+    during = len(sandbox.log.read())
+    sandbox.expire_tokens_after = 2  # WeChat's 7200 s end after the batch's second send
+    deliveries = runtime.deliverer.deliver_many(contacts[1:])
+    assert [d.result for d in deliveries] == ["sent"] * 5
+    seen = sandbox.log.read()[before:]
+    sent = [r["client_msg_id"] for r in seen if r["event"] == "message.sent"]
+    assert sorted(sent) == sorted(client_msg_id(c.id) for c in contacts)  # each contact once
+    refused = [r for r in seen if r["event"] == "message.refused"]
+    assert [r["errcode"] for r in refused] == [42001]  # the one send that met the expired token, sent again
+    refreshes = [r for r in sandbox.log.read()[during:] if r["event"] == "token.issued"]
+    assert len(refreshes) == 1  # one refresh for the whole batch
