@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels import agency, email, letter, sms, voice
+from channels import agency, email, letter, sms, voice, wechat
 from channels.base import (
     OUTCOME_KINDS,
     ChannelAdapter,
@@ -25,7 +25,7 @@ from channels.spec import ChannelSpec, Draft
 from config.settings import Settings
 
 REGISTRY: dict[str, ChannelSpec] = {
-    spec.name: spec for spec in (sms.SPEC, voice.SPEC, email.SPEC, letter.SPEC, agency.SPEC)
+    spec.name: spec for spec in (sms.SPEC, voice.SPEC, email.SPEC, letter.SPEC, agency.SPEC, wechat.SPEC)
 }
 
 

@@ -18,6 +18,7 @@ TWILIO_INBOUND_SMS = WEBHOOK_PREFIX + "twilio/inbound-sms"
 PRINT_VENDOR = WEBHOOK_PREFIX + "print-vendor"
 EMAIL_BOUNCE = WEBHOOK_PREFIX + "email-bounce"
 EMAIL_DSN = WEBHOOK_PREFIX + "email-dsn"
+WECHAT = WEBHOOK_PREFIX + "wechat"  # the official account's server URL: its pushes (safe mode) come here
 
 
 def callback_url(public_base_url: str, path: str, contact_id: str | None = None) -> str:

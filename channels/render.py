@@ -24,7 +24,7 @@ from babel.numbers import format_currency, format_decimal
 from config.errors import ConfigurationError
 from config.settings import TEMPLATES_DIR
 
-TEXT_EXTENSIONS = ("sms.txt", "voice.txt", "email.txt", "letter.txt")
+TEXT_EXTENSIONS = ("sms.txt", "voice.txt", "email.txt", "letter.txt", "wechat.txt")
 ALL_EXTENSIONS = (*TEXT_EXTENSIONS, "email.subject.txt", "email.html", "letter.html")
 
 

@@ -70,13 +70,16 @@ def default_sender(settings: Settings) -> str:
 class ChannelSpec:
     """A channel's name (also its queue's and its rate limit's key in settings.rate_limits), its adapter,
     who it sends as (the rate limit is per provider and sender), how its message is composed, and the step
-    it takes before each send, if any."""
+    it takes before each send, if any, and whether its adapter shares a session through Redis."""
 
     name: str
     adapter: AdapterFactory  # adapter(settings, **options)
     compose: Callable[[Draft], OutboundMessage] = plain_message
     sender: Callable[[Settings], str] = default_sender
     prepare: Callable[[OutboundMessage, Settings, Stash], OutboundMessage] | None = None
+    # The adapter keeps a session every worker shares (WeChat's access token, its message ids): the workers
+    # build it with `store=`, a dispatcher.state.provider_state.ProviderState named after the channel.
+    shared_state: bool = False
 
     @property
     def queue(self) -> str:

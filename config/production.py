@@ -28,10 +28,10 @@ SANDBOX_SMTP_PORT = 8725
 
 _SECRETS = (
     "twilio_auth_token", "print_vendor_api_key", "print_vendor_webhook_secret", "agency_api_key",
-    "email_webhook_secret", "unsubscribe_secret",
+    "email_webhook_secret", "unsubscribe_secret", "wechat_app_secret", "wechat_token", "wechat_encoding_aes_key",
 )  # fmt: skip
-_EXAMPLE_TEXT = ("bank_name", "callback_phone")
-_SANDBOX_URLS = ("public_base_url", "print_vendor_url", "agency_url", "twilio_api_base_url")
+_EXAMPLE_TEXT = ("bank_name", "callback_phone", "wechat_app_id")
+_SANDBOX_URLS = ("public_base_url", "print_vendor_url", "agency_url", "twilio_api_base_url", "wechat_api_base_url")
 _EXAMPLE_URLS = ("pay_url", "unsubscribe_url")
 # RFC 2606 / 6761 names that can never be a real bank's.
 _EXAMPLE_TLDS = ("test", "example", "invalid", "localhost")
@@ -66,6 +66,7 @@ def production_problems(settings: SettingsFields) -> list[tuple[str, str]]:
         problems.append(("clock_start", "demo only: must be unset"))
     if settings.clock_factor != 1.0:
         problems.append(("clock_factor", "demo only: must be 1"))
+    problems += _wechat_problems(settings)
     return sorted(problems + _twilio_problems(settings) + _api_key_problems(settings) + _record_problems(settings))
 
 
@@ -90,6 +91,16 @@ def _twilio_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     if settings.twilio_messaging_service_sid is None and settings.twilio_from_number.startswith("+1500555"):
         problems.append(("twilio_from_number", f"{settings.twilio_from_number} is a Twilio test number"))
     return problems
+
+
+def _wechat_problems(settings: SettingsFields) -> list[tuple[str, str]]:
+    """The sandbox's template ids are approved nowhere but in the sandbox."""
+    sandboxed = sorted(
+        name for name, template_id in settings.wechat_template_ids.items() if template_id.startswith("sandbox-")
+    )
+    if sandboxed:
+        return [("wechat_template_ids", f"sandbox template ids for {', '.join(sandboxed)}")]
+    return []
 
 
 def _record_problems(settings: SettingsFields) -> list[tuple[str, str]]:

@@ -5,6 +5,8 @@ this with them, so the guard can read the fields' types without the two modules 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -135,10 +137,37 @@ class SettingsFields(BaseSettings):
     letter_double_sided: bool = Field(default=True, description="Print letters on both sides.")
     agency_url: str = Field(default="http://127.0.0.1:8703/cases")
     agency_api_key: SecretStr = Field(default=SecretStr("agency-key"))
+    # WeChat: the bank's official account (its template messages), and the server settings of its push.
+    wechat_app_id: str = Field(default="wx00000000sandbox0", description="The official account's AppID.")
+    wechat_app_secret: SecretStr = Field(
+        default=SecretStr("sandbox-wechat-secret"), description="The official account's AppSecret (stable_token)."
+    )
+    wechat_api_base_url: str = Field(
+        default="http://127.0.0.1:8704", description="WeChat's API root: https://api.weixin.qq.com in production."
+    )
+    wechat_token: SecretStr = Field(
+        default=SecretStr("sandbox-wechat-token"),
+        description="The Token of the account's server settings: signs the pushes (msg_signature).",
+    )
+    wechat_encoding_aes_key: SecretStr = Field(
+        default=SecretStr("c2FuZGJveC13ZWNoYXQtYWVzLWtleS0zMi1ieXRlcyE"),
+        description="The EncodingAESKey (43 characters) of the server settings: pushes are accepted in safe mode only.",
+    )
+    wechat_template_ids: dict[str, str] = Field(
+        default_factory=lambda: {"early_wechat": "sandbox-tmpl-early", "continuous_wechat": "sandbox-tmpl-continuous"},
+        description='JSON: our template name -> the approved template_id, e.g. {"early_wechat": "Ab3..."}.',
+    )
 
     # Workers (the Celery runtime).
     rate_limits: dict[str, float] = Field(
-        default_factory=lambda: {"sms": 100.0, "voice": 10.0, "email": 50.0, "letter": 20.0, "agency": 5.0},
+        default_factory=lambda: {
+            "sms": 100.0,
+            "voice": 10.0,
+            "email": 50.0,
+            "letter": 20.0,
+            "agency": 5.0,
+            "wechat": 20.0,
+        },
         description='Sends per second per provider and sender, JSON, e.g. {"sms": 100}. Shared by all workers.',
     )
     rate_limit_burst: int = Field(default=0, ge=0, description="Extra sends allowed within any one second.")
@@ -201,6 +230,18 @@ class SettingsFields(BaseSettings):
         first = info.data.get("retry_backoff_seconds")
         if first is not None and value < first:
             raise ValueError(f"the longest retry wait must be at least DISPATCHER_RETRY_BACKOFF_SECONDS ({first:g})")
+        return value
+
+    @field_validator("wechat_encoding_aes_key")
+    @classmethod
+    def _aes_key_shape(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        try:
+            size = len(base64.b64decode(text + "=", validate=True))
+        except (binascii.Error, ValueError):
+            size = 0
+        if len(text) != 43 or size != 32:
+            raise ValueError("an EncodingAESKey is 43 characters of base64 (32 bytes once '=' is added)")
         return value
 
     @field_validator("twilio_account_sid")

@@ -46,6 +46,8 @@ class OutcomeModel(BaseModel):
             "email": {"delivered": 0.9, "bounced": 0.1},
             "letter": {"delivered": 0.92, "returned": 0.08},
             "agency": {"handed_off": 1.0},
+            # A follower's template message: delivered, blocked (the debtor refused the account), or failed.
+            "wechat": {"delivered": 0.95, "opted_out": 0.02, "undelivered": 0.03},
         },  # fmt: skip
         description="Per channel, the chance of each outcome of a send.",
     )

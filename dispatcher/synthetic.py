@@ -33,7 +33,21 @@ _CN_MOBILE_PREFIXES = ["130", "131", "135", "136", "138", "139", "150", "151", "
 def synthetic_accounts(count: int, seed: int, today: date, max_days_past_due: int = 30) -> list[Account]:
     """`count` accounts, two thirds Chinese, one to `max_days_past_due` days past due on `today`."""
     rng = random.Random(seed)
-    return [_account(rng, index, today, max_days_past_due) for index in range(count)]
+    accounts = [_account(rng, index, today, max_days_past_due) for index in range(count)]
+    # WeChat from a draw of its own, so the rest of each account is what the seed always made.
+    return [_with_wechat(account, random.Random(f"{seed}:wechat:{account.id}")) for account in accounts]
+
+
+_OPENID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_WECHAT_SHARE = {"CN": 0.6}  # followers of the bank's official account who consented; elsewhere 0.1
+
+
+def _with_wechat(account: Account, rng: random.Random) -> Account:
+    """A share of the accounts follow the bank's official account and consented to its messages."""
+    if rng.random() >= _WECHAT_SHARE.get(account.country, 0.1):
+        return account
+    openid = "o" + "".join(rng.choice(_OPENID_CHARS) for _ in range(27))
+    return account.model_copy(update={"wechat_openid": openid, "consent": account.consent | {Channel.WECHAT}})
 
 
 def _account(rng: random.Random, index: int, today: date, max_days_past_due: int) -> Account:

@@ -40,7 +40,15 @@ PROJECT = "dispatcher-smoke"
 API = "http://127.0.0.1:8700"
 # The demo key .env.example's DISPATCHER_API_KEYS holds the hash of (accounts:read, accounts:write, events:write).
 KEY = "dsp_demo-not-secret-compose-only"
-WORKERS = ("worker-plan", "worker-sms", "worker-voice", "worker-email", "worker-letter", "worker-agency")
+WORKERS = (
+    "worker-plan",
+    "worker-sms",
+    "worker-voice",
+    "worker-email",
+    "worker-letter",
+    "worker-agency",
+    "worker-wechat",
+)
 TWILIO_LOG = "/var/lib/dispatcher/sandboxes/twilio/twilio.ndjson"
 # deploy/compose-smoke.yml's clock is 2026-03-02 10:00 in Shanghai: one day past due is the reminder SMS.
 ACCOUNT = {

@@ -166,6 +166,7 @@ def sandbox(
     smtp_port: Annotated[int, typer.Option(help="SMTP port.")] = 8725,
     print_port: Annotated[int, typer.Option(help="Print-vendor API port.")] = 8702,
     agency_port: Annotated[int, typer.Option(help="Agency endpoint port.")] = 8703,
+    wechat_port: Annotated[int, typer.Option(help="WeChat official-account API port.")] = 8704,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 in a container.")] = "127.0.0.1",
 ) -> None:
     """Run the local provider sandboxes until Ctrl-C; callbacks go to DISPATCHER_PUBLIC_BASE_URL."""
@@ -175,7 +176,8 @@ def sandbox(
     # The sandboxes accept the credentials the workers are configured with, so a staging .env may change them.
     running = start_sandboxes(
         settings.state_dir / "sandboxes", host=host, twilio_port=twilio_port, smtp_port=smtp_port,
-        print_port=print_port, agency_port=agency_port, callback_base_url=settings.public_base_url,
+        print_port=print_port, agency_port=agency_port, wechat_port=wechat_port,
+        callback_base_url=settings.public_base_url,
         credentials=SandboxCredentials.from_settings(settings),
     )  # fmt: skip
     for field, value in running.settings_overrides().items():

@@ -33,7 +33,7 @@ from dispatcher.logging import configure_logging
 from dispatcher.state.redis_server import EmbeddedRedis
 from dispatcher.state.store import Store
 from dispatcher.synthetic import synthetic_accounts
-from workers.app import configure
+from workers.app import QUEUES, configure
 from workers.process_runtime import WorkerRuntime, build_runtime
 from workers.queueing import dispatch
 
@@ -161,7 +161,7 @@ def _worker_env(
 
 @contextlib.contextmanager
 def _workers(env: dict[str, str], count: int, root: Path) -> Iterator[None]:
-    queues = "sms,voice,email,letter,agency,plan"
+    queues = ",".join(QUEUES)  # every channel's queue from the registry, and the planning queue
     processes = []
     for index in range(count):
         log = (root / f"worker-{index}.log").open("w")
@@ -198,6 +198,7 @@ def where_to_look(root: Path) -> list[str]:
         f"letter PDFs:              {sandboxes / 'print_vendor'}",
         f"SMS and call log (NDJSON): {sandboxes / 'twilio' / 'twilio.ndjson'}",
         f"agency case files:        {sandboxes / 'agency' / 'cases'}",
+        f"WeChat log (NDJSON):      {sandboxes / 'wechat' / 'wechat.ndjson'}",
         f"audit trail (NDJSON):     {root / 'audit.ndjson'}",
         f"worker and API logs:      {root}/worker-*.log, {root / 'api.log'}",
     ]

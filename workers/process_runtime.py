@@ -16,6 +16,7 @@ from config.settings import Settings, load_settings
 from dispatcher.core.clock import Clock
 from dispatcher.core.models import Contact
 from dispatcher.engine import Engine
+from dispatcher.state.provider_state import ProviderState
 from dispatcher.wiring import build_engine
 from workers.delivery import Deliverer
 from workers.limiter import Limit, RateLimiter
@@ -37,7 +38,12 @@ def build_runtime(
 ) -> WorkerRuntime:
     assert settings.redis_url, "configure() refuses to start without DISPATCHER_REDIS_URL"
     engine = build_engine(settings, settings.redis_url, clock).engine
-    adapters = {name: build_adapter(name, settings) for name in REGISTRY}
+    adapters = {
+        name: build_adapter(name, settings, store=ProviderState(engine.store.redis, name))
+        if spec.shared_state
+        else build_adapter(name, settings)
+        for name, spec in REGISTRY.items()
+    }
     limits = {
         key: Limit(rate, settings.rate_limit_burst, settings.rate_limit_guard_seconds)
         for key, rate in settings.rate_limits.items()

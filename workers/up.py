@@ -120,6 +120,7 @@ def sandbox_ports(settings: Settings) -> dict[str, int] | None:
         "smtp": settings.smtp_port if settings.smtp_host in LOOPBACK else None,
         "print": _port_of(settings.print_vendor_url),
         "agency": _port_of(settings.agency_url),
+        "wechat": _port_of(settings.wechat_api_base_url),
     }  # fmt: skip
     if all(port is None for port in ports.values()):
         return None
@@ -177,6 +178,7 @@ def _sandbox(ports: Mapping[str, int]) -> list[str]:
     return dispatcher_argv(
         "sandbox", "--twilio-port", str(ports["twilio"]), "--smtp-port", str(ports["smtp"]),
         "--print-port", str(ports["print"]), "--agency-port", str(ports["agency"]),
+        "--wechat-port", str(ports["wechat"]),
     )  # fmt: skip
 
 

@@ -6,18 +6,20 @@
     sandboxes.stop()
 
 `start_sandboxes(state_dir, *, host="127.0.0.1", twilio_port=0, smtp_port=0, print_port=0,
-agency_port=0, callback_base_url=None, credentials=None) -> Sandboxes` starts four servers (port 0
+agency_port=0, wechat_port=0, callback_base_url=None, credentials=None) -> Sandboxes` starts five servers (port 0
 picks a free port) and returns their handles, each with `.url` and `.stop()`:
 
 - `twilio`  Messages.json / Calls.json; status callbacks go to each request's StatusCallback URL.
 - `smtp`    SMTP; accepted mail is stored as .eml under {state_dir}/smtp/mail.
 - `print_vendor`  Lob-shaped /v1/letters; tracking webhooks go to {callback_base_url}/v1/webhooks/print-vendor.
 - `agency`  POST /cases; case files stored as JSON under {state_dir}/agency/cases.
+- `wechat`  cgi-bin/stable_token and message/template/send; TEMPLATESENDJOBFINISH pushed in safe mode to
+            {callback_base_url}/v1/webhooks/wechat.
 
 The HTTP sandboxes take faults through `handle.faults.set(fail_429=2, fail_503=1, retry_after=1,
 latency=0.2, hang=30)` or `POST {url}/_sandbox/faults` with the same JSON; `GET {url}/_sandbox/stats`.
 Each keeps an NDJSON log of everything it saw under its folder of the state dir. Behaviour by address
-is documented in each module (twilio_api, smtp, print_vendor, agency).
+is documented in each module (twilio_api, smtp, print_vendor, agency, wechat).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from channels.sandbox import agency, print_vendor, twilio_api
+from channels.sandbox import agency, print_vendor, twilio_api, wechat
 from channels.sandbox.server import EventLog, FaultInjector, ServerHandle
 from channels.sandbox.smtp import SmtpHandle
 
@@ -50,6 +52,12 @@ class SandboxCredentials:
     print_vendor_api_key: str = "test_print_key"
     print_vendor_webhook_secret: str = "print-webhook-secret"
     agency_api_key: str = "agency-key"
+    wechat_app_id: str = "wx00000000sandbox0"
+    wechat_app_secret: str = "sandbox-wechat-secret"
+    wechat_token: str = "sandbox-wechat-token"
+    wechat_encoding_aes_key: str = "c2FuZGJveC13ZWNoYXQtYWVzLWtleS0zMi1ieXRlcyE"
+    # The approved templates: the template ids settings map our templates to, each with the shipped fields.
+    wechat_template_ids: tuple[str, ...] = ("sandbox-tmpl-early", "sandbox-tmpl-continuous")
 
     @classmethod
     def from_settings(cls, settings: Any) -> SandboxCredentials:
@@ -60,6 +68,11 @@ class SandboxCredentials:
             print_vendor_api_key=settings.print_vendor_api_key.get_secret_value(),
             print_vendor_webhook_secret=settings.print_vendor_webhook_secret.get_secret_value(),
             agency_api_key=settings.agency_api_key.get_secret_value(),
+            wechat_app_id=settings.wechat_app_id,
+            wechat_app_secret=settings.wechat_app_secret.get_secret_value(),
+            wechat_token=settings.wechat_token.get_secret_value(),
+            wechat_encoding_aes_key=settings.wechat_encoding_aes_key.get_secret_value(),
+            wechat_template_ids=tuple(settings.wechat_template_ids.values()),
         )
 
 
@@ -93,6 +106,7 @@ class Sandboxes:
     smtp: SmtpHandle
     print_vendor: HttpSandbox[print_vendor.PrintVendorSandbox]
     agency: HttpSandbox[agency.AgencySandbox]
+    wechat: HttpSandbox[wechat.WechatSandbox]
 
     def settings_overrides(self) -> dict[str, Any]:
         """Settings fields that point the channels at these sandboxes (for load_settings(**...))."""
@@ -102,10 +116,11 @@ class Sandboxes:
             "smtp_port": self.smtp.port,
             "print_vendor_url": f"{self.print_vendor.url}/v1",  # the API root with its version, as Lob's
             "agency_url": self.agency.url + agency.CASES_PATH,
+            "wechat_api_base_url": self.wechat.url,
         }
 
     def stop(self) -> None:
-        for handle in (self.twilio, self.smtp, self.print_vendor, self.agency):
+        for handle in (self.twilio, self.smtp, self.print_vendor, self.agency, self.wechat):
             handle.stop()
 
 
@@ -117,10 +132,11 @@ def start_sandboxes(
     smtp_port: int = 0,
     print_port: int = 0,
     agency_port: int = 0,
+    wechat_port: int = 0,
     callback_base_url: str | None = None,
     credentials: SandboxCredentials | None = None,
 ) -> Sandboxes:
-    """Start the four provider sandboxes on loopback; see the module docstring."""
+    """Start the five provider sandboxes on loopback; see the module docstring."""
     creds = credentials or SandboxCredentials()
     state_dir = Path(state_dir)
     twilio_state = twilio_api.TwilioSandbox(
@@ -130,12 +146,18 @@ def start_sandboxes(
         state_dir / "print_vendor", creds.print_vendor_api_key, creds.print_vendor_webhook_secret, callback_base_url
     )
     agency_state = agency.AgencySandbox(state_dir / "agency", creds.agency_api_key)
+    wechat_state = wechat.WechatSandbox(
+        state_dir / "wechat", creds.wechat_app_id, creds.wechat_app_secret, creds.wechat_token,
+        creds.wechat_encoding_aes_key, dict.fromkeys(creds.wechat_template_ids, wechat.DEFAULT_FIELDS),
+        callback_base_url,
+    )  # fmt: skip
     started: list[Any] = []
     try:
         started.append(HttpSandbox(twilio_state, ServerHandle(twilio_api.create_app(twilio_state), host, twilio_port)))
         started.append(SmtpHandle(state_dir / "smtp", host, smtp_port))
         started.append(HttpSandbox(print_state, ServerHandle(print_vendor.create_app(print_state), host, print_port)))
         started.append(HttpSandbox(agency_state, ServerHandle(agency.create_app(agency_state), host, agency_port)))
+        started.append(HttpSandbox(wechat_state, ServerHandle(wechat.create_app(wechat_state), host, wechat_port)))
     except BaseException:
         for handle in started:  # a port in use must not leave the others running
             handle.stop()

@@ -1,13 +1,13 @@
 """The channels the domain knows: a registry, not a closed list, so a channel is added without editing an enum.
 
 A `Channel` is its name, a string (it compares, hashes and serialises as one), that the registry knows: the
-five shipped ones are registered here, and `register_channel` adds another with the kind of address it
+six shipped ones are registered here, and `register_channel` adds another with the kind of address it
 reaches. Everything that validates a channel (an account's consent, a strategy's step, a task's payload)
 asks the registry at the moment it validates, so a channel registered later is known from then on.
 
 What a channel is *allowed* to do is never implied by its being known. It fails closed everywhere else:
-an account's consent names its channels (`DEFAULT_CONSENT` is the five shipped ones, never a channel
-registered since), the strategy lists the channels that need no consent, and a channel without a window,
+an account's consent names its channels (`DEFAULT_CONSENT` is the first five shipped ones: never wechat,
+never a channel registered since), the strategy lists the channels that need no consent, and a channel without a window,
 caps and pressure entry in the strategy is refused by `strategy check` and denied at the last look
 (dispatcher/core/strategy.py, compliance.py). The channel's sending side (its adapter and queue) is
 registered apart, in `channels.REGISTRY`, which the core may not import.
@@ -29,6 +29,7 @@ class AddressKind(StrEnum):
     PHONE = "phone"
     EMAIL = "email"
     POSTAL = "postal"
+    WECHAT = "wechat"  # an official account's openid for the debtor: neither a phone nor an email
 
 
 _REGISTERED: dict[str, Channel] = {}  # name -> the one Channel of that name, in registration order
@@ -58,6 +59,7 @@ class Channel(str, metaclass=_Registered):
     EMAIL: ClassVar[Channel]
     LETTER: ClassVar[Channel]
     AGENCY: ClassVar[Channel]
+    WECHAT: ClassVar[Channel]
 
     address: AddressKind | None  # the kind of address it reaches; None: no address of the debtor's (agency)
 
@@ -134,6 +136,9 @@ Channel.VOICE = register_channel("voice", AddressKind.PHONE)
 Channel.EMAIL = register_channel("email", AddressKind.EMAIL)
 Channel.LETTER = register_channel("letter", AddressKind.POSTAL)
 Channel.AGENCY = register_channel("agency", None)
+# A WeChat official account's template messages, to the debtor's openid. Shipped, but outside DEFAULT_CONSENT:
+# an account reaches it only when its consent names it (and it has an openid).
+Channel.WECHAT = register_channel("wechat", AddressKind.WECHAT)
 
 # What an account upserted without `consent` has consented to: the five channels the API has always
 # promised as "all" when the field is left out. A constant, never the registry: a channel registered later

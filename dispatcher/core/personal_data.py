@@ -21,7 +21,7 @@ from typing import Any
 # and an event's free-text note.
 PERSONAL_FIELDS = frozenset(
     {"name", "address", "phone", "email", "to", "from", "from_number", "to_number", "recipient",
-     "line1", "line2", "postal_code", "body", "note"}
+     "line1", "line2", "postal_code", "body", "note", "wechat_openid", "touser"}
 )  # fmt: skip
 MASK = "***"
 _MAX_DEPTH = 6

@@ -83,7 +83,7 @@ def fresh_shape(record: AccountRecord, history: Sequence[HistoryEntry]) -> tuple
         return None
     a = record.account
     return (a.due_date, a.timezone, a.extra_timezones, a.country, a.consent, a.phone is None, a.email is None,
-            a.address is None)  # fmt: skip
+            a.address is None, a.wechat_openid is None)  # fmt: skip
 
 
 def plan_shared(

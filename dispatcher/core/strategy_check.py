@@ -31,7 +31,13 @@ from dispatcher.core.strategy import (
 # (template, channel, locale) -> what is wrong when rendering it with a sample account, or None.
 RenderCheck = Callable[[str, Channel, str], str | None]
 LOCALES: tuple[str, ...] = get_args(Account.model_fields["locale"].annotation)
-TEXT_PARTS = ("sms.txt", "voice.txt", "email.txt", "letter.txt")  # what a render needs (channels/render.py)
+TEXT_PARTS = (
+    "sms.txt",
+    "voice.txt",
+    "email.txt",
+    "letter.txt",
+    "wechat.txt",
+)  # what a render needs (channels/render.py)
 
 
 def check_strategy(

@@ -175,6 +175,23 @@ def held_key(provider: str) -> str:
     return f"{{cb:{provider}}}:held"
 
 
+# A provider's shared session (dispatcher/state/provider_state.py): its access token, the one refresher, and
+# the contact each of its message ids carries (a push that names only the provider's id).
+def provider_token_key(provider: str) -> str:
+    """hash: a provider's access token: token, expires_at (epoch seconds); shared by every worker."""
+    return f"{{tok:{provider}}}:access"
+
+
+def provider_refresh_key(provider: str) -> str:
+    """string: held by the one worker refreshing the provider's token; expires by itself."""
+    return f"{{tok:{provider}}}:refresh"
+
+
+def provider_message_key(provider: str, message_id: str) -> str:
+    """string: the contact id a provider's message id was sent for; expires after a week."""
+    return f"{{pm:{provider}:{message_id}}}:contact"
+
+
 # kombu's keys on the broker's Redis, which the dispatcher reads (queue depths, the oldest waiting message)
 # and, replaying a dead letter, pushes to: a queue is a list named after it, one more per priority step.
 UNACKED = "unacked"

@@ -54,7 +54,7 @@ CODE_ROOT = Path(__file__).resolve().parents[2]
 CLOCK_START = datetime(2026, 3, 3, 2, 5, tzinfo=UTC)  # 10:05 in Shanghai: inside the 08:00-21:00 window
 DUE_DATE = date(2026, 3, 2)  # one day past due: the reminder stage's SMS (hour 10) is due at once
 ZONE = "Asia/Shanghai"
-QUEUES = "plan,sms,voice,email,letter,agency"
+QUEUES = "plan,sms,voice,email,letter,agency,wechat"
 PENDING = frozenset({"queued", "sending", "unknown"})
 SENT_LIKE = frozenset({"sent", "delivered"})
 RESTART_DELAY = 1.0

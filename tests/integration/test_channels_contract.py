@@ -34,13 +34,26 @@ GOOD = {
     "email": "wu@example.test",
     "letter": {"name": "Wu", "address_line1": "2 Side Road", "address_city": "Beijing", "address_country": "CN"},
     "agency": "",
+    "wechat": "oContract0000000000000000000",
 }
-EXTRA = {"email": {"unsubscribe_url": "https://bank.test/u"}, "agency": {"case_file": {"balance": "10.00"}}}
+EXTRA = {
+    "email": {"unsubscribe_url": "https://bank.test/u"},
+    "agency": {"case_file": {"balance": "10.00"}},
+    "wechat": {"template": "early_wechat"},
+}
+# A WeChat template message is its fields, one `key: value` line each, as its template renders them.
+TEXT = {"wechat": "first: Hello\nkeyword1: 1\nkeyword2: 2\nkeyword3: 3\nremark: Hi\n"}
 
 
 def message(channel: str, contact_id: str) -> OutboundMessage:
     return OutboundMessage(
-        contact_id, "acct-c", GOOD[channel], "en", "Hello", subject="Hi", extra=EXTRA.get(channel, {})
+        contact_id,
+        "acct-c",
+        GOOD[channel],
+        "en",
+        TEXT.get(channel, "Hello"),
+        subject="Hi",
+        extra=EXTRA.get(channel, {}),
     )
 
 
@@ -55,15 +68,15 @@ def test_every_channel_sends_and_returns_a_receipt(settings: Settings, channel: 
         adapter.close()
 
 
-@pytest.mark.parametrize("channel", ["sms", "voice", "letter", "agency"])
+@pytest.mark.parametrize("channel", ["sms", "voice", "letter", "agency", "wechat"])
 def test_every_http_channel_turns_a_503_into_a_transient_error(
     settings: Settings,
     sandboxes: Sandboxes,
     channel: str,
 ) -> None:
-    handle = {"sms": sandboxes.twilio, "voice": sandboxes.twilio, "letter": sandboxes.print_vendor}.get(
-        channel, sandboxes.agency
-    )
+    handles: dict[str, HttpSandbox[Any]] = {"sms": sandboxes.twilio, "voice": sandboxes.twilio}
+    handles |= {"letter": sandboxes.print_vendor, "agency": sandboxes.agency, "wechat": sandboxes.wechat}
+    handle = handles[channel]
     handle.faults.set(fail_503=1)
     with pytest.raises(TransientDeliveryError):
         build_adapter(channel, settings).send(message(channel, f"c-contract-503-{channel}"))
@@ -91,7 +104,7 @@ def test_every_channel_can_be_asked_whether_a_contact_reached_its_provider(setti
     try:
         assert isinstance(adapter, Reconcilable)
         contact_id = f"c-contract-find-{channel}"
-        if channel == "email":  # SMTP cannot be asked: the claim stays unknown
+        if channel in ("email", "wechat"):  # SMTP and WeChat's template messages cannot be asked: unknown
             with pytest.raises(LookupUnavailable):
                 adapter.find_sent(sent_query(channel, contact_id))
             return
@@ -106,7 +119,7 @@ def test_every_channel_can_be_asked_whether_a_contact_reached_its_provider(setti
         adapter.close()
 
 
-@pytest.mark.parametrize("channel", ["sms", "voice", "letter", "agency"])
+@pytest.mark.parametrize("channel", ["sms", "voice", "letter", "agency"])  # wechat has no lookup: above
 def test_every_http_channel_lookup_turns_a_503_into_a_transient_error(
     settings: Settings, sandboxes: Sandboxes, channel: str
 ) -> None:

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 # them may hide (the audit must still say what was sent, to whom by id, under which rule).
 CANDIDATES = sorted(
     {"name", "address", "phone", "email", "to", "from", "from_number", "to_number", "recipient", "line1", "line2",
-     "postal_code", "body", "note",
+     "postal_code", "body", "note", "wechat_openid", "touser",
      "kind", "channel", "contact_id", "amount", "rule", "status", "stage", "template", "provider_id", "reason",
      "outcome", "balance"}
 )  # fmt: skip

@@ -21,7 +21,8 @@ from tests.fake_channel import PIGEON, registered_channel, strategy_with_pigeon
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 ZONES = ["Asia/Shanghai", "America/New_York", "Europe/London"]
-ALL = ["sms", "voice", "email", "letter", "agency", PIGEON]
+ALL = ["sms", "voice", "email", "letter", "agency", "wechat", PIGEON]
+OPENID = "oTestDebtor00000000000000000"  # every account can be reached on WeChat: consent alone decides
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,7 +50,8 @@ def test_no_contact_on_a_channel_without_consent_unless_it_needs_none(
     consent: frozenset[str] | None, not_required: frozenset[str], days_past_due: int, minutes: int, timezone: str
 ) -> None:
     strategy = _strategy(not_required)
-    fields: dict[str, object] = {"due_date": date(2026, 3, 2) - timedelta(days=days_past_due), "timezone": timezone}
+    fields: dict[str, object] = {"due_date": date(2026, 3, 2) - timedelta(days=days_past_due), "timezone": timezone,
+                                 "wechat_openid": OPENID}  # fmt: skip
     if consent is not None:
         fields["consent"] = consent
     account = make_account("P1", **fields)
@@ -58,6 +60,7 @@ def test_no_contact_on_a_channel_without_consent_unless_it_needs_none(
                   strategy, now)  # fmt: skip
     allowed = account.consent | not_required
     assert PIGEON not in account.consent or consent is not None  # no list given: never the new channel
+    assert "wechat" not in account.consent or consent is not None  # nor wechat
     for contact in result.contacts:
         assert contact.channel in allowed, (contact, account.consent, not_required)
     for decision in result.decisions:

@@ -77,6 +77,8 @@ OUTCOMES: dict[Channel, tuple[OutcomeKind, ...]] = {
     Channel.EMAIL: (OutcomeKind.DELIVERED, OutcomeKind.BOUNCED),
     Channel.LETTER: (OutcomeKind.DELIVERED, OutcomeKind.RETURNED),
     Channel.AGENCY: (OutcomeKind.HANDED_OFF,),
+    Channel.WECHAT: (OutcomeKind.DELIVERED, OutcomeKind.UNDELIVERED, OutcomeKind.OPTED_OUT,
+                     OutcomeKind.INVALID_ADDRESS),
 }  # fmt: skip
 # Outcomes that invalidate the address in the default ladder (wrong party: every call step says so).
 INVALIDATING = {OutcomeKind.INVALID_ADDRESS, OutcomeKind.BOUNCED, OutcomeKind.RETURNED}
@@ -100,6 +102,7 @@ def debtors(draw: st.DrawFn) -> Account:
         due_date=START.date() - timedelta(days=days_late),
         consent=consent,
         email=draw(st.sampled_from(["p1@example.com", None])),
+        wechat_openid=draw(st.sampled_from(["oP1Debtor0000000000000000000", None])),
     )
 
 

@@ -67,7 +67,7 @@ def test_a_channel_only_in_the_registry_gets_its_queue_its_adapter_and_its_sende
 
 
 def test_an_unknown_channel_names_the_known_ones(settings: Settings) -> None:
-    with pytest.raises(KeyError, match="known: \\['agency', 'email', 'letter', 'sms', 'voice'\\]"):
+    with pytest.raises(KeyError, match="known: \\['agency', 'email', 'letter', 'sms', 'voice', 'wechat'\\]"):
         spec_of("carrier-pigeon")
 
 

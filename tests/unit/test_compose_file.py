@@ -167,6 +167,7 @@ def test_the_staging_profile_adds_sandboxes_that_the_default_urls_point_at() -> 
         "twilio_port": env["DISPATCHER_TWILIO_API_BASE_URL"],
         "print_port": env["DISPATCHER_PRINT_VENDOR_URL"],
         "agency_port": env["DISPATCHER_AGENCY_URL"],
+        "wechat_port": env["DISPATCHER_WECHAT_API_BASE_URL"],
     }
     for option, url in urls.items():
         assert (urlsplit(url).hostname, urlsplit(url).port) == ("sandbox", params[option])

@@ -35,6 +35,12 @@ REAL: dict[str, object] = {
     "email_webhook_secret": "a-real-email-secret",
     "unsubscribe_secret": "a-real-unsubscribe-secret",
     "letter_from_address_id": "adr_0123456789abcdef",
+    "wechat_app_id": "wx1f2e3d4c5b6a7980",
+    "wechat_app_secret": "a-real-wechat-secret",
+    "wechat_api_base_url": "https://api.weixin.qq.com",
+    "wechat_token": "a-real-wechat-token",
+    "wechat_encoding_aes_key": "UmVhbEJhbmtXZWNoYXRBRVNrZXktMzItYnl0ZXMtISE",
+    "wechat_template_ids": {"early_wechat": "Ab3dE_early", "continuous_wechat": "Cd4eF_continuous"},
 }
 
 
@@ -74,7 +80,8 @@ def test_production_on_the_defaults_names_every_offending_variable_in_one_error(
         "EMAIL_FROM", "PRINT_VENDOR_URL", "PRINT_VENDOR_API_KEY", "PRINT_VENDOR_WEBHOOK_SECRET", "AGENCY_URL",
         "AGENCY_API_KEY", "BANK_NAME", "CALLBACK_PHONE", "PAY_URL", "UNSUBSCRIBE_URL", "API_KEYS",
         "EMAIL_WEBHOOK_SECRET", "REDIS_URL", "UNSUBSCRIBE_SECRET", "LETTER_FROM_ADDRESS_LINE1",
-        "DATABASE_URL",
+        "DATABASE_URL", "WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_API_BASE_URL", "WECHAT_TOKEN",
+        "WECHAT_ENCODING_AES_KEY", "WECHAT_TEMPLATE_IDS",
     }  # fmt: skip
     named = {line.split(":")[0].strip()[len(ENV_PREFIX) :] for line in message.splitlines()[2:]}
     assert named == expected
@@ -108,6 +115,12 @@ def test_production_on_the_defaults_names_every_offending_variable_in_one_error(
         ("redis_url", None, "embedded Redis"),
         ("database_url", None, "embedded PostgreSQL"),
         ("clock_factor", 86400.0, "demo only"),
+        ("wechat_api_base_url", "http://sandbox:8704", "sandbox"),
+        ("wechat_app_id", "wx00000000sandbox0", "example"),
+        ("wechat_app_secret", "sandbox-wechat-secret", "sandbox"),
+        ("wechat_token", "sandbox-wechat-token", "sandbox"),
+        ("wechat_encoding_aes_key", "c2FuZGJveC13ZWNoYXQtYWVzLWtleS0zMi1ieXRlcyE", "sandbox"),
+        ("wechat_template_ids", {"early_wechat": "sandbox-tmpl-early"}, "sandbox template ids for early_wechat"),
     ],
 )
 def test_production_refuses_each_sandbox_or_example_value(field: str, value: object, why: str) -> None:
