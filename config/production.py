@@ -9,6 +9,7 @@ so an operator fixes them all in one pass.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -28,10 +29,10 @@ SANDBOX_SMTP_PORT = 8725
 
 _SECRETS = (
     "twilio_auth_token", "print_vendor_api_key", "print_vendor_webhook_secret", "agency_api_key",
-    "email_webhook_secret", "unsubscribe_secret", "wechat_app_secret", "wechat_token", "wechat_encoding_aes_key",
+    "email_webhook_secret", "unsubscribe_secret",
 )  # fmt: skip
-_EXAMPLE_TEXT = ("bank_name", "callback_phone", "wechat_app_id")
-_SANDBOX_URLS = ("public_base_url", "print_vendor_url", "agency_url", "twilio_api_base_url", "wechat_api_base_url")
+_EXAMPLE_TEXT = ("bank_name", "callback_phone")
+_SANDBOX_URLS = ("public_base_url", "print_vendor_url", "agency_url", "twilio_api_base_url")
 _EXAMPLE_URLS = ("pay_url", "unsubscribe_url")
 # RFC 2606 / 6761 names that can never be a real bank's.
 _EXAMPLE_TLDS = ("test", "example", "invalid", "localhost")
@@ -66,7 +67,6 @@ def production_problems(settings: SettingsFields) -> list[tuple[str, str]]:
         problems.append(("clock_start", "demo only: must be unset"))
     if settings.clock_factor != 1.0:
         problems.append(("clock_factor", "demo only: must be 1"))
-    problems += _wechat_problems(settings)
     return sorted(problems + _twilio_problems(settings) + _api_key_problems(settings) + _record_problems(settings))
 
 
@@ -93,7 +93,24 @@ def _twilio_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     return problems
 
 
-def _wechat_problems(settings: SettingsFields) -> list[tuple[str, str]]:
+def channel_problems(settings: SettingsFields, channels: Collection[str]) -> list[tuple[str, str]]:
+    """(field, why) for the settings of the channels a deployment may leave out of its strategy (WeChat):
+    checked only for those its strategy uses, so a bank without an official account configures none. The
+    settings cannot see the strategy; the engine's wiring asks with the channels it plans on."""
+    if "wechat" not in channels:
+        return []
+    problems = [(name, "the sandbox's value") for name in _WECHAT_SECRETS if _default(settings, name)]
+    if _default(settings, "wechat_app_id"):
+        problems.append(("wechat_app_id", "the example value"))
+    if _sandbox_url(settings, "wechat_api_base_url"):
+        problems.append(("wechat_api_base_url", f"{_url(settings, 'wechat_api_base_url')} is a sandbox"))
+    return sorted(problems + _wechat_template_problems(settings))
+
+
+_WECHAT_SECRETS = ("wechat_app_secret", "wechat_token", "wechat_encoding_aes_key")
+
+
+def _wechat_template_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     """The sandbox's template ids are approved nowhere but in the sandbox."""
     sandboxed = sorted(
         name for name, template_id in settings.wechat_template_ids.items() if template_id.startswith("sandbox-")

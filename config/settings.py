@@ -7,11 +7,13 @@ A bad value raises SettingsError naming the variable and what is expected; the e
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pydantic import ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from config.errors import ConfigurationError
-from config.production import production_problems
+from config.production import channel_problems, production_problems
 from config.settings_fields import CONFIG_DIR, DEFAULT_STRATEGY, ENV_PREFIX, TEMPLATES_DIR, SettingsFields
 
 __all__ = [
@@ -39,14 +41,25 @@ class Settings(SettingsFields):
         if self.env == "production":
             problems = production_problems(self)
             if problems:
-                # One error naming every variable: an operator fixes them all in one pass, not one per restart.
-                text = "\n".join(f"    {ENV_PREFIX}{field.upper()}: {why}" for field, why in problems)
                 raise PydanticCustomError(
-                    "production_guard",
-                    "DISPATCHER_ENV=production, but these are still sandbox or example values:\n{problems}",
-                    {"problems": text},
+                    "production_guard", f"{PRODUCTION_REFUSAL}:\n{{problems}}", {"problems": listed(problems)}
                 )
         return self
+
+    def refuse_channel_settings(self, channels: Collection[str]) -> None:
+        """In production, refuse the sandbox or example settings of an optional channel the strategy uses
+        (config.production.channel_problems): the engine's wiring calls this once it has the strategy."""
+        problems = channel_problems(self, channels) if self.env == "production" else []
+        if problems:
+            raise SettingsError(f"configuration error:\n  {PRODUCTION_REFUSAL}:\n{listed(problems)}")
+
+
+# One error naming every variable: an operator fixes them all in one pass, not one per restart.
+PRODUCTION_REFUSAL = "DISPATCHER_ENV=production, but these are still sandbox or example values"
+
+
+def listed(problems: list[tuple[str, str]]) -> str:
+    return "\n".join(f"    {ENV_PREFIX}{field.upper()}: {why}" for field, why in problems)
 
 
 def default_unsubscribe_url(settings: Settings) -> str:

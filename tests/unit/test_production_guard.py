@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from config.production import DEMO_API_KEY_HASH
-from config.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from config.settings import DEFAULT_STRATEGY, ENV_PREFIX, Settings, SettingsError, load_settings
+from dispatcher.wiring import build_engine
 
 REAL_KEY = "ab" * 32 + ":admin"
 # A production configuration with nothing left from the sandboxes or the examples.
@@ -80,9 +82,8 @@ def test_production_on_the_defaults_names_every_offending_variable_in_one_error(
         "EMAIL_FROM", "PRINT_VENDOR_URL", "PRINT_VENDOR_API_KEY", "PRINT_VENDOR_WEBHOOK_SECRET", "AGENCY_URL",
         "AGENCY_API_KEY", "BANK_NAME", "CALLBACK_PHONE", "PAY_URL", "UNSUBSCRIBE_URL", "API_KEYS",
         "EMAIL_WEBHOOK_SECRET", "REDIS_URL", "UNSUBSCRIBE_SECRET", "LETTER_FROM_ADDRESS_LINE1",
-        "DATABASE_URL", "WECHAT_APP_ID", "WECHAT_APP_SECRET", "WECHAT_API_BASE_URL", "WECHAT_TOKEN",
-        "WECHAT_ENCODING_AES_KEY", "WECHAT_TEMPLATE_IDS",
-    }  # fmt: skip
+        "DATABASE_URL",
+    }  # fmt: skip  # WeChat's are refused only where the strategy sends WeChat (the tests below)
     named = {line.split(":")[0].strip()[len(ENV_PREFIX) :] for line in message.splitlines()[2:]}
     assert named == expected
     assert message.count("\n") == len(expected) + 1  # one error: a header and a line per variable
@@ -115,12 +116,6 @@ def test_production_on_the_defaults_names_every_offending_variable_in_one_error(
         ("redis_url", None, "embedded Redis"),
         ("database_url", None, "embedded PostgreSQL"),
         ("clock_factor", 86400.0, "demo only"),
-        ("wechat_api_base_url", "http://sandbox:8704", "sandbox"),
-        ("wechat_app_id", "wx00000000sandbox0", "example"),
-        ("wechat_app_secret", "sandbox-wechat-secret", "sandbox"),
-        ("wechat_token", "sandbox-wechat-token", "sandbox"),
-        ("wechat_encoding_aes_key", "c2FuZGJveC13ZWNoYXQtYWVzLWtleS0zMi1ieXRlcyE", "sandbox"),
-        ("wechat_template_ids", {"early_wechat": "sandbox-tmpl-early"}, "sandbox template ids for early_wechat"),
     ],
 )
 def test_production_refuses_each_sandbox_or_example_value(field: str, value: object, why: str) -> None:
@@ -163,3 +158,42 @@ def test_production_refuses_an_http_unsubscribe_url_naming_the_variable_and_the_
 def test_production_with_the_unsubscribe_url_unset_uses_the_https_public_url() -> None:
     settings = load_settings(**{key: value for key, value in REAL.items() if key != "unsubscribe_url"})
     assert settings.unsubscribe_url == "https://collections.bank.cn/v1/unsubscribe/{token}"
+
+
+WECHAT_SANDBOX_VALUES = [
+    ("wechat_api_base_url", "http://sandbox:8704", "sandbox"),
+    ("wechat_app_id", "wx00000000sandbox0", "example"),
+    ("wechat_app_secret", "sandbox-wechat-secret", "sandbox"),
+    ("wechat_token", "sandbox-wechat-token", "sandbox"),
+    ("wechat_encoding_aes_key", "c2FuZGJveC13ZWNoYXQtYWVzLWtleS0zMi1ieXRlcyE", "sandbox"),
+    ("wechat_template_ids", {"early_wechat": "sandbox-tmpl-early"}, "sandbox template ids for early_wechat"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "why"), WECHAT_SANDBOX_VALUES)
+def test_production_refuses_a_sandbox_wechat_setting_when_the_strategy_sends_wechat(
+    field: str, value: object, why: str
+) -> None:
+    settings = load_settings(**{**REAL, field: value})  # the settings alone cannot know WeChat is used
+    with pytest.raises(SettingsError) as raised:
+        build_engine(settings, "redis://unused.invalid:6379/0")  # the shipped ladder has WeChat steps
+    lines = str(raised.value).splitlines()[2:]
+    assert len(lines) == 1 and lines[0].strip().startswith(f"{ENV_PREFIX}{field.upper()}: ")
+    assert why in lines[0]
+
+
+def test_a_bank_whose_strategy_sends_no_wechat_configures_none_of_it(tmp_path: Path) -> None:
+    sandboxed = {field: value for field, value, _ in WECHAT_SANDBOX_VALUES}
+    settings = load_settings(**{**REAL, **sandboxed, "strategy_path": _ladder_without_wechat(tmp_path)})
+    runtime = build_engine(settings, "redis://unused.invalid:6379/0")  # no connection is made to build it
+    assert "wechat" not in {channel.value for _, channel in runtime.strategy.channels_used()}
+
+
+def _ladder_without_wechat(folder: Path) -> Path:
+    """The shipped strategy with its WeChat steps taken out."""
+    document = yaml.safe_load(DEFAULT_STRATEGY.read_text(encoding="utf-8"))
+    for stage in document["stages"]:
+        stage["steps"] = [step for step in stage["steps"] if step["channel"] != "wechat"]
+    path = folder / "strategy.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return path
