@@ -128,10 +128,14 @@ def test_send_tasks_for_a_contact_whose_claim_was_let_go_are_skipped_quietly_not
         make_account("LG1", phone="+8613900000004", due_date=clock.now().date() - timedelta(days=1))
     ).queued
     runtime.engine.record_event("LG1", Dispute())
-    for _ in range(3):
-        send.apply_async(args=[[contact_payload(queued)]], queue="sms")
+    send.apply_async(args=[[contact_payload(queued)]], queue="sms")
     eventually(lambda: client.hexists(let_go_key("LG1"), queued.id))
-    eventually(lambda: _contacts_counted("stale_duplicate") >= 2)
+    # The copies still coming arrive after the last look let the claim go (sent only now: two copies running
+    # side by side with the first would both meet the queued claim and both be denied by the last look).
+    before = _contacts_counted("stale_duplicate")
+    for _ in range(2):
+        send.apply_async(args=[[contact_payload(queued)]], queue="sms")
+    eventually(lambda: _contacts_counted("stale_duplicate") >= before + 2)
     assert _letters(client) == []
     assert "+8613900000004" not in [r["form"].get("To") for r in worker_sandboxes.twilio.state.messages()]
     assert runtime.engine.store.claims("LG1") == {}
