@@ -50,7 +50,7 @@ def _queued(runtime: WorkerRuntime, clock: ManualClock, account_id: str) -> Cont
     runtime.engine.on_queued = lambda contacts: None
     account = make_account(account_id, due_date=clock.now().date() - timedelta(days=1))
     (result,) = runtime.engine.upsert_many([account])
-    return next(contact for contact in result.queued if contact.channel.value == "twilio", "sms")
+    return next(contact for contact in result.queued if contact.channel.value == "sms")
 
 
 def _batch(runtime: WorkerRuntime, *contacts: Contact) -> Batch:
@@ -76,7 +76,7 @@ def test_an_open_circuit_holds_the_contact_unclaimed_and_the_record_step_parks_i
     runtime: WorkerRuntime, clock: ManualClock
 ) -> None:
     contact = _queued(runtime, clock, "B1")
-    runtime.deliverer.breaker.trip(ProviderMisconfigured("401", "twilio", "DISPATCHER_TWILIO_AUTH_TOKEN"), "twilio", "sms")
+    runtime.deliverer.breaker.trip(ProviderMisconfigured("401", "twilio", "DISPATCHER_TWILIO_AUTH_TOKEN"), "sms")
     batch = _batch(runtime, contact)
     held = breaker(runtime.deliverer, batch, One(contact, "twilio", "sms"))
     assert held is not None and held.result == "circuit_open"
@@ -187,4 +187,4 @@ def test_a_misconfigured_provider_gives_the_claim_back_and_opens_its_circuit(
     compose(runtime.deliverer, batch, one)
     assert send(runtime.deliverer, batch, one).result == "circuit_open"
     assert _status(runtime, one.contact) == ClaimStatus.QUEUED and batch.held["sms"] == [one.contact]
-    assert runtime.deliverer.breaker.state("twilio", "sms").is_open
+    assert runtime.deliverer.breaker.state("sms").is_open
