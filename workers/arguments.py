@@ -21,8 +21,8 @@ import structlog
 from celery import Task
 from pydantic import ValidationError
 
-from dispatcher.core.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
 from config.providers import provider_of
+from dispatcher.core.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
 from dispatcher.state.metrics import CONTACTS
 from dispatcher.state.redis_keys import claims_key, let_go_key
 from dispatcher.state.store import Store

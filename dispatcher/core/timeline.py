@@ -59,8 +59,8 @@ def timeline(record: AccountRecord, history: Sequence[HistoryEntry]) -> list[dic
             "at_local": entry.at.astimezone(tz).isoformat(),
         }
         if entry.kind == "attempt":
-            outcome = outcomes.get(entry.contact_id or "")
-            row.update(contact_id=entry.contact_id, channel=entry.channel, provider=attempt_provider(entry), outcome=outcome)
+            provider, outcome = attempt_provider(entry), outcomes.get(entry.contact_id or "")
+            row.update(contact_id=entry.contact_id, channel=entry.channel, provider=provider, outcome=outcome)
             row.update(entry.detail)
         else:
             row.update(event=entry.event, **entry.detail)

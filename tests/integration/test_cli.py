@@ -171,8 +171,14 @@ def test_simulate_moves_accounts_through_the_ladder_without_a_window_or_cap_brea
     assert {row["channel"] for row in attempts} >= {"sms", "voice", "email", "letter", "agency"}
     assert all(row["at_utc"] and row["at_local"] for row in attempts)
     # Every attempt names the provider it went to, the one its channel declares; the run counts them.
-    providers = {"sms": "twilio", "voice": "twilio", "email": "smtp", "letter": "print_vendor", "agency": "agency",
-                 "wechat": "wechat"}
+    providers = {
+        "sms": "twilio",
+        "voice": "twilio",
+        "email": "smtp",
+        "letter": "print_vendor",
+        "agency": "agency",
+        "wechat": "wechat",
+    }
     assert all(row["provider"] == providers[row["channel"]] for row in attempts)
     assert "sends by provider" in result.output
     for provider in ("twilio", "smtp", "print_vendor", "agency"):
