@@ -101,7 +101,7 @@ def _with_case_file(draft: spec.Draft) -> OutboundMessage:
     return draft.message(case_file=draft.case_file())
 
 
-SPEC = spec.ChannelSpec(name="agency", adapter=AgencyAdapter, compose=_with_case_file)
+SPEC = spec.ChannelSpec(name="agency", provider="agency", adapter=AgencyAdapter, compose=_with_case_file)
 
 
 def translate_agency_error(response: httpx.Response) -> DeliveryError:

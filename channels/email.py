@@ -265,7 +265,7 @@ def _sender(settings: Settings) -> str:
     return settings.email_from
 
 
-SPEC = spec.ChannelSpec(name="email", adapter=EmailAdapter, sender=_sender)
+SPEC = spec.ChannelSpec(name="email", provider="smtp", adapter=EmailAdapter, sender=_sender)
 
 
 def translate_smtp_error(exc: aiosmtplib.SMTPException) -> DeliveryError:

@@ -220,7 +220,7 @@ def _dated(draft: spec.Draft) -> OutboundMessage:
     return draft.message(letter_date=draft.local_today.isoformat())
 
 
-SPEC = spec.ChannelSpec(name="letter", adapter=LetterAdapter, compose=_dated)
+SPEC = spec.ChannelSpec(name="letter", provider="print_vendor", adapter=LetterAdapter, compose=_dated)
 
 
 def translate_vendor_error(response: httpx.Response) -> DeliveryError:

@@ -171,7 +171,7 @@ def _sender(settings: Settings) -> str:
     return settings.twilio_messaging_service_sid or settings.twilio_from_number
 
 
-SPEC = spec.ChannelSpec(name="sms", adapter=SmsAdapter, compose=_with_validity, sender=_sender)
+SPEC = spec.ChannelSpec(name="sms", provider="twilio", adapter=SmsAdapter, compose=_with_validity, sender=_sender)
 
 
 def _same_body(stored: str | None, text: str) -> bool:

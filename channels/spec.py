@@ -16,6 +16,7 @@ from typing import Any
 
 from channels.base import AdapterFactory, OutboundMessage, PostalAddress
 from channels.render import Renderer
+from config.providers import register_provider
 from config.settings import Settings
 
 # Keeps what the provider fetches from us while the contact goes out (a call's TwiML scripts), for `ttl`
@@ -68,8 +69,9 @@ def default_sender(settings: Settings) -> str:
 
 @dataclass(frozen=True)
 class ChannelSpec:
-    """A channel's name (also its queue's and its rate limit's key in settings.rate_limits), its adapter,
-    who it sends as (the rate limit is per provider and sender), how its message is composed, and the step
+    """A channel's name (also its queue's, its breaker's and its rate limit's key in settings.rate_limits),
+    the provider it sends through (named on every attempt, in the audit, the timeline and the metrics), its
+    adapter, who it sends as (the rate limit is per provider and sender), how its message is composed, and the step
     it takes before each send, if any, and whether its adapter shares a session through Redis."""
 
     name: str
@@ -80,6 +82,13 @@ class ChannelSpec:
     # The adapter keeps a session every worker shares (WeChat's access token, its message ids): the workers
     # build it with `store=`, a dispatcher.state.provider_state.ProviderState named after the channel.
     shared_state: bool = False
+    provider: str = ""  # the provider's name; the channel's own when left out
+
+    def __post_init__(self) -> None:
+        if self.provider:  # a spec that names none (a test's stand-in) leaves the declared one alone
+            register_provider(self.name, self.provider)
+        else:
+            object.__setattr__(self, "provider", self.name)
 
     @property
     def queue(self) -> str:

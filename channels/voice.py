@@ -192,7 +192,12 @@ def _sender(settings: Settings) -> str:
 
 
 SPEC = spec.ChannelSpec(
-    name="voice", adapter=VoiceAdapter, compose=_with_voicemail, sender=_sender, prepare=_stash_scripts
+    name="voice",
+    provider="twilio",
+    adapter=VoiceAdapter,
+    compose=_with_voicemail,
+    sender=_sender,
+    prepare=_stash_scripts,
 )
 
 

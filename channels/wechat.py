@@ -239,7 +239,7 @@ def _compose(draft: spec.Draft) -> OutboundMessage:
     return draft.message(template=draft.template, url=str(draft.context.get("pay_url", "")))
 
 
-SPEC = spec.ChannelSpec(name=PROVIDER, adapter=WechatAdapter, compose=_compose, shared_state=True)
+SPEC = spec.ChannelSpec(name=PROVIDER, provider="wechat", adapter=WechatAdapter, compose=_compose, shared_state=True)
 
 
 def translate_wechat_error(errcode: Any, errmsg: str, now: float) -> DeliveryError:

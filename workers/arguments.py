@@ -21,6 +21,7 @@ import structlog
 from celery import Task
 from pydantic import ValidationError
 
+from config.providers import provider_of
 from dispatcher.core.models import ACCOUNT_ID_PATTERN, CONTACT_ID, Channel, account_of
 from dispatcher.state.metrics import CONTACTS
 from dispatcher.state.redis_keys import claims_key, let_go_key
@@ -49,7 +50,7 @@ def checked_payloads(task: Task, payloads: object, store: Store) -> list[dict[st
     for payload, problem in zip(payloads, problems, strict=True):
         claim = next(standing) if problem is None else None
         if claim == "let go":
-            CONTACTS.labels(payload["channel"], "stale_duplicate").inc()
+            CONTACTS.labels(payload["channel"], provider_of(payload["channel"]), "stale_duplicate").inc()
             log.debug("contact.stale_duplicate", contact_id=payload["id"], account_id=payload["account_id"])
             continue
         if claim == "none":

@@ -13,7 +13,8 @@ claim so that an open circuit claims nothing and writes no attempt: its contacts
 The limiter's token is taken at the adapter's last step before the wire (channels.base.request_gate), for
 every request, each short retry included. Providers under a channel (a choice by country, failover after
 a definite non-send) slot in as one step, `choose provider`, before the breaker: the breaker's and the
-limiter's keys become the provider's (`One.provider`, today the channel itself).
+limiter's keys become the provider's (`One.key`, today the channel itself; `One.provider` already names
+the provider every attempt goes to).
 
 Waits: a contact the rate limit holds comes back on the broker within a second or so; one that met a
 transient error waits longer each time it meets one in a row (channels.retry.transient_backoff), or as long
@@ -77,7 +78,9 @@ class One:
     """One contact on its way through the steps; each step fills in what the next needs."""
 
     contact: Contact
-    provider: str  # whose breaker and rate limit it passes: today the channel (one provider per channel)
+    provider: str  # the provider it goes to (its channel spec's), named on its attempt, audit and metrics
+    key: str  # whose breaker and rate limit it passes: the channel's name, as the circuits kept in Redis and
+    # the rate-limit settings are keyed
     claim: ClaimResult | None = None
     attempt: HistoryEntry | None = None  # the attempt the last look wrote down, claimed by the claim step
     token: Callable[[], None] | None = None  # the limiter's gate, run before each request leaves
@@ -116,12 +119,12 @@ def _attempt_of(one: One) -> HistoryEntry:
 def breaker(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     """An open circuit holds the contact unclaimed; the record step parks it on the schedule. The breaker is
     asked once per provider and batch (one HGET), and the half-open probe is this batch's first send."""
-    admission = batch.admissions.get(one.provider)
+    admission = batch.admissions.get(one.key)
     if admission is None:
-        admission = batch.admissions[one.provider] = run.breaker.admit(one.provider)
+        admission = batch.admissions[one.key] = run.breaker.admit(one.key)
     if admission.wait <= 0:
         return None
-    batch.held.setdefault(one.provider, []).append(one.contact)
+    batch.held.setdefault(one.key, []).append(one.contact)
     return Delivery(one.contact.id, "circuit_open", detail=f"{admission.wait:.1f} s")
 
 
@@ -160,10 +163,10 @@ def limiter(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     """The contact's rate-limit token, per provider and sender, taken by each request at the adapter's last
     step before the wire: the provider sees the limit we keep, retries included."""
     channel, sender = one.contact.channel.value, run.sender(one.contact.channel.value)
-    tokens = batch.tokens.get((one.provider, sender))
+    tokens = batch.tokens.get((one.key, sender))
     if tokens is None:
-        tokens = batch.tokens[one.provider, sender] = TokenRun(run.limiter, one.provider, sender)
-    pending = batch.pending[one.provider] + 1  # this contact and those after it: asked for together
+        tokens = batch.tokens[one.key, sender] = TokenRun(run.limiter, one.key, sender)
+    pending = batch.pending[one.key] + 1  # this contact and those after it: asked for together
 
     def token() -> None:
         wait = tokens.take(pending)
@@ -195,7 +198,7 @@ def send(run: Deliverer, batch: Batch, one: One) -> Delivery:
 
     def one_try() -> Receipt:
         with request_gate(token):
-            return timed_send(channel, adapter.send, message)
+            return timed_send(channel, one.provider, adapter.send, message)
 
     settings = run.settings
     try:
@@ -210,22 +213,22 @@ def send(run: Deliverer, batch: Batch, one: One) -> Delivery:
         return Delivery(contact.id, "throttled", retry_in=min(exc.retry_after or 1.0, MAX_REQUEUE_SECONDS))
     except ProviderMisconfigured as exc:  # our configuration, not the debtor: the claim goes back
         run.engine.gate.release(contact, _attempt_of(one), None)  # queued again, then parked with the rest
-        wait = run.breaker.trip(exc, one.provider)  # sms and voice share Twilio's key
-        batch.admissions[one.provider] = Admission(wait, probe=False)
-        batch.held.setdefault(one.provider, []).append(contact)
+        wait = run.breaker.trip(exc, one.key)  # sms and voice share Twilio's key
+        batch.admissions[one.key] = Admission(wait, probe=False)
+        batch.held.setdefault(one.key, []).append(contact)
         return Delivery(contact.id, "circuit_open", detail=f"{wait:.1f} s")
     except PermanentDeliveryError as exc:
-        batch.answered.add(one.provider)
+        batch.answered.add(one.key)
         one.ending = (ClaimStatus.FAILED, {"error": str(exc)}, OutcomeKind(exc.outcome_kind))
         return Delivery(contact.id, "failed", detail=exc.outcome_kind)
     except TransientDeliveryError as exc:
-        batch.answered.add(one.provider)
+        batch.answered.add(one.key)
         if exc.ambiguous:  # it may have reached the provider: never resend blind; callbacks or housekeeping decide
             one.ending = (ClaimStatus.UNKNOWN, {"error": str(exc)}, None)
             return Delivery(contact.id, "unknown", detail=str(exc))
         batch.failing.append((contact, _attempt_of(one), exc))  # the record step says how long it waits
         return Delivery(contact.id, "retry", detail=str(exc))
-    batch.answered.add(one.provider)
+    batch.answered.add(one.key)
     detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status}
     if receipt.segments is not None:
         detail["segments"] = str(receipt.segments)
@@ -272,13 +275,15 @@ class Deliverer:
         batch.pending.update(contact.channel.value for contact in contacts)
         for index, contact in enumerate(contacts):
             structlog.contextvars.bind_contextvars(contact_id=contact.id)  # on every line about this contact
-            batch.done[contact.id] = self.run_steps(batch, One(contact, contact.channel.value))
+            channel = contact.channel.value
+            batch.done[contact.id] = self.run_steps(batch, One(contact, spec_of(channel).provider, channel))
             if batch.stop is not None:
                 self.wait_unclaimed(batch, contacts[index + 1 :])
                 break
         structlog.contextvars.unbind_contextvars("contact_id")
         self.record(batch)
-        tally(CONTACTS, ((c.channel.value, batch.done[c.id].result) for c in contacts if c.id in batch.done))
+        ended = ((c.channel.value, batch.done[c.id].result) for c in contacts if c.id in batch.done)
+        tally(CONTACTS, ((channel, spec_of(channel).provider, result) for channel, result in ended))
         if batch.broken:
             # Loudly, once the rest of the batch has ended: a strategy names a template that cannot render;
             # its claim was given back, so nothing half-filled went out.
@@ -287,7 +292,7 @@ class Deliverer:
 
     def run_steps(self, batch: Batch, one: One) -> Delivery:
         """The steps for one contact, until one answers; a claim that ended is noted for the record step."""
-        batch.pending[one.provider] -= 1
+        batch.pending[one.key] -= 1
         for step in self.steps:
             delivery = step(self, batch, one)
             if delivery is not None:

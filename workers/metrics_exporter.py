@@ -32,8 +32,8 @@ T = TypeVar("T")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 
 
-def timed_send(channel: str, send: Callable[[Any], T], message: Any) -> T:
-    """One provider request, timed whatever its end, and its error counted by kind."""
+def timed_send(channel: str, provider: str, send: Callable[[Any], T], message: Any) -> T:
+    """One provider request, timed whatever its end (by channel and provider), and its error counted by kind."""
     started = time.perf_counter()
     try:
         receipt = send(message)
@@ -41,13 +41,13 @@ def timed_send(channel: str, send: Callable[[Any], T], message: Any) -> T:
         raise  # our own limiter said not yet (at the adapter's last step): no request left, nothing to time
     except TransientDeliveryError as exc:
         PROVIDER_ERRORS.labels(channel, "ambiguous" if exc.ambiguous else "transient").inc()
-        PROVIDER_LATENCY.labels(channel).observe(time.perf_counter() - started)
+        PROVIDER_LATENCY.labels(channel, provider).observe(time.perf_counter() - started)
         raise
     except PermanentDeliveryError:
         PROVIDER_ERRORS.labels(channel, "permanent").inc()
-        PROVIDER_LATENCY.labels(channel).observe(time.perf_counter() - started)
+        PROVIDER_LATENCY.labels(channel, provider).observe(time.perf_counter() - started)
         raise
-    PROVIDER_LATENCY.labels(channel).observe(time.perf_counter() - started)
+    PROVIDER_LATENCY.labels(channel, provider).observe(time.perf_counter() - started)
     return receipt
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from dispatcher.core import calendar
 from dispatcher.core.models import AccountRecord, Channel, HistoryEntry, zone
 from dispatcher.core.strategy import Strategy
-from dispatcher.core.timeline import audit_sends, timeline
+from dispatcher.core.timeline import attempt_provider, audit_sends, timeline
 from dispatcher.simulate import Report
 from dispatcher.state.store import Store
 
@@ -109,7 +109,7 @@ def account_tables(
     summary.add_row("next wake-up", wake.isoformat() if wake else "—")
     yield summary
     table = Table(title="timeline")
-    for column in ("UTC", "local", "what", "channel", "contact / detail", "outcome"):
+    for column in ("UTC", "local", "what", "channel", "provider", "contact / detail", "outcome"):
         table.add_column(column)
     for row in timeline(record, history):
         what = row["kind"] if row["kind"] == "attempt" else row.get("event", "")
@@ -117,11 +117,12 @@ def account_tables(
         outcome = ", ".join(row.get("outcome") or [])
         if row.get("contact_id") in claims:
             outcome += f" [{claims[row['contact_id']]}]"
-        table.add_row(row["at_utc"][:16], row["at_local"][:16], what, row.get("channel") or "", subject, outcome)
+        channel, provider = row.get("channel") or "", row.get("provider") or ""
+        table.add_row(row["at_utc"][:16], row["at_local"][:16], what, channel, provider, subject, outcome)
     yield table
 
 
-_ROW_KEYS = {"kind", "at_utc", "at_local", "event", "channel", "contact_id", "outcome"}
+_ROW_KEYS = {"kind", "at_utc", "at_local", "event", "channel", "provider", "contact_id", "outcome"}
 
 
 @dataclass
@@ -134,6 +135,7 @@ class SendAudit:
     too_close: int = 0  # pairs of contacts to one debtor closer than the spacing (exempt templates aside)
     on_rest_day: int = 0  # sends on a holiday, a rest period's weekend or a resting weekend, for their channel
     hours: Counter[int] = field(default_factory=Counter)  # sends by local hour of the debtor's main zone
+    providers: Counter[str] = field(default_factory=Counter)  # sends by the provider each attempt names
     examples: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
@@ -197,6 +199,7 @@ def _audit_one(
     attempts = [entry for entry in history if entry.kind == "attempt" and entry.channel is not None]
     made = {entry.contact_id: entry.at for entry in attempts}
     audit.sends += sum(1 for entry in attempts if inside(entry.at))
+    audit.providers.update(attempt_provider(entry) or "?" for entry in attempts if inside(entry.at))
     for contact_id, broken in audit_sends(record, history, strategy.compliance):
         if contact_id in made and not inside(made[contact_id]):
             continue
@@ -269,6 +272,7 @@ def simulation_tables(report: Report, strategy: Strategy, audit: SendAudit) -> I
     for (channel, outcome), count in sorted(report.sends.items()):
         channels.add_row(channel, outcome, str(count))
     yield channels
+    yield _counter_table("sends by provider", audit.providers, "provider")
     yield _counter_table("deferrals by rule", report.deferrals)
     yield _counter_table("denials by rule", report.denials)
     summary = Table(title="outcome", show_header=False)
@@ -309,9 +313,9 @@ def hour_histogram(hours: Counter[int]) -> Table:
     return table
 
 
-def _counter_table(title: str, counts: Counter[str]) -> Table:
+def _counter_table(title: str, counts: Counter[str], what: str = "rule") -> Table:
     table = Table(title=title)
-    table.add_column("rule")
+    table.add_column(what)
     table.add_column("count", justify="right")
     for rule, count in counts.most_common():
         table.add_row(rule, str(count))

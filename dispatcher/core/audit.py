@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from config.providers import provider_of
 from dispatcher.core.models import Contact, Decision, HistoryEntry
 
 
@@ -14,14 +15,19 @@ def entry_audit(account_id: str, entry: HistoryEntry) -> dict[str, object]:
 
 
 def contact_audit(contact: Contact, now: datetime, status: str, **detail: str) -> dict[str, object]:
+    """A contact's claim moved: with the provider its channel sends through, so every attempt's end names it."""
     return {"at": now, "type": "contact", "account_id": contact.account_id, "contact_id": contact.id,
-            "channel": contact.channel, "status": status, **detail}  # fmt: skip
+            "channel": contact.channel, "provider": provider_of(contact.channel), "status": status,
+            **detail}  # fmt: skip
 
 
 def claim_audit(account_id: str, contact_id: str, now: datetime, status: str, **detail: str) -> dict[str, object]:
-    """A claim moved by housekeeping (the sweep, the reconciler), where only its ids are at hand."""
+    """A claim moved by housekeeping (the sweep, the reconciler), where only its ids are at hand; a `channel`
+    in `detail` names its provider too."""
+    channel = detail.get("channel")
+    provider = {} if channel is None else {"provider": provider_of(channel)}
     return {"at": now, "type": "contact", "account_id": account_id, "contact_id": contact_id, "status": status,
-            **detail}  # fmt: skip
+            **provider, **detail}  # fmt: skip
 
 
 def decision_audit(account_id: str, decision: Decision, now: datetime, kind: str = "decision") -> dict[str, object]:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from config.providers import provider_of
 from dispatcher.core.compliance import ContactLog, is_conversation, violations
 from dispatcher.core.models import AccountRecord, Channel, HistoryEntry, zone
 from dispatcher.core.strategy import CompliancePolicy
@@ -58,12 +59,22 @@ def timeline(record: AccountRecord, history: Sequence[HistoryEntry]) -> list[dic
             "at_local": entry.at.astimezone(tz).isoformat(),
         }
         if entry.kind == "attempt":
-            row.update(contact_id=entry.contact_id, channel=entry.channel, outcome=outcomes.get(entry.contact_id or ""))
+            provider, outcome = attempt_provider(entry), outcomes.get(entry.contact_id or "")
+            row.update(contact_id=entry.contact_id, channel=entry.channel, provider=provider, outcome=outcome)
             row.update(entry.detail)
         else:
             row.update(event=entry.event, **entry.detail)
         rows.append(row)
     return rows
+
+
+def attempt_provider(entry: HistoryEntry) -> str | None:
+    """The provider an attempt went to, as its claim recorded it. An attempt recorded before attempts named
+    their provider went to its channel's only provider then, which is the one the channel declares today."""
+    recorded = entry.detail.get("provider")
+    if recorded is not None or entry.channel is None:
+        return recorded
+    return provider_of(entry.channel)
 
 
 def audit_sends(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from config.providers import provider_of
 from dispatcher.core.audit import contact_audit, decision_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.compliance import ContactLog, Ruling, evaluate
@@ -214,7 +215,9 @@ def _claimed(reply: int, account: Loaded, attempt: HistoryEntry) -> ClaimResult 
 
 
 def _attempt(contact: Contact, now: datetime) -> HistoryEntry:
+    """The attempt the claim writes down, naming the provider it goes to (its end, the reconciler, the timeline
+    and the audit read it there). Entries written before providers were named carry none."""
     return HistoryEntry(
         kind="attempt", at=now, contact_id=contact.id, channel=contact.channel,
-        detail={"template": contact.template, "stage": contact.stage},
+        detail={"template": contact.template, "stage": contact.stage, "provider": provider_of(contact.channel)},
     )  # fmt: skip

@@ -36,7 +36,7 @@ QUEUES = queue_names()  # as the process started; a channel registered later is 
 
 CONTACTS = Counter(
     "dispatcher_contacts", "Contacts through the send pipeline, by how each one ended this time.",
-    ["channel", "result"],
+    ["channel", "provider", "result"],
 )  # fmt: skip
 PLAN_DECISIONS = Counter(
     "dispatcher_plan_decisions", "Planner verdicts on candidate contacts (every re-plan that reaches one).",
@@ -51,7 +51,7 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
     "dispatcher_rate_limit_wait_seconds", "Seconds of wait the rate limit asked for.", ["channel"]
 )
 PROVIDER_LATENCY = Histogram(
-    "dispatcher_provider_request_seconds", "One request to a provider, answered or not.", ["channel"],
+    "dispatcher_provider_request_seconds", "One request to a provider, answered or not.", ["channel", "provider"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
 PROVIDER_ERRORS = Counter(

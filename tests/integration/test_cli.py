@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import redis
 import typer
 import yaml
 from typer.main import get_command
@@ -15,6 +17,7 @@ from config.settings import DEFAULT_STRATEGY
 from dispatcher.commands.cli import app as library_app
 from dispatcher.record.db import migrate
 from dispatcher.record.pg_server import EmbeddedPostgres, running_url
+from dispatcher.state.redis_keys import history_key
 from workers.cli import app
 
 pytestmark = pytest.mark.integration
@@ -118,6 +121,25 @@ def test_import_reads_ndjson_and_names_a_line_that_is_not_json(env: dict[str, st
     assert body["timeline"][0]["event"] == "account_created"
 
 
+def test_account_show_names_the_provider_of_an_attempt_recorded_before_attempts_named_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    source = tmp_path / "accounts.csv"
+    source.write_text(CSV_HEADER + GOOD_ROW.format(n=7), encoding="utf-8")
+    assert "accepted 1" in runner.invoke(app, ["import", str(source)]).output
+    # An attempt as the claim wrote it before it named the provider: no `provider` in its detail.
+    old = {"kind": "attempt", "at": "2026-02-27T02:00:00Z", "contact_id": "C7/reminder/sms/0", "channel": "sms",
+           "detail": {"template": "reminder_sms", "stage": "reminder"}}  # fmt: skip
+    redis.Redis.from_url(env["DISPATCHER_REDIS_URL"]).rpush(history_key("C7"), json.dumps(old))
+    shown = runner.invoke(app, ["account", "show", "C7", "--json"])
+    assert shown.exit_code == 0, shown.output
+    [row] = [row for row in json.loads(shown.output)["timeline"] if row["kind"] == "attempt"]
+    assert row["provider"] == "twilio" and row["template"] == "reminder_sms"
+    table = runner.invoke(app, ["account", "show", "C7"])
+    assert table.exit_code == 0, table.output
+    assert re.search(r"attempt\W+sms\W+twilio\W+C7/reminder/sms/0", table.output), table.output
+
+
 def test_account_show_of_an_unknown_id_says_so(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["account", "show", "NOPE"])
     assert result.exit_code == 1
@@ -148,3 +170,17 @@ def test_simulate_moves_accounts_through_the_ladder_without_a_window_or_cap_brea
     attempts = [row for account in document["accounts"] for row in account["timeline"] if row["kind"] == "attempt"]
     assert {row["channel"] for row in attempts} >= {"sms", "voice", "email", "letter", "agency"}
     assert all(row["at_utc"] and row["at_local"] for row in attempts)
+    # Every attempt names the provider it went to, the one its channel declares; the run counts them.
+    providers = {
+        "sms": "twilio",
+        "voice": "twilio",
+        "email": "smtp",
+        "letter": "print_vendor",
+        "agency": "agency",
+        "wechat": "wechat",
+    }
+    assert all(row["provider"] == providers[row["channel"]] for row in attempts)
+    assert "sends by provider" in result.output
+    for provider in ("twilio", "smtp", "print_vendor", "agency"):
+        count = sum(1 for row in attempts if row["provider"] == provider)
+        assert re.search(rf"\b{provider}\W+{count}\b", result.output), (provider, count)

@@ -18,6 +18,7 @@ from channels.spec import Draft, Stash
 from config.settings import Settings
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.models import Contact
+from dispatcher.core.timeline import timeline
 from tests.conftest import make_account
 from workers.limiter import ARRIVAL_JITTER_GUARD, Limit, RateLimiter
 from workers.process_runtime import WorkerRuntime, build_runtime
@@ -179,3 +180,23 @@ def test_the_deliverer_sends_a_channel_as_its_registry_entry_says(
     assert store.voice_scripts(contacts[0].account_id, contacts[0].id) == {"human": _Loft.sent[0].text}
     assert redis.Redis.from_url(worker_settings.redis_url or "").llen("{rl:sms:loft-7}:1s") == 2
     assert _sent_to(worker_sandboxes, runtime, contacts[0]) == 0  # the registry's adapter, not Twilio
+
+
+def test_a_send_names_twilio_on_its_attempt_its_audit_and_its_timeline(
+    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    [contact] = _queued(runtime, clock, "PV", 1)
+    assert [d.result for d in runtime.deliverer.deliver_many([contact])] == ["sent"]
+    assert _sent_to(worker_sandboxes, runtime, contact) == 1
+    store = runtime.engine.store
+    loaded = store.load(contact.account_id)
+    [attempt] = [e for e in loaded.history if e.kind == "attempt"]
+    assert attempt.detail["provider"] == "twilio"
+    [ended] = [a for a in store.audit(contact.account_id) if a["type"] == "contact" and a["status"] == "sent"]
+    assert ended["provider"] == "twilio" and ended["channel"] == "sms"
+    assert loaded.record is not None
+    [row] = [row for row in timeline(loaded.record, loaded.history) if row["kind"] == "attempt"]
+    assert row["provider"] == "twilio" and row["contact_id"] == contact.id
+    # The rate limit stays keyed by the channel: its state in Redis is where it always was.
+    keys = {key.decode() for key in redis.Redis.from_url(runtime.settings.redis_url or "").keys("{rl:*")}
+    assert any(key.startswith("{rl:sms:") for key in keys) and not any("twilio" in key for key in keys), keys

@@ -109,10 +109,10 @@ def test_a_run_through_a_prefork_worker_shows_in_its_metrics_and_the_apis(
     worker_text = eventually(lambda: httpx.get(scrape).text if "dispatcher_contacts_total" in httpx.get(scrape).text
                              else None)  # fmt: skip
     assert isinstance(worker_text, str)
-    assert value(worker_text, "dispatcher_contacts_total", channel="sms", result="sent") == 4
-    assert value(worker_text, "dispatcher_contacts_total", channel="email", result="sent") == 4
-    assert value(worker_text, "dispatcher_provider_request_seconds_count", channel="sms") == 4
-    assert value(worker_text, "dispatcher_provider_request_seconds_bucket", channel="email", le="+Inf") == 4
+    assert value(worker_text, "dispatcher_contacts_total", channel="sms", provider="twilio", result="sent") == 4
+    assert value(worker_text, "dispatcher_contacts_total", channel="email", provider="smtp", result="sent") == 4
+    assert value(worker_text, "dispatcher_provider_request_seconds_count", channel="sms", provider="twilio") == 4
+    assert value(worker_text, "dispatcher_provider_request_seconds_bucket", provider="smtp", le="+Inf") == 4
 
     api_text = worker_api.get("/metrics").text  # the API's counters live as long as the process: a difference
     assert value(api_text, "dispatcher_http_requests_total", method="PUT", route=route) - puts_before == 8

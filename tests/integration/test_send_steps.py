@@ -66,7 +66,7 @@ def _status(runtime: WorkerRuntime, contact: Contact) -> ClaimStatus | None:
 
 def _claimed(runtime: WorkerRuntime, clock: ManualClock, account_id: str) -> tuple[Batch, One]:
     contact = _queued(runtime, clock, account_id)
-    batch, one = _batch(runtime, contact), One(contact, "sms")
+    batch, one = _batch(runtime, contact), One(contact, "twilio", "sms")
     assert breaker(runtime.deliverer, batch, one) is None
     assert last_look(runtime.deliverer, batch, one) is None and claim(runtime.deliverer, batch, one) is None
     return batch, one
@@ -78,7 +78,7 @@ def test_an_open_circuit_holds_the_contact_unclaimed_and_the_record_step_parks_i
     contact = _queued(runtime, clock, "B1")
     runtime.deliverer.breaker.trip(ProviderMisconfigured("401", "twilio", "DISPATCHER_TWILIO_AUTH_TOKEN"), "sms")
     batch = _batch(runtime, contact)
-    held = breaker(runtime.deliverer, batch, One(contact, "sms"))
+    held = breaker(runtime.deliverer, batch, One(contact, "twilio", "sms"))
     assert held is not None and held.result == "circuit_open"
     assert _status(runtime, contact) == ClaimStatus.QUEUED  # nothing claimed, no attempt written
     runtime.deliverer.record(batch)
@@ -89,7 +89,7 @@ def test_an_open_circuit_holds_the_contact_unclaimed_and_the_record_step_parks_i
 def test_last_look_and_claim_let_one_caller_through(runtime: WorkerRuntime, clock: ManualClock) -> None:
     batch, one = _claimed(runtime, clock, "L1")
     assert one.attempt is not None and _status(runtime, one.contact) == ClaimStatus.SENDING
-    again = One(one.contact, "sms")
+    again = One(one.contact, "twilio", "sms")
     second = _batch(runtime, one.contact)
     last_look(runtime.deliverer, second, again)
     refused = claim(runtime.deliverer, second, again)
@@ -99,7 +99,7 @@ def test_last_look_and_claim_let_one_caller_through(runtime: WorkerRuntime, cloc
 def test_last_look_denies_a_contact_of_an_unknown_account(runtime: WorkerRuntime, clock: ManualClock) -> None:
     contact = _queued(runtime, clock, "L2")
     stranger = dataclasses.replace(contact, id=contact.id.replace("L2", "L9"), account_id="L9")
-    batch, one = _batch(runtime, stranger), One(stranger, "sms")
+    batch, one = _batch(runtime, stranger), One(stranger, "twilio", "sms")
     last_look(runtime.deliverer, batch, one)
     denied = claim(runtime.deliverer, batch, one)
     assert denied is not None and (denied.result, denied.detail) == ("denied", "unknown_account")
@@ -139,7 +139,7 @@ def test_tokens_taken_ahead_are_used_only_within_their_share_of_the_guard(runtim
 
 def test_a_template_that_cannot_render_gives_the_claim_back(runtime: WorkerRuntime, clock: ManualClock) -> None:
     batch, one = _claimed(runtime, clock, "C1")
-    broken = One(dataclasses.replace(one.contact, template="no_such_template"), "sms")
+    broken = One(dataclasses.replace(one.contact, template="no_such_template"), "twilio", "sms")
     broken.claim, broken.attempt = one.claim, one.attempt
     stopped = compose(runtime.deliverer, batch, broken)
     assert stopped is not None and stopped.result == "template_error" and batch.broken

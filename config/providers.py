@@ -1,0 +1,21 @@
+"""Which provider each channel sends through: filled by each channel's `ChannelSpec` as it is declared.
+
+It lives in `config` because both sides read it: the channels declare it, and the dispatcher (the send
+gate's attempt, the timeline, `simulate`) names it, and neither may import the other. A channel no spec
+has declared (a process that never imported `channels`, or a channel registered without a spec) sends
+through a provider of its own name.
+"""
+
+from __future__ import annotations
+
+_PROVIDERS: dict[str, str] = {}  # channel name -> provider name
+
+
+def register_provider(channel: str, provider: str) -> None:
+    """The channel `channel` sends through `provider` (a spec declared again the same way changes nothing)."""
+    _PROVIDERS[channel] = provider
+
+
+def provider_of(channel: str) -> str:
+    """The provider a channel sends through; its own name when no spec declared one."""
+    return _PROVIDERS.get(channel, channel)
