@@ -28,7 +28,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -187,8 +187,8 @@ def create_app(sandbox: WechatSandbox) -> FastAPI:
     def busy(status: int) -> dict[str, Any]:
         return {"errcode": -1, "errmsg": f"system error (injected {status})"}
 
-    @app.post("/cgi-bin/stable_token")
-    async def stable_token(request: Request) -> Response:
+    async def answer(request: Request, handle: Callable[[Any], dict[str, Any]]) -> Response:
+        """An injected fault if one is set, WeChat's 47001 for a body that is not JSON, else `handle`'s answer."""
         fault = await sandbox.faults.intercept(busy)
         if fault is not None:
             return fault
@@ -196,17 +196,15 @@ def create_app(sandbox: WechatSandbox) -> FastAPI:
             body = json.loads(await request.body())
         except ValueError:
             return JSONResponse({"errcode": 47001, "errmsg": "data format error"})
-        return JSONResponse(sandbox.issue_token(body if isinstance(body, dict) else {}))
+        return JSONResponse(handle(body))
+
+    @app.post("/cgi-bin/stable_token")
+    async def stable_token(request: Request) -> Response:
+        return await answer(request, lambda body: sandbox.issue_token(body if isinstance(body, dict) else {}))
 
     @app.post("/cgi-bin/message/template/send")
     async def template_send(request: Request) -> Response:
-        fault = await sandbox.faults.intercept(busy)
-        if fault is not None:
-            return fault
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return JSONResponse({"errcode": 47001, "errmsg": "data format error"})
-        return JSONResponse(sandbox.send(request.query_params.get("access_token", ""), body))
+        token = request.query_params.get("access_token", "")
+        return await answer(request, lambda body: sandbox.send(token, body))
 
     return app
