@@ -96,15 +96,15 @@ class Batch:
     already_waiting: frozenset[str] = frozenset()
     admissions: dict[str, Admission] = field(default_factory=dict)
     done: dict[str, Delivery] = field(default_factory=dict)
-    held: dict[str, list[Contact]] = field(default_factory=dict)  # by provider: parked once, at the end
+    held: dict[str, list[Contact]] = field(default_factory=dict)  # by breaker key: parked once, at the end
     stop: tuple[str, float] | None = None  # ("throttled", wait): the rest of the batch waits unclaimed
     ended: list[tuple[Contact, ClaimStatus, dict[str, str]]] = field(default_factory=list)
     outcomes: list[tuple[str, Event]] = field(default_factory=list)
     failing: list[tuple[Contact, HistoryEntry, TransientDeliveryError]] = field(default_factory=list)
     broken: list[TemplateContextError] = field(default_factory=list)
-    answered: set[str] = field(default_factory=set)  # providers that answered a request (a probe closes)
-    tokens: dict[tuple[str, str], TokenRun] = field(default_factory=dict)  # by provider and sender
-    pending: Counter[str] = field(default_factory=Counter)  # contacts not yet past the limiter, by provider
+    answered: set[str] = field(default_factory=set)  # breaker keys whose provider answered (a probe closes)
+    tokens: dict[tuple[str, str], TokenRun] = field(default_factory=dict)  # by rate-limit key and sender
+    pending: Counter[str] = field(default_factory=Counter)  # contacts not yet past the limiter, by key
 
 
 Step = Callable[["Deliverer", Batch, One], Delivery | None]
@@ -118,7 +118,7 @@ def _attempt_of(one: One) -> HistoryEntry:
 # The steps, in order. Each takes the deliverer (its parts), the batch and the contact.
 def breaker(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     """An open circuit holds the contact unclaimed; the record step parks it on the schedule. The breaker is
-    asked once per provider and batch (one HGET), and the half-open probe is this batch's first send."""
+    asked once per key and batch (one HGET), and the half-open probe is this batch's first send."""
     admission = batch.admissions.get(one.key)
     if admission is None:
         admission = batch.admissions[one.key] = run.breaker.admit(one.key)
