@@ -21,12 +21,34 @@ from channels.base import (
     TransientDeliveryError,
     WebhookRejected,
 )
-from channels.spec import ChannelSpec, Draft
+from channels.spec import ChannelSpec, Draft, ProviderSpec
 from config.settings import Settings
 
 REGISTRY: dict[str, ChannelSpec] = {
     spec.name: spec for spec in (sms.SPEC, voice.SPEC, email.SPEC, letter.SPEC, agency.SPEC, wechat.SPEC)
 }
+
+
+# Providers beyond each channel's own, by module (each declares `PROVIDER = ProviderSpec(...)`).
+EXTRA_PROVIDERS: tuple[ProviderSpec, ...] = ()
+
+PROVIDERS: dict[tuple[str, str], ProviderSpec] = {
+    **{(spec.name, spec.provider): spec.own_provider() for spec in REGISTRY.values()},
+    **{(extra.channel, extra.name): extra for extra in EXTRA_PROVIDERS},
+}
+
+
+def providers_of(channel: str) -> list[str]:
+    """Every provider a channel can send through, its own first."""
+    return [name for (owner, name) in PROVIDERS if owner == channel]
+
+
+def provider_spec(channel: str, provider: str) -> ProviderSpec:
+    """The spec of one provider of a channel; an unknown pair lists the channel's providers."""
+    try:
+        return PROVIDERS[channel, provider]
+    except KeyError:
+        raise KeyError(f"channel {channel!r} has no provider {provider!r}; it has: {providers_of(channel)}") from None
 
 
 def spec_of(name: str) -> ChannelSpec:
@@ -52,10 +74,14 @@ __all__ = [
     "Draft",
     "OutboundMessage",
     "PermanentDeliveryError",
+    "PROVIDERS",
     "ProviderOutcome",
+    "ProviderSpec",
     "Receipt",
     "TransientDeliveryError",
     "WebhookRejected",
     "build_adapter",
+    "provider_spec",
+    "providers_of",
     "spec_of",
 ]

@@ -93,3 +93,26 @@ class ChannelSpec:
     @property
     def queue(self) -> str:
         return self.name
+
+    def own_provider(self) -> ProviderSpec:
+        """The provider the channel declares itself: its adapter, composition, sender and shared session."""
+        return ProviderSpec(
+            name=self.provider, channel=self.name, adapter=self.adapter, compose=self.compose, sender=self.sender,
+            shared_state=self.shared_state,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One provider a channel can send through. A channel's own provider comes from its `ChannelSpec`; a
+    second one (Aliyun beside Twilio for SMS) declares its own spec in its module, listed in
+    `channels.EXTRA_PROVIDERS`. Each provider has its own adapter, how the draft becomes its message (an
+    approved-template gateway sends a template code and parameters, not the rendered text), who it sends as,
+    and whether its adapter shares a session through Redis (`store=`, a ProviderState named after it)."""
+
+    name: str
+    channel: str
+    adapter: AdapterFactory  # adapter(settings, **options)
+    compose: Callable[[Draft], OutboundMessage] = plain_message
+    sender: Callable[[Settings], str] = default_sender
+    shared_state: bool = False
