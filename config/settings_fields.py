@@ -42,6 +42,11 @@ class SettingsFields(BaseSettings):
         description="Directory for the embedded Redis data, sandbox output and demo artefacts.",
     )
     strategy_path: Path = Field(default=DEFAULT_STRATEGY, description="The strategy YAML to load.")
+    experiment: Path | None = Field(
+        default=None,
+        description="An experiment file (YAML: salt, holdout, variants with their strategy files and weights). "
+        "Unset: one strategy, DISPATCHER_STRATEGY_PATH, as the variant `champion`.",
+    )
     schedule_shards: int = Field(default=16, ge=1, le=1024, description="Sorted sets the wake-ups spread over.")
     lease_seconds: int = Field(
         default=120, ge=5, le=3600, description="How long a leased wake-up is hidden before it is retried."

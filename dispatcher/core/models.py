@@ -293,6 +293,10 @@ class AccountRecord(BaseModel):
     # stage -> step -> (highest occurrence attempted, attempts, *occurrences whose fallback was attempted):
     # every occurrence up to the highest counts as attempted; the fallbacks, few, are named exactly.
     trimmed: dict[str, dict[str, tuple[int, ...]]] = Field(default_factory=dict)
+    # The strategy variant the account is worked under and the SHA-256 of that strategy's version, set at its
+    # first plan (dispatcher.core.experiments.arms); None on an account stored before variants were recorded.
+    variant: str | None = None
+    strategy_sha256: str | None = None
 
 
 HistoryKind = Literal["attempt", "outcome", "event"]

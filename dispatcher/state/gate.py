@@ -19,6 +19,7 @@ from config.providers import provider_of
 from dispatcher.core.audit import contact_audit, decision_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.compliance import ContactLog, Ruling, evaluate
+from dispatcher.core.experiments.arms import VariantSet
 from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, Decision, HistoryEntry, Verdict
 from dispatcher.core.planner import NOT_PAST_DUE
 from dispatcher.core.stages import ADHOC_STAGE, stage_index_at
@@ -41,10 +42,14 @@ class ClaimResult:
 
 
 class SendGate:
-    def __init__(self, store: Store, strategy: Strategy, clock: Clock):
+    """`variants`: the last look reads the rules of the account's own variant (its stages and compliance
+    policy); without it, `strategy`'s for every account."""
+
+    def __init__(self, store: Store, strategy: Strategy, clock: Clock, variants: VariantSet | None = None):
         self.store = store
         self.strategy = strategy
         self.clock = clock
+        self.variants = variants
 
     def claim(self, contact: Contact) -> ClaimResult:
         """Last look on fresh state, then the atomic claim: 'send' means this caller, and only it, sends."""
@@ -113,16 +118,17 @@ class SendGate:
     ) -> Ruling:
         """The planner's own rules again, on the state as it is at the moment of sending."""
         account, state = record.account, record.state
+        strategy = self.strategy if self.variants is None else self.variants.arm_of(record, account.id).strategy
         if state.status == "active" and not state.do_not_contact and not state.holds:
             if state.promise is not None:
                 return Ruling("deny", "promise_to_pay")
-            index = stage_index_at(account, state, self.strategy, now)
-            current = None if index is None else self.strategy.stages[index].name
+            index = stage_index_at(account, state, strategy, now)
+            current = None if index is None else strategy.stages[index].name
             if contact.stage != current and contact.stage != ADHOC_STAGE:
                 return Ruling("deny", f"stage_changed:{current}")
             if index is None:  # an ad-hoc contact queued before a new due date put the account back
                 return Ruling("deny", NOT_PAST_DUE)
-        policy = self.strategy.compliance
+        policy = strategy.compliance
         lapses = contact.due_at + timedelta(hours=policy.pressure.adhoc_max_deferral_hours)
         if contact.stage == ADHOC_STAGE and now >= lapses:
             return Ruling("deny", "adhoc_lapsed")

@@ -137,6 +137,10 @@ HISTORY_CURSOR = "{archive}:history-cursor"
 # The dead letters (dispatcher.state.dead_letter_stream): one capped stream on the broker's Redis.
 DEAD_LETTERS = "dispatcher:dead-letters"
 
+# The active variant set (dispatcher.state.active_set): string, JSON {"digest", "set"}; published by the first
+# process to start or plan, replaced only by `dispatcher experiment publish`.
+ACTIVE_VARIANTS = "{experiment}:active"
+
 
 # The API's idempotency records (dispatcher.api.idempotency), per caller and Idempotency-Key digest.
 def idempotency_meta_key(caller: str, digest: str) -> str:

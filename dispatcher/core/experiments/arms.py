@@ -1,0 +1,157 @@
+"""The set of variants a process works with: each arm's name, strategy, digest and weight, the holdout, and
+which arm an account is planned by.
+
+An account's arm is recorded on it at its first plan (AccountRecord.variant) and read from there ever after,
+so changing the weights moves no account: they are read only to place a new one. An account stored before
+variants were recorded, or whose variant left the set, is worked by the champion (the first variant). The
+holdout arm is the champion's ladder with every step taken out: its accounts keep their stages, events and
+compliance rules (the rules force no contact, so none is made) and are counted like any other arm.
+
+`published()` is what the active set in Redis holds (dispatcher.state.active_set): names, digests, weights,
+the salt and the holdout, plus each strategy's step names, so a later publish can say which steps a new
+version dropped. `differences()` says, line by line, how two such sets disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher.core.experiments.variants import HOLDOUT, assign, canonical_digest
+from dispatcher.core.models import AccountRecord
+from dispatcher.core.strategy import Strategy
+
+CHAMPION = "champion"  # the one variant's name when no experiment file is set
+
+
+def strategy_digest(strategy: Strategy) -> str:
+    """The SHA-256 of a strategy's canonical content: its validated model with every default spelled out, so
+    two files that mean the same (comments, key order, a default written or left out) share a digest."""
+    return canonical_digest(strategy.model_dump(mode="json"))
+
+
+def without_steps(strategy: Strategy) -> Strategy:
+    """The holdout's strategy: the same stages, compliance policy and event rules, and no step to take."""
+    stages = tuple(stage.model_copy(update={"steps": ()}) for stage in strategy.stages)
+    return strategy.model_copy(update={"stages": stages, "name": f"{strategy.name} (holdout)"})
+
+
+def step_names(strategy: Strategy) -> list[str]:
+    """Every `stage/step` of the ladder: what a contact id is built from (dispatcher.core.planner)."""
+    return [f"{stage.name}/{step.name}" for stage in strategy.stages for step in stage.steps]
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    strategy: Strategy
+    sha256: str
+    weight: float
+
+
+class VariantSet:
+    """The arms, champion first, with the salt and holdout share that place new accounts among them."""
+
+    def __init__(self, arms: Sequence[Arm], salt: str = "", holdout: float = 0.0):
+        if not arms:
+            raise ValueError("a variant set needs at least one arm")
+        self.arms = tuple(arms)
+        self.salt = salt
+        self.holdout = holdout
+        held = without_steps(self.arms[0].strategy)
+        self.holdout_arm = Arm(HOLDOUT, held, strategy_digest(held), 0.0)
+        self._by_name = {arm.name: arm for arm in self.arms}
+        self._by_name[HOLDOUT] = self.holdout_arm
+        self._weights = weights_of(self.arms)
+
+    @classmethod
+    def single(cls, strategy: Strategy) -> VariantSet:
+        """Today's deployment: one strategy, the champion, every account."""
+        return cls((Arm(CHAMPION, strategy, strategy_digest(strategy), 1.0),))
+
+    @property
+    def champion(self) -> Arm:
+        return self.arms[0]
+
+    def named(self, name: str | None) -> Arm | None:
+        """The arm of that name (the holdout included), or None."""
+        return None if name is None else self._by_name.get(name)
+
+    def assign(self, account_id: str) -> Arm:
+        """The arm a new account joins, by SHA-256(salt, account id) under the current weights."""
+        if len(self.arms) == 1 and not self.holdout:
+            return self.arms[0]
+        return self._by_name[assign(self.salt, account_id, self._weights, self.holdout)]
+
+    def arm_of(self, record: AccountRecord | None, account_id: str) -> Arm:
+        """The arm an account is planned by: a new account's by assignment, a stored one's as recorded; a
+        stored account without one (from before variants) or whose variant left the set: the champion."""
+        if record is None:
+            return self.assign(account_id)
+        return self.named(record.variant) or self.champion
+
+    def published(self) -> dict[str, Any]:
+        """The set as the active set in Redis holds it."""
+        return {
+            "salt": self.salt,
+            "holdout": self.holdout,
+            "variants": [
+                {"name": arm.name, "strategy_sha256": arm.sha256, "weight": arm.weight,
+                 "steps": step_names(arm.strategy)}
+                for arm in self.arms
+            ],
+        }  # fmt: skip
+
+    def digest(self) -> str:
+        return published_digest(self.published())
+
+
+def published_digest(published: Mapping[str, Any]) -> str:
+    """One digest for a published set, to compare two sets with one short read."""
+    text = json.dumps(published, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differences(ours: Mapping[str, Any], active: Mapping[str, Any]) -> list[str]:
+    """How this process's set differs from the active one, one line each, naming the variant and both hashes."""
+    lines = []
+    mine = {v["name"]: v for v in ours.get("variants", ())}
+    theirs = {v["name"]: v for v in active.get("variants", ())}
+    for name, variant in mine.items():
+        other = theirs.get(name)
+        if other is None:
+            lines.append(f"variant {name!r} ({variant['strategy_sha256'][:12]}) is not in the active set")
+        elif other["strategy_sha256"] != variant["strategy_sha256"]:
+            lines.append(
+                f"variant {name!r}: this process has strategy {variant['strategy_sha256']}, the active set "
+                f"has {other['strategy_sha256']}"
+            )
+        elif other["weight"] != variant["weight"]:
+            lines.append(f"variant {name!r}: weight {variant['weight']} here, {other['weight']} in the active set")
+    for name, other in theirs.items():
+        if name not in mine:
+            lines.append(f"variant {name!r} ({other['strategy_sha256'][:12]}) of the active set is not loaded here")
+    if [v["name"] for v in ours.get("variants", ())] != [v["name"] for v in active.get("variants", ())] and not lines:
+        lines.append("the variants are in another order (the first is the champion)")
+    for key in ("salt", "holdout"):
+        if ours.get(key) != active.get(key):
+            lines.append(f"{key}: {ours.get(key)!r} here, {active.get(key)!r} in the active set")
+    return lines
+
+
+def dropped_steps(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Per variant in both sets, the `stage/step` names the new version no longer has."""
+    old = {v["name"]: v.get("steps", []) for v in before.get("variants", ())}
+    dropped = {}
+    for variant in after.get("variants", ()):
+        gone = [step for step in old.get(variant["name"], []) if step not in set(variant.get("steps", []))]
+        if gone:
+            dropped[variant["name"]] = gone
+    return dropped
+
+
+def weights_of(arms: Sequence[Arm]) -> list[tuple[str, float]]:
+    return [(arm.name, arm.weight) for arm in arms]
