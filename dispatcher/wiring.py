@@ -100,10 +100,11 @@ def build_engine(
 
 @contextlib.contextmanager
 def open_runtime(
-    settings: Settings, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
-) -> Iterator[Runtime]:
+    settings: Settings, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0,
+    variants: VariantSet | None = None,
+) -> Iterator[Runtime]:  # fmt: skip
     """Everything a command needs, torn down (embedded Redis included) when the block ends."""
-    variants = variants_from(settings, strategy)  # a broken file stops before Redis starts
+    variants = variants or variants_from(settings, strategy)  # a broken file stops before Redis starts
     with redis_url(settings.redis_url, settings.state_dir) as url:
         runtime = build_engine(settings, url, clock, history_cache=history_cache, variants=variants)
         try:

@@ -22,6 +22,7 @@ from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_setting
 from dispatcher.commands import reports
 from dispatcher.commands.cli import HELP, CommandGroup, console, errors
 from dispatcher.commands.cli import app as library_app
+from dispatcher.core.experiments.arms import step_changes, strategy_digest
 from dispatcher.core.models import Account, AccountRecord, Channel, Contact, PostalAddress
 from dispatcher.core.strategy import load_strategy
 from dispatcher.core.strategy_check import RenderCheck, check_strategy
@@ -43,11 +44,16 @@ def _every_command() -> None:
 @strategy_app.command("check")
 def strategy_check(
     file: Annotated[Path, typer.Argument(help="The strategy YAML, e.g. config/strategy.yaml.")],
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", help="The version it replaces: list the stages and steps renamed or removed."),
+    ] = None,
 ) -> None:
     """Validate a strategy file and print its ladder; exit 2 listing every error as `path: problem`.
 
     One pass finds every error: the schema, the ladder across stages, templates missing for any locale,
-    and templates that fail to render with a sample account."""
+    and templates that fail to render with a sample account. With --against OLD, also the stages and steps
+    of OLD that FILE renamed or removed (a renamed step's contacts would be made again), and both SHA-256s."""
     strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(load_settings()))
     if strategy is None:
         errors.print(f"[bold red]{file}[/]: {len(problems)} error(s)")
@@ -56,6 +62,13 @@ def strategy_check(
         raise typer.Exit(2) from None
     console.print(reports.ladder_table(strategy))
     console.print(reports.compliance_table(strategy))
+    if against is not None:
+        old = load_strategy(against)  # a broken OLD ends the command as any strategy error does
+        console.print(f"sha256 {strategy_digest(strategy)} ({file}), was {strategy_digest(old)} ({against})")
+        changes = step_changes(old, strategy)
+        for line in changes:
+            console.print(f"  {line}", markup=False, highlight=False)
+        console.print(f"{len(changes)} stage(s) or step(s) renamed or removed", highlight=False)
 
 
 def _render_check(settings: Settings) -> RenderCheck:

@@ -47,6 +47,8 @@ class AccountView(BaseModel):
     account: Account
     state: AccountState
     stage: str | None
+    variant: str | None = Field(default=None, description="The strategy variant the account is worked under.")
+    strategy_sha256: str | None = Field(default=None, description="SHA-256 of that variant's strategy version.")
     next_wakeup: datetime | None
     claims: dict[str, str] = Field(description="Contact id → queued | sending | sent | unknown.")
     timeline: list[dict[str, Any]] = Field(description="Every attempt (with its outcomes) and event, oldest first.")

@@ -24,6 +24,7 @@ from config.settings import Settings, load_settings
 from dispatcher.commands import reports
 from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
+from dispatcher.commands.experiment import experiment_app, report_app
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.timeline import account_json
 from dispatcher.importer import import_accounts
@@ -49,6 +50,8 @@ account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(config_app, name="config")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(report_app, name="report")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
 

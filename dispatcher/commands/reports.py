@@ -102,6 +102,7 @@ def account_tables(
     summary.add_row("zone", " + ".join((account.timezone, *account.extra_timezones)))
     summary.add_row("status", state.status + (" (do not contact)" if state.do_not_contact else ""))
     summary.add_row("stage", record.stage or "—")
+    summary.add_row("variant", _variant_text(record))
     summary.add_row("holds", ", ".join(f"{k} until {v or 'resolved'}" for k, v in state.holds.items()) or "—")
     summary.add_row("promise", f"{state.promise.amount} by {state.promise.due}" if state.promise else "—")
     summary.add_row("opted out", ", ".join(sorted(state.opted_out)) or "—")
@@ -111,6 +112,8 @@ def account_tables(
     table = Table(title="timeline")
     for column in ("UTC", "local", "what", "channel", "provider", "contact / detail", "outcome"):
         table.add_column(column)
+    if record.variant is not None:  # recorded at its first plan (its audit entry says when)
+        table.add_row("", "", "variant", "", "", _variant_text(record), "")
     for row in timeline(record, history):
         what = row["kind"] if row["kind"] == "attempt" else row.get("event", "")
         subject = row.get("contact_id") or ", ".join(f"{k}={v}" for k, v in row.items() if k not in _ROW_KEYS)
@@ -120,6 +123,12 @@ def account_tables(
         channel, provider = row.get("channel") or "", row.get("provider") or ""
         table.add_row(row["at_utc"][:16], row["at_local"][:16], what, channel, provider, subject, outcome)
     yield table
+
+
+def _variant_text(record: AccountRecord) -> str:
+    if record.variant is None:
+        return "— (not planned since variants are recorded)"
+    return f"{record.variant} (strategy sha256 {record.strategy_sha256})"
 
 
 _ROW_KEYS = {"kind", "at_utc", "at_local", "event", "channel", "provider", "contact_id", "outcome"}

@@ -23,6 +23,8 @@ def account_json(
         "account": record.account.model_dump(mode="json"),
         "state": record.state.model_dump(mode="json"),
         "stage": record.stage,
+        "variant": record.variant,  # the strategy variant and its version, recorded at the first plan
+        "strategy_sha256": record.strategy_sha256,
         "next_wakeup": wake,
         "claims": dict(claims),
         "timeline": timeline(record, history),

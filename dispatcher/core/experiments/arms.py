@@ -155,3 +155,37 @@ def dropped_steps(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[s
 
 def weights_of(arms: Sequence[Arm]) -> list[tuple[str, float]]:
     return [(arm.name, arm.weight) for arm in arms]
+
+
+def step_changes(old: Strategy, new: Strategy) -> list[str]:
+    """The stages and steps of `old` that `new` renamed or removed, one line each. A contact's id is built
+    from its stage and step names, so the planner knows a contact an account already had only under the same
+    names: a renamed step's contacts would be made again, a removed one's are simply no longer planned."""
+    lines = []
+    new_stages = {stage.name: stage for stage in new.stages}
+    old_names = {stage.name for stage in old.stages}
+    for stage in old.stages:
+        after = new_stages.get(stage.name)
+        if after is None:
+            twin = next((s for s in new.stages if s.days_past_due == stage.days_past_due and s.name not in old_names),
+                        None)  # fmt: skip
+            if twin is None:
+                lines.append(f"stage {stage.name!r}: removed")
+            else:
+                lines.append(f"stage {stage.name!r}: renamed to {twin.name!r} (its contacts would be made again)")
+            continue
+        kept = {step.name for step in after.steps}
+        added = [step for step in after.steps if step.name not in {s.name for s in stage.steps}]
+        for step in stage.steps:
+            if step.name in kept:
+                continue
+            twin_step = next((s for s in added if (s.channel, s.template, s.cadence) ==
+                              (step.channel, step.template, step.cadence)), None)  # fmt: skip
+            if twin_step is None:
+                lines.append(f"stage {stage.name!r}: step {step.name!r} removed")
+            else:
+                lines.append(
+                    f"stage {stage.name!r}: step {step.name!r} renamed to {twin_step.name!r} "
+                    "(its contacts would be made again)"
+                )
+    return lines

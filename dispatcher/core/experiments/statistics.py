@@ -163,3 +163,48 @@ def verdict(difference: Interval, smallest_arm: int, needed: float) -> str:
     if difference.high < 0:
         return "lower"
     return "no difference"
+
+
+def ratio_difference(
+    base_numerators: Sequence[float], base_denominators: Sequence[float],
+    other_numerators: Sequence[float], other_denominators: Sequence[float],
+    seed: int = 0, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+) -> Interval:  # fmt: skip
+    """ratio(other) − ratio(base), each a sum over accounts divided by a sum, with a bootstrap interval that
+    resamples each arm's accounts whole; NaN where either arm's denominators sum to nothing."""
+    base_total, other_total = math.fsum(base_denominators), math.fsum(other_denominators)
+    if not base_total or not other_total:
+        return Interval(math.nan, math.nan, math.nan)
+    base = list(zip(base_numerators, base_denominators, strict=True))
+    other = list(zip(other_numerators, other_denominators, strict=True))
+    draw, differences = random.Random(seed), []
+    for _ in range(resamples):
+        a, b = draw.choices(base, k=len(base)), draw.choices(other, k=len(other))
+        a_below, b_below = math.fsum(d for _, d in a), math.fsum(d for _, d in b)
+        if a_below and b_below:
+            differences.append(math.fsum(n for n, _ in b) / b_below - math.fsum(n for n, _ in a) / a_below)
+    value = math.fsum(other_numerators) / other_total - math.fsum(base_numerators) / base_total
+    low, high = _percentiles(differences, confidence) if differences else (math.nan, math.nan)
+    return Interval(value, low, high)
+
+
+def ratio_sample_needed(
+    base_numerators: Sequence[float], base_denominators: Sequence[float],
+    other_numerators: Sequence[float], other_denominators: Sequence[float],
+    confidence: float = CONFIDENCE, power: float = POWER,
+) -> float:  # fmt: skip
+    """Accounts per arm to tell two ratios of sums apart: the delta method's variance of a ratio (per account,
+    (numerator − ratio × denominator) / mean denominator), pooled over the arms; inf when they are equal."""
+    variances, ratios = [], []
+    for numerators, denominators in ((base_numerators, base_denominators), (other_numerators, other_denominators)):
+        total = math.fsum(denominators)
+        if len(numerators) < 2 or not total:
+            return math.inf
+        ratio, mean_below = math.fsum(numerators) / total, total / len(denominators)
+        linear = [(n - ratio * d) / mean_below for n, d in zip(numerators, denominators, strict=True)]
+        variances.append(math.fsum(x * x for x in linear) / (len(linear) - 1))
+        ratios.append(ratio)
+    if ratios[0] == ratios[1]:
+        return math.inf
+    z_alpha, z_beta = _z(confidence), NormalDist().inv_cdf(power)
+    return math.ceil((z_alpha + z_beta) ** 2 * (variances[0] + variances[1]) / (ratios[1] - ratios[0]) ** 2)
