@@ -17,6 +17,7 @@ from channels.callbacks import WEBHOOK_PREFIX
 from config.settings import Settings
 from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe, webhooks
 from dispatcher.api.auth import KeyRing
+from dispatcher.api.reports import variants as variant_reports
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
 from dispatcher.api.outage import StoreOutageMiddleware
@@ -56,7 +57,9 @@ def create_app(
     docs.install(app)
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
-    for router in (accounts.router, admin.router, batch.router, events.router, health.router, unsubscribe.router):
+    routers = (accounts.router, admin.router, batch.router, events.router, health.router, unsubscribe.router,
+               variant_reports.router)  # fmt: skip
+    for router in routers:
         app.include_router(router, responses=_SHED if router is not health.router else None)
     for router in (*webhooks.ROUTERS, *extra_routers):
         app.include_router(router, responses=_SHED)

@@ -16,6 +16,7 @@ from rich.table import Table
 from config.settings import load_settings
 from dispatcher.core.experiments.arms import VariantSet, differences, dropped_steps
 from dispatcher.core.experiments.loading import load_experiment
+from dispatcher.core.experiments.results import price_list
 from dispatcher.state.active_set import ActiveSet
 from dispatcher.wiring import open_runtime, variants_from
 
@@ -143,7 +144,7 @@ def report_variants(
             raise typer.Exit(1)
         with open_record(url, max_size=1) as pool:
             report = read_variant_report(
-                pool, variants.champion.name, [arm.name for arm in variants.arms], costs_of(variants), horizon
+                pool, variants.champion.name, [arm.name for arm in variants.arms], price_list(variants.champion.strategy), horizon
             )
     if as_json:
         console.print_json(json.dumps(report))
@@ -151,8 +152,3 @@ def report_variants(
     for table in variant_tables(report):
         console.print(table)
 
-
-def costs_of(variants: VariantSet) -> dict[str, Any]:
-    """The cost of a contact by channel: the champion strategy's `costs` (config/strategy.yaml ships them),
-    one price list for every arm so a cost difference is the contacts' own."""
-    return {str(channel): cost for channel, cost in variants.champion.strategy.costs.items()}

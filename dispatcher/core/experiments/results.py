@@ -33,6 +33,7 @@ from typing import Any
 
 from dispatcher.core.experiments import statistics as st
 from dispatcher.core.experiments.variants import HOLDOUT
+from dispatcher.core.strategy import Strategy
 
 BUCKET_DAYS = 30
 
@@ -244,3 +245,9 @@ def variant_report(
         "variants": variants,
         "differences": differences,
     }
+
+
+def price_list(champion: Strategy) -> dict[str, Decimal]:
+    """The cost of a contact by channel: the champion strategy's `costs` (config/strategy.yaml ships them; a
+    channel it does not price costs 0), one price list for every arm so a cost difference is the contacts'."""
+    return {str(channel): cost for channel, cost in champion.costs.items()}

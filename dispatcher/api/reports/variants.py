@@ -1,0 +1,48 @@
+"""`GET /v1/reports/variants`: results per strategy variant, read from the record (PostgreSQL), as
+`dispatcher report variants --json` prints them. `accounts:read` scope (or admin)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Depends, Query, Request
+
+from dispatcher.api.accounts import engine_of, forget_record, record_of
+from dispatcher.api.auth import ACCOUNTS_READ, Principal, require
+from dispatcher.api.errors import ApiError, responses
+from dispatcher.core.experiments.results import price_list
+from dispatcher.engine import Engine
+from dispatcher.record.results import read_variant_report
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+Reader = Annotated[Principal, Depends(require(ACCOUNTS_READ))]
+
+
+@router.get("/variants", responses=responses(400, 401, 403, 503), summary="Results per strategy variant",
+            operation_id="reportVariants")  # fmt: skip
+def report_variants(
+    request: Request,
+    _: Reader,
+    engine: Engine = Depends(engine_of),
+    until: Annotated[datetime | None, Query(description="The horizon (ISO 8601 with offset); default now.")] = None,
+) -> dict[str, Any]:
+    """Each variant's (and the holdout's) figures with their intervals, and each against the champion: the
+    difference with its interval, the accounts per arm it needs and the verdict (`insufficient` below it).
+    Shape: docs/api.md."""
+    if until is not None and until.tzinfo is None:
+        raise ApiError(400, "bad_request", "`until` needs a UTC offset, e.g. 2026-06-01T00:00:00+00:00")
+    reader = record_of(request)
+    if reader is None:
+        raise ApiError(503, "record_unavailable", "this deployment has no record (PostgreSQL) to report from")
+    variants = engine.variants
+    horizon = (until or engine.clock.now()).astimezone(UTC)
+    try:
+        return read_variant_report(
+            reader.pool, variants.champion.name, [arm.name for arm in variants.arms],
+            price_list(variants.champion.strategy), horizon,
+        )  # fmt: skip
+    except psycopg.OperationalError as exc:  # the record went away under an open pool: a 503 (outage.py)
+        forget_record(request, reader, exc)
+        raise
