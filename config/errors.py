@@ -7,6 +7,8 @@ it. A caller catches the kind that says what to do next, not the leaf:
     ├── ConfigurationError            an operator fixes a setting or file; an entry point exits 1 with the message
     │   ├── SettingsError             config.settings: a DISPATCHER_* variable
     │   ├── StrategyError             dispatcher.core.strategy: the strategy file
+    │   ├── ExperimentError           dispatcher.core.experiments.loading: the experiment file or a strategy in it
+    │   ├── VariantSetMismatch        dispatcher.state.active_set: this process's variants are not the active set
     │   ├── TemplateContextError      channels.render: a template is missing or needs what the context lacks
     │   └── UpError                   workers.up: `dispatcher up` cannot start as asked
     ├── InputRejected                 the caller's input cannot apply: refuse it naming `field`; never retry as is

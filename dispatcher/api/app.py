@@ -17,11 +17,11 @@ from channels.callbacks import WEBHOOK_PREFIX
 from config.settings import Settings
 from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe, webhooks
 from dispatcher.api.auth import KeyRing
-from dispatcher.api.reports import variants as variant_reports
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
 from dispatcher.api.outage import StoreOutageMiddleware
 from dispatcher.api.protocol import with_head_timeout
+from dispatcher.api.reports import variants as variant_reports
 from dispatcher.engine import Engine
 from dispatcher.logging import RequestIdMiddleware, configure_logging
 from dispatcher.wiring import open_runtime

@@ -109,13 +109,15 @@ def variant_tables(report: dict[str, Any]) -> list[Table]:
         cells = []
         for variant in report["variants"]:
             one = variant["metrics"][metric]
-            cells.append(f"{_fmt(one['value'], metric)} [{_fmt(one['low'], metric)}, {_fmt(one['high'], metric)}]")
+            low, high = _fmt(one["low"], metric), _fmt(one["high"], metric)
+            cells.append(f"{_fmt(one['value'], metric)} [{low}, {high}]")
         metrics.add_row(metric, *cells)
     compared = Table(title=f"against the champion ({report['champion']})")
     for column in ("variant", "metric", "difference [interval]", "needed per arm", "smallest arm", "verdict"):
         compared.add_column(column)
     for row in report["differences"]:
-        span = f"{_fmt(row['value'], row['metric'])} [{_fmt(row['low'], row['metric'])}, {_fmt(row['high'], row['metric'])}]"
+        low, high = _fmt(row["low"], row["metric"]), _fmt(row["high"], row["metric"])
+        span = f"{_fmt(row['value'], row['metric'])} [{low}, {high}]"
         needed = "—" if row["needed_per_arm"] is None else f"{row['needed_per_arm']:,.0f}"
         compared.add_row(row["variant"], row["metric"], span, needed, str(row["smallest_arm"]), row["verdict"])
     return [metrics, compared]
@@ -144,11 +146,14 @@ def report_variants(
             raise typer.Exit(1)
         with open_record(url, max_size=1) as pool:
             report = read_variant_report(
-                pool, variants.champion.name, [arm.name for arm in variants.arms], price_list(variants.champion.strategy), horizon
+                pool,
+                variants.champion.name,
+                [arm.name for arm in variants.arms],
+                price_list(variants.champion.strategy),
+                horizon,
             )
     if as_json:
         console.print_json(json.dumps(report))
         return
     for table in variant_tables(report):
         console.print(table)
-

@@ -53,7 +53,8 @@ def variant_audit(record: AccountRecord, arm: Arm, now: datetime) -> dict[str, o
     if record.variant is None:
         account = record.account
         audit |= {"change": "assigned", "balance": str(account.balance),
-                  "minimum_payment": str(account.minimum_payment), "due_date": account.due_date.isoformat()}  # fmt: skip
+                  "minimum_payment": str(account.minimum_payment),
+                  "due_date": account.due_date.isoformat()}  # fmt: skip
     else:
         audit |= {"change": "strategy_changed" if record.variant == arm.name else "moved",
                   "from_variant": record.variant, "from_strategy_sha256": record.strategy_sha256}  # fmt: skip

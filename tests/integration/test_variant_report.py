@@ -90,8 +90,15 @@ def _check_shape(report: dict, variants: VariantSet) -> None:  # type: ignore[ty
                                    "verdict"}  # fmt: skip
     verdicts = {(d["variant"], d["metric"]): d["verdict"] for d in report["differences"]}
     # 60 accounts in three arms tell nothing apart, but that the holdout gets no contacts at all
-    contact_metrics = {"contacts_per_account", "contacts_per_resolution", "cost_per_resolution", "cost_per_unit_collected"}
-    assert {k: v for k, v in verdicts.items() if v != "insufficient"}.keys() <= {("holdout", m) for m in contact_metrics}
+    contact_metrics = {
+        "contacts_per_account",
+        "contacts_per_resolution",
+        "cost_per_resolution",
+        "cost_per_unit_collected",
+    }
+    assert {k: v for k, v in verdicts.items() if v != "insufficient"}.keys() <= {
+        ("holdout", m) for m in contact_metrics
+    }
     assert verdicts[("holdout", "contacts_per_account")] == "lower"
     assert {v for (name, _), v in verdicts.items() if name == "challenger"} == {"insufficient"}
 

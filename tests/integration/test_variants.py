@@ -71,7 +71,9 @@ def test_accounts_split_with_a_holdout_are_each_planned_by_their_own_variant(
     assert {e["account_id"] for e in first} == set(IDS) and {e["change"] for e in first} == {"assigned"}
 
 
-def test_new_weights_move_no_account_and_apply_to_new_ones(store: Store, strategy: Strategy, clock: ManualClock) -> None:
+def test_new_weights_move_no_account_and_apply_to_new_ones(
+    store: Store, strategy: Strategy, clock: ManualClock
+) -> None:
     challenger = _challenger(strategy)
     before, after = _set(strategy, challenger, 0.9, 0.0), _set(strategy, challenger, 0.1, 0.0)
     _engine(store, before, clock).upsert_many([make_account(i) for i in IDS])
@@ -113,7 +115,9 @@ def test_a_new_version_of_a_strategy_never_repeats_a_contact_the_account_had(
     # v2: the same step names, the SMS an hour later (so it is due again by the new hour if ids did not hold)
     reminder = strategy.stages[0]
     steps = tuple(s.model_copy(update={"hour": 11}) if s.name == "sms" else s for s in reminder.steps)
-    version2 = strategy.model_copy(update={"stages": (reminder.model_copy(update={"steps": steps}), *strategy.stages[1:])})
+    version2 = strategy.model_copy(
+        update={"stages": (reminder.model_copy(update={"steps": steps}), *strategy.stages[1:])}
+    )
     second = VariantSet.single(version2)
     upgraded = _engine(store, second, clock)
     with pytest.raises(VariantSetMismatch):  # not published yet: the old set is the active one
