@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.errors import DispatcherError, InputRejected, NotFound
+from dispatcher.state.active_set import VariantSetMismatch
 from dispatcher.core.events import Event
 
 
@@ -154,6 +155,13 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(InputRejected, _rejected)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(VariantSetMismatch, _variant_set)
+
+
+def _variant_set(request: Request, exc: Exception) -> JSONResponse:
+    """This process's strategy variants are not the active set: it refuses to plan (a rolling restart half
+    done, or a set published since). 503: another process, or this one restarted, takes the request."""
+    return error_response(503, "variant_set_mismatch", str(exc), (), {"Retry-After": "5"})
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

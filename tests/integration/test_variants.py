@@ -8,7 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from config.settings import Settings
+from dispatcher.api import create_app
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Payment
 from dispatcher.core.experiments.arms import Arm, VariantSet, strategy_digest
@@ -19,6 +22,7 @@ from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine
 from dispatcher.state.active_set import ActiveSet, VariantSetMismatch
 from dispatcher.state.store import Store
+from tests.api_fixtures import api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration
@@ -145,3 +149,17 @@ def test_the_experiment_file_is_refused_naming_the_field_or_the_strategy(tmp_pat
         load_experiment(file)
     assert refused.value.errors[0].startswith("variants.0.strategy: bad.yaml: stages")
     assert refused.value.errors[-1].startswith("variants.1.strategy: no.yaml: (file)")
+
+
+def test_the_api_of_a_process_whose_set_differs_answers_503_naming_the_variant(
+    store: Store, strategy: Strategy, clock: ManualClock, api_settings: Settings,  # noqa: F811
+    api_keys: dict[str, tuple[str, str]],  # noqa: F811
+) -> None:  # fmt: skip
+    _engine(store, _set(strategy, _challenger(strategy)), clock).upsert(make_account("R1"))
+    stale = _engine(store, _set(strategy, strategy.model_copy(update={"name": "other"})), clock)
+    client = TestClient(create_app(stale, api_settings))
+    body = make_account("R2").model_dump(mode="json")
+    answer = client.put("/v1/accounts/R2", json=body, headers={"Authorization": f"Bearer {api_keys['admin'][0]}"})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "variant_set_mismatch" and "variant 'challenger'" in answer.json()["message"]
+    assert store.load("R2").record is None
