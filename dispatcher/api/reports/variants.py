@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from dispatcher.api.accounts import engine_of, forget_record, record_of
 from dispatcher.api.auth import ACCOUNTS_READ, Principal, require
 from dispatcher.api.errors import ApiError, responses
-from dispatcher.core.experiments.results import price_list
+from dispatcher.core.experiments.results import price_list, variant_report
 from dispatcher.engine import Engine
 from dispatcher.record.results import read_variant_report
 
@@ -34,15 +34,13 @@ def report_variants(
     if until is not None and until.tzinfo is None:
         raise ApiError(400, "bad_request", "`until` needs a UTC offset, e.g. 2026-06-01T00:00:00+00:00")
     reader = record_of(request)
-    if reader is None:
-        raise ApiError(503, "record_unavailable", "this deployment has no record (PostgreSQL) to report from")
     variants = engine.variants
+    order, costs = [arm.name for arm in variants.arms], price_list(variants.champion.strategy)
     horizon = (until or engine.clock.now()).astimezone(UTC)
+    if reader is None:  # a deployment without a record has archived nothing: every arm has no account yet
+        return variant_report([], variants.champion.name, order, costs, horizon)
     try:
-        return read_variant_report(
-            reader.pool, variants.champion.name, [arm.name for arm in variants.arms],
-            price_list(variants.champion.strategy), horizon,
-        )  # fmt: skip
+        return read_variant_report(reader.pool, variants.champion.name, order, costs, horizon)
     except psycopg.OperationalError as exc:  # the record went away under an open pool: a 503 (outage.py)
         forget_record(request, reader, exc)
         raise
