@@ -19,8 +19,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.errors import DispatcherError, InputRejected, NotFound
-from dispatcher.state.active_set import VariantSetMismatch
 from dispatcher.core.events import Event
+from dispatcher.state.active_set import VariantSetMismatch
 
 
 class FieldError(BaseModel):

@@ -16,7 +16,7 @@ from rich.table import Table
 from config.settings import load_settings
 from dispatcher.core.experiments.arms import VariantSet, differences, dropped_steps
 from dispatcher.core.experiments.loading import load_experiment
-from dispatcher.core.experiments.results import price_list
+from dispatcher.core.experiments.results import price_list, variant_report
 from dispatcher.state.active_set import ActiveSet
 from dispatcher.wiring import open_runtime, variants_from
 
@@ -140,18 +140,15 @@ def report_variants(
     settings = load_settings()
     variants = variants_from(settings)
     horizon = (until or datetime.now(UTC)).astimezone(UTC)
+    champion, order = variants.champion.name, [arm.name for arm in variants.arms]
+    costs = price_list(variants.champion.strategy)
     with record_for_command(settings.database_url, settings.state_dir) as url:
-        if url is None:
-            errors.print("[red]no record (PostgreSQL) in this deployment:[/] set DISPATCHER_DATABASE_URL")
-            raise typer.Exit(1)
-        with open_record(url, max_size=1) as pool:
-            report = read_variant_report(
-                pool,
-                variants.champion.name,
-                [arm.name for arm in variants.arms],
-                price_list(variants.champion.strategy),
-                horizon,
-            )
+        if url is None:  # as the API answers: nothing was ever archived, so no arm has an account yet
+            errors.print("no record (PostgreSQL) in this deployment yet: nothing archived to report on")
+            report = variant_report([], champion, order, costs, horizon)
+        else:
+            with open_record(url, max_size=1) as pool:
+                report = read_variant_report(pool, champion, order, costs, horizon)
     if as_json:
         console.print_json(json.dumps(report))
         return

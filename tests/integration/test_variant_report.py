@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
+from typer.testing import CliRunner
 
 from config.settings import Settings
 from dispatcher.api import create_app
@@ -29,6 +31,7 @@ from dispatcher.state.store import Store
 from tests.api_fixtures import api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account, work
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
+from workers.cli import app
 
 pytestmark = pytest.mark.integration
 IDS = [f"P{i:03d}" for i in range(60)]
@@ -129,3 +132,19 @@ def test_the_api_serves_the_same_report(
     _check_shape(answer.json(), variants)
     refused = client.get("/v1/reports/variants", headers={"Authorization": f"Bearer {api_keys['writer'][0]}"})
     assert refused.status_code == 403
+
+
+def test_the_command_prints_the_same_report_as_json(
+    worked: Engine, database_url: str, redis_url: str, record_pool: ConnectionPool, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, variants: VariantSet, clock: ManualClock,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("DISPATCHER_DATABASE_URL", database_url)
+    monkeypatch.setenv("DISPATCHER_REDIS_URL", redis_url)
+    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
+    done = CliRunner().invoke(app, ["report", "variants", "--json", "--until", clock.now().isoformat()])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    _check_shape(report, variants)
+    # The command's settings name only the champion's file; the other arms come from the record, in order.
+    costs = price_list(variants.champion.strategy)
+    assert report == read_variant_report(record_pool, "champion", ["champion"], costs, clock.now())
