@@ -2,6 +2,7 @@
 raw redis-py pipelined write of the same keys measured in the same run, and Redis memory per account.
 
     python benchmarks/plan_throughput.py --accounts 1000000 --workers 2
+    python benchmarks/plan_throughput.py --accounts 1000000 --workers 2 --experiment docs/examples/experiment.yaml
 
 Each worker process takes a slice of accounts as NDJSON lines (what `dispatcher import` and the batch
 API receive), validates them and upserts them in batches: load, plan, commit, exactly as in production.
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,10 +29,12 @@ import redis  # noqa: E402
 from benchmarks._machine import speed_reference  # noqa: E402
 from config.settings import DEFAULT_STRATEGY  # noqa: E402
 from dispatcher.core.clock import ManualClock  # noqa: E402
+from dispatcher.core.experiments.loading import load_experiment  # noqa: E402
 from dispatcher.core.models import Account  # noqa: E402
 from dispatcher.core.strategy import load_strategy  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.importer import BATCH  # noqa: E402  (the batches `dispatcher import` and the API use)
+from dispatcher.state.active_set import ActiveSet  # noqa: E402
 from dispatcher.state.redis_keys import account_record_key, audit_key, history_key, wake_key  # noqa: E402
 from dispatcher.state.redis_server import EmbeddedRedis  # noqa: E402
 from dispatcher.state.store import Store  # noqa: E402
@@ -59,10 +63,15 @@ def account_line(index: int) -> bytes:
     ).encode()
 
 
-def engine_worker(url: str, start: int, stop: int, shards: int) -> float:
+def engine_worker(url: str, start: int, stop: int, shards: int, experiment: str | None = None) -> float:
     tune_gc()  # as every `dispatcher` command does
     store = Store.from_url(url, shards)
-    engine = Engine(store, load_strategy(Path(DEFAULT_STRATEGY)), ManualClock(NOW))
+    if experiment is None:
+        engine = Engine(store, load_strategy(Path(DEFAULT_STRATEGY)), ManualClock(NOW))
+    else:  # each account planned by its own variant, the active set checked as every process checks it
+        variants = load_experiment(Path(experiment))
+        active = ActiveSet(store.redis, variants)
+        engine = Engine(store, variants.champion.strategy, ManualClock(NOW), variants=variants, active=active)
     lines = [account_line(i) for i in range(start, stop)]
     began = time.perf_counter()
     for offset in range(0, len(lines), BATCH):
@@ -110,6 +119,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=200_000, help="accounts to ingest (default 200000)")
     parser.add_argument("--workers", type=int, default=2, help="ingesting processes (default 2, one per core)")
     parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--experiment", help="an experiment file: plan each account by its own variant")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as state, EmbeddedRedis(Path(state), appendonly=False) as server:
         client = redis.Redis.from_url(server.url)
@@ -118,12 +128,14 @@ def main() -> None:
         raw_memory = used_memory(server.url) - base_memory
         client.flushall()
         base_memory = used_memory(server.url)
-        engine_seconds = run_parallel(engine_worker, server.url, args.accounts, args.workers, args.shards)
+        target = partial(engine_worker, experiment=args.experiment)
+        engine_seconds = run_parallel(target, server.url, args.accounts, args.workers, args.shards)
         engine_memory = used_memory(server.url) - base_memory
         planned = sum(client.zcard(wake_key(shard)) for shard in range(args.shards))
     print(speed_reference())
     engine_rate, raw_rate = args.accounts / engine_seconds, args.accounts / raw_seconds
-    print(f"accounts ingested and planned: {args.accounts} ({planned} with a wake-up) by {args.workers} workers")
+    print(f"accounts ingested and planned: {args.accounts} ({planned} with a wake-up) by {args.workers} workers"
+          + (f", experiment {args.experiment}" if args.experiment else ""))  # fmt: skip
     print(f"engine: {engine_seconds:.1f} s, {engine_rate:,.0f} accounts/s")
     print(f"raw pipelined write of the same keys: {raw_seconds:.1f} s, {raw_rate:,.0f} accounts/s")
     print(f"ratio engine/raw: {engine_rate / raw_rate:.2f} (goal >= 0.25)")
