@@ -254,9 +254,8 @@ class Engine:
     ) -> tuple[Commit, Plan]:
         record, entries = change.record, list(change.entries)
         arm, audit = self.arm_of(loaded), []
-        if (record.variant, record.strategy_sha256) != (arm.name, arm.sha256):
+        if record.strategy_sha256 != arm.sha256 or record.variant != arm.name:  # its first plan, or a change
             audit.append(variant_audit(record, arm, now))
-            record = record.model_copy(update={"variant": arm.name, "strategy_sha256": arm.sha256})
         strategy = arm.strategy
         for event in lapsed_events(record, strategy, now, (*loaded.history, *entries)):
             record = record.model_copy(update={"state": apply_event(record, event, strategy, now)})
@@ -265,7 +264,7 @@ class Engine:
         account_plan = plan_shared(shapes.setdefault(arm.name, {}), record, history, strategy, now)
         record = AccountRecord(
             account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup,
-            trimmed=record.trimmed, variant=record.variant, strategy_sha256=record.strategy_sha256,
+            trimmed=record.trimmed, variant=arm.name, strategy_sha256=arm.sha256,
         )  # fmt: skip
         audit += [entry_audit(record.account.id, entry) for entry in entries]
         audit += [decision_audit(record.account.id, d, now) for d in account_plan.decisions]
@@ -318,9 +317,11 @@ def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
     kind = "account_created" if previous is None else "account_updated"
     entry = HistoryEntry(kind="event", at=now, event=kind, detail={"balance": str(account.balance)})
     # What left the history stays attempted: a new due date may bring its stage back (record.lookback).
-    record = AccountRecord(account=account, state=state, trimmed=previous.trimmed if previous is not None else {})
-    if previous is not None:  # the account keeps its variant through the bank's updates
-        record = record.model_copy(update={"variant": previous.variant, "strategy_sha256": previous.strategy_sha256})
+    if previous is None:
+        record = AccountRecord(account=account, state=state)
+    else:  # the account keeps its variant through the bank's updates
+        record = AccountRecord(account=account, state=state, trimmed=previous.trimmed, variant=previous.variant,
+                               strategy_sha256=previous.strategy_sha256)  # fmt: skip
     return Change(record, [entry], phone=account.phone)
 
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from dispatcher.core.experiments.arms import VariantSet
 from dispatcher.core.models import Channel, HistoryEntry
 from dispatcher.core.stages import ADHOC_STAGE
 from dispatcher.core.strategy import Strategy
@@ -58,11 +59,17 @@ class Trimmed:
 class HistoryTrimmer:
     """Moves history entries older than the planner's look-back to PostgreSQL, `page` account keys a run."""
 
-    def __init__(self, store: Store, pool: ConnectionPool, strategy: Strategy, page: int = PAGE):
+    def __init__(
+        self, store: Store, pool: ConnectionPool, strategy: Strategy, page: int = PAGE,
+        variants: VariantSet | None = None,
+    ) -> None:  # fmt: skip
+        """`variants`: what the planner reads is judged by each account's own variant's strategy (its ladder and
+        look-back); without it, `strategy`'s for every account."""
         self.store = store
         self.pool = pool
         self.strategy = strategy
         self.page = page
+        self.variants = variants
 
     def run(self, now: datetime) -> Trimmed:
         redis = self.store.redis
@@ -87,7 +94,12 @@ class HistoryTrimmer:
             pipe.hgetall(claims_key(loaded.account_id))
         for loaded, claims in zip(found, pipe.execute(), strict=True):
             assert loaded.record is not None
-            drop = trimmable(loaded.record, loaded.history, claims, self.strategy, now)
+            strategy = (
+                self.strategy
+                if self.variants is None
+                else self.variants.arm_of(loaded.record, loaded.account_id).strategy
+            )
+            drop = trimmable(loaded.record, loaded.history, claims, strategy, now)
             if drop:
                 ended = {i: claims[c] for i in drop if (c := _ended_claim(loaded.history[i], claims)) is not None}
                 due.append(_Pass(loaded, drop, self._pass_at(loaded.account_id, now), ended))

@@ -163,3 +163,6 @@ def test_the_api_of_a_process_whose_set_differs_answers_503_naming_the_variant(
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"] == "variant_set_mismatch" and "variant 'challenger'" in answer.json()["message"]
     assert store.load("R2").record is None
+    shown = client.get("/v1/accounts/R1", headers={"Authorization": f"Bearer {api_keys['admin'][0]}"}).json()
+    assigned = _set(strategy, _challenger(strategy)).assign("R1")  # reading needs no agreeing set
+    assert (shown["variant"], shown["strategy_sha256"]) == (assigned.name, assigned.sha256)
