@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from config.settings import Settings
 from dispatcher.api import create_app
@@ -21,12 +22,15 @@ from dispatcher.core.models import ClaimStatus
 from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine
 from dispatcher.state.active_set import ActiveSet, VariantSetMismatch
+from dispatcher.state.redis_keys import ACTIVE_VARIANTS
 from dispatcher.state.store import Store
 from tests.api_fixtures import api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
+from workers.cli import app
 
 pytestmark = pytest.mark.integration
 IDS = [f"V{i:04d}" for i in range(300)]
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "strategy.yaml"
 
 
 def _challenger(strategy: Strategy) -> Strategy:
@@ -166,3 +170,45 @@ def test_the_api_of_a_process_whose_set_differs_answers_503_naming_the_variant(
     shown = client.get("/v1/accounts/R1", headers={"Authorization": f"Bearer {api_keys['admin'][0]}"}).json()
     assigned = _set(strategy, _challenger(strategy)).assign("R1")  # reading needs no agreeing set
     assert (shown["variant"], shown["strategy_sha256"]) == (assigned.name, assigned.sha256)
+
+
+def test_a_removed_variants_accounts_move_to_the_champion_audited(
+    store: Store, strategy: Strategy, clock: ManualClock
+) -> None:
+    both = _set(strategy, _challenger(strategy), 0.5, 0.0)
+    _engine(store, both, clock).upsert_many([make_account(i) for i in IDS[:40]])
+    challenged = [i for i in IDS[:40] if both.assign(i).name == "challenger"]
+    assert challenged
+    alone = VariantSet((both.champion,), salt="test-salt")
+    ActiveSet(store.redis, alone).replace()
+    _engine(store, alone, clock).replan_many(IDS[:40])
+    assert {store.load(i).record.variant for i in IDS[:40]} == {"champion"}  # type: ignore[union-attr]
+    moved = [e for e in store.audit() if e.get("type") == "variant" and e.get("change") == "moved"]
+    assert sorted(e["account_id"] for e in moved) == sorted(challenged)
+    assert {e["from_variant"] for e in moved} == {"challenger"}
+
+
+def test_publish_refuses_a_version_that_drops_steps_unless_told(
+    redis_url: str, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = SHIPPED.read_text(encoding="utf-8")
+    (tmp_path / "old.yaml").write_text(shipped)
+    (tmp_path / "new.yaml").write_text(shipped.replace("      - name: sms\n", "      - name: first_sms\n", 1))
+    for name in ("old", "new"):
+        (tmp_path / f"{name}-experiment.yaml").write_text(
+            f"salt: s\nvariants: [{{name: champion, strategy: {name}.yaml, weight: 1}}]\n"
+        )
+    monkeypatch.setenv("DISPATCHER_REDIS_URL", redis_url)
+    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["experiment", "publish", str(tmp_path / "old-experiment.yaml")]).exit_code == 0
+    before = store.redis.get(ACTIVE_VARIANTS)
+    refused = runner.invoke(app, ["experiment", "publish", str(tmp_path / "new-experiment.yaml")])
+    assert refused.exit_code == 2 and "the new version lacks reminder/sms" in refused.output
+    assert store.redis.get(ACTIVE_VARIANTS) == before  # the old set stays
+    done = runner.invoke(app, ["experiment", "publish", str(tmp_path / "new-experiment.yaml"), "--drop-steps"])
+    assert done.exit_code == 0, done.output
+    assert store.redis.get(ACTIVE_VARIANTS) != before
+    monkeypatch.setenv("DISPATCHER_EXPERIMENT", str(tmp_path / "old-experiment.yaml"))
+    shown = runner.invoke(app, ["experiment", "show"])  # a process with the old files would refuse to plan
+    assert shown.exit_code == 1 and "variant 'champion': this process has strategy" in shown.output
