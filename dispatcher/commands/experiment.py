@@ -139,7 +139,11 @@ def report_variants(
 
     settings = load_settings()
     variants = variants_from(settings)
-    horizon = (until or datetime.now(UTC)).astimezone(UTC)
+    try:
+        horizon = (until or datetime.now(UTC)).astimezone(UTC)  # without an offset: this machine's local time
+    except OverflowError:
+        errors.print(f"--until: {until} lies outside the times a UTC clock can show")
+        raise typer.Exit(2) from None
     champion, order = variants.champion.name, [arm.name for arm in variants.arms]
     costs = price_list(variants.champion.strategy)
     with record_for_command(settings.database_url, settings.state_dir) as url:

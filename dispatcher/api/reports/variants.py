@@ -36,7 +36,10 @@ def report_variants(
     reader = record_of(request)
     variants = engine.variants
     order, costs = [arm.name for arm in variants.arms], price_list(variants.champion.strategy)
-    horizon = (until or engine.clock.now()).astimezone(UTC)
+    try:
+        horizon = (until or engine.clock.now()).astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC time
+        raise ApiError(400, "bad_request", "`until` lies outside the times a UTC clock can show") from None
     if reader is None:  # a deployment without a record has archived nothing: every arm has no account yet
         return variant_report([], variants.champion.name, order, costs, horizon)
     try:
