@@ -132,6 +132,10 @@ def test_the_api_serves_the_same_report(
     _check_shape(answer.json(), variants)
     refused = client.get("/v1/reports/variants", headers={"Authorization": f"Bearer {api_keys['writer'][0]}"})
     assert refused.status_code == 403
+    reader = {"Authorization": f"Bearer {api_keys['reader'][0]}"}
+    for bad in ("123", "2026-06-01T00:00:00", "0001-01-01T00:00:00+01:00"):  # a number, no offset, no UTC time
+        answer = client.get("/v1/reports/variants", params={"until": bad}, headers=reader)
+        assert answer.status_code == 422 and answer.json()["fields"][0]["field"] == "until", answer.text
 
 
 def test_the_command_prints_the_same_report_as_json(
