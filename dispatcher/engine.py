@@ -178,7 +178,7 @@ class Engine:
                 break
             now = self.clock.now()
             staged: list[tuple[Commit, Plan]] = []
-            # Fresh accounts of one shape and one arm share a plan (at one `now`).
+            # Fresh accounts of one shape share a plan (at one `now`) within a group of arms that plan alike.
             shapes: dict[str, dict[tuple[object, ...], Plan]] = {}
             if assume_new:
                 read, assume_new = [Loaded.assumed_new(account_id) for account_id in pending], False
@@ -261,7 +261,8 @@ class Engine:
             record = record.model_copy(update={"state": apply_event(record, event, strategy, now)})
             entries.append(HistoryEntry(kind="event", at=now, event=event.kind, detail=event_detail(event)))
         history = (*loaded.history, *entries)
-        account_plan = plan_shared(shapes.setdefault(arm.name, {}), record, history, strategy, now)
+        group = self.variants.plan_group(arm, record, now)
+        account_plan = plan_shared(shapes.setdefault(group, {}), record, history, strategy, now)
         record = AccountRecord(
             account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup,
             trimmed=record.trimmed, variant=arm.name, strategy_sha256=arm.sha256,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from dispatcher.core.experiments.arms import VariantSet, differences, dropped_steps, step_changes, strategy_digest
+from dispatcher.core.experiments.arms import Arm, VariantSet, differences, dropped_steps, step_changes, strategy_digest
+from dispatcher.core.experiments.variants import assign
 from dispatcher.core.strategy import Strategy, load_strategy, parse_strategy
 from workers.cli import app
 
@@ -53,3 +54,14 @@ def test_strategy_check_against_lists_the_changes(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     assert "stage 'reminder': step 'sms' renamed to 'first_sms'" in done.output
     assert "1 stage(s) or step(s) renamed or removed" in done.output
+
+
+def test_a_variant_set_places_accounts_exactly_as_assign_does() -> None:
+    strategy = load_strategy(SHIPPED)
+    arms = tuple(Arm(name, strategy, strategy_digest(strategy), weight) for name, weight in
+                 (("champion", 0.7), ("b", 0.2), ("c", 0.1)))  # fmt: skip
+    for holdout in (0.0, 0.1):
+        variants = VariantSet(arms, salt="exact", holdout=holdout)
+        weights = [(arm.name, arm.weight) for arm in arms]
+        ids = [f"A{i}" for i in range(20_000)]
+        assert [variants.assign(i).name for i in ids] == [assign("exact", i, weights, holdout) for i in ids]

@@ -18,10 +18,12 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from dispatcher.core.experiments.variants import HOLDOUT, assign, canonical_digest
+from dispatcher.core.experiments.variants import HOLDOUT, canonical_digest, unit_draw
 from dispatcher.core.models import AccountRecord
+from dispatcher.core.stages import stage_index_at
 from dispatcher.core.strategy import Strategy
 
 CHAMPION = "champion"  # the one variant's name when no experiment file is set
@@ -37,6 +39,17 @@ def without_steps(strategy: Strategy) -> Strategy:
     """The holdout's strategy: the same stages, compliance policy and event rules, and no step to take."""
     stages = tuple(stage.model_copy(update={"steps": ()}) for stage in strategy.stages)
     return strategy.model_copy(update={"stages": stages, "name": f"{strategy.name} (holdout)"})
+
+
+def stage_plan_keys(strategy: Strategy) -> tuple[str, ...]:
+    """Per stage (before the first one first), a digest of all a fresh account's plan reads of the strategy
+    while it is in that stage: every stage's days, that stage whole, the compliance policy, best time and
+    event rules. Two arms with the same key for a stage plan a fresh account in it alike, so a bulk import
+    can share one plan between them (dispatcher.core.planner.plan_shared)."""
+    dump = strategy.model_dump(mode="json")
+    common = {key: dump[key] for key in ("compliance", "best_time", "events")}
+    common["days"] = [(stage["name"], stage["days_past_due"]) for stage in dump["stages"]]
+    return tuple(canonical_digest({**common, "stage": stage}) for stage in (None, *dump["stages"]))
 
 
 def step_names(strategy: Strategy) -> list[str]:
@@ -65,7 +78,8 @@ class VariantSet:
         self.holdout_arm = Arm(HOLDOUT, held, strategy_digest(held), 0.0)
         self._by_name = {arm.name: arm for arm in self.arms}
         self._by_name[HOLDOUT] = self.holdout_arm
-        self._weights = weights_of(self.arms)
+        self._total = sum(weight for _, weight in weights_of(self.arms))  # as assign() sums them, once
+        self._plan_keys = {arm.name: stage_plan_keys(arm.strategy) for arm in self._by_name.values()}
 
     @classmethod
     def single(cls, strategy: Strategy) -> VariantSet:
@@ -84,7 +98,16 @@ class VariantSet:
         """The arm a new account joins, by SHA-256(salt, account id) under the current weights."""
         if len(self.arms) == 1 and not self.holdout:
             return self.arms[0]
-        return self._by_name[assign(self.salt, account_id, self._weights, self.holdout)]
+        # variants.assign's arithmetic, step for step, with the weights summed once per set, not per account
+        draw = unit_draw(self.salt, account_id)
+        if draw < self.holdout:
+            return self.holdout_arm
+        position = (draw - self.holdout) / (1 - self.holdout) * self._total
+        for arm in self.arms:
+            if position < arm.weight:
+                return arm
+            position -= arm.weight
+        return self.arms[-1]
 
     def arm_of(self, record: AccountRecord | None, account_id: str) -> Arm:
         """The arm an account is planned by: a new account's by assignment, a stored one's as recorded; a
@@ -92,6 +115,15 @@ class VariantSet:
         if record is None:
             return self.assign(account_id)
         return self.named(record.variant) or self.champion
+
+    def plan_group(self, arm: Arm, record: AccountRecord, now: datetime) -> str:
+        """The accounts whose fresh plans may be shared with this one's: its arm's, or with a set of several
+        arms, every arm's that plans the stage the account is in alike (a challenger that changes one stage
+        shares the others with the champion)."""
+        if len(self.arms) == 1 and not self.holdout:
+            return arm.name
+        index = stage_index_at(record.account, record.state, arm.strategy, now)
+        return self._plan_keys[arm.name][0 if index is None else index + 1]
 
     def published(self) -> dict[str, Any]:
         """The set as the active set in Redis holds it."""
