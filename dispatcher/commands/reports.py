@@ -113,7 +113,7 @@ def account_tables(
     for column in ("UTC", "local", "what", "channel", "provider", "contact / detail", "outcome"):
         table.add_column(column)
     if record.variant is not None:  # recorded at its first plan (its audit entry says when)
-        table.add_row("", "", "variant", "", "", _variant_text(record), "")
+        table.add_row("first plan", "", "variant", "", "", _variant_text(record), "")
     for row in timeline(record, history):
         what = row["kind"] if row["kind"] == "attempt" else row.get("event", "")
         subject = row.get("contact_id") or ", ".join(f"{k}={v}" for k, v in row.items() if k not in _ROW_KEYS)
