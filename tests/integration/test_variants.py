@@ -4,7 +4,7 @@ active one refuses to plan, and a new version of a strategy never repeats a cont
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,8 +18,8 @@ from dispatcher.core.events import Payment
 from dispatcher.core.experiments.arms import Arm, VariantSet, strategy_digest
 from dispatcher.core.experiments.loading import ExperimentError, load_experiment
 from dispatcher.core.experiments.variants import HOLDOUT
-from dispatcher.core.models import ClaimStatus
-from dispatcher.core.strategy import Strategy
+from dispatcher.core.models import Channel, ClaimStatus, Contact
+from dispatcher.core.strategy import Strategy, Window
 from dispatcher.engine import Engine
 from dispatcher.state.active_set import ActiveSet, VariantSetMismatch
 from dispatcher.state.redis_keys import ACTIVE_VARIANTS
@@ -212,3 +212,23 @@ def test_publish_refuses_a_version_that_drops_steps_unless_told(
     monkeypatch.setenv("DISPATCHER_EXPERIMENT", str(tmp_path / "old-experiment.yaml"))
     shown = runner.invoke(app, ["experiment", "show"])  # a process with the old files would refuse to plan
     assert shown.exit_code == 1 and "variant 'champion': this process has strategy" in shown.output
+
+
+def test_the_last_look_judges_each_account_by_its_own_variants_rules(
+    store: Store, strategy: Strategy, clock: ManualClock
+) -> None:
+    windows = {**strategy.compliance.windows, Channel.SMS: Window(start=time(8), end=time(9))}
+    early = strategy.model_copy(update={"compliance": strategy.compliance.model_copy(update={"windows": windows})})
+    variants = _set(strategy, early, 0.5, 0.0)
+    engine = _engine(store, variants, clock)
+    ids = [f"L{i}" for i in range(20)]
+    engine.upsert_many([make_account(i) for i in ids])
+    by_arm = {variants.assign(i).name: i for i in ids}
+    assert set(by_arm) == {"champion", "challenger"}
+    for name, account_id in by_arm.items():  # 10:00 in Shanghai: inside the champion's SMS window, not the other's
+        loaded = store.load(account_id)
+        assert loaded.record is not None
+        contact = Contact(f"{account_id}/reminder/sms/9", account_id, Channel.SMS, "reminder_sms", "reminder", "sms",
+                          clock.now())  # fmt: skip
+        ruling = engine.gate.last_look(loaded.record, loaded.history, contact, clock.now())
+        assert (name, ruling.verdict) in {("champion", "send"), ("challenger", "defer")}, (name, ruling)
