@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from config.settings import Settings
+from dispatcher.adhoc import request_contact
 from dispatcher.api import create_app
 from dispatcher.core.clock import ManualClock
-from dispatcher.core.events import Payment
+from dispatcher.core.events import AdhocContact, Payment
 from dispatcher.core.experiments.arms import Arm, VariantSet, strategy_digest
 from dispatcher.core.experiments.loading import ExperimentError, load_experiment
 from dispatcher.core.experiments.variants import HOLDOUT
@@ -60,7 +61,8 @@ def test_accounts_split_with_a_holdout_are_each_planned_by_their_own_variant(
     store: Store, strategy: Strategy, clock: ManualClock
 ) -> None:
     variants = _set(strategy, _challenger(strategy))
-    results = _engine(store, variants, clock).upsert_many([make_account(i) for i in IDS])
+    engine = _engine(store, variants, clock)
+    results = engine.upsert_many([make_account(i) for i in IDS])
     arms: dict[str, list[str]] = {}
     for result in results:
         record = store.load(result.account_id).record
@@ -77,6 +79,10 @@ def test_accounts_split_with_a_holdout_are_each_planned_by_their_own_variant(
     assert 15 <= len(arms[HOLDOUT]) <= 50 and 10 <= len(arms["challenger"]) <= 50 and len(arms["champion"]) >= 200
     first = [e for e in store.audit() if e.get("type") == "variant"]
     assert {e["account_id"] for e in first} == set(IDS) and {e["change"] for e in first} == {"assigned"}
+    # What the bank's own agent asks for is not the strategy's: a held-out account still gets it, judged by the rules.
+    held = arms[HOLDOUT][0]
+    answer = request_contact(engine, held, AdhocContact(channel=Channel.SMS, template="reminder_sms", key="agent-1"))
+    assert (answer.verdict, answer.queued) == ("send", True)
 
 
 def test_new_weights_move_no_account_and_apply_to_new_ones(
