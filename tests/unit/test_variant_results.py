@@ -53,6 +53,7 @@ def test_a_report_of_one_arm_has_no_comparison_and_says_null_for_nothing() -> No
     report = variant_report(account_facts([_assigned("A")]), "champion", ["champion"], {}, START)
     assert report["differences"] == [] and report["variants"][0]["accounts"] == 1
     assert report["variants"][0]["metrics"]["days_to_resolution"] == {"value": None, "low": None, "high": None}
+    assert report["variants"][0]["metrics"]["promise_kept_rate"] == {"value": None, "low": None, "high": None}
 
 
 def test_an_arm_against_itself_differs_by_nothing_and_needs_no_sample() -> None:

@@ -170,8 +170,8 @@ def _arm_samples(arm: Sequence[AccountFacts], costs: Mapping[str, Decimal], hori
 
 
 def _interval(sample: tuple[Any, ...], seed: int) -> st.Interval:
-    if sample[0] == "rate":
-        return st.wilson(sample[1], sample[2])
+    if sample[0] == "rate":  # no trials: no rate to state (null), not 0 within [0, 1]
+        return st.wilson(sample[1], sample[2]) if sample[2] else st.Interval(math.nan, math.nan, math.nan)
     if sample[0] == "mean":
         return st.mean_interval(sample[1], seed)
     return st.ratio_interval(sample[1], sample[2], seed)
