@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from config.settings import Settings
+from config.settings import Settings, load_settings
 from dispatcher.adhoc import request_contact
 from dispatcher.api import create_app
 from dispatcher.core.clock import ManualClock
@@ -20,11 +20,12 @@ from dispatcher.core.experiments.arms import Arm, VariantSet, strategy_digest
 from dispatcher.core.experiments.loading import ExperimentError, load_experiment
 from dispatcher.core.experiments.variants import HOLDOUT
 from dispatcher.core.models import Channel, ClaimStatus, Contact
-from dispatcher.core.strategy import Strategy, Window
+from dispatcher.core.strategy import Strategy, Window, load_strategy
 from dispatcher.engine import Engine
 from dispatcher.state.active_set import ActiveSet, VariantSetMismatch
 from dispatcher.state.redis_keys import ACTIVE_VARIANTS
 from dispatcher.state.store import Store
+from dispatcher.wiring import build_engine
 from tests.api_fixtures import api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account
 from workers.cli import app
@@ -238,3 +239,19 @@ def test_the_last_look_judges_each_account_by_its_own_variants_rules(
                           clock.now())  # fmt: skip
         ruling = engine.gate.last_look(loaded.record, loaded.history, contact, clock.now())
         assert (name, ruling.verdict) in {("champion", "send"), ("challenger", "defer")}, (name, ruling)
+
+
+def test_the_example_experiment_is_what_a_process_with_dispatcher_experiment_plans_with(
+    redis_url: str, store: Store, clock: ManualClock, tmp_path: Path
+) -> None:
+    example = SHIPPED.parents[1] / "docs" / "examples" / "experiment.yaml"
+    settings = load_settings(redis_url=redis_url, state_dir=tmp_path, experiment=example, _env_file=None)
+    runtime = build_engine(settings, redis_url, clock)
+    variants = runtime.variants
+    assert [arm.name for arm in variants.arms] == ["champion", "sms-earlier"] and variants.holdout == 0.05
+    assert variants.champion.sha256 == strategy_digest(load_strategy(SHIPPED))
+    runtime.engine.upsert_many([make_account(i) for i in IDS[:50]])
+    assert {store.load(i).record.variant for i in IDS[:50]} == {"champion", "sms-earlier", HOLDOUT}  # type: ignore[union-attr]
+    single = build_engine(load_settings(redis_url=redis_url, state_dir=tmp_path, _env_file=None), redis_url, clock)
+    with pytest.raises(VariantSetMismatch, match="variant 'sms-earlier'"):  # a process without the experiment
+        single.engine.upsert(make_account("S1"))
