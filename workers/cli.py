@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,8 +23,9 @@ from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_setting
 from dispatcher.commands import reports
 from dispatcher.commands.cli import HELP, CommandGroup, console, errors
 from dispatcher.commands.cli import app as library_app
-from dispatcher.core.models import Account, AccountRecord, Channel, Contact, PostalAddress
-from dispatcher.core.strategy import load_strategy
+from dispatcher.core.arrangements import Arrangement, Instalment
+from dispatcher.core.models import Account, AccountRecord, AccountState, Channel, Contact, PostalAddress
+from dispatcher.core.strategy import Strategy, StrategyError, load_strategy
 from dispatcher.core.strategy_check import RenderCheck, check_strategy
 from dispatcher.wiring import tune_gc
 from workers.messages import build_message
@@ -48,7 +50,7 @@ def strategy_check(
 
     One pass finds every error: the schema, the ladder across stages, templates missing for any locale,
     and templates that fail to render with a sample account."""
-    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(load_settings()))
+    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(load_settings(), file))
     if strategy is None:
         errors.print(f"[bold red]{file}[/]: {len(problems)} error(s)")
         for line in problems:
@@ -58,19 +60,25 @@ def strategy_check(
     console.print(reports.compliance_table(strategy))
 
 
-def _render_check(settings: Settings) -> RenderCheck:
+def _render_check(settings: Settings, file: Path | None = None) -> RenderCheck:
     """Render a template as a send would, for a sample account (rendering lives in channels/ and workers/,
     which dispatcher/ may not import: this side hands the check to dispatcher.core.strategy_check)."""
-    # The shipped strategy: the file under check may be the broken one; only SMS validity reads its windows.
-    renderer, strategy, now = Renderer(TEMPLATES_DIR), load_strategy(DEFAULT_STRATEGY), datetime.now(UTC)
+    # The file's own offers when it loads, else the shipped strategy (the file under check may be the broken
+    # one); only SMS validity and the offers read it.
+    renderer, strategy, now = Renderer(TEMPLATES_DIR), _loadable(file) or load_strategy(DEFAULT_STRATEGY), datetime.now(UTC)
     address = PostalAddress(line1="1 Sample Rd", city="Shanghai", postal_code="200000", country="CN")
     sample = {
         "id": "SAMPLE1", "name": "王小明 Sample", "phone": "+8613800138000", "email": "sample@example.com",
         "address": address, "balance": "5000.00", "minimum_payment": "500.00", "due_date": now.date(),
     }  # fmt: skip
 
+    # A plan being kept, so an instalment reminder has its instalment to name.
+    plan = Arrangement(id="SAMPLE", instalments=(Instalment(due=now.date(), amount=Decimal("500.00")),),
+                       currency="CNY", made_at=now)  # fmt: skip
+
     def check(template: str, channel: Channel, locale: str) -> str | None:
-        record = AccountRecord(account=Account.model_validate({**sample, "locale": locale}))
+        account = Account.model_validate({**sample, "locale": locale})
+        record = AccountRecord(account=account, state=AccountState(arrangements=(plan,)))
         contact = Contact("SAMPLE1/check/step/0", "SAMPLE1", channel, template, "check", "step", now)
         try:
             build_message(contact, record, (), renderer, settings, strategy, now)
@@ -79,6 +87,13 @@ def _render_check(settings: Settings) -> RenderCheck:
         return None
 
     return check
+
+
+def _loadable(file: Path | None) -> Strategy | None:
+    try:
+        return None if file is None else load_strategy(file)
+    except StrategyError:
+        return None
 
 
 @app.command()

@@ -49,6 +49,9 @@ class AccountView(BaseModel):
     stage: str | None
     next_wakeup: datetime | None
     claims: dict[str, str] = Field(description="Contact id → queued | sending | sent | unknown.")
+    arrangements: list[dict[str, Any]] = Field(
+        default=[], description="Payment arrangements, oldest first, each instalment with its status."
+    )
     timeline: list[dict[str, Any]] = Field(description="Every attempt (with its outcomes) and event, oldest first.")
     decisions: list[dict[str, Any]] = Field(description="Compliance decisions (send / defer / deny with rule).")
     decisions_complete: bool = Field(description="False when older decisions lie beyond the audit scan.")

@@ -9,6 +9,7 @@ import: the CLI passes the check in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -61,14 +62,21 @@ def check_strategy(
         errors += [line for line in ladder_problems(_raw_stages(data), _raw_windows(data)) if line not in errors]
         errors += [line for line in _raw_policy_gaps(data) if line not in errors]
     missing = template_problems(data, templates_dir)
-    errors += missing
+    errors += missing + offer_reference_problems(data, templates_dir)
     if render is not None:
         errors += render_problems(data, render, {line.split(":")[0] for line in missing})
     return (strategy if not errors else None), errors
 
 
 def template_refs(data: dict[str, Any]) -> Iterator[tuple[str, str, Channel]]:
-    """(path, template, channel) of every template the ladder names: steps and fallbacks."""
+    """(path, template, channel) of every template the strategy names: steps, fallbacks, the reminder
+    before an arrangement's instalment."""
+    rules = data.get("arrangements")
+    reminder = rules.get("reminder", _DEFAULT_REMINDER) if isinstance(rules, dict) else _DEFAULT_REMINDER
+    if isinstance(reminder, dict) and isinstance(reminder.get("template", "instalment_reminder"), str):
+        channel = _channel(reminder.get("channel", "sms"))
+        if channel is not None:
+            yield "arrangements.reminder.template", reminder.get("template", "instalment_reminder"), channel
     for s_index, stage in _items(data.get("stages")):
         for t_index, step in _items(stage.get("steps") if isinstance(stage, dict) else None):
             if not isinstance(step, dict):
@@ -98,6 +106,29 @@ def template_problems(data: dict[str, Any], templates_dir: Path) -> list[str]:
                 f"{path}: no template {template!r} for locale {', '.join(missing)} under {templates_dir}/"
                 f"{{locale}}/ (a {template}.<channel>.txt file)"
             )
+    return problems
+
+
+_DEFAULT_REMINDER: dict[str, Any] = {}  # ArrangementRules' defaults: sms, instalment_reminder
+# `offers.instalment_3` or `offers["instalment_3"]` in a template.
+_OFFER_REF = re.compile(r"""\boffers(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*['"]([^'"]+)['"]\s*\])""")
+
+
+def offer_reference_problems(data: dict[str, Any], templates_dir: Path) -> list[str]:
+    """Templates that name an offer the strategy does not declare (it would fail at the first send)."""
+    declared = data.get("offers") if isinstance(data.get("offers"), dict) else {}
+    problems, seen = [], set()
+    for path, template, _ in template_refs(data):
+        for locale in LOCALES:
+            for file in sorted((templates_dir / locale).glob(f"{template}.*")):
+                if (path, file) in seen or not file.is_file():
+                    continue
+                seen.add((path, file))
+                names = {a or b for a, b in _OFFER_REF.findall(file.read_text(encoding="utf-8"))}
+                problems += [
+                    f"{path}: template {locale}/{file.name} names offer {name!r}, which `offers` does not declare"
+                    for name in sorted(names - set(declared or {}))
+                ]
     return problems
 
 

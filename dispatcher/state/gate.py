@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from config.providers import provider_of
+from dispatcher.core.arrangements import ARRANGEMENT_STAGE, active_arrangement
 from dispatcher.core.audit import contact_audit, decision_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.compliance import ContactLog, Ruling, evaluate
@@ -114,14 +115,20 @@ class SendGate:
         """The planner's own rules again, on the state as it is at the moment of sending."""
         account, state = record.account, record.state
         if state.status == "active" and not state.do_not_contact and not state.holds:
-            if state.promise is not None:
-                return Ruling("deny", "promise_to_pay")
-            index = stage_index_at(account, state, self.strategy, now)
-            current = None if index is None else self.strategy.stages[index].name
-            if contact.stage != current and contact.stage != ADHOC_STAGE:
-                return Ruling("deny", f"stage_changed:{current}")
-            if index is None:  # an ad-hoc contact queued before a new due date put the account back
-                return Ruling("deny", NOT_PAST_DUE)
+            kept = active_arrangement(state.arrangements)
+            if contact.stage == ARRANGEMENT_STAGE and (kept is None or contact.step != kept.id):
+                return Ruling("deny", "arrangement_ended")
+            if kept is not None and contact.stage not in (ARRANGEMENT_STAGE, ADHOC_STAGE):
+                return Ruling("deny", "arrangement")  # dunning waits while a plan is kept
+            if contact.stage != ARRANGEMENT_STAGE:  # a reminder of the plan being kept: the policy decides
+                if state.promise is not None:
+                    return Ruling("deny", "promise_to_pay")
+                index = stage_index_at(account, state, self.strategy, now)
+                current = None if index is None else self.strategy.stages[index].name
+                if contact.stage != current and contact.stage != ADHOC_STAGE:
+                    return Ruling("deny", f"stage_changed:{current}")
+                if index is None:  # an ad-hoc contact queued before a new due date put the account back
+                    return Ruling("deny", NOT_PAST_DUE)
         policy = self.strategy.compliance
         lapses = contact.due_at + timedelta(hours=policy.pressure.adhoc_max_deferral_hours)
         if contact.stage == ADHOC_STAGE and now >= lapses:
