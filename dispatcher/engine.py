@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from config.errors import ConfigurationError, NotFound
-from dispatcher.core.arrangement_events import ended_entries
+from dispatcher.core.arrangements.events import ended_entries
 from dispatcher.core.audit import decision_audit, entry_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.events import Event, EventRejected, Outcome, apply_event, event_detail, lapsed_events

@@ -23,7 +23,7 @@ from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_setting
 from dispatcher.commands import reports
 from dispatcher.commands.cli import HELP, CommandGroup, console, errors
 from dispatcher.commands.cli import app as library_app
-from dispatcher.core.arrangements import Arrangement, Instalment
+from dispatcher.core.arrangements.terms import Arrangement, Instalment
 from dispatcher.core.models import Account, AccountRecord, AccountState, Channel, Contact, PostalAddress
 from dispatcher.core.strategy import Strategy, StrategyError, load_strategy
 from dispatcher.core.strategy_check import RenderCheck, check_strategy

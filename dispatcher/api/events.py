@@ -17,8 +17,8 @@ from dispatcher.api.accounts import AccountId, engine_of
 from dispatcher.api.auth import ACCOUNTS_READ, EVENTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.api.idempotency import IdempotencyKey, mark_written
-from dispatcher.core.arrangement_events import ArrangementCancelled, ArrangementConflict, ArrangementMade
-from dispatcher.core.arrangements import ARRANGEMENT_ID_PATTERN, find
+from dispatcher.core.arrangements.events import ArrangementCancelled, ArrangementConflict, ArrangementMade
+from dispatcher.core.arrangements.terms import ARRANGEMENT_ID_PATTERN, find
 from dispatcher.core.events import (
     AdhocContact,
     AgentDisposition,

@@ -1,5 +1,5 @@
 """What every event shares, and the refusal of one that cannot apply: below the event modules
-(dispatcher.core.events, dispatcher.core.arrangement_events), which both build on it."""
+(dispatcher.core.events, dispatcher.core.arrangements.events), which both build on it."""
 
 from __future__ import annotations
 

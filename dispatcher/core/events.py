@@ -12,14 +12,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
-from dispatcher.core.arrangement_events import (
+from dispatcher.core.arrangements.events import (
     ArrangementBroken,
     ArrangementCancelled,
     ArrangementMade,
     after_payment,
     apply_arrangement_event,
 )
-from dispatcher.core.arrangements import active_arrangement
+from dispatcher.core.arrangements.terms import active_arrangement
 from dispatcher.core.event_base import EventRejected as EventRejected
 from dispatcher.core.event_base import _Event
 from dispatcher.core.models import (

@@ -26,7 +26,7 @@ from dispatcher.core.channel_registry import AddressKind as AddressKind
 from dispatcher.core.channel_registry import Channel as Channel
 
 # Amounts live in their own module (the arrangement's terms need them below the models); re-exported here.
-from dispatcher.core.arrangements import Arrangement
+from dispatcher.core.arrangements.terms import Arrangement
 from dispatcher.core.money import Money as Money
 from dispatcher.core.money import PositiveMoney as PositiveMoney
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from dispatcher.core.arrangements import ARRANGEMENT_STAGE, Arrangement, active_arrangement
+from dispatcher.core.arrangements.terms import ARRANGEMENT_STAGE, Arrangement, active_arrangement
 from dispatcher.core.compliance import ContactLog, evaluate, spread_bucket
 from dispatcher.core.models import (
     Account,

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from dispatcher.core.arrangements import Arrangement
+from dispatcher.core.arrangements.terms import Arrangement
 from dispatcher.core.models import Account, AccountState, HistoryEntry, zone
 from dispatcher.core.strategy import Stage, Step, Strategy
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from config.errors import ConfigurationError
 from dispatcher.core.models import Channel, OutcomeKind
-from dispatcher.core.offers import OFFER_ID_PATTERN, ArrangementRules, Offer, offer_problems
+from dispatcher.core.arrangements.offers import OFFER_ID_PATTERN, ArrangementRules, Offer, offer_problems
 
 
 class _Strict(BaseModel):

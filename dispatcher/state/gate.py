@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from config.providers import provider_of
-from dispatcher.core.arrangements import ARRANGEMENT_STAGE, active_arrangement
+from dispatcher.core.arrangements.terms import ARRANGEMENT_STAGE, active_arrangement
 from dispatcher.core.audit import contact_audit, decision_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.compliance import ContactLog, Ruling, evaluate

@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.settings import DEFAULT_STRATEGY
-from dispatcher.core.arrangement_events import ArrangementBroken, ArrangementMade, ended_entries
-from dispatcher.core.arrangements import ARRANGEMENT_STAGE, Instalment, active_arrangement
+from dispatcher.core.arrangements.events import ArrangementBroken, ArrangementMade, ended_entries
+from dispatcher.core.arrangements.terms import ARRANGEMENT_STAGE, Instalment, active_arrangement
 from dispatcher.core.events import Event, Payment, apply_event, event_detail, lapsed_events
 from dispatcher.core.models import AccountRecord, HistoryEntry, zone
 from dispatcher.core.planner import plan

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.core.arrangements import ARRANGEMENT_STAGE, Instalment
+from dispatcher.core.arrangements.terms import ARRANGEMENT_STAGE, Instalment
 from dispatcher.core.models import Account, AccountState, Channel
 from dispatcher.core.money import cents
 

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from config.errors import NotFound
-from dispatcher.core.arrangements import (
+from dispatcher.core.arrangements.terms import (
     ARRANGEMENT_ID_PATTERN,
     MAX_INSTALMENTS,
     Arrangement,
@@ -29,7 +29,7 @@ from dispatcher.core.arrangements import (
 )
 from dispatcher.core.event_base import EventRejected, _Event
 from dispatcher.core.models import AccountRecord, AccountState, HistoryEntry
-from dispatcher.core.offers import OFFER_ID_PATTERN, InstalmentOffer, instalment_plan, overdue
+from dispatcher.core.arrangements.offers import OFFER_ID_PATTERN, InstalmentOffer, instalment_plan, overdue
 from dispatcher.core.strategy import Strategy
 
 
