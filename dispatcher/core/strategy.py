@@ -264,8 +264,8 @@ class Strategy(_Strict):
             for stage in self.stages
         ]
         problems = ladder_problems(stages, self.compliance.windows)
-        offered = [(index, stage.name, stage.offers) for index, stage in enumerate(self.stages)]
-        problems += offer_problems(self.offers, offered, self.arrangements, self.compliance.windows)
+        names = [(index, stage.name) for index, stage in enumerate(self.stages)]
+        problems += offer_problems(names, self.arrangements, self.compliance.windows)
         return problems + policy_gaps(self.channels_used(), self.compliance)
 
     def channels_used(self) -> list[tuple[str, Channel]]:

@@ -17,6 +17,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
+from dispatcher.core.arrangements.offers import stage_offer_problems
 from dispatcher.core.models import Account, Channel
 from dispatcher.core.strategy import (
     CompliancePolicy,
@@ -62,7 +63,7 @@ def check_strategy(
         errors += [line for line in ladder_problems(_raw_stages(data), _raw_windows(data)) if line not in errors]
         errors += [line for line in _raw_policy_gaps(data) if line not in errors]
     missing = template_problems(data, templates_dir)
-    errors += missing + offer_reference_problems(data, templates_dir)
+    errors += stage_offer_problems(data) + missing + offer_reference_problems(data, templates_dir)
     if render is not None:
         errors += render_problems(data, render, {line.split(":")[0] for line in missing})
     return (strategy if not errors else None), errors

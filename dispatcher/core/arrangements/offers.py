@@ -121,25 +121,34 @@ def _months_on(day: date, months: int) -> date:
 
 
 def offer_problems(
-    offers: Mapping[str, object],
-    stage_offers: Sequence[tuple[int, str, Sequence[str]]],
-    rules: ArrangementRules,
-    windows: Mapping[Channel, Any],
+    stage_names: Sequence[tuple[int, str]], rules: ArrangementRules, windows: Mapping[Channel, Any]
 ) -> list[str]:
-    """Offers a stage names that the strategy does not declare, a stage named like the arrangement's own,
-    and a reminder hour outside its channel's window; one `path: problem` line each."""
-    problems = []
-    for s_index, name, names in stage_offers:
-        if name == ARRANGEMENT_STAGE:
-            problems.append(f"stages.{s_index}.name: {ARRANGEMENT_STAGE!r} is the name of a kept arrangement's "
-                            "reminders; give the stage another")  # fmt: skip
-        for o_index, offer in enumerate(names):
-            if offer not in offers:
-                known = ", ".join(sorted(offers)) or "none"
-                problems.append(f"stages.{s_index}.offers.{o_index}: no offer {offer!r} in `offers` (declared: {known})")
+    """A stage named like a kept arrangement's own, and a reminder hour outside its channel's window; one
+    `path: problem` line each. (A stage naming an offer the strategy does not declare is `strategy check`'s:
+    `stage_offer_problems`; at run time such a name only shows nothing.)"""
+    problems = [
+        f"stages.{index}.name: {ARRANGEMENT_STAGE!r} is the name of a kept arrangement's reminders; give the "
+        "stage another"
+        for index, name in stage_names
+        if name == ARRANGEMENT_STAGE
+    ]
     reminder = rules.reminder
     window = windows.get(reminder.channel) if reminder is not None else None
     if reminder is not None and window is not None and not window.start <= time(reminder.hour) < window.end:
         problems.append(f"arrangements.reminder.hour: hour {reminder.hour} lies outside the {reminder.channel} "
                         f"window {window.start:%H:%M}-{window.end:%H:%M}")  # fmt: skip
+    return problems
+
+
+def stage_offer_problems(data: Mapping[str, Any]) -> list[str]:
+    """Offers a stage lists that the strategy's `offers` does not declare, read from the raw file."""
+    declared = data.get("offers") if isinstance(data.get("offers"), dict) else {}
+    stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    problems = []
+    for s_index, stage in enumerate(stages):
+        names = stage.get("offers") if isinstance(stage, dict) else None
+        for o_index, offer in enumerate(names if isinstance(names, list) else []):
+            if offer not in (declared or {}):
+                known = ", ".join(sorted(declared or {})) or "none"
+                problems.append(f"stages.{s_index}.offers.{o_index}: no offer {offer!r} in `offers` (declared: {known})")
     return problems
