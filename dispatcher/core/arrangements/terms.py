@@ -80,18 +80,23 @@ class Arrangement(BaseModel):
                 status = "missed"
             else:
                 status = "part_paid" if share > 0 else "due"
-            rows.append({"number": number, "due": instalment.due.isoformat(), "amount": str(instalment.amount),
-                         "paid": str(share), "status": status})  # fmt: skip
+            rows.append({"number": number, "due": instalment.due.isoformat(), "amount": _text(instalment.amount),
+                         "paid": _text(share), "status": status})  # fmt: skip
         return rows
 
     def view(self) -> dict[str, Any]:
         """The arrangement as the API and `dispatcher account show` give it."""
         return {
             "id": self.id, "state": self.status, "offer": self.offer, "currency": self.currency,
-            "total": str(self.total), "paid": str(self.paid), "remaining": str(self.remaining),
-            "excess": str(self.excess), "made_at": self.made_at.isoformat(),
+            "total": _text(self.total), "paid": _text(self.paid), "remaining": _text(self.remaining),
+            "excess": _text(self.excess), "made_at": self.made_at.isoformat(),
             "ended_at": self.ended_at.isoformat() if self.ended_at else None, "instalments": self.rows(),
         }  # fmt: skip
+
+
+def _text(amount: Decimal) -> str:
+    """An amount as the views write it: always two places ("0.00", "50.00")."""
+    return str(amount.quantize(Decimal("0.01")))
 
 
 def active_arrangement(arrangements: Sequence[Arrangement]) -> Arrangement | None:
@@ -143,7 +148,7 @@ class ArrangementFigures:
 
     def as_dict(self) -> dict[str, Any]:
         return {"made": self.made, "kept": self.kept, "paid_off": self.paid_off, "broken": self.broken,
-                "cancelled": self.cancelled, "active": self.active, "collected": str(self.collected)}  # fmt: skip
+                "cancelled": self.cancelled, "active": self.active, "collected": _text(self.collected)}  # fmt: skip
 
 
 def figures(books: Iterable[Sequence[Arrangement]]) -> ArrangementFigures:
