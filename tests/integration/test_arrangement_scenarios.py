@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from dispatcher.core.models import ClaimStatus, zone
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
+from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration
 SHANGHAI = zone("Asia/Shanghai")
@@ -127,3 +129,27 @@ def test_a_stop_during_an_arrangement_ends_its_sms_but_not_the_plan(api: Api) ->
     record = state(api)
     assert record.state.opted_out == {"sms"}
     assert (record.state.status, record.state.arrangements[0].status) == ("resolved", "kept")
+
+
+def test_the_last_look_holds_back_what_was_queued_before_the_plan_changed(api: Api) -> None:
+    """A ladder contact queued before the plan was agreed is denied at the last moment; so is a reminder
+    queued before the plan was cancelled."""
+    from dispatcher.core.arrangements.events import ArrangementCancelled, ArrangementMade
+    from dispatcher.core.arrangements.terms import Instalment
+
+    ladder = list(api.engine.upsert(make_account(balance="300.00", due_date=date(2026, 1, 30))).queued)
+    while not ladder:  # the continuous stage's first day: its text at 10:00, spread over the hours after
+        api.clock.advance(timedelta(hours=1))
+        ladder = [c for r in api.engine.replan_many(["A1"]) for c in r.queued]
+    assert ladder and all(c.stage == "continuous" for c in ladder)
+    terms = (Instalment(due=date(2026, 3, 3), amount=Decimal("100.00")),)  # its reminder is due today
+    reminders = list(api.engine.record_event("A1", ArrangementMade(arrangement_id="P1", instalments=terms)).queued)
+    claimed = api.engine.gate.claim(ladder[0])
+    assert (claimed.verdict, claimed.rule) == ("deny", "arrangement")
+    while not reminders:  # once the spacing after the ladder's contact allows it
+        api.clock.advance(timedelta(hours=1))
+        reminders = [c for r in api.engine.replan_many(["A1"]) for c in r.queued]
+    assert [c.id for c in reminders] == ["A1/arrangement/P1/0"]
+    api.engine.record_event("A1", ArrangementCancelled(arrangement_id="P1"))
+    claimed = api.engine.gate.claim(reminders[0])
+    assert (claimed.verdict, claimed.rule) == ("deny", "arrangement_ended")
