@@ -65,7 +65,11 @@ def _render_check(settings: Settings, file: Path | None = None) -> RenderCheck:
     which dispatcher/ may not import: this side hands the check to dispatcher.core.strategy_check)."""
     # The file's own offers when it loads, else the shipped strategy (the file under check may be the broken
     # one); only SMS validity and the offers read it.
-    renderer, strategy, now = Renderer(TEMPLATES_DIR), _loadable(file) or load_strategy(DEFAULT_STRATEGY), datetime.now(UTC)
+    renderer, strategy, now = (
+        Renderer(TEMPLATES_DIR),
+        _loadable(file) or load_strategy(DEFAULT_STRATEGY),
+        datetime.now(UTC),
+    )
     address = PostalAddress(line1="1 Sample Rd", city="Shanghai", postal_code="200000", country="CN")
     sample = {
         "id": "SAMPLE1", "name": "王小明 Sample", "phone": "+8613800138000", "email": "sample@example.com",

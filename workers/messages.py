@@ -16,9 +16,9 @@ from channels.base import OutboundMessage
 from channels.render import Renderer
 from channels.spec import Draft
 from config.settings import Settings
+from dispatcher.core.arrangements.offers import offers_for
 from dispatcher.core.arrangements.terms import active_arrangement
 from dispatcher.core.models import AccountRecord, Channel, Contact, HistoryEntry, PostalAddress, zone
-from dispatcher.core.arrangements.offers import offers_for
 from dispatcher.core.strategy import Strategy
 from dispatcher.core.timeline import case_file
 from dispatcher.core.unsubscribe import unsubscribe_token

@@ -167,8 +167,10 @@ ArrangementId = Annotated[str, Path(pattern=ARRANGEMENT_ID_PATTERN, description=
     "/accounts/{account_id}/arrangements",
     response_model=ArrangementView,
     status_code=201,
-    responses={200: {"model": ArrangementView, "description": "This arrangement_id was made before"},
-               **responses(401, 403, 404, 409, 422)},  # fmt: skip
+    responses={
+        200: {"model": ArrangementView, "description": "This arrangement_id was made before"},
+        **responses(401, 403, 404, 409, 422),
+    },  # fmt: skip
     summary="Record an agreed payment arrangement: instalments, or an instalment offer of the strategy",
     operation_id="postArrangement",
 )

@@ -346,7 +346,9 @@ def arrangement_table(found: ArrangementFigures) -> Table:
 def arrangement_instalments(arrangement: Arrangement) -> Table:
     """One arrangement of an account: its state and each instalment with what covers it."""
     view = arrangement.view()
-    title = f"arrangement {arrangement.id}: {arrangement.status}, {view['paid']} of {view['total']} {arrangement.currency}"
+    title = (
+        f"arrangement {arrangement.id}: {arrangement.status}, {view['paid']} of {view['total']} {arrangement.currency}"
+    )
     table = Table(title=title + (f" (+{arrangement.excess} beyond it)" if arrangement.excess else ""))
     for column in ("#", "due", "amount", "paid", "status"):
         table.add_column(column)

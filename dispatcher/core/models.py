@@ -19,14 +19,14 @@ import phonenumbers
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+# Amounts live in their own module (the arrangement's terms need them below the models); re-exported here.
+from dispatcher.core.arrangements.terms import Arrangement
+
 # The channels live in their registry; re-exported here, where the rest of the domain's values are.
 from dispatcher.core.channel_registry import ADDRESS_OF_CHANNEL as ADDRESS_OF_CHANNEL
 from dispatcher.core.channel_registry import DEFAULT_CONSENT as DEFAULT_CONSENT
 from dispatcher.core.channel_registry import AddressKind as AddressKind
 from dispatcher.core.channel_registry import Channel as Channel
-
-# Amounts live in their own module (the arrangement's terms need them below the models); re-exported here.
-from dispatcher.core.arrangements.terms import Arrangement
 from dispatcher.core.money import Money as Money
 from dispatcher.core.money import PositiveMoney as PositiveMoney
 

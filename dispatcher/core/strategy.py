@@ -17,8 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config.errors import ConfigurationError
-from dispatcher.core.models import Channel, OutcomeKind
 from dispatcher.core.arrangements.offers import OFFER_ID_PATTERN, ArrangementRules, Offer, offer_problems
+from dispatcher.core.models import Channel, OutcomeKind
 
 
 class _Strict(BaseModel):

@@ -39,9 +39,7 @@ def pay(api: Api, amount: str) -> None:
     assert response.status_code == 200, response.text
 
 
-def run_until(
-    api: Api, end: datetime, on_day: Callable[[date], None] | None = None
-) -> list[tuple[datetime, str, str]]:
+def run_until(api: Api, end: datetime, on_day: Callable[[date], None] | None = None) -> list[tuple[datetime, str, str]]:
     """Re-plan A1 every quarter-day until `end`, sending what each pass queues; `on_day(local day)` runs at
     the first pass of each local day (the bank's payments). The (time, contact id, channel) sent."""
     sent: list[tuple[datetime, str, str]] = []
@@ -125,7 +123,9 @@ def test_a_stop_during_an_arrangement_ends_its_sms_but_not_the_plan(api: Api) ->
     sent = run_until(api, datetime(2026, 4, 20, tzinfo=UTC), bank_and_debtor)
     assert [cid for _, cid, _ in sent] == ["A1/arrangement/P1/0"]  # the second reminder would be an SMS: none
     denied = [d for d in api.store.audit("A1") if d.get("contact_id") == "A1/arrangement/P1/1"]
-    assert denied and all(d["verdict"] == "deny" and d["rule"] == "opted_out:sms" for d in denied), [(d["verdict"], d["rule"]) for d in denied]
+    assert denied and all(d["verdict"] == "deny" and d["rule"] == "opted_out:sms" for d in denied), [
+        (d["verdict"], d["rule"]) for d in denied
+    ]
     record = state(api)
     assert record.state.opted_out == {"sms"}
     assert (record.state.status, record.state.arrangements[0].status) == ("resolved", "kept")

@@ -102,7 +102,8 @@ class Run:
         for gap in case.gaps:
             days.append(days[-1] + gap)
         return tuple(
-            Instalment(due=today + timedelta(days=d), amount=max(a, Decimal("0.01"))) for d, a in zip(days, amounts, strict=True)
+            Instalment(due=today + timedelta(days=d), amount=max(a, Decimal("0.01")))
+            for d, a in zip(days, amounts, strict=True)
         )
 
     def payments_due(self, day: date, plan: tuple[Instalment, ...]) -> list[Decimal]:

@@ -77,7 +77,10 @@ def test_an_instalment_plan_splits_to_the_cent_and_falls_due_monthly() -> None:
 @pytest.mark.parametrize(
     ("offers", "problem"),
     [
-        ("{bad: {kind: instalment, months: 0}}", "offers.bad.instalment.months: Input should be greater than or equal to 1"),
+        (
+            "{bad: {kind: instalment, months: 0}}",
+            "offers.bad.instalment.months: Input should be greater than or equal to 1",
+        ),
         ("{bad: {kind: instalment}}", "offers.bad.instalment.months: Field required"),
         ("{m: {kind: minimum_payment, share: -0.1}}", "offers.m.minimum_payment.share: Input should be greater than"),
     ],

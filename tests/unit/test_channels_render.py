@@ -27,13 +27,23 @@ CONTEXT = {
     "offers": {
         "minimum_payment": {"kind": "minimum_payment", "amount": Decimal("1234.57"), "due": date(2024, 5, 15)},
         **{
-            f"instalment_{months}": {"kind": "instalment", "months": months, "instalment": Decimal("12345.67") / months,
-                                     "total": Decimal("12345.67"), "first_due": date(2024, 5, 8)}
+            f"instalment_{months}": {
+                "kind": "instalment",
+                "months": months,
+                "instalment": Decimal("12345.67") / months,
+                "total": Decimal("12345.67"),
+                "first_due": date(2024, 5, 8),
+            }
             for months in (3, 6, 12)
         },
     },  # fmt: skip
-    "instalment": {"number": 2, "of": 3, "due": date(2024, 6, 8), "amount": Decimal("4115.22"),
-                   "remaining": Decimal("8230.45")},  # fmt: skip
+    "instalment": {
+        "number": 2,
+        "of": 3,
+        "due": date(2024, 6, 8),
+        "amount": Decimal("4115.22"),
+        "remaining": Decimal("8230.45"),
+    },  # fmt: skip
 }
 TEMPLATE_NAMES = sorted({path.name.split(".")[0] for path in (TEMPLATES_DIR / "en").iterdir()})
 

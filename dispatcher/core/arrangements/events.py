@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from config.errors import NotFound
+from dispatcher.core.arrangements.offers import OFFER_ID_PATTERN, InstalmentOffer, instalment_plan, overdue
 from dispatcher.core.arrangements.terms import (
     ARRANGEMENT_ID_PATTERN,
     MAX_INSTALMENTS,
@@ -29,7 +30,6 @@ from dispatcher.core.arrangements.terms import (
 )
 from dispatcher.core.event_base import EventRejected, _Event
 from dispatcher.core.models import AccountRecord, AccountState, HistoryEntry
-from dispatcher.core.arrangements.offers import OFFER_ID_PATTERN, InstalmentOffer, instalment_plan, overdue
 from dispatcher.core.strategy import Strategy
 
 
@@ -105,7 +105,9 @@ def apply_arrangement_event(
     if existing.status != "active":
         raise ArrangementConflict("arrangement_id", f"arrangement {existing.id!r} already ended: {existing.status}")
     if isinstance(event, ArrangementCancelled):
-        return state.model_copy(update={"arrangements": replaced(state.arrangements, ended(existing, "cancelled", now))})
+        return state.model_copy(
+            update={"arrangements": replaced(state.arrangements, ended(existing, "cancelled", now))}
+        )
     broken = ended(existing, "broken", now, missed=event.instalment)
     return state.model_copy(update={"arrangements": replaced(state.arrangements, broken)})
 
@@ -129,16 +131,24 @@ def ended_entries(before: AccountState, after: AccountState, now: datetime) -> l
     for arrangement in after.arrangements:
         old = find(before.arrangements, arrangement.id)
         if old is not None and old.status == "active" and arrangement.status in ("kept", "paid_off"):
-            detail = {"arrangement_id": arrangement.id, "paid": str(arrangement.paid), "excess": str(arrangement.excess)}
+            detail = {
+                "arrangement_id": arrangement.id,
+                "paid": str(arrangement.paid),
+                "excess": str(arrangement.excess),
+            }
             entries.append(HistoryEntry(kind="event", at=now, event=f"arrangement_{arrangement.status}", detail=detail))
     return entries
 
 
-def _made(record: AccountRecord, event: ArrangementMade, strategy: Strategy, now: datetime, today: date) -> AccountState:
+def _made(
+    record: AccountRecord, event: ArrangementMade, strategy: Strategy, now: datetime, today: date
+) -> AccountState:
     account, state = record.account, record.state
     existing = find(state.arrangements, event.arrangement_id)
     if existing is not None:
-        same = existing.offer == event.offer and (event.instalments is None or existing.instalments == event.instalments)
+        same = existing.offer == event.offer and (
+            event.instalments is None or existing.instalments == event.instalments
+        )
         if same:
             return state  # a repeat: one arrangement (the store also answers it as a duplicate)
         raise ArrangementConflict("arrangement_id", f"{existing.id!r} was made with other terms; use a new id")

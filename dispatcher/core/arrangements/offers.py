@@ -69,8 +69,13 @@ class ReminderStep(_Strict):
 
 
 class ArrangementRules(_Strict):
-    grace_days: int = Field(default=3, ge=0, le=30, description="An instalment unpaid this long after its due "
-                            "date breaks the arrangement; the ladder resumes at the stage the days past due give.")  # fmt: skip
+    grace_days: int = Field(
+        default=3,
+        ge=0,
+        le=30,
+        description="An instalment unpaid this long after its due date breaks the arrangement; the ladder "
+        "resumes at the stage the days past due give.",
+    )
     reminder: ReminderStep | None = ReminderStep()
 
 
@@ -109,9 +114,7 @@ def instalment_plan(offer: InstalmentOffer, owed: Decimal, today: date) -> tuple
     each = cents(total / offer.months)
     first = today + timedelta(days=offer.first_due_days)
     amounts = [each] * (offer.months - 1) + [total - each * (offer.months - 1)]
-    return tuple(
-        Instalment(due=_months_on(first, n), amount=amount) for n, amount in enumerate(amounts) if amount > 0
-    )
+    return tuple(Instalment(due=_months_on(first, n), amount=amount) for n, amount in enumerate(amounts) if amount > 0)
 
 
 def _months_on(day: date, months: int) -> date:
@@ -150,5 +153,7 @@ def stage_offer_problems(data: Mapping[str, Any]) -> list[str]:
         for o_index, offer in enumerate(names if isinstance(names, list) else []):
             if offer not in (declared or {}):
                 known = ", ".join(sorted(declared or {})) or "none"
-                problems.append(f"stages.{s_index}.offers.{o_index}: no offer {offer!r} in `offers` (declared: {known})")
+                problems.append(
+                    f"stages.{s_index}.offers.{o_index}: no offer {offer!r} in `offers` (declared: {known})"
+                )
     return problems

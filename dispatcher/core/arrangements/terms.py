@@ -31,7 +31,7 @@ class Instalment(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     due: date = Field(description="The local day it is due; unpaid at this day plus the grace, the plan breaks.")
-    amount: PositiveMoney = Field(description="In the account's currency, e.g. \"50.00\".")
+    amount: PositiveMoney = Field(description='In the account\'s currency, e.g. "50.00".')
 
 
 class Arrangement(BaseModel):
