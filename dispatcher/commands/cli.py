@@ -25,6 +25,7 @@ from dispatcher.commands import reports
 from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
 from dispatcher.core.clock import ManualClock
+from dispatcher.core.planner import offers_now
 from dispatcher.core.timeline import account_json
 from dispatcher.importer import import_accounts
 from dispatcher.simulate import Simulation, load_model
@@ -101,7 +102,9 @@ def account_show(
             raise typer.Exit(1)
     view = (found.record, found.history, found.claims, found.next_wakeup)
     if as_json:
-        console.print_json(json.dumps({**account_json(*view), "archived": found.archived}, default=str))
+        offers = offers_now(found.record, runtime.strategy, runtime.engine.clock.now()) if not found.archived else {}
+        doc = {**account_json(*view, offers), "archived": found.archived}
+        console.print_json(json.dumps(doc, default=str))
         return
     for renderable in reports.account_tables(*view):
         console.print(renderable)

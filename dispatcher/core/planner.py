@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from dispatcher.core.arrangements.offers import offers_for
 from dispatcher.core.arrangements.terms import ARRANGEMENT_STAGE, Arrangement, active_arrangement
 from dispatcher.core.compliance import ContactLog, evaluate, spread_bucket
 from dispatcher.core.models import (
@@ -70,6 +71,17 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     if index + 1 < len(strategy.stages):
         wakes.append(stage_start(account, strategy, index + 1, tz))
     return _judge(record, history, strategy, now, stage.name, candidates, wakes)
+
+
+def offers_now(record: AccountRecord, strategy: Strategy, now: datetime) -> dict[str, dict[str, object]]:
+    """The offers the account's stage presents now, computed for it (amounts in its currency); none while a
+    plan is kept or the account is not active."""
+    account, state = record.account, record.state
+    index = stage_index_at(account, state, strategy, now)
+    if index is None or state.status != "active" or active_arrangement(state.arrangements) is not None:
+        return {}
+    offered = {name: strategy.offers[name] for name in strategy.stages[index].offers if name in strategy.offers}
+    return offers_for(offered, account, state, now.astimezone(zone(account.timezone)).date())
 
 
 _NONE_TRIMMED: dict[str, tuple[int, ...]] = {}

@@ -178,3 +178,12 @@ def test_a_second_active_arrangement_is_refused_until_the_first_is_cancelled(api
 def test_the_instalments_may_add_up_to_less_than_the_balance(api: Api, account: str) -> None:
     status, body = arrange(api, {"arrangement_id": "P1", "instalments": PLAN})  # 200.00 of 300.00: a settlement
     assert status == 201 and Decimal(body["total"]) < Decimal("300.00")
+
+
+def test_the_account_shows_the_offers_its_stage_presents_computed_for_it(api: Api, account: str) -> None:
+    offers = api.get_account("A1").json()["offers"]  # the continuous stage: 300.00 owed
+    assert offers["minimum_payment"]["amount"] == "100" and offers["minimum_payment"]["due"] == "2026-03-16"
+    assert (offers["instalment_3"]["instalment"], offers["instalment_3"]["first_due"]) == ("100.00", "2026-03-09")
+    assert offers["instalment_12"]["total"] == "318.00"  # 0.5 % a month for 12 months
+    arrange(api, {"arrangement_id": "P1", "offer": "instalment_6"})
+    assert api.get_account("A1").json()["offers"] == {}  # none while a plan is kept

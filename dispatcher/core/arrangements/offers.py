@@ -145,14 +145,15 @@ def offer_problems(
 
 def stage_offer_problems(data: Mapping[str, Any]) -> list[str]:
     """Offers a stage lists that the strategy's `offers` does not declare, read from the raw file."""
-    declared = data.get("offers") if isinstance(data.get("offers"), dict) else {}
-    stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    raw_offers, raw_stages = data.get("offers"), data.get("stages")
+    declared: dict[str, Any] = raw_offers if isinstance(raw_offers, dict) else {}
+    stages: list[Any] = raw_stages if isinstance(raw_stages, list) else []
     problems = []
     for s_index, stage in enumerate(stages):
         names = stage.get("offers") if isinstance(stage, dict) else None
         for o_index, offer in enumerate(names if isinstance(names, list) else []):
-            if offer not in (declared or {}):
-                known = ", ".join(sorted(declared or {})) or "none"
+            if offer not in declared:
+                known = ", ".join(sorted(declared)) or "none"
                 problems.append(
                     f"stages.{s_index}.offers.{o_index}: no offer {offer!r} in `offers` (declared: {known})"
                 )
