@@ -54,7 +54,10 @@ def test_an_arrangement_of_instalments_pauses_the_ladder_and_shows_its_instalmen
     assert [a["id"] for a in listed] == ["P1"]
     view = api.get_account("A1").json()
     assert view["arrangements"][0]["state"] == "active"
-    assert view["timeline"][-1]["event"] == "arrangement"
+    made = view["timeline"][-1]
+    assert (made["event"], made["arrangement_id"], made["instalments"], made["total"]) == (
+        "arrangement", "P1", "2026-03-10 100.00, 2026-04-10 100.00", "200.00"
+    )  # fmt: skip
 
 
 def test_an_offer_of_the_strategy_is_computed_for_the_account(api: Api, account: str) -> None:

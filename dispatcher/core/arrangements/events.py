@@ -125,6 +125,17 @@ def after_payment(state: AccountState, amount: Decimal, now: datetime) -> Accoun
     return state.model_copy(update={"arrangements": replaced(state.arrangements, after), "status": status})
 
 
+def with_terms(entry: HistoryEntry, before: AccountState, after: AccountState) -> HistoryEntry:
+    """The history entry of an arrangement made, with its terms as agreed (an offer's instalments are
+    computed when it is made): `instalments` as "2026-03-10 100.00, 2026-04-10 100.00", and the total."""
+    made = [a for a in after.arrangements if entry.event == "arrangement" and find(before.arrangements, a.id) is None]
+    if not made:
+        return entry
+    terms = ", ".join(f"{i.due} {i.amount}" for i in made[0].instalments)
+    detail = {**entry.detail, "instalments": terms, "total": str(made[0].total), "currency": made[0].currency}
+    return entry.model_copy(update={"detail": detail})
+
+
 def ended_entries(before: AccountState, after: AccountState, now: datetime) -> list[HistoryEntry]:
     """History entries for plans a payment ended (kept or paid off): the timeline and the audit show them."""
     entries = []
