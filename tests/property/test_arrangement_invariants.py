@@ -6,7 +6,8 @@ advanced a few hours at a time, every contact the planner wants taken as sent.
 - a missed instalment (unpaid at its due day plus grace) breaks it, and the ladder resumes at once at the
   stage the days past due give;
 - a plan paid off resolves the account;
-- no contact, ever, after the account is resolved.
+- no contact, ever, after the account is resolved;
+- every send, a reminder as much as the ladder's, inside its window, off rest days and under its caps.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from config.settings import DEFAULT_STRATEGY
 from dispatcher.core.arrangements.events import ArrangementBroken, ArrangementMade, ended_entries
 from dispatcher.core.arrangements.terms import ARRANGEMENT_STAGE, Instalment, active_arrangement
 from dispatcher.core.events import Event, Payment, apply_event, event_detail, lapsed_events
-from dispatcher.core.models import AccountRecord, HistoryEntry, zone
+from dispatcher.core.models import AccountRecord, Channel, HistoryEntry, zone
 from dispatcher.core.planner import plan
 from dispatcher.core.strategy import load_strategy
 from tests.conftest import make_account
+from tests.property.test_compliance_invariants import allowed_independently
 
 STRATEGY = load_strategy(Path(DEFAULT_STRATEGY))
 START = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -85,7 +87,7 @@ class Run:
         self.history: list[HistoryEntry] = []
         self.now = START
         self.start_day = START.astimezone(tz).date()
-        self.sent: list[tuple[datetime, str, bool]] = []  # (when, contact id, arrangement active then)
+        self.sent: list[tuple[datetime, str, Channel]] = []  # (when, contact id, channel)
 
     def apply(self, event: Event) -> None:
         before = self.record.state
@@ -141,7 +143,7 @@ def run(case: Case, days: int = 150) -> Run:
         kept = active_arrangement(state.arrangements)
         result = plan(r.record, r.history, STRATEGY, r.now)
         for contact in result.contacts:
-            r.sent.append((r.now, contact.id, kept is not None))
+            r.sent.append((r.now, contact.id, contact.channel))
             r.history.append(HistoryEntry(kind="attempt", at=r.now, contact_id=contact.id, channel=contact.channel,
                                           detail={"template": contact.template}))  # fmt: skip
         # No dunning while kept: the plan's own reminders only.
@@ -180,6 +182,11 @@ def test_arrangements_pause_dunning_break_into_the_right_stage_and_resolve(case:
         assert arrangement.status in ("kept", "paid_off") and r.record.state.status == "resolved"
     if arrangement.status == "broken":
         assert arrangement.missed is not None
+    # Every send, reminders included, inside its window, off rest days and under its caps, judged apart from
+    # the policy's code.
+    for index, (at, contact_id, channel) in enumerate(r.sent):
+        before = [when for when, _, other in r.sent[:index] if other == channel]
+        assert allowed_independently(channel, r.record.account, before, [], at, STRATEGY.compliance), contact_id
     # Reminders: at most one per instalment.
     reminders = [cid for _, cid, _ in r.sent if "/arrangement/" in cid]
     assert len(reminders) == len(set(reminders)) <= len(arrangement.instalments)
