@@ -10,12 +10,14 @@ it. A caller catches the kind that says what to do next, not the leaf:
     │   ├── TemplateContextError      channels.render: a template is missing or needs what the context lacks
     │   └── UpError                   workers.up: `dispatcher up` cannot start as asked
     ├── InputRejected                 the caller's input cannot apply: refuse it naming `field`; never retry as is
-    │   ├── EventRejected             dispatcher.core.events
+    │   ├── EventRejected             dispatcher.core.event_base (re-exported by dispatcher.core.events)
+    │   │   └── ArrangementConflict   dispatcher.core.arrangements.events: the account cannot take it (API: 409)
     │   ├── AlreadyMade               dispatcher.adhoc: the key is spent: contact made, or request lapsed (new key)
     │   ├── WebhookRejected           channels.base: a callback's signature or freshness failed (record nothing)
     │   └── MissingGlyphs             channels.pdf: the letter holds characters the font cannot draw
     ├── NotFound                      the named thing does not exist: create it first, or drop the request
-    │   └── UnknownAccount            dispatcher.engine
+    │   ├── UnknownAccount            dispatcher.engine
+    │   └── UnknownArrangement        dispatcher.core.arrangements.events
     ├── ApiError                      dispatcher.api.errors: an HTTP answer decided under a route, rendered as is
     ├── RecordUnavailable             dispatcher.record.db: PostgreSQL cannot be reached now; retry later (API: 503)
     └── DeliveryError                 channels.base: the provider did not take the contact
