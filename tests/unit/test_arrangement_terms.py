@@ -119,3 +119,15 @@ def test_the_shipped_strategy_offers_every_offer_at_the_continuous_stage() -> No
     continuous = next(stage for stage in strategy.stages if stage.name == "continuous")
     assert set(continuous.offers) == set(strategy.offers) == {"minimum_payment", "instalment_3", "instalment_6",
                                                               "instalment_12"}  # fmt: skip
+
+
+def test_the_celery_entry_reads_arrangements_and_refuses_the_kind_only_time_produces() -> None:
+    from dispatcher.core.arrangements.events import ArrangementCancelled, ArrangementMade
+    from dispatcher.core.events import EventRejected, parse_external_event
+
+    made = parse_external_event({"kind": "arrangement", "arrangement_id": "P1", "offer": "instalment_3"})
+    assert isinstance(made, ArrangementMade) and made.dedup_key == "arrangement:P1"
+    cancelled = parse_external_event({"kind": "arrangement_cancelled", "arrangement_id": "P1"})
+    assert isinstance(cancelled, ArrangementCancelled)
+    with pytest.raises(EventRejected, match="produced by the dispatcher itself"):
+        parse_external_event({"kind": "arrangement_broken", "arrangement_id": "P1"})
