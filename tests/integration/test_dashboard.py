@@ -40,8 +40,8 @@ def worked_api(
     api_settings: Settings,
     api_keys: dict[str, tuple[str, str]],
 ) -> Iterator[Api]:
-    """Four accounts worked for two weeks (sends; one account's SMS denied for want of consent), one delivery reported, one breaker open, the
-    audit archived; the API reading that record."""
+    """Four accounts worked for two weeks (sends; one account's SMS denied for want of consent), one delivery
+    reported, one breaker open, the audit archived; the API reading that record."""
     no_sms = make_account(ACCOUNTS[-1], consent=["email", "letter", "agency", "voice"])  # its SMS are denied
     engine.upsert_many([*(make_account(account_id) for account_id in ACCOUNTS[:-1]), no_sms])
     sent = work(engine, clock, ACCOUNTS, rounds=4 * 14, every=timedelta(hours=6))
