@@ -47,8 +47,13 @@ def strategy_check(
     """Validate a strategy file and print its ladder; exit 2 listing every error as `path: problem`.
 
     One pass finds every error: the schema, the ladder across stages, templates missing for any locale,
-    and templates that fail to render with a sample account."""
-    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(load_settings()))
+    templates that fail to render with a sample account, and templates a route sends through Aliyun SMS
+    without a TemplateCode for a locale (DISPATCHER_ROUTES, DISPATCHER_ALIYUN_TEMPLATES)."""
+    settings = load_settings()
+    # Routes are DISPATCHER_ROUTES (settings.routes, where the routing layer reads them; {} before it exists).
+    routes = getattr(settings, "routes", None) or {}
+    approved = {"aliyun": settings.aliyun_templates}  # providers that send only templates approved there
+    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(settings), routes, approved)
     if strategy is None:
         errors.print(f"[bold red]{file}[/]: {len(problems)} error(s)")
         for line in problems:
