@@ -64,6 +64,9 @@ LOOKUP_DAYS = 30  # QuerySendDetails answers for the last 30 days only
 LOOKUP_PAGE_SIZE = 50  # its largest page
 LOOKUP_MAX_PAGES = 10  # 500 messages to one number in a day: far past the 50 a day Aliyun allows
 SEND_STATUS = {1: "waiting", 2: "failed", 3: "delivered"}  # QuerySendDetails' SendStatus
+# What `make demo` and `dispatcher up` with the sandboxes set DISPATCHER_ROUTES to: Chinese debtors' texts go to
+# Aliyun first, Twilio after it; everyone else's to Twilio.
+CHINA_FIRST_ROUTES: dict[str, dict[str, list[str]]] = {"sms": {"CN": ["aliyun", "twilio"], "*": ["twilio"]}}
 _MAINLAND = re.compile(r"\+86(\d{5,15})\Z")
 _TEMPLATES = "DISPATCHER_ALIYUN_TEMPLATES"
 _SETTING_OF = {
