@@ -90,8 +90,10 @@ _SETTING_OF = {
     "SignatureDoesNotMatch": "DISPATCHER_ALIYUN_ACCESS_KEY_SECRET",
     "IncompleteSignature": "DISPATCHER_ALIYUN_ACCESS_KEY_SECRET",
 }
-_TRANSIENT = frozenset({"isp.SYSTEM_ERROR", "isp.RAM_PERMISSION_DENY", "SignatureNonceUsed", "ServiceUnavailable",
-                        "InternalError", "Throttling", "Throttling.User", "Throttling.Api", "InvalidTimeStamp.Expired"})  # fmt: skip
+_TRANSIENT = frozenset(
+    {"isp.SYSTEM_ERROR", "isp.RAM_PERMISSION_DENY", "SignatureNonceUsed", "ServiceUnavailable", "InternalError",
+     "Throttling", "Throttling.User", "Throttling.Api", "InvalidTimeStamp.Expired"}
+)  # fmt: skip
 
 
 class RecipientLimited(TransientDeliveryError):
@@ -161,7 +163,9 @@ class AliyunSmsAdapter:
 
     name = NAME
 
-    def __init__(self, settings: Settings, *, timeout: float = 10.0, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, timeout: float = 10.0, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self._endpoint = settings.aliyun_endpoint.rstrip("/") + "/"
         self._key_id = settings.aliyun_access_key_id
         self._secret = settings.aliyun_access_key_secret.get_secret_value()
@@ -174,7 +178,8 @@ class AliyunSmsAdapter:
         template = str(message.extra.get("template", ""))
         code = template_code(self._templates, template, message.locale)
         if not code:
-            raise ProviderMisconfigured(f"aliyun: no TemplateCode for {template!r} in {message.locale}", NAME, _TEMPLATES)
+            label = f"aliyun: no TemplateCode for {template!r} in {message.locale}"
+            raise ProviderMisconfigured(label, NAME, _TEMPLATES)
         params = message.extra.get("template_param") or {}
         form = {
             "PhoneNumbers": mainland_number(message.to),
@@ -246,10 +251,10 @@ class AliyunSmsAdapter:
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            error = TransientDeliveryError(f"aliyun {action} {response.status_code}: unreadable {response.text[:200]!r}")
+            label = f"aliyun {action} {response.status_code}: unreadable {response.text[:200]!r}"
             if response.status_code == 404:
-                raise ProviderMisconfigured(str(error), NAME, "DISPATCHER_ALIYUN_ENDPOINT")
-            raise error
+                raise ProviderMisconfigured(label, NAME, "DISPATCHER_ALIYUN_ENDPOINT")
+            raise TransientDeliveryError(label)
         code = str(answer.get("Code") or "")
         if response.status_code == 200 and code == "OK":
             return answer

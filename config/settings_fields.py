@@ -183,7 +183,7 @@ class SettingsFields(BaseSettings):
     )
     aliyun_templates: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {name: dict(codes) for name, codes in ALIYUN_SANDBOX_TEMPLATES.items()},
-        description='JSON: our template name -> locale -> the approved TemplateCode, e.g. '
+        description="JSON: our template name -> locale -> the approved TemplateCode, e.g. "
         '{"early_sms": {"zh-CN": "SMS_123", "en": "SMS_124"}}.',
     )
     aliyun_webhook_token: SecretStr = Field(

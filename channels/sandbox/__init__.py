@@ -87,7 +87,9 @@ class SandboxCredentials:
             aliyun_access_key_id=settings.aliyun_access_key_id,
             aliyun_access_key_secret=settings.aliyun_access_key_secret.get_secret_value(),
             aliyun_sign_name=settings.aliyun_sign_name,
-            aliyun_template_codes=tuple(code for codes in settings.aliyun_templates.values() for code in codes.values()),
+            aliyun_template_codes=tuple(
+                code for locales in settings.aliyun_templates.values() for code in locales.values()
+            ),
             aliyun_webhook_token=settings.aliyun_webhook_token.get_secret_value(),
         )
 

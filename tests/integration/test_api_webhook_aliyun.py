@@ -32,11 +32,12 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "sandbox-aliyun-report-token"
 CONTACT = "A1/early/sms/0"
+Aliyun = HttpSandbox[AliyunSandbox]
 PARAMS = {"name": "王小明", "account_ref": "0001", "amount": "¥5,000.00", "pay_url": "https://pay.bank.test/a/A1"}
 
 
 @pytest.fixture
-def aliyun(tmp_path: Path) -> Iterator[HttpSandbox[AliyunSandbox]]:
+def aliyun(tmp_path: Path) -> Iterator[Aliyun]:
     codes = [code for locales in ALIYUN_SANDBOX_TEMPLATES.values() for code in locales.values()]
     state = AliyunSandbox(tmp_path / "aliyun", "LTAI5tSandbox00000000000", "sandbox-aliyun-secret", ("示例银行",),
                           dict.fromkeys(codes, DEFAULT_VARIABLES), None, TOKEN)  # fmt: skip
@@ -46,7 +47,7 @@ def aliyun(tmp_path: Path) -> Iterator[HttpSandbox[AliyunSandbox]]:
 
 
 @pytest.fixture
-def api_settings(redis_url: str, api_keys: dict[str, tuple[str, str]], tmp_path: Path, aliyun: HttpSandbox[AliyunSandbox]) -> Settings:
+def api_settings(redis_url: str, api_keys: dict[str, tuple[str, str]], tmp_path: Path, aliyun: Aliyun) -> Settings:
     return load_settings(
         redis_url=redis_url, state_dir=tmp_path / "state", api_keys=",".join(e for _, e in api_keys.values()),
         public_base_url=PUBLIC_BASE_URL, aliyun_endpoint=aliyun.url, _env_file=None,
@@ -64,7 +65,7 @@ def send(api: Api, contact_id: str = CONTACT, phone: str = "+8613800138000") -> 
         adapter.close()
 
 
-def settled(aliyun: HttpSandbox[AliyunSandbox], count: int = 1) -> None:
+def settled(aliyun: Aliyun, count: int = 1) -> None:
     deadline = time.monotonic() + 5
     while sum(record["SendStatus"] != 1 for record in aliyun.state.sent) < count:
         assert time.monotonic() < deadline, "the sandbox never settled its messages"
@@ -95,7 +96,7 @@ def snapshot(api: Api) -> dict[bytes, Any]:
     return {key: api.store.redis.dump(key) for key in api.store.redis.keys("*")}
 
 
-def test_a_genuine_report_records_delivered_once(api: Api, aliyun: HttpSandbox[AliyunSandbox], account: None) -> None:
+def test_a_genuine_report_records_delivered_once(api: Api, aliyun: Aliyun, account: None) -> None:
     biz_id = send(api)
     settled(aliyun)
     first = push(api, [report(biz_id)])
@@ -105,17 +106,18 @@ def test_a_genuine_report_records_delivered_once(api: Api, aliyun: HttpSandbox[A
 
 
 @pytest.mark.parametrize("path", [callbacks.ALIYUN_SMS_REPORT, callbacks.ALIYUN_SMS_UP])
-def test_a_wrong_path_token_is_404_and_changes_nothing(api: Api, aliyun: HttpSandbox[AliyunSandbox], account: None, path: str) -> None:
+def test_a_wrong_path_token_is_404_and_changes_nothing(api: Api, aliyun: Aliyun, account: None, path: str) -> None:
     biz_id = send(api)
     settled(aliyun)
     before = snapshot(api)
-    body = [report(biz_id)] if path == callbacks.ALIYUN_SMS_REPORT else [{"phone_number": "13800138000", "content": "TD"}]
+    reply = {"phone_number": "13800138000", "content": "TD"}
+    body = [report(biz_id)] if path == callbacks.ALIYUN_SMS_REPORT else [reply]
     for token in ("sandbox-aliyun-report-tokeN", "x" * 40, TOKEN[:-1]):
         assert push(api, body, token=token, path=path).status_code == 404
     assert snapshot(api) == before and outcomes(api) == []
 
 
-def test_a_forged_report_changes_nothing(api: Api, aliyun: HttpSandbox[AliyunSandbox], account: None) -> None:
+def test_a_forged_report_changes_nothing(api: Api, aliyun: Aliyun, account: None) -> None:
     """The path token leaked: a report for a message Aliyun never sent (the claim is ours) is ignored."""
     before = snapshot(api)
     answer = push(api, [report("123456789012345^0000000000"), report("", out_id=CONTACT)])
@@ -123,7 +125,7 @@ def test_a_forged_report_changes_nothing(api: Api, aliyun: HttpSandbox[AliyunSan
     assert snapshot(api) == before and outcomes(api) == []
 
 
-def test_an_altered_report_records_what_aliyun_says(api: Api, aliyun: HttpSandbox[AliyunSandbox], account: None) -> None:
+def test_an_altered_report_records_what_aliyun_says(api: Api, aliyun: Aliyun, account: None) -> None:
     """A report claiming success for a text that failed records the failure QuerySendDetails gives."""
     biz_id = send(api, phone="+8613800000001")  # the sandbox fails numbers ending 0001
     settled(aliyun)
@@ -131,7 +133,7 @@ def test_an_altered_report_records_what_aliyun_says(api: Api, aliyun: HttpSandbo
     assert outcomes(api) == ["undelivered"]
 
 
-def test_a_report_aliyun_cannot_confirm_yet_is_pushed_again(api: Api, aliyun: HttpSandbox[AliyunSandbox], account: None) -> None:
+def test_a_report_aliyun_cannot_confirm_yet_is_pushed_again(api: Api, aliyun: Aliyun, account: None) -> None:
     aliyun.state.push_delay = 3600  # the carrier's receipt has not come: QuerySendDetails says waiting
     biz_id = send(api)
     answer = push(api, [report(biz_id)])
@@ -139,27 +141,27 @@ def test_a_report_aliyun_cannot_confirm_yet_is_pushed_again(api: Api, aliyun: Ht
     assert outcomes(api) == []
 
 
-def test_a_body_that_is_not_an_array_is_422(api: Api, aliyun: HttpSandbox[AliyunSandbox]) -> None:
+def test_a_body_that_is_not_an_array_is_422(api: Api, aliyun: Aliyun) -> None:
     answer = push(api, {"biz_id": "1"})
     assert answer.status_code == 422 and answer.json()["fields"][0]["field"] == "body"
 
 
 @pytest.mark.parametrize("content", [" 退订 ", "td", "T", "Stop"])
-def test_an_opt_out_reply_opts_the_account_out_of_sms(api: Api, aliyun: HttpSandbox[AliyunSandbox], account: None, content: str) -> None:
+def test_an_opt_out_reply_opts_the_account_out_of_sms(api: Api, aliyun: Aliyun, account: None, content: str) -> None:
     up = {"phone_number": "13800138000", "send_time": "2026-03-02 10:00:00", "content": content,
           "sign_name": "示例银行", "dest_code": "", "sequence_id": 1234567}  # fmt: skip
     assert push(api, [up], path=callbacks.ALIYUN_SMS_UP).json() == {"code": 0, "msg": "接收成功"}
     assert Channel.SMS in api.store.load("A1").record.state.opted_out
 
 
-def test_any_other_reply_changes_nothing(api: Api, aliyun: HttpSandbox[AliyunSandbox], account: None) -> None:
+def test_any_other_reply_changes_nothing(api: Api, aliyun: Aliyun, account: None) -> None:
     before = snapshot(api)
     up = {"phone_number": "13800138000", "content": "我下周还款", "sequence_id": 7}
     assert push(api, [up], path=callbacks.ALIYUN_SMS_UP).json()["code"] == 0
     assert snapshot(api) == before
 
 
-def test_the_sandbox_pushes_reach_the_api_end_to_end(api: Api, aliyun: HttpSandbox[AliyunSandbox], account: None) -> None:
+def test_the_sandbox_pushes_reach_the_api_end_to_end(api: Api, aliyun: Aliyun, account: None) -> None:
     aliyun.state.callback_base_url = api.url
     send(api)
     deadline = time.monotonic() + 10

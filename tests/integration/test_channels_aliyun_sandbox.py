@@ -39,6 +39,7 @@ settings = channel_fixtures.settings
 
 PARAMS = {"name": "王小明", "account_ref": "0001", "amount": "¥5,000.00", "pay_url": "https://pay.bank.test/a/A1"}
 BEIJING = timedelta(hours=8)
+WRONG_SECRET = SecretStr("not-the-secret")
 
 
 def message(contact_id: str, to: str = "+8613800138000", template: str = "early_sms", locale: str = "zh-CN",
@@ -84,11 +85,10 @@ def test_compose_formats_amounts_and_dates_as_strings_in_the_debtors_locale() ->
     context = {"name": "王小明", "account_ref": "0001", "amount": Decimal("5000.00"), "currency": "CNY",
                "minimum_payment": Decimal("500.00"), "days_past_due": 16, "due_date": date(2026, 3, 1),
                "pay_url": "https://pay.bank.test/a/A1", "phone": "+8640000000000"}  # fmt: skip
-    drafts = {
-        locale: Draft("A1/early/sms/0", "A1", "early_sms", locale, "+8613800138000", "text", None, None, {},
-                      Renderer(), context, date(2026, 3, 17), 3600)  # fmt: skip
-        for locale in ("zh-CN", "en")
-    }
+    fields = {"contact_id": "A1/early/sms/0", "account_id": "A1", "template": "early_sms", "to": "+8613800138000",
+              "text": "text", "subject": None, "html": None, "extra": {}, "renderer": Renderer(), "context": context,
+              "local_today": date(2026, 3, 17), "window_seconds_left": 3600}  # fmt: skip
+    drafts = {locale: Draft(locale=locale, **fields) for locale in ("zh-CN", "en")}
     composed = {locale: provider_spec("sms", "aliyun").compose(draft) for locale, draft in drafts.items()}
     params = {locale: out.extra["template_param"] for locale, out in composed.items()}
     assert all(isinstance(value, str) for values in params.values() for value in values.values())
@@ -133,7 +133,7 @@ def test_the_numbers_daily_limit_defers_this_contact_until_the_next_day_in_beiji
 @pytest.mark.parametrize(
     ("change", "setting", "code"),
     [
-        ({"aliyun_access_key_secret": SecretStr("not-the-secret")}, "DISPATCHER_ALIYUN_ACCESS_KEY_SECRET", "SignatureDoesNotMatch"),
+        ({"aliyun_access_key_secret": WRONG_SECRET}, "DISPATCHER_ALIYUN_ACCESS_KEY_SECRET", "SignatureDoesNotMatch"),
         ({"aliyun_access_key_id": "LTAI5tSomeoneElse0000000"}, "DISPATCHER_ALIYUN_ACCESS_KEY_ID", "InvalidAccessKeyId"),
         ({"aliyun_sign_name": "别家银行"}, "DISPATCHER_ALIYUN_SIGN_NAME", "isv.SMS_SIGNATURE_ILLEGAL"),
     ],
@@ -243,7 +243,7 @@ def test_a_claim_spanning_midnight_in_beijing_asks_both_days(settings: Settings,
             clock["now"] = before_midnight + timedelta(minutes=3)  # the next day in Beijing
             evidence = adapter.find_sent(query("A4/early/sms/0", before_midnight - timedelta(seconds=5),
                                                to="+8618800188000"))  # fmt: skip
-            asked = [r for r in state.log.read() if r.get("event") == "message.sent" and r["out_id"] == "A4/early/sms/0"]
+            asked = [r for r in state.messages() if r["out_id"] == "A4/early/sms/0"]
     finally:
         state.now = lambda: datetime.now(UTC)
     assert evidence.found and len(asked) == 1

@@ -138,8 +138,8 @@ def test_every_http_channel_lookup_turns_a_503_into_a_transient_error(
 # The providers beyond each channel's own (channels.EXTRA_PROVIDERS) keep the same contract, each against its
 # sandbox (the Sandboxes attribute named after it).
 EXTRA_GOOD = {"aliyun": "+8613500135000"}
-EXTRA_MESSAGE = {"aliyun": {"template": "early_sms", "template_param": {"name": "Wu", "account_ref": "0001",
-                                                                         "amount": "¥10.00", "pay_url": "https://b.test"}}}  # fmt: skip
+ALIYUN_PARAMS = {"name": "Wu", "account_ref": "0001", "amount": "¥10.00", "pay_url": "https://b.test"}
+EXTRA_MESSAGE = {"aliyun": {"template": "early_sms", "template_param": ALIYUN_PARAMS}}
 # Found evidence names the provider's id of the message; where the provider's lookup does not carry the id its
 # send answered (Aliyun's QuerySendDetails has no BizId), the id the adapter documents instead.
 EXTRA_EVIDENCE_ID = {"aliyun": "out:{contact_id}"}

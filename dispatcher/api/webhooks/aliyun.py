@@ -38,7 +38,7 @@ router = APIRouter(tags=["webhooks"])
 log = structlog.get_logger("dispatcher.api.webhooks")
 OPT_OUT_REPLIES = frozenset({"stop", "td", "t", "退订"})
 OUTCOME_OF = {"delivered": "delivered", "failed": "undelivered"}
-Token = Annotated[str, Path(description="The secret path token configured at Aliyun (DISPATCHER_ALIYUN_WEBHOOK_TOKEN).")]
+Token = Annotated[str, Path(description="The secret path token given to Aliyun: DISPATCHER_ALIYUN_WEBHOOK_TOKEN.")]
 ARRAY_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"type": "array", "items": {"type": "object"}}}}}}  # fmt: skip
 
