@@ -279,9 +279,14 @@ def create_app(sandbox: AliyunSandbox) -> FastAPI:
         return JSONResponse(answer, status_code=status)
 
     @app.post("/_sandbox/sms-up")
-    async def sms_up(request: Request) -> dict[str, Any]:
-        body = await request.json()
-        sandbox.reply(str(body.get("phone_number", "")), str(body.get("content", "")))
-        return {"queued": True}
+    async def sms_up(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not body.get("phone_number"):
+            return JSONResponse({"error": 'expected {"phone_number": "138...", "content": "..."}'}, status_code=400)
+        sandbox.reply(str(body["phone_number"]), str(body.get("content", "")))
+        return JSONResponse({"queued": True})
 
     return app

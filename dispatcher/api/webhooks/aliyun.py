@@ -70,7 +70,16 @@ def _array(body: bytes) -> list[dict[str, Any]]:
     return value
 
 
-def confirmed(settings: Settings, report: dict[str, Any]) -> ProviderOutcome | str:
+def confirmed_all(settings: Settings, reports: list[dict[str, Any]]) -> list[ProviderOutcome | str]:
+    """Each report's verdict (`confirmed`), asked through one client."""
+    adapter = AliyunSmsAdapter(settings, timeout=5.0)
+    try:
+        return [confirmed(adapter, report) for report in reports]
+    finally:
+        adapter.close()
+
+
+def confirmed(adapter: AliyunSmsAdapter, report: dict[str, Any]) -> ProviderOutcome | str:
     """The outcome QuerySendDetails confirms for a report; 'later' when it cannot yet, 'ignored' when it does not."""
     out_id, biz_id = str(report.get("out_id") or ""), str(report.get("biz_id") or "")
     phone = re.sub(r"\D", "", str(report.get("phone_number") or ""))[-11:]
@@ -80,14 +89,11 @@ def confirmed(settings: Settings, report: dict[str, Any]) -> ProviderOutcome | s
         return "ignored"
     if not CONTACT_ID.match(out_id) or len(phone) != 11:
         return "ignored"
-    adapter = AliyunSmsAdapter(settings, timeout=5.0)
     try:
         details = adapter.query_details(phone, day, biz_id or None)
     except DeliveryError as exc:
         log.warning("aliyun.report_unconfirmed", contact_id=out_id, reason=str(exc))
         return "later"
-    finally:
-        adapter.close()
     ours = [detail for detail in details if detail.get("OutId") == out_id]
     if not ours:
         return "ignored"  # Aliyun sent no such message: forged, or not ours
@@ -103,8 +109,9 @@ def confirmed(settings: Settings, report: dict[str, Any]) -> ProviderOutcome | s
 async def sms_report(token: Token, request: Request, settings: AppSettings, recorder: Callbacks) -> AliyunAnswer:
     _check_token(settings, token)
     later = 0
-    for report in _array(await request.body()):
-        verdict = await anyio.to_thread.run_sync(confirmed, settings, report)
+    reports = _array(await request.body())
+    verdicts = await anyio.to_thread.run_sync(confirmed_all, settings, reports)
+    for report, verdict in zip(reports, verdicts, strict=True):
         if isinstance(verdict, ProviderOutcome):
             await recorder.outcomes([verdict], Channel.SMS, FINAL_RANK, "aliyun")
         elif verdict == "later":
