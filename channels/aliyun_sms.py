@@ -190,7 +190,7 @@ class AliyunSmsAdapter:
         }
         answer = self._call("SendSms", form, lookup=False)
         return Receipt(
-            provider_id=str(answer.get("BizId") or ""),
+            provider_id=str(answer.get("BizId") or f"out:{message.contact_id}"),
             status="sent",
             segments=count_segments(f"【{self._sign_name}】{message.text}"),
             detail={"template_code": code, "request_id": answer.get("RequestId")},
@@ -230,7 +230,10 @@ class AliyunSmsAdapter:
             if not isinstance(listed, list):
                 raise TransientDeliveryError("aliyun lookup: SmsSendDetailDTO is not a list")
             details += [detail for detail in listed if isinstance(detail, dict)]
-            total = int(answer.get("TotalCount") or 0)
+            try:
+                total = int(answer.get("TotalCount") or 0)
+            except (TypeError, ValueError):
+                raise TransientDeliveryError("aliyun lookup: TotalCount is not a number") from None
             if len(listed) < LOOKUP_PAGE_SIZE or len(details) >= total:
                 return details
         raise LookupUnavailable(f"aliyun lookup: more than {len(details)} messages to one number in a day")
@@ -254,7 +257,8 @@ class AliyunSmsAdapter:
             label = f"aliyun {action} {response.status_code}: unreadable {response.text[:200]!r}"
             if response.status_code == 404:
                 raise ProviderMisconfigured(label, NAME, "DISPATCHER_ALIYUN_ENDPOINT")
-            raise TransientDeliveryError(label)
+            # A 200 we cannot read may be an acceptance we cannot see: a send in doubt, never sent again.
+            raise TransientDeliveryError(label, ambiguous=not lookup and response.status_code == 200)
         code = str(answer.get("Code") or "")
         if response.status_code == 200 and code == "OK":
             return answer
