@@ -5,6 +5,7 @@ SendSms it makes, each refusal mapped to what the caller must do, and find_sent 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -279,3 +280,26 @@ def test_every_request_is_signed_and_a_replayed_one_is_refused(settings: Setting
     assert (again.status_code, again.json()["Code"]) == (400, "SignatureNonceUsed")
     assert (tampered.status_code, tampered.json()["Code"]) == (400, "SignatureDoesNotMatch")
     assert json.loads(first.text)["SmsSendDetailDTOs"]["SmsSendDetailDTO"] is not None
+
+
+def test_a_report_not_answered_code_0_is_pushed_again_after_1_5_and_10_minutes_on_the_sandboxs_clock(
+    settings: Settings, sandboxes: Sandboxes, recorder: channel_fixtures.CallbackRecorder
+) -> None:
+    """The recorder answers 200 with no body (not `{"code": 0}`); a clock factor of 60,000 makes the waits
+    1, 5 and 10 ms of real time."""
+    state = sandboxes.aliyun.state
+    state.clock_factor = 60_000
+    try:
+        with adapter_for(settings) as adapter:
+            biz_id = adapter.send(message("A5/early/sms/0", to="+8615000150000")).provider_id
+        pushed = recorder.wait_for(lambda request: biz_id.encode() in request.body, count=4)
+    finally:
+        state.clock_factor = 1.0
+    assert all(request.url.endswith(f"/v1/webhooks/aliyun/{state.webhook_token}/sms-report") for request in pushed)
+    [report] = json.loads(pushed[0].body)
+    assert (report["out_id"], report["phone_number"], report["success"]) == ("A5/early/sms/0", "15000150000", True)
+    deadline = time.monotonic() + 5  # the sandbox logs each push once its answer is in
+    while len(attempts := [p["attempt"] for p in state.pushes() if p["body"][0]["biz_id"] == biz_id]) < 4:
+        assert time.monotonic() < deadline, attempts
+        time.sleep(0.02)
+    assert sorted(attempts) == [0, 1, 2, 3]  # the first push and three more, then it gives up
