@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels import agency, email, letter, sms, voice, wechat
+from channels import agency, aliyun_sms, email, letter, sms, voice, wechat
 from channels.base import (
     OUTCOME_KINDS,
     ChannelAdapter,
@@ -30,7 +30,7 @@ REGISTRY: dict[str, ChannelSpec] = {
 
 
 # Providers beyond each channel's own, by module (each declares `PROVIDER = ProviderSpec(...)`).
-EXTRA_PROVIDERS: tuple[ProviderSpec, ...] = ()
+EXTRA_PROVIDERS: tuple[ProviderSpec, ...] = (aliyun_sms.PROVIDER,)
 
 PROVIDERS: dict[tuple[str, str], ProviderSpec] = {
     **{(spec.name, spec.provider): spec.own_provider() for spec in REGISTRY.values()},

@@ -23,7 +23,9 @@ it. A caller catches the kind that says what to do next, not the leaf:
     └── DeliveryError                 channels.base: the provider did not take the contact
         ├── TransientDeliveryError    try again later (`retry_after` says when, if known)
         │   ├── RateLimited           our own rate limit: the request never left
-        │   └── ProviderMisconfigured give the claim back and open the provider's circuit
+        │   ├── ProviderMisconfigured give the claim back and open the provider's circuit
+        │   ├── RecipientLimited      channels.aliyun_sms: this number's daily limit; this contact waits
+        │   └── NotMainlandMobile     channels.aliyun_sms: not a +86 number; nothing left
         ├── PermanentDeliveryError    record `outcome_kind`; the strategy answers it
         └── LookupUnavailable         the provider cannot tell: the claim stays `unknown`
 

@@ -22,6 +22,17 @@ TEMPLATES_DIR = CONFIG_DIR / "templates"  # {locale}/{template}.{channel}.txt an
 ENV_PREFIX = "DISPATCHER_"
 
 
+# The TemplateCodes the Aliyun sandbox approves, one per shipped SMS template and locale (production refuses them).
+ALIYUN_SANDBOX_TEMPLATES: dict[str, dict[str, str]] = {
+    "reminder_sms": {"zh-CN": "SMS_900000101", "en": "SMS_900000102"},
+    "second_notice_sms": {"zh-CN": "SMS_900000201", "en": "SMS_900000202"},
+    "missed_call_sms": {"zh-CN": "SMS_900000301", "en": "SMS_900000302"},
+    "early_sms": {"zh-CN": "SMS_900000401", "en": "SMS_900000402"},
+    "continuous_sms": {"zh-CN": "SMS_900000501", "en": "SMS_900000502"},
+    "instalment_reminder": {"zh-CN": "SMS_900000601", "en": "SMS_900000602"},  # a kept arrangement's reminder
+}
+
+
 class SettingsFields(BaseSettings):
     """The dispatcher's configuration fields; field `x` is read from DISPATCHER_X."""
 
@@ -158,6 +169,29 @@ class SettingsFields(BaseSettings):
         description='JSON: our template name -> the approved template_id, e.g. {"early_wechat": "Ab3..."}.',
     )
 
+    # Aliyun SMS (Dysmsapi 2017-05-25): mainland Chinese mobiles, approved signature and templates only.
+    aliyun_access_key_id: str = Field(
+        default="LTAI5tSandbox00000000000", description="The AccessKey ID of the RAM user that may call Dysmsapi."
+    )
+    aliyun_access_key_secret: SecretStr = Field(
+        default=SecretStr("sandbox-aliyun-secret"), description="Its AccessKey secret: signs every request."
+    )
+    aliyun_endpoint: str = Field(
+        default="http://127.0.0.1:8705", description="Dysmsapi's root: https://dysmsapi.aliyuncs.com in production."
+    )
+    aliyun_sign_name: str = Field(
+        default="示例银行", min_length=2, max_length=12, description="The approved signature (SignName), without 【】."
+    )
+    aliyun_templates: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {name: dict(codes) for name, codes in ALIYUN_SANDBOX_TEMPLATES.items()},
+        description="JSON: our template name -> locale -> the approved TemplateCode, e.g. "
+        '{"early_sms": {"zh-CN": "SMS_123", "en": "SMS_124"}}.',
+    )
+    aliyun_webhook_token: SecretStr = Field(
+        default=SecretStr("sandbox-aliyun-report-token"),
+        description="The secret path segment of the SmsReport and SmsUp URLs configured at Aliyun (16+ characters).",
+    )
+
     # Workers (the Celery runtime).
     rate_limits: dict[str, float] = Field(
         default_factory=lambda: {
@@ -242,6 +276,23 @@ class SettingsFields(BaseSettings):
             size = 0
         if len(text) != 43 or size != 32:
             raise ValueError("an EncodingAESKey is 43 characters of base64 (32 bytes once '=' is added)")
+        return value
+
+    @field_validator("aliyun_templates")
+    @classmethod
+    def _template_codes_shape(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for name, codes in value.items():
+            for locale, code in codes.items():
+                if not code.strip():
+                    raise ValueError(f"{name}.{locale}: an empty TemplateCode (leave the locale out instead)")
+        return value
+
+    @field_validator("aliyun_webhook_token")
+    @classmethod
+    def _webhook_token_shape(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if len(text) < 16 or not all(char.isalnum() or char in "-_." for char in text):
+            raise ValueError("the path token is 16 or more letters, digits, '-', '_' or '.' (it is part of a URL)")
         return value
 
     @field_validator("twilio_account_sid")

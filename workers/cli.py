@@ -49,8 +49,13 @@ def strategy_check(
     """Validate a strategy file and print its ladder; exit 2 listing every error as `path: problem`.
 
     One pass finds every error: the schema, the ladder across stages, templates missing for any locale,
-    and templates that fail to render with a sample account."""
-    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(load_settings(), file))
+    templates that fail to render with a sample account, and templates a route sends through Aliyun SMS
+    without a TemplateCode for a locale (DISPATCHER_ROUTES, DISPATCHER_ALIYUN_TEMPLATES)."""
+    settings = load_settings()
+    # Routes are DISPATCHER_ROUTES (settings.routes, where the routing layer reads them; {} before it exists).
+    routes = getattr(settings, "routes", None) or {}
+    approved = {"aliyun": settings.aliyun_templates}  # providers that send only templates approved there
+    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(settings, file), routes, approved)
     if strategy is None:
         errors.print(f"[bold red]{file}[/]: {len(problems)} error(s)")
         for line in problems:
@@ -186,6 +191,7 @@ def sandbox(
     print_port: Annotated[int, typer.Option(help="Print-vendor API port.")] = 8702,
     agency_port: Annotated[int, typer.Option(help="Agency endpoint port.")] = 8703,
     wechat_port: Annotated[int, typer.Option(help="WeChat official-account API port.")] = 8704,
+    aliyun_port: Annotated[int, typer.Option(help="Aliyun SMS (Dysmsapi) API port.")] = 8705,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 in a container.")] = "127.0.0.1",
 ) -> None:
     """Run the local provider sandboxes until Ctrl-C; callbacks go to DISPATCHER_PUBLIC_BASE_URL."""
@@ -195,9 +201,9 @@ def sandbox(
     # The sandboxes accept the credentials the workers are configured with, so a staging .env may change them.
     running = start_sandboxes(
         settings.state_dir / "sandboxes", host=host, twilio_port=twilio_port, smtp_port=smtp_port,
-        print_port=print_port, agency_port=agency_port, wechat_port=wechat_port,
+        print_port=print_port, agency_port=agency_port, wechat_port=wechat_port, aliyun_port=aliyun_port,
         callback_base_url=settings.public_base_url,
-        credentials=SandboxCredentials.from_settings(settings),
+        credentials=SandboxCredentials.from_settings(settings), clock_factor=settings.clock_factor,
     )  # fmt: skip
     for field, value in running.settings_overrides().items():
         console.print(f"DISPATCHER_{field.upper()}={value}", highlight=False)

@@ -10,7 +10,7 @@ import: the CLI passes the check in.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -32,6 +32,10 @@ from dispatcher.core.strategy import (
 
 # (template, channel, locale) -> what is wrong when rendering it with a sample account, or None.
 RenderCheck = Callable[[str, Channel, str], str | None]
+# DISPATCHER_ROUTES: channel -> country (or "*") -> the providers it sends through, in order.
+Routes = Mapping[str, Mapping[str, Sequence[str]]]
+# The providers that send only templates approved at the provider: provider -> template -> locale -> the code.
+ApprovedTemplates = Mapping[str, Mapping[str, Mapping[str, str]]]
 LOCALES: tuple[str, ...] = get_args(Account.model_fields["locale"].annotation)
 TEXT_PARTS = (
     "sms.txt",
@@ -43,9 +47,14 @@ TEXT_PARTS = (
 
 
 def check_strategy(
-    path: Path, templates_dir: Path, render: RenderCheck | None = None
+    path: Path,
+    templates_dir: Path,
+    render: RenderCheck | None = None,
+    routes: Routes | None = None,
+    approved: ApprovedTemplates | None = None,
 ) -> tuple[Strategy | None, list[str]]:
-    """The strategy when the file is sound, and every error as `path.to.field: problem`."""
+    """The strategy when the file is sound, and every error as `path.to.field: problem`; with `routes` and
+    `approved`, also every template a route's approved-template provider has no code for."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -66,6 +75,7 @@ def check_strategy(
     errors += stage_offer_problems(data) + missing + offer_reference_problems(data, templates_dir)
     if render is not None:
         errors += render_problems(data, render, {line.split(":")[0] for line in missing})
+    errors += approved_template_problems(data, routes or {}, approved or {})
     return (strategy if not errors else None), errors
 
 
@@ -130,6 +140,29 @@ def offer_reference_problems(data: dict[str, Any], templates_dir: Path) -> list[
                     f"{path}: template {locale}/{file.name} names offer {name!r}, which `offers` does not declare"
                     for name in sorted(names - set(declared or {}))
                 ]
+    return problems
+
+
+def approved_template_problems(data: dict[str, Any], routes: Routes, approved: ApprovedTemplates) -> list[str]:
+    """Templates a route would send through a provider that sends only approved templates (Aliyun SMS) with no
+    code for a locale: such a send would be refused at the provider. One line per template, provider and
+    locales missing, naming the routes (channel.country) that choose the provider."""
+    problems = []
+    for path, template, channel in template_refs(data):
+        by_provider: dict[str, list[str]] = {}
+        for country, providers in sorted((routes.get(channel.value) or {}).items()):
+            for provider in providers:
+                if provider in approved:
+                    by_provider.setdefault(provider, []).append(f"{channel.value}.{country}")
+        for provider, via in sorted(by_provider.items()):
+            codes = approved[provider].get(template) or {}
+            missing = [locale for locale in LOCALES if not (codes.get(locale) or codes.get(locale.split("-")[0]))]
+            if missing:
+                problems.append(
+                    f"{path}: template {template!r} has no {provider} TemplateCode for locale {', '.join(missing)} "
+                    f"(routes {', '.join(via)} send {channel.value} via {provider}; add it to "
+                    f"DISPATCHER_{provider.upper()}_TEMPLATES)"
+                )
     return problems
 
 

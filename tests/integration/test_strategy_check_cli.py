@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from config.settings import DEFAULT_STRATEGY
+import pytest
+
+from config.settings import DEFAULT_STRATEGY, Settings
+from config.settings_fields import ALIYUN_SANDBOX_TEMPLATES
 
 DISPATCHER = [sys.executable, "-m", "workers.cli"]
 
@@ -67,3 +72,15 @@ def test_an_instalment_reminder_outside_its_window_is_refused(tmp_path: Path) ->
         2,
         ["arrangements.reminder.hour: hour 22 lies outside the sms window 08:00-21:00"],
     )
+
+
+@pytest.mark.skipif("routes" not in Settings.model_fields, reason="DISPATCHER_ROUTES arrives with the routing layer")
+def test_a_route_via_aliyun_without_a_template_code_fails_naming_template_and_locale() -> None:
+    codes = {name: dict(locales) for name, locales in ALIYUN_SANDBOX_TEMPLATES.items()}
+    del codes["continuous_sms"]["zh-CN"]
+    env = {**os.environ, "DISPATCHER_ROUTES": json.dumps({"sms": {"CN": ["aliyun", "twilio"], "*": ["twilio"]}}),
+           "DISPATCHER_ALIYUN_TEMPLATES": json.dumps(codes)}  # fmt: skip
+    result = subprocess.run([*DISPATCHER, "strategy", "check", str(DEFAULT_STRATEGY)], capture_output=True, text=True,
+                            timeout=120, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert "template 'continuous_sms' has no aliyun TemplateCode for locale zh-CN" in result.stderr

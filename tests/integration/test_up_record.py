@@ -82,6 +82,8 @@ class Caller:
             "POST /v1/contacts": lambda: self.client.post(
                 "/v1/contacts", json={"account_id": a, "channel": "sms", "template": "reminder_sms", "key": "k1"},
                 headers=self.bearer(True)),
+            "GET /v1/admin/dashboard": lambda: self.client.get("/v1/admin/dashboard"),
+            "GET /v1/admin/dashboard/data": lambda: self.client.get("/v1/admin/dashboard/data", headers=self.bearer()),
             "GET /healthz": lambda: self.client.get("/healthz"),
             "GET /readyz": lambda: self.client.get("/readyz"),
             "POST /v1/webhooks/twilio/message-status": lambda: self.twilio(

@@ -77,8 +77,9 @@ class CallbackRecorder:
         result: WebhookResult = await anyio.to_thread.run_sync(self._now_or_spooled, record)
         return result
 
-    async def consent(self, phone: str, intent: str, sid: str) -> list[str]:
-        record = {"kind": "consent", "phone": phone, "intent": intent, "sid": sid}
+    async def consent(self, phone: str, intent: str, sid: str, source: str = "twilio") -> list[str]:
+        """Opt every account of `phone` out of (or back into) sms; `sid` is the provider's id of the reply."""
+        record = {"kind": "consent", "phone": phone, "intent": intent, "sid": sid, "source": source}
         result = await anyio.to_thread.run_sync(self._now_or_spooled, record)
         return [] if isinstance(result, WebhookResult) else list(result)
 
@@ -92,7 +93,7 @@ class CallbackRecorder:
 
     def _replay(self, record: dict[str, Any]) -> Any:
         if record["kind"] == "consent":
-            return self._consent(record["phone"], record["intent"], record["sid"])
+            return self._consent(record["phone"], record["intent"], record["sid"], record.get("source", "twilio"))
         found = [ProviderOutcome(**outcome) for outcome in record["found"]]
         return self._record(found, Channel(record["channel"]), int(record["rank"]), record["source"])
 
@@ -123,11 +124,11 @@ class CallbackRecorder:
         log.info("webhook.recorded", account_id=account_id, contact_id=contact_id, outcomes=recorded, source=source)
         return WebhookResult(status="recorded", outcomes=recorded)
 
-    def _consent(self, phone: str, intent: str, sid: str) -> list[str]:
+    def _consent(self, phone: str, intent: str, sid: str, source: str) -> list[str]:
         accounts = phone_index.accounts_for(self.engine.store, phone)
         for account_id in accounts:
             kind = OptOut if intent == "opt_out" else OptIn
-            event_id = f"twilio:{sid}:{intent}" if sid else None
+            event_id = f"{source}:{sid}:{intent}" if sid else None
             self.engine.record_event(account_id, kind(channel=Channel.SMS, event_id=event_id))
         return accounts
 
