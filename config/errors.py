@@ -23,6 +23,8 @@ it. A caller catches the kind that says what to do next, not the leaf:
         │   ├── RateLimited           our own rate limit: the request never left
         │   └── ProviderMisconfigured give the claim back and open the provider's circuit
         ├── PermanentDeliveryError    record `outcome_kind`; the strategy answers it
+        │   └── ProviderRefused       the provider's own refusal, not the debtor's: another provider may take it
+        ├── ContactDeferred           the provider refused this recipient for now: wait, no failover
         └── LookupUnavailable         the provider cannot tell: the claim stays `unknown`
 
 A leaf keeps the built-in base it had before the tree (ValueError, LookupError, RuntimeError), so a caller
