@@ -25,13 +25,18 @@ from dispatcher.core.clock import ManualClock
 from dispatcher.core.models import ClaimStatus, Contact
 from dispatcher.core.timeline import timeline
 from dispatcher.state.provider_health import RESTING
+from tests import provider_fixtures
 from tests.conftest import make_account
-from tests.provider_fixtures import BACKUP, backup, routed_settings, second_twilio, sends_by_contact  # noqa: F401
+from tests.provider_fixtures import BACKUP, routed_settings, sends_by_contact
 from workers.process_runtime import WorkerRuntime, build_runtime
 from workers.queueing import dispatch
 from workers.reconcile import reconcile
 
 pytestmark = pytest.mark.integration
+
+# The shared fixtures, bound here so pytest finds them (no conftest or plugin needed).
+second_twilio = provider_fixtures.second_twilio
+backup = provider_fixtures.backup
 
 BOTH = {"sms": {"*": ["twilio", BACKUP]}}  # the channel's own provider first, the backup after it
 
@@ -114,7 +119,8 @@ def test_a_provider_that_is_down_fails_over_to_the_next_and_nothing_is_sent_twic
         with socket.socket() as probe:  # a port nothing listens on: the connection is refused, nothing left
             probe.bind(("127.0.0.1", 0))
             closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
-        runtime.deliverer.adapters["sms"] = SmsAdapter(runtime.settings.model_copy(update={"twilio_api_base_url": closed}))
+        refused = runtime.settings.model_copy(update={"twilio_api_base_url": closed})
+        runtime.deliverer.adapters["sms"] = SmsAdapter(refused)
     contacts = _sms(runtime, clock, _numbers(f"RD{len(fault)}", 6))
     assert [d.result for d in runtime.deliverer.deliver_many(contacts)] == ["sent"] * 6
     assert _sent(contacts, worker_sandboxes.twilio, second_twilio) == [1] * 6  # each once, in all
