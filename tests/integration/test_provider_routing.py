@@ -214,3 +214,16 @@ def test_a_deferral_for_one_recipient_neither_fails_over_nor_moves_a_weight(
     assert runtime.deliverer.router.weights("sms") == {"twilio": RESTING, BACKUP: RESTING}
     client = redis.Redis.from_url(runtime.settings.redis_url or "")
     assert client.keys("{pw:*") == []  # nothing counted, nothing moved
+
+
+def test_a_burst_of_failures_in_the_pipeline_moves_the_shared_weights_once(
+    routed: Callable[..., WorkerRuntime], worker_sandboxes: Sandboxes, second_twilio: HttpSandbox[TwilioSandbox],
+    clock: ManualClock,
+) -> None:  # fmt: skip
+    runtime = routed(BOTH, provider_error_burst=2)
+    worker_sandboxes.twilio.faults.set(fail_503=1000)
+    contacts = _sms(runtime, clock, _numbers("RW", 6))
+    assert [d.result for d in runtime.deliverer.deliver_many(contacts)] == ["sent"] * 6  # each via the backup
+    assert runtime.deliverer.router.weights("sms") == {"twilio": RESTING - 10, BACKUP: RESTING + 10}  # once
+    other_worker = routed(BOTH, provider_error_burst=2)  # another process reads the same weights
+    assert other_worker.deliverer.router.weights("sms") == {"twilio": RESTING - 10, BACKUP: RESTING + 10}
