@@ -21,6 +21,7 @@ from channels.base import ContactDeferred, OutboundMessage, Receipt
 from channels.sandbox import HttpSandbox, Sandboxes
 from channels.sandbox.twilio_api import TwilioSandbox
 from channels.sms import SmsAdapter
+from config.settings import SettingsError
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.models import ClaimStatus, Contact
 from dispatcher.core.timeline import timeline
@@ -227,3 +228,13 @@ def test_a_burst_of_failures_in_the_pipeline_moves_the_shared_weights_once(
     assert runtime.deliverer.router.weights("sms") == {"twilio": RESTING - 10, BACKUP: RESTING + 10}  # once
     other_worker = routed(BOTH, provider_error_burst=2)  # another process reads the same weights
     assert other_worker.deliverer.router.weights("sms") == {"twilio": RESTING - 10, BACKUP: RESTING + 10}
+
+
+def test_a_worker_refuses_to_start_with_a_route_to_a_provider_it_cannot_build(
+    redis_url: str, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    settings = routed_settings(redis_url, worker_sandboxes, {"sms": {"CN": ["aliyun", "twilio"]}})
+    with pytest.raises(
+        SettingsError, match=r"DISPATCHER_ROUTES: sms has no provider 'aliyun' \(providers of sms: twilio"
+    ):
+        build_runtime(settings, dispatch, clock=clock)
