@@ -199,7 +199,8 @@ class Simulation:
             if contact.channel.value not in self.routes:
                 continue
             record = self.engine.store.load(contact.account_id).record
-            route = route_of(self.routes, contact.channel, record and record.account, provider_of(contact.channel))
+            account = None if record is None else record.account
+            route = route_of(self.routes, contact.channel, account, provider_of(contact.channel))
             rest = self.weights.get(contact.channel.value, {})
             weights = [rest.get(provider, RESTING) for provider in route]
             chosen[contact.id] = self.route_rng.choices(route, weights)[0] if sum(weights) else route[0]
