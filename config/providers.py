@@ -1,4 +1,6 @@
-"""Which provider each channel sends through: filled by each channel's `ChannelSpec` as it is declared.
+"""Which provider each channel sends through: filled by each channel's `ChannelSpec` as it is declared; and
+every provider declared for a channel (its own, and each `ProviderSpec` beside it), which DISPATCHER_ROUTES
+and DISPATCHER_PROVIDER_WEIGHTS are checked against (config.settings.Settings.refuse_unknown_providers).
 
 It lives in `config` because both sides read it: the channels declare it, and the dispatcher (the send
 gate's attempt, the timeline, `simulate`) names it, and neither may import the other. A channel no spec
