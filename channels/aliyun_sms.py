@@ -42,12 +42,14 @@ from babel.numbers import format_currency, format_decimal
 from channels import spec
 from channels.aliyun_signing import signed_params
 from channels.base import (
+    ContactDeferred,
     DeliveryError,
     Evidence,
     LookupUnavailable,
     OutboundMessage,
     PermanentDeliveryError,
     ProviderMisconfigured,
+    ProviderRefused,
     Receipt,
     SentQuery,
     TransientDeliveryError,
@@ -96,19 +98,15 @@ _TRANSIENT = frozenset(
 )  # fmt: skip
 
 
-class RecipientLimited(TransientDeliveryError):
+class RecipientLimited(ContactDeferred):
     """isv.BUSINESS_LIMIT_CONTROL: this number has had all the texts Aliyun lets one signature and template
     send it today. The contact waits until the next day in Beijing (`retry_after`); it is not the provider's
-    fault (no failover, no weight penalty) and not the debtor's outcome. To be unified with the routing
-    layer's per-contact deferral when both are merged."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, retry_after=retry_after)
+    fault (no failover, no weight penalty) and not the debtor's outcome."""
 
 
-class NotMainlandMobile(TransientDeliveryError):
+class NotMainlandMobile(ProviderRefused):
     """The contact's number is not a +86 number: Aliyun's domestic SMS cannot carry it. Nothing left (a definite
-    non-send), so the contact can go through the channel's next provider."""
+    non-send), so the contact goes through the channel's next provider, or ends `failed` with none left."""
 
 
 def mainland_number(to: object) -> str:

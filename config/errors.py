@@ -23,10 +23,12 @@ it. A caller catches the kind that says what to do next, not the leaf:
     └── DeliveryError                 channels.base: the provider did not take the contact
         ├── TransientDeliveryError    try again later (`retry_after` says when, if known)
         │   ├── RateLimited           our own rate limit: the request never left
-        │   ├── ProviderMisconfigured give the claim back and open the provider's circuit
-        │   ├── RecipientLimited      channels.aliyun_sms: this number's daily limit; this contact waits
-        │   └── NotMainlandMobile     channels.aliyun_sms: not a +86 number; nothing left
+        │   └── ProviderMisconfigured give the claim back and open the provider's circuit
         ├── PermanentDeliveryError    record `outcome_kind`; the strategy answers it
+        │   └── ProviderRefused       the provider's own refusal, not the debtor's: another provider may take it
+        │       └── NotMainlandMobile channels.aliyun_sms: not a +86 number; nothing left
+        ├── ContactDeferred           the provider refused this recipient for now: wait, no failover
+        │   └── RecipientLimited      channels.aliyun_sms: this number's daily limit; this contact waits
         └── LookupUnavailable         the provider cannot tell: the claim stays `unknown`
 
 A leaf keeps the built-in base it had before the tree (ValueError, LookupError, RuntimeError), so a caller

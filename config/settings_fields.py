@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import phonenumbers
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -204,6 +206,27 @@ class SettingsFields(BaseSettings):
         },
         description='Sends per second per provider and sender, JSON, e.g. {"sms": 100}. Shared by all workers.',
     )
+    # Providers under a channel (workers/routing.py): which providers carry a channel's contacts by the
+    # debtor's country, their resting health weights, and what moves a weight.
+    routes: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description='JSON: channel -> country (ISO 3166 alpha-2, or "*" for any other) -> its providers, e.g. '
+        '{"sms": {"CN": ["aliyun", "twilio"], "*": ["twilio"]}}. A channel (or a country with no "*") not '
+        "listed sends through the channel's own provider only.",
+    )
+    provider_weights: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='JSON: channel -> provider -> resting health weight 0-100, e.g. {"sms": {"aliyun": 90, '
+        '"twilio": 10}}; unlisted providers rest at 50. A route picks among its providers in proportion.',
+    )
+    provider_error_burst: int = Field(
+        default=20, ge=1, le=100_000,
+        description="Failed or slow requests to one provider within a minute that lower its weight by 10 "
+        "(at most once per 5 minutes) and raise the channel's other providers by 10.",
+    )  # fmt: skip
+    provider_slow_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="A provider request slower than this counts toward its error burst."
+    )
     rate_limit_burst: int = Field(default=0, ge=0, description="Extra sends allowed within any one second.")
     rate_limit_guard_seconds: float = Field(
         default=0.1, ge=0, le=1, description="How much longer than a second each rate window is (arrival jitter)."
@@ -258,6 +281,34 @@ class SettingsFields(BaseSettings):
         parse_api_keys(value)
         return value
 
+    @field_validator("routes")
+    @classmethod
+    def _routes_shape(cls, value: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+        for channel, countries in value.items():
+            _check_name(channel, "a channel")
+            if not countries:
+                raise ValueError(f"{channel}: no country listed; list at least '*', or leave the channel out")
+            for country, providers in countries.items():
+                _check_country(f"{channel}.{country}", country)
+                if not providers:
+                    raise ValueError(f"{channel}.{country}: an empty list of providers; name at least one")
+                for provider in providers:
+                    _check_name(provider, f"{channel}.{country}: a provider")
+                if len(set(providers)) != len(providers):
+                    raise ValueError(f"{channel}.{country}: a provider is listed twice in {providers}")
+        return value
+
+    @field_validator("provider_weights")
+    @classmethod
+    def _weights_shape(cls, value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        for channel, weights in value.items():
+            _check_name(channel, "a channel")
+            for provider, weight in weights.items():
+                _check_name(provider, f"{channel}: a provider")
+                if not 0 <= weight <= 100:
+                    raise ValueError(f"{channel}.{provider}: a weight is 0 to 100, not {weight}")
+        return value
+
     @field_validator("retry_backoff_max_seconds")
     @classmethod
     def _backoff_cap(cls, value: float, info: ValidationInfo) -> float:
@@ -301,3 +352,24 @@ class SettingsFields(BaseSettings):
         if not (value.startswith("AC") and len(value) == 34):
             raise ValueError("a Twilio Account SID is 'AC' followed by 32 hex characters")
         return value
+
+
+# A channel's or a provider's name: lower-case letters, digits and '_' (also part of Redis keys and metric labels).
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}\Z")
+_COUNTRY = re.compile(r"[A-Z]{2}\Z")
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"{what} {name!r} is not a name: lower-case letters, digits and '_', e.g. 'sms', 'twilio'")
+
+
+def _check_country(where: str, country: str) -> None:
+    """ISO 3166 alpha-2 as phonenumbers knows the regions (what a debtor's number is read as), or '*'."""
+    if country == "*":
+        return
+    if not _COUNTRY.match(country) or country not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"{where}: {country!r} is not an ISO 3166 alpha-2 country code (two capital letters, e.g. 'CN', 'US') "
+            "nor '*' (any other country)"
+        )

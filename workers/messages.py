@@ -6,7 +6,7 @@ channel-neutral Draft from the account; the channel's spec (channels.REGISTRY) c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,9 +19,9 @@ from config.settings import Settings
 from dispatcher.core.arrangements.offers import offers_for
 from dispatcher.core.arrangements.terms import active_arrangement
 from dispatcher.core.models import AccountRecord, Channel, Contact, HistoryEntry, PostalAddress, zone
+from dispatcher.core.privacy.unsubscribe import unsubscribe_token
 from dispatcher.core.strategy import Strategy
 from dispatcher.core.timeline import case_file
-from dispatcher.core.unsubscribe import unsubscribe_token
 
 
 def build_message(
@@ -32,8 +32,10 @@ def build_message(
     settings: Settings,
     strategy: Strategy,
     now: datetime,
+    compose: Callable[[Draft], OutboundMessage] | None = None,
 ) -> OutboundMessage:
     """Render the contact's template for the debtor's locale; a missing variable raises, nothing is sent.
+    `compose`: the provider's (channels.spec.ProviderSpec) when not the channel's own.
 
     One pass, each outside call once and in turn (the account's address and zone, the unsubscribe token,
     the render, the channel's spec): the send pipeline's compose step reads top to bottom."""
@@ -79,7 +81,7 @@ def build_message(
         window_seconds_left=36000 if closes is None else max(1, int((closes - local) / timedelta(seconds=1))),
         case_file=lambda: case_file(record, history),
     )
-    return spec_of(contact.channel.value).compose(draft)
+    return (compose or spec_of(contact.channel.value).compose)(draft)
 
 
 def next_instalment(record: AccountRecord) -> dict[str, Any] | None:

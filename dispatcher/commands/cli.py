@@ -139,7 +139,8 @@ def simulate(
         population = synthetic_accounts(accounts, seed, clock.now().date())
     with open_runtime(sim_settings, clock=clock, history_cache=len(population) + 1) as runtime, _progress() as progress:
         task = progress.add_task(f"simulating {len(population)} accounts over {days} days", total=1000)
-        simulation = Simulation(runtime.engine, clock, load_model(model), seed)
+        routes, weights = sim_settings.routes, sim_settings.provider_weights  # providers drawn by route
+        simulation = Simulation(runtime.engine, clock, load_model(model), seed, routes, weights)
         report = simulation.run(population, days, lambda done: progress.update(task, completed=int(done * 1000)))
         progress.update(task, completed=1000)
         progress.update(task, description="checking every send against windows and caps")

@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 import pytest
 
 from channels.aliyun_sms import RecipientLimited, lookup_error, mainland_number, translate_aliyun_error, until_next_day
-from channels.base import LookupUnavailable, PermanentDeliveryError, ProviderMisconfigured, TransientDeliveryError
+from channels.base import (
+    ContactDeferred,
+    LookupUnavailable,
+    PermanentDeliveryError,
+    ProviderMisconfigured,
+    ProviderRefused,
+    TransientDeliveryError,
+)
 
 NOW = datetime(2026, 3, 1, 14, 0, tzinfo=UTC)  # 22:00 in Beijing: two hours to the daily limits' reset
 
@@ -33,7 +40,8 @@ def test_our_setup_refused_is_misconfigured_naming_the_setting(code: str, status
 
 def test_the_numbers_daily_limit_waits_until_midnight_in_beijing_and_nothing_else() -> None:
     error = translate_aliyun_error("isv.BUSINESS_LIMIT_CONTROL", "触发号码天级流控", 200, NOW)
-    assert isinstance(error, RecipientLimited) and error.retry_after == 7200.0 and not error.ambiguous
+    assert isinstance(error, RecipientLimited) and error.retry_after == 7200.0
+    assert isinstance(error, ContactDeferred) and not isinstance(error, TransientDeliveryError)  # no failover
     assert until_next_day(datetime(2026, 3, 1, 15, 59, 59, tzinfo=UTC)) == 1.0
 
 
@@ -61,5 +69,5 @@ def test_a_lookup_refused_for_our_setup_is_asked_again_and_never_absence() -> No
 def test_only_plus_86_numbers_are_aliyuns_and_lose_their_prefix() -> None:
     assert mainland_number("+8613800138000") == "13800138000"
     for number in ("+15553330000", "13800138000", "+85291234567"):
-        with pytest.raises(TransientDeliveryError):
+        with pytest.raises(ProviderRefused):  # nothing left: the route's next provider may take it
             mainland_number(number)

@@ -113,7 +113,7 @@ async def sms_report(token: Token, request: Request, settings: AppSettings, reco
     verdicts = await anyio.to_thread.run_sync(confirmed_all, settings, reports)
     for report, verdict in zip(reports, verdicts, strict=True):
         if isinstance(verdict, ProviderOutcome):
-            await recorder.outcomes([verdict], Channel.SMS, FINAL_RANK, "aliyun")
+            await recorder.outcomes([verdict], Channel.SMS, FINAL_RANK, "aliyun", provider="aliyun")
         elif verdict == "later":
             later += 1
         else:
