@@ -11,6 +11,7 @@ import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from config.providers import declared_providers
 from config.settings import Settings
 from dispatcher.core.clock import Clock, deployment_clock
 from dispatcher.core.experiments.arms import VariantSet
@@ -89,6 +90,7 @@ def build_engine(
     variants = variants or variants_from(settings, strategy)
     used = {channel.value for arm in variants.arms for _, channel in arm.strategy.channels_used()}
     settings.refuse_channel_settings(used)
+    settings.refuse_unknown_providers(declared_providers())
     store = Store.from_url(url, settings.schedule_shards, history_cache)
     active = ActiveSet(store.redis, variants)  # published at the first plan if no process did before: no I/O here
     engine = Engine(

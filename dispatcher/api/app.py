@@ -15,7 +15,19 @@ from fastapi.responses import JSONResponse
 
 from channels.callbacks import WEBHOOK_PREFIX
 from config.settings import Settings
-from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe, webhooks
+from dispatcher.api import (
+    accounts,
+    admin,
+    batch,
+    dashboard,
+    docs,
+    errors,
+    events,
+    health,
+    request_metrics,
+    unsubscribe,
+    webhooks,
+)  # fmt: skip
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
@@ -57,8 +69,8 @@ def create_app(
     docs.install(app)
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
-    routers = (accounts.router, admin.router, batch.router, events.router, health.router, unsubscribe.router,
-               variant_reports.router)  # fmt: skip
+    routers = (accounts.router, admin.router, dashboard.router, batch.router, events.router, health.router,
+               unsubscribe.router, variant_reports.router)  # fmt: skip
     for router in routers:
         app.include_router(router, responses=_SHED if router is not health.router else None)
     for router in (*webhooks.ROUTERS, *extra_routers):
