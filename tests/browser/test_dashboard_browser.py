@@ -17,7 +17,7 @@ from tests.integration.test_dashboard import worked_api  # noqa: F401
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-CHARTS = ("funnel", "attempts", "outcomes", "rules", "providers")
+CHARTS = ("funnel", "attempts", "outcomes", "rules", "providers", "variants")
 
 
 def _points(dom: str) -> dict[str, int]:

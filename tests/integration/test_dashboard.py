@@ -70,7 +70,8 @@ def test_the_data_holds_every_figure_from_the_record_and_the_breakers(worked_api
     ], data["rules"]
     health = {row["key"]: row for row in data["providers"]}
     assert health["email"]["state"] == "open" and health["email"]["setting"] == "SMTP_PASSWORD"
-    assert health["sms"]["state"] == "closed" and health["sms"]["providers"] == ["sms:twilio"]
+    assert (health["sms"]["provider"], health["sms"]["state"], health["sms"]["weight"]) == ("twilio", "closed", 50)
+    assert (health["sms.aliyun"]["channel"], health["sms.aliyun"]["provider"]) == ("sms", "aliyun")
 
 
 def test_the_data_needs_an_admin_key_and_the_page_reaches_nothing_outside(worked_api: Api) -> None:

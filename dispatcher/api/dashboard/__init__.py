@@ -28,6 +28,7 @@ from dispatcher.api.auth import ADMIN, Principal, require
 from dispatcher.api.errors import ApiError, responses
 from dispatcher.engine import Engine
 from dispatcher.record.dashboard import dashboard_figures
+from dispatcher.state.provider_health import ProviderHealth as ProviderWeights
 from dispatcher.state.provider_state import read_breaker
 
 router = APIRouter(prefix="/v1/admin/dashboard", tags=["admin"])
@@ -36,13 +37,15 @@ ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 
 class ProviderHealth(BaseModel):
-    key: str = Field(description="The breaker's key: a provider, or a channel sending through its own one.")
-    providers: list[str] = Field(description="The providers behind the key, as channel:provider.")
+    key: str = Field(description="The breaker's key: the channel for its own provider, else CHANNEL.PROVIDER.")
+    channel: str
+    provider: str
     state: str = Field(description="closed, open or half-open (the opening is over, a probe may go).")
     open_until: float | None = Field(None, description="Unix time the opening ends, while open.")
     setting: str = Field("", description="The setting the provider refused, when it opened on misconfiguration.")
     reason: str = ""
     trips: int = 0
+    weight: float = Field(description="The health weight (0–100) a provider is chosen by among its route's.")
 
 
 class Dashboard(BaseModel):
@@ -104,22 +107,24 @@ def dashboard_data(
         attempts=figures.attempts if figures else [],
         outcomes=figures.outcomes if figures else [],
         rules=figures.rules if figures else [],
-        providers=_provider_health(engine, time.time()),  # the breakers keep wall-clock time
+        providers=_provider_health(
+            engine, request.app.state.settings, time.time()
+        ),  # the breakers keep wall-clock time
     )
 
 
-def _provider_health(engine: Engine, now: float) -> list[ProviderHealth]:
-    """Each breaker the workers keep: one per channel's own provider today (the key the send pipeline uses)."""
-    by_key: dict[str, list[str]] = {}
-    for channel, provider in channels.PROVIDERS:
-        by_key.setdefault(channel, []).append(f"{channel}:{provider}")
+def _provider_health(engine: Engine, settings: Any, now: float) -> list[ProviderHealth]:
+    """Each provider's breaker (its key: the channel for the channel's own provider, CHANNEL.PROVIDER for
+    another) and its health weight, as every worker reads them."""
+    weights = ProviderWeights(engine.store.redis, settings.provider_weights, now=lambda: now)
     health = []
-    for key, providers in sorted(by_key.items()):
+    for key, (channel, provider) in sorted(channels.provider_keys().items()):
         fields = read_breaker(engine.store.redis, key)
         until = float(fields["until"]) if fields.get("until") else None
         state = "closed" if until is None else ("open" if until > now else "half-open")
         health.append(ProviderHealth(
-            key=key, providers=providers, state=state, open_until=until if state == "open" else None,
+            key=key, channel=channel, provider=provider, state=state, open_until=until if state == "open" else None,
             setting=fields.get("setting", ""), reason=fields.get("reason", ""), trips=int(fields.get("trips") or 0),
+            weight=weights.weights(channel, [provider])[provider],
         ))  # fmt: skip
     return health

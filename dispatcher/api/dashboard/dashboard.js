@@ -118,9 +118,10 @@ function draw(data) {
     data.attempts.length);
   show("outcomes", bars(data.outcomes.map((r) => [`${r.channel} · ${r.outcome}`, r.count])), data.outcomes.length);
   show("rules", bars(data.rules.map((r) => [`${r.verdict} · ${r.rule} (${r.where})`, r.count])), data.rules.length);
-  const providers = data.providers.map((p) => [p.key, p.providers.join(", "), p.state, p.trips,
+  const providers = data.providers.map((p) => [p.channel, p.provider, p.state, Math.round(p.weight), p.trips,
     p.open_until ? new Date(p.open_until * 1000).toISOString().slice(11, 19) : null, p.setting || p.reason || null]);
-  show("providers", table(["key", "providers", "state", "trips", "open until", "why"], providers, [3]), providers.length);
+  show("providers", table(["channel", "provider", "state", "weight", "trips", "open until", "why"], providers, [3, 4]),
+    providers.length);
 }
 
 async function load(key) {
