@@ -9,10 +9,10 @@ import base64
 import binascii
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.api_keys import parse_api_keys
 
@@ -20,6 +20,8 @@ CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_STRATEGY = CONFIG_DIR / "strategy.yaml"
 TEMPLATES_DIR = CONFIG_DIR / "templates"  # {locale}/{template}.{channel}.txt and the email and letter HTML
 ENV_PREFIX = "DISPATCHER_"
+# The Standard Webhooks retry schedule: the wait before each retry of an outcome callback, seconds.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
 
 class SettingsFields(BaseSettings):
@@ -217,6 +219,44 @@ class SettingsFields(BaseSettings):
     email_webhook_secret: SecretStr = Field(
         default=SecretStr("email-webhook-secret"), description="HMAC-SHA256 secret of the email-bounce webhook."
     )
+
+    # Outcome callbacks to the bank's services, and the change feed (docs/api.md, "Outcome callbacks")
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Hosts a callback endpoint may name although they resolve to a loopback, private or link-local "
+        "address, comma-separated (for local use: 127.0.0.1). Every other such target is refused.",
+    )
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=DEFAULT_WEBHOOK_RETRY_SCHEDULE,
+        description="Seconds to wait before each retry of a failed callback, comma-separated; past the last the "
+        "event has failed for good (Standard Webhooks' 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).",
+    )
+    webhook_retry_jitter: float = Field(
+        default=0.1, ge=0, le=0.5, description="Each retry's wait varies by up to this fraction of it, either way."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=60, description="How long a callback's receiver has to answer."
+    )
+    webhook_relay_interval_seconds: float = Field(
+        default=1.0, ge=0.1, le=60, description="Seconds between the relay's runs (audit streams → callbacks)."
+    )
+    changes_retention_days: int = Field(
+        default=90, ge=1, le=3650, description="How far back GET /v1/changes reads; an older cursor gets 410."
+    )
+
+    @field_validator("webhook_allowed_hosts", "webhook_retry_schedule", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule_shape(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(wait <= 0 for wait in value):
+            raise ValueError("give at least one wait, each above 0 seconds, e.g. 5,300,1800")
+        return value
 
     @field_validator("api_keys")
     @classmethod

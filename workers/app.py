@@ -87,6 +87,7 @@ def configure(settings: Settings) -> Celery:
             "dispatcher.housekeeping": {"queue": "plan"},
             "dispatcher.ingest_event": {"queue": "plan"},
             "dispatcher.upsert_account": {"queue": "plan"},
+            "dispatcher.callbacks": {"queue": "plan"},
         },
         # The pump runs inside beat (workers/scheduler.py): it sends plan tasks only for due accounts.
         beat_scheduler="workers.scheduler:DispatcherScheduler",
@@ -97,6 +98,12 @@ def configure(settings: Settings) -> Celery:
                 "task": "dispatcher.archive",
                 "schedule": settings.archive_interval_seconds,
                 "options": {"expires": settings.archive_interval_seconds * 5 / 6},
+            },
+            # Outcome callbacks (workers/callbacks.py): relay the audit streams, deliver what is due.
+            "callbacks": {
+                "task": "dispatcher.callbacks",
+                "schedule": settings.webhook_relay_interval_seconds,
+                "options": {"expires": settings.webhook_relay_interval_seconds * 5 / 6},
             },
         },
         worker_hijack_root_logger=False,

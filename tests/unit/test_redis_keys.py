@@ -38,6 +38,7 @@ PLACEHOLDERS: dict[str, tuple[object, ...]] = {
     "provider": ("PROVIDER",),
     "message_id": ("MSGID",),
     "queue": ("QUEUE",),
+    "endpoint_id": ("EP",),
 }
 NOT_BUILDERS = {"shard_of", "account_id_of"}
 

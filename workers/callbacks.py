@@ -1,0 +1,49 @@
+"""The callbacks task (`dispatcher.callbacks`, on beat every DISPATCHER_WEBHOOK_RELAY_INTERVAL_SECONDS): the relay
+queues what the audit streams hold for each endpoint, then the sender delivers what is due, round after round,
+for at most `RUN_SECONDS` (a backlog drains over several runs instead of one outliving the task's limit).
+
+Each worker process keeps one sender, so its HTTP connections to the receivers are reused between runs. Two runs
+at once (a slow one and the next) are safe: the relay's cursor step queues a batch once, and each account's
+queue is leased by the round that took it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dispatcher.webhook_sender import CallbackSender, callbacks_for
+from dispatcher.webhook_relay import Relay
+from workers.app import app
+from workers.process_runtime import WorkerRuntime, worker_runtime
+
+RUN_SECONDS = 5.0  # the plan queue is shared: a run leaves it to planning soon
+
+_callbacks: tuple[Relay, CallbackSender] | None = None
+
+
+def callbacks_once(relay: Relay, sender: CallbackSender, budget: float = RUN_SECONDS) -> dict[str, int]:
+    """Relay every shard, then deliver rounds until nothing is due or the budget is spent."""
+    started = time.monotonic()
+    queued = relay.run()
+    attempts = delivered = 0
+    while time.monotonic() - started < budget:
+        done = sender.deliver_due()
+        attempts, delivered = attempts + done.attempts, delivered + done.delivered
+        if done.attempts == 0:
+            break
+        queued += relay.run()
+    return {"queued": queued, "attempts": attempts, "delivered": delivered}
+
+
+def _process_callbacks(runtime: WorkerRuntime) -> tuple[Relay, CallbackSender]:
+    global _callbacks
+    if _callbacks is None:
+        _callbacks = callbacks_for(runtime.engine.store, runtime.engine.clock, runtime.settings)
+    return _callbacks
+
+
+@app.task(name="dispatcher.callbacks")
+def deliver_callbacks() -> dict[str, int]:
+    """Queue the audit streams' new events for the callback endpoints and deliver what is due."""
+    relay, sender = _process_callbacks(worker_runtime())
+    return callbacks_once(relay, sender)
