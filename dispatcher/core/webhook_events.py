@@ -60,7 +60,7 @@ _EVENT_KINDS = {
     "opt_out": "account.opted_out",
 }
 _STATUS_TYPES = {"resolved": "account.resolved", "handed_off": "account.handed_off", "active": "account.reopened"}
-_REASON_KEYS = ("reason", "error", "error_code", "detail")  # where an entry says why, in this order
+_REASON_KEYS = ("reason", "error", "error_code")  # where an entry says why, in this order
 _MAX_REASON = 200
 
 SECRET_PREFIX = "whsec_"
