@@ -113,10 +113,11 @@ def event_of(entry: Mapping[str, Any]) -> tuple[str, dict[str, object]] | None:
     if kind == "event":
         return _business_event(account_id, entry)
     if kind == "stage":
-        return "account.stage_changed", {"account_id": account_id, "from": entry.get("from"), "to": entry.get("to")}
+        data = {"account_id": account_id, "stage": entry.get("to"), "previous_stage": entry.get("from")}
+        return "account.stage_changed", data
     if kind == "status":
         found = _STATUS_TYPES.get(str(entry.get("to")))
-        return None if found is None else (found, {"account_id": account_id, "from": entry.get("from")})
+        return None if found is None else (found, {"account_id": account_id, "previous_status": entry.get("from")})
     if kind == "hold":
         data = {"account_id": account_id, "reason": entry.get("reason")}
         if entry.get("change") == "started":
