@@ -76,7 +76,9 @@ def lifecycle_audit(
     if before is None:
         return []
     found: list[dict[str, object]] = []
-    if before.stage != after.stage and after.stage is not None:
+    # A stage is planned only while the account is worked (a hold or a closed account has none): a change is
+    # from one stage to another, the hold's start and end being their own events.
+    if before.stage is not None and after.stage is not None and before.stage != after.stage:
         found.append({"at": now, "type": "stage", "account_id": account_id, "from": before.stage, "to": after.stage})
     if before.state.status != after.state.status:
         found.append({"at": now, "type": "status", "account_id": account_id, "from": before.state.status,
