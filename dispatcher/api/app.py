@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from channels.callbacks import WEBHOOK_PREFIX
 from config.settings import Settings
 from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe, webhooks
+from dispatcher.api import callbacks as outcome_callbacks
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
@@ -58,6 +59,8 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected)
     for router in (accounts.router, admin.router, batch.router, events.router, health.router, unsubscribe.router):
         app.include_router(router, responses=_SHED if router is not health.router else None)
+    for router in outcome_callbacks.ROUTERS:
+        app.include_router(router, responses=_SHED)
     for router in (*webhooks.ROUTERS, *extra_routers):
         app.include_router(router, responses=_SHED)
     app.add_middleware(
