@@ -23,6 +23,7 @@ from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
 from dispatcher.commands import reports
 from dispatcher.commands.config import app as config_app
+from dispatcher.commands.callbacks import app as callbacks_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.timeline import account_json
@@ -48,6 +49,7 @@ app = typer.Typer(cls=CommandGroup, help=HELP, no_args_is_help=True, add_complet
 account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(callbacks_app, name="callbacks")
 app.add_typer(config_app, name="config")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
