@@ -2,7 +2,7 @@
 
 One batch of one shard, in this order:
 
-1. XRANGE the `batch` stream entries after the last one copied (`{s:N}:archived`; everything before it is in
+1. XRANGE the `batch` stream entries after the last one copied (redis_keys.archived_key; everything before it is in
    the record, and whatever of it is still in the stream waits there for a callback relay);
 2. in one transaction: make the months' partitions, COPY the stream entries as they are (shard, id, the
    JSON array) into a temporary staging table, and expand them into audit_entries with one

@@ -3,9 +3,9 @@ attempts made, and the events that failed for good.
 
 Order: an account's events for an endpoint wait in one list, and only its head goes out; the next one goes
 after the head is delivered (or has failed for good). A failing event so holds back its own account's later
-events and no one else's. `{wh:EP}:due` scores each account with a queue by when its head is due: now, the
-retry's moment, or a lease while a sender holds it (`take`), so a sender killed mid-delivery loses nothing:
-the lease runs out and the head goes again, under the same event id.
+events and no one else's. The due set (redis_keys.webhook_due_key) scores each account with a queue by when
+its head is due: now, the retry's moment, or a lease while a sender holds it (`take`), so a sender killed
+mid-delivery loses nothing: the lease runs out and the head goes again, under the same event id.
 
 Every step is one Lua script on the endpoint's keys (one hash tag), given every key as KEYS.
 """
