@@ -26,6 +26,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from config.providers import provider_of
 from dispatcher.core.models import AccountRecord
 from dispatcher.core.personal_data import PERSONAL_FIELDS, mask_text
 
@@ -143,11 +144,13 @@ def _reason(entry: Mapping[str, Any]) -> str | None:
 
 
 def _contact_data(entry: Mapping[str, Any], outcome: object) -> dict[str, object]:
+    channel = entry.get("channel")
     return {
         "account_id": entry.get("account_id"),
         "contact_id": entry.get("contact_id"),
-        "channel": entry.get("channel"),
-        "provider": entry.get("provider") or _detail(entry).get("provider"),
+        "channel": channel,
+        # An outcome's entry names no provider: the one its channel sends through (today one per channel).
+        "provider": entry.get("provider") or (provider_of(str(channel)) if channel else None),
         "outcome": outcome,
         "reason": _reason(entry),
     }
