@@ -32,8 +32,8 @@ import httpx
 from config.settings import Settings
 from dispatcher.core.clock import Clock
 from dispatcher.core.webhook_events import retry_after_seconds, retry_delay, signature_header
-from dispatcher.state.webhook_endpoints import Endpoint, EndpointRegistry
 from dispatcher.state.store import Store
+from dispatcher.state.webhook_endpoints import Endpoint, EndpointRegistry
 from dispatcher.state.webhook_outbox import Finish, Outbox, QueuedEvent
 from dispatcher.webhook_relay import Relay
 from dispatcher.webhook_targets import Resolver, TargetRefused, check_target
@@ -215,7 +215,9 @@ def _verdict(finish: Finish, answer: Answer) -> str:
     return "retry_scheduled"
 
 
-def _attempt(event: QueuedEvent, answer: Answer, now: float, verdict: str, next_at: float | None = None) -> dict[str, object]:
+def _attempt(
+    event: QueuedEvent, answer: Answer, now: float, verdict: str, next_at: float | None = None
+) -> dict[str, object]:
     return {
         "event_id": event.id, "type": event.type, "account_id": event.account_id, "at": now,
         "status": answer.status, "error": answer.error, "elapsed_ms": answer.elapsed_ms, "verdict": verdict,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from dispatcher.webhook_sender import CallbackSender, callbacks_for
 from dispatcher.webhook_relay import Relay
+from dispatcher.webhook_sender import CallbackSender, callbacks_for
 from workers.app import app
 from workers.process_runtime import WorkerRuntime, worker_runtime
 

@@ -28,7 +28,7 @@ from dispatcher.wiring import Runtime, open_runtime
 HELP = (
     "Outcome callbacks to the bank's services (Standard Webhooks): the endpoints, their attempts, the events "
     "that failed for good.\n\nThe workers deliver (`dispatcher.callbacks`, on beat); `deliver` runs one pass by "
-    "hand. docs/api.md, \"Outcome callbacks\", says what is sent and how to verify it."
+    'hand. docs/api.md, "Outcome callbacks", says what is sent and how to verify it.'
 )
 app = typer.Typer(help=HELP, no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -102,8 +102,9 @@ def show_command(
 @app.command("add")
 def add_command(
     url: Annotated[str, typer.Argument(help="Where to POST: https (http outside production).")],
-    event_type: Annotated[list[str] | None, typer.Option("--type", help="An event type to receive (repeat it); "
-                                                        "none: every type.")] = None,  # fmt: skip
+    event_type: Annotated[
+        list[str] | None, typer.Option("--type", help="An event type to receive (repeat it); none: every type.")
+    ] = None,  # fmt: skip
     description: Annotated[str, typer.Option(help="A note for operators.")] = "",
 ) -> None:
     """Register an endpoint; prints its signing secret, this once."""
@@ -125,8 +126,13 @@ def add_command(
 @app.command("retry")
 def retry_command(
     endpoint_id: Annotated[str, typer.Argument(help="The endpoint.")],
-    event: Annotated[str | None, typer.Option(help="A failed event's id (`show` lists them); without it, every "
-                                              "waiting account is due now and the breaker closed.")] = None,  # fmt: skip
+    event: Annotated[
+        str | None,
+        typer.Option(
+            help="A failed event's id (`show` lists them); without it, every "
+            "waiting account is due now and the breaker closed."
+        ),
+    ] = None,  # fmt: skip
 ) -> None:
     """Send again now: a failed event (back at its account's head), or everything waiting."""
     with _opened() as (runtime, registry, outbox):

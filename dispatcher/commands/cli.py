@@ -22,8 +22,8 @@ from typer.core import TyperGroup
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
 from dispatcher.commands import reports
-from dispatcher.commands.config import app as config_app
 from dispatcher.commands.callbacks import app as callbacks_app
+from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.timeline import account_json

@@ -163,7 +163,11 @@ def _business_event(account_id: str, entry: Mapping[str, Any]) -> tuple[str, dic
     detail = _detail(entry)
     data: dict[str, object] = {"account_id": account_id}
     if found == "payment.recorded":  # the one event that carries money
-        data |= {"amount": detail.get("amount"), "currency": detail.get("currency"), "reference": detail.get("reference")}
+        data |= {
+            "amount": detail.get("amount"),
+            "currency": detail.get("currency"),
+            "reference": detail.get("reference"),
+        }
     elif found == "account.opted_out":
         data |= {"channel": detail.get("channel"), "source": "bank"}
     return found, data

@@ -198,7 +198,9 @@ class EndpointRegistry:
 
     # The cursors.
     def cursors(self, endpoint_id: str) -> dict[int, str]:
-        return {int(shard): stream_id for shard, stream_id in self.redis.hgetall(webhook_cursors_key(endpoint_id)).items()}
+        return {
+            int(shard): stream_id for shard, stream_id in self.redis.hgetall(webhook_cursors_key(endpoint_id)).items()
+        }
 
     def slowest_cursor(self, shard: int) -> str | None:
         """The oldest position any enabled endpoint's relay has reached in the shard's stream (None: no

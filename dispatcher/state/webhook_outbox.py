@@ -136,7 +136,9 @@ class Outbox:
 
     def take(self, endpoint_id: str, now: float, lease: float, limit: int) -> list[str]:
         """Up to `limit` accounts whose head is due, leased to the caller until now + lease."""
-        return [str(a) for a in self._take(keys=[webhook_due_key(endpoint_id)], args=[repr(now), repr(now + lease), limit])]
+        return [
+            str(a) for a in self._take(keys=[webhook_due_key(endpoint_id)], args=[repr(now), repr(now + lease), limit])
+        ]
 
     def heads(self, endpoint_id: str, account_ids: Sequence[str], count: int) -> dict[str, list[QueuedEvent]]:
         """The first `count` events of each account's queue, and the head's failed attempts so far."""
@@ -197,7 +199,11 @@ class Outbox:
         if stored is None:
             return False
         account_id = QueuedEvent.from_json(stored).account_id
-        keys = [webhook_queue_key(endpoint_id, account_id), webhook_due_key(endpoint_id), webhook_failed_key(endpoint_id)]
+        keys = [
+            webhook_queue_key(endpoint_id, account_id),
+            webhook_due_key(endpoint_id),
+            webhook_failed_key(endpoint_id),
+        ]
         return bool(self._requeue(keys=keys, args=[account_id, event_id, repr(now)]))
 
     def due_now(self, endpoint_id: str, now: float) -> int:

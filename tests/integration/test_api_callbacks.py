@@ -32,15 +32,21 @@ ROUTE = "/v1/admin/webhook-endpoints"
 @pytest.fixture
 def local_api(api_settings: Settings, engine: Engine, store: Store, clock: ManualClock,
               api_keys: dict[str, tuple[str, str]]) -> Iterator[Api]:  # fmt: skip
-    settings = api_settings.model_copy(update={"webhook_allowed_hosts": ("127.0.0.1",), "webhook_retry_schedule": (5.0,)})
+    settings = api_settings.model_copy(
+        update={"webhook_allowed_hosts": ("127.0.0.1",), "webhook_retry_schedule": (5.0,)}
+    )
     with ServerThread(create_app(engine, settings)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield Api(server.url, client, api_keys, settings, engine, store, clock)
 
 
 @pytest.mark.parametrize(
     ("url", "named"),
-    [("http://169.254.169.254/latest/meta-data", "169.254.169.254"), ("http://10.0.0.5/hooks", "10.0.0.5"),
-     ("http://[::1]:8080/hooks", "::1"), ("ftp://hooks.bank.test/", "scheme")],  # fmt: skip
+    [
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
+        ("http://10.0.0.5/hooks", "10.0.0.5"),
+        ("http://[::1]:8080/hooks", "::1"),
+        ("ftp://hooks.bank.test/", "scheme"),
+    ],  # fmt: skip
 )
 def test_a_target_inside_the_network_is_refused_at_registration(local_api: Api, url: str, named: str) -> None:
     answer = local_api.post(ROUTE, {"url": url})

@@ -42,7 +42,9 @@ def _events(store: Store) -> list[str]:
 
 
 def test_the_archiver_never_trims_past_the_slowest_relay_and_the_relay_then_delivers_everything(
-    engine: Engine, record_pool: ConnectionPool, callbacks: tuple[Relay, CallbackSender]  # noqa: F811
+    engine: Engine,
+    record_pool: ConnectionPool,
+    callbacks: tuple[Relay, CallbackSender],  # noqa: F811
 ) -> None:
     relay, sender = callbacks
     receiver = Receiver().start()

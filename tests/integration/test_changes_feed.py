@@ -117,6 +117,8 @@ def test_an_expired_cursor_is_410_naming_the_oldest_valid_and_a_forged_one_is_42
     field = answer.json()["fields"][0]
     assert field["field"] == "after" and field["message"].startswith("oldest valid: ")
     oldest = field["message"].removeprefix("oldest valid: ")
-    assert feed_api.client.get("/v1/changes", params={"after": oldest}, headers=feed_api.auth("reader")).status_code == 200
+    assert (
+        feed_api.client.get("/v1/changes", params={"after": oldest}, headers=feed_api.auth("reader")).status_code == 200
+    )
     forged = feed_api.client.get("/v1/changes", params={"after": "nope"}, headers=feed_api.auth("reader"))
     assert forged.status_code == 422 and forged.json()["fields"][0]["field"] == "after"

@@ -134,9 +134,7 @@ def test_a_receiver_down_for_ten_minutes_then_back_loses_nothing_and_keeps_each_
     assert relay.registry.get(endpoint.id).failures == 0  # type: ignore[union-attr]
 
 
-def test_410_disables_the_endpoint(
-    engine: Engine, callbacks: tuple[Relay, CallbackSender], receiver: Receiver
-) -> None:
+def test_410_disables_the_endpoint(engine: Engine, callbacks: tuple[Relay, CallbackSender], receiver: Receiver) -> None:
     relay, sender = callbacks
     endpoint = _endpoint(relay, receiver)
     engine.upsert_many([make_account("CB0")])

@@ -43,10 +43,12 @@ def list_changes(
     request: Request,
     engine: Engine = Depends(engine_of),
     _: Principal = Depends(require(ACCOUNTS_READ)),
-    after: Annotated[str | None, Query(max_length=4000, description="The `next` of the last page; none: "
-                                       "the oldest kept.")] = None,  # fmt: skip
-    types: Annotated[str | None, Query(max_length=2000, description="Event types, comma-separated; none: every "
-                                       "type.")] = None,  # fmt: skip
+    after: Annotated[
+        str | None, Query(max_length=4000, description="The `next` of the last page; none: the oldest kept.")
+    ] = None,  # fmt: skip
+    types: Annotated[
+        str | None, Query(max_length=2000, description="Event types, comma-separated; none: every type.")
+    ] = None,  # fmt: skip
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ChangePage:
     wanted = [name.strip() for name in (types or "").split(",") if name.strip()]
@@ -60,7 +62,8 @@ def list_changes(
     try:
         page, cursor = feed.page(after, wanted, limit)
     except CursorExpired as exc:
-        raise ApiError(410, "gone", str(exc), [FieldError(field="after", message=f"oldest valid: {exc.oldest}")])
+        fields = [FieldError(field="after", message=f"oldest valid: {exc.oldest}")]
+        raise ApiError(410, "gone", str(exc), fields) from None
     except psycopg.OperationalError as exc:
         forget_record(request, reader, exc)
         raise

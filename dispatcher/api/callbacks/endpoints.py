@@ -107,7 +107,9 @@ def _found(engine: Engine, endpoint_id: str) -> Endpoint:
 
 @router.post("", status_code=201, response_model=EndpointCreated, responses=responses(401, 403, 422),
              summary="Register an endpoint for outcome callbacks", operation_id="createWebhookEndpoint")  # fmt: skip
-def create_endpoint(body: EndpointIn, request: Request, _: Admin, engine: Engine = Depends(engine_of)) -> EndpointCreated:
+def create_endpoint(
+    body: EndpointIn, request: Request, _: Admin, engine: Engine = Depends(engine_of)
+) -> EndpointCreated:
     settings: Settings = request.app.state.settings
     unknown = sorted(set(body.types) - set(EVENT_TYPES))
     if unknown:
@@ -132,7 +134,8 @@ def get_endpoint(endpoint_id: str, _: Admin, engine: Engine = Depends(engine_of)
 
 
 @router.delete("/{endpoint_id}", status_code=204, responses=responses(401, 403, 404),
-               summary="Delete an endpoint with its queues and attempts", operation_id="deleteWebhookEndpoint")  # fmt: skip
+               summary="Delete an endpoint with its queues and attempts",
+               operation_id="deleteWebhookEndpoint")  # fmt: skip
 def delete_endpoint(endpoint_id: str, _: Admin, engine: Engine = Depends(engine_of)) -> Response:
     if not _registry(engine).delete(endpoint_id):
         _found(engine, endpoint_id)
@@ -196,12 +199,15 @@ def list_failed(endpoint_id: str, _: Admin, engine: Engine = Depends(engine_of))
 
 
 @router.post("/{endpoint_id}/retry", response_model=Retried, responses=responses(401, 403, 404),
-             summary="Retry a failed event now, or every waiting account now", operation_id="retryWebhookEvents")  # fmt: skip
+             summary="Retry a failed event now, or every waiting account now",
+             operation_id="retryWebhookEvents")  # fmt: skip
 def retry(
     endpoint_id: str,
     _: Admin,
     engine: Engine = Depends(engine_of),
-    event_id: Annotated[str | None, Query(max_length=100, description="A failed event; without it, skip every wait.")] = None,
+    event_id: Annotated[
+        str | None, Query(max_length=100, description="A failed event; without it, skip every wait.")
+    ] = None,
 ) -> Retried:
     _found(engine, endpoint_id)
     now = engine.clock.now().timestamp()
