@@ -18,7 +18,7 @@ from workers.process_runtime import WorkerRuntime, worker_runtime
 
 RUN_SECONDS = 5.0  # the plan queue is shared: a run leaves it to planning soon
 
-_callbacks: tuple[Relay, CallbackSender] | None = None
+_callbacks: tuple[WorkerRuntime, Relay, CallbackSender] | None = None
 
 
 def callbacks_once(relay: Relay, sender: CallbackSender, budget: float = RUN_SECONDS) -> dict[str, int]:
@@ -36,10 +36,13 @@ def callbacks_once(relay: Relay, sender: CallbackSender, budget: float = RUN_SEC
 
 
 def _process_callbacks(runtime: WorkerRuntime) -> tuple[Relay, CallbackSender]:
+    """This process's relay and sender, on its runtime (built again if the runtime was replaced)."""
     global _callbacks
-    if _callbacks is None:
-        _callbacks = callbacks_for(runtime.engine.store, runtime.engine.clock, runtime.settings)
-    return _callbacks
+    if _callbacks is None or _callbacks[0] is not runtime:
+        if _callbacks is not None:
+            _callbacks[2].close()
+        _callbacks = (runtime, *callbacks_for(runtime.engine.store, runtime.engine.clock, runtime.settings))
+    return _callbacks[1], _callbacks[2]
 
 
 @app.task(name="dispatcher.callbacks")
