@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rate_limit_accuracy.py
 	$(BIN)/python benchmarks/api_throughput.py
 	$(BIN)/python benchmarks/redis_memory.py
+	$(BIN)/python benchmarks/callbacks_throughput.py
 
 # Real processes under real faults (docs/reliability.md); several minutes; exit 1 if any goal is missed.
 chaos: $(STAMP)

@@ -2,7 +2,8 @@
 
 A round per endpoint: lease up to `limit` due accounts (dispatcher.state.webhook_outbox), check the target
 again (dispatcher.webhook_targets: the name may resolve elsewhere now), then for each account send its queue's
-events in order until one fails; one step per account drops what was delivered and schedules the failed head.
+events in order until one fails, up to `concurrency` accounts side by side (their round trips overlap; one
+account's events never do); one step per account drops what was delivered and schedules the failed head.
 
 What an answer means (Standard Webhooks):
 - 2xx: delivered.
@@ -13,8 +14,8 @@ What an answer means (Standard Webhooks):
   schedule's end the event has failed for good: kept in the endpoint's failed events (`dispatcher callbacks
   retry` puts it back) and the account's next event goes.
 - The breaker: `BREAKER_THRESHOLD` failed attempts in a row across the endpoint's accounts stop its rounds for
-  `BREAKER_SECONDS`; then one attempt probes it, and one success closes it. A receiver down for hours so costs
-  one attempt per probe, not one per account, and the accounts' own retries are not spent meanwhile.
+  `BREAKER_SECONDS`; then a round of one attempt probes it, and one success closes it. A receiver down for
+  hours so costs one attempt per probe, not one per account, and the accounts' own retries are not spent.
 
 The schedule is the injected clock's (tests and the demo move it); `webhook-timestamp` is the wall clock's,
 which is what a receiver compares it with to refuse a replay.
@@ -23,8 +24,10 @@ which is what a receiver compares it with to refuse a replay.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -50,6 +53,7 @@ class DeliveryPolicy:
     timeout: float = 15.0
     allowed_hosts: Collection[str] = ()
     production: bool = False
+    concurrency: int = 8  # accounts sent to side by side in a round (each account's events stay in order)
 
     @property
     def lease(self) -> float:
@@ -80,6 +84,16 @@ class Round:
     disabled: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Turn:
+    """One account's part of a round: how it ended (None: not tried, the round stopped first), its attempts."""
+
+    account_id: str
+    finish: Finish | None = None
+    attempts: list[dict[str, object]] = field(default_factory=list)
+    done: Round = field(default_factory=Round)
+
+
 class CallbackSender:
     def __init__(
         self,
@@ -101,8 +115,11 @@ class CallbackSender:
         self.resolver = resolver
         self.wallclock = wallclock
         self.draw = draw or random.Random()
+        self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self.http.close()
 
     def deliver_due(self, limit: int = 50, per_account: int = 10) -> Round:
@@ -125,41 +142,73 @@ class CallbackSender:
 
     def _endpoint_round(self, endpoint: Endpoint, limit: int, per_account: int, done: Round) -> None:
         now = self.clock.now().timestamp()
+        if endpoint.failures >= BREAKER_THRESHOLD:  # half-open: one attempt probes the receiver
+            limit = per_account = 1
         accounts = self.outbox.take(endpoint.id, now, self.policy.lease, limit)
         if not accounts:
             return
         refused = self._refusal(endpoint)
         heads = self.outbox.heads(endpoint.id, accounts, per_account)
         tries = self.outbox.tries(endpoint.id, accounts)
-        finishes: list[Finish] = []
-        attempts: list[dict[str, object]] = []
-        untouched: list[str] = []
-        stopped = succeeded = False
-        for account_id in accounts:
-            if stopped:
-                untouched.append(account_id)
-                continue
-            delivered: list[str] = []
-            finish: Finish | None = None
-            for event in heads[account_id]:
-                answer = refused or self._post(endpoint, event, now)
-                done.attempts += 1
-                if answer.ok:
-                    delivered.append(event.id)
-                    succeeded = True
-                    done.delivered += 1
-                    attempts.append(_attempt(event, answer, now, "delivered"))
-                    continue
-                finish, stopped = self._failed(endpoint, event, answer, tries.get(account_id, 0) + 1, now, done)
-                finish = Finish(account_id, delivered, finish.dead, finish.tries, finish.due_at)
-                attempts.append(_attempt(event, answer, now, _verdict(finish, answer), finish.due_at))
-                break
-            finishes.append(finish or Finish(account_id, delivered))
+        stop = threading.Event()
+
+        def turn(account_id: str) -> _Turn:
+            return self._turn(endpoint, account_id, heads[account_id], tries.get(account_id, 0), refused, now, stop)
+
+        # Accounts go side by side (each one's events in order): a receiver's round trips overlap.
+        if self.policy.concurrency > 1 and len(accounts) > 1:
+            turns = list(self._executor().map(turn, accounts))
+        else:
+            turns = [turn(account_id) for account_id in accounts]
+        finishes = [t.finish for t in turns if t.finish is not None]
         self.outbox.finish(endpoint.id, finishes, now)
-        self.outbox.release(endpoint.id, untouched, now)
-        self.outbox.record_attempts(endpoint.id, attempts)
-        if succeeded and (endpoint.failures or endpoint.open_until):
+        self.outbox.release(endpoint.id, [t.account_id for t in turns if t.finish is None], now)
+        self.outbox.record_attempts(endpoint.id, [attempt for t in turns for attempt in t.attempts])
+        for t in turns:
+            done.attempts += t.done.attempts
+            done.delivered += t.done.delivered
+            done.failed += t.done.failed
+            done.dead += t.done.dead
+            done.disabled += t.done.disabled
+        if any(t.done.delivered for t in turns) and (endpoint.failures or endpoint.open_until):
             self.registry.succeeded(endpoint.id)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.policy.concurrency, thread_name_prefix="callbacks")
+        return self._pool
+
+    def _turn(
+        self,
+        endpoint: Endpoint,
+        account_id: str,
+        events: list[QueuedEvent],
+        failures: int,
+        refused: Answer | None,
+        now: float,
+        stop: threading.Event,
+    ) -> _Turn:
+        """One account's events in order until one fails; nothing when the round has stopped already."""
+        turn = _Turn(account_id)
+        if stop.is_set():
+            return turn
+        delivered: list[str] = []
+        for event in events:
+            answer = refused or self._post(endpoint, event, now)
+            turn.done.attempts += 1
+            if answer.ok:
+                delivered.append(event.id)
+                turn.done.delivered += 1
+                turn.attempts.append(_attempt(event, answer, now, "delivered"))
+                continue
+            finish, stopped = self._failed(endpoint, event, answer, failures + 1, now, turn.done)
+            if stopped:
+                stop.set()
+            turn.finish = Finish(account_id, delivered, finish.dead, finish.tries, finish.due_at)
+            turn.attempts.append(_attempt(event, answer, now, _verdict(turn.finish, answer), finish.due_at))
+            return turn
+        turn.finish = Finish(account_id, delivered)
+        return turn
 
     def _failed(
         self, endpoint: Endpoint, event: QueuedEvent, answer: Answer, failures: int, now: float, done: Round
