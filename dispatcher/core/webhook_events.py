@@ -80,10 +80,11 @@ def lifecycle_audit(
     # A stage is planned only while the account is worked (a hold or a closed account has none): a change is
     # from one stage to another, the hold's start and end being their own events.
     if before.stage is not None and after.stage is not None and before.stage != after.stage:
-        found.append({"at": now, "type": "stage", "account_id": account_id, "from": before.stage, "to": after.stage})
+        found.append({"at": now, "type": "stage", "account_id": account_id, "stage": after.stage,
+                      "previous": before.stage})  # fmt: skip
     if before.state.status != after.state.status:
-        found.append({"at": now, "type": "status", "account_id": account_id, "from": before.state.status,
-                      "to": after.state.status})  # fmt: skip
+        found.append({"at": now, "type": "status", "account_id": account_id, "status": after.state.status,
+                      "previous": before.state.status})  # fmt: skip
     old, new = before.state.holds, after.state.holds
     for reason in sorted(new.keys() - old.keys()):
         until = new[reason]
@@ -116,11 +117,11 @@ def event_of(entry: Mapping[str, Any]) -> tuple[str, dict[str, object]] | None:
     if kind == "event":
         return _business_event(account_id, entry)
     if kind == "stage":
-        data = {"account_id": account_id, "stage": entry.get("to"), "previous_stage": entry.get("from")}
+        data = {"account_id": account_id, "stage": entry.get("stage"), "previous_stage": entry.get("previous")}
         return "account.stage_changed", data
     if kind == "status":
-        found = _STATUS_TYPES.get(str(entry.get("to")))
-        return None if found is None else (found, {"account_id": account_id, "previous_status": entry.get("from")})
+        found = _STATUS_TYPES.get(str(entry.get("status")))
+        return None if found is None else (found, {"account_id": account_id, "previous_status": entry.get("previous")})
     if kind == "hold":
         data = {"account_id": account_id, "reason": entry.get("reason")}
         if entry.get("change") == "started":

@@ -87,14 +87,16 @@ def _record(**state: Any) -> AccountRecord:
 
 
 def test_the_commit_adds_stage_status_and_hold_entries_by_comparing_before_and_after() -> None:
+    """None of their keys is a personal field (retention would erase it, the logs would mask it)."""
     before = _record(stage="early")
     after = _record(stage="late", account_state={"status": "resolved", "holds": {"dispute": None}})
     found = lifecycle_audit("A1", before, after, NOW)
-    assert [(e["type"], e.get("from"), e.get("to"), e.get("change")) for e in found] == [
+    assert [(e["type"], e.get("previous"), e.get("stage", e.get("status")), e.get("change")) for e in found] == [
         ("stage", "early", "late", None), ("status", "active", "resolved", None), ("hold", None, None, "started"),
     ]  # fmt: skip
     ended = lifecycle_audit("A1", _record(account_state={"holds": {"hardship": date(2026, 4, 1)}}), _record(), NOW)
     assert [(e["type"], e["reason"], e["change"]) for e in ended] == [("hold", "hardship", "ended")]
+    assert not PERSONAL_FIELDS & {key for entry in found for key in entry}
     assert lifecycle_audit("A1", None, after, NOW) == []  # a new account: the bank made it
     assert lifecycle_audit("A1", before, before, NOW) == []
 
@@ -115,9 +117,9 @@ ENTRIES: list[tuple[dict[str, Any], str]] = [
     ({"type": "event", "event": "promise_kept"}, "promise.kept"),
     ({"type": "event", "event": "promise_broken"}, "promise.broken"),
     ({"type": "event", "event": "opt_out", "detail": {"channel": "email"}}, "account.opted_out"),
-    ({"type": "stage", "from": "early", "to": "late"}, "account.stage_changed"),
-    ({"type": "status", "from": "active", "to": "resolved"}, "account.resolved"),
-    ({"type": "status", "from": "active", "to": "handed_off"}, "account.handed_off"),
+    ({"type": "stage", "previous": "early", "stage": "late"}, "account.stage_changed"),
+    ({"type": "status", "previous": "active", "status": "resolved"}, "account.resolved"),
+    ({"type": "status", "previous": "active", "status": "handed_off"}, "account.handed_off"),
     ({"type": "hold", "reason": "dispute", "change": "started", "until": None}, "account.hold_started"),
     ({"type": "hold", "reason": "dispute", "change": "ended"}, "account.hold_ended"),
 ]  # fmt: skip
