@@ -1,12 +1,14 @@
 """A bank's callback receiver for the tests: a real local HTTP server that verifies every request with the
-`standardwebhooks` package, as a receiver built from the spec would, and answers as it is told (2xx, 410, 429
-or 503 with Retry-After); it can be stopped (connections refused) and started again on the same port."""
+`standardwebhooks` package, as a receiver built from the spec would, and answers as it is told (2xx, 410,
+429 or 503 with Retry-After), at once or slowly; it can be stopped (connections refused) and started again
+on the same port."""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +28,7 @@ class Receiver:
     secrets: list[str] = field(default_factory=list)  # any one verifying is enough
     status: int = 204
     retry_after: str | None = None
+    delay: float = 0.0  # seconds before answering (a slow receiver)
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (webhook-id, payload), verified
     hits: int = 0
     unverified: int = 0
@@ -42,6 +45,8 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 receiver.hits += 1
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 payload = receiver._verified(body, {key.lower(): value for key, value in self.headers.items()})
                 if payload is None:
                     self.send_response(400)

@@ -249,6 +249,26 @@ def test_a_secret_rotated_mid_retry_signs_with_both_for_a_day(
     assert len(receiver.received) == 2 and receiver.unverified == 1
 
 
+def test_a_receiver_slower_than_the_timeout_is_retried_on_the_schedule(
+    engine: Engine, store: Store, clock: ManualClock, receiver: Receiver
+) -> None:
+    relay, sender = callbacks_for(
+        store, clock, load_settings(webhook_allowed_hosts="127.0.0.1", webhook_timeout_seconds=0.3)
+    )
+    endpoint = _endpoint(relay, receiver)
+    engine.upsert_many([make_account("CB0")])
+    engine.record_event("CB0", Payment(amount=Decimal("10")))
+    receiver.delay = 1.0  # answers after the sender has given up
+    assert _drain(relay, sender, rounds=1) == 1
+    attempt = relay.outbox.attempts(endpoint.id)[0]
+    assert attempt["error"] == "timeout" and attempt["verdict"] == "retry_scheduled"
+    receiver.delay = 0.0
+    clock.advance(timedelta(seconds=6))  # the schedule's first wait, 5 s (+10 %)
+    _drain(relay, sender)
+    assert receiver.by_account() == _expected(engine.store)  # the late answer was not taken as delivered
+    sender.close()
+
+
 def test_an_endpoint_gets_only_the_types_it_asked_for(
     engine: Engine, callbacks: tuple[Relay, CallbackSender], receiver: Receiver
 ) -> None:
