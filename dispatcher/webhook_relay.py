@@ -11,8 +11,10 @@ cursor (dispatcher.record.archive), so a relay that lags finds its entries still
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+
+import redis
 
 from dispatcher.core.clock import Clock
 from dispatcher.core.webhook_events import event_id, event_of, payload_body
@@ -40,15 +42,32 @@ def stream_events(shard: int, items: Sequence[tuple[str, dict[str, str]]]) -> li
     return found
 
 
-class Relay:
-    """Reads up to `batch` stream entries per shard and run past the slowest cursor of the enabled endpoints."""
+# Stream entries of a shard from the record: (shard, after id, before id or None, count) -> [(id, fields)].
+ArchiveReader = Callable[[int, str, str | None, int], list[tuple[str, dict[str, str]]]]
 
-    def __init__(self, store: Store, registry: EndpointRegistry, outbox: Outbox, clock: Clock, batch: int = 1000):
+
+class Relay:
+    """Reads up to `batch` stream entries per shard and run past the slowest cursor of the enabled endpoints.
+
+    `archive` (dispatcher.record.archive.ArchivedStream) serves a cursor the stream was trimmed past (the
+    archiver holds the streams for the enabled endpoints, so only an operator's trim, or a stream lost
+    without its cursors, gets there): the missing entries are read from the record, then the stream."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: EndpointRegistry,
+        outbox: Outbox,
+        clock: Clock,
+        batch: int = 1000,
+        archive: ArchiveReader | None = None,
+    ):
         self.store = store
         self.registry = registry
         self.outbox = outbox
         self.clock = clock
         self.batch = batch
+        self.archive = archive
 
     def run(self) -> int:
         """One pass over every shard; the events queued (counted once per endpoint)."""
@@ -61,7 +80,8 @@ class Relay:
             return 0
         cursors = {endpoint.id: self.registry.cursors(endpoint.id).get(shard, "0-0") for endpoint in enabled}
         start = min(cursors.values(), key=stream_position)
-        items = self.store.redis.xrange(audit_key(shard), "(" + start, "+", count=self.batch)
+        items = self._behind(shard, start) if self.archive is not None else []
+        items = items or self.store.redis.xrange(audit_key(shard), "(" + start, "+", count=self.batch)
         if not items:
             return 0
         events = stream_events(shard, items)
@@ -77,3 +97,19 @@ class Relay:
             if self.outbox.enqueue(endpoint.id, shard, read, last, mine, now):
                 queued += len(mine)
         return queued
+
+    def _behind(self, shard: int, start: str) -> list[tuple[str, dict[str, str]]]:
+        """The entries after `start` the stream no longer holds, from the record; none when it holds them all."""
+        assert self.archive is not None
+        first = self.store.redis.xrange(audit_key(shard), "-", "+", count=1)
+        if first and stream_position(first[0][0]) <= stream_position(start):
+            return []  # the stream reaches back to the cursor
+        if not first and stream_position(self._last_written(shard)) <= stream_position(start):
+            return []  # nothing written since the cursor
+        return self.archive(shard, start, first[0][0] if first else None, self.batch)
+
+    def _last_written(self, shard: int) -> str:
+        try:
+            return str(self.store.redis.xinfo_stream(audit_key(shard))["last-generated-id"])
+        except redis.ResponseError:  # no stream yet
+            return "0-0"

@@ -38,7 +38,7 @@ from dispatcher.core.webhook_events import retry_after_seconds, retry_delay, sig
 from dispatcher.state.store import Store
 from dispatcher.state.webhook_endpoints import Endpoint, EndpointRegistry
 from dispatcher.state.webhook_outbox import Finish, Outbox, QueuedEvent
-from dispatcher.webhook_relay import Relay
+from dispatcher.webhook_relay import ArchiveReader, Relay
 from dispatcher.webhook_targets import Resolver, TargetRefused, check_target
 
 BREAKER_THRESHOLD = 5
@@ -283,8 +283,12 @@ def policy_from(settings: Settings) -> DeliveryPolicy:
     )  # fmt: skip
 
 
-def callbacks_for(store: Store, clock: Clock, settings: Settings) -> tuple[Relay, CallbackSender]:
-    """The relay and the sender over this store, on the deployment's clock (the API, the workers, the CLI)."""
+def callbacks_for(
+    store: Store, clock: Clock, settings: Settings, archive: ArchiveReader | None = None
+) -> tuple[Relay, CallbackSender]:
+    """The relay and the sender over this store, on the deployment's clock (the workers, the CLI, the tests);
+    `archive` serves a relay the streams were trimmed past (dispatcher.record.archive.ArchivedStream)."""
     registry = EndpointRegistry(store.redis, store.shards, lambda: clock.now().timestamp())
     outbox = Outbox(store.redis)
-    return Relay(store, registry, outbox, clock), CallbackSender(registry, outbox, clock, policy_from(settings))
+    relay = Relay(store, registry, outbox, clock, archive=archive)
+    return relay, CallbackSender(registry, outbox, clock, policy_from(settings))

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import time
 
+from dispatcher.record.archive import ArchivedStream
+from dispatcher.record.db import RecordUnavailable
 from dispatcher.webhook_relay import Relay
 from dispatcher.webhook_sender import CallbackSender, callbacks_for
 from workers.app import app
+from workers.archiver import record_pool
 from workers.process_runtime import WorkerRuntime, worker_runtime
 
 RUN_SECONDS = 5.0  # the plan queue is shared: a run leaves it to planning soon
@@ -41,8 +44,17 @@ def _process_callbacks(runtime: WorkerRuntime) -> tuple[Relay, CallbackSender]:
     if _callbacks is None or _callbacks[0] is not runtime:
         if _callbacks is not None:
             _callbacks[2].close()
-        _callbacks = (runtime, *callbacks_for(runtime.engine.store, runtime.engine.clock, runtime.settings))
+        archive = _archive(runtime)
+        _callbacks = (runtime, *callbacks_for(runtime.engine.store, runtime.engine.clock, runtime.settings, archive))
     return _callbacks[1], _callbacks[2]
+
+
+def _archive(runtime: WorkerRuntime) -> ArchivedStream | None:
+    """The record, for a relay the streams were trimmed past; None while the deployment has none."""
+    try:
+        return ArchivedStream(record_pool(runtime.settings))
+    except RecordUnavailable:
+        return None
 
 
 @app.task(name="dispatcher.callbacks")

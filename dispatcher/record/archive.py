@@ -20,6 +20,7 @@ written twice, and two archivers at once are only wasteful: each trims below wha
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -137,3 +138,25 @@ class AuditArchiver:
         slowest = EndpointRegistry(self.store.redis, self.store.shards).slowest_cursor(shard)
         upto = copied if slowest is None else min(copied, slowest, key=stream_position)
         return int(self.store.redis.xtrim(self.store.audit_key(shard), minid=_after(upto), approximate=False))
+
+
+ARCHIVED_ENTRIES = """
+SELECT stream_ms, stream_seq, jsonb_agg(entry ORDER BY position) FROM audit_entries
+WHERE shard = %s AND (stream_ms, stream_seq) > (%s, %s) AND (stream_ms, stream_seq) < (%s, %s)
+GROUP BY stream_ms, stream_seq ORDER BY stream_ms, stream_seq LIMIT %s
+"""
+
+
+class ArchivedStream:
+    """A shard's audit stream entries as the record holds them, for a reader that fell behind the trim (the
+    callbacks' relay): each stream entry rebuilt whole, its entries in their places."""
+
+    def __init__(self, pool: ConnectionPool):
+        self.pool = pool
+
+    def __call__(self, shard: int, after: str, before: str | None, count: int) -> list[tuple[str, dict[str, str]]]:
+        """Up to `count` stream entries of the shard after `after` and before `before` (None: no bound)."""
+        low, high = _split(after), _split(before) if before else (2**62, 0)
+        with self.pool.connection() as conn:
+            rows = conn.execute(ARCHIVED_ENTRIES, (shard, *low, *high, count)).fetchall()
+        return [(f"{ms}-{seq}", {"e": json.dumps(entries, default=str)}) for ms, seq, entries in rows]

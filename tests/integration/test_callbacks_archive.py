@@ -14,7 +14,7 @@ from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Dispute, OptOut, Payment
 from dispatcher.core.models import Channel
 from dispatcher.engine import Engine
-from dispatcher.record.archive import AuditArchiver
+from dispatcher.record.archive import ArchivedStream, AuditArchiver
 from dispatcher.state.store import Store
 from dispatcher.webhook_relay import Relay, stream_events
 from dispatcher.webhook_sender import CallbackSender, callbacks_for
@@ -77,3 +77,40 @@ def test_without_endpoints_the_archiver_trims_as_before(engine: Engine, record_p
     engine.record_event("AR1", Payment(amount=Decimal("10")))
     AuditArchiver(engine.store, record_pool, batch=5).run()
     assert _length(engine.store) == 0
+
+
+def test_a_relay_the_stream_was_trimmed_past_reads_the_record_then_the_stream(
+    engine: Engine,
+    store: Store,
+    clock: ManualClock,
+    record_pool: ConnectionPool,  # noqa: F811
+) -> None:
+    relay, sender = callbacks_for(
+        store, clock, load_settings(webhook_allowed_hosts="127.0.0.1"), archive=ArchivedStream(record_pool)
+    )
+    receiver = Receiver().start()
+    try:
+        _, secret = relay.registry.create(receiver.url)
+        receiver.secrets.append(secret)
+        engine.upsert_many([make_account(account_id) for account_id in ACCOUNTS])
+        for account_id in ACCOUNTS:
+            engine.record_event(account_id, Payment(amount=Decimal("10")))
+            engine.record_event(account_id, Dispute())
+        archived = _events(store)
+        AuditArchiver(store, record_pool, batch=5).run()
+        for shard in range(store.shards):  # an operator's trim past the relay (or a stream lost without its cursors)
+            store.redis.xtrim(store.audit_key(shard), maxlen=0)
+        for account_id in ACCOUNTS[:3]:  # and the tail, in Redis only
+            engine.record_event(account_id, OptOut(channel=Channel.SMS))
+        expected = archived + _events(store)
+        for _ in range(30):
+            relay.run()
+            if sender.deliver_due().attempts == 0:
+                break
+        assert sorted(receiver.ids()) == sorted(expected) and receiver.unverified == 0
+        order = {event_id: place for place, event_id in enumerate(expected)}
+        for account_id, ids in receiver.by_account().items():  # in order per account
+            assert ids == sorted(ids, key=order.__getitem__), account_id
+    finally:
+        sender.close()
+        receiver.stop()
