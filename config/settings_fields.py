@@ -238,7 +238,10 @@ class SettingsFields(BaseSettings):
         default=15.0, gt=0, le=60, description="How long a callback's receiver has to answer."
     )
     webhook_relay_interval_seconds: float = Field(
-        default=1.0, ge=0.1, le=60, description="Seconds between the relay's runs (audit streams → callbacks)."
+        default=1.0,
+        ge=0.1,
+        le=60,
+        description="Seconds between beat's looks for callback work (it sends the task only when there is).",
     )
     changes_retention_days: int = Field(
         default=90, ge=1, le=3650, description="How far back GET /v1/changes reads; an older cursor gets 410."

@@ -18,7 +18,7 @@ import redis
 
 from dispatcher.core.clock import Clock
 from dispatcher.core.webhook_events import event_id, event_of, payload_body
-from dispatcher.state.redis_keys import audit_key
+from dispatcher.state.redis_keys import audit_key, webhook_cursors_key, webhook_due_key
 from dispatcher.state.store import Store
 from dispatcher.state.webhook_endpoints import Endpoint, EndpointRegistry, stream_position
 from dispatcher.state.webhook_outbox import Outbox, QueuedEvent
@@ -113,3 +113,29 @@ class Relay:
             return str(self.store.redis.xinfo_stream(audit_key(shard))["last-generated-id"])
         except redis.ResponseError:  # no stream yet
             return "0-0"
+
+
+def callbacks_due(store: Store, registry: EndpointRegistry, now: float) -> bool:
+    """Whether a run of the relay and the sender has work: an enabled endpoint whose breaker is closed with an
+    account due, or an audit stream written past an enabled endpoint's cursor. Beat asks this every interval
+    and sends `dispatcher.callbacks` only then, so a deployment without endpoints (or with nothing new) puts
+    nothing on the broker. No endpoint: one SMEMBERS."""
+    endpoints = registry.enabled()
+    if not endpoints:
+        return False
+    pipe = store.redis.pipeline(transaction=False)
+    for endpoint in endpoints:
+        pipe.zrangebyscore(webhook_due_key(endpoint.id), "-inf", repr(now), start=0, num=1)
+        pipe.hgetall(webhook_cursors_key(endpoint.id))
+    for shard in range(store.shards):
+        pipe.xrevrange(audit_key(shard), count=1)
+    replies = pipe.execute()
+    count = len(endpoints)
+    due, cursors, lasts = replies[0 : 2 * count : 2], replies[1 : 2 * count : 2], replies[2 * count :]
+    if any(found and endpoint.open_until <= now for endpoint, found in zip(endpoints, due, strict=True)):
+        return True
+    for shard, last in enumerate(lasts):
+        slowest = min((stream_position(held.get(str(shard), "0-0")) for held in cursors), default=(0, 0))
+        if last and stream_position(last[0][0]) > slowest:
+            return True
+    return False

@@ -99,12 +99,6 @@ def configure(settings: Settings) -> Celery:
                 "schedule": settings.archive_interval_seconds,
                 "options": {"expires": settings.archive_interval_seconds * 5 / 6},
             },
-            # Outcome callbacks (workers/callbacks.py): relay the audit streams, deliver what is due.
-            "callbacks": {
-                "task": "dispatcher.callbacks",
-                "schedule": settings.webhook_relay_interval_seconds,
-                "options": {"expires": settings.webhook_relay_interval_seconds * 5 / 6},
-            },
         },
         worker_hijack_root_logger=False,
     )

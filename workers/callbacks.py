@@ -1,4 +1,4 @@
-"""The callbacks task (`dispatcher.callbacks`, on beat every DISPATCHER_WEBHOOK_RELAY_INTERVAL_SECONDS): the relay
+"""The callbacks task (`dispatcher.callbacks`, sent by beat's callbacks pump when there is work): the relay
 queues what the audit streams hold for each endpoint, then the sender delivers what is due, round after round,
 for at most `RUN_SECONDS` (a backlog drains over several runs instead of one outliving the task's limit).
 

@@ -27,7 +27,7 @@ from dispatcher.wiring import Runtime, open_runtime
 
 HELP = (
     "Outcome callbacks to the bank's services (Standard Webhooks): the endpoints, their attempts, the events "
-    "that failed for good.\n\nThe workers deliver (`dispatcher.callbacks`, on beat); `deliver` runs one pass by "
+    "that failed for good.\n\nThe workers deliver (`dispatcher.callbacks`, sent by beat); `deliver` runs one pass by "
     'hand. docs/api.md, "Outcome callbacks", says what is sent and how to verify it.'
 )
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -187,7 +187,7 @@ def delete_command(endpoint_id: Annotated[str, typer.Argument(help="The endpoint
 @app.command("deliver")
 def deliver_command() -> None:
     """One pass by hand: relay the audit streams, then one round of sends per endpoint (the workers do this
-    every DISPATCHER_WEBHOOK_RELAY_INTERVAL_SECONDS)."""
+    when beat finds work, every DISPATCHER_WEBHOOK_RELAY_INTERVAL_SECONDS)."""
     with _opened() as (runtime, _registry, _outbox):
         relay, sender = callbacks_for(runtime.store, runtime.engine.clock, runtime.settings)
         queued = relay.run()

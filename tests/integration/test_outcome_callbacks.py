@@ -29,6 +29,7 @@ from tests.conftest import make_account
 from tests.worker_fixtures import eventually
 from workers.app import app
 from workers.process_runtime import WorkerRuntime
+from workers.scheduler import CallbacksPump
 
 pytestmark = pytest.mark.integration
 ACCOUNTS = [f"CB{i}" for i in range(6)]
@@ -295,7 +296,7 @@ def test_the_beat_task_on_a_real_celery_worker_relays_and_delivers(
     runtime.engine.upsert_many([make_account("CB0")])
     runtime.engine.record_event("CB0", Payment(amount=Decimal("10")))
     runtime.engine.record_event("CB0", OptOut(channel=Channel.SMS))
-    app.send_task("dispatcher.callbacks")  # what beat sends every DISPATCHER_WEBHOOK_RELAY_INTERVAL_SECONDS
+    app.send_task("dispatcher.callbacks")  # what beat sends when there is work (the test below)
     wanted = ["payment.recorded", "account.opted_out"]
     eventually(lambda: set(wanted) <= set(receiver.types_of("CB0")), timeout=30)
     assert [found for found in receiver.types_of("CB0") if found in wanted] == wanted
@@ -303,3 +304,30 @@ def test_the_beat_task_on_a_real_celery_worker_relays_and_delivers(
     arrived, expected = receiver.by_account()["CB0"], _expected(runtime.engine.store)["CB0"]
     assert arrived == expected[: len(arrived)] and receiver.unverified == 0
     sender.close()
+
+
+def test_beat_sends_the_callbacks_task_only_when_there_is_work(
+    engine: Engine, store: Store, clock: ManualClock, callbacks: tuple[Relay, CallbackSender], receiver: Receiver
+) -> None:
+    relay, sender = callbacks
+    sent: list[str] = []
+    settings = load_settings(webhook_relay_interval_seconds=0.1)
+    pump = CallbacksPump(store, clock, settings, lambda name, args, queue, expires: sent.append(name))
+    engine.upsert_many([make_account("CB0")])
+    pump._next = 0.0
+    assert pump.run_once() is False  # no endpoint: nothing sent (an idle deployment stays idle)
+    _endpoint(relay, receiver)
+    pump._next = 0.0
+    assert pump.run_once() is False  # an endpoint, nothing new since it was made
+    engine.record_event("CB0", Payment(amount=Decimal("10")))
+    pump._next = 0.0
+    assert pump.run_once() is True and sent == ["dispatcher.callbacks"]  # a new audit entry
+    assert pump.run_once() is False  # not again within the interval
+    relay.run()
+    receiver.status = 503
+    sender.deliver_due()
+    pump._next = 0.0
+    assert pump.run_once() is False  # queued, waiting on the schedule
+    clock.advance(timedelta(seconds=6))
+    pump._next = 0.0
+    assert pump.run_once() is True  # its retry is due
