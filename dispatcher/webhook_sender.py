@@ -111,7 +111,8 @@ class CallbackSender:
         self.outbox = outbox
         self.clock = clock
         self.policy = policy
-        self.http = http or httpx.Client(timeout=policy.timeout, follow_redirects=False, trust_env=False)
+        # trust_env: HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE apply, as for the providers' clients.
+        self.http = http or httpx.Client(timeout=policy.timeout, follow_redirects=False)
         self.resolver = resolver
         self.wallclock = wallclock
         self.draw = draw or random.Random()
