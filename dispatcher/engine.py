@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from config.errors import ConfigurationError, NotFound
+from dispatcher.core.arrangements.events import ended_entries, with_terms
 from dispatcher.core.audit import decision_audit, entry_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.events import Event, EventRejected, Outcome, apply_event, event_detail, lapsed_events
@@ -265,9 +266,12 @@ class Engine:
                 )  # fmt: skip
             else:
                 entry = HistoryEntry(kind="event", at=now, event=event.kind, detail=event_detail(event))
+            before = record.state
             record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
-            history.append(entry)
-            entries.append(entry)
+            entry = with_terms(entry, before, record.state)  # an arrangement made: its instalments as agreed
+            ended = ended_entries(before, record.state, now)  # a plan kept or paid off: its own entry
+            history += [entry, *ended]
+            entries += [entry, *ended]
         if len(events) != 1:
             return Change(record, entries)
         return Change(record, entries, events[0].dedup_key, event_lapses=isinstance(events[0], Outcome))

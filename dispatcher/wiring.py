@@ -11,6 +11,7 @@ import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from config.providers import declared_providers
 from config.settings import Settings
 from dispatcher.core.clock import Clock, deployment_clock
 from dispatcher.core.strategy import Strategy, load_strategy
@@ -73,6 +74,7 @@ def build_engine(
     the workers alike (workers/process_runtime.py adds the adapters and the deliverer)."""
     strategy = strategy or load_strategy(settings.strategy_path)
     settings.refuse_channel_settings({channel.value for _, channel in strategy.channels_used()})
+    settings.refuse_unknown_providers(declared_providers())
     store = Store.from_url(url, settings.schedule_shards, history_cache)
     engine = Engine(store, strategy, clock or clock_from(settings), restorer=RecordOnFirstUse(settings, store))
     return Runtime(settings, url, store, strategy, engine)

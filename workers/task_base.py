@@ -21,7 +21,7 @@ from celery.exceptions import Reject
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
-from dispatcher.core.personal_data import masked
+from dispatcher.core.privacy.personal_data import masked
 from workers.dead_lettering import refuse
 
 log = structlog.get_logger("workers.task")
@@ -67,7 +67,7 @@ def signature_problem(function: Any, args: tuple[Any, ...], kwargs: dict[str, An
 class PrivateArgsRequest(Request):
     """A task whose arguments carry personal data (an account to upsert, an event's details): the
     task-received event, and so Flower, shows them with every personal field masked whatever it holds and
-    phone numbers and emails masked in any other text, as the logs show them (dispatcher.core.personal_data)."""
+    phone numbers and emails masked in any other text, as the logs show them (dispatcher.core.privacy.personal_data)."""
 
     @property
     def argsrepr(self) -> str:

@@ -15,7 +15,19 @@ from fastapi.responses import JSONResponse
 
 from channels.callbacks import WEBHOOK_PREFIX
 from config.settings import Settings
-from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe, webhooks
+from dispatcher.api import (
+    accounts,
+    admin,
+    batch,
+    dashboard,
+    docs,
+    errors,
+    events,
+    health,
+    request_metrics,
+    unsubscribe,
+    webhooks,
+)  # fmt: skip
 from dispatcher.api import callbacks as outcome_callbacks
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
@@ -57,7 +69,8 @@ def create_app(
     docs.install(app)
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
-    for router in (accounts.router, admin.router, batch.router, events.router, health.router, unsubscribe.router):
+    for router in (accounts.router, admin.router, dashboard.router, batch.router, events.router, health.router,
+                   unsubscribe.router):  # fmt: skip
         app.include_router(router, responses=_SHED if router is not health.router else None)
     for router in outcome_callbacks.ROUTERS:
         app.include_router(router, responses=_SHED)

@@ -26,6 +26,7 @@ from dispatcher.commands.callbacks import app as callbacks_app
 from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
 from dispatcher.core.clock import ManualClock
+from dispatcher.core.planner import offers_now
 from dispatcher.core.timeline import account_json
 from dispatcher.importer import import_accounts
 from dispatcher.simulate import Simulation, load_model
@@ -103,7 +104,9 @@ def account_show(
             raise typer.Exit(1)
     view = (found.record, found.history, found.claims, found.next_wakeup)
     if as_json:
-        console.print_json(json.dumps({**account_json(*view), "archived": found.archived}, default=str))
+        offers = offers_now(found.record, runtime.strategy, runtime.engine.clock.now()) if not found.archived else {}
+        doc = {**account_json(*view, offers), "archived": found.archived}
+        console.print_json(json.dumps(doc, default=str))
         return
     for renderable in reports.account_tables(*view):
         console.print(renderable)
@@ -138,7 +141,8 @@ def simulate(
         population = synthetic_accounts(accounts, seed, clock.now().date())
     with open_runtime(sim_settings, clock=clock, history_cache=len(population) + 1) as runtime, _progress() as progress:
         task = progress.add_task(f"simulating {len(population)} accounts over {days} days", total=1000)
-        simulation = Simulation(runtime.engine, clock, load_model(model), seed)
+        routes, weights = sim_settings.routes, sim_settings.provider_weights  # providers drawn by route
+        simulation = Simulation(runtime.engine, clock, load_model(model), seed, routes, weights)
         report = simulation.run(population, days, lambda done: progress.update(task, completed=int(done * 1000)))
         progress.update(task, completed=1000)
         progress.update(task, description="checking every send against windows and caps")

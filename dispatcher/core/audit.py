@@ -15,7 +15,8 @@ def entry_audit(account_id: str, entry: HistoryEntry) -> dict[str, object]:
 
 
 def contact_audit(contact: Contact, now: datetime, status: str, **detail: str) -> dict[str, object]:
-    """A contact's claim moved: with the provider its channel sends through, so every attempt's end names it."""
+    """A contact's claim moved, naming the provider its attempt went to (`provider` in `detail`: the one its
+    route chose; by default the channel's own), so every attempt's end names it."""
     return {"at": now, "type": "contact", "account_id": contact.account_id, "contact_id": contact.id,
             "channel": contact.channel, "provider": provider_of(contact.channel), "status": status,
             **detail}  # fmt: skip

@@ -7,7 +7,7 @@ entry sits (shard, stream entry id, position in the stream entry), so a redelive
 its cursor and the change feed all name one fact by one id: the `webhook-id` a receiver deduplicates on.
 
 Payloads are thin on purpose: ids, channel, provider, outcome and reason; money only on payment events; never
-a name, number, address or free text (the fields of dispatcher.core.personal_data are never copied, and a
+a name, number, address or free text (the fields of dispatcher.core.privacy.personal_data are never copied, and a
 reason is masked as a log line is). The receiver reads the rest from `GET /v1/accounts/{id}`.
 
 Pure: no I/O here (hmac, hashlib and base64 compute; `secrets` draws the random bytes of a new secret).
@@ -28,7 +28,7 @@ from typing import Any
 
 from config.providers import provider_of
 from dispatcher.core.models import AccountRecord
-from dispatcher.core.personal_data import PERSONAL_FIELDS, mask_text
+from dispatcher.core.privacy.personal_data import PERSONAL_FIELDS, mask_text
 
 EVENT_TYPES = (
     "contact.sent", "contact.delivered", "contact.failed", "contact.answered", "contact.unanswered",
@@ -150,8 +150,10 @@ def _contact_data(entry: Mapping[str, Any], outcome: object) -> dict[str, object
         "account_id": entry.get("account_id"),
         "contact_id": entry.get("contact_id"),
         "channel": channel,
-        # An outcome's entry names no provider: the one its channel sends through (today one per channel).
-        "provider": entry.get("provider") or (provider_of(str(channel)) if channel else None),
+        # An outcome's entry may name no provider: then the one its channel sends through by default.
+        "provider": entry.get("provider")
+        or _detail(entry).get("provider")
+        or (provider_of(str(channel)) if channel else None),
         "outcome": outcome,
         "reason": _reason(entry),
     }

@@ -181,6 +181,18 @@ def held_key(provider: str) -> str:
     return f"{{cb:{provider}}}:held"
 
 
+# The providers' health weights (dispatcher/state/provider_health.py): one hash per channel, so a move of one
+# provider and its companions is one atomic step in one slot, and each provider's run of failures.
+def provider_weights_key(channel: str) -> str:
+    """hash: provider key -> "WEIGHT MOVED_AT": its weight 0-100 as last moved, and when (epoch seconds)."""
+    return f"{{pw:{channel}}}:weights"
+
+
+def provider_failures_key(channel: str, provider: str) -> str:
+    """string: failed or slow requests to one provider of the channel in the current minute; expires with it."""
+    return f"{{pw:{channel}}}:failures:{provider}"
+
+
 # A provider's shared session (dispatcher/state/provider_state.py): its access token, the one refresher, and
 # the contact each of its message ids carries (a push that names only the provider's id).
 def provider_token_key(provider: str) -> str:

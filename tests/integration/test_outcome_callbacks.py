@@ -18,7 +18,7 @@ from config.settings import Settings, load_settings
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Dispute, DisputeResolved, OptOut, Payment
 from dispatcher.core.models import Channel
-from dispatcher.core.personal_data import PERSONAL_FIELDS
+from dispatcher.core.privacy.personal_data import PERSONAL_FIELDS
 from dispatcher.engine import Engine
 from dispatcher.state.store import Store
 from dispatcher.state.webhook_endpoints import Endpoint

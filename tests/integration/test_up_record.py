@@ -82,6 +82,19 @@ class Caller:
             "POST /v1/contacts": lambda: self.client.post(
                 "/v1/contacts", json={"account_id": a, "channel": "sms", "template": "reminder_sms", "key": "k1"},
                 headers=self.bearer(True)),
+            "POST /v1/accounts/{account_id}/arrangements": lambda: self.client.post(
+                f"/v1/accounts/{a}/arrangements", json={"arrangement_id": "P1", "offer": "instalment_3"},
+                headers=self.bearer(True)),
+            "GET /v1/accounts/{account_id}/arrangements": lambda: self.client.get(
+                f"/v1/accounts/{a}/arrangements", headers=self.bearer()),
+            "DELETE /v1/accounts/{account_id}/arrangements/{arrangement_id}": lambda: self.client.delete(
+                f"/v1/accounts/{b}/arrangements/P0", headers=self.bearer(True)),
+            "POST /v1/webhooks/aliyun/{token}/sms-report": lambda: self.client.post(
+                "/v1/webhooks/aliyun/not-the-token/sms-report", json=[{"out_id": contact}]),
+            "POST /v1/webhooks/aliyun/{token}/sms-up": lambda: self.client.post(
+                "/v1/webhooks/aliyun/not-the-token/sms-up", json=[{"content": "TD"}]),
+            "GET /v1/admin/dashboard": lambda: self.client.get("/v1/admin/dashboard"),
+            "GET /v1/admin/dashboard/data": lambda: self.client.get("/v1/admin/dashboard/data", headers=self.bearer()),
             "GET /healthz": lambda: self.client.get("/healthz"),
             "GET /readyz": lambda: self.client.get("/readyz"),
             "POST /v1/webhooks/twilio/message-status": lambda: self.twilio(

@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from config.settings_fields import DEFAULT_WEBHOOK_RETRY_SCHEDULE
 from dispatcher.core.models import AccountRecord, AccountState
-from dispatcher.core.personal_data import PERSONAL_FIELDS
+from dispatcher.core.privacy.personal_data import PERSONAL_FIELDS
 from dispatcher.core.webhook_events import (
     EVENT_TYPES,
     event_of,
