@@ -34,6 +34,7 @@ EVENT_TYPES = (
     "contact.sent", "contact.delivered", "contact.failed", "contact.answered", "contact.unanswered",
     "account.stage_changed", "account.resolved", "account.handed_off", "account.reopened", "account.opted_out",
     "account.hold_started", "account.hold_ended", "promise.kept", "promise.broken", "payment.recorded",
+    "arrangement.made", "arrangement.cancelled", "arrangement.broken",
 )  # fmt: skip
 
 # What a provider or a person reports (OutcomeKind) → the event it is. A provider's "sent" is not one: the
@@ -59,6 +60,9 @@ _EVENT_KINDS = {
     "promise_kept": "promise.kept",
     "promise_broken": "promise.broken",
     "opt_out": "account.opted_out",
+    "arrangement": "arrangement.made",
+    "arrangement_cancelled": "arrangement.cancelled",
+    "arrangement_broken": "arrangement.broken",
 }
 _STATUS_TYPES = {"resolved": "account.resolved", "handed_off": "account.handed_off", "active": "account.reopened"}
 _REASON_KEYS = ("reason", "error", "error_code")  # where an entry says why, in this order
@@ -173,6 +177,12 @@ def _business_event(account_id: str, entry: Mapping[str, Any]) -> tuple[str, dic
         }
     elif found == "account.opted_out":
         data |= {"channel": detail.get("channel"), "source": "bank"}
+    elif found.startswith("arrangement."):  # ids only: the terms (amounts) are read from the account
+        data["arrangement_id"] = detail.get("arrangement_id")
+        if found == "arrangement.made":
+            data["offer"] = detail.get("offer")
+        if found == "arrangement.broken":
+            data["instalment"] = detail.get("instalment")
     return found, data
 
 

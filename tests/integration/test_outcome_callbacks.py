@@ -15,6 +15,7 @@ import pytest
 
 from channels.sandbox import Sandboxes
 from config.settings import Settings, load_settings
+from dispatcher.core.arrangements.events import ArrangementCancelled, ArrangementMade
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Dispute, DisputeResolved, OptOut, Payment
 from dispatcher.core.models import Channel
@@ -248,6 +249,23 @@ def test_a_secret_rotated_mid_retry_signs_with_both_for_a_day(
     engine.record_event("CB0", Payment(amount=Decimal("12")))
     _drain(relay, sender, rounds=1)
     assert len(receiver.received) == 2 and receiver.unverified == 1
+
+
+def test_an_arrangement_made_and_cancelled_is_called_back_with_ids_only(
+    engine: Engine, callbacks: tuple[Relay, CallbackSender], receiver: Receiver
+) -> None:
+    relay, sender = callbacks
+    _endpoint(relay, receiver, types=("arrangement.made", "arrangement.cancelled"))
+    engine.upsert_many([make_account("CB0")])
+    engine.record_event("CB0", ArrangementMade(arrangement_id="ARR-1", offer="instalment_3"))
+    engine.record_event("CB0", ArrangementCancelled(arrangement_id="ARR-1"))
+    _drain(relay, sender)
+    assert [payload for _, payload in receiver.received] == [
+        {"type": "arrangement.made", "timestamp": "2026-03-02T02:00:00Z",
+         "data": {"account_id": "CB0", "arrangement_id": "ARR-1", "offer": "instalment_3"}},
+        {"type": "arrangement.cancelled", "timestamp": "2026-03-02T02:00:00Z",
+         "data": {"account_id": "CB0", "arrangement_id": "ARR-1"}},
+    ]  # fmt: skip
 
 
 def test_a_receiver_slower_than_the_timeout_is_retried_on_the_schedule(

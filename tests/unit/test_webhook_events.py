@@ -122,6 +122,12 @@ ENTRIES: list[tuple[dict[str, Any], str]] = [
     ({"type": "status", "previous": "active", "status": "handed_off"}, "account.handed_off"),
     ({"type": "hold", "reason": "dispute", "change": "started", "until": None}, "account.hold_started"),
     ({"type": "hold", "reason": "dispute", "change": "ended"}, "account.hold_ended"),
+    ({"type": "event", "event": "arrangement", "detail": {"arrangement_id": "ARR-1", "offer": "instalment_3",
+      "instalments": "[{'due': '2026-04-01', 'amount': '100.00'}]"}}, "arrangement.made"),
+    ({"type": "event", "event": "arrangement_cancelled", "detail": {"arrangement_id": "ARR-1"}},
+     "arrangement.cancelled"),
+    ({"type": "event", "event": "arrangement_broken", "detail": {"arrangement_id": "ARR-1", "instalment": "2",
+      "days_past_due": "40", "stage": "early"}}, "arrangement.broken"),
 ]  # fmt: skip
 
 
