@@ -10,9 +10,11 @@ queue is leased by the round that took it.
 from __future__ import annotations
 
 import time
+import uuid
 
 from dispatcher.record.archive import ArchivedStream
 from dispatcher.record.db import RecordUnavailable
+from dispatcher.state.redis_keys import WEBHOOK_RUN
 from dispatcher.webhook_relay import Relay
 from dispatcher.webhook_sender import CallbackSender, callbacks_for
 from workers.app import app
@@ -20,6 +22,9 @@ from workers.archiver import record_pool
 from workers.process_runtime import WorkerRuntime, worker_runtime
 
 RUN_SECONDS = 5.0  # the plan queue is shared: a run leaves it to planning soon
+
+# The lock outlives a run's budget by the time its last attempts may take (a receiver's timeout, twice).
+RUN_LOCK_SECONDS = RUN_SECONDS + 30.0
 
 _callbacks: tuple[WorkerRuntime, Relay, CallbackSender] | None = None
 
@@ -59,6 +64,17 @@ def _archive(runtime: WorkerRuntime) -> ArchivedStream | None:
 
 @app.task(name="dispatcher.callbacks")
 def deliver_callbacks() -> dict[str, int]:
-    """Queue the audit streams' new events for the callback endpoints and deliver what is due."""
-    relay, sender = _process_callbacks(worker_runtime())
-    return callbacks_once(relay, sender)
+    """Queue the audit streams' new events for the callback endpoints and deliver what is due; one run at a
+    time across the cluster (beat sends one a second while there is work: the others return at once, so a
+    backlog never takes more than one of the plan queue's workers)."""
+    runtime = worker_runtime()
+    client = runtime.engine.store.redis
+    token = uuid.uuid4().hex
+    if not client.set(WEBHOOK_RUN, token, nx=True, px=int(RUN_LOCK_SECONDS * 1000)):
+        return {"queued": 0, "attempts": 0, "delivered": 0}
+    try:
+        relay, sender = _process_callbacks(runtime)
+        return callbacks_once(relay, sender)
+    finally:
+        if client.get(WEBHOOK_RUN) == token:  # a run that outlived its lock leaves the next one's alone
+            client.delete(WEBHOOK_RUN)

@@ -225,6 +225,8 @@ def queue_keys(queue: str) -> tuple[str, ...]:
 # endpoint's keys under its own hash tag `{wh:EP}`, so one relay step (events queued and the cursor moved) and
 # one delivery's end are each one atomic step on one slot.
 WEBHOOK_ENDPOINTS = "{wh}:endpoints"
+# Held (SET NX, with a TTL) by the one `dispatcher.callbacks` run at work, so runs do not pile up on the plan queue.
+WEBHOOK_RUN = "{wh}:running"
 
 
 def webhook_endpoint_key(endpoint_id: str) -> str:

@@ -21,6 +21,7 @@ from dispatcher.core.events import Dispute, DisputeResolved, OptOut, Payment
 from dispatcher.core.models import Channel
 from dispatcher.core.privacy.personal_data import PERSONAL_FIELDS
 from dispatcher.engine import Engine
+from dispatcher.state.redis_keys import WEBHOOK_RUN
 from dispatcher.state.store import Store
 from dispatcher.state.webhook_endpoints import Endpoint
 from dispatcher.webhook_relay import Relay, stream_events
@@ -29,6 +30,7 @@ from tests.callback_receiver import Receiver
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
 from workers.app import app
+from workers.callbacks import deliver_callbacks
 from workers.process_runtime import WorkerRuntime
 from workers.scheduler import CallbacksPump
 
@@ -349,3 +351,17 @@ def test_beat_sends_the_callbacks_task_only_when_there_is_work(
     clock.advance(timedelta(seconds=6))
     pump._next = 0.0
     assert pump.run_once() is True  # its retry is due
+
+
+def test_one_callbacks_run_at_a_time_across_the_cluster(runtime: WorkerRuntime, receiver: Receiver) -> None:
+    relay, sender = callbacks_for(runtime.engine.store, runtime.engine.clock, runtime.settings)
+    _endpoint(relay, receiver)
+    runtime.engine.upsert_many([make_account("CB0")])
+    runtime.engine.record_event("CB0", Payment(amount=Decimal("10")))
+    client = runtime.engine.store.redis
+    client.set(WEBHOOK_RUN, "another run")
+    assert deliver_callbacks() == {"queued": 0, "attempts": 0, "delivered": 0} and receiver.hits == 0
+    client.delete(WEBHOOK_RUN)
+    assert deliver_callbacks()["delivered"] >= 1 and receiver.types_of("CB0")[0] == "payment.recorded"
+    assert client.get(WEBHOOK_RUN) is None  # released
+    sender.close()
