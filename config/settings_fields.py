@@ -10,11 +10,11 @@ import binascii
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import phonenumbers
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, PositiveFloat, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.api_keys import parse_api_keys
 
@@ -22,6 +22,17 @@ CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_STRATEGY = CONFIG_DIR / "strategy.yaml"
 TEMPLATES_DIR = CONFIG_DIR / "templates"  # {locale}/{template}.{channel}.txt and the email and letter HTML
 ENV_PREFIX = "DISPATCHER_"
+# The Standard Webhooks retry schedule: the wait before each retry of an outcome callback, seconds.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
+
+
+def _comma_list(value: object) -> object:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+
+# Read as `a,b,c` (README's table says what each holds).
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+Waits = Annotated[tuple[PositiveFloat, ...], NoDecode, BeforeValidator(_comma_list), Field(min_length=1)]
 
 
 # The TemplateCodes the Aliyun sandbox approves, one per shipped SMS template and locale (production refuses them).
@@ -279,6 +290,14 @@ class SettingsFields(BaseSettings):
     email_webhook_secret: SecretStr = Field(
         default=SecretStr("email-webhook-secret"), description="HMAC-SHA256 secret of the email-bounce webhook."
     )
+
+    # Outcome callbacks to the bank's services, and the change feed (docs/api.md, "Outcome callbacks")
+    webhook_allowed_hosts: CommaList = Field(default=(), description="Hosts allowed though inside the network.")
+    webhook_retry_schedule: Waits = Field(default=DEFAULT_WEBHOOK_RETRY_SCHEDULE, description="Retry waits (s).")
+    webhook_retry_jitter: float = Field(default=0.1, ge=0, le=0.5, description="A retry's wait varies this much.")
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60, description="A receiver's time to answer.")
+    webhook_relay_interval_seconds: float = Field(default=1.0, ge=0.1, le=60, description="Beat's look, every (s).")
+    changes_retention_days: int = Field(default=90, ge=1, le=3650, description="How far back /v1/changes reads.")
 
     @field_validator("api_keys")
     @classmethod

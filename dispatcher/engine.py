@@ -23,6 +23,7 @@ from dispatcher.core.experiments.arms import Arm, VariantSet
 from dispatcher.core.models import Account, AccountRecord, AccountState, Contact, HistoryEntry, Plan
 from dispatcher.core.planner import FRESH_STATE, plan_shared
 from dispatcher.core.strategy import Strategy
+from dispatcher.core.webhook_events import lifecycle_audit
 from dispatcher.state.active_set import ActiveSet
 from dispatcher.state.gate import SendGate
 from dispatcher.state.metrics import observe_commits
@@ -269,6 +270,8 @@ class Engine:
             trimmed=record.trimmed, variant=arm.name, strategy_sha256=arm.sha256,
         )  # fmt: skip
         audit += [entry_audit(record.account.id, entry) for entry in entries]
+        # Stage, status and holds are not history entries: compared here, so the feed and the callbacks see them.
+        audit += lifecycle_audit(record.account.id, loaded.record, record, now)
         audit += [decision_audit(record.account.id, d, now) for d in account_plan.decisions]
         wake = now if wake_now and account_plan.contacts else account_plan.next_wakeup
         commit = Commit(

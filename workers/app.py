@@ -87,6 +87,7 @@ def configure(settings: Settings) -> Celery:
             "dispatcher.housekeeping": {"queue": "plan"},
             "dispatcher.ingest_event": {"queue": "plan"},
             "dispatcher.upsert_account": {"queue": "plan"},
+            "dispatcher.callbacks": {"queue": "plan"},
         },
         # The pump runs inside beat (workers/scheduler.py): it sends plan tasks only for due accounts.
         beat_scheduler="workers.scheduler:DispatcherScheduler",

@@ -20,6 +20,7 @@ from dispatcher.engine import UnknownAccount
 from workers.app import app
 from workers.archiver import archive  # noqa: F401  (registers dispatcher.archive)
 from workers.arguments import account_id_problem, checked_payloads, refused, validation_problem
+from workers.callbacks import deliver_callbacks  # noqa: F401  (registers dispatcher.callbacks)
 from workers.housekeeping import sweep
 from workers.process_runtime import worker_runtime
 from workers.queueing import contact_from, dispatch, enqueue

@@ -28,6 +28,7 @@ from dispatcher.api import (
     unsubscribe,
     webhooks,
 )  # fmt: skip
+from dispatcher.api import callbacks as outcome_callbacks
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
@@ -73,6 +74,8 @@ def create_app(
                unsubscribe.router, variant_reports.router)  # fmt: skip
     for router in routers:
         app.include_router(router, responses=_SHED if router is not health.router else None)
+    for router in outcome_callbacks.ROUTERS:
+        app.include_router(router, responses=_SHED)
     for router in (*webhooks.ROUTERS, *extra_routers):
         app.include_router(router, responses=_SHED)
     app.add_middleware(

@@ -168,6 +168,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` declaring ErrorBody for each status (422 replaces FastAPI's own shape)."""
     text = {400: "Bad request", 401: "No or unknown API key", 403: "The key lacks the scope", 404: "Not found",
             408: "The body did not arrive in time", 409: "A request with this Idempotency-Key is in progress",
+            410: "Gone: the cursor expired (`fields` name the oldest valid one), or the thing was removed",
             413: "The body is over the route's limit", 422: "Validation failed; `fields` names each field",
             503: "The store is unavailable; retry after Retry-After"}  # fmt: skip
     return {status: {"model": ErrorBody, "description": text.get(status, "Error")} for status in statuses}

@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
 from dispatcher.commands import reports
+from dispatcher.commands.callbacks import app as callbacks_app
 from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
 from dispatcher.commands.experiment import experiment_app, report_app
@@ -50,6 +51,7 @@ app = typer.Typer(cls=CommandGroup, help=HELP, no_args_is_help=True, add_complet
 account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(callbacks_app, name="callbacks")
 app.add_typer(config_app, name="config")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(report_app, name="report")

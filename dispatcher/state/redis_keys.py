@@ -130,6 +130,12 @@ def moved_key(shard: int) -> str:
     return f"{{s:{shard}}}:moved"
 
 
+def archived_key(shard: int) -> str:
+    """string: the last id of the shard's audit stream copied to the record (the archiver reads on after it and
+    trims no further than the slowest callback cursor; dispatcher.record.archive)."""
+    return f"{{s:{shard}}}:archived"
+
+
 # The archiver's SCAN cursors (dispatcher.record.closed and .history), one key each.
 CLOSED_CURSOR = "{archive}:closed-cursor"
 HISTORY_CURSOR = "{archive}:history-cursor"
@@ -217,3 +223,46 @@ _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 def queue_keys(queue: str) -> tuple[str, ...]:
     """The lists of one Celery queue, priority 0 (the queue's own name) first."""
     return tuple(queue + suffix for suffix in _PRIORITY_SUFFIXES)
+
+
+# The outcome callbacks (dispatcher.state.webhook_endpoints and .webhook_outbox): the endpoints' index, and each
+# endpoint's keys under its own hash tag `{wh:EP}`, so one relay step (events queued and the cursor moved) and
+# one delivery's end are each one atomic step on one slot.
+WEBHOOK_ENDPOINTS = "{wh}:endpoints"
+# Held (SET NX, with a TTL) by the one `dispatcher.callbacks` run at work, so runs do not pile up on the plan queue.
+WEBHOOK_RUN = "{wh}:running"
+
+
+def webhook_endpoint_key(endpoint_id: str) -> str:
+    """hash: an endpoint's url, event types, secrets, state (enabled, why disabled) and breaker."""
+    return f"{{wh:{endpoint_id}}}:endpoint"
+
+
+def webhook_cursors_key(endpoint_id: str) -> str:
+    """hash: shard -> the last audit stream id the relay queued for the endpoint."""
+    return f"{{wh:{endpoint_id}}}:cursors"
+
+
+def webhook_due_key(endpoint_id: str) -> str:
+    """zset: account id -> when its queue's head is due (now, its retry, or a delivery's lease)."""
+    return f"{{wh:{endpoint_id}}}:due"
+
+
+def webhook_queue_key(endpoint_id: str, account_id: str) -> str:
+    """list: the account's events for the endpoint, oldest first; the head goes out first, alone."""
+    return f"{{wh:{endpoint_id}}}:q:{account_id}"
+
+
+def webhook_tries_key(endpoint_id: str) -> str:
+    """hash: account id -> failed attempts of its queue's head."""
+    return f"{{wh:{endpoint_id}}}:tries"
+
+
+def webhook_attempts_key(endpoint_id: str) -> str:
+    """stream: every delivery attempt (event, status, error, wait), capped at about 10,000."""
+    return f"{{wh:{endpoint_id}}}:attempts"
+
+
+def webhook_failed_key(endpoint_id: str) -> str:
+    """hash: event id -> the event, failed for good (its schedule spent), until retried or the endpoint goes."""
+    return f"{{wh:{endpoint_id}}}:failed"

@@ -53,6 +53,7 @@ def test_the_console_command_holds_the_librarys_commands_and_the_clusters() -> N
         "config",
         "experiment",
         "report",
+        "callbacks",
     }
     assert names == library | cluster
 

@@ -39,6 +39,7 @@ PLACEHOLDERS: dict[str, tuple[object, ...]] = {
     "channel": ("CHANNEL",),
     "message_id": ("MSGID",),
     "queue": ("QUEUE",),
+    "endpoint_id": ("EP",),
 }
 NOT_BUILDERS = {"shard_of", "account_id_of"}
 
