@@ -3,6 +3,8 @@ the routes read it; and no route (the default) leaves each channel with its own 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import channels  # noqa: F401  (declares the providers the settings are checked against)
@@ -38,7 +40,10 @@ def test_an_unknown_channel_or_provider_is_refused_naming_what_is_known() -> Non
     with pytest.raises(SettingsError) as refused:
         settings.refuse_unknown_providers(declared_providers())
     message = str(refused.value)
-    assert "DISPATCHER_ROUTES: sms has no provider 'aliyunn' (providers of sms: aliyun, twilio" in message
+    # Other tests declare stand-in providers of their own in this process: what is known here at least holds these.
+    assert re.search(
+        r"DISPATCHER_ROUTES: sms has no provider 'aliyunn' \(providers of sms: aliyun, (.*, )?twilio", message
+    )
     assert "DISPATCHER_ROUTES: 'fax' is not a channel; known: " in message
     weights = load_settings(provider_weights={"sms": {"nobody": 10}})
     with pytest.raises(SettingsError, match="DISPATCHER_PROVIDER_WEIGHTS: sms has no provider 'nobody'"):
