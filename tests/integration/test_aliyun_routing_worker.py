@@ -202,3 +202,18 @@ def test_aliyun_answering_503_every_chinese_text_goes_through_twilio_exactly_onc
     assert moved["aliyun"] == 90.0 and moved["twilio"] == 10.0  # one move: at most one per 5 minutes
     stored = redis.Redis.from_url(runtime.settings.redis_url or "").hgetall(provider_weights_key("sms"))
     assert {k.decode(): v.decode().split()[0] for k, v in stored.items()} == {"aliyun": "90", "twilio": "10"}
+
+
+def test_the_weight_an_outage_lowered_tends_back_on_the_deployments_clock(
+    runtime: WorkerRuntime, worker_sandboxes: Sandboxes, clock: ManualClock
+) -> None:
+    """The weights' steps (5 minutes between moves, 15 quiet before tending back) are read on the clock the
+    workers run on, as the schedule is: the demo's and the chaos runs' accelerated clock, real time in production."""
+    worker_sandboxes.aliyun.faults.set(fail_503=10_000)
+    contacts = queue_reminders(runtime, clock, [mainland(50)], "AW")
+    assert [d.result for d in runtime.deliverer.deliver_many(contacts)] == ["sent"]
+    assert weights(runtime) == {"twilio": 10.0, "aliyun": 90.0}
+    clock.advance(timedelta(minutes=14))
+    assert weights(runtime) == {"twilio": 10.0, "aliyun": 90.0}  # quiet for 15 minutes first
+    clock.advance(timedelta(minutes=1))
+    assert weights(runtime) == {"twilio": 0.0, "aliyun": 100.0}  # then 10 a step, back to rest
