@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.chaos import failover
 from tests.chaos.harness import CLOCK_START, CODE_ROOT, Deployment, Result, RunConfig, account_id
 
 DEFAULT_ROOT = CODE_ROOT / ".dispatcher-state" / "chaos"
@@ -423,6 +424,7 @@ FULL: dict[str, Scenario] = {
         ),
         Scenario("poison", "4. Poison bodies and bad task args", RunConfig(accounts=1000), *poison()),
         Scenario("payments", "5. Payments racing queued contacts", RunConfig(accounts=1500), *payments()),
+        Scenario("provider-failover", "6. Provider failover (Aliyun, then Twilio)", *failover.scenario_parts()),
     )
 }
 
