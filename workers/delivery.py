@@ -284,8 +284,10 @@ class Deliverer:
         self.settings = settings
         self.retry_wait = retry_wait
         self.steps = steps
+        # The weights' steps run on the deployment's clock, as the schedule does (faster in the demo and chaos runs).
         self.router = router or Router(settings, ProviderHealth(
-            engine.store.redis, settings.provider_weights, burst=settings.provider_error_burst
+            engine.store.redis, settings.provider_weights, burst=settings.provider_error_burst,
+            now=lambda: engine.clock.now().timestamp(),
         ))  # fmt: skip
 
     def deliver_many(

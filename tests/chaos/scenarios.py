@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.chaos import failover
 from tests.chaos.callbacks import RETRY_SCHEDULE, callbacks_outage
 from tests.chaos.harness import CLOCK_START, CODE_ROOT, Deployment, Result, RunConfig, account_id
 
@@ -432,6 +433,7 @@ FULL: dict[str, Scenario] = {
             RunConfig(accounts=1000, drain_seconds=180.0, extra_env=CALLBACK_ENV),
             *callbacks_outage(),
         ),
+        Scenario("provider-failover", "7. Provider failover (Aliyun, then Twilio)", *failover.scenario_parts()),
     )
 }
 
