@@ -120,7 +120,12 @@ def _still_owed(record: AccountRecord, action: Action) -> bool:
 
 class Simulation:
     def __init__(
-        self, engine: Engine, clock: ManualClock, model: OutcomeModel, seed: int, debtors: DebtorParameters | None = None
+        self,
+        engine: Engine,
+        clock: ManualClock,
+        model: OutcomeModel,
+        seed: int,
+        debtors: DebtorParameters | None = None,
     ):
         self.engine = engine
         self.clock = clock

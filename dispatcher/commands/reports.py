@@ -344,3 +344,16 @@ def _counter_table(title: str, counts: Counter[str], what: str = "rule") -> Tabl
     for rule, count in counts.most_common():
         table.add_row(rule, str(count))
     return table
+
+
+def demo_report(summary: Mapping[str, Any], debtors: Counter[str]) -> Table:
+    """How `make demo` ended: accounts by status, what came in, contacts per resolution, what debtors did."""
+    table = Table(title="how the accounts ended", show_header=False)
+    by_status = summary["accounts_by_status"]
+    table.add_row("accounts by status", ", ".join(f"{status} {count}" for status, count in by_status.items()))
+    collected = summary["collected"]
+    table.add_row("collected", ", ".join(f"{currency} {amount}" for currency, amount in collected.items()) or "0")
+    per = summary.get("contacts_per_resolution")
+    table.add_row("contacts", f"{summary['contacts']} ({per if per is not None else '—'} per account resolved)")
+    table.add_row("what the debtors did", ", ".join(f"{k} {v}" for k, v in sorted(debtors.items())) or "—")
+    return table

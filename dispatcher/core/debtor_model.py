@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -54,8 +54,13 @@ class DebtorParameters(BaseModel):
 
     intents: dict[Intent, Share] = Field(
         default_factory=lambda: {
-            "pay_in_full": 0.36, "pay_minimum": 0.11, "promise": 0.15, "plan": 0.12,
-            "dispute": 0.03, "stop": 0.05, "never_answer": 0.18,
+            "pay_in_full": 0.36,
+            "pay_minimum": 0.11,
+            "promise": 0.15,
+            "plan": 0.12,
+            "dispute": 0.03,
+            "stop": 0.05,
+            "never_answer": 0.18,
         },  # fmt: skip
         description="Shares of debtors by what a contact that moves them makes them do; they sum to 1.",
     )
@@ -64,8 +69,19 @@ class DebtorParameters(BaseModel):
     wrong_number: Share = Field(0.05, description="Share of phone numbers that reach someone else.")
     answer_by_local_hour: dict[Annotated[int, Field(ge=0, le=23)], Share] = Field(
         default_factory=lambda: {
-            8: 0.10, 9: 0.12, 10: 0.13, 11: 0.14, 12: 0.18, 13: 0.15, 14: 0.12, 15: 0.12,
-            16: 0.14, 17: 0.20, 18: 0.25, 19: 0.27, 20: 0.22,
+            8: 0.10,
+            9: 0.12,
+            10: 0.13,
+            11: 0.14,
+            12: 0.18,
+            13: 0.15,
+            14: 0.12,
+            15: 0.12,
+            16: 0.14,
+            17: 0.20,
+            18: 0.25,
+            19: 0.27,
+            20: 0.22,
         },  # fmt: skip
         description="Chance a call at this local hour is picked up by the debtor; hours left out: 0.05.",
     )
