@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from dispatcher.api.app import ServerThread, bind_loopback
 from dispatcher.api.auth import new_api_key
 from dispatcher.core.clock import AcceleratedClock
 from dispatcher.core.debtor_model import DEFAULT_DEBTORS, DebtorModel, load_debtor_parameters
+from dispatcher.core.models import Account
 from dispatcher.logging import configure_logging
 from dispatcher.state.redis_server import EmbeddedRedis
 from dispatcher.state.store import Loaded, Store
@@ -84,15 +85,14 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console) -> DemoResult
         configure(demo_settings)
         runtime = build_runtime(demo_settings, dispatch, clock=clock)
         api = create_app(runtime.engine, demo_settings)
-        accounts = synthetic_accounts(plan.accounts, plan.seed, DEMO_START.date())
-        debtors = DemoDebtors(DebtorModel(parameters, plan.seed), accounts, clock, public_url, api_key,
-                              sandboxes.twilio.url)  # fmt: skip
+        book = _staggered(synthetic_accounts(plan.accounts, plan.seed, DEMO_START.date()), plan.days)
+        debtors = DemoDebtors(DebtorModel(parameters, plan.seed), [account for _, account in book], clock,
+                              public_url, api_key, sandboxes.twilio.url)  # fmt: skip
         sandboxes.twilio.state.callee = debtors.call  # the people behind the numbers pick up, or not
         with (root / "api.log").open("w", encoding="utf-8") as api_log, ServerThread(api, api_socket):
             configure_logging(demo_settings, stream=api_log)  # the live table owns the terminal
             with _workers(env, plan.workers, root):
-                runtime.engine.upsert_many(accounts)
-                _pump_until(runtime, clock, plan, console, debtors)
+                _pump_until(runtime, clock, plan, console, debtors, book)
             debtors.close()
         result = DemoResult(root, summary(_load_all(runtime, plan)), debtors.done)
         _export_audit(runtime.engine.store, root / "audit.ndjson")
@@ -103,13 +103,33 @@ def _load_all(runtime: WorkerRuntime, plan: DemoPlan) -> list[Loaded]:
     return runtime.engine.store.load_many([f"ACC{i:07d}" for i in range(plan.accounts)])
 
 
+def _staggered(accounts: list[Account], days: int) -> list[tuple[datetime, Account]]:
+    """(when the bank sends it, the account): half the book is overdue at the start; the rest falls overdue over
+    the first three quarters of the run, one to 30 days past due when it arrives (its due date moved by its
+    arrival day), as a real book keeps coming in: at the end some accounts are still being worked."""
+    half = len(accounts) // 2
+    spread = days * 3 / 4 / max(len(accounts) - half, 1)
+    arrivals = [(DEMO_START, account) for account in accounts[:half]]
+    for index, account in enumerate(accounts[half:], start=1):
+        shift = timedelta(days=int(index * spread))
+        arrivals.append((DEMO_START + shift, account.model_copy(update={"due_date": account.due_date + shift})))
+    return arrivals
+
+
 def _pump_until(
-    runtime: WorkerRuntime, clock: AcceleratedClock, plan: DemoPlan, console: Console, debtors: DemoDebtors
-) -> None:
+    runtime: WorkerRuntime, clock: AcceleratedClock, plan: DemoPlan, console: Console, debtors: DemoDebtors,
+    book: list[tuple[datetime, Account]],
+) -> None:  # fmt: skip
     ends = DEMO_START.timestamp() + plan.days * 86400
+    waiting = sorted(book, key=lambda arrival: arrival[0], reverse=True)
     with Live(console=console, refresh_per_second=2) as live:
         last_draw = last_read = 0.0
         while clock.now().timestamp() < ends:
+            arrived: list[Account] = []
+            while waiting and waiting[-1][0] <= clock.now():
+                arrived.append(waiting.pop()[1])
+            if arrived:
+                runtime.engine.upsert_many(arrived)
             dispatch(runtime.engine.pump(runtime.settings.pump_batch, runtime.settings.lease_seconds), 50)
             if time.monotonic() - last_read > DEBTORS_EVERY:
                 loaded = _load_all(runtime, plan)
@@ -139,7 +159,7 @@ def _live_table(loaded_accounts: Sequence[Loaded], clock: AcceleratedClock, plan
             elif entry.kind == "outcome" and entry.outcome:
                 outcomes[entry.outcome.value] += 1
     day = min(plan.days, (clock.now() - DEMO_START).days)
-    table = Table(title=f"day {day} of {plan.days} — {plan.accounts} accounts")
+    table = Table(title=f"day {day} of {plan.days} — {sum(stages.values())} of {plan.accounts} accounts overdue so far")
     table.add_column("status / stage")
     table.add_column("accounts", justify="right")
     table.add_column("channel")
