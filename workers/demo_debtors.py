@@ -89,6 +89,7 @@ class DemoDebtors:
         self.seen: set[tuple[str, str]] = set()
         self.pending: list[Pending] = []
         self.owed: dict[str, Decimal] = {}
+        self.status: dict[str, str] = {}
         self.done: Counter[str] = Counter()  # what the debtors did, by kind and how the API answered
         self._sequence = 0
         self._lock = threading.Lock()  # the sandbox's thread asks `call`; this one reacts
@@ -121,6 +122,7 @@ class DemoDebtors:
         assert record is not None
         account, state = record.account, record.state
         self.owed[account.id] = account.balance - state.paid
+        self.status[account.id] = state.status
         for entry in one.history:
             if entry.kind != "outcome" or not entry.contact_id or entry.channel is None or entry.outcome is None:
                 continue
@@ -144,7 +146,10 @@ class DemoDebtors:
 
     def _do(self, pending: Pending) -> None:
         action, account_id = pending.action, pending.account_id
-        owed = self.owed.get(account_id, Decimal(0))
+        owed, status = self.owed.get(account_id, Decimal(0)), self.status.get(account_id)
+        # Paid off: nothing left to do. Handed off: only a plan's instalments still come (as in simulate).
+        if status != "active" and not (status == "handed_off" and action.kind == "pay" and action.offer):
+            return
         if action.kind == "stop":
             self._reply_stop(account_id)
         elif action.kind == "pay":
