@@ -1,8 +1,10 @@
 """`dispatcher demo`: the whole deployment on one machine, on an accelerated clock.
 
 It starts the embedded Redis, the provider sandboxes, the API (provider webhooks come back through it),
-real Celery worker processes and the pump; loads synthetic accounts; shows a live table while about
-120 simulated days pass in about two minutes; and ends by saying where everything landed.
+real Celery worker processes and the pump; loads synthetic accounts (half at the start, the rest as they
+fall overdue); lets their debtors act through the API and the sandboxes (workers/demo_debtors.py); shows a
+live table, each account once by status, while about 120 simulated days pass in about two minutes; and ends
+with the accounts by status, what was collected, and where everything landed.
 """
 
 from __future__ import annotations
