@@ -38,6 +38,18 @@ CENT = Decimal("0.01")
 REACH_KEYS = {Channel.VOICE: "call", Channel.SMS: "sms", Channel.EMAIL: "email", Channel.LETTER: "letter"}
 
 
+DEFAULT_INTENTS: dict[Intent, float] = {
+    "pay_in_full": 0.36, "pay_minimum": 0.11, "promise": 0.15, "plan": 0.12,
+    "dispute": 0.03, "stop": 0.05, "never_answer": 0.18,
+}  # fmt: skip
+DEFAULT_UNANSWERED: dict[Literal["no_answer", "busy", "voicemail"], float] = {
+    "no_answer": 0.65, "busy": 0.1, "voicemail": 0.25,
+}  # fmt: skip
+DEFAULT_ACT_AFTER: dict[Literal["call", "sms", "email", "letter", "wechat"], float] = {
+    "call": 0.45, "sms": 0.08, "email": 0.04, "letter": 0.12, "wechat": 0.08,
+}  # fmt: skip
+
+
 class DebtorModelError(ConfigurationError, ValueError):
     """The debtor model's file is unreadable or invalid; `errors` holds one `path: message` line each."""
 
@@ -53,20 +65,12 @@ class DebtorParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     intents: dict[Intent, Share] = Field(
-        default_factory=lambda: {
-            "pay_in_full": 0.36,
-            "pay_minimum": 0.11,
-            "promise": 0.15,
-            "plan": 0.12,
-            "dispute": 0.03,
-            "stop": 0.05,
-            "never_answer": 0.18,
-        },  # fmt: skip
+        default_factory=lambda: dict(DEFAULT_INTENTS),
         description="Shares of debtors by what a contact that moves them makes them do; they sum to 1.",
     )
-    promise_kept: Share = Field(0.6, description="Chance a promise-to-pay debtor pays by the promised day.")
-    plan_kept: Share = Field(0.55, description="Chance a plan debtor pays every instalment.")
-    wrong_number: Share = Field(0.05, description="Share of phone numbers that reach someone else.")
+    promise_kept: Share = Field(default=0.6, description="Chance a promise-to-pay debtor pays by the promised day.")
+    plan_kept: Share = Field(default=0.55, description="Chance a plan debtor pays every instalment.")
+    wrong_number: Share = Field(default=0.05, description="Share of phone numbers that reach someone else.")
     answer_by_local_hour: dict[Annotated[int, Field(ge=0, le=23)], Share] = Field(
         default_factory=lambda: {
             8: 0.10,
@@ -86,11 +90,11 @@ class DebtorParameters(BaseModel):
         description="Chance a call at this local hour is picked up by the debtor; hours left out: 0.05.",
     )
     unanswered: dict[Literal["no_answer", "busy", "voicemail"], Share] = Field(
-        default_factory=lambda: {"no_answer": 0.65, "busy": 0.1, "voicemail": 0.25},
+        default_factory=lambda: dict(DEFAULT_UNANSWERED),
         description="How a call the debtor does not pick up ends; weights.",
     )
     act_after: dict[Literal["call", "sms", "email", "letter", "wechat"], Share] = Field(
-        default_factory=lambda: {"call": 0.45, "sms": 0.08, "email": 0.04, "letter": 0.12, "wechat": 0.08},
+        default_factory=lambda: dict(DEFAULT_ACT_AFTER),
         description="Chance one contact that reached the debtor (a call only when answered) moves them to act.",
     )
     stage_pressure: dict[str, Annotated[float, Field(ge=0, le=10)]] = Field(
@@ -98,7 +102,8 @@ class DebtorParameters(BaseModel):
         description="Multiplier of act_after by the stage the contact belongs to; stages left out: 1.",
     )
     self_service: Share = Field(
-        0.3, description="Chance a promise or plan debtor moved by a written contact acts online, without a call."
+        default=0.3,
+        description="Chance a promise or plan debtor moved by a written contact acts online, without a call.",
     )
     plan_offers: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: {"instalment_3": 0.5, "instalment_6": 0.35, "instalment_12": 0.15},

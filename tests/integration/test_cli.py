@@ -206,7 +206,8 @@ def test_simulate_reports_what_the_debtors_paid_by_stage_and_their_plans(
     assert sum(Decimal(amount) for *_, amount in stage_rows) == paid
     resolved = sum(1 for account in document["accounts"] if account["status"] == "resolved")
     assert sum(int(there) for _, _, there, _ in stage_rows) == resolved
-    assert re.search(r"instalment plans \(as the debtors kept them\)\W+made [1-9]\d*, kept \d+, broken \d+", result.output)
+    plans = r"instalment plans \(as the debtors kept them\)\W+made [1-9]\d*, kept \d+, broken \d+"
+    assert re.search(plans, result.output)
 
 
 def test_simulate_refuses_a_bad_debtor_model_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
