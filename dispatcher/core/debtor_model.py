@@ -39,14 +39,14 @@ REACH_KEYS = {Channel.VOICE: "call", Channel.SMS: "sms", Channel.EMAIL: "email",
 
 
 DEFAULT_INTENTS: dict[Intent, float] = {
-    "pay_in_full": 0.36, "pay_minimum": 0.11, "promise": 0.15, "plan": 0.12,
-    "dispute": 0.03, "stop": 0.05, "never_answer": 0.18,
+    "pay_in_full": 0.42, "pay_minimum": 0.11, "promise": 0.15, "plan": 0.12,
+    "dispute": 0.03, "stop": 0.04, "never_answer": 0.13,
 }  # fmt: skip
 DEFAULT_UNANSWERED: dict[Literal["no_answer", "busy", "voicemail"], float] = {
     "no_answer": 0.65, "busy": 0.1, "voicemail": 0.25,
 }  # fmt: skip
 DEFAULT_ACT_AFTER: dict[Literal["call", "sms", "email", "letter", "wechat"], float] = {
-    "call": 0.45, "sms": 0.08, "email": 0.04, "letter": 0.12, "wechat": 0.08,
+    "call": 0.6, "sms": 0.15, "email": 0.06, "letter": 0.2, "wechat": 0.12,
 }  # fmt: skip
 
 
