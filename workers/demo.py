@@ -107,10 +107,10 @@ def _load_all(runtime: WorkerRuntime, plan: DemoPlan) -> list[Loaded]:
 
 def _staggered(accounts: list[Account], days: int) -> list[tuple[datetime, Account]]:
     """(when the bank sends it, the account): half the book is overdue at the start; the rest falls overdue over
-    the first three quarters of the run, one to 30 days past due when it arrives (its due date moved by its
-    arrival day), as a real book keeps coming in: at the end some accounts are still being worked."""
+    the run (the last a tenth of it before the end), one to 30 days past due when it arrives (its due date
+    moved by its arrival day), as a real book keeps coming in: at the end some accounts are still worked."""
     half = len(accounts) // 2
-    spread = days * 3 / 4 / max(len(accounts) - half, 1)
+    spread = days * 0.9 / max(len(accounts) - half, 1)
     arrivals = [(DEMO_START, account) for account in accounts[:half]]
     for index, account in enumerate(accounts[half:], start=1):
         shift = timedelta(days=int(index * spread))

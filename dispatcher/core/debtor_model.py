@@ -110,7 +110,7 @@ class DebtorParameters(BaseModel):
         description="The continuous stage's instalment offers a plan debtor picks from (offer id → weight); "
         "the id ends in the number of monthly instalments.",
     )
-    promise_days: tuple[Annotated[int, Field(ge=0, le=30)], Annotated[int, Field(ge=0, le=30)]] = (2, 10)
+    promise_days: tuple[Annotated[int, Field(ge=0, le=30)], Annotated[int, Field(ge=0, le=30)]] = (3, 14)
     response_hours: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (1.0, 72.0)
     max_promises: Annotated[int, Field(ge=1, le=20)] = 3
     minimum_every_days: Annotated[int, Field(ge=1, le=365)] = 30
