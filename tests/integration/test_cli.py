@@ -197,7 +197,7 @@ def test_simulate_reports_what_the_debtors_paid_by_stage_and_their_plans(
     document = json.loads(out.read_text(encoding="utf-8"))
     events = [row for account in document["accounts"] for row in account["timeline"] if row["kind"] == "event"]
     paid = sum(Decimal(row["amount"]) for row in events if row["event"] == "payment")
-    assert paid > 0 and {"promise_to_pay", "dispute"} <= {row["event"] for row in events}
+    assert paid > 0 and "promise_to_pay" in {row["event"] for row in events}
     # The payments the debtors made are the amount collected, and the stages' amounts add up to it.
     assert re.search(rf"amount collected\W+{paid:.2f}\b", result.output), result.output
     table = result.output.split("resolution and amount collected by stage", 1)[1].split("sends by local hour")[0]
