@@ -95,6 +95,7 @@ class Report:
     stage_seen: Counter[str] = field(default_factory=Counter)
     resolved_in: Counter[str] = field(default_factory=Counter)  # stage the account was in when paid off
     collected_in: dict[str, Decimal] = field(default_factory=dict)  # payments by the stage they came in
+    collected_by_currency: dict[str, Decimal] = field(default_factory=dict)
     plans: Plans = field(default_factory=Plans)
     plans_kept: int = 0
     plans_broken: int = 0
@@ -275,6 +276,8 @@ class Simulation:
             if isinstance(event, Payment):
                 stage = self.stage_of.get(account_id, "not yet due")
                 report.collected_in[stage] = report.collected_in.get(stage, Decimal(0)) + event.amount
+                currency = record.account.currency
+                report.collected_by_currency[currency] = report.collected_by_currency.get(currency, 0) + event.amount
                 if action.offer is not None:
                     report.plans.paid[account_id] += 1
                     report.plans.collected += event.amount

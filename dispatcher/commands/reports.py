@@ -288,7 +288,10 @@ def simulation_tables(report: Report, strategy: Strategy, audit: SendAudit) -> I
         f"made {plans.made}, kept {report.plans_kept}, broken {report.plans_broken}; "
         f"collected through them {plans.collected:.2f}",
     )
-    summary.add_row("amount collected", f"{sum(report.collected_in.values(), Decimal(0)):.2f}")
+    by_currency = ", ".join(
+        f"{currency} {amount:.2f}" for currency, amount in sorted(report.collected_by_currency.items())
+    )
+    summary.add_row("amount collected", by_currency or "0")
     costs = report.cost(strategy.costs)
     summary.add_row(
         "estimated channel cost",
@@ -313,7 +316,7 @@ def simulation_tables(report: Report, strategy: Strategy, audit: SendAudit) -> I
 def stage_results(report: Report, stages: list[str]) -> Table:
     """Per stage: the accounts that reached it, those paid off while in it, and the money that came in."""
     table = Table(title="resolution and amount collected by stage (where the account was when it paid)")
-    for column in ("stage", "reached", "resolved there", "resolution rate", "collected"):
+    for column in ("stage", "reached", "resolved there", "resolution rate", "collected (all currencies)"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for stage in ["not yet due", *stages]:
         reached, resolved = report.stage_seen.get(stage, 0), report.resolved_in.get(stage, 0)
