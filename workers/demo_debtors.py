@@ -49,9 +49,10 @@ def account_status(state: AccountState) -> str:
         return state.status
     if "dispute" in state.holds:
         return "disputed"
-    # The arrangement an account is paying (issue 21 items 1-2, branch i21-arrangements); until it merges
-    # no account has one, and a plan the demo's debtors agree is recorded as a promise (see _send_plan).
-    if getattr(state, "arrangement", None) is not None:
+    # An arrangement being kept (issue 21 items 1-2, branch i21-arrangements: `state.arrangements`, each with
+    # a `status`); until it merges no account has one, and a plan the demo's debtors agree is recorded as a
+    # promise (see _send_plan). Read by name so this runs on both sides of that merge.
+    if any(getattr(plan, "status", None) == "active" for plan in getattr(state, "arrangements", ())):
         return "arrangement"
     if state.promise is not None:
         return "promised"
