@@ -8,6 +8,7 @@ none of them, and `dispatcher --help` stays quick.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from dispatcher.core.experiments.arms import step_changes, strategy_digest
 from dispatcher.core.models import Account, AccountRecord, AccountState, Channel, Contact, PostalAddress
 from dispatcher.core.strategy import Strategy, StrategyError, load_strategy
 from dispatcher.core.strategy_check import RenderCheck, check_strategy
+from dispatcher.debtor_model import DEFAULT_DEBTORS
 from dispatcher.wiring import tune_gc
 from workers.messages import build_message
 
@@ -125,14 +127,29 @@ def demo(
     days: Annotated[int, typer.Option(min=1, max=365, help="Simulated days.")] = 120,
     seconds: Annotated[float, typer.Option(min=10, help="Real seconds the simulated days take.")] = 120.0,
     workers: Annotated[int, typer.Option(min=1, max=8, help="Celery worker processes to start.")] = 2,
+    debtors: Annotated[
+        Path, typer.Option(help="How the debtors behave (docs/strategy.md#the-debtor-model).")
+    ] = DEFAULT_DEBTORS,
+    seed: Annotated[int, typer.Option(help="Seed of the accounts and their debtors.")] = 7,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write accounts by status, collected and contacts here.")
+    ] = None,
 ) -> None:
     """What `make demo` runs: embedded Redis, provider sandboxes, real Celery workers and the pump, on an
-    accelerated clock, with a live table; then where to find the emails, letters, SMS and call logs and audit."""
+    accelerated clock, with debtors who answer, pay, promise, agree plans, dispute and reply STOP, and a live
+    table; then accounts by status, what was collected, and where to find the emails, letters, SMS and call
+    logs and audit."""
     from workers.demo import DemoPlan, run_demo, where_to_look
+    from workers.demo_debtors import demo_report
 
-    root = run_demo(load_settings(), DemoPlan(accounts, days, seconds, workers), console)
+    result = run_demo(load_settings(), DemoPlan(accounts, days, seconds, workers, debtors, seed), console)
+    console.print()
+    console.print(demo_report(result.summary, result.debtors))
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
+        console.print(f"summary written to {json_out}", highlight=False)
     console.print("\n[bold]where to look[/]")
-    for line in where_to_look(root):
+    for line in where_to_look(result.root):
         console.print("  " + line, highlight=False)
 
 

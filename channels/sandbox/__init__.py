@@ -9,7 +9,8 @@
 agency_port=0, wechat_port=0, aliyun_port=0, callback_base_url=None, credentials=None, clock_factor=1.0) -> Sandboxes`
 starts six servers (port 0 picks a free port) and returns their handles, each with `.url` and `.stop()`:
 
-- `twilio`  Messages.json / Calls.json; status callbacks go to each request's StatusCallback URL.
+- `twilio`  Messages.json / Calls.json; status callbacks go to each request's StatusCallback URL; replies
+            (`POST {url}/_sandbox/inbound`) to {callback_base_url}/v1/webhooks/twilio/inbound-sms.
 - `smtp`    SMTP; accepted mail is stored as .eml under {state_dir}/smtp/mail.
 - `print_vendor`  Lob-shaped /v1/letters; tracking webhooks go to {callback_base_url}/v1/webhooks/print-vendor.
 - `agency`  POST /cases; case files stored as JSON under {state_dir}/agency/cases.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from channels.callbacks import TWILIO_INBOUND_SMS
 from channels.sandbox import agency, aliyun, print_vendor, twilio_api, wechat
 from channels.sandbox.server import EventLog, FaultInjector, ServerHandle
 from channels.sandbox.smtp import SmtpHandle
@@ -162,8 +164,9 @@ def start_sandboxes(
     creds = credentials or SandboxCredentials()
     state_dir = Path(state_dir)
     twilio_state = twilio_api.TwilioSandbox(
-        EventLog(state_dir / "twilio" / "twilio.ndjson"), creds.twilio_account_sid, creds.twilio_auth_token
-    )
+        EventLog(state_dir / "twilio" / "twilio.ndjson"), creds.twilio_account_sid, creds.twilio_auth_token,
+        inbound_url=callback_base_url.rstrip("/") + TWILIO_INBOUND_SMS if callback_base_url else None,
+    )  # fmt: skip
     print_state = print_vendor.PrintVendorSandbox(
         state_dir / "print_vendor", creds.print_vendor_api_key, creds.print_vendor_webhook_secret, callback_base_url
     )

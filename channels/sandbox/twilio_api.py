@@ -13,6 +13,9 @@ signed with X-Twilio-Signature exactly as Twilio signs them. What happens depend
 | 0006       | 400, code 21610 (recipient opted out) | completed, AnsweredBy machine_start         |
 | anything   | delivered                             | completed, AnsweredBy human (if AMD asked)  |
 
+unless `callee` says how a call to the number ends (twilio_people: the people behind the numbers, and the
+inbound SMS they send back through `POST /_sandbox/inbound`).
+
 Every request and every callback is appended to twilio.ndjson in the state dir.
 
 Lists answer as Twilio's do, from the sandbox's memory, most recent first, with Twilio's paging fields
@@ -66,6 +69,7 @@ from twilio.request_validator import RequestValidator
 from channels.sandbox.server import EventLog, FaultInjector
 from channels.sandbox.twilio_checks import call_refusal, message_refusal
 from channels.sandbox.twilio_lists import list_resources, twilio_error
+from channels.sandbox.twilio_people import Callee, call_ending, mount_inbound
 
 API_PREFIX = "/2010-04-01/Accounts/{account_sid}"
 SMS_REJECTIONS = {
@@ -102,8 +106,14 @@ CALLBACK_CONCURRENCY = 16
 class TwilioSandbox:
     """State of one Twilio stand-in: credentials, resources created, the log and the fault injector."""
 
-    def __init__(self, log: EventLog, account_sid: str, auth_token: str, callback_delay: float = 0.02) -> None:
+    def __init__(
+        self, log: EventLog, account_sid: str, auth_token: str, callback_delay: float = 0.02,
+        inbound_url: str | None = None,
+    ) -> None:  # fmt: skip
         self.log = log
+        # The people behind the numbers (twilio_people): who picks up, and where their replies are posted.
+        self.callee: Callee | None = None
+        self.inbound_url = inbound_url
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.validator = RequestValidator(auth_token)
@@ -291,7 +301,7 @@ def _call(sandbox: TwilioSandbox, form: Mapping[str, str], events: list[str] | N
     }
     sandbox.resources[call["sid"]] = call
     sandbox.log.append({"event": "call.created", "call": call, "form": dict(form)})
-    final, answered_by = CALL_FINAL.get(to[-4:], ("completed", "human"))
+    final, answered_by = call_ending(sandbox.callee, to) or CALL_FINAL.get(to[-4:], ("completed", "human"))
     params = {
         "CallSid": call["sid"],
         "AccountSid": sandbox.account_sid,
@@ -315,6 +325,7 @@ def _call(sandbox: TwilioSandbox, form: Mapping[str, str], events: list[str] | N
 def create_app(sandbox: TwilioSandbox) -> FastAPI:
     app = FastAPI(title="Twilio sandbox")
     sandbox.faults.mount(app)
+    mount_inbound(app, sandbox)
 
     async def guarded(request: Request, account_sid: str) -> Response | dict[str, str]:
         fault = await sandbox.faults.intercept(lambda status: twilio_error(status, 20000 + status, "Injected fault"))

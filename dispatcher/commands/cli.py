@@ -29,6 +29,7 @@ from dispatcher.commands.experiment import experiment_app, report_app
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.planner import offers_now
 from dispatcher.core.timeline import account_json
+from dispatcher.debtor_model import DEFAULT_DEBTORS, load_debtor_parameters
 from dispatcher.importer import import_accounts
 from dispatcher.simulate import Simulation, load_model
 from dispatcher.synthetic import synthetic_accounts
@@ -121,7 +122,10 @@ def simulate(
     days: Annotated[int, typer.Option(min=1, max=730, help="Simulated days.")] = 120,
     seed: Annotated[int, typer.Option(help="Seed for accounts and outcomes; same seed, same run.")] = 1,
     csv: Annotated[Path | None, typer.Option(help="Accounts from a CSV/NDJSON file instead.")] = None,
-    model: Annotated[Path | None, typer.Option(help="YAML overriding the outcome model's rates.")] = None,
+    model: Annotated[Path | None, typer.Option(help="YAML overriding the providers' outcome rates.")] = None,
+    debtors: Annotated[
+        Path, typer.Option(help="How the debtors behave (docs/strategy.md#the-debtor-model).")
+    ] = DEFAULT_DEBTORS,
     start: Annotated[str, typer.Option(help="Simulated start, ISO 8601 UTC.")] = "2026-03-02T00:00:00+00:00",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every account's timeline here.")] = None,
 ) -> None:
@@ -130,6 +134,7 @@ def simulate(
     It always runs on a fresh embedded Redis under the state directory, never on a configured one.
     """
     settings = _settings()
+    debtor_parameters = load_debtor_parameters(debtors)  # a bad file stops here, naming each field
     state_dir = settings.state_dir / "simulate"
     shutil.rmtree(state_dir, ignore_errors=True)
     sim_settings = settings.model_copy(update={"redis_url": None, "state_dir": state_dir})
@@ -145,7 +150,9 @@ def simulate(
     with open_runtime(sim_settings, clock=clock, history_cache=len(population) + 1) as runtime, _progress() as progress:
         task = progress.add_task(f"simulating {len(population)} accounts over {days} days", total=1000)
         routes, weights = sim_settings.routes, sim_settings.provider_weights  # providers drawn by route
-        simulation = Simulation(runtime.engine, clock, load_model(model), seed, routes, weights)
+        simulation = Simulation(
+            runtime.engine, clock, load_model(model), seed, routes, weights, debtors=debtor_parameters
+        )
         report = simulation.run(population, days, lambda done: progress.update(task, completed=int(done * 1000)))
         progress.update(task, completed=1000)
         progress.update(task, description="checking every send against windows and caps")

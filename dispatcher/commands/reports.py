@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -296,6 +297,16 @@ def simulation_tables(report: Report, strategy: Strategy, audit: SendAudit) -> I
     )
     summary.add_row("resolved (paid in full)", f"{report.resolved} ({report.resolved / max(report.accounts, 1):.1%})")
     summary.add_row("debtor events", ", ".join(f"{k} {v}" for k, v in sorted(report.events.items())) or "—")
+    plans = report.plans
+    summary.add_row(
+        "instalment plans (as the debtors kept them)",
+        f"made {plans.made}, kept {report.plans_kept}, broken {report.plans_broken}; "
+        f"collected through them {plans.collected:.2f}",
+    )
+    by_currency = ", ".join(
+        f"{currency} {amount:.2f}" for currency, amount in sorted(report.collected_by_currency.items())
+    )
+    summary.add_row("amount collected", by_currency or "0")
     costs = report.cost(strategy.costs)
     summary.add_row(
         "estimated channel cost",
@@ -314,7 +325,25 @@ def simulation_tables(report: Report, strategy: Strategy, audit: SendAudit) -> I
     summary.add_row("sends on a rest day", str(audit.on_rest_day))
     yield summary
     yield arrangement_table(figures(audit.arrangements))
+    yield stage_results(report, stages)
     yield hour_histogram(audit.hours)
+
+
+def stage_results(report: Report, stages: list[str]) -> Table:
+    """Per stage: the accounts that reached it, those paid off while in it, and the money that came in."""
+    table = Table(title="resolution and amount collected by stage (where the account was when it paid)")
+    for column in ("stage", "reached", "resolved there", "resolution rate", "collected (all currencies)"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    # Not ladder stages, but where accounts pay too: before the first, and while paying a plan (`arrangement`).
+    others = sorted({*report.stage_seen, *report.resolved_in, *report.collected_in} - {"not yet due", *stages})
+    for stage in ["not yet due", *stages, *others]:
+        reached, resolved = report.stage_seen.get(stage, 0), report.resolved_in.get(stage, 0)
+        collected = report.collected_in.get(stage, Decimal(0))
+        if not (reached or resolved or collected):
+            continue
+        rate = f"{resolved / reached:.1%}" if reached else "—"
+        table.add_row(stage, str(reached), str(resolved), rate, f"{collected:.2f}")
+    return table
 
 
 def hour_histogram(hours: Counter[int]) -> Table:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,41 @@ def test_simulate_moves_accounts_through_the_ladder_without_a_window_or_cap_brea
     for provider in ("twilio", "smtp", "print_vendor", "agency"):
         count = sum(1 for row in attempts if row["provider"] == provider)
         assert re.search(rf"\b{provider}\W+{count}\b", result.output), (provider, count)
+
+
+def test_simulate_reports_what_the_debtors_paid_by_stage_and_their_plans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
+    out = tmp_path / "timelines.json"
+    result = runner.invoke(app, ["simulate", "--accounts", "60", "--days", "100", "--seed", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text(encoding="utf-8"))
+    events = [row for account in document["accounts"] for row in account["timeline"] if row["kind"] == "event"]
+    paid = sum(Decimal(row["amount"]) for row in events if row["event"] == "payment")
+    assert paid > 0 and "promise_to_pay" in {row["event"] for row in events}
+    # The payments the debtors made are the amount collected, and the stages' amounts add up to it.
+    row = re.search(r"amount collected\W+((?:[A-Z]{3} [\d.]+(?:, )?)+)", result.output)
+    assert row is not None, result.output
+    assert sum(Decimal(part.split()[1]) for part in row.group(1).split(", ")) == paid
+    table = result.output.split("resolution and amount collected by stage", 1)[1].split("sends by local hour")[0]
+    stage_rows = re.findall(r"│ ([a-z_ ]+?)\s+│\s+(\d+) │\s+(\d+) │\s+[\d.%—]+ │\s+([\d.]+) │", table)
+    assert {stage for stage, *_ in stage_rows} >= {"reminder", "early", "continuous"}
+    assert sum(Decimal(amount) for *_, amount in stage_rows) == paid
+    resolved = sum(1 for account in document["accounts"] if account["status"] == "resolved")
+    assert sum(int(there) for _, _, there, _ in stage_rows) == resolved
+    plans = r"instalment plans \(as the debtors kept them\)\W+made [1-9]\d*, kept \d+, broken \d+"
+    assert re.search(plans, result.output)
+
+
+def test_simulate_refuses_a_bad_debtor_model_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
+    bad = tmp_path / "debtors.yaml"
+    bad.write_text("promise_kept: 2\nanswer_by_local_hour: {24: 0.2}\n", encoding="utf-8")
+    result = runner.invoke(app, ["simulate", "--accounts", "5", "--days", "5", "--debtors", str(bad)])
+    assert result.exit_code == 1
+    assert "promise_kept: Input should be less than or equal to 1" in result.output
+    assert "answer_by_local_hour.24.[key]: Input should be less than or equal to 23" in result.output
+    bad.write_text("intents: {pay_in_full: 0.5}\n", encoding="utf-8")  # the checks across fields, once each is valid
+    result = runner.invoke(app, ["simulate", "--accounts", "5", "--days", "5", "--debtors", str(bad)])
+    assert result.exit_code == 1 and "intents: the shares must sum to 1, not 0.5" in result.output
