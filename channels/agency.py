@@ -31,6 +31,7 @@ from channels.base import (
     parse_retry_after,
     pass_request_gate,
 )
+from config.agencies import Agency
 from config.settings import Settings
 
 
@@ -39,12 +40,15 @@ class AgencyAdapter:
 
     name = "agency"
 
-    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
-        self._url = settings.agency_url
-        self._http = httpx.Client(
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {settings.agency_api_key.get_secret_value()}"},
-        )
+    def __init__(self, settings: Settings, *, timeout: float = 30.0, agency: Agency | None = None) -> None:
+        """The single agency of DISPATCHER_AGENCY_URL, or `agency`, one of DISPATCHER_AGENCIES
+        (channels/agencies.py)."""
+        self._url = settings.agency_url if agency is None else agency.url
+        key = settings.agency_api_key if agency is None else agency.api_key
+        self._settings = ("DISPATCHER_AGENCY_URL", "DISPATCHER_AGENCY_API_KEY") if agency is None else (
+            f"DISPATCHER_AGENCIES ({agency.name}: url)", f"DISPATCHER_AGENCIES ({agency.name}: api_key)"
+        )  # fmt: skip
+        self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key.get_secret_value()}"})
 
     def send(self, message: OutboundMessage) -> Receipt:
         case_file = message.extra.get("case_file")
@@ -57,17 +61,21 @@ class AgencyAdapter:
         except httpx.TransportError as exc:
             reason = misconfiguration_of(exc)
             if reason is not None:
-                raise ProviderMisconfigured(f"agency {reason}: {exc!r}", "agency", "DISPATCHER_AGENCY_URL") from exc
+                raise ProviderMisconfigured(f"agency {reason}: {exc!r}", "agency", self._settings[0]) from exc
             ambiguous = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             raise TransientDeliveryError(f"agency: {exc!r}", ambiguous=ambiguous) from exc
         if response.status_code == 409:
             # The agency already holds this case (a resend after an unknown result): the hand-off happened.
             return Receipt(provider_id=_case_id(response), status="handed_off", detail={"duplicate": True})
         if response.status_code >= 300:
-            raise translate_agency_error(response)
+            raise translate_agency_error(response, self._settings)
+        # What the record keeps of the hand-off (the `sent` audit entry): the placed balance the liquidation
+        # report (dispatcher/record/liquidation.py) divides recoveries by.
+        placed = {"placed_balance": str(case_file.get("balance", "")), "currency": str(case_file.get("currency", ""))}
         return Receipt(
-            provider_id=_case_id(response), status="handed_off", detail={"duplicate": response.status_code == 200}
-        )
+            provider_id=_case_id(response), status="handed_off",
+            detail={"duplicate": response.status_code == 200, "kept": placed},
+        )  # fmt: skip
 
     def find_sent(self, query: SentQuery) -> Evidence:
         """Whether the agency holds a case for this contact: `GET {agency_url}?reference={contact_id}`.
@@ -97,19 +105,22 @@ class AgencyAdapter:
         self._http.close()
 
 
-def _with_case_file(draft: spec.Draft) -> OutboundMessage:
+def with_case_file(draft: spec.Draft) -> OutboundMessage:
     return draft.message(case_file=draft.case_file())
 
 
-SPEC = spec.ChannelSpec(name="agency", provider="agency", adapter=AgencyAdapter, compose=_with_case_file)
+SPEC = spec.ChannelSpec(name="agency", provider="agency", adapter=AgencyAdapter, compose=with_case_file)
 
 
-def translate_agency_error(response: httpx.Response) -> DeliveryError:
-    """401/403 a wrong key and 404 a wrong URL are ours to fix (misconfigured); 429/5xx transient."""
+def translate_agency_error(
+    response: httpx.Response, settings: tuple[str, str] = ("DISPATCHER_AGENCY_URL", "DISPATCHER_AGENCY_API_KEY")
+) -> DeliveryError:
+    """401/403 a wrong key and 404 a wrong URL are ours to fix (misconfigured: `settings` names the URL's
+    and the key's setting); 429/5xx transient."""
     status = response.status_code
     label = f"agency {status}: {response.text[:200]}"
     if status in MISCONFIGURED_STATUSES:
-        setting = "DISPATCHER_AGENCY_URL" if status == 404 else "DISPATCHER_AGENCY_API_KEY"
+        setting = settings[0] if status == 404 else settings[1]
         return ProviderMisconfigured(label, "agency", setting)
     if status == 429 or status >= 500:
         return TransientDeliveryError(label, retry_after=parse_retry_after(response.headers.get("Retry-After")))

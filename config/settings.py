@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from config.agencies import Agencies, names_twice
 from config.errors import ConfigurationError
 from config.production import channel_problems, production_problems
 from config.settings_fields import CONFIG_DIR, DEFAULT_STRATEGY, ENV_PREFIX, TEMPLATES_DIR, SettingsFields
@@ -28,12 +29,29 @@ UNSUBSCRIBE_PATH = "/v1/unsubscribe/{token}"
 class Settings(SettingsFields):
     """The dispatcher's configuration (the fields: config/settings_fields.py), with what spans fields."""
 
+    # Here rather than in settings_fields.py (full): the agencies of the agency channel, config/agencies.py.
+    agencies: Agencies = Field(
+        default=(),
+        description='JSON list: the agencies cases are placed with, each {"name", "url", "api_key", "weight"}; '
+        "an account goes to one by a stable hash, in proportion to the weights. Unset: DISPATCHER_AGENCY_URL alone.",
+    )
+
     @model_validator(mode="after")
     def _derive_unsubscribe_url(self) -> Settings:
         # Runs before the production guard (validators run in the order they are defined), which checks it.
         if not self.unsubscribe_url:
             self.unsubscribe_url = default_unsubscribe_url(self)
             self.__pydantic_fields_set__.discard("unsubscribe_url")  # derived, not given: `config show` says default
+        return self
+
+    @model_validator(mode="after")
+    def _agencies_named_once(self) -> Settings:
+        # Whole-model, so the refusal does not echo the list (its API keys) as a field's error would.
+        twice = names_twice(self.agencies)
+        if twice:
+            raise PydanticCustomError(
+                "agencies", f"{ENV_PREFIX}AGENCIES: each agency's name is listed once; twice: {', '.join(twice)}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -22,7 +22,8 @@ from celery import Celery, signals
 from celery.utils.log import mlevel
 from kombu import Queue
 
-from channels import REGISTRY, provider_keys
+from channels import REGISTRY, provider_key, provider_keys
+from channels.agencies import agency_providers
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, SettingsError, load_settings
 from dispatcher.logging import configure_logging
@@ -145,7 +146,9 @@ def _probe_open_circuits(**_: Any) -> None:
     """Once the worker consumes: a provider circuit opened by a setting the restart may have fixed probes now
     (workers/circuit.py), and the contacts it held go at once if the provider answers."""
     try:
-        probe_open_circuits(load_settings(), provider_keys())  # every provider's circuit, a channel's own by its name
+        settings = load_settings()
+        agencies = [provider_key(channel, name) for channel, name in agency_providers(settings)]  # `agency.NAME`
+        probe_open_circuits(settings, [*provider_keys(), *agencies])  # every provider's circuit
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:  # held wake when opening ends
         structlog.get_logger("workers.app").warning("circuit.probe_at_start_failed", error=str(exc))
 

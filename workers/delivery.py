@@ -37,7 +37,7 @@ from datetime import timedelta
 
 import structlog
 
-from channels import PROVIDERS, own_provider_of, spec_of
+from channels import own_provider_of, spec_of
 from channels.base import (
     ChannelAdapter,
     ContactDeferred,
@@ -238,7 +238,7 @@ def send(run: Deliverer, batch: Batch, one: One) -> Delivery:
         batch.failing.append((contact, _attempt_of(one), exc))  # the record step says how long it waits
         return Delivery(contact.id, "retry", detail=str(exc))
     batch.answered.add(one.key)
-    detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status}
+    detail = {"provider_id": receipt.provider_id, "provider_status": receipt.status, **receipt.detail.get("kept", {})}
     if receipt.segments is not None:
         detail["segments"] = str(receipt.segments)
     kind = OutcomeKind.HANDED_OFF if receipt.status == "handed_off" else OutcomeKind.SENT
@@ -357,7 +357,7 @@ class Deliverer:
         assert claim is not None and claim.record is not None, "a claim that says send carries its record"
         channel = contact.channel.value
         own = own_provider_of(channel)
-        compose = None if provider in (None, own) else PROVIDERS[channel, provider or own].compose
+        compose = None if provider in (None, own) else self.router.spec(channel, provider or own).compose
         message = build_message(
             contact, claim.record, claim.history, self.renderer, self.settings, self.engine.strategy,
             self.engine.clock.now(), compose,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from channels import PROVIDERS, REGISTRY, ChannelAdapter, ProviderSpec, own_provider_of, provider_key
+from channels.agencies import agency_providers
 from channels.render import Renderer
 from config.settings import Settings, load_settings
 from dispatcher.core.clock import Clock
@@ -71,6 +72,8 @@ def _routable(settings: Settings) -> dict[str, ProviderSpec]:
     for channel, provider in sorted(routed):
         if provider != own_provider_of(channel):
             specs[provider_key(channel, provider)] = PROVIDERS[channel, provider]
+    for (channel, provider), spec in agency_providers(settings).items():  # DISPATCHER_AGENCIES, each its own key
+        specs[provider_key(channel, provider)] = spec
     return specs
 
 

@@ -10,6 +10,11 @@ workers/delivery.py), and what the providers' answers do to their health weights
 
 A channel with one provider in every route never reads or writes a weight: its sends cost what they cost
 before routes existed.
+
+The agency channel with DISPATCHER_AGENCIES set is not drawn: its route is the one agency the account's
+stable placement names (config.agencies.placement), so a case goes to the same agency every time it is
+tried, and never fails over to another (a case placed with two agencies is the worse error). While that
+agency cannot take it (its circuit open, its connection refused), the hand-off waits for it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from channels import PROVIDERS, own_provider_of, provider_key, spec_of
+from channels import PROVIDERS, ProviderSpec, own_provider_of, provider_key, spec_of
+from channels.agencies import CHANNEL as AGENCY
+from channels.agencies import agency_providers
+from config.agencies import placement
 from config.settings import Settings
 from dispatcher.core.models import Account, Contact
 from dispatcher.core.routing import route_of
@@ -42,10 +50,14 @@ class Router:
         self.settings = settings
         self._keys: dict[tuple[str, str], str] = {}
         self._senders: dict[tuple[str, str], str] = {}
+        self.agencies = settings.agencies
+        self.specs: dict[tuple[str, str], ProviderSpec] = {**PROVIDERS, **agency_providers(settings)}
 
     def route(self, contact: Contact, account: Account | None) -> tuple[str, ...]:
-        """The providers that may carry the contact, in the route's order."""
+        """The providers that may carry the contact, in the route's order; a hand-off's one agency."""
         channel = contact.channel.value
+        if channel == AGENCY and self.agencies:
+            return (placement(contact.account_id, self.agencies).name,)
         if channel not in self.routes:  # the channel's own provider only, without reading the account
             single = self._single.get(channel)
             if single is None:
@@ -94,6 +106,10 @@ class Router:
         sender = self._senders.get((channel, provider))
         if sender is None:
             own = provider == own_provider_of(channel)  # the channel's spec (REGISTRY) declares its own
-            sender = (spec_of(channel).sender if own else PROVIDERS[channel, provider].sender)(self.settings)
+            sender = (spec_of(channel).sender if own else self.spec(channel, provider).sender)(self.settings)
             self._senders[channel, provider] = sender
         return sender
+
+    def spec(self, channel: str, provider: str) -> ProviderSpec:
+        """A provider's spec: a module's (channels.PROVIDERS) or an agency of the settings'."""
+        return self.specs[channel, provider]

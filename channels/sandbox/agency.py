@@ -3,6 +3,9 @@
 A new key answers 201; the same key with the same body answers 200 (a replay); the same key with a
 different body answers 409. Bearer auth with the agency API key.
 
+Faults as every sandbox, and `accept_then_hang=N`: the next N new cases are stored, then the answer is held
+`accept_hang_seconds` (a read timeout after the case arrived: a hand-off in doubt).
+
 GET /cases?reference={contact id} (or ?idempotency_key=...) lists the cases received under that reference
 (the case file's `contact_id`, else its Idempotency-Key): {"object": "list", "data": [{"id", "reference",
 "account_id", "status", "received_at"}], "count": n}. No filter lists every case, most recent first.
@@ -10,6 +13,7 @@ GET /cases?reference={contact id} (or ?idempotency_key=...) lists the cases rece
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from datetime import UTC, datetime
@@ -83,7 +87,13 @@ def create_app(sandbox: AgencySandbox) -> FastAPI:
             case_file = json.loads(await request.body())
         except ValueError:
             return JSONResponse({"error": "body is not JSON"}, 400)
-        return sandbox.receive(key, case_file)
+        answer = sandbox.receive(key, case_file)
+        faults = sandbox.faults.faults
+        if answer.status_code == 201 and faults.accept_then_hang > 0:
+            sandbox.faults.set(accept_then_hang=faults.accept_then_hang - 1)
+            sandbox.log.append({"event": "fault.accept_then_hang", "seconds": faults.accept_hang_seconds})
+            await asyncio.sleep(faults.accept_hang_seconds)
+        return answer
 
     @app.get(CASES_PATH)
     async def list_cases(request: Request) -> Response:
