@@ -34,6 +34,7 @@ from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
 from dispatcher.api.outage import StoreOutageMiddleware
 from dispatcher.api.protocol import with_head_timeout
+from dispatcher.api.reports import agencies as agency_reports
 from dispatcher.api.reports import variants as variant_reports
 from dispatcher.engine import Engine
 from dispatcher.logging import RequestIdMiddleware, configure_logging
@@ -71,7 +72,7 @@ def create_app(
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
     routers = (accounts.router, admin.router, dashboard.router, batch.router, events.router, health.router,
-               unsubscribe.router, variant_reports.router)  # fmt: skip
+               unsubscribe.router, variant_reports.router, agency_reports.router)  # fmt: skip
     for router in routers:
         app.include_router(router, responses=_SHED if router is not health.router else None)
     for router in outcome_callbacks.ROUTERS:

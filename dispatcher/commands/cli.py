@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
 from dispatcher.commands import reports
+from dispatcher.commands.agencies import report_agencies
 from dispatcher.commands.callbacks import app as callbacks_app
 from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
@@ -56,6 +57,7 @@ app.add_typer(callbacks_app, name="callbacks")
 app.add_typer(config_app, name="config")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(report_app, name="report")
+report_app.command("agencies")(report_agencies)
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
 

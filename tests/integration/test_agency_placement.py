@@ -65,10 +65,13 @@ def agencies(
         sandbox.faults.set(fail_503=0, accept_then_hang=0)
 
 
-def _hand_offs(runtime: WorkerRuntime, clock: ManualClock, account_ids: Sequence[str]) -> list[Contact]:
-    """One agency hand-off queued for each new past-due account (an agent's ad-hoc request)."""
-    due = clock.now().date() - timedelta(days=40)
-    runtime.engine.upsert_many([make_account(account_id, due_date=due) for account_id in account_ids])
+def _hand_offs(
+    runtime: WorkerRuntime, clock: ManualClock, account_ids: Sequence[str], made: bool = False
+) -> list[Contact]:
+    """One agency hand-off queued for each past-due account (an agent's ad-hoc request); new ones unless `made`."""
+    if not made:
+        due = clock.now().date() - timedelta(days=40)
+        runtime.engine.upsert_many([make_account(account_id, due_date=due) for account_id in account_ids])
     contacts = []
     for account_id in account_ids:
         request = AdhocContact(channel=Channel.AGENCY, template="legal_handoff", key="handoff")
