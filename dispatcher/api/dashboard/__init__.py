@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 import channels
+from channels.agencies import agency_providers
 from dispatcher.api.accounts import engine_of, forget_record, record_of
 from dispatcher.api.auth import ADMIN, Principal, require
 from dispatcher.api.errors import ApiError, responses
@@ -118,7 +119,8 @@ def _provider_health(engine: Engine, settings: Any, now: float) -> list[Provider
     another) and its health weight, as every worker reads them."""
     weights = ProviderWeights(engine.store.redis, settings.provider_weights, now=lambda: now)
     health = []
-    for key, (channel, provider) in sorted(channels.provider_keys().items()):
+    agencies = {channels.provider_key(c, p): (c, p) for c, p in agency_providers(settings)}  # DISPATCHER_AGENCIES
+    for key, (channel, provider) in sorted({**channels.provider_keys(), **agencies}.items()):
         fields = read_breaker(engine.store.redis, key)
         until = float(fields["until"]) if fields.get("until") else None
         state = "closed" if until is None else ("open" if until > now else "half-open")
