@@ -6,6 +6,7 @@ a hand-off in doubt is reconciled with the agency it went to; each agency's brea
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -116,15 +117,24 @@ def test_each_case_goes_once_to_the_agency_its_account_is_placed_with(
     assert any(k.startswith("{rl:agency.north:") for k in keys) and any(k.startswith("{rl:agency.south:") for k in keys)
 
 
+@pytest.mark.parametrize("fault", ["503", "connection refused"])
 def test_an_agency_that_is_down_holds_its_own_cases_until_it_is_back_and_none_go_elsewhere(
     agencies: Callable[..., WorkerRuntime], worker_sandboxes: Sandboxes, south: HttpSandbox[AgencySandbox],
-    clock: ManualClock,
+    clock: ManualClock, fault: str,
 ) -> None:  # fmt: skip
     runtime = agencies()
-    contacts = _hand_offs(runtime, clock, [f"AD{i}" for i in range(16)])
+    contacts = _hand_offs(runtime, clock, [f"AD{fault[0]}{i}" for i in range(16)])
     to_south = {c.id for c in contacts if placement(c.account_id, runtime.settings.agencies).name == "south"}
     assert to_south and len(to_south) < len(contacts)
-    south.faults.set(fail_503=1000)  # south answers 503 to everything: nothing reaches it
+    adapters, working = runtime.deliverer.adapters, runtime.deliverer.adapters["agency.south"]
+    if fault == "503":
+        south.faults.set(fail_503=1000)  # south answers 503 to everything: nothing reaches it
+    else:  # south's address refuses the connection: the request never left
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{probe.getsockname()[1]}{CASES_PATH}"
+        agency = next(a for a in runtime.settings.agencies if a.name == "south")
+        adapters["agency.south"] = AgencyAdapter(runtime.settings, agency=agency.model_copy(update={"url": closed}))
     results = {d.contact_id: d.result for d in runtime.deliverer.deliver_many(contacts)}
     assert {results[c] for c in to_south} == {"retry"}  # waiting for south, not failed over
     assert {r for c, r in results.items() if c not in to_south} == {"sent"}
@@ -134,6 +144,7 @@ def test_an_agency_that_is_down_holds_its_own_cases_until_it_is_back_and_none_go
         if contact.id in to_south:
             assert runtime.engine.store.claim_status(contact.account_id, contact.id) == ClaimStatus.QUEUED
     south.faults.set(fail_503=0)  # back: the waiting cases go, to south, once
+    adapters["agency.south"] = working
     waiting = [c for c in contacts if c.id in to_south]
     assert {d.result for d in runtime.deliverer.deliver_many(waiting)} == {"sent"}
     north_cases, south_cases = _received(worker_sandboxes.agency, south)
