@@ -1,7 +1,8 @@
 """A circuit breaker per provider, kept in Redis so every worker (and the pump's dispatch) sees the same one.
 
-It opens on a misconfiguration only (channels.base.ProviderMisconfigured: 401, 403, 404, unknown host,
-TLS failure), the one kind of failure that no retry fixes and that must never become a debtor's outcome:
+It opens on a misconfiguration (channels.base.ProviderMisconfigured: 401, 403, 404, unknown host, TLS
+failure), the one kind of failure that no retry fixes and that must never become a debtor's outcome; and on a
+burst of failures of a provider whose contacts no other may take (an agency's cases: `trip_down`):
 
     closed ──misconfigured──▶ open until T ──T passes──▶ half-open: one caller takes the probe
       ▲                          ▲                            │
@@ -102,17 +103,7 @@ class CircuitBreaker:
         """Open (or re-open, twice as long) the circuit of `provider` (the channel that met the error; by
         default the error's provider); returns how long it stays open."""
         provider = provider or exc.provider
-        key = breaker_key(provider)
-        previous = self.redis.hget(key, "seconds")
-        seconds = self.first_open if previous is None else min(self.max_open, float(previous) * 2)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            key,
-            mapping={"until": self.now() + seconds, "seconds": seconds, "setting": exc.setting, "reason": str(exc)},
-        )
-        pipe.hincrby(key, "trips", 1)
-        pipe.delete(probe_key(provider))
-        pipe.execute()
+        seconds = self._open(provider, exc.setting, str(exc))
         PROVIDER_MISCONFIGURED.labels(provider, exc.setting).inc()
         log.error(
             "provider.misconfigured",
@@ -122,6 +113,27 @@ class CircuitBreaker:
             open_seconds=seconds,
             hint=f"check {exc.setting}; contacts wait on the schedule and go once it is fixed (a worker start probes)",
         )
+        return seconds
+
+    def trip_down(self, provider: str, reason: str) -> float:
+        """Open the circuit of a provider that keeps failing for now (a burst of 5xx or refused connections)
+        where no other provider may take its contacts: an agency's cases (workers/routing.py). They wait on
+        the schedule instead of each retrying on the broker; the half-open probe tells when it is back. The
+        one opening that is not a misconfiguration: it names no setting."""
+        seconds = self._open(provider, "", reason)
+        log.warning("provider.down", provider=provider, reason=reason[:300], open_seconds=seconds)
+        return seconds
+
+    def _open(self, provider: str, setting: str, reason: str) -> float:
+        key = breaker_key(provider)
+        previous = self.redis.hget(key, "seconds")
+        seconds = self.first_open if previous is None else min(self.max_open, float(previous) * 2)
+        pipe = self.redis.pipeline(transaction=True)
+        opening = {"until": self.now() + seconds, "seconds": seconds, "setting": setting, "reason": reason}
+        pipe.hset(key, mapping=opening)
+        pipe.hincrby(key, "trips", 1)
+        pipe.delete(probe_key(provider))
+        pipe.execute()
         return seconds
 
     def succeeded(self, provider: str) -> list[str]:

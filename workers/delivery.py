@@ -288,7 +288,7 @@ class Deliverer:
         self.router = router or Router(settings, ProviderHealth(
             engine.store.redis, settings.provider_weights, burst=settings.provider_error_burst,
             now=lambda: engine.clock.now().timestamp(),
-        ))  # fmt: skip
+        ), breaker=self.breaker)  # fmt: skip
 
     def deliver_many(
         self, contacts: Sequence[Contact], already_waiting: frozenset[str] = frozenset()

@@ -14,7 +14,9 @@ before routes existed.
 The agency channel with DISPATCHER_AGENCIES set is not drawn: its route is the one agency the account's
 stable placement names (config.agencies.placement), so a case goes to the same agency every time it is
 tried, and never fails over to another (a case placed with two agencies is the worse error). While that
-agency cannot take it (its circuit open, its connection refused), the hand-off waits for it.
+agency cannot take it (its circuit open, its connection refused), the hand-off waits for it; a burst of its
+failures (DISPATCHER_PROVIDER_ERROR_BURST within a minute) opens its circuit, so its cases wait on the
+schedule and its half-open probe tells when it is back.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ from config.settings import Settings
 from dispatcher.core.models import Account, Contact
 from dispatcher.core.routing import route_of
 from dispatcher.state.provider_health import ProviderHealth
+from workers.circuit import CircuitBreaker
 
 
 class Router:
     """The routes of the settings, the shared health weights, and a random draw (injected by tests)."""
 
-    def __init__(self, settings: Settings, health: ProviderHealth, draw: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self, settings: Settings, health: ProviderHealth, draw: Callable[[], float] = random.random,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:  # fmt: skip
         self.routes = settings.routes
         self.health = health
         self.draw = draw
@@ -51,6 +57,7 @@ class Router:
         self._keys: dict[tuple[str, str], str] = {}
         self._senders: dict[tuple[str, str], str] = {}
         self.agencies = settings.agencies
+        self.breaker = breaker or CircuitBreaker(health.redis)  # opens a down agency's circuit (failed below)
         self.specs: dict[tuple[str, str], ProviderSpec] = {**PROVIDERS, **agency_providers(settings)}
 
     def route(self, contact: Contact, account: Account | None) -> tuple[str, ...]:
@@ -85,9 +92,13 @@ class Router:
         return candidates[-1]
 
     def failed(self, channel: str, provider: str) -> None:
-        """A request to `provider` failed (or was slow): counted towards a burst that moves the weights."""
+        """A request to `provider` failed (or was slow): counted towards a burst that moves the weights; for an
+        agency, whose cases no other may take, a burst opens its circuit (its cases wait on the schedule)."""
         if self.weighted(channel):
             self.health.failed(channel, provider, self.providers[channel])
+        elif channel == AGENCY and self.agencies and self.health.burst_reached(channel, provider):
+            reason = f"down: {self.health.burst} failed requests within a minute"
+            self.breaker.trip_down(self.key_of(channel, provider), reason)
 
     def timed(self, channel: str, provider: str, started: float) -> None:
         """A request that took longer than DISPATCHER_PROVIDER_SLOW_SECONDS counts as a failure."""

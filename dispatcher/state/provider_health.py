@@ -80,12 +80,16 @@ class ProviderHealth:
     def failed(self, channel: str, provider: str, providers: Sequence[str]) -> bool:
         """Count one failed (or slow) request to `provider`; every DISPATCHER_PROVIDER_ERROR_BURST-th within a
         window moves the weights (`providers`: every provider of the channel). Whether they moved."""
+        return self.burst_reached(channel, provider) and self.penalise(channel, provider, providers)
+
+    def burst_reached(self, channel: str, provider: str) -> bool:
+        """Count one failed (or slow) request to `provider`: whether it makes a burst (every
+        DISPATCHER_PROVIDER_ERROR_BURST-th within a window)."""
         key = provider_failures_key(channel, provider)
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(key, 0, ex=BURST_WINDOW_SECONDS, nx=True)
         pipe.incr(key)
-        count = int(pipe.execute()[1])
-        return count % self.burst == 0 and self.penalise(channel, provider, providers)
+        return int(pipe.execute()[1]) % self.burst == 0
 
     def penalise(self, channel: str, provider: str, providers: Sequence[str]) -> bool:
         """`provider` -10 and each other of `providers` +10 (within 0..100), each only if it has not moved in

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,13 +51,13 @@ def agencies(
 ) -> Iterator[Callable[..., WorkerRuntime]]:
     """A worker runtime with DISPATCHER_AGENCIES naming both sandboxes (weights 3 and 1 unless told)."""
 
-    def make(north_weight: float = 3, south_key: str = KEY) -> WorkerRuntime:
+    def make(north_weight: float = 3, south_key: str = KEY, **more: Any) -> WorkerRuntime:
         listed = [
             {"name": "north", "url": worker_sandboxes.agency.url + CASES_PATH, "api_key": KEY, "weight": north_weight},
             {"name": "south", "url": south.url + CASES_PATH, "api_key": south_key, "weight": 1},
         ]
         settings = load_settings(redis_url=redis_url, send_retries=2, **worker_sandboxes.settings_overrides(),
-                                 agencies=listed, rate_limits={"agency": 1000.0})  # fmt: skip
+                                 agencies=listed, rate_limits={"agency": 1000.0}, **more)  # fmt: skip
         runtime = build_runtime(settings, dispatch, clock=clock, retry_wait=0.01)
         runtime.engine.on_queued = lambda contacts: None
         return runtime
@@ -167,6 +168,35 @@ def test_a_wrong_key_opens_only_that_agencys_breaker_and_its_cases_wait(
     assert not runtime.deliverer.breaker.state("agency.north").is_open
     north_cases, south_cases = _received(worker_sandboxes.agency, south)
     assert not any(north_cases[c] for c in to_south) and not any(south_cases[c] for c in to_south)
+
+
+def test_a_burst_of_failures_opens_only_that_agencys_breaker_and_its_probe_sends_the_cases_once_back(
+    agencies: Callable[..., WorkerRuntime], worker_sandboxes: Sandboxes, south: HttpSandbox[AgencySandbox],
+    clock: ManualClock,
+) -> None:  # fmt: skip
+    runtime = agencies(provider_error_burst=3)
+    ids = [f"AF{i}" for i in range(24)]
+    contacts = _hand_offs(runtime, clock, ids)
+    to_south = [c for c in contacts if placement(c.account_id, runtime.settings.agencies).name == "south"]
+    assert len(to_south) >= 3
+    south.faults.set(fail_503=1000)
+    results = {d.contact_id: d.result for d in runtime.deliverer.deliver_many(contacts)}
+    assert {results[c.id] for c in to_south} == {"retry"} and list(results.values()).count("sent") == 24 - len(to_south)
+    breaker = runtime.deliverer.breaker
+    assert breaker.state("agency.south").is_open and not breaker.state("agency.north").is_open
+    assert breaker.state("agency.south").reason.startswith("down: 3 failed requests")
+    # While it is open, south's cases are held on the schedule: nothing is claimed, nothing goes anywhere.
+    assert {d.result for d in runtime.deliverer.deliver_many(to_south)} == {"circuit_open"}
+    south.faults.set(fail_503=0)
+    breaker.probe_now("agency.south")  # as a worker start does; else the opening ends by itself
+    clock.advance(timedelta(minutes=1))
+    south_ids = [c.account_id for c in to_south]
+    again = [c for r in runtime.engine.replan_many(south_ids) for c in r.queued if c.channel == Channel.AGENCY]
+    assert sorted(c.id for c in again) == sorted(c.id for c in to_south)
+    assert {d.result for d in runtime.deliverer.deliver_many(again)} == {"sent"}  # the probe, then the rest
+    assert not breaker.state("agency.south").is_open
+    north_cases, south_cases = _received(worker_sandboxes.agency, south)
+    assert [(north_cases[c.id], south_cases[c.id]) for c in to_south] == [(0, 1)] * len(to_south)
 
 
 def test_a_hand_off_in_doubt_is_reconciled_with_the_agency_it_went_to(
