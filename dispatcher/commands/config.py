@@ -59,6 +59,8 @@ def masked(field: str, value: Any) -> Any:
     """The value as it may be shown: no secret, no password in a URL, API keys by hash prefix and scopes."""
     if isinstance(value, SecretStr):
         return MASK if value.get_secret_value() else ""
+    if field == "agencies":  # each agency as its fields, masked the same way (its key, a password in its URL)
+        return [{name: masked(name, item) for name, item in agency} for agency in value]
     if field == "api_keys":
         keys = parse_api_keys(value)
         return [f"{digest[:8]}…:{'+'.join(sorted(scopes))}" for digest, scopes in keys.items()]

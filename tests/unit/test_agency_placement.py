@@ -101,3 +101,17 @@ def test_a_good_list_reads_as_agencies(monkeypatch: pytest.MonkeyPatch) -> None:
     listed = load_settings().agencies
     assert [(a.name, a.weight, a.api_key.get_secret_value()) for a in listed] == [
         ("north", 1.0, "secret-key-1"), ("south", 2.5, "secret-key-1")]  # fmt: skip
+
+
+def test_config_show_prints_the_agencies_with_their_keys_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Was a TypeError: `config show --json` could not print the list's entries.
+    from typer.testing import CliRunner
+
+    from dispatcher.commands.cli import app
+
+    monkeypatch.setenv("DISPATCHER_AGENCIES", json.dumps([entry(url="https://u:url-password@north.example/cases")]))
+    shown = CliRunner().invoke(app, ["config", "show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    masked = {"name": "north", "url": "https://u:********@north.example/cases", "api_key": "********", "weight": 1.0}
+    assert json.loads(shown.stdout)["DISPATCHER_AGENCIES"]["value"] == [masked]
+    assert "secret-key-1" not in shown.stdout and "url-password" not in shown.stdout
