@@ -9,11 +9,12 @@ so an operator fixes them all in one pass.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from config.agencies import Agency
 from config.api_keys import parse_api_keys
 from config.settings_fields import ALIYUN_SANDBOX_TEMPLATES, SettingsFields
 
@@ -199,3 +200,18 @@ def _is_loopback(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified
+
+
+def agency_problems(agencies: Sequence[Agency], sandbox_key: str) -> list[tuple[str, str]]:
+    """DISPATCHER_AGENCIES in production: each agency's URL https and no sandbox's or example's, its key not
+    the sandbox's (`sandbox_key`, the default of DISPATCHER_AGENCY_API_KEY)."""
+    problems = []
+    for agency in agencies:
+        host = urlsplit(agency.url).hostname or ""
+        if _is_sandbox_host(host) or _example_host(host):
+            problems.append(("agencies", f"{agency.name}: {agency.url} is a sandbox or an example"))
+        elif urlsplit(agency.url).scheme != "https":
+            problems.append(("agencies", f"{agency.name}: {agency.url} is not https (a case file is personal data)"))
+        if agency.api_key.get_secret_value() == sandbox_key:
+            problems.append(("agencies", f"{agency.name}: the sandbox's API key"))
+    return problems

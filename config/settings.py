@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from config.agencies import Agencies, names_twice
 from config.errors import ConfigurationError
-from config.production import channel_problems, production_problems
+from config.production import agency_problems, channel_problems, production_problems
 from config.settings_fields import CONFIG_DIR, DEFAULT_STRATEGY, ENV_PREFIX, TEMPLATES_DIR, SettingsFields
 
 __all__ = [
@@ -57,7 +57,8 @@ class Settings(SettingsFields):
     @model_validator(mode="after")
     def _production_guard(self) -> Settings:
         if self.env == "production":
-            problems = production_problems(self)
+            sandbox_key = SettingsFields.model_fields["agency_api_key"].default.get_secret_value()
+            problems = sorted(production_problems(self) + agency_problems(self.agencies, sandbox_key))
             if problems:
                 raise PydanticCustomError(
                     "production_guard", f"{PRODUCTION_REFUSAL}:\n{{problems}}", {"problems": listed(problems)}

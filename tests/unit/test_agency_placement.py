@@ -115,3 +115,32 @@ def test_config_show_prints_the_agencies_with_their_keys_masked(monkeypatch: pyt
     masked = {"name": "north", "url": "https://u:********@north.example/cases", "api_key": "********", "weight": 1.0}
     assert json.loads(shown.stdout)["DISPATCHER_AGENCIES"]["value"] == [masked]
     assert "secret-key-1" not in shown.stdout and "url-password" not in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"url": "http://north.bank-partner.cn/cases"}, "north: http://north.bank-partner.cn/cases is not https"),
+        ({"url": "http://127.0.0.1:8703/cases"}, "north: http://127.0.0.1:8703/cases is a sandbox or an example"),
+        (
+            {"url": "https://north.example.com/cases"},
+            "north: https://north.example.com/cases is a sandbox or an example",
+        ),
+        ({"api_key": "agency-key"}, "north: the sandbox's API key"),
+    ],
+)
+def test_production_refuses_an_agency_on_a_sandbox_an_example_or_plain_http(
+    monkeypatch: pytest.MonkeyPatch, change: dict[str, str], says: str
+) -> None:
+    from tests.unit.test_production_guard import REAL
+
+    for name in list(os.environ):
+        if name.startswith("DISPATCHER_"):
+            monkeypatch.delenv(name)
+    good = entry(url="https://north.bank-partner.cn/cases")
+    monkeypatch.setenv("DISPATCHER_AGENCIES", json.dumps([good]))
+    assert load_settings(**REAL).agencies[0].name == "north"  # a real agency starts
+    monkeypatch.setenv("DISPATCHER_AGENCIES", json.dumps([{**good, **change}]))
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**REAL)
+    assert f"DISPATCHER_AGENCIES: {says}" in str(refused.value)
