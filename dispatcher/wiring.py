@@ -73,7 +73,7 @@ def build_engine(
     the workers alike (workers/process_runtime.py adds the adapters and the deliverer)."""
     strategy = strategy or load_strategy(settings.strategy_path)
     settings.refuse_channel_settings({channel.value for _, channel in strategy.channels_used()})
-    store = Store.from_url(url, settings.schedule_shards, history_cache)
+    store = Store.from_settings(settings, url, history_cache)
     engine = Engine(store, strategy, clock or clock_from(settings), restorer=RecordOnFirstUse(settings, store))
     return Runtime(settings, url, store, strategy, engine)
 

@@ -189,7 +189,7 @@ def probe_open_circuits(settings: Settings, providers: Iterable[str]) -> int:
     """A worker starts (a restart is how a fixed setting arrives): every open circuit of `providers` probes
     at once and the accounts each held are woken, so contacts held for a setting now fixed go within seconds
     of the restart instead of at the end of an opening of up to MAX_OPEN_SECONDS. How many were woken."""
-    store = Store.from_url(settings.redis_url or "", settings.schedule_shards)
+    store = Store.from_settings(settings)
     try:
         breaker, now, woken = CircuitBreaker(store.redis), clock_from(settings).now(), 0
         for provider in providers:

@@ -54,7 +54,7 @@ class DispatcherScheduler(PersistentScheduler):
     def setup_schedule(self) -> None:
         super().setup_schedule()
         settings = load_settings()
-        store = Store.from_url(settings.redis_url or "", settings.schedule_shards)
+        store = Store.from_settings(settings)
         self.pump = BeatPump(store, clock_from(settings), settings, self.app.send_task)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:

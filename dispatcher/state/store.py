@@ -26,11 +26,12 @@ import redis
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
+from config.settings_fields import SettingsFields
 from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, HistoryEntry
 from dispatcher.state.claims import ClaimMove, ClaimStore, queued_member
+from dispatcher.state.connections import broker_target, layout_is_shard, state_target
 from dispatcher.state.ranks import RANKS_TTL, StatusRanks
 from dispatcher.state.redis_keys import (
-    ACCOUNT_RECORDS,
     account_id_of,
     account_record_key,
     audit_key,
@@ -38,8 +39,11 @@ from dispatcher.state.redis_keys import (
     events_key,
     history_key,
     moved_key,
+    account_records_pattern,
     phone_key,
+    shard_layout,
     shard_of,
+    use_shard_layout,
     voice_key,
     wake_key,
 )
@@ -105,12 +109,28 @@ class Store:
     its Redis (the simulator), since a flushed-and-refilled Redis would not be noticed."""
 
     def __init__(
-        self, client: redis.Redis, shards: int = 16, history_cache: int = 0, wallclock: Callable[[], float] = time.time
+        self,
+        client: redis.Redis,
+        shards: int = 16,
+        history_cache: int = 0,
+        wallclock: Callable[[], float] = time.time,
+        broker: redis.Redis | None = None,
+        claim_replicas: int = 0,
+        claim_replica_timeout_ms: int = 200,
     ):
+        layout = shard_layout()
+        if layout is not None and layout != shards:
+            raise ValueError(f"the account keys are tagged with {layout} shards, this store has {shards}")
         self.redis = client
+        # The broker's Redis (kombu's queues, the dead letters): the state's unless DISPATCHER_BROKER_URL names
+        # another (dispatcher.state.connections).
+        self.broker = client if broker is None else broker
         self.shards = shards
         self.wallclock = wallclock
-        self.ledger = ClaimStore(client, shards, wallclock)
+        self.ledger = ClaimStore(client, shards, wallclock, claim_replicas, claim_replica_timeout_ms)
+        # With the shard layout the phone index is another slot than the account's: written in a step of its
+        # own, before the commit it describes (a hint that lookups re-check).
+        self._phone_apart = layout is not None
         self.ranks = StatusRanks(client)
         self._history_cache: OrderedDict[str, tuple[str, tuple[HistoryEntry, ...]]] = OrderedDict()
         self._history_cache_size = history_cache
@@ -123,6 +143,20 @@ class Store:
     @classmethod
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
         return cls(redis.Redis.from_url(url, decode_responses=True), shards, history_cache)
+
+    @classmethod
+    def from_settings(cls, settings: SettingsFields, url: str | None = None, history_cache: int = 0) -> Store:
+        """The store on the deployment's Redis (single, Sentinel or Cluster; `url`: the state's address in use,
+        e.g. the embedded server's), its broker client and its key layout (dispatcher.state.connections)."""
+        state = state_target(settings, url)
+        use_shard_layout(settings.schedule_shards if layout_is_shard(settings) else None)
+        client = state.client()
+        broker = client if not (settings.broker_url or state.cluster) else broker_target(settings, url).client()
+        replicas = settings.claim_replicas if settings.claim_replicas is not None else (1 if state.cluster else 0)
+        return cls(
+            client, settings.schedule_shards, history_cache, broker=broker, claim_replicas=replicas,
+            claim_replica_timeout_ms=settings.claim_replica_timeout_ms,
+        )  # fmt: skip
 
     def shard_of(self, account_id: str) -> int:  # these three: the key module's, with this store's shard count
         return shard_of(account_id, self.shards)
@@ -189,6 +223,8 @@ class Store:
     # Writing.
     def commit_many(self, commits: Sequence[Commit]) -> list[list[str] | int]:
         """Apply each commit; per commit the ids to dispatch (new or still queued), or CONFLICT / DUPLICATE."""
+        if self._phone_apart:
+            self._index_phones(commits)
         if len(commits) == 1:  # an API event: no pipeline, so no SCRIPT EXISTS round trip before it
             commit = commits[0]
             return [self._reply(self._commit(keys=self._commit_keys(commit), args=self._commit_args(commit)))]
@@ -201,6 +237,14 @@ class Store:
             keys = self._commit_keys(commit)
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *self._commit_args(commit))
         return [self._reply(reply) for reply in pipe.execute()]
+
+    def _index_phones(self, commits: Sequence[Commit]) -> None:
+        phones = [(commit.phone, commit.loaded.account_id) for commit in commits if commit.phone]
+        if phones:
+            pipe = self.redis.pipeline(transaction=False)
+            for phone, account_id in phones:
+                pipe.sadd(phone_key(phone), account_id)
+            pipe.execute()
 
     @staticmethod
     def _reply(reply: list[object]) -> list[str] | int:
@@ -219,7 +263,7 @@ class Store:
             events_key(account_id),
             self.ledger.queued_key(shard),
             self._moved_keys[shard],
-            *([phone_key(commit.phone)] if commit.phone else []),
+            *([phone_key(commit.phone)] if commit.phone and not self._phone_apart else []),
         ]
 
     def _commit_args(self, commit: Commit) -> list[object]:
@@ -342,7 +386,7 @@ class Store:
         return None if stored is None else dict(json.loads(stored))
 
     def account_ids(self) -> Iterable[str]:
-        for key in self.redis.scan_iter(match=ACCOUNT_RECORDS, count=1000):
+        for key in self.redis.scan_iter(match=account_records_pattern(), count=1000):
             yield account_id_of(key)
 
     def wake_no_later(self, account_id: str, moment: datetime) -> None:

@@ -39,7 +39,9 @@ PLACEHOLDERS: dict[str, tuple[object, ...]] = {
     "message_id": ("MSGID",),
     "queue": ("QUEUE",),
 }
-NOT_BUILDERS = {"shard_of", "account_id_of"}
+NOT_BUILDERS = {
+    "shard_of", "account_id_of", "use_shard_layout", "shard_layout", "account_records_pattern", "layout_move_keys",
+}  # fmt: skip
 
 
 def _source_files() -> list[Path]:

@@ -1,0 +1,196 @@
+"""The state on a Redis Cluster: redis-py's cluster client with the two things the store needs that it lacks.
+
+1. Scripts in a pipeline. The store runs its Lua scripts in pipelines (a batch's commits, claims, moves,
+   leases in one round trip); redis-py's cluster pipeline refuses EVALSHA outright. Here a pipeline queues
+   its commands; on `execute` the scripts are grouped by the primary that serves their first key (every
+   key of a script shares one slot: dispatcher.state.redis_keys' shard layout) and sent as one plain
+   pipeline per primary, the other commands through redis-py's own cluster pipeline, and the replies put
+   back in order. A script that meets NOSCRIPT (the node's script cache is empty after a failover or a
+   restart), MOVED or ASK (slots migrating) or TRYAGAIN runs again alone through the cluster client, which
+   follows redirects, and is loaded first where it was missing. A primary that cannot be reached refreshes
+   the slot map and its scripts run again alone; a script whose reply was lost may so run twice: every
+   script is guarded by the state it expects (a version, a status), so the second run changes nothing and
+   says so (a conflict, "already claimed"), which its caller already handles as such.
+2. One SCAN cursor per primary (`scan_page`): the archiver's movers page through the account records one
+   page a run, keeping their cursor in Redis; on a cluster that is a cursor per primary, kept together as
+   JSON under the same key.
+
+`client_is_cluster` tells a caller which kind it holds; everything else sees a redis.Redis-like client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.commands.cluster import RedisClusterCommands
+from redis.commands.core import Script
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
+
+_SCRIPT_COMMANDS = ("EVALSHA", "EVAL")
+# Replies of a per-node pipeline after which the script runs again alone through the cluster client.
+_RUN_AGAIN = (NoScriptError, MovedError, AskError, TryAgainError)
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
+class DispatcherCluster(RedisCluster):
+    """RedisCluster whose pipelines run scripts (grouped by primary) and whose scripts are remembered by digest,
+    so any node missing one can be given it again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.known_scripts: dict[str, str] = {}
+
+    def register_script(self, script: Any) -> Script:
+        registered = Script(self, script)
+        self.known_scripts[registered.sha] = registered.script
+        return registered
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        if transaction:  # one slot's keys in MULTI/EXEC: redis-py's own
+            return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        return ScriptPipeline(self)
+
+    def run_script(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """EVALSHA through the cluster client (redirects followed), loading the script where it is missing."""
+        try:
+            return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+        except NoScriptError:
+            node = self.get_node_from_key(keys_and_args[0])
+            self.get_redis_connection(node).script_load(self.known_scripts[sha])
+            return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+
+
+class ScriptPipeline(RedisClusterCommands):
+    """A non-transactional pipeline on the cluster that accepts scripts (see the module's docstring)."""
+
+    def __init__(self, cluster: DispatcherCluster) -> None:
+        self.cluster = cluster
+        self.scripts: set[Script] = set()  # what redis.client.Pipeline offers; the digests are the cluster's
+        self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        # (replicas, timeout ms): WAIT at the end of each primary's script pipeline, on the connection that
+        # wrote (dispatcher.state.claims); what each answered lands in replicas_acked.
+        self.wait_replicas: tuple[int, int] | None = None
+        self.replicas_acked: list[int] = []
+
+    def __enter__(self) -> ScriptPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._commands = []
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def execute_command(self, *args: Any, **options: Any) -> ScriptPipeline:
+        self._commands.append((args, options))
+        return self
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        commands, self._commands = self._commands, []
+        for script in self.scripts:
+            self.cluster.known_scripts.setdefault(script.sha, script.script)
+        replies: list[Any] = [None] * len(commands)
+        scripts = [i for i, (args, _) in enumerate(commands) if str(args[0]).upper() in _SCRIPT_COMMANDS]
+        others = [i for i in range(len(commands)) if i not in set(scripts)]
+        if others:
+            pipe: ClusterPipeline = RedisCluster.pipeline(self.cluster)
+            for i in others:
+                args, options = commands[i]
+                pipe.execute_command(*args, **options)
+            for i, reply in zip(others, pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        for i, reply in self._run_scripts([commands[i][0] for i in scripts]):
+            replies[scripts[i]] = reply
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+    def _run_scripts(self, calls: Sequence[tuple[Any, ...]]) -> list[tuple[int, Any]]:
+        """Each call (EVALSHA, sha, numkeys, keys..., args...), grouped by the primary of its first key."""
+        by_node: dict[str, list[int]] = defaultdict(list)
+        nodes = {}
+        for i, call in enumerate(calls):
+            node = self.cluster.get_node_from_key(call[3]) if int(call[2]) else self.cluster.get_random_node()
+            by_node[node.name].append(i)
+            nodes[node.name] = node
+        done: list[tuple[int, Any]] = []
+        for name, indexes in by_node.items():
+            connection = self.cluster.get_redis_connection(nodes[name])
+            pipe = connection.pipeline(transaction=False)
+            for i in indexes:
+                pipe.execute_command(*_evalsha(calls[i]))
+            if self.wait_replicas:
+                pipe.execute_command("WAIT", *self.wait_replicas)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except _UNREACHABLE:
+                self.cluster.nodes_manager.initialize()  # the slot map after a failover
+                replies = [MovedError("0 0.0.0.0:0")] * (len(indexes) + bool(self.wait_replicas))
+            if self.wait_replicas:
+                acked = replies.pop()
+                self.replicas_acked.append(acked if isinstance(acked, int) else 0)
+            for i, reply in zip(indexes, replies, strict=True):
+                if isinstance(reply, _RUN_AGAIN) or _is_redirect(reply):
+                    reply = _or_error(lambda i=i: self.cluster.run_script(*_evalsha(calls[i])[1:]))
+                    if self.wait_replicas:
+                        self.replicas_acked.append(0)  # run alone, on another connection: not waited for
+                done.append((i, reply))
+        return done
+
+
+def _evalsha(call: tuple[Any, ...]) -> tuple[Any, ...]:
+    if str(call[0]).upper() == "EVAL":
+        raise ValueError("EVAL in a cluster pipeline: register the script (EVALSHA) instead")
+    return call
+
+
+def _is_redirect(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"))
+
+
+def _or_error(call: Any) -> Any:
+    try:
+        return call()
+    except ResponseError as exc:
+        return exc
+
+
+def client_is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def primaries_of(client: Any) -> list[Any]:
+    """The nodes holding data: the cluster's primaries, or the one server."""
+    return list(client.get_primaries()) if client_is_cluster(client) else [None]
+
+
+def scan_page(client: Any, cursor_key: str, pattern: str, count: int) -> tuple[list[str], bool]:
+    """One page of the keys matching `pattern`, resuming the cursor kept at `cursor_key` (one per primary on a
+    cluster, kept together as JSON); the keys and whether the scan came round (every cursor back to 0)."""
+    if not client_is_cluster(client):
+        cursor, keys = client.scan(int(client.get(cursor_key) or 0), match=pattern, count=count)
+        client.set(cursor_key, cursor)
+        return [_text(key) for key in keys], int(cursor) == 0
+    stored = client.get(cursor_key)
+    cursors: dict[str, int] = json.loads(stored) if stored and str(stored).startswith("{") else {}
+    found: list[str] = []
+    for node in client.get_primaries():
+        # A primary new since the last page (a failover) starts from 0: a key seen twice is moved once.
+        cursor, keys = client.get_redis_connection(node).scan(cursors.get(node.name, 0), match=pattern, count=count)
+        cursors[node.name] = int(cursor)
+        found += [_text(key) for key in keys]
+    live = {node.name for node in client.get_primaries()}
+    cursors = {name: cursor for name, cursor in cursors.items() if name in live}
+    client.set(cursor_key, json.dumps(cursors))
+    return found, not any(cursors.values())
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
