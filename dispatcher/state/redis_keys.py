@@ -124,10 +124,16 @@ def account_records_pattern() -> str:
     return ACCOUNT_RECORDS if _layout_shards is None else _SHARD_RECORDS
 
 
+def per_account_layout_pattern() -> str:
+    """The SCAN pattern of every key in the per-account layout (what the migration renames)."""
+    return _account_key("*", "*", None)
+
+
 def account_id_of(record_key: str) -> str:
-    """The account id in a key that account_records_pattern() matched (either layout)."""
+    """The account id in a key that account_records_pattern() matched (either layout), or any key of the
+    per-account layout."""
     if record_key.startswith(_RECORD_PREFIX):
-        return record_key[len(_RECORD_PREFIX) : -len(_RECORD_SUFFIX)]
+        return record_key[len(_RECORD_PREFIX) : record_key.rindex(_RECORD_SUFFIX[:2])]
     return record_key[record_key.index(_SHARD_RECORD_INFIX) + len(_SHARD_RECORD_INFIX) : -len(_SHARD_RECORD_SUFFIX)]
 
 

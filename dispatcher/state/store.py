@@ -223,8 +223,17 @@ class Store:
     # Writing.
     def commit_many(self, commits: Sequence[Commit]) -> list[list[str] | int]:
         """Apply each commit; per commit the ids to dispatch (new or still queued), or CONFLICT / DUPLICATE."""
-        if self._phone_apart:
-            self._index_phones(commits)
+        if not self._phone_apart:
+            return self._commit_many(commits)
+        # The phone index in its own slot: written before the commit (a crash between leaves an entry whose
+        # account lookups find without that phone, and skip) and again after it (a lookup in between may
+        # have pruned the entry as stale before the commit landed).
+        self._index_phones(commits)
+        replies = self._commit_many(commits)
+        self._index_phones(commits)
+        return replies
+
+    def _commit_many(self, commits: Sequence[Commit]) -> list[list[str] | int]:
         if len(commits) == 1:  # an API event: no pipeline, so no SCRIPT EXISTS round trip before it
             commit = commits[0]
             return [self._reply(self._commit(keys=self._commit_keys(commit), args=self._commit_args(commit)))]

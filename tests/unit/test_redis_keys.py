@@ -41,6 +41,7 @@ PLACEHOLDERS: dict[str, tuple[object, ...]] = {
 }
 NOT_BUILDERS = {
     "shard_of", "account_id_of", "use_shard_layout", "shard_layout", "account_records_pattern", "layout_move_keys",
+    "per_account_layout_pattern",
 }  # fmt: skip
 
 
