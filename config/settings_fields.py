@@ -57,8 +57,7 @@ class SettingsFields(BaseSettings):
         default=None,
         ge=0,
         le=5,
-        description="Replicas that must hold a claim before its provider call (WAIT). Unset: 1 on a cluster, "
-        "else 0.",
+        description="Replicas that must hold a claim before its provider call (WAIT). Unset: 1 on a cluster, else 0.",
     )
     claim_replica_timeout_ms: int = Field(
         default=200, ge=1, le=10_000, description="How long the claim waits for those replicas, milliseconds."
@@ -69,7 +68,9 @@ class SettingsFields(BaseSettings):
         "state's Redis.",
     )
     broker_master_name: str | None = Field(
-        default=None, validate_default=True, description="With a sentinel:// DISPATCHER_BROKER_URL: the master the sentinels are asked for."
+        default=None,
+        validate_default=True,
+        description="With a sentinel:// DISPATCHER_BROKER_URL: the master the sentinels are asked for.",
     )
     broker_sentinel_password: SecretStr | None = Field(
         default=None, description="The broker's sentinels' own password (the master's goes in the URL)."

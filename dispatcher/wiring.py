@@ -15,6 +15,8 @@ from config.settings import Settings
 from dispatcher.core.clock import Clock, deployment_clock
 from dispatcher.core.strategy import Strategy, load_strategy
 from dispatcher.engine import Engine, RecordRequired, Restorer
+from dispatcher.state.connections import broker_target, layout_is_shard, state_target
+from dispatcher.state.redis_keys import use_shard_layout
 from dispatcher.state.redis_server import redis_url
 from dispatcher.state.store import Store
 
@@ -66,6 +68,20 @@ class RecordOnFirstUse:
         self._restorer(account_ids)
 
 
+def open_store(settings: Settings, url: str | None = None, history_cache: int = 0) -> Store:
+    """The store on the deployment's Redis (single, Sentinel or Cluster; `url`: the state's address in use,
+    e.g. the embedded server's), with the broker's client and the key layout (dispatcher.state.connections)."""
+    state = state_target(settings, url)
+    use_shard_layout(settings.schedule_shards if layout_is_shard(settings) else None)
+    client = state.client()
+    broker = client if not (settings.broker_url or state.cluster) else broker_target(settings, url).client()
+    replicas = settings.claim_replicas if settings.claim_replicas is not None else (1 if state.cluster else 0)
+    return Store(
+        client, settings.schedule_shards, history_cache, broker=broker, claim_replicas=replicas,
+        claim_replica_timeout_ms=settings.claim_replica_timeout_ms,
+    )  # fmt: skip
+
+
 def build_engine(
     settings: Settings, url: str, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
 ) -> Runtime:
@@ -73,7 +89,7 @@ def build_engine(
     the workers alike (workers/process_runtime.py adds the adapters and the deliverer)."""
     strategy = strategy or load_strategy(settings.strategy_path)
     settings.refuse_channel_settings({channel.value for _, channel in strategy.channels_used()})
-    store = Store.from_settings(settings, url, history_cache)
+    store = open_store(settings, url, history_cache)
     engine = Engine(store, strategy, clock or clock_from(settings), restorer=RecordOnFirstUse(settings, store))
     return Runtime(settings, url, store, strategy, engine)
 

@@ -17,7 +17,7 @@ from celery.beat import PersistentScheduler
 from config.settings import Settings, load_settings
 from dispatcher.core.clock import Clock
 from dispatcher.state.store import Store
-from dispatcher.wiring import clock_from
+from dispatcher.wiring import clock_from, open_store
 
 log = structlog.get_logger("workers.scheduler")
 
@@ -54,7 +54,7 @@ class DispatcherScheduler(PersistentScheduler):
     def setup_schedule(self) -> None:
         super().setup_schedule()
         settings = load_settings()
-        store = Store.from_settings(settings)
+        store = open_store(settings)
         self.pump = BeatPump(store, clock_from(settings), settings, self.app.send_task)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:

@@ -178,8 +178,15 @@ def api_key(
 
 @app.command("migrate-keys")
 def migrate_keys(
-    shards: Annotated[int, typer.Option("--shards", help="The new DISPATCHER_SCHEDULE_SHARDS: a multiple of the "
-                                        "current one, e.g. 256 for a cluster (1-1024).", min=1, max=1024)],
+    shards: Annotated[
+        int,
+        typer.Option(
+            "--shards",
+            help="The new DISPATCHER_SCHEDULE_SHARDS: a multiple of the current one, e.g. 256 for a cluster (1-1024).",
+            min=1,
+            max=1024,
+        ),
+    ],
 ) -> None:
     """Move the state from the per-account key layout to the shard layout (every process stopped first), on the
     single Redis that holds it; then set DISPATCHER_REDIS_KEY_LAYOUT=shard and DISPATCHER_SCHEDULE_SHARDS, or

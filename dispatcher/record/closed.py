@@ -34,17 +34,17 @@ from psycopg_pool import ConnectionPool
 
 from config.errors import ConfigurationError
 from dispatcher.core.models import IN_DOUBT, AccountRecord, ClaimStatus, HistoryEntry
+from dispatcher.state.cluster import scan_page
 from dispatcher.state.metrics import ARCHIVED
 from dispatcher.state.redis_keys import (
     CLOSED_CURSOR,
     account_id_of,
-    account_records_pattern,
     account_keys,
+    account_records_pattern,
     events_key,
     moved_key,
     phone_key,
 )
-from dispatcher.state.cluster import scan_page
 from dispatcher.state.store import Loaded, Store
 
 CURSOR_KEY = CLOSED_CURSOR

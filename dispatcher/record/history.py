@@ -27,8 +27,8 @@ from dispatcher.core.models import Channel, HistoryEntry
 from dispatcher.core.stages import ADHOC_STAGE
 from dispatcher.core.strategy import Strategy
 from dispatcher.record.lookback import FINAL_CLAIMS, marked, trimmable
-from dispatcher.state.metrics import ARCHIVED
 from dispatcher.state.cluster import scan_page
+from dispatcher.state.metrics import ARCHIVED
 from dispatcher.state.redis_keys import HISTORY_CURSOR, account_id_of, account_records_pattern, claims_key
 from dispatcher.state.store import Loaded, Store
 

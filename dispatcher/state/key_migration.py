@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from config.errors import ConfigurationError
 from dispatcher.core.models import account_of
 from dispatcher.state.metrics import recount_accounts
 from dispatcher.state.redis_keys import (
@@ -52,7 +53,7 @@ return moved
 """
 
 
-class MigrationRefused(ValueError):
+class MigrationRefused(ConfigurationError, ValueError):
     """The shard counts given cannot be migrated between (the new must be a multiple of the old)."""
 
 

@@ -109,7 +109,9 @@ def account_keys(account_id: str) -> tuple[str, ...]:
 def layout_move_keys(account_id: str, shards: int) -> tuple[tuple[str, str], ...]:
     """Every key of an account as (per-account name, shard-layout name): what the migration to the shard
     layout renames (dispatcher.state.key_migration)."""
-    return tuple((_account_key(account_id, part, None), _account_key(account_id, part, shards)) for part in _ACCOUNT_PARTS)
+    return tuple(
+        (_account_key(account_id, part, None), _account_key(account_id, part, shards)) for part in _ACCOUNT_PARTS
+    )
 
 
 # Every account record, as a SCAN pattern, and the account id back from one record key.

@@ -45,9 +45,7 @@ def _free_cluster_port() -> int:
 class EmbeddedRedis:
     """A redis-server child process bound to 127.0.0.1; `url` is what clients and Celery use."""
 
-    def __init__(
-        self, data_dir: Path, port: int | None = None, appendonly: bool = True, extra: tuple[str, ...] = ()
-    ):
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True, extra: tuple[str, ...] = ()):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or _free_port()
         self.appendonly = appendonly

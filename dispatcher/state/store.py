@@ -26,24 +26,21 @@ import redis
 from pydantic import TypeAdapter
 from pydantic_core import to_json
 
-from config.settings_fields import SettingsFields
 from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, HistoryEntry
 from dispatcher.state.claims import ClaimMove, ClaimStore, queued_member
-from dispatcher.state.connections import broker_target, layout_is_shard, state_target
 from dispatcher.state.ranks import RANKS_TTL, StatusRanks
 from dispatcher.state.redis_keys import (
     account_id_of,
     account_record_key,
+    account_records_pattern,
     audit_key,
     claims_key,
     events_key,
     history_key,
     moved_key,
-    account_records_pattern,
     phone_key,
     shard_layout,
     shard_of,
-    use_shard_layout,
     voice_key,
     wake_key,
 )
@@ -109,27 +106,19 @@ class Store:
     its Redis (the simulator), since a flushed-and-refilled Redis would not be noticed."""
 
     def __init__(
-        self,
-        client: redis.Redis,
-        shards: int = 16,
-        history_cache: int = 0,
-        wallclock: Callable[[], float] = time.time,
-        broker: redis.Redis | None = None,
-        claim_replicas: int = 0,
-        claim_replica_timeout_ms: int = 200,
-    ):
+        self, client: redis.Redis, shards: int = 16, history_cache: int = 0, wallclock: Callable[[], float] = time.time,
+        broker: redis.Redis | None = None, claim_replicas: int = 0, claim_replica_timeout_ms: int = 200,
+    ):  # fmt: skip
         layout = shard_layout()
         if layout is not None and layout != shards:
             raise ValueError(f"the account keys are tagged with {layout} shards, this store has {shards}")
         self.redis = client
-        # The broker's Redis (kombu's queues, the dead letters): the state's unless DISPATCHER_BROKER_URL names
-        # another (dispatcher.state.connections).
+        # The broker's Redis (kombu's queues, the dead letters): the state's unless DISPATCHER_BROKER_URL is set.
         self.broker = client if broker is None else broker
         self.shards = shards
         self.wallclock = wallclock
         self.ledger = ClaimStore(client, shards, wallclock, claim_replicas, claim_replica_timeout_ms)
-        # With the shard layout the phone index is another slot than the account's: written in a step of its
-        # own, before the commit it describes (a hint that lookups re-check).
+        # With the shard layout the phone index is in another slot than the account's: a step of its own.
         self._phone_apart = layout is not None
         self.ranks = StatusRanks(client)
         self._history_cache: OrderedDict[str, tuple[str, tuple[HistoryEntry, ...]]] = OrderedDict()
@@ -143,20 +132,6 @@ class Store:
     @classmethod
     def from_url(cls, url: str, shards: int = 16, history_cache: int = 0) -> Store:
         return cls(redis.Redis.from_url(url, decode_responses=True), shards, history_cache)
-
-    @classmethod
-    def from_settings(cls, settings: SettingsFields, url: str | None = None, history_cache: int = 0) -> Store:
-        """The store on the deployment's Redis (single, Sentinel or Cluster; `url`: the state's address in use,
-        e.g. the embedded server's), its broker client and its key layout (dispatcher.state.connections)."""
-        state = state_target(settings, url)
-        use_shard_layout(settings.schedule_shards if layout_is_shard(settings) else None)
-        client = state.client()
-        broker = client if not (settings.broker_url or state.cluster) else broker_target(settings, url).client()
-        replicas = settings.claim_replicas if settings.claim_replicas is not None else (1 if state.cluster else 0)
-        return cls(
-            client, settings.schedule_shards, history_cache, broker=broker, claim_replicas=replicas,
-            claim_replica_timeout_ms=settings.claim_replica_timeout_ms,
-        )  # fmt: skip
 
     def shard_of(self, account_id: str) -> int:  # these three: the key module's, with this store's shard count
         return shard_of(account_id, self.shards)
@@ -225,9 +200,8 @@ class Store:
         """Apply each commit; per commit the ids to dispatch (new or still queued), or CONFLICT / DUPLICATE."""
         if not self._phone_apart:
             return self._commit_many(commits)
-        # The phone index in its own slot: written before the commit (a crash between leaves an entry whose
-        # account lookups find without that phone, and skip) and again after it (a lookup in between may
-        # have pruned the entry as stale before the commit landed).
+        # The phone index in its own slot: before the commit (a crash between leaves an entry lookups skip) and
+        # after it (a lookup in between may have pruned the entry as stale before the commit landed).
         self._index_phones(commits)
         replies = self._commit_many(commits)
         self._index_phones(commits)

@@ -14,6 +14,7 @@ from config.settings import Settings, load_settings
 from dispatcher.state.redis_keys import use_shard_layout
 from dispatcher.state.redis_server import LocalCluster
 from dispatcher.state.store import Store
+from dispatcher.wiring import open_store
 
 CLUSTER_SHARDS = 64  # many more than a single Redis's 16, so the shards spread over the three primaries
 
@@ -45,7 +46,7 @@ def cluster_settings(cluster_url: str, redis_url: str) -> Settings:
 
 @pytest.fixture
 def store(cluster_settings: Settings) -> Iterator[Store]:
-    store = Store.from_settings(cluster_settings)
+    store = open_store(cluster_settings)
     yield store
     store.redis.close()
 

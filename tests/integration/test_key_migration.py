@@ -59,7 +59,8 @@ from tests.conftest import make_account
 use_shard_layout(64)
 store = Store.from_url(sys.argv[1], 64)
 store._commit_many = lambda commits: os.kill(os.getpid(), signal.SIGKILL)
-engine = Engine(store, load_strategy(DEFAULT_STRATEGY), ManualClock(datetime.fromisoformat(sys.argv[2])), on_queued=lambda c: None)
+clock = ManualClock(datetime.fromisoformat(sys.argv[2]))
+engine = Engine(store, load_strategy(DEFAULT_STRATEGY), clock, on_queued=lambda c: None)
 engine.upsert(make_account("PH1", phone="+8613900000001", due_date=date.fromisoformat(sys.argv[3])))
 """
 
@@ -95,16 +96,12 @@ def _restore(client: redis.Redis, snapshot: dict[bytes, bytes]) -> None:
 
 def _contents(client: redis.Redis) -> dict[str, object]:
     """Every key and what it holds, comparable across runs."""
-    found: dict[str, object] = {}
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key)
-        value: object = {
-            "hash": lambda: client.hgetall(key), "list": lambda: client.lrange(key, 0, -1),
-            "set": lambda: sorted(client.smembers(key)), "zset": lambda: client.zrange(key, 0, -1, withscores=True),
-            "string": lambda: client.get(key), "stream": lambda: client.xrange(key),
-        }[kind]()  # fmt: skip
-        found[key] = value
-    return found
+    read = {
+        "hash": lambda key: client.hgetall(key), "list": lambda key: client.lrange(key, 0, -1),
+        "set": lambda key: sorted(client.smembers(key)), "zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        "string": lambda key: client.get(key), "stream": lambda key: client.xrange(key),
+    }  # fmt: skip
+    return {key: read[client.type(key)](key) for key in client.scan_iter(count=1000)}
 
 
 @pytest.fixture
