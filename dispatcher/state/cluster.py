@@ -44,6 +44,7 @@ class DispatcherCluster(RedisCluster):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.known_scripts: dict[str, str] = {}
+        self._loaded: dict[str, set[str]] = defaultdict(set)  # node name -> digests loaded there by this process
 
     def register_script(self, script: Any) -> Script:
         registered = Script(self, script)
@@ -54,6 +55,15 @@ class DispatcherCluster(RedisCluster):
         if transaction:  # one slot's keys in MULTI/EXEC: redis-py's own
             return super().pipeline(transaction=transaction, shard_hint=shard_hint)
         return ScriptPipeline(self)
+
+    def load_scripts_on(self, node: Any, digests: set[str]) -> None:
+        """SCRIPT LOAD on `node` what this process has not loaded there yet (a new primary after a failover
+        starts with an empty cache), so its pipeline meets no NOSCRIPT."""
+        missing = digests - self._loaded[node.name]
+        connection = self.get_redis_connection(node)
+        for sha in missing:
+            connection.script_load(self.known_scripts[sha])
+        self._loaded[node.name] |= missing
 
     def run_script(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         """EVALSHA through the cluster client (redirects followed), loading the script where it is missing."""
@@ -115,25 +125,34 @@ class ScriptPipeline(RedisClusterCommands):
     def _run_scripts(self, calls: Sequence[tuple[Any, ...]]) -> list[tuple[int, Any]]:
         """Each call (EVALSHA, sha, numkeys, keys..., args...), grouped by the primary of its first key."""
         by_node: dict[str, list[int]] = defaultdict(list)
-        nodes = {}
+        nodes, replicated = {}, {}
         for i, call in enumerate(calls):
             node = self.cluster.get_node_from_key(call[3]) if int(call[2]) else self.cluster.get_random_node()
             by_node[node.name].append(i)
             nodes[node.name] = node
+            if int(call[2]):  # whether its slot has a replica to wait for (a promoted one may have none yet)
+                replicated[node.name] = (
+                    len(self.cluster.nodes_manager.slots_cache.get(self.cluster.keyslot(call[3]), ())) > 1
+                )
         done: list[tuple[int, Any]] = []
         for name, indexes in by_node.items():
+            try:
+                self.cluster.load_scripts_on(nodes[name], {str(calls[i][1]) for i in indexes})
+            except _UNREACHABLE:
+                pass  # the pipeline below meets the same and runs each call again alone
             connection = self.cluster.get_redis_connection(nodes[name])
             pipe = connection.pipeline(transaction=False)
             for i in indexes:
                 pipe.execute_command(*_evalsha(calls[i]))
-            if self.wait_replicas:
-                pipe.execute_command("WAIT", *self.wait_replicas)
+            wait = bool(self.wait_replicas) and replicated.get(name, False)
+            if wait:
+                pipe.execute_command("WAIT", *self.wait_replicas)  # type: ignore[misc]
             try:
                 replies = pipe.execute(raise_on_error=False)
             except _UNREACHABLE:
                 self.cluster.nodes_manager.initialize()  # the slot map after a failover
-                replies = [MovedError("0 0.0.0.0:0")] * (len(indexes) + bool(self.wait_replicas))
-            if self.wait_replicas:
+                replies = [MovedError("0 0.0.0.0:0")] * (len(indexes) + wait)
+            if wait:
                 acked = replies.pop()
                 self.replicas_acked.append(acked if isinstance(acked, int) else 0)
             for i, reply in zip(indexes, replies, strict=True):

@@ -36,9 +36,20 @@ def cluster_url(local_cluster: LocalCluster) -> Iterator[str]:
     use_shard_layout(None)  # the single-Redis tests that follow build keys per account again
 
 
+def cluster_environment(monkeypatch: pytest.MonkeyPatch, cluster_url: str, broker_url: str, shards: int) -> None:
+    """The same settings in the environment: what a process reads on its own (the worker's start-up hooks
+    call load_settings()) must be the deployment's, or it would build keys in another layout."""
+    for name, value in {
+        "DISPATCHER_REDIS_URL": cluster_url, "DISPATCHER_REDIS_CLUSTER": "true", "DISPATCHER_BROKER_URL": broker_url,
+        "DISPATCHER_SCHEDULE_SHARDS": str(shards),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture
-def cluster_settings(cluster_url: str, redis_url: str) -> Settings:
+def cluster_settings(cluster_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The state on the cluster, the broker on the single embedded Redis."""
+    cluster_environment(monkeypatch, cluster_url, redis_url, CLUSTER_SHARDS)
     return load_settings(
         redis_url=cluster_url, redis_cluster=True, broker_url=redis_url, schedule_shards=CLUSTER_SHARDS
     )
