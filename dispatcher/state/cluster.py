@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -136,10 +137,9 @@ class ScriptPipeline(RedisClusterCommands):
                 )
         done: list[tuple[int, Any]] = []
         for name, indexes in by_node.items():
-            try:
+            # Unreachable: the pipeline below meets the same and runs each call again alone.
+            with contextlib.suppress(*_UNREACHABLE):
                 self.cluster.load_scripts_on(nodes[name], {str(calls[i][1]) for i in indexes})
-            except _UNREACHABLE:
-                pass  # the pipeline below meets the same and runs each call again alone
             connection = self.cluster.get_redis_connection(nodes[name])
             pipe = connection.pipeline(transaction=False)
             for i in indexes:
