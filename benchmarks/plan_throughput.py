@@ -37,9 +37,8 @@ from dispatcher.core.models import Account  # noqa: E402
 from dispatcher.core.strategy import load_strategy  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.importer import BATCH  # noqa: E402  (the batches `dispatcher import` and the API use)
-from dispatcher.state.redis_keys import account_record_key, audit_key, history_key, wake_key  # noqa: E402
 from dispatcher.state.cluster import DispatcherCluster  # noqa: E402
-from dispatcher.state.redis_keys import use_shard_layout  # noqa: E402
+from dispatcher.state.redis_keys import account_record_key, audit_key, history_key, use_shard_layout, wake_key  # noqa: E402
 from dispatcher.state.redis_server import EmbeddedRedis, LocalCluster  # noqa: E402
 from dispatcher.state.store import Store  # noqa: E402
 from dispatcher.wiring import tune_gc  # noqa: E402
