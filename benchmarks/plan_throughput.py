@@ -167,9 +167,7 @@ def cluster_run(args: argparse.Namespace) -> None:
         with LocalCluster(Path(state) / "cluster") as cluster:
             ports = [node.port for node in cluster.primary_nodes()]
             before = command_calls(ports)
-            clustered = run_parallel(
-                engine_worker, cluster.url, args.accounts, args.workers, args.cluster_shards, True
-            )
+            clustered = run_parallel(engine_worker, cluster.url, args.accounts, args.workers, args.cluster_shards, True)
             cluster_calls = _delta(command_calls(ports), before)
             keys = [int(redis.Redis(port=port).dbsize()) for port in ports]
     print(speed_reference())

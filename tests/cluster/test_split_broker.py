@@ -34,9 +34,7 @@ def _gauges(runtime: WorkerRuntime) -> dict[str, float]:
     return found
 
 
-def test_the_queue_depths_and_unacked_messages_are_read_from_the_broker(
-    runtime: WorkerRuntime, redis_url: str
-) -> None:
+def test_the_queue_depths_and_unacked_messages_are_read_from_the_broker(runtime: WorkerRuntime, redis_url: str) -> None:
     store = runtime.engine.store
     assert store.broker is not store.redis
     broker = redis.Redis.from_url(redis_url)
