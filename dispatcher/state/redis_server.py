@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import random
+import shutil
 import socket
 import subprocess
 import time
@@ -156,6 +157,8 @@ class LocalCluster:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
     def start(self) -> LocalCluster:
+        """A fresh cluster every time: what an earlier one left under the folder is removed first."""
+        shutil.rmtree(self.data_dir, ignore_errors=True)
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
