@@ -66,3 +66,20 @@ def store(cluster_settings: Settings) -> Iterator[Store]:
 def worker_settings(cluster_settings: Settings, worker_sandboxes: object) -> Settings:
     overrides = worker_sandboxes.settings_overrides()  # type: ignore[attr-defined]
     return cluster_settings.model_copy(update={"send_retries": 3, **overrides})
+
+
+@pytest.fixture
+def fresh_producers(celery_worker: object) -> Iterator[None]:
+    """Celery keeps its producer connections for the process: a test whose broker is another than the last
+    test's (a Sentinel set) publishes through new ones, and leaves none behind for the next."""
+    from workers.app import app
+
+    def forget() -> None:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    forget()
+    yield
+    forget()
