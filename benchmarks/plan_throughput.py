@@ -149,9 +149,12 @@ def main() -> None:
 
 
 def command_calls(ports: list[int]) -> dict[str, int]:
-    """INFO commandstats summed over these servers: calls per command (those inside scripts included)."""
-    calls: dict[str, int] = {}
+    """INFO commandstats summed over these servers: calls per command (those inside scripts included), and
+    their CPU seconds (user + system) in microseconds under `cpu_us`."""
+    calls: dict[str, int] = {"cpu_us": 0}
     for port in ports:
+        cpu = redis.Redis(port=port).info("cpu")
+        calls["cpu_us"] += int((cpu["used_cpu_user"] + cpu["used_cpu_sys"]) * 1e6)
         for name, stats in redis.Redis(port=port).info("commandstats").items():
             calls[name] = calls.get(name, 0) + int(stats["calls"])
     return calls
@@ -178,6 +181,8 @@ def cluster_run(args: argparse.Namespace) -> None:
     print(f"ratio cluster/single: {cluster_rate / single_rate:.2f} (goal >= 0.7)")
     print(f"keys per primary: {keys}")
     for label, calls in (("single", single_calls), ("cluster", cluster_calls)):
+        cpu = calls.pop("cpu_us", 0)
+        print(f"Redis CPU per plan, {label} (primaries summed): {cpu / args.accounts:.0f} us")
         total = sum(calls.values())
         top = ", ".join(f"{name.removeprefix('cmdstat_')} {count / args.accounts:.2f}"
                         for name, count in sorted(calls.items(), key=lambda item: -item[1])[:6])  # fmt: skip

@@ -55,12 +55,15 @@ def _texts(sandboxes: Sandboxes, numbers: set[str]) -> Counter[str]:
 
 
 def _until_idle(runtime: WorkerRuntime, sandboxes: Sandboxes, numbers: set[str], deadline: float) -> None:
+    """Until nothing waits on the broker's queues and no text arrived for a second. Not `unacked`: a message
+    the worker held when the master switched stays there until the visibility timeout (its ack went to the
+    demoted master); its contact, if it never left, is the stranded sweep's."""
     seen = -1
     while time.monotonic() < deadline:
         count = sum(_texts(sandboxes, numbers).values())
         try:
             broker = runtime.engine.store.broker
-            waiting = sum(broker.llen(q) for q in ("sms", "plan")) + broker.hlen("unacked")
+            waiting = sum(broker.llen(q) for q in ("sms", "plan"))
         except Exception:  # the broker between primaries
             waiting = -1
         if count == seen and waiting == 0:
@@ -105,7 +108,9 @@ def test_the_broker_failed_over_by_sentinel_mid_run_loses_no_contact(
     assert [number for number, count in texts.items() if count > 1] == []
     assert len(texts) == CONTACTS
     assert sentinels.master_port() != first
+    held = runtime.engine.store.broker.hlen("unacked")
     print(
         f"\nbroker failed over with {failed_over_at} of {CONTACTS} texts sent; all sent "
-        f"{time.monotonic() - fault:.0f} s after the failover, {rounds} housekeeping rounds"
+        f"{time.monotonic() - fault:.0f} s after the failover, {rounds} housekeeping rounds; {held} messages "
+        "left in unacked (redelivered after the visibility timeout, then skipped by the claim)"
     )
