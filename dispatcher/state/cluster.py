@@ -70,9 +70,8 @@ class DispatcherCluster(RedisCluster):
         """EVALSHA through the cluster client (redirects followed), loading the script where it is missing."""
         try:
             return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
-        except NoScriptError:
-            node = self.get_node_from_key(keys_and_args[0])
-            self.get_redis_connection(node).script_load(self.known_scripts[sha])
+        except NoScriptError:  # on every primary: while a slot migrates, the node that runs it is not the map's
+            self.script_load(self.known_scripts[sha])
             return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
 
 
