@@ -70,13 +70,12 @@ def worker_settings(cluster_settings: Settings, worker_sandboxes: object) -> Set
 
 @pytest.fixture
 def fresh_producers(celery_worker: object) -> Iterator[None]:
-    """Celery keeps its producer connections for the process: a test whose broker is another than the last
-    test's (a Sentinel set) publishes through new ones, and leaves none behind for the next."""
+    """Celery keeps its producer pool for the process: a test whose broker is another than the last test's (a
+    Sentinel set) takes the pool of its own broker (kombu keeps one per broker address), and the next test
+    takes its own again."""
     from workers.app import app
 
     def forget() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
         app._pool = None
         app.amqp._producer_pool = None
 
