@@ -153,8 +153,9 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        """One seed node; the client discovers the rest."""
-        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        """One seed node (the first still running); the client discovers the rest."""
+        seed = next((node for node in self.nodes if node.running), self.nodes[0])
+        return f"redis://127.0.0.1:{seed.port}/0"
 
     def start(self) -> LocalCluster:
         """A fresh cluster every time: what an earlier one left under the folder is removed first."""

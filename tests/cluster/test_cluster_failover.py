@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+import redis
 
 from channels.sandbox import Sandboxes
 from config.settings import Settings, load_settings
@@ -63,7 +63,9 @@ def _until_idle(broker: object, sandboxes: Sandboxes, numbers: set[str], deadlin
 
 
 def _phone(account_id: str) -> str:
-    return f"+86137{zlib.crc32(account_id.encode()) % 10**8:08d}"
+    """One number per account (FO00012 -> +8613700000129): never one of the sandbox's magic endings (0001 to
+    0006 mean undelivered, invalid, opted out)."""
+    return f"+861{37 - (account_id[:2] == 'CF')}{int(account_id[2:]):07d}9"
 
 
 def _texts(sandboxes: Sandboxes, numbers: set[str]) -> Counter[str]:
@@ -116,4 +118,50 @@ def test_a_primary_killed_mid_run_loses_and_duplicates_no_contact(
     print(
         f"\nprimary killed after {killed_at} of {CONTACTS} texts; all sent {time.monotonic() - fault:.0f} s after "
         f"the kill, {rounds} housekeeping rounds; claims not waited for by a replica: {store.ledger.unreplicated}"
+    )
+
+
+def test_a_cluster_failover_mid_run_loses_and_duplicates_no_contact(
+    runtime: WorkerRuntime, celery_worker: object, fresh_producers: None, worker_sandboxes: Sandboxes,
+    clock: ManualClock, own_cluster: LocalCluster,
+) -> None:  # fmt: skip
+    """CLUSTER FAILOVER (the operator's planned switch) on a replica, mid-run: its primary steps down."""
+    contacts = CONTACTS // 3
+    due = clock.now().date() - timedelta(days=1)
+    ids = [f"CF{i:05d}" for i in range(contacts)]
+    numbers = {_phone(account_id) for account_id in ids}
+    for start in range(0, contacts, 250):
+        batch = ids[start : start + 250]
+        runtime.engine.upsert_many([make_account(a, phone=_phone(a), due_date=due) for a in batch])
+        if start == 0:
+            replica = next(node for node in own_cluster.running_nodes() if node not in own_cluster.primary_nodes())
+            redis.Redis(port=replica.port).execute_command("CLUSTER", "FAILOVER")
+    deadline = time.monotonic() + 60
+    while replica not in own_cluster.primary_nodes():
+        assert time.monotonic() < deadline, "the replica was not promoted"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 240
+    while True:
+        _until_idle(runtime.engine.store.broker, worker_sandboxes, numbers, deadline)
+        texts = _texts(worker_sandboxes, numbers)
+        if len(texts) == contacts:
+            break
+        assert time.monotonic() < deadline, _missing(runtime, ids, texts)
+        later = time.time() + 3600
+        reconcile(runtime, now=later)
+        offer_stranded(runtime, now=later)
+        dispatch(runtime.engine.pump(limit=5000), batch=50)
+    texts = _texts(worker_sandboxes, numbers)
+    assert [number for number, count in texts.items() if count > 1] == []
+    assert len(texts) == contacts
+
+
+def _missing(runtime: WorkerRuntime, ids: list[str], texts: Counter[str]) -> str:
+    """What the store says of the contacts never sent (a failing run's evidence)."""
+    store = runtime.engine.store
+    gone = [a for a in ids if _phone(a) not in texts]
+    return "never sent: " + "; ".join(
+        f"{a}: claims {store.claims(a)}, wake {store.next_wakeup(a)}, history "
+        f"{[(e.kind, e.event or e.outcome) for e in store.load(a).history]}"
+        for a in gone[:5]
     )

@@ -83,3 +83,18 @@ def test_dead_letters_are_listed_and_replayed_on_the_broker_by_the_cli(
     assert replayed.exit_code == 0, replayed.output
     assert broker.llen("plan") == 1  # back on its queue, on the broker
     assert json.loads(broker.lindex("plan", 0))["headers"]["task"] == "dispatcher.upsert_account"
+
+
+def test_import_and_account_show_run_against_the_cluster(
+    cluster_settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
+    source = tmp_path / "accounts.csv"
+    source.write_text("id,name,balance,due_date,phone\nCLI1,Li Wei,800.00,2026-02-28,+8613800138009\n")
+    runner = CliRunner()
+    imported = runner.invoke(cli, ["import", str(source)])
+    assert imported.exit_code == 0, imported.output
+    assert "created 1" in imported.output
+    shown = runner.invoke(cli, ["account", "show", "CLI1", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["account"]["id"] == "CLI1"
