@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint typecheck compose-check compose-smoke clean chaos
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e clients/python  # the typed client (clients/python), which the tests use
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rate_limit_accuracy.py
 	$(BIN)/python benchmarks/api_throughput.py
 	$(BIN)/python benchmarks/redis_memory.py
+	$(BIN)/python benchmarks/callbacks_throughput.py
 
 # Real processes under real faults (docs/reliability.md); several minutes; exit 1 if any goal is missed.
 chaos: $(STAMP)

@@ -2,6 +2,7 @@
 raw redis-py pipelined write of the same keys measured in the same run, and Redis memory per account.
 
     python benchmarks/plan_throughput.py --accounts 1000000 --workers 2
+    python benchmarks/plan_throughput.py --accounts 1000000 --workers 2 --experiment docs/examples/experiment.yaml
     python benchmarks/plan_throughput.py --accounts 100000 --cluster
 
 With --cluster the same engine ingests the same accounts into a local three-primary Redis Cluster (a replica
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,14 +35,16 @@ import redis  # noqa: E402
 from benchmarks._machine import speed_reference  # noqa: E402
 from config.settings import DEFAULT_STRATEGY  # noqa: E402
 from dispatcher.core.clock import ManualClock  # noqa: E402
+from dispatcher.core.experiments.loading import load_experiment  # noqa: E402
 from dispatcher.core.models import Account  # noqa: E402
 from dispatcher.core.strategy import load_strategy  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.importer import BATCH  # noqa: E402  (the batches `dispatcher import` and the API use)
-from dispatcher.state.cluster import DispatcherCluster  # noqa: E402
+from dispatcher.state.active_set import ActiveSet  # noqa: E402
 from dispatcher.state.redis_keys import account_record_key, audit_key, history_key, use_shard_layout, wake_key  # noqa: E402
 from dispatcher.state.redis_server import EmbeddedRedis, LocalCluster  # noqa: E402
 from dispatcher.state.store import Store  # noqa: E402
+from dispatcher.state.topology.cluster import DispatcherCluster  # noqa: E402
 from dispatcher.wiring import tune_gc  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -66,14 +70,21 @@ def account_line(index: int) -> bytes:
     ).encode()
 
 
-def engine_worker(url: str, start: int, stop: int, shards: int, cluster: bool = False) -> float:
+def engine_worker(
+    url: str, start: int, stop: int, shards: int, experiment: str | None = None, cluster: bool = False
+) -> float:
     tune_gc()  # as every `dispatcher` command does
     if cluster:
         use_shard_layout(shards)
         store = Store(DispatcherCluster.from_url(url, decode_responses=True), shards)
     else:
         store = Store.from_url(url, shards)
-    engine = Engine(store, load_strategy(Path(DEFAULT_STRATEGY)), ManualClock(NOW))
+    if experiment is None:
+        engine = Engine(store, load_strategy(Path(DEFAULT_STRATEGY)), ManualClock(NOW))
+    else:  # each account planned by its own variant, the active set checked as every process checks it
+        variants = load_experiment(Path(experiment))
+        active = ActiveSet(store.redis, variants)
+        engine = Engine(store, variants.champion.strategy, ManualClock(NOW), variants=variants, active=active)
     lines = [account_line(i) for i in range(start, stop)]
     began = time.perf_counter()
     for offset in range(0, len(lines), BATCH):
@@ -121,6 +132,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=200_000, help="accounts to ingest (default 200000)")
     parser.add_argument("--workers", type=int, default=2, help="ingesting processes (default 2, one per core)")
     parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--experiment", help="an experiment file: plan each account by its own variant")
     parser.add_argument("--cluster", action="store_true", help="also into a local 3-primary cluster, same run")
     parser.add_argument("--cluster-shards", type=int, default=64)
     args = parser.parse_args()
@@ -134,12 +146,14 @@ def main() -> None:
         raw_memory = used_memory(server.url) - base_memory
         client.flushall()
         base_memory = used_memory(server.url)
-        engine_seconds = run_parallel(engine_worker, server.url, args.accounts, args.workers, args.shards)
+        target = partial(engine_worker, experiment=args.experiment)
+        engine_seconds = run_parallel(target, server.url, args.accounts, args.workers, args.shards)
         engine_memory = used_memory(server.url) - base_memory
         planned = sum(client.zcard(wake_key(shard)) for shard in range(args.shards))
     print(speed_reference())
     engine_rate, raw_rate = args.accounts / engine_seconds, args.accounts / raw_seconds
-    print(f"accounts ingested and planned: {args.accounts} ({planned} with a wake-up) by {args.workers} workers")
+    print(f"accounts ingested and planned: {args.accounts} ({planned} with a wake-up) by {args.workers} workers"
+          + (f", experiment {args.experiment}" if args.experiment else ""))  # fmt: skip
     print(f"engine: {engine_seconds:.1f} s, {engine_rate:,.0f} accounts/s")
     print(f"raw pipelined write of the same keys: {raw_seconds:.1f} s, {raw_rate:,.0f} accounts/s")
     print(f"ratio engine/raw: {engine_rate / raw_rate:.2f} (goal >= 0.25)")
@@ -170,7 +184,9 @@ def cluster_run(args: argparse.Namespace) -> None:
         with LocalCluster(Path(state) / "cluster") as cluster:
             ports = [node.port for node in cluster.primary_nodes()]
             before = command_calls(ports)
-            clustered = run_parallel(engine_worker, cluster.url, args.accounts, args.workers, args.cluster_shards, True)
+            clustered = run_parallel(
+                engine_worker, cluster.url, args.accounts, args.workers, args.cluster_shards, None, True
+            )
             cluster_calls = _delta(command_calls(ports), before)
             keys = [int(redis.Redis(port=port).dbsize()) for port in ports]
     print(speed_reference())

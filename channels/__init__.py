@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels import agency, email, letter, sms, voice, wechat
+from channels import agency, aliyun_sms, email, letter, sms, voice, wechat
 from channels.base import (
     OUTCOME_KINDS,
     ChannelAdapter,
+    ContactDeferred,
     DeliveryError,
     OutboundMessage,
     PermanentDeliveryError,
     ProviderOutcome,
+    ProviderRefused,
     Receipt,
     TransientDeliveryError,
     WebhookRejected,
@@ -30,7 +32,7 @@ REGISTRY: dict[str, ChannelSpec] = {
 
 
 # Providers beyond each channel's own, by module (each declares `PROVIDER = ProviderSpec(...)`).
-EXTRA_PROVIDERS: tuple[ProviderSpec, ...] = ()
+EXTRA_PROVIDERS: tuple[ProviderSpec, ...] = (aliyun_sms.PROVIDER,)
 
 PROVIDERS: dict[tuple[str, str], ProviderSpec] = {
     **{(spec.name, spec.provider): spec.own_provider() for spec in REGISTRY.values()},
@@ -49,6 +51,24 @@ def provider_spec(channel: str, provider: str) -> ProviderSpec:
         return PROVIDERS[channel, provider]
     except KeyError:
         raise KeyError(f"channel {channel!r} has no provider {provider!r}; it has: {providers_of(channel)}") from None
+
+
+def own_provider_of(channel: str) -> str:
+    """The provider a channel declares itself (its spec's); a channel without a spec here, its own name."""
+    spec = REGISTRY.get(channel)
+    return channel if spec is None else spec.provider
+
+
+def provider_key(channel: str, provider: str) -> str:
+    """The name a provider's circuit breaker, rate limit, health weight and shared session are kept under: the
+    channel's own provider keeps the channel's name (so the circuits kept in Redis and DISPATCHER_RATE_LIMITS
+    read as before), any other provider of the channel is `CHANNEL.PROVIDER`, e.g. `sms.aliyun`."""
+    return channel if provider == own_provider_of(channel) else f"{channel}.{provider}"
+
+
+def provider_keys() -> dict[str, tuple[str, str]]:
+    """Every provider's key -> (channel, provider), for what is built or probed per provider."""
+    return {provider_key(channel, provider): (channel, provider) for channel, provider in PROVIDERS}
 
 
 def spec_of(name: str) -> ChannelSpec:
@@ -70,17 +90,22 @@ __all__ = [
     "REGISTRY",
     "ChannelAdapter",
     "ChannelSpec",
+    "ContactDeferred",
     "DeliveryError",
     "Draft",
     "OutboundMessage",
     "PermanentDeliveryError",
     "PROVIDERS",
     "ProviderOutcome",
+    "ProviderRefused",
     "ProviderSpec",
     "Receipt",
     "TransientDeliveryError",
     "WebhookRejected",
     "build_adapter",
+    "own_provider_of",
+    "provider_key",
+    "provider_keys",
     "provider_spec",
     "providers_of",
     "spec_of",

@@ -13,7 +13,13 @@ Errors (each adapter translates its provider's errors into these in exactly one 
     │           .setting: str          a definite non-send and never a debtor outcome; the claim goes
     │           .provider: str         back, the provider's circuit opens, `setting` names the variable
     ├── PermanentDeliveryError         do not retry: record the outcome and re-plan
-    │       .outcome_kind: str         one of OUTCOME_KINDS, e.g. 'invalid_address', 'opted_out'
+    │   │   .outcome_kind: str         one of OUTCOME_KINDS, e.g. 'invalid_address', 'opted_out'
+    │   └── ProviderRefused            the provider will not carry this contact for reasons of its own (a
+    │                                  destination it does not serve), not the debtor's: a definite non-send;
+    │                                  another provider of the route may take it, else it ends `failed`
+    ├── ContactDeferred                the provider refused this recipient for now (a per-number daily
+    │       .retry_after: float        limit): a definite non-send; the contact waits `retry_after`, no
+    │                                  failover, no penalty on the provider's health
     └── LookupUnavailable              find_sent only: the provider cannot say whether it has the contact
                                        (SMTP, or an answer we cannot read as yes or no); the claim stays
                                        `unknown`, counts against caps and is reported, never called sent
@@ -187,6 +193,28 @@ class PermanentDeliveryError(DeliveryError):
             raise ValueError(f"unknown outcome kind {outcome_kind!r}")
         super().__init__(message)
         self.outcome_kind = outcome_kind
+
+
+class ProviderRefused(PermanentDeliveryError):
+    """The provider will not carry this contact for a reason of its own, not the debtor's (a destination it
+    does not serve, a route it has not enabled): nothing left. Another provider of the contact's route may
+    take it (workers/delivery.py fails over); with none left it ends `failed`. An invalid or opted-out
+    number is the debtor's: a plain PermanentDeliveryError, never this."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "failed")
+
+
+class ContactDeferred(DeliveryError):
+    """The provider refused this one recipient for now (a per-number daily limit, e.g. Aliyun's
+    isv.BUSINESS_LIMIT_CONTROL): nothing left. The contact waits `retry_after` seconds and tries again; it
+    does not fail over to another provider and costs the provider's health weight nothing."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        if retry_after <= 0:
+            raise ValueError("a deferral says how long to wait: retry_after > 0")
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class LookupUnavailable(DeliveryError):

@@ -19,6 +19,9 @@ PRINT_VENDOR = WEBHOOK_PREFIX + "print-vendor"
 EMAIL_BOUNCE = WEBHOOK_PREFIX + "email-bounce"
 EMAIL_DSN = WEBHOOK_PREFIX + "email-dsn"
 WECHAT = WEBHOOK_PREFIX + "wechat"  # the official account's server URL: its pushes (safe mode) come here
+# Aliyun signs none of its pushes: the URLs configured at Aliyun carry a secret path segment, {token}.
+ALIYUN_SMS_REPORT = WEBHOOK_PREFIX + "aliyun/{token}/sms-report"
+ALIYUN_SMS_UP = WEBHOOK_PREFIX + "aliyun/{token}/sms-up"
 
 
 def callback_url(public_base_url: str, path: str, contact_id: str | None = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from channels.base import AdapterFactory, OutboundMessage, PostalAddress
 from channels.render import Renderer
-from config.providers import register_provider
+from config.providers import declare_provider, register_provider
 from config.settings import Settings
 
 # Keeps what the provider fetches from us while the contact goes out (a call's TwiML scripts), for `ttl`
@@ -116,3 +116,6 @@ class ProviderSpec:
     compose: Callable[[Draft], OutboundMessage] = plain_message
     sender: Callable[[Settings], str] = default_sender
     shared_state: bool = False
+
+    def __post_init__(self) -> None:
+        declare_provider(self.channel, self.name)  # what DISPATCHER_ROUTES is checked against

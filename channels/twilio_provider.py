@@ -27,6 +27,7 @@ from channels.base import (
     LookupUnavailable,
     PermanentDeliveryError,
     ProviderMisconfigured,
+    ProviderRefused,
     SentQuery,
     TransientDeliveryError,
     WebhookRejected,
@@ -49,6 +50,8 @@ PERMANENT_CODES: dict[int, str] = {
     30007: "failed",  # carrier filtered: retrying blindly worsens it, an operator must look
 }
 TRANSIENT_CODES: frozenset[int] = frozenset({20429, 30003, 30008})
+# Twilio will not carry the message for a reason of its own account, not the debtor's: another provider may.
+REFUSED_CODES: frozenset[int] = frozenset({21408})  # permission to send to the region is not enabled
 BACK_PRESSURE_CODES: frozenset[int] = frozenset({21611, 30001})  # sender queue full: slow down
 BACK_PRESSURE_WAIT = 5.0  # seconds, when Twilio asks us to slow down without a Retry-After
 
@@ -106,6 +109,8 @@ def translate_rest_error(status: int, code: int | None, message: str, retry_afte
     label = f"twilio {status} code {code}: {message}"
     if code in PERMANENT_CODES:
         return PermanentDeliveryError(label, PERMANENT_CODES[code])
+    if code in REFUSED_CODES:
+        return ProviderRefused(label)
     if code in BACK_PRESSURE_CODES:
         return TransientDeliveryError(label, retry_after=retry_after or BACK_PRESSURE_WAIT)
     if code in TRANSIENT_CODES or status == 429 or status >= 500:

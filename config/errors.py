@@ -7,15 +7,19 @@ it. A caller catches the kind that says what to do next, not the leaf:
     ├── ConfigurationError            an operator fixes a setting or file; an entry point exits 1 with the message
     │   ├── SettingsError             config.settings: a DISPATCHER_* variable
     │   ├── StrategyError             dispatcher.core.strategy: the strategy file
+    │   ├── ExperimentError           dispatcher.core.experiments.loading: the experiment file or a strategy in it
+    │   ├── VariantSetMismatch        dispatcher.state.active_set: this process's variants are not the active set
     │   ├── TemplateContextError      channels.render: a template is missing or needs what the context lacks
     │   └── UpError                   workers.up: `dispatcher up` cannot start as asked
     ├── InputRejected                 the caller's input cannot apply: refuse it naming `field`; never retry as is
-    │   ├── EventRejected             dispatcher.core.events
+    │   ├── EventRejected             dispatcher.core.event_base (re-exported by dispatcher.core.events)
+    │   │   └── ArrangementConflict   dispatcher.core.arrangements.events: the account cannot take it (API: 409)
     │   ├── AlreadyMade               dispatcher.adhoc: the key is spent: contact made, or request lapsed (new key)
     │   ├── WebhookRejected           channels.base: a callback's signature or freshness failed (record nothing)
     │   └── MissingGlyphs             channels.pdf: the letter holds characters the font cannot draw
     ├── NotFound                      the named thing does not exist: create it first, or drop the request
-    │   └── UnknownAccount            dispatcher.engine
+    │   ├── UnknownAccount            dispatcher.engine
+    │   └── UnknownArrangement        dispatcher.core.arrangements.events
     ├── ApiError                      dispatcher.api.errors: an HTTP answer decided under a route, rendered as is
     ├── RecordUnavailable             dispatcher.record.db: PostgreSQL cannot be reached now; retry later (API: 503)
     └── DeliveryError                 channels.base: the provider did not take the contact
@@ -23,6 +27,10 @@ it. A caller catches the kind that says what to do next, not the leaf:
         │   ├── RateLimited           our own rate limit: the request never left
         │   └── ProviderMisconfigured give the claim back and open the provider's circuit
         ├── PermanentDeliveryError    record `outcome_kind`; the strategy answers it
+        │   └── ProviderRefused       the provider's own refusal, not the debtor's: another provider may take it
+        │       └── NotMainlandMobile channels.aliyun_sms: not a +86 number; nothing left
+        ├── ContactDeferred           the provider refused this recipient for now: wait, no failover
+        │   └── RecipientLimited      channels.aliyun_sms: this number's daily limit; this contact waits
         └── LookupUnavailable         the provider cannot tell: the claim stays `unknown`
 
 A leaf keeps the built-in base it had before the tree (ValueError, LookupError, RuntimeError), so a caller

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from config.api_keys import parse_api_keys
-from config.settings_fields import SettingsFields
+from config.settings_fields import ALIYUN_SANDBOX_TEMPLATES, SettingsFields
 
 # The SHA-256 of the demo key `dsp_demo-not-secret-compose-only` that .env.example ships so the compose
 # file's API starts; the key is public, so production refuses it.
@@ -67,6 +67,7 @@ def production_problems(settings: SettingsFields) -> list[tuple[str, str]]:
         problems.append(("clock_start", "demo only: must be unset"))
     if settings.clock_factor != 1.0:
         problems.append(("clock_factor", "demo only: must be 1"))
+    problems += _aliyun_problems(settings)
     return sorted(problems + _twilio_problems(settings) + _api_key_problems(settings) + _record_problems(settings))
 
 
@@ -91,6 +92,25 @@ def _twilio_problems(settings: SettingsFields) -> list[tuple[str, str]]:
     if settings.twilio_messaging_service_sid is None and settings.twilio_from_number.startswith("+1500555"):
         problems.append(("twilio_from_number", f"{settings.twilio_from_number} is a Twilio test number"))
     return problems
+
+
+def _aliyun_problems(settings: SettingsFields) -> list[tuple[str, str]]:
+    """Aliyun SMS's settings, when a route sends through it (DISPATCHER_ROUTES, the routing layer's field): a bank
+    without an Aliyun account configures none of them."""
+    routes = getattr(settings, "routes", None) or {}
+    if not any("aliyun" in providers for countries in routes.values() for providers in countries.values()):
+        return []
+    problems = [(name, "the sandbox's value") for name in _ALIYUN_DEFAULTS if _default(settings, name)]
+    if _sandbox_url(settings, "aliyun_endpoint"):
+        problems.append(("aliyun_endpoint", f"{_url(settings, 'aliyun_endpoint')} is a sandbox"))
+    sandbox_codes = {code for codes in ALIYUN_SANDBOX_TEMPLATES.values() for code in codes.values()}
+    sandboxed = sorted(name for name, codes in settings.aliyun_templates.items() if set(codes.values()) & sandbox_codes)
+    if sandboxed:
+        problems.append(("aliyun_templates", f"the sandbox's TemplateCodes for {', '.join(sandboxed)}"))
+    return problems
+
+
+_ALIYUN_DEFAULTS = ("aliyun_access_key_id", "aliyun_access_key_secret", "aliyun_sign_name", "aliyun_webhook_token")
 
 
 def channel_problems(settings: SettingsFields, channels: Collection[str]) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ A bad value raises SettingsError naming the variable and what is expected; the e
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from pydantic import ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -52,6 +52,29 @@ class Settings(SettingsFields):
         problems = channel_problems(self, channels) if self.env == "production" else []
         if problems:
             raise SettingsError(f"configuration error:\n  {PRODUCTION_REFUSAL}:\n{listed(problems)}")
+
+    def refuse_unknown_providers(self, known: Mapping[str, Collection[str]]) -> None:
+        """DISPATCHER_ROUTES and DISPATCHER_PROVIDER_WEIGHTS may name only the channels and providers declared
+        (`known`: channel -> its providers, as channels.PROVIDERS holds them); every unknown one is named, with
+        what is known. Nothing is checked against an empty `known` (a process that never imported the channels
+        sends nothing; the workers check against channels.PROVIDERS themselves)."""
+        if not known:
+            return
+        named = {
+            "routes": {channel: {p for ps in table.values() for p in ps} for channel, table in self.routes.items()},
+            "provider_weights": {channel: set(weights) for channel, weights in self.provider_weights.items()},
+        }
+        problems: list[tuple[str, str]] = []
+        for field, by_channel in named.items():
+            for channel, providers in by_channel.items():
+                if channel not in known:
+                    problems.append((field, f"{channel!r} is not a channel; known: {', '.join(sorted(known))}"))
+                    continue
+                for provider in sorted(providers - set(known[channel])):
+                    fix = f"providers of {channel}: {', '.join(sorted(known[channel]))}"
+                    problems.append((field, f"{channel} has no provider {provider!r} ({fix})"))
+        if problems:
+            raise SettingsError("configuration error:\n" + listed(problems))
 
 
 # One error naming every variable: an operator fixes them all in one pass, not one per restart.

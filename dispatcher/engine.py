@@ -15,12 +15,16 @@ from decimal import Decimal
 from typing import Protocol
 
 from config.errors import ConfigurationError, NotFound
-from dispatcher.core.audit import decision_audit, entry_audit
+from dispatcher.core.arrangements.events import ended_entries, with_terms
+from dispatcher.core.audit import decision_audit, entry_audit, variant_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.events import Event, EventRejected, Outcome, apply_event, event_detail, lapsed_events
+from dispatcher.core.experiments.arms import Arm, VariantSet
 from dispatcher.core.models import Account, AccountRecord, AccountState, Contact, HistoryEntry, Plan
 from dispatcher.core.planner import FRESH_STATE, plan_shared
 from dispatcher.core.strategy import Strategy
+from dispatcher.core.webhook_events import lifecycle_audit
+from dispatcher.state.active_set import ActiveSet
 from dispatcher.state.gate import SendGate
 from dispatcher.state.metrics import observe_commits
 from dispatcher.state.store import CONFLICT, DUPLICATE, MOVED, Commit, Loaded, Store
@@ -82,7 +86,11 @@ class Engine:
     """`on_queued` receives the contacts an upsert or event queued (the workers send them to Celery); without
     it those accounts wake now, so the pump offers the contacts again within a second. `restorer` reopens
     an account the archiver moved to the record when a change names it again; without one such a change
-    raises RecordRequired, as an account must never start afresh under an id it had."""
+    raises RecordRequired, as an account must never start afresh under an id it had.
+
+    `variants`: the strategies accounts are planned by (dispatcher.core.experiments.arms); without it, the one
+    `strategy` as the champion. `active`: the active set in Redis this process must agree with before it
+    plans (dispatcher.state.active_set); the wiring gives every process one."""
 
     def __init__(
         self,
@@ -91,13 +99,17 @@ class Engine:
         clock: Clock,
         on_queued: Callable[[Sequence[Contact]], None] | None = None,
         restorer: Restorer | None = None,
+        variants: VariantSet | None = None,
+        active: ActiveSet | None = None,
     ):
         self.store = store
-        self.strategy = strategy
+        self.variants = variants or VariantSet.single(strategy)
+        self.strategy = self.variants.champion.strategy  # what is not planned per account reads the champion's
         self.clock = clock
         self.on_queued = on_queued
         self.restorer = restorer
-        self.gate = SendGate(store, strategy, clock)
+        self.active = active
+        self.gate = SendGate(store, self.strategy, clock, self.variants)
         self._created_share = 1.0  # of the last upsert batch: whether the next one may assume new accounts
 
     # Changes.
@@ -159,6 +171,8 @@ class Engine:
         hand_over: the change comes from outside the pump (an upsert, an event); with no on_queued to take
         its contacts, the commit wakes the account now so the pump offers them within a second."""
         wake_for_pump = hand_over and self.on_queued is None
+        if self.active is not None:
+            self.active.check()  # VariantSetMismatch: never plan with a set the others do not have
         results: dict[str, Result] = {}
         pending = account_ids
         for _ in range(MAX_CONFLICT_RETRIES):
@@ -166,7 +180,8 @@ class Engine:
                 break
             now = self.clock.now()
             staged: list[tuple[Commit, Plan]] = []
-            shapes: dict[tuple[object, ...], Plan] = {}  # fresh accounts of one shape share a plan (at one `now`)
+            # Fresh accounts of one shape share a plan (at one `now`) within a group of arms that plan alike.
+            shapes: dict[str, dict[tuple[object, ...], Plan]] = {}
             if assume_new:
                 read, assume_new = [Loaded.assumed_new(account_id) for account_id in pending], False
             else:
@@ -222,25 +237,41 @@ class Engine:
         request is judged by before it is recorded (dispatcher.adhoc), so the answer is the plan's own."""
         return self._stage(loaded, self._evented(loaded, [event], now), now, {}, wake_now=False)[1]
 
+    def arm_of(self, loaded: Loaded) -> Arm:
+        """The variant this account is planned by (a new account's by assignment)."""
+        return self.variants.arm_of(loaded.record, loaded.account_id)
+
     def _reopen(self, account_ids: list[str]) -> None:
         if self.restorer is None:
             raise RecordRequired(account_ids)
         self.restorer(account_ids)
 
     def _stage(
-        self, loaded: Loaded, change: Change, now: datetime, shapes: dict[tuple[object, ...], Plan], wake_now: bool
+        self,
+        loaded: Loaded,
+        change: Change,
+        now: datetime,
+        shapes: dict[str, dict[tuple[object, ...], Plan]],
+        wake_now: bool,
     ) -> tuple[Commit, Plan]:
         record, entries = change.record, list(change.entries)
-        for event in lapsed_events(record, self.strategy, now, (*loaded.history, *entries)):
-            record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
+        arm, audit = self.arm_of(loaded), []
+        if record.strategy_sha256 != arm.sha256 or record.variant != arm.name:  # its first plan, or a change
+            audit.append(variant_audit(record, arm, now))
+        strategy = arm.strategy
+        for event in lapsed_events(record, strategy, now, (*loaded.history, *entries)):
+            record = record.model_copy(update={"state": apply_event(record, event, strategy, now)})
             entries.append(HistoryEntry(kind="event", at=now, event=event.kind, detail=event_detail(event)))
         history = (*loaded.history, *entries)
-        account_plan = plan_shared(shapes, record, history, self.strategy, now)
+        group = self.variants.plan_group(arm, record, now)
+        account_plan = plan_shared(shapes.setdefault(group, {}), record, history, strategy, now)
         record = AccountRecord(
             account=record.account, state=record.state, stage=account_plan.stage, next_wakeup=account_plan.next_wakeup,
-            trimmed=record.trimmed,
+            trimmed=record.trimmed, variant=arm.name, strategy_sha256=arm.sha256,
         )  # fmt: skip
-        audit = [entry_audit(record.account.id, entry) for entry in entries]
+        audit += [entry_audit(record.account.id, entry) for entry in entries]
+        # Stage, status and holds are not history entries: compared here, so the feed and the callbacks see them.
+        audit += lifecycle_audit(record.account.id, loaded.record, record, now)
         audit += [decision_audit(record.account.id, d, now) for d in account_plan.decisions]
         wake = now if wake_now and account_plan.contacts else account_plan.next_wakeup
         commit = Commit(
@@ -253,6 +284,7 @@ class Engine:
         if loaded.record is None:
             raise UnknownAccount(loaded.account_id)
         record, history, entries = loaded.record, list(loaded.history), []
+        strategy = self.arm_of(loaded).strategy
         for event in events:
             if isinstance(event, Outcome):
                 event = _with_channel(event, history)
@@ -262,9 +294,12 @@ class Engine:
                 )  # fmt: skip
             else:
                 entry = HistoryEntry(kind="event", at=now, event=event.kind, detail=event_detail(event))
-            record = record.model_copy(update={"state": apply_event(record, event, self.strategy, now)})
-            history.append(entry)
-            entries.append(entry)
+            before = record.state
+            record = record.model_copy(update={"state": apply_event(record, event, strategy, now)})
+            entry = with_terms(entry, before, record.state)  # an arrangement made: its instalments as agreed
+            ended = ended_entries(before, record.state, now)  # a plan kept or paid off: its own entry
+            history += [entry, *ended]
+            entries += [entry, *ended]
         if len(events) != 1:
             return Change(record, entries)
         return Change(record, entries, events[0].dedup_key, event_lapses=isinstance(events[0], Outcome))
@@ -290,7 +325,11 @@ def _upserted(loaded: Loaded, account: Account, now: datetime) -> Change | None:
     kind = "account_created" if previous is None else "account_updated"
     entry = HistoryEntry(kind="event", at=now, event=kind, detail={"balance": str(account.balance)})
     # What left the history stays attempted: a new due date may bring its stage back (record.lookback).
-    record = AccountRecord(account=account, state=state, trimmed=previous.trimmed if previous is not None else {})
+    if previous is None:
+        record = AccountRecord(account=account, state=state)
+    else:  # the account keeps its variant through the bank's updates
+        record = AccountRecord(account=account, state=state, trimmed=previous.trimmed, variant=previous.variant,
+                               strategy_sha256=previous.strategy_sha256)  # fmt: skip
     return Change(record, [entry], phone=account.phone)
 
 

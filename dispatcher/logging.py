@@ -2,7 +2,7 @@
 
 Every line (ours, and the standard library's, uvicorn's included) passes the same processors, the last
 of which before rendering is `mask_pii`: phone numbers and email addresses are masked wherever they
-appear, and the values of personal fields (dispatcher.core.personal_data.PERSONAL_FIELDS: name, address, phone,
+appear, and the values of personal fields (dispatcher.core.privacy.personal_data.PERSONAL_FIELDS: name, address, phone,
 email, to ...) are masked whatever they hold. JSON lines when `log_format` is json (production), aligned
 colours in a terminal otherwise.
 """
@@ -21,7 +21,7 @@ import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from config.settings import Settings
-from dispatcher.core.personal_data import PERSONAL_FIELDS, masked
+from dispatcher.core.privacy.personal_data import PERSONAL_FIELDS, masked
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 # Celery's per-message INFO lines: "Task ... received" and "... succeeded" for every task, "Sending due task"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,10 +19,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.providers import provider_of
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Event, Outcome, Payment, PromiseToPay
 from dispatcher.core.models import Account, AccountRecord, Channel, ClaimStatus, Contact, OutcomeKind, zone
+from dispatcher.core.routing import Routes, route_of
 from dispatcher.engine import Engine, Result
+from dispatcher.state.provider_health import RESTING
 
 PUMP_LIMIT = 2000
 
@@ -92,11 +95,22 @@ class Report:
 
 
 class Simulation:
-    def __init__(self, engine: Engine, clock: ManualClock, model: OutcomeModel, seed: int):
+    def __init__(
+        self,
+        engine: Engine,
+        clock: ManualClock,
+        model: OutcomeModel,
+        seed: int,
+        routes: Routes | None = None,
+        weights: Mapping[str, Mapping[str, int]] | None = None,
+    ):
         self.engine = engine
         self.clock = clock
         self.model = model
         self.rng = random.Random(seed)
+        # DISPATCHER_ROUTES: each contact's provider is drawn from its route by resting weight (every provider
+        # healthy), from a draw of its own so the outcomes drawn stay those of a run without routes.
+        self.routes, self.weights, self.route_rng = routes or {}, weights or {}, random.Random(seed)
         self.responses: list[tuple[datetime, int, str, Event]] = []
         self.stage_of: dict[str, str] = {}
         self.note_of: dict[str, str] = {}
@@ -159,12 +173,13 @@ class Simulation:
         """Claim, 'send' and record outcomes a batch at a time."""
         while contacts:
             sent: list[tuple[Contact, OutcomeKind]] = []
-            for contact, claim in zip(contacts, self.engine.gate.claim_many(contacts), strict=True):
+            chosen = self._providers(contacts)
+            for contact, claim in zip(contacts, self.engine.gate.claim_many(contacts, chosen), strict=True):
                 if claim.verdict == "defer":
                     report.deferrals[(claim.rule or "?").split(":")[0]] += 1
                 if claim.verdict == "send":
                     kind = self._draw(contact.channel)
-                    self.engine.gate.end_claim(contact, ClaimStatus.SENT)
+                    self.engine.gate.end_claims([(contact, ClaimStatus.SENT, {})], chosen)
                     report.sends[(contact.channel.value, kind.value)] += 1
                     sent.append((contact, kind))
             events = [(c.account_id, Outcome(contact_id=c.id, outcome=k, channel=c.channel)) for c, k in sent]
@@ -176,6 +191,20 @@ class Simulation:
                 if record is not None:
                     self._debtor_reacts(contact, kind, record)
             contacts = []  # what the outcomes queued (fallbacks) woke its account: the pump offers it next
+
+    def _providers(self, contacts: Sequence[Contact]) -> dict[str, str]:
+        """The provider of each contact whose channel has routes: one of its route, by resting weight."""
+        chosen: dict[str, str] = {}
+        for contact in contacts:
+            if contact.channel.value not in self.routes:
+                continue
+            record = self.engine.store.load(contact.account_id).record
+            account = None if record is None else record.account
+            route = route_of(self.routes, contact.channel, account, provider_of(contact.channel))
+            rest = self.weights.get(contact.channel.value, {})
+            weights = [rest.get(provider, RESTING) for provider in route]
+            chosen[contact.id] = self.route_rng.choices(route, weights)[0] if sum(weights) else route[0]
+        return chosen
 
     def _draw(self, channel: Channel) -> OutcomeKind:
         table = self.model.outcomes.get(channel)

@@ -11,14 +11,18 @@ import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from config.providers import declared_providers
 from config.settings import Settings
 from dispatcher.core.clock import Clock, deployment_clock
-from dispatcher.core.strategy import Strategy, load_strategy
+from dispatcher.core.experiments.arms import VariantSet
+from dispatcher.core.experiments.loading import load_variants
+from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine, RecordRequired, Restorer
-from dispatcher.state.connections import broker_target, layout_is_shard, state_target
+from dispatcher.state.active_set import ActiveSet
 from dispatcher.state.redis_keys import use_shard_layout
 from dispatcher.state.redis_server import redis_url
 from dispatcher.state.store import Store
+from dispatcher.state.topology.connections import broker_target, layout_is_shard, state_target
 
 # CPython collects its youngest generation every 700 allocations. Ingesting and planning allocate tens of
 # thousands of short-lived objects per batch, and those collections took a quarter of the ingest CPU
@@ -36,8 +40,9 @@ class Runtime:
     settings: Settings
     url: str
     store: Store
-    strategy: Strategy
+    strategy: Strategy  # the champion's
     engine: Engine
+    variants: VariantSet
 
 
 def clock_from(settings: Settings) -> Clock:
@@ -70,7 +75,7 @@ class RecordOnFirstUse:
 
 def open_store(settings: Settings, url: str | None = None, history_cache: int = 0) -> Store:
     """The store on the deployment's Redis (single, Sentinel or Cluster; `url`: the state's address in use,
-    e.g. the embedded server's), with the broker's client and the key layout (dispatcher.state.connections)."""
+    e.g. the embedded server's), with the broker's client and the key layout (dispatcher.state.topology.connections)."""
     state = state_target(settings, url)
     use_shard_layout(settings.schedule_shards if layout_is_shard(settings) else None)
     client = state.client()
@@ -82,26 +87,44 @@ def open_store(settings: Settings, url: str | None = None, history_cache: int = 
     )  # fmt: skip
 
 
+def variants_from(settings: Settings, strategy: Strategy | None = None) -> VariantSet:
+    """The strategies this process plans with: `strategy` alone if given (tests, the simulation), else the
+    experiment file's (DISPATCHER_EXPERIMENT) or the one strategy file as the champion."""
+    if strategy is not None:
+        return VariantSet.single(strategy)
+    return load_variants(settings.experiment, settings.strategy_path)
+
+
 def build_engine(
-    settings: Settings, url: str, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
-) -> Runtime:
+    settings: Settings, url: str, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0,
+    variants: VariantSet | None = None,
+) -> Runtime:  # fmt: skip
     """Store, strategy and engine on the Redis at `url`: what every process builds, commands, the API and
-    the workers alike (workers/process_runtime.py adds the adapters and the deliverer)."""
-    strategy = strategy or load_strategy(settings.strategy_path)
-    settings.refuse_channel_settings({channel.value for _, channel in strategy.channels_used()})
+    the workers alike (workers/process_runtime.py adds the adapters and the deliverer). The engine publishes
+    the process's variant set as the active one at its first plan unless one is, and refuses to plan while
+    the two differ (dispatcher.state.active_set)."""
+    variants = variants or variants_from(settings, strategy)
+    used = {channel.value for arm in variants.arms for _, channel in arm.strategy.channels_used()}
+    settings.refuse_channel_settings(used)
+    settings.refuse_unknown_providers(declared_providers())
     store = open_store(settings, url, history_cache)
-    engine = Engine(store, strategy, clock or clock_from(settings), restorer=RecordOnFirstUse(settings, store))
-    return Runtime(settings, url, store, strategy, engine)
+    active = ActiveSet(store.redis, variants)  # published at the first plan if no process did before: no I/O here
+    engine = Engine(
+        store, variants.champion.strategy, clock or clock_from(settings), restorer=RecordOnFirstUse(settings, store),
+        variants=variants, active=active,
+    )  # fmt: skip
+    return Runtime(settings, url, store, variants.champion.strategy, engine, variants)
 
 
 @contextlib.contextmanager
 def open_runtime(
-    settings: Settings, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0
-) -> Iterator[Runtime]:
+    settings: Settings, clock: Clock | None = None, strategy: Strategy | None = None, history_cache: int = 0,
+    variants: VariantSet | None = None,
+) -> Iterator[Runtime]:  # fmt: skip
     """Everything a command needs, torn down (embedded Redis included) when the block ends."""
-    strategy = strategy or load_strategy(settings.strategy_path)  # a broken file stops before Redis starts
+    variants = variants or variants_from(settings, strategy)  # a broken file stops before Redis starts
     with redis_url(settings.redis_url, settings.state_dir) as url:
-        runtime = build_engine(settings, url, clock, strategy, history_cache)
+        runtime = build_engine(settings, url, clock, history_cache=history_cache, variants=variants)
         try:
             yield runtime
         finally:

@@ -22,7 +22,7 @@ from celery import Celery, signals
 from celery.utils.log import mlevel
 from kombu import Queue
 
-from channels import REGISTRY
+from channels import REGISTRY, provider_keys
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, SettingsError, load_settings
 from dispatcher.logging import configure_logging
@@ -113,6 +113,7 @@ def configure(settings: Settings) -> Celery:
             "dispatcher.housekeeping": {"queue": "plan"},
             "dispatcher.ingest_event": {"queue": "plan"},
             "dispatcher.upsert_account": {"queue": "plan"},
+            "dispatcher.callbacks": {"queue": "plan"},
         },
         # The pump runs inside beat (workers/scheduler.py): it sends plan tasks only for due accounts.
         beat_scheduler="workers.scheduler:DispatcherScheduler",
@@ -170,7 +171,7 @@ def _probe_open_circuits(**_: Any) -> None:
     """Once the worker consumes: a provider circuit opened by a setting the restart may have fixed probes now
     (workers/circuit.py), and the contacts it held go at once if the provider answers."""
     try:
-        probe_open_circuits(load_settings(), REGISTRY)
+        probe_open_circuits(load_settings(), provider_keys())  # every provider's circuit, a channel's own by its name
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:  # held wake when opening ends
         structlog.get_logger("workers.app").warning("circuit.probe_at_start_failed", error=str(exc))
 

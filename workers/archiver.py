@@ -50,7 +50,7 @@ def archive_once(runtime: WorkerRuntime, pool: ConnectionPool) -> dict[str, int]
     settings, store = runtime.settings, runtime.engine.store
     now = runtime.engine.clock.now()
     audit = AuditArchiver(store, pool, settings.archive_batch).run(max_batches=MAX_BATCHES)
-    trimmed = HistoryTrimmer(store, pool, runtime.engine.strategy).run(now)
+    trimmed = HistoryTrimmer(store, pool, runtime.engine.strategy, variants=runtime.engine.variants).run(now)
     moved = ClosedMover(store, pool, timedelta(days=settings.closed_retention_days)).run(now)
     erased = pseudonymise_closed(pool, now, timedelta(days=settings.personal_data_retention_days))
     return {

@@ -30,6 +30,7 @@ import structlog
 from channels.base import ProviderMisconfigured
 from config.settings import Settings
 from dispatcher.state.metrics import PROVIDER_MISCONFIGURED
+from dispatcher.state.provider_state import read_breaker
 from dispatcher.state.redis_keys import breaker_key, held_key, probe_key
 from dispatcher.wiring import clock_from, open_store
 
@@ -165,22 +166,16 @@ class CircuitBreaker:
         return held
 
     def state(self, provider: str) -> CircuitState:
-        raw = self.redis.hgetall(breaker_key(provider))
-        fields = {key.decode() if isinstance(key, bytes) else key: value for key, value in raw.items()}
+        fields = read_breaker(self.redis, provider)
         if not fields:
             return CircuitState(provider)
-
-        def text(name: str) -> str:
-            value = fields.get(name, b"")
-            return value.decode() if isinstance(value, bytes) else str(value)
-
         return CircuitState(
             provider,
-            open_until=float(text("until")),
-            open_seconds=float(text("seconds") or 0),
-            setting=text("setting"),
-            reason=text("reason"),
-            trips=int(text("trips") or 0),
+            open_until=float(fields.get("until", "0")),
+            open_seconds=float(fields.get("seconds") or 0),
+            setting=fields.get("setting", ""),
+            reason=fields.get("reason", ""),
+            trips=int(fields.get("trips") or 0),
         )
 
 

@@ -12,6 +12,7 @@ import contextlib
 import sys
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +24,10 @@ from config.settings import CONFIG_DIR, DEFAULT_STRATEGY, Settings, load_setting
 from dispatcher.commands import reports
 from dispatcher.commands.cli import HELP, CommandGroup, console, errors
 from dispatcher.commands.cli import app as library_app
-from dispatcher.core.models import Account, AccountRecord, Channel, Contact, PostalAddress
-from dispatcher.core.strategy import load_strategy
+from dispatcher.core.arrangements.terms import Arrangement, Instalment
+from dispatcher.core.experiments.arms import step_changes, strategy_digest
+from dispatcher.core.models import Account, AccountRecord, AccountState, Channel, Contact, PostalAddress
+from dispatcher.core.strategy import Strategy, StrategyError, load_strategy
 from dispatcher.core.strategy_check import RenderCheck, check_strategy
 from dispatcher.wiring import tune_gc
 from workers.messages import build_message
@@ -44,12 +47,23 @@ def _every_command() -> None:
 @strategy_app.command("check")
 def strategy_check(
     file: Annotated[Path, typer.Argument(help="The strategy YAML, e.g. config/strategy.yaml.")],
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", help="The version it replaces: list the stages and steps renamed or removed."),
+    ] = None,
 ) -> None:
     """Validate a strategy file and print its ladder; exit 2 listing every error as `path: problem`.
 
     One pass finds every error: the schema, the ladder across stages, templates missing for any locale,
-    and templates that fail to render with a sample account."""
-    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(load_settings()))
+    templates that fail to render with a sample account, and templates a route sends through Aliyun SMS
+    without a TemplateCode for a locale (DISPATCHER_ROUTES, DISPATCHER_ALIYUN_TEMPLATES). With --against
+    OLD, also the stages and steps of OLD that FILE renamed or removed (a renamed step's contacts would be
+    made again), and both SHA-256s."""
+    settings = load_settings()
+    # Routes are DISPATCHER_ROUTES (settings.routes, where the routing layer reads them; {} before it exists).
+    routes = getattr(settings, "routes", None) or {}
+    approved = {"aliyun": settings.aliyun_templates}  # providers that send only templates approved there
+    strategy, problems = check_strategy(file, TEMPLATES_DIR, _render_check(settings, file), routes, approved)
     if strategy is None:
         errors.print(f"[bold red]{file}[/]: {len(problems)} error(s)")
         for line in problems:
@@ -57,21 +71,38 @@ def strategy_check(
         raise typer.Exit(2) from None
     console.print(reports.ladder_table(strategy))
     console.print(reports.compliance_table(strategy))
+    if against is not None:
+        old = load_strategy(against)  # a broken OLD ends the command as any strategy error does
+        console.print(f"sha256 {strategy_digest(strategy)} ({file}), was {strategy_digest(old)} ({against})")
+        changes = step_changes(old, strategy)
+        for line in changes:
+            console.print(f"  {line}", markup=False, highlight=False)
+        console.print(f"{len(changes)} stage(s) or step(s) renamed or removed", highlight=False)
 
 
-def _render_check(settings: Settings) -> RenderCheck:
+def _render_check(settings: Settings, file: Path | None = None) -> RenderCheck:
     """Render a template as a send would, for a sample account (rendering lives in channels/ and workers/,
     which dispatcher/ may not import: this side hands the check to dispatcher.core.strategy_check)."""
-    # The shipped strategy: the file under check may be the broken one; only SMS validity reads its windows.
-    renderer, strategy, now = Renderer(TEMPLATES_DIR), load_strategy(DEFAULT_STRATEGY), datetime.now(UTC)
+    # The file's own offers when it loads, else the shipped strategy (the file under check may be the broken
+    # one); only SMS validity and the offers read it.
+    renderer, strategy, now = (
+        Renderer(TEMPLATES_DIR),
+        _loadable(file) or load_strategy(DEFAULT_STRATEGY),
+        datetime.now(UTC),
+    )
     address = PostalAddress(line1="1 Sample Rd", city="Shanghai", postal_code="200000", country="CN")
     sample = {
         "id": "SAMPLE1", "name": "王小明 Sample", "phone": "+8613800138000", "email": "sample@example.com",
         "address": address, "balance": "5000.00", "minimum_payment": "500.00", "due_date": now.date(),
     }  # fmt: skip
 
+    # A plan being kept, so an instalment reminder has its instalment to name.
+    plan = Arrangement(id="SAMPLE", instalments=(Instalment(due=now.date(), amount=Decimal("500.00")),),
+                       currency="CNY", made_at=now)  # fmt: skip
+
     def check(template: str, channel: Channel, locale: str) -> str | None:
-        record = AccountRecord(account=Account.model_validate({**sample, "locale": locale}))
+        account = Account.model_validate({**sample, "locale": locale})
+        record = AccountRecord(account=account, state=AccountState(arrangements=(plan,)))
         contact = Contact("SAMPLE1/check/step/0", "SAMPLE1", channel, template, "check", "step", now)
         try:
             build_message(contact, record, (), renderer, settings, strategy, now)
@@ -80,6 +111,13 @@ def _render_check(settings: Settings) -> RenderCheck:
         return None
 
     return check
+
+
+def _loadable(file: Path | None) -> Strategy | None:
+    try:
+        return None if file is None else load_strategy(file)
+    except StrategyError:
+        return None
 
 
 @app.command()
@@ -168,6 +206,7 @@ def sandbox(
     print_port: Annotated[int, typer.Option(help="Print-vendor API port.")] = 8702,
     agency_port: Annotated[int, typer.Option(help="Agency endpoint port.")] = 8703,
     wechat_port: Annotated[int, typer.Option(help="WeChat official-account API port.")] = 8704,
+    aliyun_port: Annotated[int, typer.Option(help="Aliyun SMS (Dysmsapi) API port.")] = 8705,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 in a container.")] = "127.0.0.1",
 ) -> None:
     """Run the local provider sandboxes until Ctrl-C; callbacks go to DISPATCHER_PUBLIC_BASE_URL."""
@@ -177,9 +216,9 @@ def sandbox(
     # The sandboxes accept the credentials the workers are configured with, so a staging .env may change them.
     running = start_sandboxes(
         settings.state_dir / "sandboxes", host=host, twilio_port=twilio_port, smtp_port=smtp_port,
-        print_port=print_port, agency_port=agency_port, wechat_port=wechat_port,
+        print_port=print_port, agency_port=agency_port, wechat_port=wechat_port, aliyun_port=aliyun_port,
         callback_base_url=settings.public_base_url,
-        credentials=SandboxCredentials.from_settings(settings),
+        credentials=SandboxCredentials.from_settings(settings), clock_factor=settings.clock_factor,
     )  # fmt: skip
     for field, value in running.settings_overrides().items():
         console.print(f"DISPATCHER_{field.upper()}={value}", highlight=False)

@@ -1,9 +1,9 @@
 """The send pipeline: one list of steps that every channel's contacts pass, each a small function of one
-contact in one batch, testable alone. A channel contributes only its spec (channels.spec.ChannelSpec):
-its adapter, who it sends as, how its message is composed and the step it takes before the send.
+contact in one batch, testable alone. A channel contributes only its spec (channels.spec.ChannelSpec) and
+its providers' (channels.spec.ProviderSpec): adapter, who it sends as, how its message is composed.
 
     read the batch's accounts (one round trip)
-    per contact, in order:  breaker → last look → claim → limiter → compose → send
+    per contact, in order:  choose provider → breaker → last look → claim → limiter → compose → send
     for the batch:          record (back-offs, the claims' endings, the outcomes: one round trip each)
 
 A step returns None to pass the contact on, or the contact's `Delivery` to stop it there. A contact id is
@@ -11,101 +11,62 @@ never sent twice: the claim is the gate, and every step after it ends or release
 non-send releases it, an ambiguous one ends it `unknown`). The breaker comes before the last look and the
 claim so that an open circuit claims nothing and writes no attempt: its contacts go back to the schedule.
 The limiter's token is taken at the adapter's last step before the wire (channels.base.request_gate), for
-every request, each short retry included. Providers under a channel (a choice by country, failover after
-a definite non-send) slot in as one step, `choose provider`, before the breaker: the breaker's and the
-limiter's keys become the provider's (`One.key`, today the channel itself; `One.provider` already names
-the provider every attempt goes to).
+every request, each short retry included.
+
+Providers under a channel (workers/routing.py): `choose provider` picks one of the contact's route (the
+debtor's country in DISPATCHER_ROUTES; the channel's own provider alone by default) whose circuit is not
+open, by the health weights every worker shares; `One.provider` names it on the attempt the claim writes,
+and `One.key` keys its breaker, rate limit and adapter. A definite non-send (the provider misconfigured or
+refusing the contact for a reason of its own, a request that never reached it) releases the claim and the
+steps run again from the choice with the route's next provider: a new attempt naming it. An ambiguous one
+(the request may have left) ends the claim `unknown` with the provider it went to, which alone is asked
+later (workers/reconcile.py); it never fails over. A deferral for one recipient (ContactDeferred) neither
+fails over nor moves a weight.
 
 Waits: a contact the rate limit holds comes back on the broker within a second or so; one that met a
 transient error waits longer each time it meets one in a row (channels.retry.transient_backoff), or as long
-as the provider's Retry-After says; up to a minute on the broker, longer on the schedule. A contact an open
-circuit holds goes back to the schedule (workers/circuit.py says why).
+as the provider's Retry-After (or deferral) says; up to a minute on the broker, longer on the schedule. A
+contact an open circuit holds goes back to the schedule (workers/circuit.py says why).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 
-from channels import spec_of
+from channels import PROVIDERS, own_provider_of, spec_of
 from channels.base import (
     ChannelAdapter,
+    ContactDeferred,
     OutboundMessage,
     PermanentDeliveryError,
     ProviderMisconfigured,
+    ProviderRefused,
     RateLimited,
     Receipt,
     TransientDeliveryError,
     request_gate,
 )
 from channels.render import Renderer, TemplateContextError
-from channels.retry import retry_transient, transient_backoff
+from channels.retry import retry_transient
 from config.settings import Settings
-from dispatcher.core.events import Event, Outcome
+from dispatcher.core.events import Outcome
 from dispatcher.core.models import ClaimStatus, Contact, HistoryEntry, OutcomeKind
 from dispatcher.engine import Engine
 from dispatcher.state.gate import ClaimResult
 from dispatcher.state.metrics import CONTACTS, tally
-from dispatcher.state.redis_keys import retries_key
-from dispatcher.state.store import Loaded
+from dispatcher.state.provider_health import ProviderHealth
 from workers.circuit import Admission, CircuitBreaker
 from workers.limiter import RateLimiter, TokenRun
 from workers.messages import build_message
 from workers.metrics_exporter import timed_send, waited
+from workers.routing import Router
+from workers.send_batch import FAILOVER, MAX_REQUEUE_SECONDS, Batch, Delivery, One, back_off
 
-# A wait longer than this goes back to the schedule instead of the broker: no long ETAs on Redis.
-MAX_REQUEUE_SECONDS = 60.0
-# A run of transient failures of one contact is forgotten once it has met none for this long (or for twice
-# the longest back-off, if that is longer): its next failure waits the first back-off again.
-RETRIES_TTL = 3600
-
-
-@dataclass(frozen=True)
-class Delivery:
-    contact_id: str
-    result: str  # sent | failed | unknown | deferred | denied | claimed_elsewhere | throttled | retry |
-    # retry_later | template_error | circuit_open
-    retry_in: float | None = None
-    detail: str | None = None
-
-
-@dataclass
-class One:
-    """One contact on its way through the steps; each step fills in what the next needs."""
-
-    contact: Contact
-    provider: str  # the provider it goes to (its channel spec's), named on its attempt, audit and metrics
-    key: str  # whose breaker and rate limit it passes: the channel's name, as the circuits kept in Redis and
-    # the rate-limit settings are keyed
-    claim: ClaimResult | None = None
-    attempt: HistoryEntry | None = None  # the attempt the last look wrote down, claimed by the claim step
-    token: Callable[[], None] | None = None  # the limiter's gate, run before each request leaves
-    message: OutboundMessage | None = None
-    ending: tuple[ClaimStatus, dict[str, str], OutcomeKind | None] | None = None  # how its claim ends, if it does
-
-
-@dataclass
-class Batch:
-    """What one batch's steps share and what they leave for the record step, written together at the end."""
-
-    loaded: dict[str, Loaded]
-    already_waiting: frozenset[str] = frozenset()
-    admissions: dict[str, Admission] = field(default_factory=dict)
-    done: dict[str, Delivery] = field(default_factory=dict)
-    held: dict[str, list[Contact]] = field(default_factory=dict)  # by breaker key: parked once, at the end
-    stop: tuple[str, float] | None = None  # ("throttled", wait): the rest of the batch waits unclaimed
-    ended: list[tuple[Contact, ClaimStatus, dict[str, str]]] = field(default_factory=list)
-    outcomes: list[tuple[str, Event]] = field(default_factory=list)
-    failing: list[tuple[Contact, HistoryEntry, TransientDeliveryError]] = field(default_factory=list)
-    broken: list[TemplateContextError] = field(default_factory=list)
-    answered: set[str] = field(default_factory=set)  # breaker keys whose provider answered (a probe closes)
-    tokens: dict[tuple[str, str], TokenRun] = field(default_factory=dict)  # by rate-limit key and sender
-    pending: Counter[str] = field(default_factory=Counter)  # contacts not yet past the limiter, by key
-
+__all__ = ["MAX_REQUEUE_SECONDS", "STEPS", "Batch", "Deliverer", "Delivery", "One", "Step"]  # One, Batch: the tests'
 
 Step = Callable[["Deliverer", Batch, One], Delivery | None]
 
@@ -116,6 +77,37 @@ def _attempt_of(one: One) -> HistoryEntry:
 
 
 # The steps, in order. Each takes the deliverer (its parts), the batch and the contact.
+def choose_provider(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
+    """The provider of the contact's route that carries it: the only one (no Redis asked), else one not yet
+    tried whose circuit is not open (a half-open one this batch probes goes first), picked by the shared
+    health weights (read once per channel and batch). With every one open, the first: the breaker holds it."""
+    channel = one.contact.channel.value
+    if not one.route:
+        one.route = run.router.route(one.contact, batch.account(one.contact.account_id))
+    if len(one.route) == 1:
+        one.provider = one.route[0]
+        one.key = run.router.key_of(channel, one.provider)
+        return None
+    left = [provider for provider in one.route if provider not in one.tried]
+    admitted: list[str] = []
+    for provider in left:
+        key = run.router.key_of(channel, provider)
+        admission = batch.admissions.get(key)
+        if admission is None:
+            admission = batch.admissions[key] = run.breaker.admit(key)
+        if admission.probe:
+            admitted = [provider]
+            break
+        if admission.wait <= 0:
+            admitted.append(provider)
+    weights = batch.weights.get(channel)
+    if weights is None and len(admitted) > 1:
+        weights = batch.weights[channel] = run.router.weights(channel)
+    one.provider = run.router.pick(admitted, weights or {}) if admitted else left[0]
+    one.key = run.router.key_of(channel, one.provider)
+    return None
+
+
 def breaker(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     """An open circuit holds the contact unclaimed; the record step parks it on the schedule. The breaker is
     asked once per key and batch (one HGET), and the half-open probe is this batch's first send."""
@@ -136,14 +128,14 @@ def last_look(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     contact, gate = one.contact, run.engine.gate
     account = batch.loaded.pop(contact.account_id, None)
     if account is None:  # the account's version moved with this batch's earlier claim: read it again
-        one.claim = gate.claim(contact)
+        one.claim = gate.claim(contact, one.provider)
         return None
-    looked = gate.look(account, contact, run.engine.clock.now())
+    looked = gate.look(account, contact, run.engine.clock.now(), one.provider)
     if isinstance(looked, ClaimResult):
         one.claim = looked
         return None
     one.attempt = looked
-    one.claim = gate.claim_looked(account, contact, looked) or gate.claim(contact)  # None: it moved, again
+    one.claim = gate.claim_looked(account, contact, looked) or gate.claim(contact, one.provider)  # None: it moved
     return None
 
 
@@ -162,7 +154,8 @@ def claim(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
 def limiter(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     """The contact's rate-limit token, per provider and sender, taken by each request at the adapter's last
     step before the wire: the provider sees the limit we keep, retries included."""
-    channel, sender = one.contact.channel.value, run.sender(one.contact.channel.value)
+    channel = one.contact.channel.value
+    provider, sender = one.provider, run.sender(channel, one.provider)
     tokens = batch.tokens.get((one.key, sender))
     if tokens is None:
         tokens = batch.tokens[one.key, sender] = TokenRun(run.limiter, one.key, sender)
@@ -171,7 +164,7 @@ def limiter(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     def token() -> None:
         wait = tokens.take(pending)
         if wait > 0:
-            waited(channel, wait)
+            waited(channel, provider, wait)
             raise RateLimited(wait)
 
     one.token = token
@@ -182,7 +175,7 @@ def compose(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
     """The channel's message from the account as claimed; a template that cannot render gives the claim back
     (forgotten, for the planner) and is raised once the batch has ended."""
     try:
-        one.message = run.message(one.contact, one.claim)
+        one.message = run.message(one.contact, one.claim, one.provider)
     except TemplateContextError as exc:
         run.engine.gate.release(one.contact, _attempt_of(one), "template_error", forget=True)
         batch.broken.append(exc)
@@ -191,41 +184,57 @@ def compose(run: Deliverer, batch: Batch, one: One) -> Delivery | None:
 
 
 def send(run: Deliverer, batch: Batch, one: One) -> Delivery:
-    """The adapter's send with short retries (channels.retry), and what its answer means for the claim."""
-    contact, channel = one.contact, one.contact.channel.value
-    adapter, message, token = run.adapters[channel], one.message, one.token
+    """The adapter's send with short retries (channels.retry), and what its answer means for the claim. While
+    another provider of the route is untried, a definite non-send fails over to it at once (it is the retry)."""
+    contact, channel, provider = one.contact, one.contact.channel.value, one.provider
+    adapter, message, token = run.adapters[one.key], one.message, one.token
     assert message is not None and token is not None, "compose and limiter come before send"
+    router, onward = run.router, one.alternatives()
 
     def one_try() -> Receipt:
-        with request_gate(token):
-            return timed_send(channel, one.provider, adapter.send, message)
+        started = time.perf_counter()
+        try:
+            with request_gate(token):
+                return timed_send(channel, provider, adapter.send, message)
+        finally:
+            router.timed(channel, provider, started)  # slow requests count towards a burst
 
-    settings = run.settings
+    attempts = 1 if onward else run.settings.send_retries
     try:
-        receipt = retry_transient(
-            one_try, attempts=settings.send_retries, initial_wait=run.retry_wait, max_wait=MAX_REQUEUE_SECONDS
-        )
+        receipt = retry_transient(one_try, attempts=attempts, initial_wait=run.retry_wait, max_wait=MAX_REQUEUE_SECONDS)
     except RateLimited as exc:  # the request never left: back to queued, the rest of the batch waits
         gate, waiting = run.engine.gate, contact.id in batch.already_waiting
         gate.release(contact, _attempt_of(one), None if waiting else "rate_limited")
         batch.already_waiting |= {contact.id}
         batch.stop = ("throttled", exc.retry_after or 1.0)
         return Delivery(contact.id, "throttled", retry_in=min(exc.retry_after or 1.0, MAX_REQUEUE_SECONDS))
+    except ContactDeferred as exc:  # this recipient, for now: no failover, no penalty; the record step waits it
+        batch.answered.add(one.key)
+        batch.deferred.append((contact, _attempt_of(one), exc))
+        return Delivery(contact.id, "retry", retry_in=exc.retry_after, detail=str(exc))
     except ProviderMisconfigured as exc:  # our configuration, not the debtor: the claim goes back
-        run.engine.gate.release(contact, _attempt_of(one), None)  # queued again, then parked with the rest
-        wait = run.breaker.trip(exc, one.key)  # sms and voice share Twilio's key
+        router.failed(channel, provider)
+        wait = run.breaker.trip(exc, one.key)
         batch.admissions[one.key] = Admission(wait, probe=False)
+        if onward:
+            return _fail_over(run, one, str(exc))
+        run.engine.gate.release(contact, _attempt_of(one), None)  # queued again, then parked with the rest
         batch.held.setdefault(one.key, []).append(contact)
         return Delivery(contact.id, "circuit_open", detail=f"{wait:.1f} s")
     except PermanentDeliveryError as exc:
         batch.answered.add(one.key)
+        if isinstance(exc, ProviderRefused) and onward:  # the provider's own refusal, never the debtor's
+            return _fail_over(run, one, str(exc))
         one.ending = (ClaimStatus.FAILED, {"error": str(exc)}, OutcomeKind(exc.outcome_kind))
         return Delivery(contact.id, "failed", detail=exc.outcome_kind)
     except TransientDeliveryError as exc:
         batch.answered.add(one.key)
-        if exc.ambiguous:  # it may have reached the provider: never resend blind; callbacks or housekeeping decide
+        router.failed(channel, provider)
+        if exc.ambiguous:  # it may have reached the provider: never resend blind, nor through another provider
             one.ending = (ClaimStatus.UNKNOWN, {"error": str(exc)}, None)
             return Delivery(contact.id, "unknown", detail=str(exc))
+        if onward:  # it never reached the provider, or the provider refused it before accepting
+            return _fail_over(run, one, str(exc))
         batch.failing.append((contact, _attempt_of(one), exc))  # the record step says how long it waits
         return Delivery(contact.id, "retry", detail=str(exc))
     batch.answered.add(one.key)
@@ -237,11 +246,23 @@ def send(run: Deliverer, batch: Batch, one: One) -> Delivery:
     return Delivery(contact.id, "sent", detail=receipt.provider_id)
 
 
-STEPS: tuple[Step, ...] = (breaker, last_look, claim, limiter, compose, send)
+def _fail_over(run: Deliverer, one: One, why: str) -> Delivery:
+    """The provider definitely did not send it: the claim goes back (audited, naming the provider) and the
+    runner takes the contact through the steps again, from the choice, without this provider."""
+    run.engine.gate.release(one.contact, _attempt_of(one), FAILOVER)
+    structlog.get_logger("workers.delivery").warning(
+        "provider.failover", provider=one.provider, channel=one.contact.channel.value, reason=why[:300]
+    )
+    one.again()
+    return Delivery(one.contact.id, FAILOVER, detail=why)
+
+
+STEPS: tuple[Step, ...] = (choose_provider, breaker, last_look, claim, limiter, compose, send)
 
 
 class Deliverer:
-    """Runs the steps over a batch; its parts are what the steps use."""
+    """Runs the steps over a batch; its parts are what the steps use. `adapters` are by provider key
+    (channels.provider_key: a channel's own provider under the channel's name)."""
 
     def __init__(
         self,
@@ -253,6 +274,7 @@ class Deliverer:
         retry_wait: float = 0.5,
         breaker: CircuitBreaker | None = None,
         steps: tuple[Step, ...] = STEPS,
+        router: Router | None = None,
     ):
         self.breaker = breaker or CircuitBreaker(engine.store.redis)
         self.engine = engine
@@ -262,6 +284,11 @@ class Deliverer:
         self.settings = settings
         self.retry_wait = retry_wait
         self.steps = steps
+        # The weights' steps run on the deployment's clock, as the schedule does (faster in the demo and chaos runs).
+        self.router = router or Router(settings, ProviderHealth(
+            engine.store.redis, settings.provider_weights, burst=settings.provider_error_burst,
+            now=lambda: engine.clock.now().timestamp(),
+        ))  # fmt: skip
 
     def deliver_many(
         self, contacts: Sequence[Contact], already_waiting: frozenset[str] = frozenset()
@@ -276,14 +303,15 @@ class Deliverer:
         for index, contact in enumerate(contacts):
             structlog.contextvars.bind_contextvars(contact_id=contact.id)  # on every line about this contact
             channel = contact.channel.value
-            batch.done[contact.id] = self.run_steps(batch, One(contact, spec_of(channel).provider, channel))
+            batch.done[contact.id] = self.run_steps(batch, One(contact, own_provider_of(channel), channel))
             if batch.stop is not None:
                 self.wait_unclaimed(batch, contacts[index + 1 :])
                 break
         structlog.contextvars.unbind_contextvars("contact_id")
         self.record(batch)
-        ended = ((c.channel.value, batch.done[c.id].result) for c in contacts if c.id in batch.done)
-        tally(CONTACTS, ((channel, spec_of(channel).provider, result) for channel, result in ended))
+        went = batch.providers
+        ended = ((c.channel.value, went.get(c.id), batch.done[c.id].result) for c in contacts if c.id in batch.done)
+        tally(CONTACTS, ((channel, provider or own_provider_of(channel), done) for channel, provider, done in ended))
         if batch.broken:
             # Loudly, once the rest of the batch has ended: a strategy names a template that cannot render;
             # its claim was given back, so nothing half-filled went out.
@@ -291,14 +319,19 @@ class Deliverer:
         return [batch.done[contact.id] for contact in contacts]
 
     def run_steps(self, batch: Batch, one: One) -> Delivery:
-        """The steps for one contact, until one answers; a claim that ended is noted for the record step."""
+        """The steps for one contact, until one answers (from the first again after a failover, which leaves
+        one provider fewer); a claim that ended is noted for the record step."""
         batch.pending[one.key] -= 1
-        for step in self.steps:
-            delivery = step(self, batch, one)
-            if delivery is not None:
+        while True:
+            for step in self.steps:
+                delivery = step(self, batch, one)
+                if delivery is not None:
+                    break
+            else:
+                raise AssertionError("the send step always answers")
+            if delivery.result != FAILOVER:
                 break
-        else:
-            raise AssertionError("the send step always answers")
+        batch.providers[one.contact.id] = one.provider
         if one.ending is not None:
             (status, detail, outcome), contact = one.ending, one.contact
             batch.ended.append((contact, status, detail))
@@ -318,13 +351,18 @@ class Deliverer:
         retry_in = min(wait, MAX_REQUEUE_SECONDS)
         batch.done.update((contact.id, Delivery(contact.id, result, retry_in=retry_in)) for contact in rest)
 
-    def message(self, contact: Contact, claim: ClaimResult | None) -> OutboundMessage:
+    def message(self, contact: Contact, claim: ClaimResult | None, provider: str | None = None) -> OutboundMessage:
+        """The provider's message (its own composition); the channel's step before a send is its own
+        provider's (a call's scripts are Twilio's)."""
         assert claim is not None and claim.record is not None, "a claim that says send carries its record"
+        channel = contact.channel.value
+        own = own_provider_of(channel)
+        compose = None if provider in (None, own) else PROVIDERS[channel, provider or own].compose
         message = build_message(
             contact, claim.record, claim.history, self.renderer, self.settings, self.engine.strategy,
-            self.engine.clock.now(),
+            self.engine.clock.now(), compose,
         )  # fmt: skip
-        prepare = spec_of(contact.channel.value).prepare
+        prepare = spec_of(channel).prepare if compose is None else None
         if prepare is None:
             return message
         return prepare(message, self.settings, self.engine.gate.stash_voice_scripts)
@@ -338,14 +376,14 @@ class Deliverer:
         Parked contacts go back to the schedule unclaimed, their accounts woken when the opening ends (or at
         once when a probe succeeds or a worker starts: workers/circuit.py), never as delayed messages on the
         broker; audited once while the circuit holds their account."""
-        released, forgotten, wake_later = self.back_off(batch)
         breaker, gate, now = self.breaker, self.engine.gate, self.engine.clock.now()
+        releases, wake_later = back_off(batch, self.settings, self.engine.store.redis, now)
         newly_held = {p: breaker.hold(p, (c.account_id for c in held)) for p, held in batch.held.items()}
         probed = [p for p in batch.answered if batch.admissions[p].probe and p not in batch.held]
         woken = [account_id for provider in probed for account_id in breaker.succeeded(provider)]
-        gate.end_claims(batch.ended)
-        gate.release_many(released, "transient_error")
-        gate.release_many(forgotten, "transient_error", forget=True)
+        gate.end_claims(batch.ended, batch.providers)
+        for (reason, forget), claimed in releases.items():
+            gate.release_many(claimed, reason, forget=forget)
         for account_id, moment in wake_later:
             gate.wake_no_later(account_id, moment)
         for provider, held in batch.held.items():
@@ -357,43 +395,6 @@ class Deliverer:
         if batch.outcomes:
             self.engine.record_events(batch.outcomes)
 
-    def back_off(
-        self, batch: Batch
-    ) -> tuple[list[tuple[Contact, HistoryEntry]], list[tuple[Contact, HistoryEntry]], list[tuple[str, datetime]]]:
-        """How long each contact that definitely failed for now waits: what the provider's Retry-After says,
-        or the back-off for the transient failures it met in a row (counted in Redis, so the count survives
-        a re-plan); a minute at most on the broker (released, queued), longer on the schedule (forgotten)."""
-        released: list[tuple[Contact, HistoryEntry]] = []
-        forgotten: list[tuple[Contact, HistoryEntry]] = []
-        wake_later: list[tuple[str, datetime]] = []
-        if not batch.failing:
-            return released, forgotten, wake_later
-        settings = self.settings
-        for (contact, attempt, exc), tries in zip(batch.failing, self._count_tries(batch.failing), strict=True):
-            wait = exc.retry_after or transient_backoff(
-                tries,
-                first=settings.retry_backoff_seconds,
-                cap=settings.retry_backoff_max_seconds,
-                jitter=settings.retry_backoff_jitter,
-            )
-            if wait <= MAX_REQUEUE_SECONDS:
-                released.append((contact, attempt))
-                batch.done[contact.id] = Delivery(contact.id, "retry", retry_in=wait, detail=str(exc))
-                continue
-            forgotten.append((contact, attempt))
-            wake_later.append((contact.account_id, self.engine.clock.now() + timedelta(seconds=wait)))
-            batch.done[contact.id] = Delivery(contact.id, "retry_later", retry_in=wait, detail=str(exc))
-        return released, forgotten, wake_later
-
-    def _count_tries(self, failing: Sequence[tuple[Contact, HistoryEntry, TransientDeliveryError]]) -> list[int]:
-        """Count one more transient failure for each contact, in one round trip; each one's count."""
-        ttl = int(max(RETRIES_TTL, 2 * self.settings.retry_backoff_max_seconds))
-        pipe = self.engine.store.redis.pipeline(transaction=False)
-        for contact, _, _ in failing:
-            pipe.hincrby(retries_key(contact.account_id), contact.id, 1)
-            pipe.expire(retries_key(contact.account_id), ttl)
-        return [int(count) for count in pipe.execute()[0::2]]
-
-    def sender(self, channel: str) -> str:
-        """Who a channel sends as: the rate limit is per provider and sender."""
-        return spec_of(channel).sender(self.settings)
+    def sender(self, channel: str, provider: str | None = None) -> str:
+        """Who a provider of a channel (its own by default) sends as: the rate limit is per provider and sender."""
+        return self.router.sender(channel, provider or own_provider_of(channel))

@@ -24,11 +24,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from channels.aliyun_sms import CHINA_FIRST_ROUTES
 from channels.sandbox import Sandboxes, start_sandboxes
 from config.settings import Settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread, bind_loopback
 from dispatcher.core.clock import AcceleratedClock
+from dispatcher.core.timeline import attempt_provider
 from dispatcher.logging import configure_logging
 from dispatcher.state.redis_server import EmbeddedRedis
 from dispatcher.state.store import Store
@@ -57,7 +59,7 @@ def run_demo(settings: Settings, plan: DemoPlan, console: Console) -> Path:
     api_socket = bind_loopback()  # the webhooks' address must be known before the sandboxes start
     public_url = f"http://127.0.0.1:{api_socket.getsockname()[1]}"
     settings = settings.model_copy(update={"public_base_url": public_url})
-    with EmbeddedRedis(root / "redis") as redis_server, _sandboxes(root, settings) as sandboxes:
+    with EmbeddedRedis(root / "redis") as redis_server, _sandboxes(root, settings, factor) as sandboxes:
         origin = time.time()
         clock = AcceleratedClock(DEMO_START, factor, origin)
         env = _worker_env(settings, redis_server.url, sandboxes, factor, origin)
@@ -101,8 +103,8 @@ def _live_table(runtime: WorkerRuntime, clock: AcceleratedClock, plan: DemoPlan)
         status = record.state.status
         stages[status if status != "active" else (record.stage or "not yet due")] += 1
         for entry in loaded.history:
-            if entry.kind == "attempt" and entry.channel:
-                contacts[entry.channel.value] += 1
+            if entry.kind == "attempt" and entry.channel:  # by provider too: Aliyun and Twilio both send sms
+                contacts[f"{entry.channel.value} ({attempt_provider(entry)})"] += 1
             elif entry.kind == "outcome" and entry.outcome:
                 outcomes[entry.outcome.value] += 1
     day = min(plan.days, (clock.now() - DEMO_START).days)
@@ -124,8 +126,9 @@ def _live_table(runtime: WorkerRuntime, clock: AcceleratedClock, plan: DemoPlan)
 
 
 @contextlib.contextmanager
-def _sandboxes(root: Path, settings: Settings) -> Iterator[Sandboxes]:
-    running = start_sandboxes(root / "sandboxes", callback_base_url=settings.public_base_url)
+def _sandboxes(root: Path, settings: Settings, factor: float) -> Iterator[Sandboxes]:
+    # The clock factor compresses the providers' own waits (Aliyun pushes a report again after 1, 5, 10 minutes).
+    running = start_sandboxes(root / "sandboxes", callback_base_url=settings.public_base_url, clock_factor=factor)
     try:
         yield running
     finally:
@@ -139,6 +142,7 @@ def _settings_update(redis_url: str, sandboxes: Sandboxes, factor: float, origin
         "clock_factor": factor,
         "clock_origin": origin,
         "rate_limits": {"sms": 200.0, "voice": 100.0, "email": 200.0, "letter": 50.0, "agency": 20.0},
+        "routes": CHINA_FIRST_ROUTES,  # Chinese mobiles through the Aliyun sandbox first (the routing layer reads it)
         **sandboxes.settings_overrides(),
     }
 
@@ -199,6 +203,7 @@ def where_to_look(root: Path) -> list[str]:
         f"SMS and call log (NDJSON): {sandboxes / 'twilio' / 'twilio.ndjson'}",
         f"agency case files:        {sandboxes / 'agency' / 'cases'}",
         f"WeChat log (NDJSON):      {sandboxes / 'wechat' / 'wechat.ndjson'}",
+        f"Aliyun SMS log (NDJSON):  {sandboxes / 'aliyun' / 'aliyun.ndjson'}",
         f"audit trail (NDJSON):     {root / 'audit.ndjson'}",
         f"worker and API logs:      {root}/worker-*.log, {root / 'api.log'}",
     ]

@@ -6,8 +6,9 @@ channel-neutral Draft from the account; the channel's spec (channels.REGISTRY) c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from channels import spec_of
@@ -15,10 +16,12 @@ from channels.base import OutboundMessage
 from channels.render import Renderer
 from channels.spec import Draft
 from config.settings import Settings
+from dispatcher.core.arrangements.offers import offers_for
+from dispatcher.core.arrangements.terms import active_arrangement
 from dispatcher.core.models import AccountRecord, Channel, Contact, HistoryEntry, PostalAddress, zone
+from dispatcher.core.privacy.unsubscribe import unsubscribe_token
 from dispatcher.core.strategy import Strategy
 from dispatcher.core.timeline import case_file
-from dispatcher.core.unsubscribe import unsubscribe_token
 
 
 def build_message(
@@ -29,8 +32,10 @@ def build_message(
     settings: Settings,
     strategy: Strategy,
     now: datetime,
+    compose: Callable[[Draft], OutboundMessage] | None = None,
 ) -> OutboundMessage:
     """Render the contact's template for the debtor's locale; a missing variable raises, nothing is sent.
+    `compose`: the provider's (channels.spec.ProviderSpec) when not the channel's own.
 
     One pass, each outside call once and in turn (the account's address and zone, the unsubscribe token,
     the render, the channel's spec): the send pipeline's compose step reads top to bottom."""
@@ -52,6 +57,8 @@ def build_message(
         "bank_name": settings.bank_name,
         "phone": settings.callback_phone,
         "token": token,
+        "offers": offers_for(strategy.offers, account, record.state, local.date()),  # the strategy's, for this account
+        "instalment": next_instalment(record),
     }
     rendered = renderer.render(contact.template, account.locale, context)
     # Until the channel's window closes in the debtor's zone (36000, the longest a provider holds a
@@ -74,7 +81,19 @@ def build_message(
         window_seconds_left=36000 if closes is None else max(1, int((closes - local) / timedelta(seconds=1))),
         case_file=lambda: case_file(record, history),
     )
-    return spec_of(contact.channel.value).compose(draft)
+    return (compose or spec_of(contact.channel.value).compose)(draft)
+
+
+def next_instalment(record: AccountRecord) -> dict[str, Any] | None:
+    """The first unpaid instalment of the plan being kept (what a reminder names), or None."""
+    kept = active_arrangement(record.state.arrangements)
+    index = None if kept is None else kept.first_unpaid()
+    if kept is None or index is None:
+        return None
+    already = kept.paid - sum((i.amount for i in kept.instalments[:index]), Decimal("0"))
+    instalment = kept.instalments[index]
+    return {"number": index + 1, "of": len(kept.instalments), "due": instalment.due,
+            "amount": instalment.amount - already, "remaining": kept.remaining}  # fmt: skip
 
 
 def address_of(channel: Channel, record: AccountRecord) -> str | dict[str, str]:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server, values
 
-from channels.base import PermanentDeliveryError, RateLimited, TransientDeliveryError
+from channels.base import ContactDeferred, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from dispatcher.state.metrics import ALL, PROVIDER_ERRORS, PROVIDER_LATENCY, RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 
 log = structlog.get_logger("workers.metrics")
@@ -40,21 +40,25 @@ def timed_send(channel: str, provider: str, send: Callable[[Any], T], message: A
     except RateLimited:
         raise  # our own limiter said not yet (at the adapter's last step): no request left, nothing to time
     except TransientDeliveryError as exc:
-        PROVIDER_ERRORS.labels(channel, "ambiguous" if exc.ambiguous else "transient").inc()
+        PROVIDER_ERRORS.labels(channel, provider, "ambiguous" if exc.ambiguous else "transient").inc()
+        PROVIDER_LATENCY.labels(channel, provider).observe(time.perf_counter() - started)
+        raise
+    except ContactDeferred:  # the provider refused this recipient for now: answered, not failing
+        PROVIDER_ERRORS.labels(channel, provider, "deferred").inc()
         PROVIDER_LATENCY.labels(channel, provider).observe(time.perf_counter() - started)
         raise
     except PermanentDeliveryError:
-        PROVIDER_ERRORS.labels(channel, "permanent").inc()
+        PROVIDER_ERRORS.labels(channel, provider, "permanent").inc()
         PROVIDER_LATENCY.labels(channel, provider).observe(time.perf_counter() - started)
         raise
     PROVIDER_LATENCY.labels(channel, provider).observe(time.perf_counter() - started)
     return receipt
 
 
-def waited(channel: str, wait: float) -> None:
-    """The rate limit asked a send to wait `wait` seconds."""
-    RATE_LIMIT_WAITS.labels(channel).inc()
-    RATE_LIMIT_WAIT_SECONDS.labels(channel).inc(wait)
+def waited(channel: str, provider: str, wait: float) -> None:
+    """The rate limit of a channel's provider asked a send to wait `wait` seconds."""
+    RATE_LIMIT_WAITS.labels(channel, provider).inc()
+    RATE_LIMIT_WAIT_SECONDS.labels(channel, provider).inc(wait)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from channels import REGISTRY, build_adapter
+from channels import PROVIDERS, REGISTRY, ChannelAdapter, ProviderSpec, own_provider_of, provider_key
 from channels.render import Renderer
 from config.settings import Settings, load_settings
 from dispatcher.core.clock import Clock
@@ -42,16 +42,13 @@ def build_runtime(
     settings: Settings, hand_off: HandOff, clock: Clock | None = None, retry_wait: float = 0.5
 ) -> WorkerRuntime:
     assert settings.redis_url, "configure() refuses to start without DISPATCHER_REDIS_URL"
+    settings.refuse_unknown_providers(_known_providers())  # against the providers this process can build
     engine = build_engine(settings, settings.redis_url, clock).engine
-    adapters = {
-        name: build_adapter(name, settings, store=ProviderState(engine.store.redis, name))
-        if spec.shared_state
-        else build_adapter(name, settings)
-        for name, spec in REGISTRY.items()
-    }
+    routable = _routable(settings)
+    adapters = {key: _adapter(settings, engine, key, spec) for key, spec in routable.items()}
     limits = {
         key: Limit(rate, settings.rate_limit_burst, settings.rate_limit_guard_seconds)
-        for key, rate in settings.rate_limits.items()
+        for key, rate in _rates(settings, routable).items()
     }
     limiter = RateLimiter(engine.store.redis if _beyond_single(settings) else settings.redis_url, limits)
     deliverer = Deliverer(engine, adapters, Renderer(), limiter, settings, retry_wait)
@@ -61,6 +58,46 @@ def build_runtime(
 
     engine.on_queued = queued
     return WorkerRuntime(settings, engine, deliverer)
+
+
+def _known_providers() -> dict[str, list[str]]:
+    """channel -> the providers this process can build (channels.PROVIDERS: each channel's own first)."""
+    known: dict[str, list[str]] = {channel: [] for channel in REGISTRY}
+    for channel, provider in PROVIDERS:
+        known.setdefault(channel, []).append(provider)
+    return known
+
+
+def _routable(settings: Settings) -> dict[str, ProviderSpec]:
+    """Each channel's own provider (its spec in channels.REGISTRY) and every other provider DISPATCHER_ROUTES
+    names (channels.PROVIDERS), by key (channels.provider_key): each gets its adapter and rate limit."""
+    routed = {(channel, p) for channel, table in settings.routes.items() for ps in table.values() for p in ps}
+    specs = {channel: spec.own_provider() for channel, spec in REGISTRY.items()}
+    for channel, provider in sorted(routed):
+        if provider != own_provider_of(channel):
+            specs[provider_key(channel, provider)] = PROVIDERS[channel, provider]
+    return specs
+
+
+def _adapter(settings: Settings, engine: Engine, key: str, spec: ProviderSpec) -> ChannelAdapter:
+    """A provider's adapter; one that shares a session through Redis keeps it under its key."""
+    if spec.shared_state:
+        adapter: ChannelAdapter = spec.adapter(settings, store=ProviderState(engine.store.redis, key))
+    else:
+        adapter = spec.adapter(settings)
+    return adapter
+
+
+def _rates(settings: Settings, keys: dict[str, ProviderSpec]) -> dict[str, float]:
+    """Sends per second by provider key: DISPATCHER_RATE_LIMITS by the key (`sms`, `sms.aliyun`), else by the
+    provider's name, else the channel's (each provider keeps its own windows at that rate)."""
+    rates = dict(settings.rate_limits)
+    for key, spec in keys.items():
+        limits = settings.rate_limits
+        rate = limits.get(key, limits.get(spec.name, limits.get(spec.channel)))
+        if rate is not None:
+            rates[key] = rate
+    return rates
 
 
 _installed: WorkerRuntime | None = None

@@ -5,7 +5,8 @@ A claim is in doubt when it was taken and never ended (its worker died mid-call)
 plus a margin has passed since the claim), the reconciler looks for evidence, in this order:
 
 1. a provider callback already recorded for the contact (delivered, answered, ...): it was sent;
-2. the provider's own records (`Reconcilable.find_sent`): found → sent, with the provider's id; the
+2. the records of the provider its attempt names (`Reconcilable.find_sent`), and only that one: a contact in
+   doubt never failed over, so no other provider is asked or sent it; found → sent, with the provider's id; the
    provider definitely has no such request → the claim is released and the planner may send it again;
    The provider matches by recipient, sender and time window (claim time to claim time plus the hard time
    limit); a match already recorded for another of the account's contacts is no word on this one;
@@ -23,10 +24,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from channels import own_provider_of, provider_key
 from channels.base import Evidence, LookupUnavailable, Reconcilable, SentQuery, TransientDeliveryError
 from dispatcher.core.audit import claim_audit
 from dispatcher.core.events import Outcome
 from dispatcher.core.models import IN_DOUBT, Channel, ClaimStatus, HistoryEntry, OutcomeKind
+from dispatcher.core.timeline import attempt_provider
 from dispatcher.state.claims import ClaimMove, InDoubt
 from dispatcher.state.store import Loaded
 from workers.messages import address_of
@@ -57,25 +60,25 @@ def _reconcile_one(runtime: WorkerRuntime, doubt: InDoubt) -> str:
     if status is None or status not in IN_DOUBT or attempt is None or attempt.channel is None or loaded.record is None:
         store.ledger.set_aside(doubt.account_id, doubt.contact_id)  # nothing left to judge: report, never sent
         return "set_aside"
-    channel = attempt.channel
+    channel, provider = attempt.channel, attempt_provider(attempt) or own_provider_of(attempt.channel.value)
     if _called_back(loaded, doubt.contact_id):
-        return _record_sent(runtime, doubt, channel, status, Evidence(True, "callback", "callback"))
-    adapter = runtime.deliverer.adapters.get(channel.value)
+        return _record_sent(runtime, doubt, channel, status, Evidence(True, "callback", "callback"), provider)
+    adapter = runtime.deliverer.adapters.get(provider_key(channel.value, provider))
     try:
         if not isinstance(adapter, Reconcilable):
-            raise LookupUnavailable(f"the {channel.value} provider cannot be asked")
-        evidence = adapter.find_sent(_query(runtime, doubt, loaded, channel))
+            raise LookupUnavailable(f"the {channel.value} provider {provider} cannot be asked")
+        evidence = adapter.find_sent(_query(runtime, doubt, loaded, channel, provider))
     except LookupUnavailable as exc:
-        return _set_aside(runtime, doubt, channel, status, str(exc))
+        return _set_aside(runtime, doubt, channel, status, str(exc), provider)
     except TransientDeliveryError as exc:
         log.warning("claim.reconcile_later", contact_id=doubt.contact_id, reason=str(exc))
         return "asked_later"
     if evidence.found and evidence.provider_id in _attributed(loaded, doubt.contact_id):
         # What the provider found is another contact's message to the same address: no word on this one.
-        return _set_aside(runtime, doubt, channel, status, "the provider's match belongs to another contact")
+        return _set_aside(runtime, doubt, channel, status, "the provider's match belongs to another contact", provider)
     if evidence.found:
-        return _record_sent(runtime, doubt, channel, status, evidence)
-    return _release(runtime, doubt, channel, attempt)
+        return _record_sent(runtime, doubt, channel, status, evidence, provider)
+    return _release(runtime, doubt, channel, attempt, provider)
 
 
 def _attempt(loaded: Loaded, contact_id: str) -> HistoryEntry | None:
@@ -99,38 +102,38 @@ def _attributed(loaded: Loaded, contact_id: str) -> set[str]:
     }
 
 
-def _query(runtime: WorkerRuntime, doubt: InDoubt, loaded: Loaded, channel: Channel) -> SentQuery:
+def _query(runtime: WorkerRuntime, doubt: InDoubt, loaded: Loaded, channel: Channel, provider: str) -> SentQuery:
     assert loaded.record is not None
     since = datetime.fromtimestamp(doubt.claimed_at, UTC) - timedelta(seconds=5)  # clocks of two machines
     until = since + timedelta(seconds=runtime.settings.task_time_limit + 10)
-    sender = runtime.deliverer.sender(channel.value)
+    sender = runtime.deliverer.sender(channel.value, provider)
     to = address_of(channel, loaded.record)
     others = frozenset(_attributed(loaded, doubt.contact_id))
     return SentQuery(doubt.contact_id, doubt.account_id, to, sender, since, until, exclude_ids=others)
 
 
 def _record_sent(
-    runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: ClaimStatus, evidence: Evidence
+    runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: ClaimStatus, evidence: Evidence, provider: str
 ) -> str:
     engine = runtime.engine
     provider_id = evidence.provider_id or ""
     move: ClaimMove = (doubt.account_id, doubt.contact_id, channel.value, status, ClaimStatus.SENT)
     audit = claim_audit(doubt.account_id, doubt.contact_id, engine.clock.now(), "sent", channel=channel.value,
-                        reason=f"reconciled_{status}", provider_id=provider_id)  # fmt: skip
+                        reason=f"reconciled_{status}", provider_id=provider_id, provider=provider)  # fmt: skip
     if not engine.store.move_claims([move], [audit])[0]:
         return "moved_meanwhile"
     detail = {"provider_id": provider_id, "provider_status": evidence.status or "", "reconciled": status}
     engine.record_event(doubt.account_id, Outcome(contact_id=doubt.contact_id, outcome=OutcomeKind.SENT,
                                                   channel=channel, detail=detail))  # fmt: skip
-    log.info("claim.reconciled", contact_id=doubt.contact_id, was=status, provider_id=provider_id)
+    log.info("claim.reconciled", contact_id=doubt.contact_id, was=status, provider=provider, provider_id=provider_id)
     return "sent"
 
 
-def _release(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, attempt: HistoryEntry) -> str:
+def _release(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, attempt: HistoryEntry, provider: str) -> str:
     """The provider has no such request: the contact never left; the planner decides again from now."""
     engine = runtime.engine
     audit = claim_audit(doubt.account_id, doubt.contact_id, engine.clock.now(), "not_sent", channel=channel.value,
-                        reason="provider_has_none")  # fmt: skip
+                        reason="provider_has_none", provider=provider)  # fmt: skip
     released = (doubt.account_id, doubt.contact_id, channel.value, attempt)
     if not engine.store.release_many([released], forget=True, audit=[audit])[0]:
         return "moved_meanwhile"
@@ -139,14 +142,16 @@ def _release(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, attempt: 
     return "released"
 
 
-def _set_aside(runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: ClaimStatus, reason: str) -> str:
+def _set_aside(
+    runtime: WorkerRuntime, doubt: InDoubt, channel: Channel, status: ClaimStatus, reason: str, provider: str
+) -> str:
     """No evidence to be had: unknown for good, counted against the caps, reported; never called sent."""
     store = runtime.engine.store
     if status == ClaimStatus.SENDING:
         store.move_claims([(doubt.account_id, doubt.contact_id, channel.value, status, ClaimStatus.UNKNOWN)])
     store.ledger.set_aside(doubt.account_id, doubt.contact_id)
     entry = claim_audit(doubt.account_id, doubt.contact_id, runtime.engine.clock.now(), "unknown",
-                        channel=channel.value, reason="unverifiable", detail=reason)  # fmt: skip
+                        channel=channel.value, reason="unverifiable", detail=reason, provider=provider)  # fmt: skip
     store.append_audit(doubt.account_id, [entry])
     log.warning("claim.unverifiable", contact_id=doubt.contact_id, channel=channel.value, reason=reason)
     return "unverifiable"

@@ -1,4 +1,5 @@
-"""The beat's scheduler: Celery's own for the periodic entries, plus the pump, run inside beat itself.
+"""The beat's scheduler: Celery's own for the periodic entries, plus the pump and the callbacks' pump, run
+inside beat itself.
 
 The pump leases the due wake-ups here and sends one `dispatcher.plan` task per batch of due account ids,
 so an idle cluster puts nothing on the broker and shows nothing in Flower (a `dispatcher.pump` task every
@@ -8,6 +9,7 @@ runs out and the accounts come due again. Redis away: the pump waits for it and 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -17,6 +19,8 @@ from celery.beat import PersistentScheduler
 from config.settings import Settings, load_settings
 from dispatcher.core.clock import Clock
 from dispatcher.state.store import Store
+from dispatcher.state.webhook_endpoints import EndpointRegistry
+from dispatcher.webhook_relay import callbacks_due
 from dispatcher.wiring import clock_from, open_store
 
 log = structlog.get_logger("workers.scheduler")
@@ -48,6 +52,30 @@ class BeatPump:
         return len(due)
 
 
+class CallbacksPump:
+    """Sends `dispatcher.callbacks` every DISPATCHER_WEBHOOK_RELAY_INTERVAL_SECONDS, only when it has work
+    (dispatcher.webhook_relay.callbacks_due): without endpoints, or with nothing new, nothing is sent."""
+
+    def __init__(self, store: Store, clock: Clock, settings: Settings, send: Any) -> None:
+        self.store, self.clock, self.send = store, clock, send
+        self.registry = EndpointRegistry(store.redis, store.shards, lambda: clock.now().timestamp())
+        self.every = settings.webhook_relay_interval_seconds
+        self._next = 0.0
+
+    def run_once(self) -> bool:
+        """Whether a callbacks task was sent."""
+        if time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + self.every
+        try:
+            due = callbacks_due(self.store, self.registry, self.clock.now().timestamp())
+        except REDIS_AWAY:
+            return False  # the plan pump says so in the log
+        if due:
+            self.send("dispatcher.callbacks", args=[], queue="plan", expires=self.every * 5)
+        return due
+
+
 class DispatcherScheduler(PersistentScheduler):
     """`dispatcher beat` runs this: the periodic entries as usual, and the pump between them."""
 
@@ -56,8 +84,10 @@ class DispatcherScheduler(PersistentScheduler):
         settings = load_settings()
         store = open_store(settings)
         self.pump = BeatPump(store, clock_from(settings), settings, self.app.send_task)
+        self.callbacks = CallbacksPump(store, clock_from(settings), settings, self.app.send_task)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         wait = float(super().tick(*args, **kwargs))
         self.pump.run_once()
-        return min(wait, PUMP_EVERY)
+        self.callbacks.run_once()
+        return min(wait, PUMP_EVERY, self.callbacks.every)

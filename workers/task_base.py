@@ -5,6 +5,8 @@
   done. With task_acks_late a plain exception acks the message, and a send that died on a lost Redis would be
   gone. If Redis is still down, the reject cannot reach it either: the message then stays in Redis's `unacked`
   hash and comes back after the visibility timeout (or when this worker restores it on reconnecting).
+- This worker's strategy variants differ from the active set (dispatcher.state.active_set): the message is
+  given back the same way, for a worker with the active set (or this one, restarted with it) to do.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from celery.exceptions import Reject
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
-from dispatcher.core.personal_data import masked
+from dispatcher.core.privacy.personal_data import masked
+from dispatcher.state.active_set import VariantSetMismatch
 from workers.dead_lettering import refuse
 
 log = structlog.get_logger("workers.task")
@@ -58,6 +61,10 @@ class DispatcherTask(Task):
             log.warning("task.requeued", task=self.name, task_id=self.request.id, error=repr(exc))
             time.sleep(REQUEUE_PAUSE_SECONDS)
             raise Reject(exc, requeue=True) from exc
+        except VariantSetMismatch as exc:  # this worker's strategies are not the active set: another takes it
+            log.error("task.requeued_variant_set", task=self.name, task_id=self.request.id, error=str(exc))
+            time.sleep(REQUEUE_PAUSE_SECONDS)
+            raise Reject(exc, requeue=True) from exc
 
 
 def signature_problem(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -71,7 +78,7 @@ def signature_problem(function: Any, args: tuple[Any, ...], kwargs: dict[str, An
 class PrivateArgsRequest(Request):
     """A task whose arguments carry personal data (an account to upsert, an event's details): the
     task-received event, and so Flower, shows them with every personal field masked whatever it holds and
-    phone numbers and emails masked in any other text, as the logs show them (dispatcher.core.personal_data)."""
+    phone numbers and emails masked in any other text, as the logs show them (dispatcher.core.privacy.personal_data)."""
 
     @property
     def argsrepr(self) -> str:

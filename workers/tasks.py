@@ -13,12 +13,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from dispatcher.adhoc import AlreadyMade, request_contact
+from dispatcher.core.arrangements.events import UnknownArrangement
 from dispatcher.core.events import AdhocContact, EventRejected, parse_external_event
 from dispatcher.core.models import Account, Contact
 from dispatcher.engine import UnknownAccount
 from workers.app import app
 from workers.archiver import archive  # noqa: F401  (registers dispatcher.archive)
 from workers.arguments import account_id_problem, checked_payloads, refused, validation_problem
+from workers.callbacks import deliver_callbacks  # noqa: F401  (registers dispatcher.callbacks)
 from workers.housekeeping import sweep
 from workers.process_runtime import worker_runtime
 from workers.queueing import contact_from, dispatch, enqueue
@@ -105,7 +107,7 @@ def ingest_event(account_id: str, event: dict[str, Any]) -> str:
         if isinstance(parsed, AdhocContact):  # the same answer as POST /v1/contacts: a denial records only itself
             return request_contact(runtime.engine, account_id, parsed).verdict
         return runtime.engine.record_event(account_id, parsed).status  # what it queued goes out via on_queued
-    except (UnknownAccount, AlreadyMade, EventRejected) as exc:  # EventRejected: well-formed, cannot apply
+    except (UnknownAccount, UnknownArrangement, AlreadyMade, EventRejected) as exc:  # well-formed, cannot apply
         return refused(ingest_event, str(exc), [account_id, event])
 
 

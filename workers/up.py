@@ -15,6 +15,7 @@ variables, exactly as a hand-run or compose deployment passes them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shlex
@@ -32,6 +33,7 @@ import redis
 from honcho.manager import Manager
 
 from channels import REGISTRY
+from channels.aliyun_sms import CHINA_FIRST_ROUTES
 from config.errors import ConfigurationError
 from config.settings import Settings
 from dispatcher.state.redis_server import EmbeddedRedis
@@ -121,6 +123,7 @@ def sandbox_ports(settings: Settings) -> dict[str, int] | None:
         "print": _port_of(settings.print_vendor_url),
         "agency": _port_of(settings.agency_url),
         "wechat": _port_of(settings.wechat_api_base_url),
+        "aliyun": _port_of(settings.aliyun_endpoint),
     }  # fmt: skip
     if all(port is None for port in ports.values()):
         return None
@@ -139,6 +142,9 @@ def shared_env(settings: Settings, plan: UpPlan, redis_url: str) -> dict[str, st
     ports = sandbox_ports(settings) if plan.sandboxes else None
     if ports and ports["twilio"] and not settings.twilio_api_base_url:
         env["DISPATCHER_TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{ports['twilio']}"
+    if ports and ports["aliyun"] and "routes" not in settings.model_fields_set:
+        # The Aliyun sandbox runs: Chinese mobiles go to it first, as a bank in China would route them.
+        env["DISPATCHER_ROUTES"] = json.dumps(CHINA_FIRST_ROUTES)
     return env
 
 
@@ -178,7 +184,7 @@ def _sandbox(ports: Mapping[str, int]) -> list[str]:
     return dispatcher_argv(
         "sandbox", "--twilio-port", str(ports["twilio"]), "--smtp-port", str(ports["smtp"]),
         "--print-port", str(ports["print"]), "--agency-port", str(ports["agency"]),
-        "--wechat-port", str(ports["wechat"]),
+        "--wechat-port", str(ports["wechat"]), "--aliyun-port", str(ports["aliyun"]),
     )  # fmt: skip
 
 
@@ -235,7 +241,7 @@ def _banner(parts: list[Part], env: Mapping[str, str], settings: Settings, out: 
     for part in parts:
         print(f"  {part.name.ljust(width)}  {part.listens}", file=out)
     names = ("DISPATCHER_REDIS_URL", "DISPATCHER_DATABASE_URL", "DISPATCHER_PUBLIC_BASE_URL",
-             "DISPATCHER_TWILIO_API_BASE_URL")  # fmt: skip
+             "DISPATCHER_TWILIO_API_BASE_URL", "DISPATCHER_ROUTES")  # fmt: skip
     for name in names:
         if name in env and (name != "DISPATCHER_DATABASE_URL" or not settings.database_url):  # no password shown
             print(f"  {name}={env[name]}", file=out)

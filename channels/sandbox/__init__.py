@@ -6,8 +6,8 @@
     sandboxes.stop()
 
 `start_sandboxes(state_dir, *, host="127.0.0.1", twilio_port=0, smtp_port=0, print_port=0,
-agency_port=0, wechat_port=0, callback_base_url=None, credentials=None) -> Sandboxes` starts five servers (port 0
-picks a free port) and returns their handles, each with `.url` and `.stop()`:
+agency_port=0, wechat_port=0, aliyun_port=0, callback_base_url=None, credentials=None, clock_factor=1.0) -> Sandboxes`
+starts six servers (port 0 picks a free port) and returns their handles, each with `.url` and `.stop()`:
 
 - `twilio`  Messages.json / Calls.json; status callbacks go to each request's StatusCallback URL.
 - `smtp`    SMTP; accepted mail is stored as .eml under {state_dir}/smtp/mail.
@@ -15,6 +15,8 @@ picks a free port) and returns their handles, each with `.url` and `.stop()`:
 - `agency`  POST /cases; case files stored as JSON under {state_dir}/agency/cases.
 - `wechat`  cgi-bin/stable_token and message/template/send; TEMPLATESENDJOBFINISH pushed in safe mode to
             {callback_base_url}/v1/webhooks/wechat.
+- `aliyun`  Dysmsapi's SendSms and QuerySendDetails, signed; SmsReport and SmsUp pushed to
+            {callback_base_url}/v1/webhooks/aliyun/{token}/..., retried after 1, 5, 10 minutes / clock_factor.
 
 The HTTP sandboxes take faults through `handle.faults.set(fail_429=2, fail_503=1, retry_after=1,
 latency=0.2, hang=30)` or `POST {url}/_sandbox/faults` with the same JSON; `GET {url}/_sandbox/stats`.
@@ -28,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from channels.sandbox import agency, print_vendor, twilio_api, wechat
+from channels.sandbox import agency, aliyun, print_vendor, twilio_api, wechat
 from channels.sandbox.server import EventLog, FaultInjector, ServerHandle
 from channels.sandbox.smtp import SmtpHandle
+from config.settings_fields import ALIYUN_SANDBOX_TEMPLATES
 
 
 class SandboxState(Protocol):
@@ -58,6 +61,14 @@ class SandboxCredentials:
     wechat_encoding_aes_key: str = "c2FuZGJveC13ZWNoYXQtYWVzLWtleS0zMi1ieXRlcyE"
     # The approved templates: the template ids settings map our templates to, each with the shipped fields.
     wechat_template_ids: tuple[str, ...] = ("sandbox-tmpl-early", "sandbox-tmpl-continuous")
+    aliyun_access_key_id: str = "LTAI5tSandbox00000000000"
+    aliyun_access_key_secret: str = "sandbox-aliyun-secret"
+    aliyun_sign_name: str = "示例银行"
+    # The approved TemplateCodes: every code the settings map a template and locale to.
+    aliyun_template_codes: tuple[str, ...] = tuple(
+        code for codes in ALIYUN_SANDBOX_TEMPLATES.values() for code in codes.values()
+    )
+    aliyun_webhook_token: str = "sandbox-aliyun-report-token"
 
     @classmethod
     def from_settings(cls, settings: Any) -> SandboxCredentials:
@@ -73,6 +84,13 @@ class SandboxCredentials:
             wechat_token=settings.wechat_token.get_secret_value(),
             wechat_encoding_aes_key=settings.wechat_encoding_aes_key.get_secret_value(),
             wechat_template_ids=tuple(settings.wechat_template_ids.values()),
+            aliyun_access_key_id=settings.aliyun_access_key_id,
+            aliyun_access_key_secret=settings.aliyun_access_key_secret.get_secret_value(),
+            aliyun_sign_name=settings.aliyun_sign_name,
+            aliyun_template_codes=tuple(
+                code for locales in settings.aliyun_templates.values() for code in locales.values()
+            ),
+            aliyun_webhook_token=settings.aliyun_webhook_token.get_secret_value(),
         )
 
 
@@ -107,6 +125,7 @@ class Sandboxes:
     print_vendor: HttpSandbox[print_vendor.PrintVendorSandbox]
     agency: HttpSandbox[agency.AgencySandbox]
     wechat: HttpSandbox[wechat.WechatSandbox]
+    aliyun: HttpSandbox[aliyun.AliyunSandbox]
 
     def settings_overrides(self) -> dict[str, Any]:
         """Settings fields that point the channels at these sandboxes (for load_settings(**...))."""
@@ -117,10 +136,11 @@ class Sandboxes:
             "print_vendor_url": f"{self.print_vendor.url}/v1",  # the API root with its version, as Lob's
             "agency_url": self.agency.url + agency.CASES_PATH,
             "wechat_api_base_url": self.wechat.url,
+            "aliyun_endpoint": self.aliyun.url,
         }
 
     def stop(self) -> None:
-        for handle in (self.twilio, self.smtp, self.print_vendor, self.agency, self.wechat):
+        for handle in (self.twilio, self.smtp, self.print_vendor, self.agency, self.wechat, self.aliyun):
             handle.stop()
 
 
@@ -133,10 +153,12 @@ def start_sandboxes(
     print_port: int = 0,
     agency_port: int = 0,
     wechat_port: int = 0,
+    aliyun_port: int = 0,
     callback_base_url: str | None = None,
     credentials: SandboxCredentials | None = None,
+    clock_factor: float = 1.0,
 ) -> Sandboxes:
-    """Start the five provider sandboxes on loopback; see the module docstring."""
+    """Start the six provider sandboxes on loopback; see the module docstring."""
     creds = credentials or SandboxCredentials()
     state_dir = Path(state_dir)
     twilio_state = twilio_api.TwilioSandbox(
@@ -151,6 +173,11 @@ def start_sandboxes(
         creds.wechat_encoding_aes_key, dict.fromkeys(creds.wechat_template_ids, wechat.DEFAULT_FIELDS),
         callback_base_url,
     )  # fmt: skip
+    aliyun_state = aliyun.AliyunSandbox(
+        state_dir / "aliyun", creds.aliyun_access_key_id, creds.aliyun_access_key_secret, (creds.aliyun_sign_name,),
+        dict.fromkeys(creds.aliyun_template_codes, aliyun.DEFAULT_VARIABLES), callback_base_url,
+        creds.aliyun_webhook_token, clock_factor=clock_factor,
+    )  # fmt: skip
     started: list[Any] = []
     try:
         started.append(HttpSandbox(twilio_state, ServerHandle(twilio_api.create_app(twilio_state), host, twilio_port)))
@@ -158,6 +185,7 @@ def start_sandboxes(
         started.append(HttpSandbox(print_state, ServerHandle(print_vendor.create_app(print_state), host, print_port)))
         started.append(HttpSandbox(agency_state, ServerHandle(agency.create_app(agency_state), host, agency_port)))
         started.append(HttpSandbox(wechat_state, ServerHandle(wechat.create_app(wechat_state), host, wechat_port)))
+        started.append(HttpSandbox(aliyun_state, ServerHandle(aliyun.create_app(aliyun_state), host, aliyun_port)))
     except BaseException:
         for handle in started:  # a port in use must not leave the others running
             handle.stop()

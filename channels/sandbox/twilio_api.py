@@ -39,6 +39,10 @@ and CreateCall, and Twilio's error dictionary): 400 with Twilio's code.
                     answered or completed; 21234 MachineDetection not Enable or DetectMessageEnd, AsyncAmd not
                     true or false, or MachineDetectionTimeout not an integer.
 
+Geo permissions, as a Twilio account sets them: a To number starting with one of the sandbox's
+`closed_prefixes` (e.g. ("+86",)) is refused with 400, code 21408 (permission to send to that region is not
+enabled) on Messages.json: the provider's refusal, not the debtor's.
+
 Faults: `accept_then_hang=N` makes the next N creates succeed (stored, callbacks scheduled) and then hold
 the answer `accept_hang_seconds`: the client times out after its request left (an ambiguous send).
 """
@@ -69,6 +73,7 @@ SMS_REJECTIONS = {
     "0006": (21610, "Attempt to send to unsubscribed recipient"),
 }
 SMS_FINAL = {"0001": ("undelivered", "30003")}
+GEO_CLOSED = 21408  # permission to send an SMS has not been enabled for the region
 CALL_FINAL = {
     "0001": ("failed", None),
     "0002": ("no-answer", None),
@@ -105,6 +110,7 @@ class TwilioSandbox:
         self.faults = FaultInjector()
         self.resources: dict[str, dict[str, Any]] = {}
         self.callback_delay = callback_delay
+        self.closed_prefixes: tuple[str, ...] = ()  # To prefixes this account's geo permissions leave closed
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
         # Thousands of callbacks waiting inside httpx's own pool cost time quadratic in their number
@@ -239,6 +245,10 @@ def _message(sandbox: TwilioSandbox, form: Mapping[str, str]) -> JSONResponse:
     if refusal is not None:
         return JSONResponse(twilio_error(400, *refusal), 400)
     to, body = form["To"], form.get("Body", "")
+    if to.startswith(tuple(sandbox.closed_prefixes)):
+        return JSONResponse(
+            twilio_error(400, GEO_CLOSED, f"Permission to send an SMS has not been enabled for {to}"), 400
+        )
     if to[-4:] in SMS_REJECTIONS:
         code, text = SMS_REJECTIONS[to[-4:]]
         return JSONResponse(twilio_error(400, code, text), 400)

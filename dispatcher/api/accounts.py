@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from dispatcher.api.auth import ACCOUNTS_READ, ACCOUNTS_WRITE, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.core.models import ACCOUNT_ID_PATTERN, Account, AccountState
+from dispatcher.core.planner import offers_now
 from dispatcher.core.timeline import account_json
 from dispatcher.engine import Engine, Result, UnknownAccount
 from dispatcher.record.db import RecordUnavailable, open_record, record_url
@@ -47,8 +48,16 @@ class AccountView(BaseModel):
     account: Account
     state: AccountState
     stage: str | None
+    variant: str | None = Field(default=None, description="The strategy variant the account is worked under.")
+    strategy_sha256: str | None = Field(default=None, description="SHA-256 of that variant's strategy version.")
     next_wakeup: datetime | None
     claims: dict[str, str] = Field(description="Contact id → queued | sending | sent | unknown.")
+    offers: dict[str, dict[str, Any]] = Field(
+        default={}, description="The offers the account's stage presents, computed for it (none while a plan is kept)."
+    )
+    arrangements: list[dict[str, Any]] = Field(
+        default=[], description="Payment arrangements, oldest first, each instalment with its status."
+    )
     timeline: list[dict[str, Any]] = Field(description="Every attempt (with its outcomes) and event, oldest first.")
     decisions: list[dict[str, Any]] = Field(description="Compliance decisions (send / defer / deny with rule).")
     decisions_complete: bool = Field(description="False when older decisions lie beyond the audit scan.")
@@ -128,7 +137,8 @@ def get_account(
     except psycopg.OperationalError as exc:  # the record went away under an open pool: a 503 (outage.py)
         forget_record(request, reader, exc)
         raise
-    view = account_json(found.record, found.history, found.claims, found.next_wakeup)
+    offers = offers_now(found.record, engine.strategy, engine.clock.now()) if not found.archived else {}
+    view = account_json(found.record, found.history, found.claims, found.next_wakeup, offers)
     return AccountView(**view, decisions=decisions, decisions_complete=complete, archived=found.archived)
 
 

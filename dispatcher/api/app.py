@@ -15,12 +15,26 @@ from fastapi.responses import JSONResponse
 
 from channels.callbacks import WEBHOOK_PREFIX
 from config.settings import Settings
-from dispatcher.api import accounts, admin, batch, docs, errors, events, health, request_metrics, unsubscribe, webhooks
+from dispatcher.api import (
+    accounts,
+    admin,
+    batch,
+    dashboard,
+    docs,
+    errors,
+    events,
+    health,
+    request_metrics,
+    unsubscribe,
+    webhooks,
+)  # fmt: skip
+from dispatcher.api import callbacks as outcome_callbacks
 from dispatcher.api.auth import KeyRing
 from dispatcher.api.idempotency import IdempotencyMiddleware
 from dispatcher.api.limits import BodyGuardMiddleware, HttpLimits
 from dispatcher.api.outage import StoreOutageMiddleware
 from dispatcher.api.protocol import with_head_timeout
+from dispatcher.api.reports import variants as variant_reports
 from dispatcher.engine import Engine
 from dispatcher.logging import RequestIdMiddleware, configure_logging
 from dispatcher.wiring import open_runtime
@@ -56,8 +70,12 @@ def create_app(
     docs.install(app)
     errors.install(app)
     app.add_exception_handler(Exception, _unexpected)
-    for router in (accounts.router, admin.router, batch.router, events.router, health.router, unsubscribe.router):
+    routers = (accounts.router, admin.router, dashboard.router, batch.router, events.router, health.router,
+               unsubscribe.router, variant_reports.router)  # fmt: skip
+    for router in routers:
         app.include_router(router, responses=_SHED if router is not health.router else None)
+    for router in outcome_callbacks.ROUTERS:
+        app.include_router(router, responses=_SHED)
     for router in (*webhooks.ROUTERS, *extra_routers):
         app.include_router(router, responses=_SHED)
     app.add_middleware(

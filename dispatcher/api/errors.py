@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.errors import DispatcherError, InputRejected, NotFound
 from dispatcher.core.events import Event
+from dispatcher.state.active_set import VariantSetMismatch
 
 
 class FieldError(BaseModel):
@@ -154,12 +155,20 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(InputRejected, _rejected)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(VariantSetMismatch, _variant_set)
+
+
+def _variant_set(request: Request, exc: Exception) -> JSONResponse:
+    """This process's strategy variants are not the active set: it refuses to plan (a rolling restart half
+    done, or a set published since). 503: another process, or this one restarted, takes the request."""
+    return error_response(503, "variant_set_mismatch", str(exc), (), {"Retry-After": "5"})
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` declaring ErrorBody for each status (422 replaces FastAPI's own shape)."""
     text = {400: "Bad request", 401: "No or unknown API key", 403: "The key lacks the scope", 404: "Not found",
             408: "The body did not arrive in time", 409: "A request with this Idempotency-Key is in progress",
+            410: "Gone: the cursor expired (`fields` name the oldest valid one), or the thing was removed",
             413: "The body is over the route's limit", 422: "Validation failed; `fields` names each field",
             503: "The store is unavailable; retry after Retry-After"}  # fmt: skip
     return {status: {"model": ErrorBody, "description": text.get(status, "Error")} for status in statuses}

@@ -1,7 +1,7 @@
 """One-click unsubscribe (RFC 8058): POST /v1/unsubscribe/{token} opts the token's account out of email.
 
 Mail providers (Gmail, Yahoo) POST `List-Unsubscribe=One-Click` to the https URI in List-Unsubscribe; no
-API key, no cookie, no login: the signed token (dispatcher.core.unsubscribe) is the credential. A GET only shows
+API key, no cookie, no login: the signed token (dispatcher.core.privacy.unsubscribe) is the credential. A GET only shows
 a page with the button, because link scanners fetch every link in a message and must not unsubscribe
 anyone. An unknown, forged or cut token gets 404 and changes nothing; a repeat is harmless (the opt-out
 carries one event id per account, so it is recorded once).
@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from dispatcher.core.events import OptOut
 from dispatcher.core.models import Channel
-from dispatcher.core.unsubscribe import account_of_token
+from dispatcher.core.privacy.unsubscribe import account_of_token
 from dispatcher.engine import UnknownAccount
 
 router = APIRouter(prefix="/v1/unsubscribe", tags=["unsubscribe"])

@@ -22,9 +22,12 @@ from typer.core import TyperGroup
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
 from dispatcher.commands import reports
+from dispatcher.commands.callbacks import app as callbacks_app
 from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
+from dispatcher.commands.experiment import experiment_app, report_app
 from dispatcher.core.clock import ManualClock
+from dispatcher.core.planner import offers_now
 from dispatcher.core.timeline import account_json
 from dispatcher.importer import import_accounts
 from dispatcher.simulate import Simulation, load_model
@@ -48,7 +51,10 @@ app = typer.Typer(cls=CommandGroup, help=HELP, no_args_is_help=True, add_complet
 account_app = typer.Typer(help="Look at one account.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(callbacks_app, name="callbacks")
 app.add_typer(config_app, name="config")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(report_app, name="report")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)  # error lines stay whole, for people and for grep
 
@@ -101,7 +107,9 @@ def account_show(
             raise typer.Exit(1)
     view = (found.record, found.history, found.claims, found.next_wakeup)
     if as_json:
-        console.print_json(json.dumps({**account_json(*view), "archived": found.archived}, default=str))
+        offers = offers_now(found.record, runtime.strategy, runtime.engine.clock.now()) if not found.archived else {}
+        doc = {**account_json(*view, offers), "archived": found.archived}
+        console.print_json(json.dumps(doc, default=str))
         return
     for renderable in reports.account_tables(*view):
         console.print(renderable)
@@ -136,7 +144,8 @@ def simulate(
         population = synthetic_accounts(accounts, seed, clock.now().date())
     with open_runtime(sim_settings, clock=clock, history_cache=len(population) + 1) as runtime, _progress() as progress:
         task = progress.add_task(f"simulating {len(population)} accounts over {days} days", total=1000)
-        simulation = Simulation(runtime.engine, clock, load_model(model), seed)
+        routes, weights = sim_settings.routes, sim_settings.provider_weights  # providers drawn by route
+        simulation = Simulation(runtime.engine, clock, load_model(model), seed, routes, weights)
         report = simulation.run(population, days, lambda done: progress.update(task, completed=int(done * 1000)))
         progress.update(task, completed=1000)
         progress.update(task, description="checking every send against windows and caps")
@@ -193,8 +202,8 @@ def migrate_keys(
     import the keys into a cluster (docs/operations.md). Run again after a crash, it finishes the job."""
     import redis
 
-    from dispatcher.state.key_migration import MigrationRefused, migrate_to_shard_layout
     from dispatcher.state.redis_server import redis_url
+    from dispatcher.state.topology.key_migration import MigrationRefused, migrate_to_shard_layout
 
     settings = _settings()
     if settings.redis_cluster or settings.redis_key_layout == "shard":

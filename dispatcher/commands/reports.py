@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from dispatcher.core import calendar
+from dispatcher.core.arrangements.terms import Arrangement, ArrangementFigures, figures
 from dispatcher.core.models import AccountRecord, Channel, HistoryEntry, zone
 from dispatcher.core.strategy import Strategy
 from dispatcher.core.timeline import attempt_provider, audit_sends, timeline
@@ -102,15 +103,20 @@ def account_tables(
     summary.add_row("zone", " + ".join((account.timezone, *account.extra_timezones)))
     summary.add_row("status", state.status + (" (do not contact)" if state.do_not_contact else ""))
     summary.add_row("stage", record.stage or "—")
+    summary.add_row("variant", _variant_text(record))
     summary.add_row("holds", ", ".join(f"{k} until {v or 'resolved'}" for k, v in state.holds.items()) or "—")
     summary.add_row("promise", f"{state.promise.amount} by {state.promise.due}" if state.promise else "—")
     summary.add_row("opted out", ", ".join(sorted(state.opted_out)) or "—")
     summary.add_row("invalid addresses", ", ".join(sorted(state.invalid_addresses)) or "—")
     summary.add_row("next wake-up", wake.isoformat() if wake else "—")
     yield summary
+    for arrangement in state.arrangements:
+        yield arrangement_instalments(arrangement)
     table = Table(title="timeline")
     for column in ("UTC", "local", "what", "channel", "provider", "contact / detail", "outcome"):
         table.add_column(column)
+    if record.variant is not None:  # recorded at its first plan (its audit entry says when)
+        table.add_row("first plan", "", "variant", "", "", _variant_text(record), "")
     for row in timeline(record, history):
         what = row["kind"] if row["kind"] == "attempt" else row.get("event", "")
         subject = row.get("contact_id") or ", ".join(f"{k}={v}" for k, v in row.items() if k not in _ROW_KEYS)
@@ -120,6 +126,12 @@ def account_tables(
         channel, provider = row.get("channel") or "", row.get("provider") or ""
         table.add_row(row["at_utc"][:16], row["at_local"][:16], what, channel, provider, subject, outcome)
     yield table
+
+
+def _variant_text(record: AccountRecord) -> str:
+    if record.variant is None:
+        return "— (not planned since variants are recorded)"
+    return f"{record.variant} (strategy sha256 {record.strategy_sha256})"
 
 
 _ROW_KEYS = {"kind", "at_utc", "at_local", "event", "channel", "provider", "contact_id", "outcome"}
@@ -136,6 +148,7 @@ class SendAudit:
     on_rest_day: int = 0  # sends on a holiday, a rest period's weekend or a resting weekend, for their channel
     hours: Counter[int] = field(default_factory=Counter)  # sends by local hour of the debtor's main zone
     providers: Counter[str] = field(default_factory=Counter)  # sends by the provider each attempt names
+    arrangements: list[tuple[Arrangement, ...]] = field(default_factory=list)  # each account's, for the figures
     examples: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
@@ -196,6 +209,8 @@ def _audit_one(
     def inside(at: datetime) -> bool:
         return period is None or period[0] <= at < period[1]
 
+    if record.state.arrangements:
+        audit.arrangements.append(record.state.arrangements)
     attempts = [entry for entry in history if entry.kind == "attempt" and entry.channel is not None]
     made = {entry.contact_id: entry.at for entry in attempts}
     audit.sends += sum(1 for entry in attempts if inside(entry.at))
@@ -298,6 +313,7 @@ def simulation_tables(report: Report, strategy: Strategy, audit: SendAudit) -> I
     )
     summary.add_row("sends on a rest day", str(audit.on_rest_day))
     yield summary
+    yield arrangement_table(figures(audit.arrangements))
     yield hour_histogram(audit.hours)
 
 
@@ -319,4 +335,32 @@ def _counter_table(title: str, counts: Counter[str], what: str = "rule") -> Tabl
     table.add_column("count", justify="right")
     for rule, count in counts.most_common():
         table.add_row(rule, str(count))
+    return table
+
+
+def arrangement_table(found: ArrangementFigures) -> Table:
+    """Arrangements across a book: made, kept (to the end, or paid off ahead of it), broken, cancelled,
+    still being kept, and the amount collected through them."""
+    table = Table(title="payment arrangements", show_header=False)
+    honoured = found.kept + found.paid_off
+    table.add_row("made", str(found.made))
+    table.add_row("kept", f"{honoured} ({found.kept} to the end, {found.paid_off} paid off ahead of it)")
+    table.add_row("broken", str(found.broken))
+    table.add_row("cancelled", str(found.cancelled))
+    table.add_row("still being kept", str(found.active))
+    table.add_row("collected through them", str(found.collected))
+    return table
+
+
+def arrangement_instalments(arrangement: Arrangement) -> Table:
+    """One arrangement of an account: its state and each instalment with what covers it."""
+    view = arrangement.view()
+    title = (
+        f"arrangement {arrangement.id}: {arrangement.status}, {view['paid']} of {view['total']} {arrangement.currency}"
+    )
+    table = Table(title=title + (f" (+{arrangement.excess} beyond it)" if arrangement.excess else ""))
+    for column in ("#", "due", "amount", "paid", "status"):
+        table.add_column(column)
+    for row in view["instalments"]:
+        table.add_row(str(row["number"]), row["due"], row["amount"], row["paid"], row["status"])
     return table

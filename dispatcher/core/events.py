@@ -10,9 +10,18 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
+from pydantic import Field, TypeAdapter, ValidationInfo, field_validator
 
-from config.errors import InputRejected
+from dispatcher.core.arrangements.events import (
+    ArrangementBroken,
+    ArrangementCancelled,
+    ArrangementMade,
+    after_payment,
+    apply_arrangement_event,
+)
+from dispatcher.core.arrangements.terms import active_arrangement
+from dispatcher.core.event_base import EventRejected as EventRejected
+from dispatcher.core.event_base import _Event
 from dispatcher.core.models import (
     ADDRESS_OF_CHANNEL,
     AccountRecord,
@@ -27,29 +36,8 @@ from dispatcher.core.models import (
     Promise,
     zone,
 )
-from dispatcher.core.stages import adhoc_due_to_lapse, hold_ends, promise_ends, stage_index_at
+from dispatcher.core.stages import adhoc_due_to_lapse, arrangement_breaks, hold_ends, promise_ends, stage_index_at
 from dispatcher.core.strategy import Strategy
-
-
-class EventRejected(InputRejected, ValueError):
-    """The event is well-formed but cannot apply to this account; `field` names the culprit."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field: str = field
-
-
-class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    event_id: str | None = Field(
-        default=None, max_length=128, description="The sender's id for this event; a repeat is ignored."
-    )
-
-    @property
-    def dedup_key(self) -> str | None:
-        """What makes a repeat of this event a duplicate: its event_id (a payment: its bank reference)."""
-        return self.event_id
 
 
 class Payment(_Event):
@@ -189,12 +177,16 @@ ExternalEvent = Annotated[
     | DoNotContact
     | Outcome
     | AdhocContact
-    | AgentDisposition,
+    | AgentDisposition
+    | ArrangementMade
+    | ArrangementCancelled,
     Field(discriminator="kind"),
 ]
 EXTERNAL_EVENT_ADAPTER: TypeAdapter[ExternalEvent] = TypeAdapter[ExternalEvent](ExternalEvent)
 # Kinds only time or the dispatcher itself produces; refused from outside.
-INTERNAL_KINDS = frozenset({"promise_kept", "promise_broken", "hold_lapsed", "adhoc_lapsed", "adhoc_denied"})
+INTERNAL_KINDS = frozenset(
+    {"promise_kept", "promise_broken", "hold_lapsed", "adhoc_lapsed", "adhoc_denied", "arrangement_broken"}
+)
 
 Event = Annotated[
     Payment
@@ -212,7 +204,10 @@ Event = Annotated[
     | PromiseBroken
     | HoldLapsed
     | AdhocLapsed
-    | AdhocDenied,
+    | AdhocDenied
+    | ArrangementMade
+    | ArrangementCancelled
+    | ArrangementBroken,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter[Event](Event)
@@ -236,7 +231,7 @@ def apply_event(record: AccountRecord, event: Event, strategy: Strategy, now: da
                 )
             paid = state.paid + amount
             status = "resolved" if paid >= account.balance else state.status
-            return state.model_copy(update={"paid": paid, "status": status})
+            return after_payment(state.model_copy(update={"paid": paid, "status": status}), amount, now)
         case PromiseToPay():
             return state.model_copy(update={"promise": _promise(event, state, strategy, today, now)})
         case Dispute():
@@ -269,6 +264,8 @@ def apply_event(record: AccountRecord, event: Event, strategy: Strategy, now: da
             return _without_holds(state, {r for r, until in state.holds.items() if until and until <= today})
         case AdhocLapsed() | AdhocDenied():
             return state  # the history entry is the record; the planner reads it
+        case ArrangementMade() | ArrangementCancelled() | ArrangementBroken():
+            return apply_arrangement_event(record, event, strategy, now, today)
     raise EventRejected("kind", f"no rule for event kind {event.kind!r}")
 
 
@@ -300,6 +297,14 @@ def lapsed_events(
     if lapse is not None and now >= lapse:
         found.append(HoldLapsed())
     found += [AdhocLapsed(key=key) for key in adhoc_due_to_lapse(history, strategy, now)]
+    arrangement = active_arrangement(state.arrangements) if state.status == "active" else None
+    breaks = arrangement_breaks(account, arrangement, strategy) if arrangement is not None else None
+    if arrangement is not None and breaks is not None and now >= breaks[1]:
+        days = (now.astimezone(zone(account.timezone)).date() - account.due_date).days
+        index = stage_index_at(account, state, strategy, now)
+        stage = None if index is None else strategy.stages[index].name
+        found.append(ArrangementBroken(arrangement_id=arrangement.id, instalment=breaks[0] + 1, days_past_due=days,
+                                       stage=stage))  # fmt: skip
     return found
 
 

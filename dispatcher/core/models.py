@@ -19,11 +19,16 @@ import phonenumbers
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+# Amounts live in their own module (the arrangement's terms need them below the models); re-exported here.
+from dispatcher.core.arrangements.terms import Arrangement
+
 # The channels live in their registry; re-exported here, where the rest of the domain's values are.
 from dispatcher.core.channel_registry import ADDRESS_OF_CHANNEL as ADDRESS_OF_CHANNEL
 from dispatcher.core.channel_registry import DEFAULT_CONSENT as DEFAULT_CONSENT
 from dispatcher.core.channel_registry import AddressKind as AddressKind
 from dispatcher.core.channel_registry import Channel as Channel
+from dispatcher.core.money import Money as Money
+from dispatcher.core.money import PositiveMoney as PositiveMoney
 
 
 class OutcomeKind(StrEnum):
@@ -170,28 +175,6 @@ EmailAddress = Annotated[str, AfterValidator(_valid_email)]
 # An openid is what one official account calls one follower: 28 characters of letters, digits, - and _ as
 # WeChat issues them today; the bounds leave room without letting a phone number or an email through.
 WechatOpenId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
-_CENTS = Decimal("0.01")
-_UNITS = Decimal("1")
-
-
-def _plain_amount(value: Decimal) -> Decimal:
-    """The amount as written in plain notation: "-0.00" is 0.00 (no minus zero in the record, the API or a
-    letter), "1E+2" is 100 and "5.000" is 5.00 (past two places only zeros get this far)."""
-    if value.same_quantum(_CENTS) or value.same_quantum(_UNITS):  # nearly every amount: ~0.2 µs, not ~0.8
-        return value.copy_abs() if value.is_signed() else value  # ge=0 lets only a minus zero be signed
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > 0:
-        value = value.quantize(_UNITS)
-    elif isinstance(exponent, int) and exponent < -2:
-        value = value.quantize(_CENTS)
-    return value.copy_abs() if value.is_zero() else value
-
-
-_AMOUNT = Field(ge=0, max_digits=14, decimal_places=2)
-Money = Annotated[Decimal, _AMOUNT, AfterValidator(_plain_amount)]
-# `gt` in the type, before the validator: given on a field of `Money | None` it would follow the validator,
-# and reach the JSON schema as an unknown "gt" keyword instead of exclusiveMinimum.
-PositiveMoney = Annotated[Decimal, _AMOUNT, Field(gt=0), AfterValidator(_plain_amount)]
 
 
 class PostalAddress(BaseModel):
@@ -273,6 +256,7 @@ class AccountState(BaseModel):
     promise: Promise | None = None
     stage_floor: int = 0
     floor_since: date | None = None
+    arrangements: tuple[Arrangement, ...] = Field(default=(), description="Payment plans agreed, oldest first.")
 
     @field_validator("holds")
     @classmethod
@@ -293,6 +277,10 @@ class AccountRecord(BaseModel):
     # stage -> step -> (highest occurrence attempted, attempts, *occurrences whose fallback was attempted):
     # every occurrence up to the highest counts as attempted; the fallbacks, few, are named exactly.
     trimmed: dict[str, dict[str, tuple[int, ...]]] = Field(default_factory=dict)
+    # The strategy variant the account is worked under and the SHA-256 of that strategy's version, set at its
+    # first plan (dispatcher.core.experiments.arms); None on an account stored before variants were recorded.
+    variant: str | None = None
+    strategy_sha256: str | None = None
 
 
 HistoryKind = Literal["attempt", "outcome", "event"]

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from dispatcher.core.arrangements.offers import offers_for
+from dispatcher.core.arrangements.terms import ARRANGEMENT_STAGE, Arrangement, active_arrangement
 from dispatcher.core.compliance import ContactLog, evaluate, spread_bucket
 from dispatcher.core.models import (
     Account,
@@ -29,9 +31,12 @@ from dispatcher.core.models import (
 from dispatcher.core.stages import (
     ADHOC_STAGE,
     adhoc_lapsed_keys,
+    arrangement_breaks,
+    day_ends,
     hold_ends,
     occurrences_around,
     promise_ends,
+    reminder_at,
     stage_entry_date,
     stage_index_at,
     stage_start,
@@ -47,6 +52,9 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     paused = _paused(account, state, strategy, now)
     if paused is not None:
         return paused
+    arrangement = active_arrangement(state.arrangements)
+    if arrangement is not None:
+        return _kept(record, history, strategy, now, arrangement)
     tz = zone(account.timezone)
     index = stage_index_at(account, state, strategy, now)
     if index is None:
@@ -62,7 +70,18 @@ def plan(record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strat
     candidates += _adhoc_candidates(account.id, history, attempted, strategy, now, wakes)
     if index + 1 < len(strategy.stages):
         wakes.append(stage_start(account, strategy, index + 1, tz))
-    return _judge(record, history, strategy, now, stage, candidates, wakes)
+    return _judge(record, history, strategy, now, stage.name, candidates, wakes)
+
+
+def offers_now(record: AccountRecord, strategy: Strategy, now: datetime) -> dict[str, dict[str, object]]:
+    """The offers the account's stage presents now, computed for it (amounts in its currency); none while a
+    plan is kept or the account is not active."""
+    account, state = record.account, record.state
+    index = stage_index_at(account, state, strategy, now)
+    if index is None or state.status != "active" or active_arrangement(state.arrangements) is not None:
+        return {}
+    offered = {name: strategy.offers[name] for name in strategy.stages[index].offers if name in strategy.offers}
+    return offers_for(offered, account, state, now.astimezone(zone(account.timezone)).date())
 
 
 _NONE_TRIMMED: dict[str, tuple[int, ...]] = {}
@@ -138,6 +157,31 @@ def _paused(account: Account, state: AccountState, strategy: Strategy, now: date
     if ends is not None:
         return Plan(account.id, None, next_wakeup=max(ends, now), note="promise_to_pay")
     return None
+
+
+def _kept(
+    record: AccountRecord, history: Sequence[HistoryEntry], strategy: Strategy, now: datetime, kept: Arrangement
+) -> Plan:
+    """While an arrangement is kept the ladder waits: only the reminder before each unpaid instalment (from
+    `days_before` until its due day ends), and a look again when the next one is due or the first unpaid
+    instalment breaks the plan (events.lapsed_events)."""
+    account, step = record.account, strategy.arrangements.reminder
+    breaks = arrangement_breaks(account, kept, strategy)
+    if breaks is None:  # every instalment paid: the payment that did it ended the plan
+        return Plan(account.id, ARRANGEMENT_STAGE, note="arrangement")
+    first, wakes = breaks[0], [breaks[1]]
+    attempted = {e.contact_id for e in history if e.kind == "attempt" and e.contact_id}
+    candidates: list[Contact] = []
+    for index in range(first, len(kept.instalments) if step is not None else first):
+        due = kept.instalments[index].due
+        at = reminder_at(account, due, strategy)
+        if at is None or step is None or at > now:
+            wakes += [at] if at is not None else []
+            break
+        ref = ContactRef(account.id, ARRANGEMENT_STAGE, kept.id, index)
+        if now < day_ends(account, due) and str(ref) not in attempted:
+            candidates.append(_contact(ref, step.channel, step.template, at))
+    return _judge(record, history, strategy, now, ARRANGEMENT_STAGE, candidates, wakes)
 
 
 def _ladder_candidates(
@@ -242,7 +286,7 @@ def _judge(
     history: Sequence[HistoryEntry],
     strategy: Strategy,
     now: datetime,
-    stage: Stage,
+    stage: str,
     candidates: list[Contact],
     wakes: list[datetime],
 ) -> Plan:
@@ -265,7 +309,7 @@ def _judge(
             wakes.append(ruling.until)
     future = [w for w in wakes if w > now]
     extra = _SPREAD_EXTRA if spread else {}
-    return Plan(record.account.id, stage.name, tuple(contacts), tuple(decisions), min(future) if future else None,
+    return Plan(record.account.id, stage, tuple(contacts), tuple(decisions), min(future) if future else None,
                 extra=extra)  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from dispatcher.core.arrangements.terms import Arrangement
 from dispatcher.core.models import Account, AccountState, HistoryEntry, zone
 from dispatcher.core.strategy import Stage, Step, Strategy
 
@@ -95,6 +96,29 @@ def promise_ends(account: Account, state: AccountState, strategy: Strategy) -> d
         return None
     grace = strategy.events.promise_to_pay.grace_days
     return _local_start(state.promise.due + timedelta(days=grace + 1), zone(account.timezone))
+
+
+def arrangement_breaks(account: Account, arrangement: Arrangement, strategy: Strategy) -> tuple[int, datetime] | None:
+    """The first instalment not yet paid and when it breaks the arrangement unless paid: the end of its due
+    day plus the grace, in the debtor's zone. None when every instalment is paid."""
+    index = arrangement.first_unpaid()
+    if index is None:
+        return None
+    grace = strategy.arrangements.grace_days
+    return index, _local_start(arrangement.instalments[index].due + timedelta(days=grace + 1), zone(account.timezone))
+
+
+def reminder_at(account: Account, due: date, strategy: Strategy) -> datetime | None:
+    """When the reminder before an instalment due on `due` is due: `days_before` it, at the step's hour."""
+    step = strategy.arrangements.reminder
+    if step is None:
+        return None
+    return _at_hour(due - timedelta(days=step.days_before), step.hour, zone(account.timezone))
+
+
+def day_ends(account: Account, day: date) -> datetime:
+    """The end of a local day in the debtor's zone."""
+    return _local_start(day + timedelta(days=1), zone(account.timezone))
 
 
 def hold_ends(account: Account, state: AccountState) -> datetime | None:

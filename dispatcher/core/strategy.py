@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config.errors import ConfigurationError
+from dispatcher.core.arrangements.offers import OFFER_ID_PATTERN, ArrangementRules, Offer, offer_problems
 from dispatcher.core.models import Channel, OutcomeKind
 
 
@@ -77,6 +78,7 @@ class Stage(_Strict):
     title: str = ""
     days_past_due: tuple[int, int | None] = Field(description="[first, last] days past due; last null = open.")
     steps: tuple[Step, ...] = ()
+    offers: tuple[str, ...] = Field(default=(), description="Ids of the offers (`offers`) this stage presents.")
 
     @property
     def first_day(self) -> int:
@@ -244,6 +246,8 @@ class Strategy(_Strict):
     compliance: CompliancePolicy = CompliancePolicy()
     events: EventRules = EventRules()
     best_time: BestTime = BestTime()
+    offers: dict[Annotated[str, Field(pattern=OFFER_ID_PATTERN)], Offer] = Field(default_factory=dict)
+    arrangements: ArrangementRules = ArrangementRules()
     stages: tuple[Stage, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -260,6 +264,8 @@ class Strategy(_Strict):
             for stage in self.stages
         ]
         problems = ladder_problems(stages, self.compliance.windows)
+        names = [(index, stage.name) for index, stage in enumerate(self.stages)]
+        problems += offer_problems(names, self.arrangements, self.compliance.windows)
         return problems + policy_gaps(self.channels_used(), self.compliance)
 
     def channels_used(self) -> list[tuple[str, Channel]]:
@@ -272,6 +278,8 @@ class Strategy(_Strict):
                     if action.fallback is not None:
                         path = f"stages.{s_index}.steps.{t_index}.outcomes.{kind}.fallback.channel"
                         used.append((path, action.fallback.channel))
+        if self.arrangements.reminder is not None:
+            used.append(("arrangements.reminder.channel", self.arrangements.reminder.channel))
         return used
 
     def stage_index(self, days_past_due: int) -> int | None:

@@ -9,13 +9,15 @@ import: the CLI passes the check in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
 
+from dispatcher.core.arrangements.offers import stage_offer_problems
 from dispatcher.core.models import Account, Channel
 from dispatcher.core.strategy import (
     CompliancePolicy,
@@ -30,6 +32,10 @@ from dispatcher.core.strategy import (
 
 # (template, channel, locale) -> what is wrong when rendering it with a sample account, or None.
 RenderCheck = Callable[[str, Channel, str], str | None]
+# DISPATCHER_ROUTES: channel -> country (or "*") -> the providers it sends through, in order.
+Routes = Mapping[str, Mapping[str, Sequence[str]]]
+# The providers that send only templates approved at the provider: provider -> template -> locale -> the code.
+ApprovedTemplates = Mapping[str, Mapping[str, Mapping[str, str]]]
 LOCALES: tuple[str, ...] = get_args(Account.model_fields["locale"].annotation)
 TEXT_PARTS = (
     "sms.txt",
@@ -41,9 +47,14 @@ TEXT_PARTS = (
 
 
 def check_strategy(
-    path: Path, templates_dir: Path, render: RenderCheck | None = None
+    path: Path,
+    templates_dir: Path,
+    render: RenderCheck | None = None,
+    routes: Routes | None = None,
+    approved: ApprovedTemplates | None = None,
 ) -> tuple[Strategy | None, list[str]]:
-    """The strategy when the file is sound, and every error as `path.to.field: problem`."""
+    """The strategy when the file is sound, and every error as `path.to.field: problem`; with `routes` and
+    `approved`, also every template a route's approved-template provider has no code for."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -61,14 +72,22 @@ def check_strategy(
         errors += [line for line in ladder_problems(_raw_stages(data), _raw_windows(data)) if line not in errors]
         errors += [line for line in _raw_policy_gaps(data) if line not in errors]
     missing = template_problems(data, templates_dir)
-    errors += missing
+    errors += stage_offer_problems(data) + missing + offer_reference_problems(data, templates_dir)
     if render is not None:
         errors += render_problems(data, render, {line.split(":")[0] for line in missing})
+    errors += approved_template_problems(data, routes or {}, approved or {})
     return (strategy if not errors else None), errors
 
 
 def template_refs(data: dict[str, Any]) -> Iterator[tuple[str, str, Channel]]:
-    """(path, template, channel) of every template the ladder names: steps and fallbacks."""
+    """(path, template, channel) of every template the strategy names: steps, fallbacks, the reminder
+    before an arrangement's instalment."""
+    rules = data.get("arrangements")
+    reminder = rules.get("reminder", _DEFAULT_REMINDER) if isinstance(rules, dict) else _DEFAULT_REMINDER
+    if isinstance(reminder, dict) and isinstance(reminder.get("template", "instalment_reminder"), str):
+        channel = _channel(reminder.get("channel", "sms"))
+        if channel is not None:
+            yield "arrangements.reminder.template", reminder.get("template", "instalment_reminder"), channel
     for s_index, stage in _items(data.get("stages")):
         for t_index, step in _items(stage.get("steps") if isinstance(stage, dict) else None):
             if not isinstance(step, dict):
@@ -98,6 +117,52 @@ def template_problems(data: dict[str, Any], templates_dir: Path) -> list[str]:
                 f"{path}: no template {template!r} for locale {', '.join(missing)} under {templates_dir}/"
                 f"{{locale}}/ (a {template}.<channel>.txt file)"
             )
+    return problems
+
+
+_DEFAULT_REMINDER: dict[str, Any] = {}  # ArrangementRules' defaults: sms, instalment_reminder
+# `offers.instalment_3` or `offers["instalment_3"]` in a template.
+_OFFER_REF = re.compile(r"""\boffers(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*['"]([^'"]+)['"]\s*\])""")
+
+
+def offer_reference_problems(data: dict[str, Any], templates_dir: Path) -> list[str]:
+    """Templates that name an offer the strategy does not declare (it would fail at the first send)."""
+    declared = data.get("offers") if isinstance(data.get("offers"), dict) else {}
+    problems, seen = [], set()
+    for path, template, _ in template_refs(data):
+        for locale in LOCALES:
+            for file in sorted((templates_dir / locale).glob(f"{template}.*")):
+                if (path, file) in seen or not file.is_file():
+                    continue
+                seen.add((path, file))
+                names = {a or b for a, b in _OFFER_REF.findall(file.read_text(encoding="utf-8"))}
+                problems += [
+                    f"{path}: template {locale}/{file.name} names offer {name!r}, which `offers` does not declare"
+                    for name in sorted(names - set(declared or {}))
+                ]
+    return problems
+
+
+def approved_template_problems(data: dict[str, Any], routes: Routes, approved: ApprovedTemplates) -> list[str]:
+    """Templates a route would send through a provider that sends only approved templates (Aliyun SMS) with no
+    code for a locale: such a send would be refused at the provider. One line per template, provider and
+    locales missing, naming the routes (channel.country) that choose the provider."""
+    problems = []
+    for path, template, channel in template_refs(data):
+        by_provider: dict[str, list[str]] = {}
+        for country, providers in sorted((routes.get(channel.value) or {}).items()):
+            for provider in providers:
+                if provider in approved:
+                    by_provider.setdefault(provider, []).append(f"{channel.value}.{country}")
+        for provider, via in sorted(by_provider.items()):
+            codes = approved[provider].get(template) or {}
+            missing = [locale for locale in LOCALES if not (codes.get(locale) or codes.get(locale.split("-")[0]))]
+            if missing:
+                problems.append(
+                    f"{path}: template {template!r} has no {provider} TemplateCode for locale {', '.join(missing)} "
+                    f"(routes {', '.join(via)} send {channel.value} via {provider}; add it to "
+                    f"DISPATCHER_{provider.upper()}_TEMPLATES)"
+                )
     return problems
 
 

@@ -15,16 +15,25 @@ from dispatcher.core.strategy import CompliancePolicy
 
 
 def account_json(
-    record: AccountRecord, history: Sequence[HistoryEntry], claims: Mapping[str, str], wake: datetime | None
+    record: AccountRecord,
+    history: Sequence[HistoryEntry],
+    claims: Mapping[str, str],
+    wake: datetime | None,
+    offers: Mapping[str, Mapping[str, object]] | None = None,
 ) -> dict[str, Any]:
     """One account as the API's GET and `dispatcher account show --json` give it: the account, its state,
-    stage, next wake-up, claims and timeline."""
+    stage, next wake-up, claims, the offers its stage presents (planner.offers_now), arrangements (each
+    instalment with its status) and timeline."""
     return {
         "account": record.account.model_dump(mode="json"),
         "state": record.state.model_dump(mode="json"),
         "stage": record.stage,
+        "variant": record.variant,  # the strategy variant and its version, recorded at the first plan
+        "strategy_sha256": record.strategy_sha256,
         "next_wakeup": wake,
         "claims": dict(claims),
+        "offers": {name: dict(offer) for name, offer in (offers or {}).items()},
+        "arrangements": [arrangement.view() for arrangement in record.state.arrangements],
         "timeline": timeline(record, history),
     }
 

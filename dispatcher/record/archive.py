@@ -2,12 +2,15 @@
 
 One batch of one shard, in this order:
 
-1. XRANGE the oldest `batch` stream entries (everything older was archived and trimmed before);
+1. XRANGE the `batch` stream entries after the last one copied (redis_keys.archived_key; everything before it is in
+   the record, and whatever of it is still in the stream waits there for a callback relay);
 2. in one transaction: make the months' partitions, COPY the stream entries as they are (shard, id, the
    JSON array) into a temporary staging table, and expand them into audit_entries with one
    `INSERT ... SELECT ... jsonb_array_elements ... ON CONFLICT DO NOTHING` (PostgreSQL parses the JSON in
    C; Python only copies strings), then commit;
-3. XTRIM MINID (exact) just past the last id copied: only what is committed leaves Redis.
+3. note the last id copied, then XTRIM MINID (exact) just past it, or just past the slowest callback relay's
+   cursor if that is older (dispatcher.state.webhook_endpoints): only what is committed leaves Redis, and
+   nothing a relay has still to read.
 
 The stream entry id, with the shard and the entry's place in it, is the row's key. A crash before the
 commit leaves nothing in PostgreSQL and the stream whole; a crash between the commit and the trim leaves
@@ -17,13 +20,16 @@ written twice, and two archivers at once are only wasteful: each trims below wha
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
 from dispatcher.state.metrics import ARCHIVE_BATCHES, ARCHIVED
+from dispatcher.state.redis_keys import archived_key
 from dispatcher.state.store import Store
+from dispatcher.state.webhook_endpoints import EndpointRegistry, stream_position
 
 STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS audit_staging (
@@ -104,9 +110,10 @@ class AuditArchiver:
 
     def archive_batch(self, shard: int) -> Archived:
         key = self.store.audit_key(shard)
-        items = self.store.redis.xrange(key, "-", "+", count=self.batch)
+        copied = self.store.redis.get(archived_key(shard))
+        items = self.store.redis.xrange(key, "-" if copied is None else "(" + copied, "+", count=self.batch)
         if not items:
-            return Archived()
+            return Archived(trimmed=self._trim(shard, copied)) if copied is not None else Archived()
         with self.pool.connection() as conn:
             with conn.cursor() as cur:
                 cur.execute(STAGING)
@@ -123,5 +130,33 @@ class AuditArchiver:
         self.fault("committed")
         ARCHIVE_BATCHES.labels(str(shard)).inc()
         ARCHIVED.labels("audit").inc(rows)
-        trimmed = self.store.redis.xtrim(key, minid=_after(items[-1][0]), approximate=False)
-        return Archived(len(items), rows, int(trimmed))
+        self.store.redis.set(archived_key(shard), items[-1][0])
+        return Archived(len(items), rows, self._trim(shard, items[-1][0]))
+
+    def _trim(self, shard: int, copied: str) -> int:
+        """Trim the stream past what is copied, but not past the slowest callback relay's cursor."""
+        slowest = EndpointRegistry(self.store.redis, self.store.shards).slowest_cursor(shard)
+        upto = copied if slowest is None else min(copied, slowest, key=stream_position)
+        return int(self.store.redis.xtrim(self.store.audit_key(shard), minid=_after(upto), approximate=False))
+
+
+ARCHIVED_ENTRIES = """
+SELECT stream_ms, stream_seq, jsonb_agg(entry ORDER BY position) FROM audit_entries
+WHERE shard = %s AND (stream_ms, stream_seq) > (%s, %s) AND (stream_ms, stream_seq) < (%s, %s)
+GROUP BY stream_ms, stream_seq ORDER BY stream_ms, stream_seq LIMIT %s
+"""
+
+
+class ArchivedStream:
+    """A shard's audit stream entries as the record holds them, for a reader that fell behind the trim (the
+    callbacks' relay): each stream entry rebuilt whole, its entries in their places."""
+
+    def __init__(self, pool: ConnectionPool):
+        self.pool = pool
+
+    def __call__(self, shard: int, after: str, before: str | None, count: int) -> list[tuple[str, dict[str, str]]]:
+        """Up to `count` stream entries of the shard after `after` and before `before` (None: no bound)."""
+        low, high = _split(after), _split(before) if before else (2**62, 0)
+        with self.pool.connection() as conn:
+            rows = conn.execute(ARCHIVED_ENTRIES, (shard, *low, *high, count)).fetchall()
+        return [(f"{ms}-{seq}", {"e": json.dumps(entries, default=str)}) for ms, seq, entries in rows]

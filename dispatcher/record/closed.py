@@ -34,7 +34,6 @@ from psycopg_pool import ConnectionPool
 
 from config.errors import ConfigurationError
 from dispatcher.core.models import IN_DOUBT, AccountRecord, ClaimStatus, HistoryEntry
-from dispatcher.state.cluster import scan_page
 from dispatcher.state.metrics import ARCHIVED
 from dispatcher.state.redis_keys import (
     CLOSED_CURSOR,
@@ -46,6 +45,7 @@ from dispatcher.state.redis_keys import (
     phone_key,
 )
 from dispatcher.state.store import Loaded, Store
+from dispatcher.state.topology.cluster import scan_page
 
 CURSOR_KEY = CLOSED_CURSOR
 BUSY = frozenset({ClaimStatus.QUEUED, *IN_DOUBT})
@@ -85,7 +85,7 @@ class ClosedMover:
 
     def run(self, now: datetime) -> int:
         """One page of the key space; returns how many accounts left Redis."""
-        # One cursor per primary on a cluster (dispatcher.state.cluster.scan_page).
+        # One cursor per primary on a cluster (dispatcher.state.topology.cluster.scan_page).
         keys, self._came_round = scan_page(self.store.redis, CURSOR_KEY, account_records_pattern(), self.page)
         return self.move([account_id_of(key) for key in keys], now)
 

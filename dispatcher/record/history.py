@@ -23,14 +23,15 @@ from datetime import datetime, timedelta
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from dispatcher.core.experiments.arms import VariantSet
 from dispatcher.core.models import Channel, HistoryEntry
 from dispatcher.core.stages import ADHOC_STAGE
 from dispatcher.core.strategy import Strategy
 from dispatcher.record.lookback import FINAL_CLAIMS, marked, trimmable
-from dispatcher.state.cluster import scan_page
 from dispatcher.state.metrics import ARCHIVED
 from dispatcher.state.redis_keys import HISTORY_CURSOR, account_id_of, account_records_pattern, claims_key
 from dispatcher.state.store import Loaded, Store
+from dispatcher.state.topology.cluster import scan_page
 
 CURSOR_KEY = HISTORY_CURSOR
 # SCAN COUNT per run: about a sixth of the keys are account records, so ~1,700 accounts a run; on beat every
@@ -59,15 +60,21 @@ class Trimmed:
 class HistoryTrimmer:
     """Moves history entries older than the planner's look-back to PostgreSQL, `page` account keys a run."""
 
-    def __init__(self, store: Store, pool: ConnectionPool, strategy: Strategy, page: int = PAGE):
+    def __init__(
+        self, store: Store, pool: ConnectionPool, strategy: Strategy, page: int = PAGE,
+        variants: VariantSet | None = None,
+    ) -> None:  # fmt: skip
+        """`variants`: what the planner reads is judged by each account's own variant's strategy (its ladder and
+        look-back); without it, `strategy`'s for every account."""
         self.store = store
         self.pool = pool
         self.strategy = strategy
         self.page = page
+        self.variants = variants
         self._came_round = False
 
     def run(self, now: datetime) -> Trimmed:
-        # One cursor per primary on a cluster (dispatcher.state.cluster.scan_page).
+        # One cursor per primary on a cluster (dispatcher.state.topology.cluster.scan_page).
         keys, self._came_round = scan_page(self.store.redis, CURSOR_KEY, account_records_pattern(), self.page)
         return self.trim([account_id_of(key) for key in keys], now)
 
@@ -88,7 +95,12 @@ class HistoryTrimmer:
             pipe.hgetall(claims_key(loaded.account_id))
         for loaded, claims in zip(found, pipe.execute(), strict=True):
             assert loaded.record is not None
-            drop = trimmable(loaded.record, loaded.history, claims, self.strategy, now)
+            strategy = (
+                self.strategy
+                if self.variants is None
+                else self.variants.arm_of(loaded.record, loaded.account_id).strategy
+            )
+            drop = trimmable(loaded.record, loaded.history, claims, strategy, now)
             if drop:
                 ended = {i: claims[c] for i in drop if (c := _ended_claim(loaded.history[i], claims)) is not None}
                 due.append(_Pass(loaded, drop, self._pass_at(loaded.account_id, now), ended))

@@ -1,7 +1,7 @@
 """Retention: a closed account's personal data is erased from the record once the retention period has
 passed since it closed (DISPATCHER_PERSONAL_DATA_RETENTION_DAYS); the audit of what was sent stays.
 
-Erased: every field of dispatcher.core.personal_data.PERSONAL_FIELDS (the list log masking and Flower's masking
+Erased: every field of dispatcher.core.privacy.personal_data.PERSONAL_FIELDS (the list log masking and Flower's masking
 read too): the account record's (the debtor's name, replaced by a marker, phone, email and postal address),
 and any in its history details (closed or trimmed) and archived audit entries. Kept: the
 account id (the bank's own reference, which the bank can unlink), balances, dates, stages, and every
@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from psycopg_pool import ConnectionPool
 
 from dispatcher.core.models import Account
-from dispatcher.core.personal_data import PERSONAL_FIELDS
+from dispatcher.core.privacy.personal_data import PERSONAL_FIELDS
 from dispatcher.state.metrics import ARCHIVED
 
 ERASED_NAME = "(erased)"

@@ -28,7 +28,6 @@ import redis
 import structlog
 
 from dispatcher.core.models import ClaimStatus, HistoryEntry, account_of
-from dispatcher.state.cluster import client_is_cluster
 from dispatcher.state.redis_keys import (
     account_record_key,
     claims_key,
@@ -39,6 +38,7 @@ from dispatcher.state.redis_keys import (
     shard_of,
     unverified_key,
 )
+from dispatcher.state.topology.cluster import client_is_cluster
 
 log = structlog.get_logger("dispatcher.state.claims")
 

@@ -10,15 +10,17 @@ claim ends or releases it (dispatcher.state.claims draws the states).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from config.providers import provider_of
+from dispatcher.core.arrangements.terms import ARRANGEMENT_STAGE, active_arrangement
 from dispatcher.core.audit import contact_audit, decision_audit
 from dispatcher.core.clock import Clock
 from dispatcher.core.compliance import ContactLog, Ruling, evaluate
+from dispatcher.core.experiments.arms import VariantSet
 from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, Decision, HistoryEntry, Verdict
 from dispatcher.core.planner import NOT_PAST_DUE
 from dispatcher.core.stages import ADHOC_STAGE, stage_index_at
@@ -41,18 +43,25 @@ class ClaimResult:
 
 
 class SendGate:
-    def __init__(self, store: Store, strategy: Strategy, clock: Clock):
+    """`variants`: the last look reads the rules of the account's own variant (its stages and compliance
+    policy); without it, `strategy`'s for every account."""
+
+    def __init__(self, store: Store, strategy: Strategy, clock: Clock, variants: VariantSet | None = None):
         self.store = store
         self.strategy = strategy
         self.clock = clock
+        self.variants = variants
 
-    def claim(self, contact: Contact) -> ClaimResult:
-        """Last look on fresh state, then the atomic claim: 'send' means this caller, and only it, sends."""
-        return self.claim_many([contact])[0]
+    def claim(self, contact: Contact, provider: str | None = None) -> ClaimResult:
+        """Last look on fresh state, then the atomic claim: 'send' means this caller, and only it, sends
+        (through `provider`, which its attempt names: by default the channel's own)."""
+        return self.claim_many([contact], None if provider is None else {contact.id: provider})[0]
 
-    def claim_many(self, contacts: Sequence[Contact]) -> list[ClaimResult]:
+    def claim_many(self, contacts: Sequence[Contact], providers: Mapping[str, str] | None = None) -> list[ClaimResult]:
         """claim() for a batch: one read and one round of claims per pass; an account's second contact
-        waits for the next pass, since the first claim moves the account's version."""
+        waits for the next pass, since the first claim moves the account's version. `providers`: contact id
+        -> the provider chosen for it, where not the channel's own."""
+        chosen = providers or {}
         results: dict[str, ClaimResult] = {}
         pending = list(contacts)
         for _ in range(MAX_CLAIM_PASSES):
@@ -66,7 +75,7 @@ class SendGate:
                 if any(claimed.account_id == contact.account_id for claimed, _, _ in claims):
                     later.append(contact)
                     continue
-                looked = self.look(loaded[contact.account_id], contact, now)
+                looked = self.look(loaded[contact.account_id], contact, now, chosen.get(contact.id))
                 if isinstance(looked, ClaimResult):
                     results[contact.id] = looked
                 else:
@@ -83,14 +92,17 @@ class SendGate:
             raise RuntimeError(f"contacts {[c.id for c in pending[:5]]}: the accounts kept changing; claim abandoned")
         return [results[contact.id] for contact in contacts]
 
-    def look(self, account: Loaded, contact: Contact, now: datetime) -> ClaimResult | HistoryEntry:
-        """The last look on the state as read: the attempt to claim with, or why not (its claim given back)."""
+    def look(
+        self, account: Loaded, contact: Contact, now: datetime, provider: str | None = None
+    ) -> ClaimResult | HistoryEntry:
+        """The last look on the state as read: the attempt to claim with (naming `provider`, by default the
+        channel's own), or why not (its claim given back)."""
         if account.record is None:
             return ClaimResult("deny", "unknown_account")
         ruling = self.last_look(account.record, account.history, contact, now)
         if ruling.verdict != "send":
             return self._not_now(contact, ruling, account.record, now)
-        return _attempt(contact, now)
+        return _attempt(contact, now, provider)
 
     def claim_looked(self, account: Loaded, contact: Contact, attempt: HistoryEntry) -> ClaimResult | None:
         """The atomic claim after a last look that said send, against the version it read: None when the
@@ -113,16 +125,23 @@ class SendGate:
     ) -> Ruling:
         """The planner's own rules again, on the state as it is at the moment of sending."""
         account, state = record.account, record.state
+        strategy = self.strategy if self.variants is None else self.variants.arm_of(record, account.id).strategy
         if state.status == "active" and not state.do_not_contact and not state.holds:
-            if state.promise is not None:
-                return Ruling("deny", "promise_to_pay")
-            index = stage_index_at(account, state, self.strategy, now)
-            current = None if index is None else self.strategy.stages[index].name
-            if contact.stage != current and contact.stage != ADHOC_STAGE:
-                return Ruling("deny", f"stage_changed:{current}")
-            if index is None:  # an ad-hoc contact queued before a new due date put the account back
-                return Ruling("deny", NOT_PAST_DUE)
-        policy = self.strategy.compliance
+            kept = active_arrangement(state.arrangements)
+            if contact.stage == ARRANGEMENT_STAGE and (kept is None or contact.step != kept.id):
+                return Ruling("deny", "arrangement_ended")
+            if kept is not None and contact.stage not in (ARRANGEMENT_STAGE, ADHOC_STAGE):
+                return Ruling("deny", "arrangement")  # dunning waits while a plan is kept
+            if contact.stage != ARRANGEMENT_STAGE:  # a reminder of the plan being kept: the policy decides
+                if state.promise is not None:
+                    return Ruling("deny", "promise_to_pay")
+                index = stage_index_at(account, state, strategy, now)
+                current = None if index is None else strategy.stages[index].name
+                if contact.stage != current and contact.stage != ADHOC_STAGE:
+                    return Ruling("deny", f"stage_changed:{current}")
+                if index is None:  # an ad-hoc contact queued before a new due date put the account back
+                    return Ruling("deny", NOT_PAST_DUE)
+        policy = strategy.compliance
         lapses = contact.due_at + timedelta(hours=policy.pressure.adhoc_max_deferral_hours)
         if contact.stage == ADHOC_STAGE and now >= lapses:
             return Ruling("deny", "adhoc_lapsed")
@@ -136,15 +155,22 @@ class SendGate:
         """Record how a claimed send ended: 'sent', 'failed' (refused for good) or 'unknown' (ambiguous)."""
         return self.end_claims([(contact, status, detail or {})])[0]
 
-    def end_claims(self, endings: Sequence[tuple[Contact, ClaimStatus, dict[str, str]]]) -> list[bool]:
-        """end_claim() for several contacts, in one round trip."""
+    def end_claims(
+        self, endings: Sequence[tuple[Contact, ClaimStatus, dict[str, str]]], providers: Mapping[str, str] | None = None
+    ) -> list[bool]:
+        """end_claim() for several contacts, in one round trip; `providers`: contact id -> the provider its
+        attempt went to, where not the channel's own (the audit names it)."""
         if not endings:
             return []
         now = self.clock.now()
         moves: list[ClaimMove] = [
             (c.account_id, c.id, c.channel.value, ClaimStatus.SENDING, status) for c, status, _ in endings
         ]
-        audit = [contact_audit(contact, now, status, **detail) for contact, status, detail in endings]
+        went = providers or {}
+        audit = [
+            contact_audit(contact, now, status, **_named(went.get(contact.id)), **detail)
+            for contact, status, detail in endings
+        ]
         return self.store.move_claims(moves, audit)
 
     def release(self, contact: Contact, attempt: HistoryEntry, reason: str | None, forget: bool = False) -> bool:
@@ -161,7 +187,11 @@ class SendGate:
         if not claimed:
             return []
         now = self.clock.now()
-        audit = [] if reason is None else [contact_audit(c, now, "not_sent", reason=reason) for c, _ in claimed]
+        audit = [
+            contact_audit(c, now, "not_sent", reason=reason, **_named(attempt.detail.get("provider")))
+            for c, attempt in claimed
+            if reason is not None
+        ]
         releases = [(contact.account_id, contact.id, contact.channel.value, attempt) for contact, attempt in claimed]
         return self.store.release_many(releases, forget, audit)
 
@@ -214,10 +244,16 @@ def _claimed(reply: int, account: Loaded, attempt: HistoryEntry) -> ClaimResult 
     return ClaimResult("claimed_elsewhere") if reply == 0 else None
 
 
-def _attempt(contact: Contact, now: datetime) -> HistoryEntry:
-    """The attempt the claim writes down, naming the provider it goes to (its end, the reconciler, the timeline
-    and the audit read it there). Entries written before providers were named carry none."""
+def _attempt(contact: Contact, now: datetime, provider: str | None = None) -> HistoryEntry:
+    """The attempt the claim writes down, naming the provider it goes to (its end, the reconciler, the callbacks,
+    the timeline and the audit read it there). Entries written before providers were named carry none."""
+    went = provider or provider_of(contact.channel)
     return HistoryEntry(
         kind="attempt", at=now, contact_id=contact.id, channel=contact.channel,
-        detail={"template": contact.template, "stage": contact.stage, "provider": provider_of(contact.channel)},
+        detail={"template": contact.template, "stage": contact.stage, "provider": went},
     )  # fmt: skip
+
+
+def _named(provider: object) -> dict[str, str]:
+    """The audit's `provider` field when the provider is known here (else the channel's own is named)."""
+    return {} if provider is None else {"provider": str(provider)}

@@ -46,23 +46,25 @@ LAST_LOOK = Counter(
     "dispatcher_last_look", "Contacts the last look before sending deferred or denied, by rule.",
     ["channel", "verdict", "rule"],
 )  # fmt: skip
-RATE_LIMIT_WAITS = Counter("dispatcher_rate_limit_waits", "Times a send met the rate limit.", ["channel"])
+RATE_LIMIT_WAITS = Counter(
+    "dispatcher_rate_limit_waits", "Times a send met its provider's rate limit.", ["channel", "provider"]
+)
 RATE_LIMIT_WAIT_SECONDS = Counter(
-    "dispatcher_rate_limit_wait_seconds", "Seconds of wait the rate limit asked for.", ["channel"]
+    "dispatcher_rate_limit_wait_seconds", "Seconds of wait the rate limit asked for.", ["channel", "provider"]
 )
 PROVIDER_LATENCY = Histogram(
     "dispatcher_provider_request_seconds", "One request to a provider, answered or not.", ["channel", "provider"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
 PROVIDER_ERRORS = Counter(
-    "dispatcher_provider_errors", "Failed provider requests: transient, permanent or ambiguous (may have left).",
-    ["channel", "kind"],
+    "dispatcher_provider_errors", "Failed provider requests: transient, permanent, ambiguous (may have left) or "
+    "deferred (this recipient, for now).", ["channel", "provider", "kind"],
 )  # fmt: skip
 PROVIDER_MISCONFIGURED = Counter(
     "dispatcher_provider_misconfigured",
     "A provider refused our configuration (401/403/404, unknown host, TLS): its circuit opened; `setting` is "
-    "the DISPATCHER_* variable that looks wrong.",
-    ["channel", "setting"],
+    "the DISPATCHER_* variable that looks wrong; `provider` is its key (channels.provider_key).",
+    ["provider", "setting"],
 )  # fmt: skip
 WAKEUP_LAG = Histogram(
     "dispatcher_wakeup_lag_seconds", "From an account's planned wake-up to its re-plan.", ["stage"],

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.state.redis_keys import provider_message_key, provider_refresh_key, provider_token_key
+from dispatcher.state.redis_keys import (
+    breaker_key,
+    provider_message_key,
+    provider_refresh_key,
+    provider_token_key,
+)
 
 MESSAGE_TTL_SECONDS = 7 * 86_400  # WeChat pushes a send's result within minutes; a week leaves room for retries
 
@@ -58,6 +63,12 @@ class ProviderState:
     def contact_of_message(self, message_id: str) -> str | None:
         value = self.redis.get(provider_message_key(self.provider, message_id))
         return None if value is None else _text(value)
+
+
+def read_breaker(redis: Any, key: str) -> dict[str, str]:
+    """A provider's circuit breaker as stored (until, seconds, setting, reason, trips); empty while it never
+    opened. workers/circuit.py writes it; the breaker and the operations dashboard read it."""
+    return {_text(name): _text(value) for name, value in redis.hgetall(breaker_key(key)).items()}
 
 
 def _text(value: bytes | str) -> str:

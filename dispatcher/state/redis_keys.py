@@ -108,7 +108,7 @@ def account_keys(account_id: str) -> tuple[str, ...]:
 
 def layout_move_keys(account_id: str, shards: int) -> tuple[tuple[str, str], ...]:
     """Every key of an account as (per-account name, shard-layout name): what the migration to the shard
-    layout renames (dispatcher.state.key_migration)."""
+    layout renames (dispatcher.state.topology.key_migration)."""
     return tuple(
         (_account_key(account_id, part, None), _account_key(account_id, part, shards)) for part in _ACCOUNT_PARTS
     )
@@ -181,12 +181,22 @@ def moved_key(shard: int) -> str:
     return f"{{s:{shard}}}:moved"
 
 
+def archived_key(shard: int) -> str:
+    """string: the last id of the shard's audit stream copied to the record (the archiver reads on after it and
+    trims no further than the slowest callback cursor; dispatcher.record.archive)."""
+    return f"{{s:{shard}}}:archived"
+
+
 # The archiver's SCAN cursors (dispatcher.record.closed and .history), one key each.
 CLOSED_CURSOR = "{archive}:closed-cursor"
 HISTORY_CURSOR = "{archive}:history-cursor"
 
 # The dead letters (dispatcher.state.dead_letter_stream): one capped stream on the broker's Redis.
 DEAD_LETTERS = "dispatcher:dead-letters"
+
+# The active variant set (dispatcher.state.active_set): string, JSON {"digest", "set"}; published by the first
+# process to start or plan, replaced only by `dispatcher experiment publish`.
+ACTIVE_VARIANTS = "{experiment}:active"
 
 
 # The API's idempotency records (dispatcher.api.idempotency), per caller and Idempotency-Key digest.
@@ -226,6 +236,18 @@ def held_key(provider: str) -> str:
     return f"{{cb:{provider}}}:held"
 
 
+# The providers' health weights (dispatcher/state/provider_health.py): one hash per channel, so a move of one
+# provider and its companions is one atomic step in one slot, and each provider's run of failures.
+def provider_weights_key(channel: str) -> str:
+    """hash: provider key -> "WEIGHT MOVED_AT": its weight 0-100 as last moved, and when (epoch seconds)."""
+    return f"{{pw:{channel}}}:weights"
+
+
+def provider_failures_key(channel: str, provider: str) -> str:
+    """string: failed or slow requests to one provider of the channel in the current minute; expires with it."""
+    return f"{{pw:{channel}}}:failures:{provider}"
+
+
 # A provider's shared session (dispatcher/state/provider_state.py): its access token, the one refresher, and
 # the contact each of its message ids carries (a push that names only the provider's id).
 def provider_token_key(provider: str) -> str:
@@ -252,3 +274,46 @@ _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 def queue_keys(queue: str) -> tuple[str, ...]:
     """The lists of one Celery queue, priority 0 (the queue's own name) first."""
     return tuple(queue + suffix for suffix in _PRIORITY_SUFFIXES)
+
+
+# The outcome callbacks (dispatcher.state.webhook_endpoints and .webhook_outbox): the endpoints' index, and each
+# endpoint's keys under its own hash tag `{wh:EP}`, so one relay step (events queued and the cursor moved) and
+# one delivery's end are each one atomic step on one slot.
+WEBHOOK_ENDPOINTS = "{wh}:endpoints"
+# Held (SET NX, with a TTL) by the one `dispatcher.callbacks` run at work, so runs do not pile up on the plan queue.
+WEBHOOK_RUN = "{wh}:running"
+
+
+def webhook_endpoint_key(endpoint_id: str) -> str:
+    """hash: an endpoint's url, event types, secrets, state (enabled, why disabled) and breaker."""
+    return f"{{wh:{endpoint_id}}}:endpoint"
+
+
+def webhook_cursors_key(endpoint_id: str) -> str:
+    """hash: shard -> the last audit stream id the relay queued for the endpoint."""
+    return f"{{wh:{endpoint_id}}}:cursors"
+
+
+def webhook_due_key(endpoint_id: str) -> str:
+    """zset: account id -> when its queue's head is due (now, its retry, or a delivery's lease)."""
+    return f"{{wh:{endpoint_id}}}:due"
+
+
+def webhook_queue_key(endpoint_id: str, account_id: str) -> str:
+    """list: the account's events for the endpoint, oldest first; the head goes out first, alone."""
+    return f"{{wh:{endpoint_id}}}:q:{account_id}"
+
+
+def webhook_tries_key(endpoint_id: str) -> str:
+    """hash: account id -> failed attempts of its queue's head."""
+    return f"{{wh:{endpoint_id}}}:tries"
+
+
+def webhook_attempts_key(endpoint_id: str) -> str:
+    """stream: every delivery attempt (event, status, error, wait), capped at about 10,000."""
+    return f"{{wh:{endpoint_id}}}:attempts"
+
+
+def webhook_failed_key(endpoint_id: str) -> str:
+    """hash: event id -> the event, failed for good (its schedule spent), until retried or the endpoint goes."""
+    return f"{{wh:{endpoint_id}}}:failed"

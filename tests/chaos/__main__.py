@@ -2,6 +2,7 @@
 
     python -m tests.chaos                       # all scenarios
     python -m tests.chaos -s sigkill-storm -s poison
+    python -m tests.chaos -s provider-failover  # Aliyun 503 for 60 s, then 20 answers held: failover, no resend
     python -m tests.chaos -s bounded            # the part `make test` runs
     python -m tests.chaos --json out.json --out table.md
 

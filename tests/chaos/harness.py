@@ -96,6 +96,7 @@ class RunConfig:
     concurrency: int = 8
     rate_limits: dict[str, float] | None = None  # None: the application's default (sms 100/s)
     extra_env: dict[str, str] = field(default_factory=dict)
+    sandbox_args: tuple[str, ...] = ()  # more arguments for tests/chaos/sandbox_proc.py
 
 
 # --------------------------------------------------------------------------------------------- processes
@@ -464,7 +465,7 @@ class Deployment:
         log = (self.root / "sandbox.log").open("ab")
         env = dict(os.environ, PYTHONPATH=str(CODE_ROOT))
         argv = [sys.executable, "-m", "tests.chaos.sandbox_proc", "--dir", str(self.root / "sandboxes"),
-                "--callback-url", self.api_url, "--ready", str(ready)]  # fmt: skip
+                "--callback-url", self.api_url, "--ready", str(ready), *self.config.sandbox_args]  # fmt: skip
         self.sandbox = subprocess.Popen(argv, env=env, cwd=str(CODE_ROOT), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 30

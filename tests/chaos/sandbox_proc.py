@@ -2,7 +2,7 @@
 request to the Twilio stand-in (faulted ones included) is written to requests.ndjson with its arrival time
 and the status it got, so the provider-side rate can be checked in every 1-second window.
 
-    python -m tests.chaos.sandbox_proc --dir DIR --callback-url URL --ready FILE
+    python -m tests.chaos.sandbox_proc --dir DIR --callback-url URL --ready FILE [--aliyun-report-delay S]
 
 Writes FILE (JSON: the Twilio URL and the settings overrides) once every sandbox listens; runs until SIGTERM.
 The sandboxes themselves are channels.sandbox, unchanged; the request log wraps the Twilio app from outside.
@@ -58,10 +58,13 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--callback-url", required=True)
     parser.add_argument("--ready", type=Path, required=True)
+    parser.add_argument("--aliyun-report-delay", type=float, help="seconds before Aliyun pushes a report")
     args = parser.parse_args()
     original = twilio_api.create_app
     twilio_api.create_app = lambda state: logged(original(state), args.dir / "twilio" / REQUESTS_LOG)  # type: ignore[assignment]
     running = start_sandboxes(args.dir, callback_base_url=args.callback_url)
+    if args.aliyun_report_delay is not None:
+        running.aliyun.state.push_delay = args.aliyun_report_delay
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

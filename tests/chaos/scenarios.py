@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.chaos import failover
+from tests.chaos.callbacks import RETRY_SCHEDULE, callbacks_outage
 from tests.chaos.harness import CLOCK_START, CODE_ROOT, Deployment, Result, RunConfig, account_id
 
 DEFAULT_ROOT = CODE_ROOT / ".dispatcher-state" / "chaos"
 SMS_LIMIT_DEFAULT = 100.0
+# The callbacks' receiver runs on this machine; the retry schedule is shortened (tests/chaos/callbacks.py).
+CALLBACK_ENV = {"DISPATCHER_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "DISPATCHER_WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE}
 
 
 @dataclass(frozen=True)
@@ -423,6 +427,13 @@ FULL: dict[str, Scenario] = {
         ),
         Scenario("poison", "4. Poison bodies and bad task args", RunConfig(accounts=1000), *poison()),
         Scenario("payments", "5. Payments racing queued contacts", RunConfig(accounts=1500), *payments()),
+        Scenario(
+            "callbacks",
+            "6. Outcome callbacks: receiver down, SIGKILL storm, Redis SHUTDOWN",
+            RunConfig(accounts=1000, drain_seconds=180.0, extra_env=CALLBACK_ENV),
+            *callbacks_outage(),
+        ),
+        Scenario("provider-failover", "7. Provider failover (Aliyun, then Twilio)", *failover.scenario_parts()),
     )
 }
 

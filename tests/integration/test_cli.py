@@ -43,7 +43,19 @@ def env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict
 def test_the_console_command_holds_the_librarys_commands_and_the_clusters() -> None:
     names, library = _command_names(app), _command_names(library_app)
     cluster = {"worker", "beat", "demo", "sandbox", "up", "redis", "postgres", "strategy"}
-    assert library == {"import", "account", "simulate", "api", "api-key", "dead-letters", "config", "migrate-keys"}
+    assert library == {
+        "import",
+        "account",
+        "simulate",
+        "api",
+        "api-key",
+        "dead-letters",
+        "config",
+        "experiment",
+        "report",
+        "callbacks",
+        "migrate-keys",
+    }
     assert names == library | cluster
 
 

@@ -24,7 +24,7 @@ from channels.email import EmailAdapter, message_id_for, translate_smtp_error
 from channels.sandbox import Sandboxes
 from channels.signatures import EMAIL_SIGNATURE
 from config.settings import Settings
-from dispatcher.core.unsubscribe import account_of_token, unsubscribe_token
+from dispatcher.core.privacy.unsubscribe import account_of_token, unsubscribe_token
 from tests import channel_fixtures
 from tests.api_fixtures import Api, api, api_keys, api_settings  # noqa: F401
 from tests.conftest import make_account

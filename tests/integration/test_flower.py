@@ -50,7 +50,8 @@ def test_flower_api_lists_the_worker_and_the_tasks_it_ran(
         return {task_id: tasks[task_id]["name"] for task_id in sent if tasks.get(task_id, {}).get("worker") == name}
 
     flower.wait_for("the tasks succeed on the worker", lambda: succeeded() == sent)
-    # Its arguments as Flower shows them: ids and amounts, every personal field masked (dispatcher.core.personal_data).
+    # Its arguments as Flower shows them: ids and amounts, every personal field masked
+    # (dispatcher.core.privacy.personal_data).
     shown = flower.api("/api/tasks?taskname=dispatcher.upsert_account").json()
     args = [task["args"] for task_id, task in shown.items() if task_id in sent]
     assert args and all("'id': 'FLOWER" in text and "'name': '***'" in text for text in args)

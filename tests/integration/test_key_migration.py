@@ -21,9 +21,9 @@ from dispatcher.core.clock import ManualClock
 from dispatcher.core.models import ClaimStatus
 from dispatcher.engine import Engine
 from dispatcher.state import phone_index
-from dispatcher.state.key_migration import MigrationRefused, migrate_to_shard_layout
 from dispatcher.state.redis_keys import moved_key, shard_of, use_shard_layout
 from dispatcher.state.store import Store
+from dispatcher.state.topology.key_migration import MigrationRefused, migrate_to_shard_layout
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ OLD, NEW = 16, 64
 MIGRATE = """
 import os, signal, sys
 import redis
-from dispatcher.state.key_migration import migrate_to_shard_layout
+from dispatcher.state.topology.key_migration import migrate_to_shard_layout
 url, step, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
 calls = {"n": 0}
 def on_step(name, done):

@@ -79,6 +79,8 @@ def _pigeon_runtime(
     settings = load_settings(redis_url=redis_url, strategy_path=path, **sandboxes.settings_overrides())
     runtime = build_runtime(settings, dispatch, clock=clock, retry_wait=0.01)
     runtime.engine.on_queued = lambda contacts: None  # the test sends them itself
+    assert runtime.engine.active is not None
+    runtime.engine.active.replace()  # a new strategy is published deliberately (`dispatcher experiment publish`)
     return runtime
 
 

@@ -1,8 +1,8 @@
-"""One list of personal fields (dispatcher.core.personal_data): every field the record's erasure clears is masked in
-the logs and in the task arguments Flower shows, and every field they mask is erased. Each set is found by
-running the real thing on the same fields: the logging processor configured as a process configures it, a
-worker's task request as Flower sees it, and the retention run on a real PostgreSQL after the real archiver
-moved the account there."""
+"""One list of personal fields (dispatcher.core.privacy.personal_data): every field the record's erasure
+clears is masked in the logs and in the task arguments Flower shows, and every field they mask is erased.
+Each set is found by running the real thing on the same fields: the logging processor configured as a
+process configures it, a worker's task request as Flower sees it, and the retention run on a real
+PostgreSQL after the real archiver moved the account there."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from config.settings import load_settings
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Payment
 from dispatcher.core.models import HistoryEntry
-from dispatcher.core.personal_data import PERSONAL_FIELDS
+from dispatcher.core.privacy.personal_data import PERSONAL_FIELDS
 from dispatcher.engine import Engine
 from dispatcher.logging import configure_logging
 from dispatcher.record.archive import AuditArchiver

@@ -268,9 +268,11 @@ def test_every_part_runs_when_nothing_is_configured() -> None:
     parts = topology(settings, UpPlan(), "redis://127.0.0.1:6379/0", flower_auth({}))
     assert [part.name for part in parts] == ["redis", "postgres", "api", "beat", "plan", "send", "flower", "sandbox"]
     assert [part.name for part in parts if not part.argv] == ["postgres"]  # `up` runs the record itself
-    assert sandbox_ports(settings) == {"twilio": 8701, "smtp": 8725, "print": 8702, "agency": 8703, "wechat": 8704}
+    assert sandbox_ports(settings) == {"twilio": 8701, "smtp": 8725, "print": 8702, "agency": 8703, "wechat": 8704,
+                                       "aliyun": 8705}  # fmt: skip
     env = shared_env(settings, UpPlan(), "redis://127.0.0.1:6379/0")
     assert env["DISPATCHER_TWILIO_API_BASE_URL"] == "http://127.0.0.1:8701"
+    assert json.loads(env["DISPATCHER_ROUTES"]) == {"sms": {"CN": ["aliyun", "twilio"], "*": ["twilio"]}}
     assert env["DISPATCHER_PUBLIC_BASE_URL"] == "http://127.0.0.1:8700"
 
 
@@ -281,8 +283,10 @@ def test_real_providers_and_a_configured_redis_start_neither_sandboxes_nor_redis
         twilio_account_sid="AC" + "1" * 32,
         smtp_host="smtp.example-bank.test", print_vendor_url="https://print.example.test",
         agency_url="https://agency.example.test/cases", wechat_api_base_url="https://api.weixin.qq.com",
+        aliyun_endpoint="https://dysmsapi.aliyuncs.com",
     )  # fmt: skip
     assert sandbox_ports(settings) is None
+    assert "DISPATCHER_ROUTES" not in shared_env(settings, UpPlan(), settings.redis_url or "")
     names = [part.name for part in topology(settings, UpPlan(flower=False), settings.redis_url or "", None)]
     assert names == ["api", "beat", "plan", "send"]
 

@@ -65,6 +65,9 @@ class Caller:
         headers = {**scheme.headers(secret, raw, time.time()), "Content-Type": "application/json"}  # type: ignore[attr-defined]
         return self.client.post(path, content=raw, headers=headers)
 
+    def _endpoint_call(self, method: str, tail: str) -> Callable[[], httpx.Response]:
+        return _no_such_endpoint(self, method, tail)
+
     def requests(self) -> dict[str, Callable[[], httpx.Response]]:
         a, b = f"{self.tag}A", f"{self.tag}B"
         contact = f"{a}/reminder/sms/0"
@@ -82,6 +85,29 @@ class Caller:
             "POST /v1/contacts": lambda: self.client.post(
                 "/v1/contacts", json={"account_id": a, "channel": "sms", "template": "reminder_sms", "key": "k1"},
                 headers=self.bearer(True)),
+            "POST /v1/accounts/{account_id}/arrangements": lambda: self.client.post(
+                f"/v1/accounts/{a}/arrangements", json={"arrangement_id": "P1", "offer": "instalment_3"},
+                headers=self.bearer(True)),
+            "GET /v1/accounts/{account_id}/arrangements": lambda: self.client.get(
+                f"/v1/accounts/{a}/arrangements", headers=self.bearer()),
+            "DELETE /v1/accounts/{account_id}/arrangements/{arrangement_id}": lambda: self.client.delete(
+                f"/v1/accounts/{b}/arrangements/P0", headers=self.bearer(True)),
+            "POST /v1/webhooks/aliyun/{token}/sms-report": lambda: self.client.post(
+                "/v1/webhooks/aliyun/not-the-token/sms-report", json=[{"out_id": contact}]),
+            "POST /v1/webhooks/aliyun/{token}/sms-up": lambda: self.client.post(
+                "/v1/webhooks/aliyun/not-the-token/sms-up", json=[{"content": "TD"}]),
+            "GET /v1/reports/variants": lambda: self.client.get("/v1/reports/variants", headers=self.bearer()),
+            "GET /v1/admin/dashboard": lambda: self.client.get("/v1/admin/dashboard"),
+            "GET /v1/admin/dashboard/data": lambda: self.client.get("/v1/admin/dashboard/data", headers=self.bearer()),
+            "GET /v1/changes": lambda: self.client.get("/v1/changes", headers=self.bearer()),
+            "POST /v1/admin/webhook-endpoints": lambda: self.client.post(
+                "/v1/admin/webhook-endpoints", json={"url": "https://1.1.1.1/hooks"}, headers=self.bearer(True)),
+            "GET /v1/admin/webhook-endpoints": lambda: self.client.get(
+                "/v1/admin/webhook-endpoints", headers=self.bearer()),
+            **{f"{method} /v1/admin/webhook-endpoints/{{endpoint_id}}{tail}": self._endpoint_call(method, tail)
+               for method, tail in (("GET", ""), ("DELETE", ""), ("POST", "/rotate-secret"), ("POST", "/disable"),
+                                    ("POST", "/enable"), ("GET", "/attempts"), ("GET", "/failed"),
+                                    ("POST", "/retry"))},
             "GET /healthz": lambda: self.client.get("/healthz"),
             "GET /readyz": lambda: self.client.get("/readyz"),
             "POST /v1/webhooks/twilio/message-status": lambda: self.twilio(
@@ -105,6 +131,12 @@ class Caller:
             "GET /docs": lambda: self.client.get("/docs"),
             "GET /redoc": lambda: self.client.get("/redoc"),
         }  # fmt: skip
+
+
+def _no_such_endpoint(caller: Caller, method: str, tail: str) -> Callable[[], httpx.Response]:
+    """A call on an endpoint id nobody registered: a 404, never a server error."""
+    path = f"/v1/admin/webhook-endpoints/ep_{caller.tag or 'x'}0000000000000000{tail}"
+    return lambda: caller.client.request(method, path, headers=caller.bearer(method == "POST"))
 
 
 def all_at_once(calls: dict[str, Callable[[], httpx.Response]]) -> dict[str, httpx.Response]:

@@ -22,6 +22,28 @@ CONTEXT = {
     "unsubscribe_url": "https://bank.test/u/abc",
     "bank_name": "示例银行",
     "phone": "400-000-0000",
+    # What the send path computes from the strategy's offers (dispatcher.core.arrangements.offers) and the
+    # plan being kept (workers.messages.next_instalment).
+    "offers": {
+        "minimum_payment": {"kind": "minimum_payment", "amount": Decimal("1234.57"), "due": date(2024, 5, 15)},
+        **{
+            f"instalment_{months}": {
+                "kind": "instalment",
+                "months": months,
+                "instalment": Decimal("12345.67") / months,
+                "total": Decimal("12345.67"),
+                "first_due": date(2024, 5, 8),
+            }
+            for months in (3, 6, 12)
+        },
+    },  # fmt: skip
+    "instalment": {
+        "number": 2,
+        "of": 3,
+        "due": date(2024, 6, 8),
+        "amount": Decimal("4115.22"),
+        "remaining": Decimal("8230.45"),
+    },  # fmt: skip
 }
 TEMPLATE_NAMES = sorted({path.name.split(".")[0] for path in (TEMPLATES_DIR / "en").iterdir()})
 
@@ -77,3 +99,13 @@ def test_a_call_without_its_own_voicemail_variant_falls_back_to_the_generic_limi
     for locale in ("en", "zh-CN"):
         text = renderer.render("voicemail", locale, {"name": "N", "bank_name": "B", "phone": "1"}).text
         assert "amount" not in text and "¥" not in text and "$" not in text
+
+
+def test_offers_and_instalments_render_in_the_debtors_locale_and_currency() -> None:
+    eur = {**CONTEXT, "currency": "EUR"}
+    eur["offers"] = {**CONTEXT["offers"], "instalment_6": {**CONTEXT["offers"]["instalment_6"],  # type: ignore[dict-item]
+                                                           "instalment": Decimal("2057.61")}}  # fmt: skip
+    en = Renderer().render("continuous_sms", "en", eur).text
+    assert "€1,234.57" in en and "€2,057.61" in en
+    zh = Renderer().render("instalment_reminder", "zh-CN", CONTEXT).text
+    assert "¥4,115.22" in zh and "2024年6月8日" in zh and "2/3" in zh

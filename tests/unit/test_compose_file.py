@@ -168,6 +168,7 @@ def test_the_staging_profile_adds_sandboxes_that_the_default_urls_point_at() -> 
         "print_port": env["DISPATCHER_PRINT_VENDOR_URL"],
         "agency_port": env["DISPATCHER_AGENCY_URL"],
         "wechat_port": env["DISPATCHER_WECHAT_API_BASE_URL"],
+        "aliyun_port": env["DISPATCHER_ALIYUN_ENDPOINT"],
     }
     for option, url in urls.items():
         assert (urlsplit(url).hostname, urlsplit(url).port) == ("sandbox", params[option])

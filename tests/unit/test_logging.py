@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from config.settings import load_settings
-from dispatcher.core.personal_data import mask_text
+from dispatcher.core.privacy.personal_data import mask_text
 from dispatcher.logging import configure_logging, mask_pii
 from tests.api_fixtures import Api, account_body, api, api_keys, api_settings  # noqa: F401
 

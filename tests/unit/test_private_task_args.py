@@ -1,5 +1,5 @@
 """Tasks whose arguments carry personal data show Flower (through the task-received event) their ids and amounts
-with every personal field masked (dispatcher.core.personal_data)."""
+with every personal field masked (dispatcher.core.privacy.personal_data)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ SOURCES = ("config", "channels", "dispatcher", "workers", "benchmarks", "scripts
 # f-string writes as `}}:`, the record's suffix, the dead-letter stream. Read in string constants (the
 # literal parts of f-strings too, where `{{a:` is `{a:`; format specs like `{i:07d}` are not literals) and in
 # comments.
-SPELLED = re.compile(r"\{(?:a|s|p|rl|cb|i|tok|pm):|\{archive\}|\}:|:acct\b|dispatcher:dead-letters")
+SPELLED = re.compile(r"\{(?:a|s|p|rl|cb|i|tok|pm|pw):|\{archive\}|\}:|:acct\b|dispatcher:dead-letters")
 KOMBU_KEYS = {"unacked"}
 # What the table writes for each parameter of a key builder.
 PLACEHOLDERS: dict[str, tuple[object, ...]] = {
@@ -36,8 +36,10 @@ PLACEHOLDERS: dict[str, tuple[object, ...]] = {
     "identifiers": (("SENDER",),),
     "seconds": tuple(seconds for _, seconds in Limit(rate=1, burst=1).windows()),  # every window the limiter has
     "provider": ("PROVIDER",),
+    "channel": ("CHANNEL",),
     "message_id": ("MSGID",),
     "queue": ("QUEUE",),
+    "endpoint_id": ("EP",),
 }
 NOT_BUILDERS = {
     "shard_of", "account_id_of", "use_shard_layout", "shard_layout", "account_records_pattern", "layout_move_keys",

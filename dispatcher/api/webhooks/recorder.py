@@ -29,6 +29,7 @@ from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.core import models
 from dispatcher.core.events import EventRejected, OptIn, OptOut, Outcome
 from dispatcher.core.models import CONTACT_ID, Channel, OutcomeKind
+from dispatcher.core.timeline import attempt_provider
 from dispatcher.engine import Engine, UnknownAccount
 from dispatcher.state import phone_index
 
@@ -60,25 +61,33 @@ class CallbackRecorder:
     """Turns verified provider outcomes into engine events, in a worker thread (the engine is synchronous).
     One per app (`app.state.callbacks`), with the app's spool."""
 
-    def __init__(self, engine: Engine, spool_path: Path) -> None:
+    def __init__(self, engine: Engine, spool_path: Path, routed: frozenset[str] = frozenset()) -> None:
         self.engine = engine
+        # Channels with more than one provider (DISPATCHER_ROUTES): a callback there counts only from the
+        # provider the contact's attempt names.
+        self.routed = routed
         self.spool = CallbackSpool(spool_path, self._replay)
         self.spool.start_replaying()  # what a previous process left, if anything
 
     @classmethod
     def for_settings(cls, engine: Engine, settings: Settings) -> CallbackRecorder:
-        return cls(engine, settings.state_dir / "spool" / "callbacks.ndjson")
+        return cls(engine, settings.state_dir / "spool" / "callbacks.ndjson", frozenset(settings.routes))
 
-    async def outcomes(self, found: list[ProviderOutcome], channel: Channel, rank: int, source: str) -> WebhookResult:
+    async def outcomes(
+        self, found: list[ProviderOutcome], channel: Channel, rank: int, source: str, provider: str | None = None
+    ) -> WebhookResult:
+        """Record a provider's verified outcomes; `provider`: who sent the callback (on a channel with routes, a
+        callback from a provider the contact's attempt does not name is acknowledged and ignored)."""
         if not found:
             return WebhookResult(status="ignored", reason="no outcome in this status")
         record = {"kind": "outcomes", "found": [asdict(o) for o in found], "channel": channel.value, "rank": rank,
-                  "source": source}  # fmt: skip
+                  "source": source, "provider": provider}  # fmt: skip
         result: WebhookResult = await anyio.to_thread.run_sync(self._now_or_spooled, record)
         return result
 
-    async def consent(self, phone: str, intent: str, sid: str) -> list[str]:
-        record = {"kind": "consent", "phone": phone, "intent": intent, "sid": sid}
+    async def consent(self, phone: str, intent: str, sid: str, source: str = "twilio") -> list[str]:
+        """Opt every account of `phone` out of (or back into) sms; `sid` is the provider's id of the reply."""
+        record = {"kind": "consent", "phone": phone, "intent": intent, "sid": sid, "source": source}
         result = await anyio.to_thread.run_sync(self._now_or_spooled, record)
         return [] if isinstance(result, WebhookResult) else list(result)
 
@@ -92,16 +101,28 @@ class CallbackRecorder:
 
     def _replay(self, record: dict[str, Any]) -> Any:
         if record["kind"] == "consent":
-            return self._consent(record["phone"], record["intent"], record["sid"])
+            return self._consent(record["phone"], record["intent"], record["sid"], record.get("source", "twilio"))
         found = [ProviderOutcome(**outcome) for outcome in record["found"]]
-        return self._record(found, Channel(record["channel"]), int(record["rank"]), record["source"])
+        channel, provider = Channel(record["channel"]), record.get("provider")
+        return self._record(found, channel, int(record["rank"]), record["source"], provider)
 
-    def _record(self, found: list[ProviderOutcome], channel: Channel, rank: int, source: str) -> WebhookResult:
+    def _record(
+        self, found: list[ProviderOutcome], channel: Channel, rank: int, source: str, provider: str | None = None
+    ) -> WebhookResult:
         contact_id = found[0].contact_id
         account_id = account_of(contact_id)
         if self.engine.store.claim_status(account_id, contact_id) is None:  # checked before any write
             log.warning("webhook.unknown_contact", account_id=account_id, contact_id=contact_id, source=source)
             return WebhookResult(status="ignored", reason="no such contact")
+        if (
+            provider is not None
+            and channel.value in self.routed
+            and not self._went_to(account_id, contact_id, provider)
+        ):
+            log.warning("webhook.other_provider", account_id=account_id, contact_id=contact_id, provider=provider)
+            return WebhookResult(
+                status="ignored", reason=f"the contact's attempt went through another provider than {provider}"
+            )
         if not self.engine.store.ranks.raise_to(account_id, contact_id, rank):
             log.info("webhook.out_of_order", account_id=account_id, contact_id=contact_id, source=source)
             return WebhookResult(status="ignored", reason="a later status was already recorded")
@@ -123,11 +144,17 @@ class CallbackRecorder:
         log.info("webhook.recorded", account_id=account_id, contact_id=contact_id, outcomes=recorded, source=source)
         return WebhookResult(status="recorded", outcomes=recorded)
 
-    def _consent(self, phone: str, intent: str, sid: str) -> list[str]:
+    def _went_to(self, account_id: str, contact_id: str, provider: str) -> bool:
+        """Whether the contact's last attempt names `provider` (its claim recorded the one it went to)."""
+        history = self.engine.store.load(account_id).history
+        attempts = [e for e in history if e.kind == "attempt" and e.contact_id == contact_id]
+        return bool(attempts) and attempt_provider(attempts[-1]) == provider
+
+    def _consent(self, phone: str, intent: str, sid: str, source: str) -> list[str]:
         accounts = phone_index.accounts_for(self.engine.store, phone)
         for account_id in accounts:
             kind = OptOut if intent == "opt_out" else OptIn
-            event_id = f"twilio:{sid}:{intent}" if sid else None
+            event_id = f"{source}:{sid}:{intent}" if sid else None
             self.engine.record_event(account_id, kind(channel=Channel.SMS, event_id=event_id))
         return accounts
 

@@ -33,6 +33,7 @@ from dispatcher.core.models import Channel
 from dispatcher.engine import Engine
 
 router = APIRouter(tags=["webhooks"])
+TWILIO = "twilio"  # the provider whose callbacks these routes take (sms and voice both send through it)
 log = structlog.get_logger("dispatcher.api.webhooks")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -77,14 +78,16 @@ def _rank(outcomes: list[ProviderOutcome]) -> int:
 async def message_status(form: Signed, recorder: Callbacks) -> WebhookResult:
     status = form.params.get("MessageStatus") or form.params.get("SmsStatus") or ""
     outcomes = message_status_outcomes(form.contact_id, form.params)
-    return await recorder.outcomes(outcomes, Channel.SMS, _rank(outcomes), f"twilio:{status}")
+    return await recorder.outcomes(outcomes, Channel.SMS, _rank(outcomes), f"twilio:{status}", TWILIO)
 
 
 @router.post(callbacks.TWILIO_CALL_STATUS, summary="Twilio call status callback", operation_id="twilioCallStatus",
              **STATUS_ROUTE)  # fmt: skip
 async def call_status(form: Signed, recorder: Callbacks) -> WebhookResult:
     outcomes = call_status_outcomes(form.contact_id, form.params)
-    return await recorder.outcomes(outcomes, Channel.VOICE, _rank(outcomes), f"twilio:{form.params.get('CallStatus')}")
+    return await recorder.outcomes(
+        outcomes, Channel.VOICE, _rank(outcomes), f"twilio:{form.params.get('CallStatus')}", TWILIO
+    )
 
 
 @router.post(callbacks.TWILIO_AMD, summary="Twilio answering-machine detection result (AsyncAmd)",
@@ -94,7 +97,7 @@ async def amd(form: Signed, recorder: Callbacks) -> WebhookResult:
     kind = answered_kind(params.get("AnsweredBy"))
     detail = {"answered_by": params.get("AnsweredBy")}
     outcome = ProviderOutcome(form.contact_id, kind, params.get("CallSid", ""), detail)
-    return await recorder.outcomes([outcome], Channel.VOICE, FINAL_RANK, "twilio:amd")
+    return await recorder.outcomes([outcome], Channel.VOICE, FINAL_RANK, "twilio:amd", TWILIO)
 
 
 @router.post(

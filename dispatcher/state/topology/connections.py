@@ -20,7 +20,7 @@ import redis
 from redis.sentinel import Sentinel
 
 from config.errors import ConfigurationError
-from dispatcher.state.cluster import DispatcherCluster
+from dispatcher.state.topology.cluster import DispatcherCluster
 
 SENTINEL_SCHEME = "sentinel"
 

@@ -1,0 +1,1 @@
+"""Reports the API serves, read from the record: results per variant (variants)."""
