@@ -208,8 +208,9 @@ class ClaimStore:
         if not self.replicas:
             return [int(reply) for reply in pipe.execute()]
         # WAIT counts the replicas holding every write its connection made, so it rides on the claims' own
-        # connection: the end of this pipeline, or on a cluster the end of each primary's (dispatcher.state.
-        # cluster). A primary whose replicas do not answer in time keeps its claims (sent anyway, logged).
+        # connection: the end of this pipeline, or on a cluster the end of each primary's
+        # (dispatcher.state.topology.cluster). A primary whose replicas do not answer in time keeps its claims
+        # (sent anyway, logged).
         cluster = client_is_cluster(self.redis)
         if cluster:
             pipe.wait_replicas = (self.replicas, self.replica_timeout_ms)

@@ -2,15 +2,15 @@
 
 1. Scripts in a pipeline. The store runs its Lua scripts in pipelines (a batch's commits, claims, moves,
    leases in one round trip); redis-py's cluster pipeline refuses EVALSHA outright. Here a pipeline queues
-   its commands; on `execute` the scripts are grouped by the primary that serves their first key (every
-   key of a script shares one slot: dispatcher.state.redis_keys' shard layout) and sent as one plain
-   pipeline per primary, the other commands through redis-py's own cluster pipeline, and the replies put
-   back in order. A script that meets NOSCRIPT (the node's script cache is empty after a failover or a
-   restart), MOVED or ASK (slots migrating) or TRYAGAIN runs again alone through the cluster client, which
-   follows redirects, and is loaded first where it was missing. A primary that cannot be reached refreshes
-   the slot map and its scripts run again alone; a script whose reply was lost may so run twice: every
-   script is guarded by the state it expects (a version, a status), so the second run changes nothing and
-   says so (a conflict, "already claimed"), which its caller already handles as such.
+   its commands; on `execute` they are grouped by the primary that serves their first key (every key of a
+   script shares one slot: dispatcher.state.redis_keys' shard layout), scripts and plain commands alike,
+   and sent as one plain pipeline per primary, the replies put back in order. A command that meets NOSCRIPT
+   (the node's script cache is empty after a failover or a restart), MOVED or ASK (slots migrating) or
+   TRYAGAIN runs again alone through the cluster client, which follows redirects (a script is loaded first
+   where it was missing). A primary that cannot be reached refreshes the slot map and its commands run
+   again alone; a script whose reply was lost may so run twice: every script is guarded by the state it
+   expects (a version, a status), so the second run changes nothing and says so (a conflict, "already
+   claimed"), which its caller already handles as such.
 2. One SCAN cursor per primary (`scan_page`): the archiver's movers page through the account records one
    page a run, keeping their cursor in Redis; on a cluster that is a cursor per primary, kept together as
    JSON under the same key.
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.cluster import ClusterPipeline, RedisCluster
+from redis.cluster import RedisCluster
 from redis.commands.cluster import RedisClusterCommands
 from redis.commands.core import Script
 from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
@@ -105,62 +105,79 @@ class ScriptPipeline(RedisClusterCommands):
         for script in self.scripts:
             self.cluster.known_scripts.setdefault(script.sha, script.script)
         replies: list[Any] = [None] * len(commands)
-        scripts = [i for i, (args, _) in enumerate(commands) if str(args[0]).upper() in _SCRIPT_COMMANDS]
-        others = [i for i in range(len(commands)) if i not in set(scripts)]
-        if others:
-            pipe: ClusterPipeline = RedisCluster.pipeline(self.cluster)
-            for i in others:
-                args, options = commands[i]
-                pipe.execute_command(*args, **options)
-            for i, reply in zip(others, pipe.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-        for i, reply in self._run_scripts([commands[i][0] for i in scripts]):
-            replies[scripts[i]] = reply
+        for i, reply in self._run_by_primary(commands):
+            replies[i] = reply
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
         return replies
 
-    def _run_scripts(self, calls: Sequence[tuple[Any, ...]]) -> list[tuple[int, Any]]:
-        """Each call (EVALSHA, sha, numkeys, keys..., args...), grouped by the primary of its first key."""
+    def _run_by_primary(self, commands: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[tuple[int, Any]]:
+        """Each command, scripts and plain ones alike, on one plain pipeline per primary (by its first key's
+        slot; a command without a key on any primary): redis-py's own cluster pipeline costs tens of
+        microseconds of Python per command, as much as a plan's share of Redis."""
         by_node: dict[str, list[int]] = defaultdict(list)
-        nodes, replicated = {}, {}
-        for i, call in enumerate(calls):
-            node = self.cluster.get_node_from_key(call[3]) if int(call[2]) else self.cluster.get_random_node()
+        nodes, replicated, scripted = {}, {}, set()
+        manager = self.cluster.nodes_manager
+        for i, (args, _) in enumerate(commands):
+            key = _key_of(args)
+            if key is None:
+                node = self.cluster.get_random_node()
+            else:
+                slot = self.cluster.keyslot(key)
+                node = manager.get_node_from_slot(slot)
+                if node.name not in replicated:  # a replica to wait for (a promoted primary may have none yet)
+                    replicated[node.name] = len(manager.slots_cache.get(slot, ())) > 1
+            if str(args[0]).upper() in _SCRIPT_COMMANDS:
+                scripted.add(node.name)
             by_node[node.name].append(i)
             nodes[node.name] = node
-            if int(call[2]):  # whether its slot has a replica to wait for (a promoted one may have none yet)
-                replicated[node.name] = (
-                    len(self.cluster.nodes_manager.slots_cache.get(self.cluster.keyslot(call[3]), ())) > 1
-                )
         done: list[tuple[int, Any]] = []
         for name, indexes in by_node.items():
-            # Unreachable: the pipeline below meets the same and runs each call again alone.
+            digests = {str(commands[i][0][1]) for i in indexes if str(commands[i][0][0]).upper() in _SCRIPT_COMMANDS}
+            # Unreachable: the pipeline below meets the same and runs each command again alone.
             with contextlib.suppress(*_UNREACHABLE):
-                self.cluster.load_scripts_on(nodes[name], {str(calls[i][1]) for i in indexes})
-            connection = self.cluster.get_redis_connection(nodes[name])
-            pipe = connection.pipeline(transaction=False)
+                self.cluster.load_scripts_on(nodes[name], digests)
+            pipe = self.cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
             for i in indexes:
-                pipe.execute_command(*_evalsha(calls[i]))
-            wait = bool(self.wait_replicas) and replicated.get(name, False)
+                args, options = commands[i]
+                pipe.execute_command(*_evalsha(args), **options)
+            wait = bool(self.wait_replicas) and name in scripted and replicated.get(name, False)
             if wait:
                 pipe.execute_command("WAIT", *self.wait_replicas)  # type: ignore[misc]
             try:
                 replies = pipe.execute(raise_on_error=False)
             except _UNREACHABLE:
-                self.cluster.nodes_manager.initialize()  # the slot map after a failover
+                manager.initialize()  # the slot map after a failover
                 replies = [MovedError("0 0.0.0.0:0")] * (len(indexes) + wait)
             if wait:
                 acked = replies.pop()
                 self.replicas_acked.append(acked if isinstance(acked, int) else 0)
             for i, reply in zip(indexes, replies, strict=True):
                 if isinstance(reply, _RUN_AGAIN) or _is_redirect(reply):
-                    reply = _or_error(lambda i=i: self.cluster.run_script(*_evalsha(calls[i])[1:]))
-                    if self.wait_replicas:
+                    reply = _or_error(lambda i=i: self._run_alone(*commands[i]))
+                    if self.wait_replicas and name in scripted:
                         self.replicas_acked.append(0)  # run alone, on another connection: not waited for
                 done.append((i, reply))
         return done
+
+    def _run_alone(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """Through the cluster client, which follows redirects (and a script is loaded where it is missing)."""
+        if str(args[0]).upper() in _SCRIPT_COMMANDS:
+            return self.cluster.run_script(*_evalsha(args)[1:])
+        return self.cluster.execute_command(*args, **options)
+
+
+_KEYLESS = frozenset({"TIME", "PING", "INFO", "DBSIZE", "ECHO"})
+
+
+def _key_of(args: tuple[Any, ...]) -> Any:
+    """A command's first key, which places it (None: it has none)."""
+    name = str(args[0]).upper()
+    if name in _SCRIPT_COMMANDS:
+        return args[3] if int(args[2]) else None
+    return None if name in _KEYLESS or len(args) < 2 else args[1]
 
 
 def _evalsha(call: tuple[Any, ...]) -> tuple[Any, ...]:
