@@ -192,6 +192,41 @@ def api_key(
     console.print(f"entry for DISPATCHER_API_KEYS:        {entry}", highlight=False)
 
 
+@app.command("migrate-keys")
+def migrate_keys(
+    shards: Annotated[
+        int,
+        typer.Option(
+            "--shards",
+            help="The new DISPATCHER_SCHEDULE_SHARDS: a multiple of the current one, e.g. 256 for a cluster (1-1024).",
+            min=1,
+            max=1024,
+        ),
+    ],
+) -> None:
+    """Move the state from the per-account key layout to the shard layout (every process stopped first), on the
+    single Redis that holds it; then set DISPATCHER_REDIS_KEY_LAYOUT=shard and DISPATCHER_SCHEDULE_SHARDS, or
+    import the keys into a cluster (docs/operations.md). Run again after a crash, it finishes the job."""
+    import redis
+
+    from dispatcher.state.redis_server import redis_url
+    from dispatcher.state.topology.key_migration import MigrationRefused, migrate_to_shard_layout
+
+    settings = _settings()
+    if settings.redis_cluster or settings.redis_key_layout == "shard":
+        errors.print("[red]DISPATCHER_REDIS_KEY_LAYOUT[/]: already the shard layout; migrate the single Redis first")
+        raise typer.Exit(2)
+    with redis_url(settings.redis_url, settings.state_dir) as url:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        try:
+            done = migrate_to_shard_layout(client, settings.schedule_shards, shards)
+        except MigrationRefused as exc:
+            errors.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+    console.print(f"moved {done.accounts} accounts and {done.members} index entries to {shards} shards")
+    console.print(f"now run every process with DISPATCHER_REDIS_KEY_LAYOUT=shard DISPATCHER_SCHEDULE_SHARDS={shards}")
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
