@@ -8,18 +8,22 @@ not from a luckier draw.
 
 The figures are those of `dispatcher report variants` (dispatcher.core.experiments.results): each run's
 history is read as the audit entries the report reads (a first plan naming the arm, the business events, the
-sends), so a metric here means what it means there. Intervals are the report's: unpaired (each arm's
-accounts resampled on their own), which with common random numbers is conservative.
+sends), so a metric here means what it means there. The intervals and verdicts are the report's: unpaired
+(each arm's accounts resampled on their own), which with common random numbers is conservative. Beside them,
+where a metric is a sum over the same accounts in both runs, a paired interval: the bootstrap resamples
+accounts, each with its figures under A and under B, so what the debtors share cancels out.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from rich.table import Table
 from config.settings import TEMPLATES_DIR, Settings
 from dispatcher.core.audit import entry_audit
 from dispatcher.core.clock import ManualClock
+from dispatcher.core.experiments import statistics as st
 from dispatcher.core.experiments.arms import strategy_digest
 from dispatcher.core.experiments.results import AccountFacts, account_facts, price_list, variant_report
 from dispatcher.core.models import Account
@@ -147,16 +152,85 @@ def comparison(
             "accounts": variant["accounts"], "total_recovered": variant["total_recovered"],
             "metrics": variant["metrics"],
         })  # fmt: skip
-    differences = [{key: row[key] for key in row if key != "variant"} for row in report["differences"]]
+    paired = paired_intervals(facts, price_list(first.strategy), seed)
+    differences = []
+    for row in report["differences"]:
+        one = {key: row[key] for key in row if key != "variant"}
+        interval = paired.get(row["metric"])
+        one["paired"] = None if interval is None else {"low": _number(interval.low), "high": _number(interval.high)}
+        differences.append(one)
     return {
         "seed": seed,
         "horizon": report["horizon"],
         "confidence": report["confidence"],
-        "paired": False,
         "costs": report["costs"],
         "variants": variants,
         "differences": differences,
     }
+
+
+# Per account, the figure whose mean over the accounts is the metric; and the ratios' numerator and denominator.
+_PER_ACCOUNT: dict[str, Callable[[AccountFacts, dict[str, Decimal]], float]] = {
+    "resolution_rate": lambda f, _: float(f.resolved_at is not None),
+    "cure_rate": lambda f, _: float(f.cured_at is not None),
+    "opt_out_rate": lambda f, _: float(f.opted_out),
+    "dispute_rate": lambda f, _: float(f.disputed),
+    "amount_recovered": lambda f, _: float(f.recovered),
+    "contacts_per_account": lambda f, _: float(sum(f.contacts.values())),
+}
+_RATIOS: dict[str, tuple[str, str]] = {
+    "contacts_per_resolution": ("contacts", "resolved"),
+    "cost_per_resolution": ("cost", "resolved"),
+    "cost_per_unit_collected": ("cost", "recovered"),
+}
+
+
+def _parts(one: AccountFacts, costs: dict[str, Decimal]) -> dict[str, float]:
+    cost = sum((costs.get(channel, Decimal(0)) * n for channel, n in one.contacts.items()), Decimal(0))
+    return {"contacts": float(sum(one.contacts.values())), "resolved": float(one.resolved_at is not None),
+            "cost": float(cost), "recovered": float(one.recovered)}  # fmt: skip
+
+
+def _paired_ratio(
+    a: list[dict[str, float]], b: list[dict[str, float]], numerator: str, denominator: str, seed: int
+) -> st.Interval:
+    """ratio(B) − ratio(A) with a bootstrap that draws accounts, each with its figures under both."""
+    columns = [[row[key] for row in arm] for arm in (a, b) for key in (numerator, denominator)]
+    if not math.fsum(columns[1]) or not math.fsum(columns[3]):
+        return st.Interval(math.nan, math.nan, math.nan)
+    draw, indices, differences = random.Random(seed), range(len(a)), []
+    for _ in range(st.RESAMPLES):
+        sample = draw.choices(indices, k=len(a))
+        a_num, a_den, b_num, b_den = (math.fsum(map(column.__getitem__, sample)) for column in columns)
+        if a_den and b_den:
+            differences.append(b_num / b_den - a_num / a_den)
+    value = math.fsum(columns[2]) / math.fsum(columns[3]) - math.fsum(columns[0]) / math.fsum(columns[1])
+    if not differences:
+        return st.Interval(value, math.nan, math.nan)
+    differences.sort()
+    tail, last = (1 - st.CONFIDENCE) / 2, len(differences) - 1
+    return st.Interval(value, differences[round(tail * last)], differences[round((1 - tail) * last)])
+
+
+def paired_intervals(
+    facts: Sequence[Sequence[AccountFacts]], costs: dict[str, Decimal], seed: int
+) -> dict[str, st.Interval]:
+    """B − A per metric over the accounts both runs hold, each account compared with itself."""
+    a_by_id = {one.account_id: one for one in facts[0]}
+    pairs = [(a_by_id[one.account_id], one) for one in sorted(facts[1], key=lambda f: f.account_id)
+             if one.account_id in a_by_id]  # fmt: skip
+    found = {
+        metric: st.mean_interval([figure(b, costs) - figure(a, costs) for a, b in pairs], seed)
+        for metric, figure in _PER_ACCOUNT.items()
+    }
+    a_parts, b_parts = [_parts(a, costs) for a, _ in pairs], [_parts(b, costs) for _, b in pairs]
+    for metric, (numerator, denominator) in _RATIOS.items():
+        found[metric] = _paired_ratio(a_parts, b_parts, numerator, denominator, seed)
+    return found
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value
 
 
 def per_account(facts: Sequence[AccountFacts]) -> dict[str, tuple[Any, ...]]:
@@ -182,6 +256,11 @@ def _span(one: dict[str, Any], metric: str) -> str:
     return f"{_fmt(one['value'], metric)} [{_fmt(one['low'], metric)}, {_fmt(one['high'], metric)}]"
 
 
+def _paired(row: dict[str, Any], metric: str) -> str:
+    paired = row.get("paired")
+    return "—" if paired is None else f"[{_fmt(paired['low'], metric)}, {_fmt(paired['high'], metric)}]"
+
+
 def comparison_tables(doc: dict[str, Any]) -> Iterator[Table]:
     """Side by side: each metric under A and under B with its interval, then B − A and the verdict."""
     first, second = doc["variants"]
@@ -191,6 +270,7 @@ def comparison_tables(doc: dict[str, Any]) -> Iterator[Table]:
     for variant in (first, second):
         table.add_column(f"{variant['name']} ({variant['accounts']} accounts)")
     table.add_column("B − A [interval]")
+    table.add_column("paired interval")
     table.add_column("needed per arm", justify="right")
     table.add_column("verdict")
     differences = {row["metric"]: row for row in doc["differences"]}
@@ -199,7 +279,7 @@ def comparison_tables(doc: dict[str, Any]) -> Iterator[Table]:
         needed = "—" if row["needed_per_arm"] is None else f"{row['needed_per_arm']:,.0f}"
         table.add_row(
             metric, _span(first["metrics"][metric], metric), _span(second["metrics"][metric], metric),
-            _span(row, metric), needed, row["verdict"],
+            _span(row, metric), _paired(row, metric), needed, row["verdict"],
         )  # fmt: skip
     yield table
     hashes = Table(title="strategies", show_header=False)

@@ -91,6 +91,9 @@ def test_a_strategy_against_itself_gives_the_same_accounts_and_no_difference(
         if row["value"] is not None:
             assert row["value"] == 0, row
         assert row["verdict"] in ("no difference", "insufficient"), row
+    paired = {row["metric"]: row["paired"] for row in doc["differences"]}
+    for metric in ("resolution_rate", "amount_recovered", "contacts_per_resolution"):
+        assert paired[metric] == {"low": 0, "high": 0}, metric  # each account against itself: nothing differs
 
 
 def test_compare_writes_both_strategies_side_by_side_and_the_json(
