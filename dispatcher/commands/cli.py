@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
 from config.errors import exit_on_configuration_error
@@ -28,9 +29,9 @@ from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
 from dispatcher.commands.experiment import experiment_app, report_app
 from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import Account
 from dispatcher.core.planner import offers_now
 from dispatcher.core.timeline import account_json
-from dispatcher.core.models import Account
 from dispatcher.debtor_model import DEFAULT_DEBTORS, DebtorParameters, load_debtor_parameters
 from dispatcher.importer import import_accounts
 from dispatcher.simulate import OutcomeModel, Simulation, load_model
@@ -136,7 +137,8 @@ def simulate(
     compare: Annotated[
         tuple[Path, Path] | None,
         typer.Option(
-            "--compare", metavar="A.yaml B.yaml",
+            "--compare",
+            metavar="A.yaml B.yaml",
             help="Run two strategies on one portfolio with common random numbers and compare them.",
         ),
     ] = None,
@@ -197,8 +199,9 @@ def _compare(
     facts = []
     with _progress() as progress:
         for side, contender in zip("AB", contenders, strict=True):
-            task = progress.add_task(f"{side}: {contender.path} on {len(population)} accounts over {days} days", total=1000)
-            tick = lambda done, task=task: progress.update(task, completed=int(done * 1000))  # noqa: E731
+            what = f"{side}: {contender.path} on {len(population)} accounts over {days} days"
+            task = progress.add_task(what, total=1000)
+            tick = _ticker(progress, task)
             facts.append(comparing.run_one(settings, contender, population, days, seed, start, model, debtors, tick))
             progress.update(task, completed=1000)
     doc = comparing.comparison(contenders, facts, comparing.horizon_of(start, days), seed)
@@ -234,6 +237,10 @@ def api_key(
         raise typer.Exit(2) from None
     console.print(f"key (give to the client, shown once): {key}", highlight=False)
     console.print(f"entry for DISPATCHER_API_KEYS:        {entry}", highlight=False)
+
+
+def _ticker(progress: Progress, task: TaskID) -> Callable[[float], None]:
+    return lambda done: progress.update(task, completed=int(done * 1000))
 
 
 def _progress() -> Progress:

@@ -237,8 +237,14 @@ def per_account(facts: Sequence[AccountFacts]) -> dict[str, tuple[Any, ...]]:
     """What happened to each account, for telling two runs apart account by account."""
     return {
         one.account_id: (
-            one.resolved_at, one.cured_at, one.recovered, tuple(sorted(one.contacts.items())),
-            one.promises_made, one.promises_kept, one.opted_out, one.disputed,
+            one.resolved_at,
+            one.cured_at,
+            one.recovered,
+            tuple(sorted(one.contacts.items())),
+            one.promises_made,
+            one.promises_kept,
+            one.opted_out,
+            one.disputed,
         )  # fmt: skip
         for one in facts
     }

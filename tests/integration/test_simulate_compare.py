@@ -56,9 +56,7 @@ def _histories(
         store.redis.close()
 
 
-def test_a_debtor_meets_the_same_draws_however_many_contacts_the_others_got(
-    redis_url: str, strategy: Strategy
-) -> None:
+def test_a_debtor_meets_the_same_draws_however_many_contacts_the_others_got(redis_url: str, strategy: Strategy) -> None:
     portfolio = synthetic_accounts(60, 5, START.date())
     few, others = portfolio[:20], portfolio[20:]
     alone = _histories(redis_url, strategy, few, 30)
@@ -69,23 +67,22 @@ def test_a_debtor_meets_the_same_draws_however_many_contacts_the_others_got(
         assert among_others[account.id] == alone[account.id], account.id
 
 
-def test_a_strategy_against_itself_gives_the_same_accounts_and_no_difference(
-    tmp_path: Path, redis_url: str
-) -> None:
+def test_a_strategy_against_itself_gives_the_same_accounts_and_no_difference(tmp_path: Path, redis_url: str) -> None:
     settings = load_settings(state_dir=tmp_path / "state", routes=ROUTES, provider_weights=WEIGHTS)
     contenders, problems = comparing.load_contenders([Path(DEFAULT_STRATEGY), Path(DEFAULT_STRATEGY)])
     assert problems == [] and [c.name for c in contenders] == ["default-card-ladder-a", "default-card-ladder-b"]
     population = synthetic_accounts(40, 2, START.date())
     facts = [
-        comparing.run_one(settings, c, population, 25, 2, START, OutcomeModel(), DebtorParameters())
-        for c in contenders
+        comparing.run_one(settings, c, population, 25, 2, START, OutcomeModel(), DebtorParameters()) for c in contenders
     ]
     assert len(facts[0]) == len(facts[1]) == 40
     assert comparing.per_account(facts[0]) == comparing.per_account(facts[1])
     assert sum(f.recovered for f in facts[0]) > 0  # something happened to compare
     doc = comparing.comparison(contenders, facts, START + timedelta(days=25), 2)
     assert {row["metric"] for row in doc["differences"]} >= {
-        "resolution_rate", "amount_recovered", "contacts_per_resolution"
+        "resolution_rate",
+        "amount_recovered",
+        "contacts_per_resolution",
     }
     for row in doc["differences"]:
         if row["value"] is not None:
@@ -121,8 +118,8 @@ def test_compare_writes_both_strategies_side_by_side_and_the_json(
         row = differences[metric]
         assert {"metric", "value", "low", "high", "verdict"} <= set(row)
         assert row["verdict"] in ("higher", "lower", "no difference", "insufficient")
-        assert row["value"] is None or row["low"] <= row["value"] <= row["high"] or math.isclose(
-            row["low"], row["high"]
+        assert (
+            row["value"] is None or row["low"] <= row["value"] <= row["high"] or math.isclose(row["low"], row["high"])
         )
     # The challenger texts on day 2 as well and at 09:00: the same debtors get other contacts.
     contacts = [v["metrics"]["contacts_per_account"]["value"] for v in doc["variants"]]
