@@ -154,8 +154,8 @@ def simulate(
     contenders = None
     if compare is not None:
         contenders, problems = comparing.load_contenders(compare)
-        for line in problems:
-            errors.print(line, markup=False, highlight=False)
+        for problem in problems:
+            errors.print(problem, markup=False, highlight=False)
         if problems:
             raise typer.Exit(2)
     state_dir = settings.state_dir / "simulate"
