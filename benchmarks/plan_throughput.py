@@ -3,6 +3,12 @@ raw redis-py pipelined write of the same keys measured in the same run, and Redi
 
     python benchmarks/plan_throughput.py --accounts 1000000 --workers 2
     python benchmarks/plan_throughput.py --accounts 1000000 --workers 2 --experiment docs/examples/experiment.yaml
+    python benchmarks/plan_throughput.py --accounts 100000 --cluster
+
+With --cluster the same engine ingests the same accounts into a local three-primary Redis Cluster (a replica
+each; the shard key layout, --cluster-shards shards) right after the single Redis, in the same run: the ratio
+of the two is the cluster's overhead on this machine, and INFO commandstats summed over the primaries gives
+the Redis commands per plan (docs/scaling.md turns them into capacity per added primary).
 
 Each worker process takes a slice of accounts as NDJSON lines (what `dispatcher import` and the batch
 API receive), validates them and upserts them in batches: load, plan, commit, exactly as in production.
@@ -35,9 +41,10 @@ from dispatcher.core.strategy import load_strategy  # noqa: E402
 from dispatcher.engine import Engine  # noqa: E402
 from dispatcher.importer import BATCH  # noqa: E402  (the batches `dispatcher import` and the API use)
 from dispatcher.state.active_set import ActiveSet  # noqa: E402
-from dispatcher.state.redis_keys import account_record_key, audit_key, history_key, wake_key  # noqa: E402
-from dispatcher.state.redis_server import EmbeddedRedis  # noqa: E402
+from dispatcher.state.redis_keys import account_record_key, audit_key, history_key, use_shard_layout, wake_key  # noqa: E402
+from dispatcher.state.redis_server import EmbeddedRedis, LocalCluster  # noqa: E402
 from dispatcher.state.store import Store  # noqa: E402
+from dispatcher.state.topology.cluster import DispatcherCluster  # noqa: E402
 from dispatcher.wiring import tune_gc  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -63,9 +70,15 @@ def account_line(index: int) -> bytes:
     ).encode()
 
 
-def engine_worker(url: str, start: int, stop: int, shards: int, experiment: str | None = None) -> float:
+def engine_worker(
+    url: str, start: int, stop: int, shards: int, experiment: str | None = None, cluster: bool = False
+) -> float:
     tune_gc()  # as every `dispatcher` command does
-    store = Store.from_url(url, shards)
+    if cluster:
+        use_shard_layout(shards)
+        store = Store(DispatcherCluster.from_url(url, decode_responses=True), shards)
+    else:
+        store = Store.from_url(url, shards)
     if experiment is None:
         engine = Engine(store, load_strategy(Path(DEFAULT_STRATEGY)), ManualClock(NOW))
     else:  # each account planned by its own variant, the active set checked as every process checks it
@@ -100,10 +113,10 @@ def raw_worker(url: str, start: int, stop: int, shards: int) -> float:
     return time.perf_counter() - began
 
 
-def run_parallel(target, url: str, accounts: int, workers: int, shards: int) -> float:
+def run_parallel(target, url: str, accounts: int, workers: int, shards: int, *more: object) -> float:
     """Wall time for `workers` processes to handle `accounts` between them."""
     step = -(-accounts // workers)
-    slices = [(url, i * step, min(accounts, (i + 1) * step), shards) for i in range(workers)]
+    slices = [(url, i * step, min(accounts, (i + 1) * step), shards, *more) for i in range(workers)]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         began = time.perf_counter()
         pool.starmap(target, slices)
@@ -120,7 +133,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="ingesting processes (default 2, one per core)")
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--experiment", help="an experiment file: plan each account by its own variant")
+    parser.add_argument("--cluster", action="store_true", help="also into a local 3-primary cluster, same run")
+    parser.add_argument("--cluster-shards", type=int, default=64)
     args = parser.parse_args()
+    if args.cluster:
+        cluster_run(args)
+        return
     with tempfile.TemporaryDirectory() as state, EmbeddedRedis(Path(state), appendonly=False) as server:
         client = redis.Redis.from_url(server.url)
         base_memory = used_memory(server.url)
@@ -142,6 +160,55 @@ def main() -> None:
     print(f"projected time for 1,000,000 accounts: {1_000_000 / engine_rate:.0f} s (goal <= 120)")
     per_engine, per_raw = engine_memory / args.accounts, raw_memory / args.accounts
     print(f"Redis memory per account: engine {per_engine:.0f} B, raw {per_raw:.0f} B")
+
+
+def command_calls(ports: list[int]) -> dict[str, int]:
+    """INFO commandstats summed over these servers: calls per command (those inside scripts included), and
+    their CPU seconds (user + system) in microseconds under `cpu_us`."""
+    calls: dict[str, int] = {"cpu_us": 0}
+    for port in ports:
+        cpu = redis.Redis(port=port).info("cpu")
+        calls["cpu_us"] += int((cpu["used_cpu_user"] + cpu["used_cpu_sys"]) * 1e6)
+        for name, stats in redis.Redis(port=port).info("commandstats").items():
+            calls[name] = calls.get(name, 0) + int(stats["calls"])
+    return calls
+
+
+def cluster_run(args: argparse.Namespace) -> None:
+    """The engine into a single Redis, then into a local cluster, in one run; commands per plan on each."""
+    with tempfile.TemporaryDirectory() as state:
+        with EmbeddedRedis(Path(state) / "single", appendonly=False) as server:
+            before = command_calls([server.port])
+            single = run_parallel(engine_worker, server.url, args.accounts, args.workers, args.shards)
+            single_calls = _delta(command_calls([server.port]), before)
+        with LocalCluster(Path(state) / "cluster") as cluster:
+            ports = [node.port for node in cluster.primary_nodes()]
+            before = command_calls(ports)
+            clustered = run_parallel(
+                engine_worker, cluster.url, args.accounts, args.workers, args.cluster_shards, None, True
+            )
+            cluster_calls = _delta(command_calls(ports), before)
+            keys = [int(redis.Redis(port=port).dbsize()) for port in ports]
+    print(speed_reference())
+    single_rate, cluster_rate = args.accounts / single, args.accounts / clustered
+    print(f"accounts ingested and planned: {args.accounts} by {args.workers} workers")
+    print(f"single Redis ({args.shards} shards): {single:.1f} s, {single_rate:,.0f} accounts/s")
+    print(f"cluster, 3 primaries ({args.cluster_shards} shards): {clustered:.1f} s, {cluster_rate:,.0f} accounts/s")
+    print(f"ratio cluster/single: {cluster_rate / single_rate:.2f} (goal >= 0.7)")
+    print(f"keys per primary: {keys}")
+    for label, calls in (("single", single_calls), ("cluster", cluster_calls)):
+        cpu = calls.pop("cpu_us", 0)
+        print(f"Redis CPU per plan, {label} (primaries summed): {cpu / args.accounts:.0f} us")
+        total = sum(calls.values())
+        top = ", ".join(f"{name.removeprefix('cmdstat_')} {count / args.accounts:.2f}"
+                        for name, count in sorted(calls.items(), key=lambda item: -item[1])[:6])  # fmt: skip
+        print(f"Redis commands per plan, {label}: {total / args.accounts:.2f} ({top})")
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    skip = {"cmdstat_info", "cmdstat_cluster", "cmdstat_command", "cmdstat_ping", "cmdstat_script", "cmdstat_dbsize"}
+    changed = {name: count - before.get(name, 0) for name, count in after.items() if name not in skip}
+    return {name: count for name, count in changed.items() if count}
 
 
 if __name__ == "__main__":

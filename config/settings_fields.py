@@ -14,9 +14,10 @@ from typing import Annotated, Literal
 
 import phonenumbers
 from pydantic import BeforeValidator, Field, PositiveFloat, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from config.api_keys import parse_api_keys
+from config.redis_fields import RedisRoleFields
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_STRATEGY = CONFIG_DIR / "strategy.yaml"
@@ -46,7 +47,7 @@ ALIYUN_SANDBOX_TEMPLATES: dict[str, dict[str, str]] = {
 }
 
 
-class SettingsFields(BaseSettings):
+class SettingsFields(RedisRoleFields):
     """The dispatcher's configuration fields; field `x` is read from DISPATCHER_X."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore")

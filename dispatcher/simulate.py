@@ -139,13 +139,14 @@ class Simulation:
         self.clock = clock
         self.model = model
         self.seed = seed
-        self.rng = random.Random(seed)
         # DISPATCHER_ROUTES: each contact's provider is drawn from its route by resting weight (every provider
-        # healthy), from a draw of its own so the outcomes drawn stay those of a run without routes.
-        self.routes, self.weights, self.route_rng = routes or {}, weights or {}, random.Random(seed)
+        # healthy). Every draw that two strategies could consume differently is the account's own, from a stream
+        # per (seed, account id, purpose): the same debtor meets the same providers and outcomes however many
+        # contacts the other accounts got (common random numbers, `simulate --compare`).
+        self.routes, self.weights = routes or {}, weights or {}
         self.debtors = DebtorModel(debtors or DebtorParameters(), seed)
         self.accounts: dict[str, Account] = {}
-        self.providers: dict[str, random.Random] = {}  # each account's own provider draws (seeded like debtors)
+        self.streams: dict[tuple[str, str], random.Random] = {}  # (account id, purpose): "provider", "route"
         self.responses: list[tuple[datetime, int, str, Action]] = []
         self.stage_of: dict[str, str] = {}
         self.note_of: dict[str, str] = {}
@@ -240,14 +241,20 @@ class Simulation:
             route = route_of(self.routes, contact.channel, account, provider_of(contact.channel))
             rest = self.weights.get(contact.channel.value, {})
             weights = [rest.get(provider, RESTING) for provider in route]
-            chosen[contact.id] = self.route_rng.choices(route, weights)[0] if sum(weights) else route[0]
+            draw = self._stream(contact.account_id, "route")
+            chosen[contact.id] = draw.choices(route, weights)[0] if sum(weights) else route[0]
         return chosen
+
+    def _stream(self, account_id: str, purpose: str) -> random.Random:
+        """The account's own stream for one purpose, made at its first draw."""
+        rng = self.streams.get((account_id, purpose))
+        if rng is None:
+            rng = self.streams[account_id, purpose] = stream(self.seed, account_id, purpose)
+        return rng
 
     def _outcome(self, contact: Contact) -> OutcomeKind:
         """The provider's side first; a call that rings ends as the debtor decides at their local hour."""
-        rng = self.providers.get(contact.account_id)
-        if rng is None:
-            rng = self.providers[contact.account_id] = stream(self.seed, contact.account_id, "provider")
+        rng = self._stream(contact.account_id, "provider")
         if contact.channel is not Channel.VOICE:
             return self._draw(contact.channel, rng)
         draw = rng.random()
@@ -259,11 +266,11 @@ class Simulation:
         hour = self.clock.now().astimezone(zone(account.timezone if account else "UTC")).hour
         return OutcomeKind(self.debtors.debtor(contact.account_id).call(hour))
 
-    def _draw(self, channel: Channel, rng: random.Random | None = None) -> OutcomeKind:
+    def _draw(self, channel: Channel, rng: random.Random) -> OutcomeKind:
         table = self.model.outcomes.get(channel)
         if not table:  # a registered channel the model has no rates for: accepted, nothing more known
             return OutcomeKind.SENT
-        return (rng or self.rng).choices(list(table), weights=list(table.values()))[0]
+        return rng.choices(list(table), weights=list(table.values()))[0]
 
     def _debtor_reacts(self, contact: Contact, kind: OutcomeKind, record: AccountRecord) -> None:
         if kind not in REACHED or record.state.status != "active":

@@ -19,8 +19,10 @@ from dispatcher.core.experiments.loading import load_variants
 from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine, RecordRequired, Restorer
 from dispatcher.state.active_set import ActiveSet
+from dispatcher.state.redis_keys import use_shard_layout
 from dispatcher.state.redis_server import redis_url
 from dispatcher.state.store import Store
+from dispatcher.state.topology.connections import broker_target, layout_is_shard, state_target
 
 # CPython collects its youngest generation every 700 allocations. Ingesting and planning allocate tens of
 # thousands of short-lived objects per batch, and those collections took a quarter of the ingest CPU
@@ -71,6 +73,20 @@ class RecordOnFirstUse:
         self._restorer(account_ids)
 
 
+def open_store(settings: Settings, url: str | None = None, history_cache: int = 0) -> Store:
+    """The store on the deployment's Redis (single, Sentinel or Cluster; `url`: the state's address in use,
+    e.g. the embedded server's), with the broker's client and the key layout (dispatcher.state.topology.connections)."""
+    state = state_target(settings, url)
+    use_shard_layout(settings.schedule_shards if layout_is_shard(settings) else None)
+    client = state.client()
+    broker = client if not (settings.broker_url or state.cluster) else broker_target(settings, url).client()
+    replicas = settings.claim_replicas if settings.claim_replicas is not None else (1 if state.cluster else 0)
+    return Store(
+        client, settings.schedule_shards, history_cache, broker=broker, claim_replicas=replicas,
+        claim_replica_timeout_ms=settings.claim_replica_timeout_ms,
+    )  # fmt: skip
+
+
 def variants_from(settings: Settings, strategy: Strategy | None = None) -> VariantSet:
     """The strategies this process plans with: `strategy` alone if given (tests, the simulation), else the
     experiment file's (DISPATCHER_EXPERIMENT) or the one strategy file as the champion."""
@@ -91,7 +107,7 @@ def build_engine(
     used = {channel.value for arm in variants.arms for _, channel in arm.strategy.channels_used()}
     settings.refuse_channel_settings(used)
     settings.refuse_unknown_providers(declared_providers())
-    store = Store.from_url(url, settings.schedule_shards, history_cache)
+    store = open_store(settings, url, history_cache)
     active = ActiveSet(store.redis, variants)  # published at the first plan if no process did before: no I/O here
     engine = Engine(
         store, variants.champion.strategy, clock or clock_from(settings), restorer=RecordOnFirstUse(settings, store),

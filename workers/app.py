@@ -44,6 +44,28 @@ QUEUES = queues()
 app = Celery("dispatcher", include=["workers.tasks"], task_cls="workers.task_base:DispatcherTask")
 
 
+def broker_url_of(settings: Settings) -> str:
+    """DISPATCHER_BROKER_URL, else the state's Redis; never a cluster (kombu cannot use one)."""
+    if settings.broker_url:
+        return settings.broker_url
+    if settings.redis_cluster:
+        raise SettingsError(
+            "configuration error:\n  DISPATCHER_BROKER_URL: the state is a Redis Cluster, which Celery's broker "
+            "cannot be; name a single Redis (redis://...) or a Sentinel set (sentinel://HOST:PORT;...) for the broker"
+        )
+    return settings.redis_url or ""
+
+
+def sentinel_options(settings: Settings) -> dict[str, object]:
+    """kombu's Sentinel transport options: the master to ask for and the sentinels' own password."""
+    if not broker_url_of(settings).startswith("sentinel://"):
+        return {}
+    options: dict[str, object] = {"master_name": settings.broker_master_name}
+    if settings.broker_sentinel_password is not None:
+        options["sentinel_kwargs"] = {"password": settings.broker_sentinel_password.get_secret_value()}
+    return options
+
+
 def configure(settings: Settings) -> Celery:
     """Point the app at the shared Redis and set the options every deployment relies on."""
     if not settings.redis_url:
@@ -52,11 +74,12 @@ def configure(settings: Settings) -> Celery:
             "`dispatcher redis` (the embedded one) and set the DISPATCHER_REDIS_URL it prints, or start the whole "
             "cluster with `dispatcher up`"
         )
+    broker_url = broker_url_of(settings)
     app.conf.update(
-        broker_url=settings.redis_url,
+        broker_url=broker_url,
         # kombu's Redis transport with the restore-after-connection-loss crash and the poison list item
         # handled (workers/broker.py).
-        broker_transport=transport_for(settings.redis_url),
+        broker_transport=transport_for(broker_url),
         broker_connection_retry_on_startup=True,
         # A worker outlives any Redis outage: it keeps reconnecting (2 s, 4 s, ... at most 30 s apart) and
         # resumes consuming; it never gives up and exits while its supervisor thinks it is fine.
@@ -65,7 +88,10 @@ def configure(settings: Settings) -> Celery:
         # Messages the worker cannot decode or does not know go to the dead-letter stream.
         worker_consumer="workers.dead_lettering:Consumer",
         # Redis redelivers an unacked message after this; it must exceed the longest task.
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout,
+            **sentinel_options(settings),
+        },
         # Ack after the task ran, and give the message back if the worker process dies under it.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

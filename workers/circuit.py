@@ -33,8 +33,7 @@ from config.settings import Settings
 from dispatcher.state.metrics import PROVIDER_MISCONFIGURED
 from dispatcher.state.provider_state import read_breaker
 from dispatcher.state.redis_keys import breaker_key, held_key, probe_key
-from dispatcher.state.store import Store
-from dispatcher.wiring import clock_from
+from dispatcher.wiring import clock_from, open_store
 
 log = structlog.get_logger("workers.circuit")
 
@@ -196,7 +195,7 @@ def probe_open_circuits(settings: Settings, providers: Iterable[str]) -> int:
     """A worker starts (a restart is how a fixed setting arrives): every open circuit of `providers` probes
     at once and the accounts each held are woken, so contacts held for a setting now fixed go within seconds
     of the restart instead of at the end of an opening of up to MAX_OPEN_SECONDS. How many were woken."""
-    store = Store.from_url(settings.redis_url or "", settings.schedule_shards)
+    store = open_store(settings)
     try:
         breaker, now, woken = CircuitBreaker(store.redis), clock_from(settings).now(), 0
         for provider in providers:

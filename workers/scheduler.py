@@ -21,7 +21,7 @@ from dispatcher.core.clock import Clock
 from dispatcher.state.store import Store
 from dispatcher.state.webhook_endpoints import EndpointRegistry
 from dispatcher.webhook_relay import callbacks_due
-from dispatcher.wiring import clock_from
+from dispatcher.wiring import clock_from, open_store
 
 log = structlog.get_logger("workers.scheduler")
 
@@ -82,7 +82,7 @@ class DispatcherScheduler(PersistentScheduler):
     def setup_schedule(self) -> None:
         super().setup_schedule()
         settings = load_settings()
-        store = Store.from_url(settings.redis_url or "", settings.schedule_shards)
+        store = open_store(settings)
         self.pump = BeatPump(store, clock_from(settings), settings, self.app.send_task)
         self.callbacks = CallbacksPump(store, clock_from(settings), settings, self.app.send_task)
 

@@ -33,6 +33,10 @@ REDIS_OR_BROKER_DOWN = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError: a restarted Redis still loading its AOF
     redis.exceptions.TimeoutError,
     kombu.exceptions.OperationalError,
+    # A Redis Cluster between a primary's loss and its replica's promotion: slots without a primary.
+    redis.exceptions.ClusterError,
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.TryAgainError,
 )
 # A short pause before the message goes back, so a Redis that stays away is not hammered by a hot loop of
 # redeliveries (each worker thread retries at most this often).

@@ -167,7 +167,7 @@ def topology(settings: Settings, plan: UpPlan, redis_url: str, auth: FlowerAuth 
     if auth is not None:
         secret = f"password {auth.password} (generated, shown once)" if auth.generated else "FLOWER_PASSWORD"
         who = f"user {auth.user}, {secret}"
-        argv = flower_command(redis_url, plan.flower_port)
+        argv = flower_command(settings.broker_url or redis_url, plan.flower_port)  # Flower watches the broker
         parts.append(Part("flower", argv, f"http://127.0.0.1:{plan.flower_port} ({who})", flower_env(auth)))
     ports = sandbox_ports(settings) if plan.sandboxes else None
     if ports:

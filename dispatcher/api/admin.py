@@ -59,7 +59,7 @@ def _aware(before: datetime | None) -> datetime | None:
 
 
 def _found(engine: Engine, entry_id: str) -> dead_letter_stream.DeadLetter:
-    letter = dead_letter_stream.get(engine.store.redis, entry_id)
+    letter = dead_letter_stream.get(engine.store.broker, entry_id)
     if letter is None:
         raise ApiError(404, "not_found", f"no dead letter {entry_id!r}")
     return letter
@@ -73,9 +73,9 @@ def list_dead_letters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[datetime | None, Query(description="Only those older than this (ISO 8601 with offset).")] = None,
 ) -> DeadLetterPage:
-    letters = dead_letter_stream.listing(engine.store.redis, limit, _aware(before))
+    letters = dead_letter_stream.listing(engine.store.broker, limit, _aware(before))
     items = [DeadLetterSummary.model_validate(letter.summary()) for letter in letters]
-    return DeadLetterPage(items=items, total=dead_letter_stream.count(engine.store.redis))
+    return DeadLetterPage(items=items, total=dead_letter_stream.count(engine.store.broker))
 
 
 @router.get("/dead-letters/{entry_id}", response_model=DeadLetterView, responses=responses(401, 403, 404),
@@ -88,7 +88,7 @@ def get_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_of)
              summary="Put the message back on its queue and remove the entry",
              operation_id="replayDeadLetter")  # fmt: skip
 def replay_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_of)) -> Replayed:
-    letter = dead_letter_stream.replay(engine.store.redis, entry_id)
+    letter = dead_letter_stream.replay(engine.store.broker, entry_id)
     if letter is None:
         raise ApiError(404, "not_found", f"no dead letter {entry_id!r}")
     return Replayed(id=letter.id, queue=letter.queue)
@@ -97,7 +97,7 @@ def replay_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_
 @router.delete("/dead-letters/{entry_id}", status_code=204, responses=responses(401, 403, 404),
                summary="Drop one dead letter", operation_id="deleteDeadLetter")  # fmt: skip
 def delete_dead_letter(entry_id: str, _: Admin, engine: Engine = Depends(engine_of)) -> Response:
-    if not dead_letter_stream.delete(engine.store.redis, entry_id):
+    if not dead_letter_stream.delete(engine.store.broker, entry_id):
         raise ApiError(404, "not_found", f"no dead letter {entry_id!r}")
     return Response(status_code=204)
 
@@ -113,4 +113,4 @@ def purge_dead_letters(
 ) -> Purged:
     if before is None and not everything:
         raise ApiError(400, "bad_request", "say what to purge: `before=<ISO 8601 time>` or `all=true`")
-    return Purged(purged=dead_letter_stream.purge(engine.store.redis, _aware(before)))
+    return Purged(purged=dead_letter_stream.purge(engine.store.broker, _aware(before)))

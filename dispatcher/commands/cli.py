@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
 from config.errors import exit_on_configuration_error
 from config.settings import Settings, load_settings
+from dispatcher.commands import compare as comparing
 from dispatcher.commands import reports
 from dispatcher.commands.agencies import report_agencies
 from dispatcher.commands.callbacks import app as callbacks_app
@@ -28,11 +30,12 @@ from dispatcher.commands.config import app as config_app
 from dispatcher.commands.dead_letters import app as dead_letters_app
 from dispatcher.commands.experiment import experiment_app, report_app
 from dispatcher.core.clock import ManualClock
+from dispatcher.core.models import Account
 from dispatcher.core.planner import offers_now
 from dispatcher.core.timeline import account_json
-from dispatcher.debtor_model import DEFAULT_DEBTORS, load_debtor_parameters
+from dispatcher.debtor_model import DEFAULT_DEBTORS, DebtorParameters, load_debtor_parameters
 from dispatcher.importer import import_accounts
-from dispatcher.simulate import Simulation, load_model
+from dispatcher.simulate import OutcomeModel, Simulation, load_model
 from dispatcher.synthetic import synthetic_accounts
 from dispatcher.wiring import open_runtime
 
@@ -129,14 +132,34 @@ def simulate(
         Path, typer.Option(help="How the debtors behave (docs/strategy.md#the-debtor-model).")
     ] = DEFAULT_DEBTORS,
     start: Annotated[str, typer.Option(help="Simulated start, ISO 8601 UTC.")] = "2026-03-02T00:00:00+00:00",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write every account's timeline here.")] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write every account's timeline here; with --compare, the comparison."),
+    ] = None,
+    compare: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(
+            "--compare",
+            metavar="A.yaml B.yaml",
+            help="Run two strategies on one portfolio with common random numbers and compare them.",
+        ),
+    ] = None,
 ) -> None:
     """Run the real planner and store over an accelerated clock and report funnel, channels and compliance.
 
-    It always runs on a fresh embedded Redis under the state directory, never on a configured one.
+    It always runs on a fresh embedded Redis under the state directory, never on a configured one. With
+    --compare A.yaml B.yaml, each strategy runs on one of its own over the same accounts and draws, and the
+    table shows each metric under both with its interval, B − A and its verdict (docs/strategy.md).
     """
     settings = _settings()
     debtor_parameters = load_debtor_parameters(debtors)  # a bad file stops here, naming each field
+    contenders = None
+    if compare is not None:
+        contenders, problems = comparing.load_contenders(compare)
+        for problem in problems:
+            errors.print(problem, markup=False, highlight=False)
+        if problems:
+            raise typer.Exit(2)
     state_dir = settings.state_dir / "simulate"
     shutil.rmtree(state_dir, ignore_errors=True)
     sim_settings = settings.model_copy(update={"redis_url": None, "state_dir": state_dir})
@@ -149,6 +172,10 @@ def simulate(
             errors.print(f"  line {line}: {reason}", markup=False, highlight=False)
     else:
         population = synthetic_accounts(accounts, seed, clock.now().date())
+    if contenders is not None:
+        _compare(sim_settings, contenders, population, days, seed, clock.now(), load_model(model), debtor_parameters,
+                 json_out)  # fmt: skip
+        return
     with open_runtime(sim_settings, clock=clock, history_cache=len(population) + 1) as runtime, _progress() as progress:
         task = progress.add_task(f"simulating {len(population)} accounts over {days} days", total=1000)
         routes, weights = sim_settings.routes, sim_settings.provider_weights  # providers drawn by route
@@ -165,6 +192,26 @@ def simulate(
         console.print(f"timelines written to {json_out}")
     if audit.outside_window or audit.over_cap or audit.over_total or audit.too_close or audit.on_rest_day:
         raise typer.Exit(1)
+
+
+def _compare(
+    settings: Settings, contenders: list[comparing.Contender], population: list[Account], days: int, seed: int,
+    start: datetime, model: OutcomeModel, debtors: DebtorParameters, json_out: Path | None,
+) -> None:  # fmt: skip
+    facts = []
+    with _progress() as progress:
+        for side, contender in zip("AB", contenders, strict=True):
+            what = f"{side}: {contender.path} on {len(population)} accounts over {days} days"
+            task = progress.add_task(what, total=1000)
+            tick = _ticker(progress, task)
+            facts.append(comparing.run_one(settings, contender, population, days, seed, start, model, debtors, tick))
+            progress.update(task, completed=1000)
+    doc = comparing.comparison(contenders, facts, comparing.horizon_of(start, days), seed)
+    for renderable in comparing.comparison_tables(doc):
+        console.print(renderable)
+    if json_out is not None:
+        comparing.write_json(doc, json_out)
+        console.print(f"comparison written to {json_out}")
 
 
 @app.command()
@@ -192,6 +239,45 @@ def api_key(
         raise typer.Exit(2) from None
     console.print(f"key (give to the client, shown once): {key}", highlight=False)
     console.print(f"entry for DISPATCHER_API_KEYS:        {entry}", highlight=False)
+
+
+@app.command("migrate-keys")
+def migrate_keys(
+    shards: Annotated[
+        int,
+        typer.Option(
+            "--shards",
+            help="The new DISPATCHER_SCHEDULE_SHARDS: a multiple of the current one, e.g. 256 for a cluster (1-1024).",
+            min=1,
+            max=1024,
+        ),
+    ],
+) -> None:
+    """Move the state from the per-account key layout to the shard layout (every process stopped first), on the
+    single Redis that holds it; then set DISPATCHER_REDIS_KEY_LAYOUT=shard and DISPATCHER_SCHEDULE_SHARDS, or
+    import the keys into a cluster (docs/operations.md). Run again after a crash, it finishes the job."""
+    import redis
+
+    from dispatcher.state.redis_server import redis_url
+    from dispatcher.state.topology.key_migration import MigrationRefused, migrate_to_shard_layout
+
+    settings = _settings()
+    if settings.redis_cluster or settings.redis_key_layout == "shard":
+        errors.print("[red]DISPATCHER_REDIS_KEY_LAYOUT[/]: already the shard layout; migrate the single Redis first")
+        raise typer.Exit(2)
+    with redis_url(settings.redis_url, settings.state_dir) as url:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        try:
+            done = migrate_to_shard_layout(client, settings.schedule_shards, shards)
+        except MigrationRefused as exc:
+            errors.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+    console.print(f"moved {done.accounts} accounts and {done.members} index entries to {shards} shards")
+    console.print(f"now run every process with DISPATCHER_REDIS_KEY_LAYOUT=shard DISPATCHER_SCHEDULE_SHARDS={shards}")
+
+
+def _ticker(progress: Progress, task: TaskID) -> Callable[[float], None]:
+    return lambda done: progress.update(task, completed=int(done * 1000))
 
 
 def _progress() -> Progress:

@@ -39,7 +39,7 @@ errors = Console(stderr=True, soft_wrap=True)
 @contextmanager
 def _stream() -> Iterator[redis.Redis]:
     with open_runtime(load_settings()) as runtime:
-        yield runtime.store.redis
+        yield runtime.store.broker
 
 
 def _when(text: str | None) -> datetime | None:

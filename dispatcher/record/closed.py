@@ -36,15 +36,16 @@ from config.errors import ConfigurationError
 from dispatcher.core.models import IN_DOUBT, AccountRecord, ClaimStatus, HistoryEntry
 from dispatcher.state.metrics import ARCHIVED
 from dispatcher.state.redis_keys import (
-    ACCOUNT_RECORDS,
     CLOSED_CURSOR,
     account_id_of,
     account_keys,
+    account_records_pattern,
     events_key,
     moved_key,
     phone_key,
 )
 from dispatcher.state.store import Loaded, Store
+from dispatcher.state.topology.cluster import scan_page
 
 CURSOR_KEY = CLOSED_CURSOR
 BUSY = frozenset({ClaimStatus.QUEUED, *IN_DOUBT})
@@ -80,19 +81,19 @@ class ClosedMover:
         self.after = after
         self.page = page
         self._evict = store.redis.register_script(_EVICT)
+        self._came_round = False
 
     def run(self, now: datetime) -> int:
         """One page of the key space; returns how many accounts left Redis."""
-        redis = self.store.redis
-        cursor, keys = redis.scan(int(redis.get(CURSOR_KEY) or 0), match=ACCOUNT_RECORDS, count=self.page)
-        redis.set(CURSOR_KEY, cursor)
+        # One cursor per primary on a cluster (dispatcher.state.topology.cluster.scan_page).
+        keys, self._came_round = scan_page(self.store.redis, CURSOR_KEY, account_records_pattern(), self.page)
         return self.move([account_id_of(key) for key in keys], now)
 
     def run_all(self, now: datetime) -> int:
         """Every account once (tests, the benchmark): pages until the cursor comes round."""
         self.store.redis.delete(CURSOR_KEY)
         moved = self.run(now)
-        while int(self.store.redis.get(CURSOR_KEY) or 0) != 0:
+        while not self._came_round:
             moved += self.run(now)
         return moved
 

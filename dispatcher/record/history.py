@@ -29,8 +29,9 @@ from dispatcher.core.stages import ADHOC_STAGE
 from dispatcher.core.strategy import Strategy
 from dispatcher.record.lookback import FINAL_CLAIMS, marked, trimmable
 from dispatcher.state.metrics import ARCHIVED
-from dispatcher.state.redis_keys import ACCOUNT_RECORDS, HISTORY_CURSOR, account_id_of, claims_key
+from dispatcher.state.redis_keys import HISTORY_CURSOR, account_id_of, account_records_pattern, claims_key
 from dispatcher.state.store import Loaded, Store
+from dispatcher.state.topology.cluster import scan_page
 
 CURSOR_KEY = HISTORY_CURSOR
 # SCAN COUNT per run: about a sixth of the keys are account records, so ~1,700 accounts a run; on beat every
@@ -70,18 +71,18 @@ class HistoryTrimmer:
         self.strategy = strategy
         self.page = page
         self.variants = variants
+        self._came_round = False
 
     def run(self, now: datetime) -> Trimmed:
-        redis = self.store.redis
-        cursor, keys = redis.scan(int(redis.get(CURSOR_KEY) or 0), match=ACCOUNT_RECORDS, count=self.page)
-        redis.set(CURSOR_KEY, cursor)
+        # One cursor per primary on a cluster (dispatcher.state.topology.cluster.scan_page).
+        keys, self._came_round = scan_page(self.store.redis, CURSOR_KEY, account_records_pattern(), self.page)
         return self.trim([account_id_of(key) for key in keys], now)
 
     def run_all(self, now: datetime) -> Trimmed:
         """Every account once (tests, the benchmark): pages until the cursor comes round."""
         self.store.redis.delete(CURSOR_KEY)
         total = self.run(now)
-        while int(self.store.redis.get(CURSOR_KEY) or 0) != 0:
+        while not self._came_round:
             found = self.run(now)
             total = Trimmed(total.accounts + found.accounts, total.entries + found.entries)
         return total

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
+import structlog
 
 from dispatcher.core.models import ClaimStatus, HistoryEntry, account_of
 from dispatcher.state.redis_keys import (
@@ -37,6 +38,9 @@ from dispatcher.state.redis_keys import (
     shard_of,
     unverified_key,
 )
+from dispatcher.state.topology.cluster import client_is_cluster
+
+log = structlog.get_logger("dispatcher.state.claims")
 
 # A move between statuses: (account id, contact id, channel, expected status, new status or None to forget).
 ClaimMove = tuple[str, str, str, ClaimStatus, ClaimStatus | None]
@@ -140,10 +144,22 @@ class InDoubt:
 class ClaimStore:
     """Reads and moves claims; every move keeps the indexes above in step, in the same script."""
 
-    def __init__(self, client: redis.Redis, shards: int, wallclock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        client: redis.Redis,
+        shards: int,
+        wallclock: Callable[[], float] = time.time,
+        replicas: int = 0,
+        replica_timeout_ms: int = 200,
+    ):
         self.redis = client
         self.shards = shards
         self.wallclock = wallclock
+        # Replicas that must hold a claim before the caller may send (WAIT): replication is asynchronous, so a
+        # claim acknowledged by a primary that then dies could vanish with it and the contact be sent again.
+        self.replicas = replicas
+        self.replica_timeout_ms = replica_timeout_ms
+        self.unreplicated = 0  # claims whose replicas did not answer in time (sent anyway; logged)
         self._claim = client.register_script(_CLAIM)
         self._move = client.register_script(_MOVE)
         self._release = client.register_script(_RELEASE)
@@ -177,6 +193,8 @@ class ClaimStore:
 
         Called directly rather than through a pipeline: redis-py asks SCRIPT EXISTS before every pipeline
         that holds a script, a second round trip on the send path's hottest call."""
+        if self.replicas:  # the claim and its WAIT on one connection: a pipeline
+            return self.claim_many([(account_id, contact_id, channel, version, attempt)])[0]
         return int(self._claim(*self._claim_call(account_id, contact_id, channel, version, attempt)))
 
     def claim_many(self, claims: Sequence[tuple[str, str, str, str, HistoryEntry]]) -> list[int]:
@@ -187,7 +205,24 @@ class ClaimStore:
         for claim in claims:
             keys, args = self._claim_call(*claim)
             self._claim(keys=keys, args=args, client=pipe)
-        return [int(reply) for reply in pipe.execute()]
+        if not self.replicas:
+            return [int(reply) for reply in pipe.execute()]
+        # WAIT counts the replicas holding every write its connection made, so it rides on the claims' own
+        # connection: the end of this pipeline, or on a cluster the end of each primary's
+        # (dispatcher.state.topology.cluster). A primary whose replicas do not answer in time keeps its claims
+        # (sent anyway, logged).
+        cluster = client_is_cluster(self.redis)
+        if cluster:
+            pipe.wait_replicas = (self.replicas, self.replica_timeout_ms)
+        else:
+            pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
+        replies = pipe.execute()
+        acked = pipe.replicas_acked if cluster else [int(replies.pop())]
+        short = [count for count in acked if count < self.replicas]
+        if short:
+            self.unreplicated += len(short)
+            log.warning("claim.unreplicated", replicas=short, wanted=self.replicas)
+        return [int(reply) for reply in replies]
 
     def _claim_call(
         self, account_id: str, contact_id: str, channel: str, version: str, attempt: HistoryEntry

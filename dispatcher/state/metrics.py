@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 
 from dispatcher.core.models import AccountRecord, Channel
-from dispatcher.state.redis_keys import ACCOUNT_RECORDS, UNACKED, queue_keys, shard_counts_key
+from dispatcher.state.redis_keys import UNACKED, account_records_pattern, queue_keys, shard_counts_key
 from dispatcher.state.store import Store
 
 
@@ -144,18 +144,22 @@ class ClusterCollector:
         self.queues = queue_names() if queues is None else queues
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        pipe = self.store.redis.pipeline(transaction=False)
+        # kombu's lists are the broker's (DISPATCHER_BROKER_URL), the counts and streams the state's; one Redis
+        # for both reads all in one round trip.
+        split = self.store.broker is not self.store.redis
+        queue_pipe = self.store.broker.pipeline(transaction=False)
+        pipe = self.store.redis.pipeline(transaction=False) if split else queue_pipe
         lists = [queue_keys(queue) for queue in self.queues]
         for key in (key for keys in lists for key in keys):
-            pipe.llen(key)
-        pipe.hlen(UNACKED)
+            queue_pipe.llen(key)
+        queue_pipe.hlen(UNACKED)
         for shard in range(self.store.shards):
             pipe.hgetall(shard_counts_key(shard))
         for shard in range(self.store.shards):
             pipe.xrange(self.store.audit_key(shard), "-", "+", count=1)
         pipe.time()
         try:
-            replies = pipe.execute()
+            replies = (queue_pipe.execute() if split else []) + pipe.execute()
         except redis.RedisError:
             return  # Redis away: these series are absent from this scrape, the process's own are still served
         depth = GaugeMetricFamily("dispatcher_queue_depth", "Messages waiting on a Celery queue.", labels=["queue"])
@@ -197,7 +201,7 @@ def recount_accounts(store: Store, batch: int = 1000) -> dict[str, int]:
     cluster's counts."""
     client = store.redis
     counts: Tally[tuple[int, str]] = Tally()
-    keys = [_text(key) for key in client.scan_iter(match=ACCOUNT_RECORDS, count=batch)]
+    keys = [_text(key) for key in client.scan_iter(match=account_records_pattern(), count=batch)]
     for start in range(0, len(keys), batch):
         pipe = client.pipeline(transaction=False)
         for key in keys[start : start + batch]:

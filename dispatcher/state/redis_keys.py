@@ -26,47 +26,75 @@ def shard_of(account_id: str, shards: int) -> int:
     return zlib.crc32(account_id.encode()) % shards
 
 
-# An account's keys, `{a:ID}:...`.
+# An account's keys. Two layouts (docs/architecture.md, "One slot per script"): by default each account has its
+# own hash tag, `{a:ID}:...`; with the shard layout (a Redis Cluster, DISPATCHER_REDIS_KEY_LAYOUT=shard) an
+# account's keys carry its shard's tag, `{s:N}:a:ID:...`, so every script that writes an account and its
+# shard's indexes stays in one slot and atomic. The layout is the process's, set once at start-up
+# (use_shard_layout) before any key is built: the two cannot be mixed on one Redis.
+_layout_shards: int | None = None
+
+
+def use_shard_layout(shards: int | None) -> None:
+    """Tag every account's keys with its shard (`shards` = DISPATCHER_SCHEDULE_SHARDS), or, with None, with
+    the account itself (the default)."""
+    global _layout_shards
+    _layout_shards = shards
+
+
+def shard_layout() -> int | None:
+    """The shard count the account keys are tagged with, or None for the per-account tags."""
+    return _layout_shards
+
+
+def _account_key(account_id: str, part: str, shards: int | None) -> str:
+    if shards is None:
+        return f"{{a:{account_id}}}:{part}"
+    return f"{{s:{shard_of(account_id, shards)}}}:a:{account_id}:{part}"
+
+
 def account_record_key(account_id: str) -> str:
     """hash: v = version, d = the AccountRecord JSON, r = releases, t = the last history trim pass."""
-    return f"{{a:{account_id}}}:acct"
+    return _account_key(account_id, "acct", _layout_shards)
 
 
 def history_key(account_id: str) -> str:
     """list: the account's history entries, append-only (a release or a trim takes some out)."""
-    return f"{{a:{account_id}}}:hist"
+    return _account_key(account_id, "hist", _layout_shards)
 
 
 def claims_key(account_id: str) -> str:
     """hash: contact id -> queued | sending | sent | failed | unknown (dispatcher.state.claims)."""
-    return f"{{a:{account_id}}}:claims"
+    return _account_key(account_id, "claims", _layout_shards)
 
 
 def let_go_key(account_id: str) -> str:
     """hash: contact id -> when its claim was forgotten; a send task for it still on the broker is a stale
     duplicate. Expires a day after the last (dispatcher.state.claims.LET_GO_TTL)."""
-    return f"{{a:{account_id}}}:let-go"
+    return _account_key(account_id, "let-go", _layout_shards)
 
 
 def events_key(account_id: str) -> str:
     """zset: event ids already applied -> when each may lapse (a repeat is a no-op)."""
-    return f"{{a:{account_id}}}:events"
+    return _account_key(account_id, "events", _layout_shards)
 
 
 def ranks_key(account_id: str) -> str:
     """hash: contact id -> rank of the last provider status recorded (dispatcher.state.ranks)."""
-    return f"{{a:{account_id}}}:ranks"
+    return _account_key(account_id, "ranks", _layout_shards)
 
 
 def voice_key(account_id: str) -> str:
     """hash: contact id -> its call's TwiML scripts (human, machine); expires after a day."""
-    return f"{{a:{account_id}}}:voice"
+    return _account_key(account_id, "voice", _layout_shards)
 
 
 def retries_key(account_id: str) -> str:
     """hash: contact id -> transient failures it met in a row (the retry back-off grows with them); expires
     an hour after the last."""
-    return f"{{a:{account_id}}}:retries"
+    return _account_key(account_id, "retries", _layout_shards)
+
+
+_ACCOUNT_PARTS = ("acct", "hist", "claims", "let-go", "events", "ranks", "voice", "retries")
 
 
 def account_keys(account_id: str) -> tuple[str, ...]:
@@ -78,14 +106,37 @@ def account_keys(account_id: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
+def layout_move_keys(account_id: str, shards: int) -> tuple[tuple[str, str], ...]:
+    """Every key of an account as (per-account name, shard-layout name): what the migration to the shard
+    layout renames (dispatcher.state.topology.key_migration)."""
+    return tuple(
+        (_account_key(account_id, part, None), _account_key(account_id, part, shards)) for part in _ACCOUNT_PARTS
+    )
+
+
 # Every account record, as a SCAN pattern, and the account id back from one record key.
-ACCOUNT_RECORDS = account_record_key("*")
+ACCOUNT_RECORDS = _account_key("*", "acct", None)  # the per-account layout's
 _RECORD_PREFIX, _RECORD_SUFFIX = ACCOUNT_RECORDS.split("*")
+_SHARD_RECORDS = "{s:*}:a:*:acct"
+_SHARD_RECORD_INFIX, _SHARD_RECORD_SUFFIX = "}:a:", ":acct"
+
+
+def account_records_pattern() -> str:
+    """The SCAN pattern of every account record in the process's layout."""
+    return ACCOUNT_RECORDS if _layout_shards is None else _SHARD_RECORDS
+
+
+def per_account_layout_pattern() -> str:
+    """The SCAN pattern of every key in the per-account layout (what the migration renames)."""
+    return _account_key("*", "*", None)
 
 
 def account_id_of(record_key: str) -> str:
-    """The account id in a key that ACCOUNT_RECORDS matched."""
-    return record_key[len(_RECORD_PREFIX) : -len(_RECORD_SUFFIX)]
+    """The account id in a key that account_records_pattern() matched (either layout), or any key of the
+    per-account layout."""
+    if record_key.startswith(_RECORD_PREFIX):
+        return record_key[len(_RECORD_PREFIX) : record_key.rindex(_RECORD_SUFFIX[:2])]
+    return record_key[record_key.index(_SHARD_RECORD_INFIX) + len(_SHARD_RECORD_INFIX) : -len(_SHARD_RECORD_SUFFIX)]
 
 
 # A phone number's key, `{p:PHONE}:accounts` (dispatcher.state.phone_index).

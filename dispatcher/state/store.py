@@ -30,15 +30,16 @@ from dispatcher.core.models import AccountRecord, ClaimStatus, Contact, HistoryE
 from dispatcher.state.claims import ClaimMove, ClaimStore, queued_member
 from dispatcher.state.ranks import RANKS_TTL, StatusRanks
 from dispatcher.state.redis_keys import (
-    ACCOUNT_RECORDS,
     account_id_of,
     account_record_key,
+    account_records_pattern,
     audit_key,
     claims_key,
     events_key,
     history_key,
     moved_key,
     phone_key,
+    shard_layout,
     shard_of,
     voice_key,
     wake_key,
@@ -105,12 +106,20 @@ class Store:
     its Redis (the simulator), since a flushed-and-refilled Redis would not be noticed."""
 
     def __init__(
-        self, client: redis.Redis, shards: int = 16, history_cache: int = 0, wallclock: Callable[[], float] = time.time
-    ):
+        self, client: redis.Redis, shards: int = 16, history_cache: int = 0, wallclock: Callable[[], float] = time.time,
+        broker: redis.Redis | None = None, claim_replicas: int = 0, claim_replica_timeout_ms: int = 200,
+    ):  # fmt: skip
+        layout = shard_layout()
+        if layout is not None and layout != shards:
+            raise ValueError(f"the account keys are tagged with {layout} shards, this store has {shards}")
         self.redis = client
+        # The broker's Redis (kombu's queues, the dead letters): the state's unless DISPATCHER_BROKER_URL is set.
+        self.broker = client if broker is None else broker
         self.shards = shards
         self.wallclock = wallclock
-        self.ledger = ClaimStore(client, shards, wallclock)
+        self.ledger = ClaimStore(client, shards, wallclock, claim_replicas, claim_replica_timeout_ms)
+        # With the shard layout the phone index is in another slot than the account's: a step of its own.
+        self._phone_apart = layout is not None
         self.ranks = StatusRanks(client)
         self._history_cache: OrderedDict[str, tuple[str, tuple[HistoryEntry, ...]]] = OrderedDict()
         self._history_cache_size = history_cache
@@ -189,6 +198,16 @@ class Store:
     # Writing.
     def commit_many(self, commits: Sequence[Commit]) -> list[list[str] | int]:
         """Apply each commit; per commit the ids to dispatch (new or still queued), or CONFLICT / DUPLICATE."""
+        if not self._phone_apart:
+            return self._commit_many(commits)
+        # The phone index in its own slot: before the commit (a crash between leaves an entry lookups skip) and
+        # after it (a lookup in between may have pruned the entry as stale before the commit landed).
+        self._index_phones(commits)
+        replies = self._commit_many(commits)
+        self._index_phones(commits)
+        return replies
+
+    def _commit_many(self, commits: Sequence[Commit]) -> list[list[str] | int]:
         if len(commits) == 1:  # an API event: no pipeline, so no SCRIPT EXISTS round trip before it
             commit = commits[0]
             return [self._reply(self._commit(keys=self._commit_keys(commit), args=self._commit_args(commit)))]
@@ -201,6 +220,14 @@ class Store:
             keys = self._commit_keys(commit)
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *self._commit_args(commit))
         return [self._reply(reply) for reply in pipe.execute()]
+
+    def _index_phones(self, commits: Sequence[Commit]) -> None:
+        phones = [(commit.phone, commit.loaded.account_id) for commit in commits if commit.phone]
+        if phones:
+            pipe = self.redis.pipeline(transaction=False)
+            for phone, account_id in phones:
+                pipe.sadd(phone_key(phone), account_id)
+            pipe.execute()
 
     @staticmethod
     def _reply(reply: list[object]) -> list[str] | int:
@@ -219,7 +246,7 @@ class Store:
             events_key(account_id),
             self.ledger.queued_key(shard),
             self._moved_keys[shard],
-            *([phone_key(commit.phone)] if commit.phone else []),
+            *([phone_key(commit.phone)] if commit.phone and not self._phone_apart else []),
         ]
 
     def _commit_args(self, commit: Commit) -> list[object]:
@@ -342,7 +369,7 @@ class Store:
         return None if stored is None else dict(json.loads(stored))
 
     def account_ids(self) -> Iterable[str]:
-        for key in self.redis.scan_iter(match=ACCOUNT_RECORDS, count=1000):
+        for key in self.redis.scan_iter(match=account_records_pattern(), count=1000):
             yield account_id_of(key)
 
     def wake_no_later(self, account_id: str, moment: datetime) -> None:

@@ -55,6 +55,7 @@ def test_the_console_command_holds_the_librarys_commands_and_the_clusters() -> N
         "experiment",
         "report",
         "callbacks",
+        "migrate-keys",
     }
     assert names == library | cluster
 

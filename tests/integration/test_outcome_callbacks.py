@@ -113,9 +113,13 @@ def test_every_event_arrives_signed_in_order_per_account_and_carries_no_personal
     assert not PERSONAL_FIELDS & {key for _, payload in receiver.received for key in payload["data"]}
 
 
-def test_a_receiver_down_for_ten_minutes_then_back_loses_nothing_and_keeps_each_accounts_order(
-    engine: Engine, clock: ManualClock, callbacks: tuple[Relay, CallbackSender], receiver: Receiver
-) -> None:
+@pytest.mark.parametrize(("minutes", "rounds"), [(10, 6), (120, 1)], ids=["ten-minutes", "two-hours"])
+def test_a_receiver_down_then_back_loses_nothing_and_keeps_each_accounts_order(
+    engine: Engine, clock: ManualClock, callbacks: tuple[Relay, CallbackSender], receiver: Receiver, minutes: int,
+    rounds: int,
+) -> None:  # fmt: skip
+    """Down ten minutes (the issue's must-show) and two hours (its fault list): a sending round every
+    60/`rounds` seconds of the clock while it is down."""
     relay, sender = callbacks
     endpoint = _endpoint(relay, receiver)
     engine.upsert_many([make_account(account_id) for account_id in ACCOUNTS])
@@ -124,18 +128,19 @@ def test_a_receiver_down_for_ten_minutes_then_back_loses_nothing_and_keeps_each_
     before = len(receiver.received)
     receiver.stop()
     failed_attempts = 0
-    for minute in range(10):  # ten minutes down, events keep coming, the sender keeps trying
+    for minute in range(minutes):  # down, events keep coming, the sender keeps trying
         _activity(engine, [ACCOUNTS[minute % len(ACCOUNTS)]], amount=str(minute + 1))
-        for _ in range(6):
+        for _ in range(rounds):
             failed_attempts += _drain(relay, sender, rounds=1)
-            clock.advance(timedelta(seconds=10))
+            clock.advance(timedelta(seconds=60 / rounds))
     assert len(receiver.received) == before
     # The breaker: a handful of failed attempts per probe, not one per account per round.
-    assert 0 < failed_attempts <= 10 * 6
+    assert 0 < failed_attempts <= minutes * rounds
     attempts = relay.outbox.attempts(endpoint.id, limit=5)
     assert attempts and all(a["verdict"] == "retry_scheduled" and a["status"] == "" for a in attempts)
     receiver.start()
-    clock.advance(timedelta(minutes=34))  # past the longest wait given within ten minutes (30 min, +10% jitter)
+    # Past the longest wait the schedule gives within the outage (+10% jitter): 30 min, or 2 h for two hours.
+    clock.advance(timedelta(minutes=34) if minutes <= 30 else timedelta(hours=2, minutes=15))
     _drain(relay, sender)
     for _ in range(3):  # on a loaded machine an answer may come after the timeout: its retry is a day away at most
         if receiver.by_account() == _expected(engine.store):

@@ -4,6 +4,7 @@ channel without a window, caps and pressure entry is refused, by name, by `strat
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_the_compliance_report_lists_the_registered_channels() -> None:
 def test_the_simulation_draws_an_outcome_for_a_channel_it_has_no_rates_for() -> None:
     with registered_channel() as pigeon:
         simulation = Simulation(engine=None, clock=None, model=OutcomeModel(), seed=1)  # type: ignore[arg-type]
-        assert simulation._draw(pigeon) == "sent"
+        assert simulation._draw(pigeon, random.Random(1)) == "sent"
 
 
 def test_a_pressure_that_counts_the_agency_as_before_still_loads_and_counts_it() -> None:

@@ -41,7 +41,10 @@ PLACEHOLDERS: dict[str, tuple[object, ...]] = {
     "queue": ("QUEUE",),
     "endpoint_id": ("EP",),
 }
-NOT_BUILDERS = {"shard_of", "account_id_of"}
+NOT_BUILDERS = {
+    "shard_of", "account_id_of", "use_shard_layout", "shard_layout", "account_records_pattern", "layout_move_keys",
+    "per_account_layout_pattern",
+}  # fmt: skip
 
 
 def _source_files() -> list[Path]:

@@ -25,6 +25,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     "getAccount": ("GET", "/v1/accounts/{account_id}"),
     "postEvent": ("POST", "/v1/accounts/{account_id}/events"),
     "requestContact": ("POST", "/v1/contacts"),
+    "postArrangement": ("POST", "/v1/accounts/{account_id}/arrangements"),
+    "cancelArrangement": ("DELETE", "/v1/accounts/{account_id}/arrangements/{arrangement_id}"),
     "listChanges": ("GET", "/v1/changes"),
     "createWebhookEndpoint": ("POST", "/v1/admin/webhook-endpoints"),
     "listWebhookEndpoints": ("GET", "/v1/admin/webhook-endpoints"),
@@ -139,6 +141,18 @@ class DispatcherClient:
             "postEvent", {"account_id": account_id}, json=dict(event), idempotency_key=idempotency_key
         )
         return result
+
+    def post_arrangement(
+        self, account_id: str, arrangement: Mapping[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """An agreed plan: `{"arrangement_id", "offer"}` or `{"arrangement_id", "instalments", "currency"}`."""
+        result: dict[str, Any] = self._call(
+            "postArrangement", {"account_id": account_id}, json=dict(arrangement), idempotency_key=idempotency_key
+        )
+        return result
+
+    def cancel_arrangement(self, account_id: str, arrangement_id: str) -> None:
+        self._call("cancelArrangement", {"account_id": account_id, "arrangement_id": arrangement_id})
 
     def request_contact(self, request: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self._call("requestContact", json=dict(request), idempotency_key=idempotency_key)
