@@ -28,7 +28,7 @@ class Faults:
     retry_after: float | None = 1.0
     latency: float = 0.0
     hang: float = 0.0  # seconds to hold every request without answering; clients should time out
-    # Sandboxes that honour it (Twilio): the next N creates are accepted (stored, callbacks scheduled), then
+    # Sandboxes that honour it (Twilio, Aliyun): the next N creates are accepted (stored, callbacks scheduled), then
     # the answer is held `accept_hang_seconds`: a read timeout after the request left.
     accept_then_hang: int = 0
     accept_hang_seconds: float = 10.0
@@ -101,6 +101,17 @@ class FaultInjector:
             return None
         headers = {"Retry-After": f"{faults.retry_after:g}"} if status == 429 and faults.retry_after is not None else {}
         return JSONResponse(error_body(status), status_code=status, headers=headers)
+
+    async def hold_after_accept(self, log: EventLog) -> None:
+        """The accept-then-hang fault, for a sandbox that has just kept a create (stored, callbacks due):
+        hold its answer so the client times out after the request left. Consumes one."""
+        with self._lock:
+            if self.faults.accept_then_hang <= 0:
+                return
+            self.faults.accept_then_hang -= 1
+            seconds = self.faults.accept_hang_seconds
+        log.append({"event": "fault.accept_then_hang", "seconds": seconds})
+        await asyncio.sleep(seconds)
 
     def mount(self, app: FastAPI) -> None:
         @app.post(f"{CONTROL_PREFIX}/faults")
