@@ -19,6 +19,7 @@ from dispatcher.record.archive import ArchivedStream, AuditArchiver
 from dispatcher.state.store import Store
 from dispatcher.webhook_relay import Relay, stream_events
 from dispatcher.webhook_sender import CallbackSender, callbacks_for
+from tests.callback_fixtures import drain
 from tests.callback_receiver import Receiver
 from tests.conftest import make_account
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
@@ -62,14 +63,6 @@ def _record_on_each_account(engine: Engine, events: Callable[[], list[Event]]) -
             engine.record_event(account_id, event)
 
 
-def _deliver_until_idle(relay: Relay, sender: CallbackSender, rounds: int) -> None:
-    """Relay and send until a round makes no attempt, at most `rounds` times."""
-    for _ in range(rounds):
-        relay.run()
-        if sender.deliver_due().attempts == 0:
-            break
-
-
 def test_the_archiver_never_trims_past_the_slowest_relay_and_the_relay_then_delivers_everything(
     engine: Engine,
     record_pool: ConnectionPool,
@@ -85,7 +78,7 @@ def test_the_archiver_never_trims_past_the_slowest_relay_and_the_relay_then_deli
         assert archived.rows > 0 and archived.trimmed == 0 and _length(engine.store) == length
         assert AuditArchiver(engine.store, record_pool, batch=5).run().rows == 0  # nothing copied twice
 
-        _deliver_until_idle(relay, sender, rounds=20)
+        drain(relay, sender, rounds=20)
         assert sorted(receiver.ids()) == sorted(expected) and receiver.unverified == 0
         AuditArchiver(engine.store, record_pool, batch=5).run()  # the relay has read it all: trimmed now
         assert _length(engine.store) == 0
@@ -118,7 +111,7 @@ def test_a_relay_the_stream_was_trimmed_past_reads_the_record_then_the_stream(
             for account_id in ACCOUNTS[:3]:  # and the tail, in Redis only
                 engine.record_event(account_id, OptOut(channel=Channel.SMS))
             expected = archived + _events(store)
-            _deliver_until_idle(relay, sender, rounds=30)
+            drain(relay, sender, rounds=30)
             assert sorted(receiver.ids()) == sorted(expected) and receiver.unverified == 0
             order = {event_id: place for place, event_id in enumerate(expected)}
             for account_id, ids in receiver.by_account().items():  # in order per account
