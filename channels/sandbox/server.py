@@ -28,7 +28,7 @@ class Faults:
     retry_after: float | None = 1.0
     latency: float = 0.0
     hang: float = 0.0  # seconds to hold every request without answering; clients should time out
-    # Sandboxes that honour it (Twilio, Aliyun): the next N creates are accepted (stored, callbacks scheduled), then
+    # Sandboxes that honour it (Twilio): the next N creates are accepted (stored, callbacks scheduled), then
     # the answer is held `accept_hang_seconds`: a read timeout after the request left.
     accept_then_hang: int = 0
     accept_hang_seconds: float = 10.0
