@@ -53,9 +53,10 @@ from channels.base import (
     Receipt,
     SentQuery,
     TransientDeliveryError,
-    misconfiguration_of,
+    httpx_transport_error,
     parse_retry_after,
     pass_request_gate,
+    seconds_until_midnight,
 )
 from channels.render import babel_locale
 from config.settings import Settings
@@ -246,7 +247,7 @@ class AliyunSmsAdapter:
         try:
             response = self._http.post(self._endpoint, data=form)
         except httpx.TransportError as exc:
-            raise _transport_error(exc, sent=not lookup) from exc
+            raise httpx_transport_error(exc, NAME, "DISPATCHER_ALIYUN_ENDPOINT", "transport", sent=not lookup) from exc
         try:
             answer = response.json()
         except ValueError:
@@ -311,14 +312,4 @@ def lookup_error(error: DeliveryError, retry_after: float | None) -> DeliveryErr
 
 def until_next_day(now: datetime) -> float:
     """Seconds until midnight in Beijing, when Aliyun's daily limits start again."""
-    local = now.astimezone(GATEWAY_ZONE)
-    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), GATEWAY_ZONE)
-    return max(1.0, (midnight - local).total_seconds())
-
-
-def _transport_error(exc: httpx.TransportError, sent: bool) -> DeliveryError:
-    reason = misconfiguration_of(exc)
-    if reason is not None:
-        return ProviderMisconfigured(f"aliyun {reason}: {exc!r}", NAME, "DISPATCHER_ALIYUN_ENDPOINT")
-    never_left = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-    return TransientDeliveryError(f"aliyun transport: {exc!r}", ambiguous=sent and not never_left)
+    return seconds_until_midnight(now.astimezone(GATEWAY_ZONE))

@@ -40,8 +40,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
+
+import httpx
 
 from config.errors import DispatcherError, InputRejected
 
@@ -183,6 +185,25 @@ def misconfiguration_of(exc: BaseException) -> str | None:
             return "TLS failure"
         current = current.__cause__ or current.__context__
     return None
+
+
+def httpx_transport_error(
+    exc: httpx.TransportError, provider: str, setting: str, what: str, *, sent: bool
+) -> TransientDeliveryError:
+    """An httpx transport failure of an HTTP provider: DNS or TLS points at `setting` (the host); any other is
+    worth another try, ambiguous when a request that sends (`sent`) may have left before the failure."""
+    reason = misconfiguration_of(exc)
+    if reason is not None:
+        return ProviderMisconfigured(f"{provider} {reason}: {exc!r}", provider, setting)
+    never_left = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return TransientDeliveryError(f"{provider} {what}: {exc!r}", ambiguous=sent and not never_left)
+
+
+def seconds_until_midnight(local: datetime) -> float:
+    """Seconds from `local` to the next midnight of its own zone (at least one): when a provider's daily
+    quotas start again."""
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), local.tzinfo)
+    return max(1.0, (midnight - local).total_seconds())
 
 
 class PermanentDeliveryError(DeliveryError):

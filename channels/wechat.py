@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -43,9 +43,10 @@ from channels.base import (
     Receipt,
     SentQuery,
     TransientDeliveryError,
-    misconfiguration_of,
+    httpx_transport_error,
     parse_retry_after,
     pass_request_gate,
+    seconds_until_midnight,
 )
 from config.settings import Settings
 
@@ -64,6 +65,7 @@ _SETTING_OF = {
     40125: "DISPATCHER_WECHAT_APP_SECRET",
     40164: "DISPATCHER_WECHAT_APP_ID",  # our IP is not on the account's whitelist
 }
+_BASE_URL_SETTING = "DISPATCHER_WECHAT_API_BASE_URL"
 _QUOTA_ZONE = ZoneInfo("Asia/Shanghai")  # WeChat's daily quotas reset at midnight, Beijing time
 
 
@@ -187,7 +189,7 @@ class WechatAdapter:
         try:
             response = self._http.post(f"{self._root}{SEND_PATH}", params={"access_token": token}, json=body)
         except httpx.TransportError as exc:
-            raise _transport_error(exc, "send") from exc
+            raise httpx_transport_error(exc, PROVIDER, _BASE_URL_SETTING, "send", sent=True) from exc
         return _answer(response, "send")
 
     def _token(self, stale: str | None = None) -> str:
@@ -228,7 +230,7 @@ class WechatAdapter:
         try:
             response = self._http.post(f"{self._root}{TOKEN_PATH}", json=body)
         except httpx.TransportError as exc:
-            raise _transport_error(exc, "stable_token") from exc
+            raise httpx_transport_error(exc, PROVIDER, _BASE_URL_SETTING, "stable_token", sent=False) from exc
         answer = _answer(response, "stable_token")
         if answer.get("errcode", 0) != 0 or not answer.get("access_token"):
             raise translate_wechat_error(answer.get("errcode", -1), str(answer.get("errmsg", "")), self._clock())
@@ -251,31 +253,19 @@ def translate_wechat_error(errcode: Any, errmsg: str, now: float) -> DeliveryErr
     if errcode in _SETTING_OF:
         return ProviderMisconfigured(label, PROVIDER, _SETTING_OF[errcode])
     if errcode == 45009:
-        return TransientDeliveryError(label, retry_after=_until_quota_resets(now))
+        return TransientDeliveryError(
+            label, retry_after=seconds_until_midnight(datetime.fromtimestamp(now, _QUOTA_ZONE))
+        )
     if errcode == -1 or errcode in STALE_TOKEN:  # busy, or a token refused twice in a row
         return TransientDeliveryError(label)
     return PermanentDeliveryError(label, "failed")
-
-
-def _until_quota_resets(now: float) -> float:
-    local = datetime.fromtimestamp(now, _QUOTA_ZONE)
-    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), _QUOTA_ZONE)
-    return max(1.0, (midnight - local).total_seconds())
-
-
-def _transport_error(exc: httpx.TransportError, what: str) -> DeliveryError:
-    reason = misconfiguration_of(exc)
-    if reason is not None:
-        return ProviderMisconfigured(f"wechat {reason}: {exc!r}", PROVIDER, "DISPATCHER_WECHAT_API_BASE_URL")
-    ambiguous = what == "send" and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-    return TransientDeliveryError(f"wechat {what}: {exc!r}", ambiguous=ambiguous)
 
 
 def _answer(response: httpx.Response, what: str) -> dict[str, Any]:
     """WeChat answers 200 with an errcode; a 404 is a wrong root, 429 and 5xx a proxy's trouble."""
     status = response.status_code
     if status == 404:
-        raise ProviderMisconfigured(f"wechat {what} 404", PROVIDER, "DISPATCHER_WECHAT_API_BASE_URL")
+        raise ProviderMisconfigured(f"wechat {what} 404", PROVIDER, _BASE_URL_SETTING)
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise TransientDeliveryError(f"wechat {what} {status}", retry_after=retry_after)

@@ -238,14 +238,6 @@ class AliyunSandbox:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def hold_if_asked(self) -> None:
-        """The accept-then-hang fault: the send was kept (and its report will come), the answer is held."""
-        faults = self.faults.faults
-        if faults.accept_then_hang > 0:
-            self.faults.set(accept_then_hang=faults.accept_then_hang - 1)
-            self.log.append({"event": "fault.accept_then_hang", "seconds": faults.accept_hang_seconds})
-            await asyncio.sleep(faults.accept_hang_seconds)
-
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"Code": code, "Message": message, "RequestId": _request_id()}
@@ -275,7 +267,7 @@ def create_app(sandbox: AliyunSandbox) -> FastAPI:
             params.update(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         status, answer = sandbox.handle(request.method, params)
         if status == 200 and params.get("Action") == "SendSms" and answer.get("Code") == "OK":
-            await sandbox.hold_if_asked()
+            await sandbox.faults.hold_after_accept(sandbox.log)
         return JSONResponse(answer, status_code=status)
 
     @app.post("/_sandbox/sms-up")

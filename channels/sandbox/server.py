@@ -102,6 +102,17 @@ class FaultInjector:
         headers = {"Retry-After": f"{faults.retry_after:g}"} if status == 429 and faults.retry_after is not None else {}
         return JSONResponse(error_body(status), status_code=status, headers=headers)
 
+    async def hold_after_accept(self, log: EventLog) -> None:
+        """The accept-then-hang fault, for a sandbox that has just kept a create (stored, callbacks due):
+        hold its answer so the client times out after the request left. Consumes one."""
+        with self._lock:
+            if self.faults.accept_then_hang <= 0:
+                return
+            self.faults.accept_then_hang -= 1
+            seconds = self.faults.accept_hang_seconds
+        log.append({"event": "fault.accept_then_hang", "seconds": seconds})
+        await asyncio.sleep(seconds)
+
     def mount(self, app: FastAPI) -> None:
         @app.post(f"{CONTROL_PREFIX}/faults")
         async def set_faults(request: Request) -> dict[str, Any]:

@@ -195,14 +195,6 @@ class TwilioSandbox:
             except httpx.HTTPError as exc:
                 self.log.append({**record, "error": repr(exc)})
 
-    async def hold_if_asked(self) -> None:
-        """The accept-then-hang fault: after a create succeeded, hold the answer so the client times out."""
-        faults = self.faults.faults
-        if faults.accept_then_hang > 0:
-            self.faults.set(accept_then_hang=faults.accept_then_hang - 1)
-            self.log.append({"event": "fault.accept_then_hang", "seconds": faults.accept_hang_seconds})
-            await asyncio.sleep(faults.accept_hang_seconds)
-
 
 def _now() -> str:
     return format_datetime(datetime.now(UTC))
@@ -337,7 +329,7 @@ def create_app(sandbox: TwilioSandbox) -> FastAPI:
 
     async def created(response: JSONResponse) -> Response:
         if response.status_code == 201:
-            await sandbox.hold_if_asked()
+            await sandbox.faults.hold_after_accept(sandbox.log)
         return response
 
     @app.post(API_PREFIX + "/Messages.json")

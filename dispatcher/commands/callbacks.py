@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,6 +33,7 @@ HELP = (
 app = typer.Typer(help=HELP, no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
 
 
 @contextmanager
@@ -148,39 +149,39 @@ def retry_command(
     console.print(f"{event} is due now", highlight=False)
 
 
+def _on_endpoint(endpoint_id: str, change: Callable[[EndpointRegistry, str], T]) -> T:
+    """`change` applied to an endpoint that exists (else exit 1 naming it): what disable, enable, rotate and
+    delete share."""
+    with _opened() as (_, registry, _outbox):
+        _found(registry, endpoint_id)
+        return change(registry, endpoint_id)
+
+
 @app.command("disable")
 def disable_command(endpoint_id: Annotated[str, typer.Argument(help="The endpoint.")]) -> None:
     """Stop delivering to an endpoint (its queues are kept; `enable` starts again from what happens next)."""
-    with _opened() as (_, registry, _outbox):
-        _found(registry, endpoint_id)
-        registry.disable(endpoint_id, "disabled by an operator")
+    _on_endpoint(endpoint_id, lambda registry, found: registry.disable(found, "disabled by an operator"))
     console.print(f"{endpoint_id} disabled", highlight=False)
 
 
 @app.command("enable")
 def enable_command(endpoint_id: Annotated[str, typer.Argument(help="The endpoint.")]) -> None:
     """Deliver to an endpoint again, from what happens next (its breaker closed)."""
-    with _opened() as (_, registry, _outbox):
-        _found(registry, endpoint_id)
-        registry.enable(endpoint_id)
+    _on_endpoint(endpoint_id, EndpointRegistry.enable)
     console.print(f"{endpoint_id} enabled", highlight=False)
 
 
 @app.command("rotate")
 def rotate_command(endpoint_id: Annotated[str, typer.Argument(help="The endpoint.")]) -> None:
     """A new signing secret, printed this once; the old one signs too for 24 hours."""
-    with _opened() as (_, registry, _outbox):
-        _found(registry, endpoint_id)
-        secret = registry.rotate(endpoint_id)
+    secret = _on_endpoint(endpoint_id, EndpointRegistry.rotate)
     console.print(f"secret {secret}\n(the old secret signs too for 24 hours)", highlight=False)
 
 
 @app.command("delete")
 def delete_command(endpoint_id: Annotated[str, typer.Argument(help="The endpoint.")]) -> None:
     """Delete an endpoint with its queues, attempts and failed events."""
-    with _opened() as (_, registry, _outbox):
-        _found(registry, endpoint_id)
-        registry.delete(endpoint_id)
+    _on_endpoint(endpoint_id, EndpointRegistry.delete)
     console.print(f"{endpoint_id} deleted", highlight=False)
 
 

@@ -135,7 +135,7 @@ def report_variants(
     each with its interval, and each variant against the champion with the sample it needs and a verdict."""
     from dispatcher.record.db import open_record
     from dispatcher.record.pg_server import record_for_command
-    from dispatcher.record.results import read_variant_report
+    from dispatcher.record.results import archived_facts
 
     settings = load_settings()
     variants = variants_from(settings)
@@ -152,7 +152,7 @@ def report_variants(
             report = variant_report([], champion, order, costs, horizon)
         else:
             with open_record(url, max_size=1) as pool:
-                report = read_variant_report(pool, champion, order, costs, horizon)
+                report = variant_report(archived_facts(pool, horizon), champion, order, costs, horizon)
     if as_json:
         console.print_json(json.dumps(report))
         return

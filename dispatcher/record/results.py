@@ -8,14 +8,13 @@ last archive interval's) are not in it, and its horizon says up to when it reads
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from dispatcher.core.experiments.results import account_facts, variant_report
+from dispatcher.core.experiments.results import AccountFacts, account_facts
 
 _ENTRIES = """
 SELECT e.entry
@@ -37,13 +36,7 @@ def variant_entries(pool: ConnectionPool, horizon: datetime) -> Iterator[dict[st
             yield entry
 
 
-def read_variant_report(
-    pool: ConnectionPool,
-    champion: str,
-    order: Sequence[str],
-    costs: Mapping[str, Decimal],
-    horizon: datetime,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The report over everything archived up to `horizon` (dispatcher.core.experiments.results)."""
-    return variant_report(account_facts(variant_entries(pool, horizon)), champion, order, costs, horizon, seed)
+def archived_facts(pool: ConnectionPool, horizon: datetime) -> list[AccountFacts]:
+    """The facts of every account archived up to `horizon`, for dispatcher.core.experiments.results's
+    variant_report."""
+    return account_facts(variant_entries(pool, horizon))

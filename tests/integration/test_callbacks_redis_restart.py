@@ -18,21 +18,13 @@ from dispatcher.core.strategy import load_strategy
 from dispatcher.engine import Engine
 from dispatcher.state.redis_server import EmbeddedRedis
 from dispatcher.state.store import Store
-from dispatcher.webhook_relay import stream_events
 from dispatcher.webhook_sender import callbacks_for
+from tests.callback_fixtures import audit_event_ids, drain
 from tests.callback_receiver import Receiver
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.integration
 ACCOUNTS = [f"RR{i}" for i in range(6)]
-
-
-def _expected(store: Store) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for shard in range(store.shards):
-        for _, event in stream_events(shard, store.redis.xrange(store.audit_key(shard))):
-            found.setdefault(event.account_id, []).append(event.id)
-    return found
 
 
 def test_cursors_queues_and_retries_survive_a_redis_restart(tmp_path: Path) -> None:
@@ -65,11 +57,8 @@ def test_cursors_queues_and_retries_survive_a_redis_restart(tmp_path: Path) -> N
             engine.record_event(account_id, Payment(amount=Decimal("11")))
         receiver.status = 204
         clock.advance(timedelta(minutes=6))  # past the first retry's wait
-        for _ in range(20):
-            relay.run()
-            if sender.deliver_due().attempts == 0:
-                break
-        assert receiver.by_account() == _expected(store)  # nothing lost, in order per account
+        drain(relay, sender, rounds=20)
+        assert receiver.by_account() == audit_event_ids(store)  # nothing lost, in order per account
         assert len(receiver.ids()) == len(set(receiver.ids()))  # nothing queued twice: the cursors came back
         sender.close()
     finally:

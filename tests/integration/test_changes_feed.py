@@ -19,13 +19,13 @@ from config.settings import Settings
 from dispatcher.api import create_app
 from dispatcher.api.app import ServerThread
 from dispatcher.core.clock import ManualClock
-from dispatcher.core.events import Dispute, DisputeResolved, OptOut, Payment
+from dispatcher.core.events import Payment
 from dispatcher.core.models import Channel
 from dispatcher.engine import Engine
 from dispatcher.record.archive import AuditArchiver
 from dispatcher.state.store import Store
-from dispatcher.webhook_relay import stream_events
 from tests.api_fixtures import Api, api_keys, api_settings  # noqa: F401
+from tests.callback_fixtures import audit_event_ids, record_activity
 from tests.conftest import make_account
 from tests.pg_fixtures import database_url_fixture, pg_server_fixture, record_pool_fixture  # noqa: F401
 
@@ -43,19 +43,7 @@ def feed_api(api_settings: Settings, engine: Engine, store: Store, clock: Manual
 
 def _activity(engine: Engine) -> None:
     engine.upsert_many([make_account(account_id) for account_id in ACCOUNTS])
-    for account_id in ACCOUNTS:
-        engine.record_event(account_id, Payment(amount=Decimal("10")))
-        engine.record_event(account_id, Dispute())
-        engine.record_event(account_id, DisputeResolved())
-        engine.record_event(account_id, OptOut(channel=Channel.VOICE))
-
-
-def _stream_ids(store: Store) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for shard in range(store.shards):
-        for _, event in stream_events(shard, store.redis.xrange(store.audit_key(shard))):
-            found.setdefault(event.account_id, []).append(event.id)
-    return found
+    record_activity(engine, ACCOUNTS, opt_out=Channel.VOICE)
 
 
 def _read_all(api: Api, limit: int, after: str | None = None, **params: str) -> tuple[list[dict], str]:
@@ -82,11 +70,11 @@ def test_the_feed_pages_every_event_in_order_per_account_from_the_record_then_re
     feed_api: Api, record_pool: ConnectionPool
 ) -> None:
     _activity(feed_api.engine)
-    expected = _stream_ids(feed_api.store)
+    expected = audit_event_ids(feed_api.store)
     archived = AuditArchiver(feed_api.store, record_pool).run()  # no endpoint: the streams are trimmed
-    assert archived.trimmed > 0 and _stream_ids(feed_api.store) == {}
+    assert archived.trimmed > 0 and audit_event_ids(feed_api.store) == {}
     feed_api.engine.record_event("CF1", Payment(amount=Decimal("11")))  # the tail, in Redis only
-    tail = _stream_ids(feed_api.store)["CF1"]
+    tail = audit_event_ids(feed_api.store)["CF1"]
     items, cursor = _read_all(feed_api, limit=3)
     expected["CF1"] += tail
     assert _by_account(items) == expected

@@ -6,6 +6,7 @@ import json
 import re
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -170,15 +171,26 @@ def test_account_show_starts_an_embedded_record_nobody_runs_for_its_own_duration
     assert running_url(data_dir) is None and not (data_dir / "postmaster.pid").exists()  # and it was stopped
 
 
-def test_simulate_moves_accounts_through_the_ladder_without_a_window_or_cap_breach(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
-    out = tmp_path / "timelines.json"
-    result = runner.invoke(app, ["simulate", "--accounts", "60", "--days", "100", "--seed", "3", "--json", str(out)])
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    """One simulation (60 accounts, 100 days, seed 3) that the simulate tests read: what it printed and the
+    timelines it wrote. Its state directory is set only while it runs, so no other test sees it."""
+    folder = tmp_path_factory.mktemp("simulate")
+    out = folder / "timelines.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISPATCHER_STATE_DIR", str(folder / "state"))
+        result = runner.invoke(
+            app, ["simulate", "--accounts", "60", "--days", "100", "--seed", "3", "--json", str(out)]
+        )
     assert result.exit_code == 0, result.output
-    assert "outside a window / holiday" in result.output
-    document = json.loads(out.read_text(encoding="utf-8"))
+    return result.output, json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_simulate_moves_accounts_through_the_ladder_without_a_window_or_cap_breach(
+    simulated: tuple[str, dict[str, Any]],
+) -> None:
+    output, document = simulated
+    assert "outside a window / holiday" in output
     assert len(document["accounts"]) == 60
     attempts = [row for account in document["accounts"] for row in account["timeline"] if row["kind"] == "attempt"]
     assert {row["channel"] for row in attempts} >= {"sms", "voice", "email", "letter", "agency"}
@@ -193,35 +205,31 @@ def test_simulate_moves_accounts_through_the_ladder_without_a_window_or_cap_brea
         "wechat": "wechat",
     }
     assert all(row["provider"] == providers[row["channel"]] for row in attempts)
-    assert "sends by provider" in result.output
+    assert "sends by provider" in output
     for provider in ("twilio", "smtp", "print_vendor", "agency"):
         count = sum(1 for row in attempts if row["provider"] == provider)
-        assert re.search(rf"\b{provider}\W+{count}\b", result.output), (provider, count)
+        assert re.search(rf"\b{provider}\W+{count}\b", output), (provider, count)
 
 
 def test_simulate_reports_what_the_debtors_paid_by_stage_and_their_plans(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    simulated: tuple[str, dict[str, Any]],
 ) -> None:
-    monkeypatch.setenv("DISPATCHER_STATE_DIR", str(tmp_path / "state"))
-    out = tmp_path / "timelines.json"
-    result = runner.invoke(app, ["simulate", "--accounts", "60", "--days", "100", "--seed", "3", "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    document = json.loads(out.read_text(encoding="utf-8"))
+    output, document = simulated
     events = [row for account in document["accounts"] for row in account["timeline"] if row["kind"] == "event"]
     paid = sum(Decimal(row["amount"]) for row in events if row["event"] == "payment")
     assert paid > 0 and "promise_to_pay" in {row["event"] for row in events}
     # The payments the debtors made are the amount collected, and the stages' amounts add up to it.
-    row = re.search(r"amount collected\W+((?:[A-Z]{3} [\d.]+(?:, )?)+)", result.output)
-    assert row is not None, result.output
+    row = re.search(r"amount collected\W+((?:[A-Z]{3} [\d.]+(?:, )?)+)", output)
+    assert row is not None, output
     assert sum(Decimal(part.split()[1]) for part in row.group(1).split(", ")) == paid
-    table = result.output.split("resolution and amount collected by stage", 1)[1].split("sends by local hour")[0]
+    table = output.split("resolution and amount collected by stage", 1)[1].split("sends by local hour")[0]
     stage_rows = re.findall(r"│ ([a-z_ ]+?)\s+│\s+(\d+) │\s+(\d+) │\s+[\d.%—]+ │\s+([\d.]+) │", table)
     assert {stage for stage, *_ in stage_rows} >= {"reminder", "early", "continuous"}
     assert sum(Decimal(amount) for *_, amount in stage_rows) == paid
     resolved = sum(1 for account in document["accounts"] if account["status"] == "resolved")
     assert sum(int(there) for _, _, there, _ in stage_rows) == resolved
     plans = r"instalment plans \(as the debtors kept them\)\W+made [1-9]\d*, kept \d+, broken \d+"
-    assert re.search(plans, result.output)
+    assert re.search(plans, output)
 
 
 def test_simulate_refuses_a_bad_debtor_model_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

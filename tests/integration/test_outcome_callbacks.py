@@ -17,15 +17,16 @@ from channels.sandbox import Sandboxes
 from config.settings import Settings, load_settings
 from dispatcher.core.arrangements.events import ArrangementCancelled, ArrangementMade
 from dispatcher.core.clock import ManualClock
-from dispatcher.core.events import Dispute, DisputeResolved, OptOut, Payment
+from dispatcher.core.events import OptOut, Payment
 from dispatcher.core.models import Channel
 from dispatcher.core.privacy.personal_data import PERSONAL_FIELDS
 from dispatcher.engine import Engine
 from dispatcher.state.redis_keys import WEBHOOK_RUN
 from dispatcher.state.store import Store
 from dispatcher.state.webhook_endpoints import Endpoint
-from dispatcher.webhook_relay import Relay, stream_events
+from dispatcher.webhook_relay import Relay
 from dispatcher.webhook_sender import CallbackSender, callbacks_for
+from tests.callback_fixtures import audit_event_ids, drain, record_activity
 from tests.callback_receiver import Receiver
 from tests.conftest import make_account
 from tests.worker_fixtures import eventually
@@ -59,46 +60,17 @@ def _endpoint(relay: Relay, receiver: Receiver, types: tuple[str, ...] = ()) -> 
     return endpoint
 
 
-def _activity(engine: Engine, accounts: list[str], amount: str = "10") -> None:
-    """Facts of each kind on each account: a payment, a dispute opened and closed (a hold), an opt-out."""
-    for account_id in accounts:
-        engine.record_event(account_id, Payment(amount=Decimal(amount)))
-        engine.record_event(account_id, Dispute())
-        engine.record_event(account_id, DisputeResolved())
-        engine.record_event(account_id, OptOut(channel=Channel.SMS))
-
-
-def _expected(store: Store) -> dict[str, list[str]]:
-    """Each account's event ids in the order the audit streams hold them."""
-    found: dict[str, list[str]] = {}
-    for shard in range(store.shards):
-        for _, event in stream_events(shard, store.redis.xrange(store.audit_key(shard))):
-            found.setdefault(event.account_id, []).append(event.id)
-    return found
-
-
-def _drain(relay: Relay, sender: CallbackSender, rounds: int = 50) -> int:
-    attempts = 0
-    for _ in range(rounds):
-        relay.run()
-        done = sender.deliver_due()
-        attempts += done.attempts
-        if done.attempts == 0:
-            break
-    return attempts
-
-
 def test_every_event_arrives_signed_in_order_per_account_and_carries_no_personal_data(
     engine: Engine, callbacks: tuple[Relay, CallbackSender], receiver: Receiver
 ) -> None:
     relay, sender = callbacks
     _endpoint(relay, receiver)
     engine.upsert_many([make_account(account_id) for account_id in ACCOUNTS])
-    _activity(engine, ACCOUNTS)
+    record_activity(engine, ACCOUNTS)
     engine.record_event("CB0", Payment(amount=Decimal("4990.00")))  # paid in full: resolved
-    _drain(relay, sender)
+    drain(relay, sender)
     assert receiver.unverified == 0
-    assert receiver.by_account() == _expected(engine.store)
+    assert receiver.by_account() == audit_event_ids(engine.store)
     assert len(receiver.ids()) == len(set(receiver.ids()))
     assert receiver.types_of("CB1") == [
         "payment.recorded", "account.hold_started", "account.hold_ended", "account.opted_out",
@@ -123,15 +95,15 @@ def test_a_receiver_down_then_back_loses_nothing_and_keeps_each_accounts_order(
     relay, sender = callbacks
     endpoint = _endpoint(relay, receiver)
     engine.upsert_many([make_account(account_id) for account_id in ACCOUNTS])
-    _activity(engine, ACCOUNTS[:3])
-    _drain(relay, sender)
+    record_activity(engine, ACCOUNTS[:3])
+    drain(relay, sender)
     before = len(receiver.received)
     receiver.stop()
     failed_attempts = 0
     for minute in range(minutes):  # down, events keep coming, the sender keeps trying
-        _activity(engine, [ACCOUNTS[minute % len(ACCOUNTS)]], amount=str(minute + 1))
+        record_activity(engine, [ACCOUNTS[minute % len(ACCOUNTS)]], amount=str(minute + 1))
         for _ in range(rounds):
-            failed_attempts += _drain(relay, sender, rounds=1)
+            failed_attempts += drain(relay, sender, rounds=1)
             clock.advance(timedelta(seconds=60 / rounds))
     assert len(receiver.received) == before
     # The breaker: a handful of failed attempts per probe, not one per account per round.
@@ -141,14 +113,14 @@ def test_a_receiver_down_then_back_loses_nothing_and_keeps_each_accounts_order(
     receiver.start()
     # Past the longest wait the schedule gives within the outage (+10% jitter): 30 min, or 2 h for two hours.
     clock.advance(timedelta(minutes=34) if minutes <= 30 else timedelta(hours=2, minutes=15))
-    _drain(relay, sender)
+    drain(relay, sender)
     for _ in range(3):  # on a loaded machine an answer may come after the timeout: its retry is a day away at most
-        if receiver.by_account() == _expected(engine.store):
+        if receiver.by_account() == audit_event_ids(engine.store):
             break
         clock.advance(timedelta(days=1))
-        _drain(relay, sender)
+        drain(relay, sender)
     assert receiver.unverified == 0
-    assert receiver.by_account() == _expected(engine.store)  # 0 lost, in order per account, each id once
+    assert receiver.by_account() == audit_event_ids(engine.store)  # 0 lost, in order per account, each id once
     assert relay.registry.get(endpoint.id).failures == 0  # type: ignore[union-attr]
 
 
@@ -156,14 +128,14 @@ def test_410_disables_the_endpoint(engine: Engine, callbacks: tuple[Relay, Callb
     relay, sender = callbacks
     endpoint = _endpoint(relay, receiver)
     engine.upsert_many([make_account("CB0")])
-    _activity(engine, ["CB0"])
+    record_activity(engine, ["CB0"])
     receiver.status = 410
-    _drain(relay, sender)
+    drain(relay, sender)
     found = relay.registry.get(endpoint.id)
     assert found is not None and not found.enabled and "410" in str(found.disabled_reason)
     assert receiver.hits == 1 and relay.outbox.attempts(endpoint.id)[0]["verdict"] == "endpoint_disabled"
-    _activity(engine, ["CB0"])
-    assert _drain(relay, sender) == 0 and receiver.hits == 1
+    record_activity(engine, ["CB0"])
+    assert drain(relay, sender) == 0 and receiver.hits == 1
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -175,15 +147,15 @@ def test_429_and_5xx_wait_what_retry_after_says(
     engine.upsert_many([make_account("CB0")])
     engine.record_event("CB0", Payment(amount=Decimal("10")))
     receiver.status, receiver.retry_after = status, "120"
-    assert _drain(relay, sender) == 1
+    assert drain(relay, sender) == 1
     attempt = relay.outbox.attempts(endpoint.id)[0]
     assert attempt["status"] == str(status)
     assert float(attempt["next_attempt_at"]) == clock.now().timestamp() + 120  # not the schedule's 5 s
     receiver.status, receiver.retry_after = 204, None
     clock.advance(timedelta(seconds=119))
-    assert _drain(relay, sender) == 0 and receiver.hits == 1
+    assert drain(relay, sender) == 0 and receiver.hits == 1
     clock.advance(timedelta(seconds=1))
-    assert _drain(relay, sender) == 1 and len(receiver.received) == 1
+    assert drain(relay, sender) == 1 and len(receiver.received) == 1
 
 
 def test_a_url_resolving_to_the_metadata_service_or_loopback_is_refused_at_send(
@@ -204,7 +176,7 @@ def test_a_url_resolving_to_the_metadata_service_or_loopback_is_refused_at_send(
     for address in ("169.254.169.254", "127.0.0.1"):
         pointing["address"] = address
         clock.advance(timedelta(hours=1))
-        assert _drain(relay, sender, rounds=1) == 1
+        assert drain(relay, sender, rounds=1) == 1
         attempt = relay.outbox.attempts(endpoint.id)[0]
         assert attempt["verdict"] == "retry_scheduled" and f"resolves to {address}" in attempt["error"]
     assert receiver.hits == 0
@@ -230,11 +202,11 @@ def test_a_sender_killed_mid_delivery_redelivers_under_the_same_webhook_id(
     with pytest.raises(Killed):
         sender.deliver_due()
     sender.outbox.finish = real_finish  # type: ignore[method-assign]
-    assert _drain(relay, sender) == 0  # leased: not yet
+    assert drain(relay, sender) == 0  # leased: not yet
     clock.advance(timedelta(seconds=sender.policy.lease + 1))
-    _drain(relay, sender)
+    drain(relay, sender)
     assert len(receiver.received) == 2 and receiver.received[0][0] == receiver.received[1][0]
-    assert receiver.by_account() == _expected(engine.store)
+    assert receiver.by_account() == audit_event_ids(engine.store)
 
 
 def test_a_secret_rotated_mid_retry_signs_with_both_for_a_day(
@@ -246,20 +218,20 @@ def test_a_secret_rotated_mid_retry_signs_with_both_for_a_day(
     engine.upsert_many([make_account("CB0")])
     engine.record_event("CB0", Payment(amount=Decimal("10")))
     receiver.status = 500
-    _drain(relay, sender)
+    drain(relay, sender)
     new = relay.registry.rotate(endpoint.id)
     assert new is not None
     receiver.status, receiver.secrets = 204, [new]  # the receiver has switched already
     clock.advance(timedelta(seconds=10))
-    _drain(relay, sender)
+    drain(relay, sender)
     assert len(receiver.received) == 1
     receiver.secrets = [old]  # one still on the old secret is served too, for 24 h
     engine.record_event("CB0", Payment(amount=Decimal("11")))
-    _drain(relay, sender)
+    drain(relay, sender)
     assert len(receiver.received) == 2
     clock.advance(timedelta(hours=24, seconds=1))
     engine.record_event("CB0", Payment(amount=Decimal("12")))
-    _drain(relay, sender, rounds=1)
+    drain(relay, sender, rounds=1)
     assert len(receiver.received) == 2 and receiver.unverified == 1
 
 
@@ -271,7 +243,7 @@ def test_an_arrangement_made_and_cancelled_is_called_back_with_ids_only(
     engine.upsert_many([make_account("CB0")])
     engine.record_event("CB0", ArrangementMade(arrangement_id="ARR-1", offer="instalment_3"))
     engine.record_event("CB0", ArrangementCancelled(arrangement_id="ARR-1"))
-    _drain(relay, sender)
+    drain(relay, sender)
     assert [payload for _, payload in receiver.received] == [
         {"type": "arrangement.made", "timestamp": "2026-03-02T02:00:00Z",
          "data": {"account_id": "CB0", "arrangement_id": "ARR-1", "offer": "instalment_3"}},
@@ -290,13 +262,13 @@ def test_a_receiver_slower_than_the_timeout_is_retried_on_the_schedule(
     engine.upsert_many([make_account("CB0")])
     engine.record_event("CB0", Payment(amount=Decimal("10")))
     receiver.delay = 1.0  # answers after the sender has given up
-    assert _drain(relay, sender, rounds=1) == 1
+    assert drain(relay, sender, rounds=1) == 1
     attempt = relay.outbox.attempts(endpoint.id)[0]
     assert attempt["error"] == "timeout" and attempt["verdict"] == "retry_scheduled"
     receiver.delay = 0.0
     clock.advance(timedelta(seconds=6))  # the schedule's first wait, 5 s (+10 %)
-    _drain(relay, sender)
-    assert receiver.by_account() == _expected(engine.store)  # the late answer was not taken as delivered
+    drain(relay, sender)
+    assert receiver.by_account() == audit_event_ids(engine.store)  # the late answer was not taken as delivered
     sender.close()
 
 
@@ -306,8 +278,8 @@ def test_an_endpoint_gets_only_the_types_it_asked_for(
     relay, sender = callbacks
     _endpoint(relay, receiver, types=("payment.recorded",))
     engine.upsert_many([make_account("CB0")])
-    _activity(engine, ["CB0"])
-    _drain(relay, sender)
+    record_activity(engine, ["CB0"])
+    drain(relay, sender)
     assert [payload["type"] for _, payload in receiver.received] == ["payment.recorded"]
 
 
@@ -331,7 +303,7 @@ def test_the_beat_task_on_a_real_celery_worker_relays_and_delivers(
     eventually(lambda: set(wanted) <= set(receiver.types_of("CB0")), timeout=30)
     assert [found for found in receiver.types_of("CB0") if found in wanted] == wanted
     # The worker sent the account's first SMS meanwhile (contact.sent): whatever arrived is the stream's prefix.
-    arrived, expected = receiver.by_account()["CB0"], _expected(runtime.engine.store)["CB0"]
+    arrived, expected = receiver.by_account()["CB0"], audit_event_ids(runtime.engine.store)["CB0"]
     assert arrived == expected[: len(arrived)] and receiver.unverified == 0
     sender.close()
 

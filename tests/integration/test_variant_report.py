@@ -20,12 +20,12 @@ from dispatcher.api import create_app
 from dispatcher.core.clock import ManualClock
 from dispatcher.core.events import Dispute, OptOut, Payment, PromiseToPay
 from dispatcher.core.experiments.arms import Arm, VariantSet, strategy_digest
-from dispatcher.core.experiments.results import price_list
+from dispatcher.core.experiments.results import price_list, variant_report
 from dispatcher.core.models import Channel
 from dispatcher.core.strategy import Strategy
 from dispatcher.engine import Engine
 from dispatcher.record.archive import AuditArchiver
-from dispatcher.record.results import read_variant_report
+from dispatcher.record.results import archived_facts
 from dispatcher.state.active_set import ActiveSet
 from dispatcher.state.store import Store
 from tests.api_fixtures import api_keys, api_settings  # noqa: F401
@@ -109,8 +109,9 @@ def _check_shape(report: dict, variants: VariantSet) -> None:  # type: ignore[ty
 def test_the_report_gives_each_arm_its_figures_and_each_comparison_insufficient_on_a_small_sample(
     worked: Engine, record_pool: ConnectionPool, variants: VariantSet, clock: ManualClock
 ) -> None:
-    report = read_variant_report(
-        record_pool, "champion", ["champion", "challenger"], price_list(variants.champion.strategy), clock.now()
+    costs = price_list(variants.champion.strategy)
+    report = variant_report(
+        archived_facts(record_pool, clock.now()), "champion", ["champion", "challenger"], costs, clock.now()
     )
     _check_shape(report, variants)
     figures = {v["name"]: v for v in report["variants"]}
@@ -151,4 +152,6 @@ def test_the_command_prints_the_same_report_as_json(
     _check_shape(report, variants)
     # The command's settings name only the champion's file; the other arms come from the record, in order.
     costs = price_list(variants.champion.strategy)
-    assert report == read_variant_report(record_pool, "champion", ["champion"], costs, clock.now())
+    assert report == variant_report(
+        archived_facts(record_pool, clock.now()), "champion", ["champion"], costs, clock.now()
+    )

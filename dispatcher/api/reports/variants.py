@@ -14,7 +14,7 @@ from dispatcher.api.auth import ACCOUNTS_READ, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
 from dispatcher.core.experiments.results import price_list, variant_report
 from dispatcher.engine import Engine
-from dispatcher.record.results import read_variant_report
+from dispatcher.record.results import archived_facts
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 Reader = Annotated[Principal, Depends(require(ACCOUNTS_READ))]
@@ -55,7 +55,7 @@ def report_variants(
     if reader is None:  # a deployment without a record has archived nothing: every arm has no account yet
         return variant_report([], variants.champion.name, order, costs, horizon)
     try:
-        return read_variant_report(reader.pool, variants.champion.name, order, costs, horizon)
+        return variant_report(archived_facts(reader.pool, horizon), variants.champion.name, order, costs, horizon)
     except psycopg.OperationalError as exc:  # the record went away under an open pool: a 503 (outage.py)
         forget_record(request, reader, exc)
         raise
