@@ -13,7 +13,6 @@ GET /cases?reference={contact id} (or ?idempotency_key=...) lists the cases rece
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from datetime import UTC, datetime
@@ -88,11 +87,8 @@ def create_app(sandbox: AgencySandbox) -> FastAPI:
         except ValueError:
             return JSONResponse({"error": "body is not JSON"}, 400)
         answer = sandbox.receive(key, case_file)
-        faults = sandbox.faults.faults
-        if answer.status_code == 201 and faults.accept_then_hang > 0:
-            sandbox.faults.set(accept_then_hang=faults.accept_then_hang - 1)
-            sandbox.log.append({"event": "fault.accept_then_hang", "seconds": faults.accept_hang_seconds})
-            await asyncio.sleep(faults.accept_hang_seconds)
+        if answer.status_code == 201:
+            await sandbox.faults.hold_after_accept(sandbox.log)
         return answer
 
     @app.get(CASES_PATH)
