@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dispatcher demo
 
+# Two processes (pytest-xdist), a test file to each at a time: most tests wait on real servers, workers and
+# subprocesses, so the second core halves the wall time; a file's module fixtures stay in one process.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/plan_throughput.py

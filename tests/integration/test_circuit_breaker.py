@@ -92,9 +92,17 @@ def test_a_404_from_the_print_vendor_fails_no_letter_and_each_goes_once_when_fix
         # Nothing failed, nothing counts against the caps: each letter is parked or queued, with no attempt
         # (polled for a moment between probes: a probe holds its letter's claim for the length of one request),
         # and none waits as a delayed message in the broker's hands, where a stopped worker would leave it.
-        eventually(lambda: all(_untouched(runtime, letter) for letter in letters), timeout=10)
+        # Parked: every account in the circuit's held set. Polled together with the above: between openings a
+        # probe takes the held set back (the pump queues its letters again) until the next opening parks them.
         client = runtime.engine.store.redis
-        assert client.smembers(held_key("letter")) >= {letter.account_id for letter in letters}
+        accounts = {letter.account_id for letter in letters}
+        eventually(
+            lambda: (
+                all(_untouched(runtime, letter) for letter in letters)
+                and client.smembers(held_key("letter")) >= accounts
+            ),
+            timeout=20,
+        )
         eventually(lambda: not _on_the_broker(client, letters), timeout=10)
         # The open circuit holds the sends: one probe per opening, not one request per letter per retry.
         assert refused_requests <= state.trips + 2
