@@ -97,6 +97,7 @@ class Caller:
             "POST /v1/webhooks/aliyun/{token}/sms-up": lambda: self.client.post(
                 "/v1/webhooks/aliyun/not-the-token/sms-up", json=[{"content": "TD"}]),
             "GET /v1/reports/variants": lambda: self.client.get("/v1/reports/variants", headers=self.bearer()),
+            "GET /v1/reports/agencies": lambda: self.client.get("/v1/reports/agencies", headers=self.bearer()),
             "GET /v1/admin/dashboard": lambda: self.client.get("/v1/admin/dashboard"),
             "GET /v1/admin/dashboard/data": lambda: self.client.get("/v1/admin/dashboard/data", headers=self.bearer()),
             "GET /v1/changes": lambda: self.client.get("/v1/changes", headers=self.bearer()),

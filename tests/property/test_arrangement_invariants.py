@@ -99,14 +99,17 @@ class Run:
         case, today = self.case, self.now.astimezone(zone(self.case.timezone)).date()
         total = (case.balance * case.plan_share).quantize(Decimal("0.01"))
         weights = sum(case.shares)
-        amounts = [(total * w / weights).quantize(Decimal("0.01")) for w in case.shares]
+        amounts = [max((total * w / weights).quantize(Decimal("0.01")), Decimal("0.01")) for w in case.shares]
+        # Rounding each share (and the 0.01 floor) can put the sum a few cents above the total: the largest
+        # instalment gives them back, so the plan never asks more than is owed (the API would refuse it).
+        excess = sum(amounts, Decimal(0)) - total
+        if excess > 0:
+            largest = amounts.index(max(amounts))
+            amounts[largest] -= excess
         days = [case.first_due]
         for gap in case.gaps:
             days.append(days[-1] + gap)
-        return tuple(
-            Instalment(due=today + timedelta(days=d), amount=max(a, Decimal("0.01")))
-            for d, a in zip(days, amounts, strict=True)
-        )
+        return tuple(Instalment(due=today + timedelta(days=d), amount=a) for d, a in zip(days, amounts, strict=True))
 
     def payments_due(self, day: date, plan: tuple[Instalment, ...]) -> list[Decimal]:
         found = []
