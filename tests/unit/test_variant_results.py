@@ -49,6 +49,21 @@ def test_one_accounts_audit_makes_its_facts() -> None:
     assert a.rolled(START + timedelta(days=30)) is False
 
 
+def test_a_promise_paid_off_in_full_counts_kept_and_a_broken_one_does_not() -> None:
+    # The engine judges a promise at its due date; an account paid in full closes before that, so no
+    # promise_kept is written: the payment in full keeps it.
+    entries = [
+        _assigned("P"), _assigned("Q"),
+        _event("P", 1, "promise_to_pay", amount="1000.00", due="2026-03-05"),
+        _event("P", 2, "payment", amount="1000.00"),
+        _event("Q", 1, "promise_to_pay", amount="500.00", due="2026-03-05"), _event("Q", 6, "promise_broken"),
+        _event("Q", 9, "payment", amount="1000.00"),
+    ]  # fmt: skip
+    facts = {f.account_id: f for f in account_facts(entries)}
+    assert (facts["P"].promises_made, facts["P"].promises_kept) == (1, 1)
+    assert (facts["Q"].promises_made, facts["Q"].promises_kept) == (1, 0)
+
+
 def test_a_report_of_one_arm_has_no_comparison_and_says_null_for_nothing() -> None:
     report = variant_report(account_facts([_assigned("A")]), "champion", ["champion"], {}, START)
     assert report["differences"] == [] and report["variants"][0]["accounts"] == 1

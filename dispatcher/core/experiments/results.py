@@ -58,6 +58,7 @@ class AccountFacts:
     # Running figures while reading: the bank's last stated balance and what was paid since.
     _stated: Decimal = Decimal(0)
     _paid_since_stated: Decimal = Decimal(0)
+    _open_promises: int = 0  # made, neither kept nor broken yet
 
     def rolled(self, horizon: datetime) -> bool | None:
         """Whether it reached its next bucket uncured; None when that bucket begins after the horizon."""
@@ -120,8 +121,12 @@ def _apply_event(one: AccountFacts, entry: Mapping[str, Any]) -> None:
         one._stated, one._paid_since_stated = _money(detail.get("balance")), Decimal(0)
     elif event in ("promise_to_pay",) or (event == "agent_disposition" and detail.get("disposition") == "promise"):
         one.promises_made += 1
+        one._open_promises += 1
     elif event == "promise_kept":
         one.promises_kept += 1
+        one._open_promises = max(0, one._open_promises - 1)
+    elif event == "promise_broken":
+        one._open_promises = max(0, one._open_promises - 1)
     elif event == "opt_out":
         one.opted_out = True
     elif event == "dispute":
@@ -134,6 +139,10 @@ def _settle(one: AccountFacts, at: datetime) -> None:
     if one.resolved_at is None and (one._stated <= 0 or one._paid_since_stated >= one._stated):
         one.resolved_at = at
         one.cured_at = one.cured_at or at
+        # Paid in full: a promise still open is kept by it (the engine records no promise_kept then: the
+        # account closes before the promise's due date comes to be judged).
+        one.promises_kept += one._open_promises
+        one._open_promises = 0
 
 
 RATES: dict[str, Callable[[AccountFacts], bool]] = {
