@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import psycopg
 import structlog
@@ -21,6 +22,8 @@ from dispatcher.core.timeline import account_json
 from dispatcher.engine import Engine, Result, UnknownAccount
 from dispatcher.record.db import RecordUnavailable, open_record, record_url
 from dispatcher.record.readers import RecordReader, read_account
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 log = structlog.get_logger("dispatcher.api")
@@ -167,6 +170,19 @@ def record_of(request: Request) -> RecordReader | None:
             state.record_failed, state.record_retry_at = exc, time.monotonic() + RECORD_RETRY
             raise
     return reader
+
+
+def read_record(request: Request, read: Callable[[RecordReader], T], without: Callable[[], T]) -> T:
+    """`read` over the record, or `without()` on a deployment that has none (nothing archived yet). A record
+    that went away under an open pool is dropped and answers 503 (outage.py), asked afresh next time."""
+    reader = record_of(request)
+    if reader is None:
+        return without()
+    try:
+        return read(reader)
+    except psycopg.OperationalError as exc:
+        forget_record(request, reader, exc)
+        raise
 
 
 def forget_record(request: Request, reader: RecordReader | None, exc: Exception) -> None:

@@ -17,14 +17,13 @@ from datetime import timedelta
 from importlib import resources
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 import channels
 from channels.agencies import agency_providers
-from dispatcher.api.accounts import engine_of, forget_record, record_of
+from dispatcher.api.accounts import engine_of, read_record
 from dispatcher.api.auth import ADMIN, Principal, require
 from dispatcher.api.errors import ApiError, responses
 from dispatcher.engine import Engine
@@ -91,15 +90,7 @@ def dashboard_data(
 ) -> Dashboard:
     until = engine.clock.now()
     since = until - timedelta(days=days)
-    reader = record_of(request)
-    if reader is None:
-        figures = None
-    else:
-        try:
-            figures = dashboard_figures(reader.pool, since, until)
-        except psycopg.OperationalError as exc:  # the record went away under an open pool: dropped, a 503 now
-            forget_record(request, reader, exc)
-            raise
+    figures = read_record(request, lambda reader: dashboard_figures(reader.pool, since, until), lambda: None)
     return Dashboard(
         since=since.isoformat(),
         until=until.isoformat(),

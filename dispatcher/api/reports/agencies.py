@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 
-from dispatcher.api.accounts import engine_of, forget_record, record_of
+from dispatcher.api.accounts import engine_of, read_record
 from dispatcher.api.errors import responses
-from dispatcher.api.reports.variants import UNTIL, Reader, _horizon
+from dispatcher.api.reports.variants import UNTIL, Reader, horizon_of
 from dispatcher.engine import Engine
 from dispatcher.record.liquidation import liquidation, read_liquidation
 
@@ -27,12 +26,6 @@ def report_agencies(
 ) -> dict[str, Any]:
     """Per agency, placement month and currency: the cases placed, their placed balance, what was recovered
     after placement and the liquidation rate (recovered / placed balance). Shape: docs/api.md."""
-    horizon = _horizon(until, engine.clock.now())
-    reader = record_of(request)
-    if reader is None:  # nothing archived yet: no placement to report
-        return liquidation([], horizon)
-    try:
-        return read_liquidation(reader.pool, horizon)
-    except psycopg.OperationalError as exc:  # the record went away under an open pool: a 503 (outage.py)
-        forget_record(request, reader, exc)
-        raise
+    horizon = horizon_of(until, engine.clock.now())
+    # Nothing archived yet (no record): no placement to report.
+    return read_record(request, lambda reader: read_liquidation(reader.pool, horizon), lambda: liquidation([], horizon))

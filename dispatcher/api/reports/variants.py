@@ -6,13 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 
-from dispatcher.api.accounts import engine_of, forget_record, record_of
+from dispatcher.api.accounts import engine_of, read_record
 from dispatcher.api.auth import ACCOUNTS_READ, Principal, require
 from dispatcher.api.errors import ApiError, FieldError, responses
-from dispatcher.core.experiments.results import price_list, variant_report
+from dispatcher.core.experiments.results import AccountFacts, price_list, variant_report
 from dispatcher.engine import Engine
 from dispatcher.record.results import archived_facts
 
@@ -23,7 +22,7 @@ Reader = Annotated[Principal, Depends(require(ACCOUNTS_READ))]
 UNTIL = "The horizon, ISO 8601 with an offset (2026-06-01T00:00:00+00:00); default now."
 
 
-def _horizon(until: str | None, now: datetime) -> datetime:
+def horizon_of(until: str | None, now: datetime) -> datetime:
     """`until` as a UTC time; a 422 naming the field for anything else (a number is not a time here)."""
     if until is None:
         return now.astimezone(UTC)
@@ -48,14 +47,13 @@ def report_variants(
     """Each variant's (and the holdout's) figures with their intervals, and each against the champion: the
     difference with its interval, the accounts per arm it needs and the verdict (`insufficient` below it).
     Shape: docs/api.md."""
-    horizon = _horizon(until, engine.clock.now())
-    reader = record_of(request)
+    horizon = horizon_of(until, engine.clock.now())
     variants = engine.variants
     order, costs = [arm.name for arm in variants.arms], price_list(variants.champion.strategy)
-    if reader is None:  # a deployment without a record has archived nothing: every arm has no account yet
-        return variant_report([], variants.champion.name, order, costs, horizon)
-    try:
-        return variant_report(archived_facts(reader.pool, horizon), variants.champion.name, order, costs, horizon)
-    except psycopg.OperationalError as exc:  # the record went away under an open pool: a 503 (outage.py)
-        forget_record(request, reader, exc)
-        raise
+    champion = variants.champion.name
+
+    def report(facts: list[AccountFacts]) -> dict[str, Any]:
+        return variant_report(facts, champion, order, costs, horizon)
+
+    # A deployment without a record has archived nothing: every arm has no account yet.
+    return read_record(request, lambda reader: report(archived_facts(reader.pool, horizon)), lambda: report([]))
